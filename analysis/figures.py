@@ -1,0 +1,39 @@
+"""`make figures`: regenerate every figure of the project from results/ alone.
+
+Each study module listed in STUDIES provides `make_figures(results_dir, figures_dir) -> list[Path]`
+and reads nothing but results/. A study whose results are not committed yet is reported, not faked.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES: list[str] = []  # module names under analysis/, in the order they are drawn
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--results", type=Path, default=ROOT / "results", help="folder of committed results (default: results/)")
+    ap.add_argument("--figures", type=Path, default=ROOT / "figures", help="output folder (default: figures/)")
+    ap.add_argument("--only", nargs="*", default=None, help="draw only these studies")
+    args = ap.parse_args(argv)
+    import matplotlib
+    matplotlib.use("Agg")
+    args.figures.mkdir(parents=True, exist_ok=True)
+    studies = STUDIES if not args.only else [s for s in STUDIES if s in args.only]
+    if not studies:
+        print("no figure studies registered yet")
+    for name in studies:
+        t = time.perf_counter()
+        made = importlib.import_module(f"analysis.{name}").make_figures(args.results, args.figures)
+        print(f"{name}: {len(made)} figure(s) in {time.perf_counter() - t:.1f}s")
+        for p in made:
+            print(f"  {Path(p).relative_to(ROOT) if Path(p).is_relative_to(ROOT) else p}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

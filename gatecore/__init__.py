@@ -1,0 +1,13 @@
+"""gatecore: row/column stochastic gates and LoRA on frozen pretrained weights."""
+from .accounting import GateReport, LayerGates, ParamCount, count_parameters, gate_report, gated_layers
+from .gates import Gate, GatedLinear
+from .inject import add_gates, add_lora, find_head, find_targets, mark_trainable, merge_lora
+from .lora import LoRALinear
+from .penalty import expected_kept_fraction, sparsity_penalty
+from .pretrained import OFFLINE_MODEL, load_model, local_model_dir, resolve_model
+
+__all__ = [
+    "Gate", "GatedLinear", "LoRALinear", "add_gates", "add_lora", "merge_lora", "mark_trainable", "find_head",
+    "find_targets", "count_parameters", "ParamCount", "gate_report", "GateReport", "LayerGates", "gated_layers",
+    "sparsity_penalty", "expected_kept_fraction", "local_model_dir", "resolve_model", "load_model", "OFFLINE_MODEL",
+]

@@ -1,0 +1,130 @@
+"""Stochastic row/column gates on a frozen linear layer (DESIGN.md section 1).
+
+    y = (W (x * z_c) + b) * z_r
+    mu = tanh(theta)
+    train: z = clamp(mu + 0.5 + sigma * eps, 0, 1),  eps ~ N(0, 1) fresh each forward
+    eval:  z = clamp(mu + 0.5, 0, 1)
+
+The gates scale activations, never the weight, so no (out x in) product is
+materialised and the frozen weight gets no gradient buffer.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+DEFAULT_SIGMA = 0.1
+DEFAULT_REG_SIGMA = 0.5
+_INIT_TRUNC = 3.0  # theta init is truncated at +-3 std so every eval gate starts at exactly 1
+
+
+def _check_positive(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+class Gate(nn.Module):
+    """One vector of gates: parameter `theta`, mean `mu = tanh(theta)`.
+
+    `sigma` is the forward noise scale; `reg_sigma` the scale inside the
+    regulariser's Phi (None -> 0.5, the authors' default). Setting
+    `fixed_eps` (a tensor of shape (n,)) replaces the fresh noise by that
+    draw in training mode, e.g. to make a deterministic loss for Hessian
+    products.
+    """
+
+    def __init__(self, n: int, sigma: float = DEFAULT_SIGMA, reg_sigma: float | None = None,
+                 init_mean: float = 1.0, init_std: float = 0.1, device=None, dtype=None):
+        super().__init__()
+        self.sigma = _check_positive("sigma", sigma)
+        self.reg_sigma = _check_positive("reg_sigma", DEFAULT_REG_SIGMA if reg_sigma is None else reg_sigma)
+        if not math.isfinite(init_mean) or not math.isfinite(init_std) or init_std < 0:
+            raise ValueError(f"init_mean must be finite and init_std >= 0, got {init_mean!r}, {init_std!r}")
+        theta = torch.empty(n, device=device, dtype=dtype)
+        if init_std > 0:
+            nn.init.trunc_normal_(theta, init_mean, init_std,
+                                  init_mean - _INIT_TRUNC * init_std, init_mean + _INIT_TRUNC * init_std)
+        else:
+            theta.fill_(init_mean)
+        self.theta = nn.Parameter(theta)
+        self.fixed_eps: torch.Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return self.theta.numel()
+
+    @property
+    def mu(self) -> torch.Tensor:
+        return torch.tanh(self.theta)
+
+    def eval_gate(self) -> torch.Tensor:
+        """Deterministic gate clamp(mu + 0.5, 0, 1); exactly 0 means removable."""
+        return torch.clamp(self.mu + 0.5, 0.0, 1.0)
+
+    def forward(self) -> torch.Tensor:
+        if not self.training:
+            return self.eval_gate()
+        eps = self.fixed_eps if self.fixed_eps is not None else torch.randn_like(self.theta)
+        return torch.clamp(self.mu + 0.5 + self.sigma * eps, 0.0, 1.0)
+
+    def prob_open(self, reg_sigma: float | None = None) -> torch.Tensor:
+        """Regulariser's P(open) = Phi((mu + 0.5) / reg_sigma), differentiable."""
+        s = self.reg_sigma if reg_sigma is None else reg_sigma
+        return torch.special.ndtr((self.mu + 0.5) / s)
+
+    def train_prob_open(self) -> torch.Tensor:
+        """P(train gate > 0) = Phi((mu + 0.5) / sigma)."""
+        return torch.special.ndtr((self.mu + 0.5) / self.sigma)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}, sigma={self.sigma}, reg_sigma={self.reg_sigma}"
+
+
+class GatedLinear(nn.Module):
+    """`y = (base(x * z_c)) * z_r` around a frozen `nn.Linear` (or `LoRALinear`).
+
+    `base` keeps its own weight and bias, so the bias is gated by the row gate
+    as in DESIGN section 1, and a layer without bias stays without one.
+    """
+
+    def __init__(self, base: nn.Module, rows: bool = True, cols: bool = True, sigma: float = DEFAULT_SIGMA,
+                 reg_sigma: float | None = None, init_mean: float = 1.0, init_std: float = 0.1):
+        super().__init__()
+        if not (rows or cols):
+            raise ValueError("GatedLinear needs rows=True, cols=True or both")
+        self.base = base
+        w = base.weight
+        kw = dict(sigma=sigma, reg_sigma=reg_sigma, init_mean=init_mean, init_std=init_std,
+                  device=w.device, dtype=w.dtype)
+        self.row_gate = Gate(base.out_features, **kw) if rows else None
+        self.col_gate = Gate(base.in_features, **kw) if cols else None
+        self.train(base.training)  # a wrapper joins the model in its current mode
+
+    in_features = property(lambda self: self.base.in_features)
+    out_features = property(lambda self: self.base.out_features)
+    weight = property(lambda self: self.base.weight)
+    bias = property(lambda self: self.base.bias)
+
+    def gates(self) -> list[Gate]:
+        return [g for g in (self.row_gate, self.col_gate) if g is not None]
+
+    def eval_gates(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_r, z_c) in eval mode; an ungated side is all ones."""
+        ones = lambda n: torch.ones(n, device=self.weight.device, dtype=self.weight.dtype)  # noqa: E731
+        z_r = self.row_gate.eval_gate() if self.row_gate is not None else ones(self.out_features)
+        z_c = self.col_gate.eval_gate() if self.col_gate is not None else ones(self.in_features)
+        return z_r, z_c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.col_gate is not None:
+            x = x * self.col_gate()
+        y = self.base(x)
+        if self.row_gate is not None:
+            y = y * self.row_gate()
+        return y
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, rows={self.row_gate is not None}, cols={self.col_gate is not None}"

@@ -1,0 +1,58 @@
+"""LoRA adapter (Hu et al. 2021), as in loralib/peft (DESIGN.md section 2).
+
+    y = W x + b + (alpha / r) * B A dropout(x)
+    A (r x in): kaiming-uniform(a=sqrt 5);  B (out x r): zeros
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class LoRALinear(nn.Module):
+    """A frozen `nn.Linear` plus a trainable rank-r update; `merge()` folds it in."""
+
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0):
+        super().__init__()
+        if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
+            raise ValueError(f"LoRA rank r must be a positive integer, got {r!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout!r}")
+        self.base = base
+        self.r, self.alpha = r, float(alpha)
+        self.scaling = self.alpha / r
+        w = base.weight
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=w.device, dtype=w.dtype))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.train(base.training)  # a wrapper joins the model in its current mode
+
+    in_features = property(lambda self: self.base.in_features)
+    out_features = property(lambda self: self.base.out_features)
+    weight = property(lambda self: self.base.weight)
+    bias = property(lambda self: self.base.bias)
+
+    def delta_weight(self) -> torch.Tensor:
+        return self.scaling * (self.lora_B @ self.lora_A)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x) + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+
+    @torch.no_grad()
+    def merge(self) -> nn.Linear:
+        """A plain `nn.Linear` with weight W + (alpha/r) B A and the same bias."""
+        b = self.base
+        out = nn.Linear(b.in_features, b.out_features, bias=b.bias is not None, device=b.weight.device, dtype=b.weight.dtype)
+        out.weight.copy_(b.weight + self.delta_weight())
+        if b.bias is not None:
+            out.bias.copy_(b.bias)
+        out.weight.requires_grad_(b.weight.requires_grad)
+        if b.bias is not None:
+            out.bias.requires_grad_(b.bias.requires_grad)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha}"
