@@ -1,5 +1,6 @@
 """gatecore: row/column stochastic gates and LoRA on frozen pretrained weights."""
 from .accounting import GateReport, LayerGates, ParamCount, count_parameters, gate_report, gated_layers
+from .checkpoint import load_trainable, save_trainable
 from .gates import Gate, GatedLinear
 from .inject import add_gates, add_lora, find_head, find_targets, mark_trainable, merge_lora
 from .lora import LoRALinear
@@ -10,4 +11,5 @@ __all__ = [
     "Gate", "GatedLinear", "LoRALinear", "add_gates", "add_lora", "merge_lora", "mark_trainable", "find_head",
     "find_targets", "count_parameters", "ParamCount", "gate_report", "GateReport", "LayerGates", "gated_layers",
     "sparsity_penalty", "expected_kept_fraction", "local_model_dir", "resolve_model", "load_model", "OFFLINE_MODEL",
+    "save_trainable", "load_trainable",
 ]
