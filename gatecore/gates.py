@@ -5,8 +5,9 @@
     train: z = clamp(mu + 0.5 + sigma * eps, 0, 1),  eps ~ N(0, 1) fresh each forward
     eval:  z = clamp(mu + 0.5, 0, 1)
 
-The gates scale activations, never the weight, so no (out x in) product is
-materialised and the frozen weight gets no gradient buffer.
+Around a plain `nn.Linear` the forward runs through `gated_matmul.gated_linear`, which folds
+the gates into a scaled copy of the weight and has a backward that needs no weight gradient;
+around a `LoRALinear` (gates around W + BA) the gates scale the activations instead.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import math
 
 import torch
 from torch import nn
+
+from .gated_matmul import gated_linear
 
 DEFAULT_SIGMA = 0.1
 DEFAULT_REG_SIGMA = 0.5
@@ -111,14 +114,25 @@ class GatedLinear(nn.Module):
     def gates(self) -> list[Gate]:
         return [g for g in (self.row_gate, self.col_gate) if g is not None]
 
+    def _ones(self, n: int) -> torch.Tensor:
+        return torch.ones(n, device=self.weight.device, dtype=self.weight.dtype)
+
     def eval_gates(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(z_r, z_c) in eval mode; an ungated side is all ones."""
-        ones = lambda n: torch.ones(n, device=self.weight.device, dtype=self.weight.dtype)  # noqa: E731
-        z_r = self.row_gate.eval_gate() if self.row_gate is not None else ones(self.out_features)
-        z_c = self.col_gate.eval_gate() if self.col_gate is not None else ones(self.in_features)
+        z_r = self.row_gate.eval_gate() if self.row_gate is not None else self._ones(self.out_features)
+        z_c = self.col_gate.eval_gate() if self.col_gate is not None else self._ones(self.in_features)
+        return z_r, z_c
+
+    def _gate_values(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_r, z_c) as the current mode draws them (noisy in training)."""
+        z_r = self.row_gate() if self.row_gate is not None else self._ones(self.out_features)
+        z_c = self.col_gate() if self.col_gate is not None else self._ones(self.in_features)
         return z_r, z_c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if type(self.base) is nn.Linear:
+            z_r, z_c = self._gate_values()
+            return gated_linear(x, self.base.weight, self.base.bias, z_r, z_c)
         if self.col_gate is not None:
             x = x * self.col_gate()
         y = self.base(x)
