@@ -13,3 +13,10 @@ __all__ = [
     "sparsity_penalty", "expected_kept_fraction", "local_model_dir", "resolve_model", "load_model", "OFFLINE_MODEL",
     "save_trainable", "load_trainable",
 ]
+from .compress import compress, layer_sizes
+from .export import load_compressed, save_compressed
+from .patterns import random_gate_pattern
+from .size import SizeReport, size_report
+
+__all__ += ["compress", "layer_sizes", "save_compressed", "load_compressed", "random_gate_pattern", "size_report",
+            "SizeReport"]
