@@ -1,0 +1,304 @@
+"""Does the stochastic-gate process converge? Planted problems, gates vs LoRA (issue 5).
+
+    python -m analysis.convergence                          # defaults below, gates and LoRA, 3 seeds
+    python -m analysis.convergence --sweep sigma --values 0.01 0.03 0.1 0.3
+    python -m analysis.convergence --problem mlp --optimizer sgd
+
+Trains row/column gates (gatecore.GatedLinear, fresh gate noise every step) and
+LoRA on a planted problem (analysis.planted) and measures along the path:
+
+    F(theta) = E_eps[L] + lam R            exact for linear teachers, CRN Monte Carlo otherwise
+    gap      = F - F*                      F* = min(planted optimum polished by L-BFGS, path, polished end;
+                                                    LoRA on linear teachers: reduced-rank regression, exact)
+    ||grad F||^2, PL ratio ||grad F||^2 / (2 gap), fraction of binary eval gates,
+    precision / recall of the removed (eval gate == 0) rows+columns against the planted ones.
+
+Writes results/convergence_<problem>[_<sweep>].json with provenance; figures by `make_figures`.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from analysis.planted import (KINDS, ObjectiveSpec, Problem, expected_objective, gated_layer, gated_student,
+                              lora_optimum, lora_student, make_problem)
+from analysis.convergence_plots import make_figures  # noqa: F401  (figures.py calls convergence.make_figures)
+from analysis.provenance import ROOT, provenance, write_json
+from gatecore import sparsity_penalty
+
+DEFAULTS = dict(
+    problem="linear", m=32, n=32, hidden=32, samples=256, rows_off=0.25, cols_off=0.25, noise=0.0, rank=2,
+    methods="gates,lora", seeds=3, steps=2000, evals=40, optimizer="adam", lr=0.0, lora_lr=0.0, batch=0,
+    sigma=0.1, reg_sigma=0.5, lam=0.1, objective="l0", target=-1.0, init_mean=1.0, init_std=0.1,
+    lora_r=8, lora_alpha=16.0, draws=128, polish_iters=100,
+)
+LR = {"adam": 0.05, "sgd": 20.0}            # used when --lr / --lora-lr is 0
+LORA_LR = {"adam": 0.01, "sgd": 0.5}
+THETA_CLOSED, THETA_OPEN = -20.0, 3.0        # tanh(-20) = -1 in float64: a closed gate at its limit
+HELP = dict(
+    problem=f"planted problem: {', '.join(KINDS)} (lowrank = the counter-case where LoRA is well specified)",
+    m="outputs of the gated matrix", n="inputs of the gated matrix", hidden="hidden units of the mlp teacher",
+    samples="data points N", rows_off="planted fraction of closed rows (mlp: hidden units)",
+    cols_off="planted fraction of closed columns (input features)", noise="label noise std",
+    rank="rank of the lowrank target change", methods="comma list of gates, lora",
+    seeds="seeds 0..S-1 (each a new problem, init and noise)", steps="optimizer steps",
+    evals="log-spaced steps at which F, grad F, recovery are measured", optimizer="adam or sgd",
+    lr=f"gate learning rate (0: {LR})", lora_lr=f"LoRA learning rate (0: {LORA_LR})",
+    batch="minibatch size (0: full batch; the gate noise is the only randomness)",
+    sigma="forward gate noise scale", reg_sigma="scale inside the regulariser's Phi (DESIGN 1)",
+    lam="weight of the sparsity objective", objective="sparsity objective: target, l0 or params",
+    target="target sparsity for target/params (<0: the planted fraction of closed gates / weights)",
+    init_mean="gate theta init mean (mu = tanh(theta))", init_std="gate theta init std",
+    lora_r="LoRA rank", lora_alpha="LoRA alpha", draws="Monte Carlo noise draws for F where no closed form",
+    polish_iters="L-BFGS iterations used to find F*",
+)
+
+
+@dataclass
+class Trace:
+    """One training run: curves at the eval steps and the reference value F*."""
+    method: str
+    seed: int
+    step: list = field(default_factory=list)
+    F: list = field(default_factory=list)
+    se: list = field(default_factory=list)
+    grad_sq: list = field(default_factory=list)
+    binary: list = field(default_factory=list)
+    precision: list = field(default_factory=list)
+    recall: list = field(default_factory=list)
+    gates: list = field(default_factory=list)     # eval gates of a few tracked gates (gates method)
+    F_star: float = math.nan
+    F_candidates: dict = field(default_factory=dict)
+    planted_polished: dict = field(default_factory=dict)  # recovery of the planted point after L-BFGS
+
+
+def eval_steps(steps: int, k: int) -> list[int]:
+    return sorted({0, steps, *np.unique(np.geomspace(1, steps, k).round().astype(int)).tolist()})
+
+
+def spec_of(cfg: dict, p: Problem) -> ObjectiveSpec:
+    target = cfg["target"]
+    if target is not None and target < 0:  # the planted sparsity
+        if cfg["objective"] == "params":
+            target = 1 - float((~p.rows_off).sum() * (~p.cols_off).sum()) / (p.rows_off.numel() * p.cols_off.numel())
+        else:
+            target = float(torch.cat([p.rows_off, p.cols_off]).float().mean())
+    return ObjectiveSpec(cfg["lam"], cfg["objective"], target, cfg["draws"])
+
+
+def recovery(student, p: Problem) -> tuple[float, float, float]:
+    """(binary fraction, precision, recall) of eval-gate-closed rows+columns vs the planted ones."""
+    z = torch.cat(gated_layer(student).eval_gates())
+    removed, planted = z == 0, torch.cat([p.rows_off, p.cols_off])
+    tp = float((removed & planted).sum())
+    prec = tp / float(removed.sum()) if removed.any() else float(not planted.any())
+    rec = tp / float(planted.sum()) if planted.any() else 1.0
+    return float(((z == 0) | (z == 1)).double().mean()), prec, rec
+
+
+def objective_and_grad(student, p, spec) -> tuple[float, float, float]:
+    F, se = expected_objective(student, p, spec)
+    grads = torch.autograd.grad(F, [q for q in student.parameters() if q.requires_grad])
+    return float(F.detach()), se, float(sum((g * g).sum() for g in grads))
+
+
+def polish(student, p, spec, iters: int) -> float:
+    """F after L-BFGS on the exact / fixed-draw objective: an upper bound on inf F near this point."""
+    params = [q for q in student.parameters() if q.requires_grad]
+    opt = torch.optim.LBFGS(params, lr=1, max_iter=iters, history_size=50, tolerance_grad=1e-14,
+                            tolerance_change=1e-16, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        F = expected_objective(student, p, spec)[0]
+        F.backward()
+        return F
+    opt.step(closure)
+    with torch.no_grad():
+        return float(expected_objective(student, p, spec)[0])
+
+
+def _set_gates(student, closed_rows, closed_cols):
+    """Closed gates at their limit (mu = -1), open ones at mu = tanh(3) from where L-BFGS moves them."""
+    gl = gated_layer(student)
+    with torch.no_grad():
+        for gate, closed in ((gl.row_gate, closed_rows), (gl.col_gate, closed_cols)):
+            gate.theta.copy_(torch.where(closed, THETA_CLOSED, THETA_OPEN).to(gate.theta.dtype))
+    return student
+
+
+def reference(tr: Trace, student, p: Problem, cfg: dict, spec: ObjectiveSpec) -> None:
+    """F* = the smallest of: the path, L-BFGS from the planted optimum, L-BFGS from the end point."""
+    c = {"path": min(tr.F)}
+    if tr.method == "lora":
+        if p.kind == "mlp":
+            c["polished_end"] = polish(copy.deepcopy(student), p, spec, cfg["polish_iters"])
+        else:
+            c["reduced_rank_regression"] = lora_optimum(p, cfg["lora_r"])
+    else:
+        planted = gated_student(p, cfg["sigma"], cfg["reg_sigma"])
+        c["planted"] = polish(_set_gates(planted, p.rows_off, p.cols_off), p, spec, cfg["polish_iters"])
+        tr.planted_polished = dict(zip(("binary", "precision", "recall"), recovery(planted, p)))
+        end = copy.deepcopy(student)
+        with torch.no_grad():  # closed eval gates to their limit; open ones keep their theta
+            for g in gated_layer(end).gates():
+                g.theta.copy_(torch.where(g.eval_gate() == 0, torch.full_like(g.theta, THETA_CLOSED), g.theta))
+        c["polished_end"] = polish(end, p, spec, cfg["polish_iters"])
+    tr.F_candidates, tr.F_star = c, min(c.values())
+
+
+def train(cfg: dict, seed: int, method: str, progress: bool = True) -> Trace:
+    p = make_problem(cfg["problem"], cfg["m"], cfg["n"], cfg["hidden"], cfg["samples"], cfg["rows_off"],
+                     cfg["cols_off"], cfg["noise"], cfg["rank"], seed)
+    spec = spec_of(cfg, p)
+    torch.manual_seed(seed)
+    gates = method == "gates"
+    if gates:
+        student = gated_student(p, cfg["sigma"], cfg["reg_sigma"], cfg["init_mean"], cfg["init_std"])
+        planted = torch.cat([p.rows_off, p.cols_off])
+        track = torch.cat([planted.nonzero()[:6, 0], (~planted).nonzero()[:6, 0]])
+    elif method == "lora":
+        student = lora_student(p, cfg["lora_r"], cfg["lora_alpha"])
+    else:
+        raise ValueError(f"method must be 'gates' or 'lora', got {method!r}")
+    opt_name = cfg["optimizer"]
+    if opt_name not in LR:
+        raise ValueError(f"optimizer must be one of {sorted(LR)}, got {opt_name!r}")
+    lr = (cfg["lr"] or LR[opt_name]) if gates else (cfg["lora_lr"] or LORA_LR[opt_name])
+    params = [q for q in student.parameters() if q.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr) if opt_name == "adam" else torch.optim.SGD(params, lr=lr)
+    tr, marks = Trace(method, seed), set(eval_steps(cfg["steps"], cfg["evals"]))
+    g = torch.Generator().manual_seed(10_000 + seed)
+    student.train()
+    for t in tqdm(range(cfg["steps"] + 1), desc=f"{cfg['problem']} {method} seed {seed}", disable=not progress,
+                  leave=False):
+        if t in marks:
+            F, se, gsq = objective_and_grad(student, p, spec)
+            tr.step.append(t), tr.F.append(F), tr.se.append(se), tr.grad_sq.append(gsq)
+            if gates:
+                b, pr, rc = recovery(student, p)
+                tr.binary.append(b), tr.precision.append(pr), tr.recall.append(rc)
+                tr.gates.append(torch.cat(gated_layer(student).eval_gates())[track].tolist())
+        if t == cfg["steps"]:
+            break
+        idx = torch.randperm(p.X.shape[0], generator=g)[:cfg["batch"]] if cfg["batch"] else slice(None)
+        loss = ((student(p.X[idx]) - p.Y[idx]) ** 2).mean()
+        if gates and spec.lam:
+            loss = loss + spec.lam * sparsity_penalty(student, spec.objective, spec.target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if gates:
+        tr.gates = {"planted_closed": planted[track].tolist(), "values": tr.gates}
+    reference(tr, student, p, cfg, spec)
+    return tr
+
+
+def _gaps(tr: Trace) -> np.ndarray:
+    """F - F*, with exact zeros (the path's own minimum) floored at float64 resolution."""
+    floor = 1e-15 * max(1.0, abs(tr.F_star))
+    return np.maximum(np.asarray(tr.F) - tr.F_star, floor)
+
+
+def rates(step, gap, grad_sq) -> dict:
+    """Convergence rates of one path.
+
+    loglog_slope: p in gap ~ t^-p over the last decade of steps (1: O(1/t), large: faster than any power);
+    decades_per_1000_steps: the linear-rate fit over the same window;
+    lojasiewicz: theta in ||grad F|| ~ gap^theta on the late path (PL means theta <= 1/2; theta = 1 means
+    the PL ratio shrinks like the gap itself).
+    """
+    step, lg, lgr = np.asarray(step, float), np.log10(gap), 0.5 * np.log10(grad_sq)
+    tail = step >= max(1.0, step[-1] / 10)
+    late = step >= step[-1] / 100
+    hit = np.nonzero(lg <= lg[0] - 3)[0]
+    return {"loglog_slope": float(-np.polyfit(np.log10(step[tail]), lg[tail], 1)[0]),
+            "decades_per_1000_steps": float(-np.polyfit(step[tail], lg[tail], 1)[0] * 1000),
+            "lojasiewicz": float(np.polyfit(lg[late], lgr[late], 1)[0]),
+            "decades_total": float(lg[0] - lg[-1]), "decades_best": float(lg[0] - lg.min()),
+            "steps_to_3_decades": int(step[hit[0]]) if len(hit) else None}
+
+
+def summarize(traces: list[Trace]) -> dict:
+    """Curves over seeds (geometric mean and range for gaps/gradients, mean and range otherwise) + finals."""
+    gaps = np.stack([_gaps(t) for t in traces])
+    gsq = np.stack([np.maximum(t.grad_sq, 1e-300) for t in traces])
+    pl = gsq / (2 * gaps)
+    band = lambda a, log: {"center": (10 ** np.log10(a).mean(0) if log else a.mean(0)).tolist(),  # noqa: E731
+                           "lo": a.min(0).tolist(), "hi": a.max(0).tolist()}
+    out = {"step": traces[0].step, "gap": band(gaps, True), "grad_sq": band(gsq, True), "pl_ratio": band(pl, True),
+           "F_star": [t.F_star for t in traces], "F_candidates": [t.F_candidates for t in traces],
+           "max_se": max(max(t.se) for t in traces)}
+    out["rates"] = [rates(t.step, g, q) for t, g, q in zip(traces, gaps, gsq)]
+    # PL constant along the path: the smallest ratio once the first 1% of steps are done
+    late = np.asarray(traces[0].step) >= traces[0].step[-1] / 100
+    out["pl_min_after_1pct"] = [float(r[late].min()) for r in pl]
+    if traces[0].method == "gates":
+        for k in ("binary", "precision", "recall"):
+            out[k] = band(np.array([getattr(t, k) for t in traces]), False)
+        out["final"] = [{"seed": t.seed, "binary": t.binary[-1], "precision": t.precision[-1],
+                         "recall": t.recall[-1]} for t in traces]
+        out["trajectories_seed0"] = traces[0].gates
+        planted_gap = [t.F_candidates["planted"] - t.F_star for t in traces]
+        out["planted_minus_Fstar"] = planted_gap  # > 0: the optimum closes other gates than the planted ones
+        out["planted_polished"] = [t.planted_polished for t in traces]  # does L-BFGS from the planted point keep it?
+    return out
+
+
+def run(cfg: dict, sweep: str | None = None, values=(None,), progress: bool = True) -> dict:
+    """Every setting of the sweep x every method x every seed; returns the results dict (no file)."""
+    torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention (measured 30x slower steps)
+    groups = []
+    for v in values:
+        c = dict(cfg, **({sweep: v} if sweep else {}))
+        methods = [m.strip() for m in c["methods"].split(",") if m.strip()]
+        groups.append({"value": v, "config": c, "methods": {
+            m: summarize([train(c, s, m, progress) for s in range(c["seeds"])]) for m in methods}})
+    return {"sweep": sweep, "groups": groups}
+
+
+def _parse(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for k, v in DEFAULTS.items():
+        ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=v, help=f"{HELP[k]} (default: {v})")
+    ap.add_argument("--sweep", default=None, choices=sorted(DEFAULTS),
+                    help="one option to vary; the run repeats for each of --values (default: no sweep)")
+    ap.add_argument("--values", nargs="*", default=None, help="values of the --sweep option")
+    ap.add_argument("--out", default=None, help="results file (default: results/convergence_<problem>[_<sweep>].json)")
+    ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    args = ap.parse_args(argv)
+    if (args.sweep is None) != (args.values is None or not args.values):
+        ap.error("--sweep and --values go together: name the option and give at least one value")
+    return args
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    cfg = {k: getattr(args, k) for k in DEFAULTS}
+    values = [type(DEFAULTS[args.sweep])(v) for v in args.values] if args.sweep else [None]
+    res = run(cfg, args.sweep, values, progress=not args.no_progress)
+    out = args.out or ROOT / "results" / f"convergence_{cfg['problem']}{'_' + args.sweep if args.sweep else ''}.json"
+    write_json(out, {**provenance(cfg, seed=list(range(cfg["seeds"])), device="cpu"), **res})
+    for g in res["groups"]:
+        for m, s in g["methods"].items():
+            r = s["rates"]
+            line = (f"{args.sweep or 'run'}={g['value']} {m}: decades {np.median([x['decades_total'] for x in r]):.1f}, "
+                    f"loglog slope {np.median([x['loglog_slope'] for x in r]):.2f}, "
+                    f"min PL ratio {np.median(s['pl_min_after_1pct']):.2e}")
+            if m == "gates":
+                f = s["final"]
+                line += (f", binary {np.mean([x['binary'] for x in f]):.3f}, precision "
+                         f"{np.mean([x['precision'] for x in f]):.3f}, recall {np.mean([x['recall'] for x in f]):.3f}")
+            print(line)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
