@@ -25,17 +25,18 @@ import gatecore as gc
 
 from .data import load_task
 from .provenance import ROOT, append_jsonl, provenance, read_jsonl, small_mode
-from .train import GATE_METHODS, METHODS, build_model, encode, evaluate, peak_mem_mb, train
+from .train import GATE_METHODS, METHODS, build_model, encode, evaluate, measured_keep, peak_mem_mb, train
 
 # defaults, visible: per-method lr grids (searched on val), gate settings (DESIGN section 1)
 LR_GRID = {"full": [5e-5], "lora": [1e-3], "bias": [1e-3], "head": [1e-3], "gates": [1e-3], "gates+lora": [1e-3]}
-GATE_LR = 0.05         # gate parameters move ~1.5 in theta to close: they need a larger lr than the rest
+GATE_LR = [0.05]       # gate parameters move ~1.5 in theta to close: they need a larger lr than the rest
 LAM_GRID = [1.0]
 KEEPS = [0.7]
 OBJECTIVE = "params"
 SIGMA, REG_SIGMA = 0.1, 0.5
 LAM_WARMUP = 0.2       # fraction of the steps over which lam ramps from 0
 CONTROL, CONTROL_EVERY, CONTROL_GAIN = True, 10, 0.1
+KEEP_TOL = 0.05        # a gate setting "meets" its keep target when the measured keep is at most keep + this
 PROTOCOLS = {  # reduced CPU protocol: subsets, one seed, fewer keep targets
     "cpu": dict(tasks=["SST-2", "MRPC", "RTE", "CoLA", "STS-B"], methods=["head", "bias", "lora", "full", "gates"],
                 seeds=[0], keeps=[0.7, 0.5], no_bias_keeps=[0.7], train_examples=1000, val_examples=300,
@@ -64,7 +65,7 @@ def expand(a) -> list[dict]:
                     specs.append(base)
                     continue
                 base.update(objective=a.objective, lam_grid=a.lam, lam_warmup=a.lam_warmup, sigma=a.sigma,
-                            reg_sigma=a.reg_sigma, gate_lr=a.gate_lr, control=a.control,
+                            reg_sigma=a.reg_sigma, gate_lr_grid=a.gate_lr, control=a.control,
                             control_every=CONTROL_EVERY, control_gain=CONTROL_GAIN)
                 variants = [(k, True) for k in a.keep] + [(k, False) for k in a.no_bias_keep]
                 specs += [{**base, "keep": k, "bias": b} for k, b in variants]
@@ -117,29 +118,34 @@ def compressed_info(model, spec, task, dev_enc, pad_id, device, gated_dev: dict,
 
 
 def run_one(spec: dict, a, device, progress: bool = True) -> dict:
-    """Train every (lr, lam) of the grid, pick the best on val, and build the run's record."""
+    """Train every (lr, lam, gate_lr) of the grid, pick the best on val, and build the run's record."""
     task = load_task(spec["task"], glue=a.glue_dir, data_dir=a.data, text_cols=a.text_cols, label_col=a.label_col,
                      regression=a.regression, train_examples=spec["train_examples"],
                      val_examples=spec["val_examples"], dev_examples=spec["dev_examples"])
     gated = spec["method"] in GATE_METHODS
     search, best = [], None
-    for lr in spec["lr_grid"]:
-        for lam in (spec["lam_grid"] if gated else [None]):
-            cfg = {k: v for k, v in spec.items() if k not in ("lr_grid", "lam_grid")}
-            cfg.update(lr=lr, **({"lam": lam} if gated else {}))
-            model, tok = build_model(cfg, task.num_labels)
-            vocab = model.config.vocab_size
-            pad = tok.pad_token_id if tok is not None else model.config.pad_token_id
-            enc = {k: encode(tok, getattr(task, k), cfg["max_len"], vocab) for k in ("train", "val", "dev")}
-            res = train(model, cfg, task, enc["train"], enc["dev"], pad, device, a.curve_points, progress)
-            val_main = evaluate(model, enc["val"], task, cfg["pooling"], pad, device)[task.metric]
-            search.append({"lr": lr, "lam": lam, "val_main": val_main,
-                           "removed_fraction": gc.gate_report(model).removed_fraction if gated else 0.0})
-            if best is None or val_main > best[0]:
-                best = (val_main, cfg, model, res, enc, pad)
-            else:
-                del model
-    val_main, cfg, model, res, enc, pad = best
+    grid = [(lr, lam, glr) for lr in spec["lr_grid"] for lam in spec.get("lam_grid", [None])
+            for glr in spec.get("gate_lr_grid", [None])]
+    for lr, lam, glr in grid:
+        cfg = {k: v for k, v in spec.items() if not k.endswith("_grid")}
+        cfg.update(lr=lr, **({"lam": lam, "gate_lr": glr} if gated else {}))
+        model, tok = build_model(cfg, task.num_labels)
+        pad = tok.pad_token_id if tok is not None else model.config.pad_token_id
+        enc = {k: encode(tok, getattr(task, k), cfg["max_len"], model.config.vocab_size) for k in ("train", "val", "dev")}
+        res = train(model, cfg, task, enc["train"], enc["dev"], pad, device, a.curve_points, progress)
+        entry = {"lr": lr, "lam": lam, "val_main": evaluate(model, enc["val"], task, cfg["pooling"], pad, device)[task.metric]}
+        if gated:
+            kept = measured_keep(model, cfg["objective"])
+            entry.update(gate_lr=glr, removed_fraction=gc.gate_report(model).removed_fraction,
+                         measured_keep=kept, meets_keep=cfg["objective"] == "l0" or kept <= cfg["keep"] + KEEP_TOL)
+        search.append(entry)
+        # gate runs: the best val among the settings that removed what was asked (if any did)
+        key = (entry.get("meets_keep", True), entry["val_main"])
+        if best is None or key > best[0]:
+            best = (key, cfg, model, res, enc, pad)
+        else:
+            del model
+    (_, val_main), cfg, model, res, enc, pad = best
     dev = evaluate(model, enc["dev"], task, cfg["pooling"], pad, device)
     rec = {"run_id": run_id(spec), **provenance(cfg, cfg["seed"], device), "spec": spec, "task_info": task.info(),
            "dev": dev, "dev_main": dev[task.metric], "val_main": val_main,
@@ -180,7 +186,7 @@ def parse_args(argv=None):
     ap.add_argument("--methods", nargs="+", default=["lora", "gates"], choices=METHODS, help="methods to run")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds")
     ap.add_argument("--lr", nargs="+", type=float, help="lr grid searched on val (default: per method, LR_GRID)")
-    ap.add_argument("--gate-lr", type=float, default=GATE_LR, help="lr of the gate parameters")
+    ap.add_argument("--gate-lr", nargs="+", type=float, default=GATE_LR, help="lr grid of the gate parameters, searched on val")
     ap.add_argument("--lam", nargs="+", type=float, default=LAM_GRID, help="sparsity weight grid searched on val")
     ap.add_argument("--keep", nargs="+", type=float, default=KEEPS, help="keep targets (one run each, bias on)")
     ap.add_argument("--no-bias-keep", nargs="*", type=float, default=[], help="keep targets of extra gate runs without bias training")
@@ -234,6 +240,9 @@ def main(argv=None) -> int:
         for s in todo:
             print(run_id(s), json.dumps(s))
         return 0
+    if a.out.exists() and a.out.stat().st_size and not a.out.read_bytes().endswith(b"\n"):
+        with open(a.out, "a") as f:
+            f.write("\n")  # a writer killed mid-line: the next record starts on its own line
     for s in tqdm(todo[:a.max_runs], desc="runs"):
         append_jsonl(a.out, run_one(s, a, a.device, progress=not a.quiet))
     ids = {run_id(s) for s in specs}

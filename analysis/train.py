@@ -197,7 +197,10 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
             if step in at:
                 t_eval = time.perf_counter()
                 dev_main = evaluate(model, dev_enc, task, cfg["pooling"], pad_id, device)[task.metric]
-                res.curve.append({"step": step, "dev_main": dev_main, "loss": loss_ema})
+                point = {"step": step, "dev_main": dev_main, "loss": loss_ema}
+                if gated:
+                    point.update(removed_fraction=gc.gate_report(model).removed_fraction, keep_target=keep_t)
+                res.curve.append(point)
                 t0 += time.perf_counter() - t_eval  # curve evaluations are not training time
             bar.update(1)
             bar.set_postfix(loss=f"{loss_ema:.3f}")
