@@ -247,14 +247,14 @@ def write_glue_table(protocols: list[Protocol], path: Path) -> Path:
     return path
 
 
-def make_figures(results_dir, figures_dir) -> list[Path]:
-    """Draw (a)-(d) per protocol and write (e); skip (printing why) when there are no finetuning records."""
+def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
+    """Draw (a)-(d) per protocol and write (e) to table_dir (default: results_dir); skip (printing why) without records."""
     results_dir, figures_dir = Path(results_dir), Path(figures_dir)
     protocols = load_protocols(results_dir)
     if not protocols:
         print(f"finetune figures: no records in {results_dir / 'finetune'}/*.jsonl; skipping (run python -m analysis.finetune first)")
         return []
-    made = [write_glue_table(protocols, results_dir / "glue_table.md")]
+    made = [write_glue_table(protocols, Path(table_dir or results_dir) / "glue_table.md")]
     for p in protocols:
         stem = figures_dir / f"finetune_{p.name}"
         made += [plot_tradeoff(p, Path(f"{stem}_tradeoff.png")), plot_params(p, Path(f"{stem}_params.png")),

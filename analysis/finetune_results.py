@@ -14,6 +14,9 @@ from pathlib import Path
 from analysis.provenance import read_jsonl
 
 TASK_ORDER = ("SST-2", "MRPC", "RTE", "CoLA", "STS-B")  # GLUE tasks first, in this order; others follow
+DISPLAY = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "stsb": "STS-B", "sts-b": "STS-B",
+           "rotten_tomatoes": "Rotten Tomatoes"}
+CLAIM_REMOVED, CLAIM_GAP = 0.30, 1.0  # the issue's goal: >= 30% of gated weights removed, within 1 point of LoRA
 METHOD_ORDER = ("head", "bias", "lora", "full", "gates", "gates+lora")
 REFERENCE_METHODS = ("lora", "full", "bias", "head")
 GATE_METHODS = ("gates", "gates+lora")
@@ -65,7 +68,9 @@ class Cell:
 
     @property
     def speedup(self) -> list[float]:
-        return self.values(lambda r: (r.get("compressed") or {}).get("speedup_cpu"))
+        """Dense / compressed latency (CPU if measured there, else GPU)."""
+        return self.values(lambda r: (r.get("compressed") or {}).get("speedup_cpu",
+                                                                      (r.get("compressed") or {}).get("speedup_gpu")))
 
     @property
     def is_gates(self) -> bool:
@@ -108,9 +113,13 @@ class Protocol:
         cs = [c for c in self.cells if c.task == task and c.label == label]
         return sorted(cs, key=lambda c: -(c.keep if c.keep is not None else 2.0))
 
+    @property
+    def glue_tasks(self) -> list[str]:
+        return [t for t in self.tasks if t in TASK_ORDER]
+
     def glue_average(self, label, keep=None) -> Cell | None:
-        """Per seed, the mean dev_main over all tasks of the protocol; None unless every task has the cell."""
-        cells = [self.cell(t, label, keep) for t in self.tasks]
+        """Per seed, the mean dev_main over the protocol's GLUE tasks; None unless every one has the cell."""
+        cells = [self.cell(t, label, keep) for t in self.glue_tasks]
         if not cells or any(c is None for c in cells):
             return None
         by_seed = [{r["config"].get("seed"): r for r in c.records} for c in cells]
@@ -157,7 +166,8 @@ def group(records: list[dict]) -> list[Cell]:
         for r in rs:
             cfg = r["config"]
             keep = cfg.get("keep") if method in GATE_METHODS else None
-            key = (cfg.get("task"), label_of(cfg, varying), keep)
+            task = str(cfg.get("task"))
+            key = (DISPLAY.get(task.lower(), task), label_of(cfg, varying), keep)
             cells.setdefault(key, Cell(key[0], key[1], method, keep)).records.append(r)
     return list(cells.values())
 
@@ -193,7 +203,7 @@ def _params(n: float) -> str:
 def glue_table(p: Protocol) -> str:
     """Markdown: per label (and keep) a row; per task mean ± std over seeds; then GLUE avg, params, removed, speedup."""
     tasks = p.tasks
-    head = ["method", "keep", *tasks, "GLUE avg", "trainable params", "% gated removed", "speedup (CPU)", "seeds"]
+    head = ["method", "keep", *tasks, "GLUE avg", "trainable params", "% gated removed", "speedup", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in p.labels:
         keeps = sorted({c.keep for c in p.cells if c.label == label}, key=lambda k: -(k if k is not None else 2.0))
@@ -222,3 +232,52 @@ def describe(p: Protocol) -> str:
     shown = "\n".join(f"    {c}" for c in commands[:5]) + (f"\n    ... ({len(commands)} commands in all)" if len(commands) > 5 else "")
     return (f"{len(p.records)} runs from `results/finetune/{p.path.name}`; device(s): {', '.join(devices)}; "
             f"seeds: {', '.join(seeds)}. Commands:\n\n{shown}\n")
+
+
+@dataclass
+class ClaimCheck:
+    """The issue's goal on one protocol's GLUE average: gates with >= 30% removed within 1 point of LoRA, above bias."""
+    protocol: str
+    lora: float
+    bias: float
+    full: float
+    gate_label: str | None = None
+    gate_keep: float | None = None
+    gate_dev: float = float("nan")
+    gate_std: float = float("nan")
+    gate_removed: float = float("nan")
+
+    @property
+    def within_gap(self) -> bool:
+        return self.gate_dev >= self.lora - CLAIM_GAP
+
+    @property
+    def beats_bias(self) -> bool:
+        return self.gate_dev > self.bias
+
+    def __str__(self) -> str:
+        if self.gate_label is None:
+            return (f"[{self.protocol}] no gate setting removed >= {CLAIM_REMOVED:.0%} of the gated weights on the GLUE "
+                    f"average (LoRA {self.lora:.1f}, bias {self.bias:.1f}, full {self.full:.1f})")
+        return (f"[{self.protocol}] GLUE average (dev, points): LoRA {self.lora:.1f}, full {self.full:.1f}, bias {self.bias:.1f}; "
+                f"best gates with >= {CLAIM_REMOVED:.0%} removed: {self.gate_label} keep {self.gate_keep:g} = "
+                f"{self.gate_dev:.1f} ± {self.gate_std:.1f} at {100 * self.gate_removed:.0f}% removed -> "
+                f"{self.gate_dev - self.lora:+.1f} vs LoRA ({'within' if self.within_gap else 'NOT within'} {CLAIM_GAP:g} point), "
+                f"{self.gate_dev - self.bias:+.1f} vs bias ({'beats' if self.beats_bias else 'does NOT beat'} the control)")
+
+
+def claim_check(p: Protocol) -> ClaimCheck | None:
+    """None when the protocol lacks the GLUE averages of lora and bias."""
+    refs = {m: p.glue_average(m) for m in ("lora", "bias", "full")}
+    if refs["lora"] is None or refs["bias"] is None:
+        return None
+    out = ClaimCheck(p.name, refs["lora"].mean(), refs["bias"].mean(),
+                     refs["full"].mean() if refs["full"] else float("nan"))
+    for c in {(c.label, c.keep) for c in p.cells if c.is_gates}:
+        avg = p.glue_average(*c)
+        if avg is None or avg.mean("removed_fraction") < CLAIM_REMOVED:
+            continue
+        if out.gate_label is None or avg.mean() > out.gate_dev:
+            out.gate_label, out.gate_keep, out.gate_dev = c[0], c[1], avg.mean()
+            out.gate_std, out.gate_removed = avg.std(), avg.mean("removed_fraction")
+    return out

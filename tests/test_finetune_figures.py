@@ -5,7 +5,7 @@ import random
 import pytest
 
 from analysis.finetune_figures import kept_fractions, make_figures, module_type
-from analysis.finetune_results import glue_table, load_protocols
+from analysis.finetune_results import claim_check, glue_table, load_protocols
 from analysis.provenance import append_jsonl
 
 TASKS = {"SST-2": "accuracy", "MRPC": "f1", "STS-B": "pearson"}
@@ -77,6 +77,17 @@ def test_glue_table_numbers(results):
     by_seed = [sum(r["dev_main"] for r in p.records if r["config"]["method"] == "lora" and r["seed"] == s) / 3 for s in (0, 1)]
     assert avg.dev == pytest.approx(by_seed)
     assert "1.33x" in rows[("gates", "0.7")]  # speedup 1 + 0.3 * 1.1 in the fixture
+
+
+def test_claim_check_picks_the_best_gates_with_30_percent_removed(results):
+    (p,) = load_protocols(results)
+    c = claim_check(p)
+    # fixture: removed = 1.1 * (1 - keep), so keep 0.7 (33%) qualifies and keep 0.9 / 0.8 do not
+    candidates = {label: p.glue_average(label, 0.7).mean() for label in ("gates", "gates (no bias)")}
+    assert c.gate_keep == 0.7 and c.gate_dev == max(candidates.values())
+    assert c.lora == p.glue_average("lora").mean() and c.bias == p.glue_average("bias").mean()
+    assert c.within_gap == (c.gate_dev >= c.lora - 1.0) and c.beats_bias == (c.gate_dev > c.bias)
+    assert "vs LoRA" in str(c)
 
 
 def test_rerun_record_replaces_and_varying_setting_gets_a_label(results):
