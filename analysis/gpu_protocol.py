@@ -73,8 +73,13 @@ def runner_argv(p, task: str, model_dir: Path, out_file: Path, bundle: Path) -> 
     return argv + (["--no-bench"] if p.no_bench else [])
 
 
+def run_cost(spec: dict, n_train: int) -> float:
+    """Relative cost of a run, to start the longest first and to estimate the time left: steps x method factor."""
+    return n_train * spec["epochs"] / spec["batch_size"] * (1.5 if spec["method"] == "full" else 1.0)
+
+
 def plan(p, model_dir: Path, out_file: Path, bundle: Path) -> list[tuple[str, dict, list[str]]]:
-    """(run_id, spec, runner argv) of every run, longest first (examples x epochs, full finetuning x 1.5)."""
+    """(run_id, spec, runner argv) of every run, longest first."""
     from analysis import finetune
     runs = []
     for task in p.tasks:
@@ -82,8 +87,7 @@ def plan(p, model_dir: Path, out_file: Path, bundle: Path) -> list[tuple[str, di
         for spec in finetune.expand(finetune.parse_args(argv)):
             runs.append((finetune.run_id(spec), spec, argv))
     n_train = {t: _train_size(bundle / "glue", t, p.train_examples) for t in p.tasks}
-    cost = lambda r: n_train[r[1]["task"]] * r[1]["epochs"] * (1.5 if r[1]["method"] == "full" else 1.0)  # noqa: E731
-    return sorted(runs, key=cost, reverse=True)
+    return sorted(runs, key=lambda r: run_cost(r[1], n_train[r[1]["task"]]), reverse=True)
 
 
 def _train_size(glue: Path, task: str, cap) -> int:
@@ -112,11 +116,17 @@ def worker(jobs, results, device: str, threads: int) -> None:
 
 
 def check_host(device: str) -> dict:
-    """Versions of what the runner imports; a clear error when the GPU is missing."""
-    import numpy
+    """Versions of what the runner imports; a clear error when a module or the GPU is missing."""
+    import importlib
+    from analysis.gpu_bundle import HOST_MODULES
+    info = {}
+    for name in HOST_MODULES:
+        try:
+            info[name] = getattr(importlib.import_module(name), "__version__", "?")
+        except ImportError:
+            raise ImportError(f"the protocol needs the Python package {name!r}, which this host lacks; install its wheel "
+                              f"from the bundle: pip install --no-index --find-links wheels {name}") from None
     import torch
-    import transformers
-    info = {"torch": torch.__version__, "transformers": transformers.__version__, "numpy": numpy.__version__}
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise RuntimeError(f"--device {device} but torch {torch.__version__} sees no CUDA GPU; use --device cpu")
@@ -127,6 +137,9 @@ def check_host(device: str) -> dict:
 def run_protocol(p) -> Path:
     from analysis.provenance import append_jsonl, read_jsonl
     bundle, out = Path(p.bundle).resolve(), Path(p.out).resolve()
+    if not (bundle / "manifest.json").is_file():
+        raise FileNotFoundError(f"{bundle} is not a bundle (no manifest.json); build one with "
+                                "`python -m analysis.gpu_bundle --out DIR` in the repository")
     manifest = json.loads((bundle / "manifest.json").read_text())
     p.tasks = p.tasks or (manifest["tasks"][:1] if p.tiny else manifest["tasks"])
     print(f"host: {check_host(p.device)}; bundle built {manifest.get('date')} at commit "
@@ -137,8 +150,10 @@ def run_protocol(p) -> Path:
     runs = plan(p, model_dir, out_file, Path("."))
     done = {r.get("run_id") for r in read_jsonl(out_file)}
     todo = [r for r in runs if r[0] not in done]
-    print(f"{len(runs)} runs in the protocol, {len(runs) - len(todo)} already in {out_file}, {len(todo)} to do, "
-          f"{p.workers} workers on {p.device}")
+    n_train = {t: _train_size(Path("glue"), t, p.train_examples) for t in p.tasks}
+    cost = {rid: run_cost(spec, n_train[spec["task"]]) for rid, spec, _ in todo}
+    print(f"{len(runs)} runs in the protocol, {len(runs) - len(todo)} already in {out_file}, {len(todo)} to do "
+          f"(~{sum(cost.values()):,.0f} training steps), {p.workers} workers on {p.device}")
     if p.dry_run:
         for rid, spec, _ in todo:
             print(rid, spec["task"], spec["method"], spec.get("keep", ""), spec.get("bias", ""), "seed", spec["seed"])
@@ -156,7 +171,7 @@ def run_protocol(p) -> Path:
         jobs.put(None)
     for w in procs:
         w.start()
-    t0, errors = time.perf_counter(), 0
+    t0, errors, done_cost = time.perf_counter(), 0, 0.0
     from tqdm.auto import tqdm
     with tqdm(total=len(todo), desc="protocol runs") as bar:
         for _ in range(len(todo)):
@@ -175,8 +190,11 @@ def run_protocol(p) -> Path:
                 rec["gpu_protocol"] = {"workers": n, "bundle_commit": manifest.get("versions", {}).get("gatecore_commit"),
                                        "weights": "float16 copy upcast to float32, trained in float32"}
                 append_jsonl(out_file, rec)
+            done_cost += cost[rid]
+            elapsed = time.perf_counter() - t0
             bar.update(1)
-            bar.set_postfix(errors=errors, elapsed=f"{time.perf_counter() - t0:.0f}s")
+            bar.set_postfix(errors=errors, elapsed=f"{elapsed:.0f}s",
+                            eta=f"{elapsed * (sum(cost.values()) / done_cost - 1):.0f}s")  # by steps done, longest first
     for w in procs:
         w.join(timeout=60)
     print(f"{len(todo) - errors} runs written to {out_file} in {time.perf_counter() - t0:.0f}s; {errors} failed"
