@@ -3,10 +3,12 @@
     python -m analysis.finetune --tasks rotten_tomatoes --methods lora gates --train-examples 500
     python -m analysis.finetune --protocol cpu          # the reduced CPU protocol (make experiments)
 
-One record per finished run is appended to results/finetune/<name>.jsonl (the record contract is
-in analysis/finetune_results.py's readers and the issue); a rerun skips run_ids already there, so a
-killed sweep loses at most the run in flight. For each run, every (lr, lam) of the grid is trained
-and scored on the val split carved from train; the best one's dev metrics are reported.
+One record per finished run is appended to results/finetune/<protocol or 'runs'>.jsonl (the record
+contract of issue 6, read by analysis/finetune_results.py); a rerun skips run_ids already there (the
+run_id hashes the run's spec, grids included), so a killed sweep loses at most the run in flight.
+For each run, every (lr, lam, gate_lr) of the grid is trained and scored on the val split carved from
+train, never on dev; a gate setting must also remove what was asked (measured keep <= keep + 0.05)
+to be chosen. The chosen setting's dev metrics are reported, the whole search is recorded.
 """
 from __future__ import annotations
 
@@ -166,7 +168,7 @@ def parse_args(argv=None):
     ap.add_argument("--lr", nargs="+", type=float, help="lr grid searched on val (default: per method, LR_GRID)")
     ap.add_argument("--gate-lr", nargs="+", type=float, default=GATE_LR, help="lr grid of the gate parameters, searched on val")
     ap.add_argument("--lam", nargs="+", type=float, default=LAM_GRID, help="sparsity weight grid searched on val")
-    ap.add_argument("--keep", nargs="+", type=float, default=KEEPS, help="keep targets (one run each, bias on)")
+    ap.add_argument("--keep", nargs="+", type=float, default=KEEPS, help="keep targets, one run each (bias on): params = fraction of gated weights kept, target/l0 = per gate vector")
     ap.add_argument("--no-bias-keep", nargs="*", type=float, default=[], help="keep targets of extra gate runs without bias training")
     ap.add_argument("--objective", default=OBJECTIVE, choices=gc.penalty.KINDS, help="sparsity objective (DESIGN section 1)")
     ap.add_argument("--lam-warmup", type=float, default=LAM_WARMUP, help="fraction of steps over which lam ramps up from 0")

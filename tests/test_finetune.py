@@ -1,5 +1,4 @@
 """analysis.finetune: a tiny end-to-end sweep writes valid records; a killed sweep resumes; compressed == gated."""
-import json
 import random
 
 import pytest
@@ -51,6 +50,8 @@ def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_p
         assert r["val_main"] == max(h["val_main"] for h in r["hp_search"])  # chosen on val
         assert r["config"]["lr"] == next(h["lr"] for h in r["hp_search"] if h["val_main"] == r["val_main"])
         assert r["curve"][-1]["step"] == r["steps"] and r["run_id"] == F.run_id(r["spec"])
+    table = F.summary(recs).splitlines()
+    assert len(table) == 4 and f"{recs[1]['dev_main']:.1f}" in table[2]
     lora, gates, no_bias = recs
     assert lora["compressed"] is None and lora["params"]["lora"] > 0 and lora["removed_fraction"] == 0.0
     assert not [k for k in GATE_CONFIG if k not in gates["config"]]
@@ -114,4 +115,3 @@ def test_mean_pooling_ignores_padding():
     full = pooled_logits(model.eval(), {"input_ids": ids[:, :3], "attention_mask": torch.ones(1, 3, dtype=torch.long)}, "mean")
     padded = pooled_logits(model, {"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 0, 0]])}, "mean")
     assert torch.allclose(full, padded, atol=1e-6)
-    assert json.dumps(F.summary([]))  # an empty summary is just the header
