@@ -94,17 +94,20 @@ def plot_tradeoff(p: Protocol, path: Path) -> Path:
             m, s = c.mean(), c.std()
             ax.axhline(m, color=color, ls=ls, lw=1.2, label=f"{label} {m:.1f}")
             ax.axhspan(m - s, m + s, color=color, alpha=0.12, lw=0)
+        x_max = 0.0
         for i, label in enumerate(_gate_labels(p)):
             keeps = sorted({c.keep for c in p.cells if c.label == label}, key=lambda k: -(k or 0))
             cells = [c for c in (get(label, k) for k in keeps) if c is not None and c.dev]
             if not cells:
                 continue
             x = [100 * c.mean("removed_fraction") for c in cells]
+            x_max = max([x_max, *x])
             ax.errorbar(x, [c.mean() for c in cells], yerr=[c.std() for c in cells],
                         xerr=[100 * c.std("removed_fraction") for c in cells], marker="o", ms=4, capsize=2,
                         color=GATE_COLORS[i % len(GATE_COLORS)], label=label)
             for c, xi in zip(cells, x):
                 ax.annotate(f"{c.keep:g}", (xi, c.mean()), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        ax.set_xlim(-2, max(50.0, x_max + 5))
         ax.set(title=title, xlabel="% of gated weights removed (eval gates)", ylabel=f"dev {_metric(p, title)} (points)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")

@@ -177,10 +177,15 @@ def load_protocols(results_dir) -> list[Protocol]:
     folder = Path(results_dir) / "finetune"
     out = []
     for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-        by_id = {}
+        by_id, small = {}, 0
         for r in read_jsonl(path):
             if isinstance(r, dict) and isinstance(r.get("config"), dict) and r.get("dev_main") is not None:
+                if r.get("small_mode"):
+                    small += 1  # CI-sized smoke runs are not results
+                    continue
                 by_id[r.get("run_id") or len(by_id)] = r
+        if small:
+            print(f"{path}: left out {small} small-mode (GATECORE_SMALL=1) record(s)")
         if by_id:
             recs = list(by_id.values())
             out.append(Protocol(path.stem, path, recs, group(recs)))
