@@ -24,6 +24,7 @@ MAX_EXACT_N = 20_000   # dense float64 H of 2e4 x 2e4 is 3.2 GB: the most this m
 TOL = 1e-6             # zero / active threshold, relative to max |lambda|
 LANCZOS_TOL = 1e-6     # eigsh relative accuracy
 SLQ_STEPS, SLQ_PROBES = 40, 4
+SLQ_COUNT_TOL = 1e-3   # SLQ zero / negative counts: |node| <= this * max|node| is zero
 ACTIVE = "eigenvalues above tol * lambda_max (exact zeros and negative curvature excluded)"
 
 
@@ -149,8 +150,9 @@ def ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def slq(op, tol: float = TOL, steps: int = SLQ_STEPS, probes: int = SLQ_PROBES, seed: int = 0,
-        progress: bool = True) -> SpectrumReport:
-    """Density as Ritz nodes/weights per Rademacher probe; counts are n * estimated mass."""
+        count_tol: float = SLQ_COUNT_TOL, progress: bool = True) -> SpectrumReport:
+    """Density as Ritz nodes/weights per Rademacher probe; counts are n * estimated mass, with zero meaning
+    |node| <= count_tol * max|node|: a Gauss node stands for a cluster, it lands near 0, not within 1e-6 of it."""
     t, p0 = time.perf_counter(), op.products
     rng = np.random.default_rng(seed)
     nodes, weights, traces = [], [], []
@@ -165,10 +167,10 @@ def slq(op, tol: float = TOL, steps: int = SLQ_STEPS, probes: int = SLQ_PROBES, 
     active = alln > tol * lmax if lmax > 0 else np.zeros_like(alln, bool)
     return SpectrumReport(
         op.n, "slq", op.products - p0, time.perf_counter() - t, lmax, lmin,
-        n_negative=op.n * float(allw[alln < -tol * scale].sum()), n_zero=op.n * float(allw[np.abs(alln) <= tol * scale].sum()),
-        n_active=op.n * float(allw[active].sum()), tol=tol, kappa_eff=None, trace=float(np.mean(traces)),
+        n_negative=op.n * float(allw[alln < -count_tol * scale].sum()),
+        n_zero=op.n * float(allw[np.abs(alln) <= count_tol * scale].sum()), n_active=op.n * float(allw[active].sum()), tol=tol, kappa_eff=None, trace=float(np.mean(traces)),
         trace_stderr=float(np.std(traces, ddof=1) / np.sqrt(probes)) if probes > 1 else None, counts_estimated=True,
-        extra={"steps": steps, "probes": probes}, density={"nodes": [x.tolist() for x in nodes],
+        extra={"steps": steps, "probes": probes, "count_tol": count_tol}, density={"nodes": [x.tolist() for x in nodes],
                                                            "weights": [x.tolist() for x in weights]})
 
 

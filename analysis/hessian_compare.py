@@ -1,0 +1,181 @@
+"""The matched gates-vs-LoRA Hessian comparison on MiniLM, and its figures.
+
+    flock /tmp/gatecore-heavy.lock python -m analysis.hessian_compare --part exact   # each part < ~15 min here
+    python -m analysis.hessian_compare --list                                        # the commands, nothing run
+
+Every run is one `python -m analysis.hessian ...` command (recorded in its JSON under results/hessian/).
+Matched: gates (rows + cols) on W_v of the last layer, n = 384 + 384 = 768, vs LoRA r = 1 on the same
+matrix, n = 1 * (384 + 384) = 768; the common setting LoRA r = 8 on q, v against gates on the same q, v,
+in the last layer (the backward of a product then stays in that layer: what makes exact spectra affordable
+on 2 shared cores). Same examples, loss (mean pooling, cross-entropy) and seed for both methods;
+"trained" = a short run through the core API, saved and reloaded through gatecore's checkpoint files.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .provenance import ROOT
+
+# ---- defaults -------------------------------------------------------------------------------------------
+OUT = ROOT / "results" / "hessian"
+TASKS = ["SST-2", "CoLA"]
+V5, QV5 = r"layer\.5\.attention\.self\.value", r"layer\.5\.attention\.self\.(query|value)"
+COMMON = ["--examples", "8", "--noise-draws", "2", "--dtype", "float64"]
+TRAIN = ["--train-steps", "100"]
+SETTINGS = {"gates_v5": ["--method", "gates", "--targets", V5], "lora1_v5": ["--method", "lora", "--lora-r", "1", "--targets", V5],
+            "gates_qv5": ["--method", "gates", "--targets", QV5], "lora8_qv5": ["--method", "lora", "--lora-r", "8", "--targets", QV5]}
+
+
+def plan() -> dict[str, list[tuple[str, list[str]]]]:
+    """part -> [(output name, argv of analysis.hessian)]."""
+    def run(task, setting, state, spectrum, seed=0, extra=()):
+        name = f"{task}_{setting}_{state}_seed{seed}"
+        argv = ["--task", task, *SETTINGS[setting], *COMMON, "--spectrum", *spectrum.split(), "--seed", str(seed),
+                *(TRAIN if state == "trained" else []), *extra, "--out", str((OUT / f"{name}.json").relative_to(ROOT))]
+        return name, argv
+    parts = {"exact": [run("SST-2", s, st, "exact", extra=["--compare-power"] if st == "trained" else [])
+                       for st in ("init", "trained") for s in ("gates_v5", "lora1_v5")]}
+    parts["lanczos"] = [run("CoLA", s, st, "lanczos slq") for st in ("init", "trained") for s in ("gates_v5", "lora1_v5")]
+    parts["r8"] = [run("SST-2", s, st, "lanczos slq") for st in ("init", "trained") for s in ("gates_qv5", "lora8_qv5")]
+    parts["seeds"] = [run("CoLA", s, st, "slq", seed=1) for st in ("init", "trained") for s in ("gates_v5", "lora1_v5")]
+    return parts
+
+
+def main(argv=None) -> int:
+    from . import hessian
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", choices=list(plan()), nargs="+", default=[], help="which part(s) of the sweep to run")
+    ap.add_argument("--list", action="store_true", help="print the commands of every part and exit")
+    ap.add_argument("--skip-done", action="store_true", help="skip runs whose results file exists")
+    args = ap.parse_args(argv)
+    for part, runs in plan().items():
+        for name, a in runs:
+            if args.list:
+                print(f"[{part}] python -m analysis.hessian " + " ".join(f"'{x}'" if "\\" in x else x for x in a))
+            elif part in args.part and not (args.skip_done and (ROOT / a[-1]).exists()):
+                print(f"== {part}: {name}", flush=True)
+                hessian.main(a)
+    if not args.list and not args.part:
+        ap.error("nothing to do: pass --part ... or --list")
+    return 0
+
+
+# ---- figures (from results/hessian/*.json only) ---------------------------------------------------------
+
+def load(results_dir) -> list[dict]:
+    out = []
+    for p in sorted(Path(results_dir, "hessian").glob("*.json")):
+        rec = json.loads(p.read_text())
+        if "reports" in rec:
+            rec["name"] = p.stem
+            out.append(rec)
+    return out
+
+
+def mass(rec: dict) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(eigenvalues, weights summing to 1, source) from exact eigenvalues, else the SLQ nodes."""
+    ev = (rec.get("eigenvalues") or {}).get("exact")
+    if ev:
+        ev = np.asarray(ev)
+        return ev, np.full(ev.size, 1.0 / ev.size), "exact"
+    d = (rec.get("densities") or {}).get("slq")
+    if d:
+        w = np.concatenate([np.asarray(x) for x in d["weights"]]) / len(d["weights"])
+        return np.concatenate([np.asarray(x) for x in d["nodes"]]), w, "SLQ"
+    return None
+
+
+def label(rec: dict) -> str:
+    s = rec["setting"]
+    adapter = "gates" if s["method"] == "gates" else f"LoRA r={s['lora_r']}"
+    return f"{adapter} (n={s['n']})"
+
+
+def make_figures(results_dir, figures_dir) -> list[Path]:
+    import matplotlib.pyplot as plt
+    recs = load(results_dir)
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    if not recs:
+        return []
+    made = []
+    groups = {}
+    for r in recs:   # one panel per task / layers / state / seed, both methods overlaid
+        s = r["setting"]
+        key = (s["task"], "q,v" if "query" in s["targets"][0] else "v", s["state"].split(" ")[0], r["seed"])
+        if mass(r) is not None:
+            groups.setdefault(key, {})[s["method"]] = r
+    keys = sorted(groups)
+    fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.4 * len(keys)), squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        for method, r in sorted(groups[key].items()):
+            ev, w, src = mass(r)
+            scale = max(np.abs(ev).max(), 1e-300)
+            lin = 1e-6 * scale
+            bins = np.concatenate([-np.logspace(np.log10(scale), np.log10(lin), 25), np.logspace(np.log10(lin), np.log10(scale), 25)])
+            bins = np.unique(np.concatenate([bins, [-lin, lin]]))
+            ax.hist(np.clip(ev, bins[0], bins[-1]), bins=bins, weights=w, histtype="step", lw=1.8, label=f"{label(r)} [{src}]")
+            ax.set_xscale("symlog", linthresh=lin)
+        t, layers, state, seed = key
+        ax.set_title(f"{t}, layer-5 {layers}, {state}, seed {seed}: Hessian eigenvalue mass", fontsize=9)
+        ax.set_ylabel("fraction of n")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("eigenvalue (symlog; |lambda| < 1e-6 max|lambda| counts as zero)")
+    fig.suptitle("Eigenvalue densities, gates vs LoRA (MiniLM, 8 train examples, mean pooling, float64)", fontsize=10)
+    fig.tight_layout()
+    made.append(figures_dir / "hessian_densities.png")
+    fig.savefig(made[-1], dpi=130)
+    plt.close(fig)
+    made.append(summary_figure(groups, keys, figures_dir))
+    return made
+
+
+def summary_figure(groups, keys, figures_dir) -> Path:
+    """kappa_eff, lambda_max and negative/zero fractions, side by side per setting."""
+    import matplotlib.pyplot as plt
+    rows = []
+    for key in keys:
+        for method in ("gates", "lora"):
+            r = groups[key].get(method)
+            if r is None:
+                continue
+            rep = {rp["method"]: rp for rp in r["reports"]}
+            ends = rep.get("exact") or rep.get("lanczos") or rep.get("slq")
+            counts = rep.get("exact") or rep.get("slq") or {}
+            n = r["setting"]["n"]
+            rows.append(dict(label=f"{key[0]} {key[1]} {key[2]} s{key[3]}\n{label(r)}", method=method,
+                             kappa=(rep.get("exact") or {}).get("kappa_eff"), lmax=ends["lambda_max"],
+                             neg=(counts.get("n_negative") or 0) / n, zero=(counts.get("n_zero") or 0) / n,
+                             est=counts.get("counts_estimated", False)))
+    fig, axes = plt.subplots(1, 4, figsize=(15, 0.45 * len(rows) + 2), sharey=True)
+    y = np.arange(len(rows))
+    colors = ["tab:blue" if r["method"] == "gates" else "tab:orange" for r in rows]
+    for ax, key, title, log in zip(axes, ("kappa", "lmax", "neg", "zero"),
+                                   ("kappa_eff (exact only)", "lambda_max", "negative eigenvalues / n", "zero eigenvalues / n"),
+                                   (True, True, False, False)):
+        vals = [r[key] if r[key] is not None else np.nan for r in rows]
+        ax.barh(y, vals, color=colors)
+        for yi, v, r in zip(y, vals, rows):
+            txt = "n/a" if np.isnan(v) else (f"{v:.3g}" + (" (SLQ est.)" if r["est"] and key in ("neg", "zero") else ""))
+            ax.text(0.02, yi, txt, transform=ax.get_yaxis_transform(), va="center", fontsize=7)
+        if log:
+            ax.set_xscale("log")
+        ax.set_title(title, fontsize=10)
+    axes[0].set_yticks(y, [r["label"] for r in rows], fontsize=7)
+    axes[0].invert_yaxis()
+    fig.suptitle("Hessian conditioning, gates (blue) vs LoRA (orange): MiniLM layer 5, 8 train examples, "
+                 "mean pooling, tol 1e-6", fontsize=10)
+    fig.tight_layout()
+    path = Path(figures_dir) / "hessian_conditioning.png"
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
