@@ -13,8 +13,12 @@ file, one record per finished run, so a killed driver loses only the runs in fli
 only what is missing. The float16 model copy of the bundle is upcast once to a float32 folder
 (<bundle>/.work/<model name>) and trained in float32 (no autocast).
 
-Expected time on one H200: about 8 minutes (estimate from the step counts; no GPU was available when
-this kit was written, so check the printed rate of the first minute). `--dry-run` prints the plan.
+Time: the target is about 8 minutes on one H200. `--dry-run` prints the plan's training steps (every point
+of the runner's lr/lam grids; full finetuning counted x1.5): ~1.4e5 with the grids of the time of writing,
+so it needs ~290 steps/s over all workers (~24 per worker at 12 workers, batch 32). That rate is NOT
+measured: no GPU was available when
+this kit was written. The progress bar prints an ETA from the steps done; if it is far over, the levers are
+MPS (`nvidia-cuda-mps-control -d`), more `--workers`, `--batch-size 64`, or `--train-examples` (a subset).
 `--tiny` runs two runs on a few examples (tests, or a first check on the host).
 """
 from __future__ import annotations
@@ -44,7 +48,6 @@ RESULTS_NAME = "gpu.jsonl"
 
 def upcast_model(src: Path, dst: Path) -> Path:
     """float16 safetensors -> float32 copy (exact), with config and tokenizer; reused if already there."""
-    import torch
     from safetensors.torch import load_file, save_file
     if (dst / "model.safetensors").is_file() and (dst / "config.json").is_file():
         return dst
@@ -74,8 +77,12 @@ def runner_argv(p, task: str, model_dir: Path, out_file: Path, bundle: Path) -> 
 
 
 def run_cost(spec: dict, n_train: int) -> float:
-    """Relative cost of a run, to start the longest first and to estimate the time left: steps x method factor."""
-    return n_train * spec["epochs"] / spec["batch_size"] * (1.5 if spec["method"] == "full" else 1.0)
+    """Training steps of a run (every point of its lr/lam grids), full finetuning counted x1.5: to start the
+    longest first and to estimate the time left."""
+    grid = 1
+    for k in ("lr_grid", "lam_grid", "gate_lr_grid"):
+        grid *= len(spec.get(k) or [None])
+    return grid * n_train * spec["epochs"] / spec["batch_size"] * (1.5 if spec["method"] == "full" else 1.0)
 
 
 def plan(p, model_dir: Path, out_file: Path, bundle: Path) -> list[tuple[str, dict, list[str]]]:
