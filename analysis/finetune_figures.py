@@ -52,7 +52,7 @@ def _setting(p: Protocol) -> str:
     cfg = r["config"]
     n = cfg.get("train_examples")
     return (f"{Path(str(cfg.get('model', '?'))).name}, {'all' if n is None else n} train examples, "
-            f"pooling={cfg.get('pooling')}, {p.name} protocol on {r.get('device', '?')}")
+            f"pooling={cfg.get('pooling')}, {p.name} protocol on {r.get('gpu') or r.get('device', '?')}")
 
 
 def _gate_labels(p: Protocol) -> list[str]:
