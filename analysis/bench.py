@@ -1,0 +1,226 @@
+"""Latency of the dense vs compressed model (and the gated one, gates still in place), same process.
+
+    python -m analysis.bench                                  # synthetic patterns at 30% and 40% removed
+    python -m analysis.bench --checkpoint run.pt              # a trained gated checkpoint (gatecore.save_trainable)
+    python -m analysis.bench --sparsity 0.2 0.5 --repeats 5   # other patterns, fewer repeats
+
+Each setting: warm-up forwards, then `repeats` rounds that time dense, gated and compressed in turn
+(interleaved, so a drift of the shared machine hits all three alike); median and quartiles per model.
+CPU at batch 1 and 32, GPU at batch 1 and 128 when one is present, sequence length 128, random
+token ids with a full attention mask. Writes results/bench_<device>_<source>.json and prints the
+speedup ratios next to the FLOP ratio (the ceiling).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import gatecore as gc
+from analysis.provenance import ROOT, provenance, small_mode, write_json
+
+SPARSITIES = [0.3, 0.4]     # fraction of the encoder's gated linear weights removed by the synthetic pattern
+CPU_BATCHES = [1, 32]
+GPU_BATCHES = [1, 128]
+SEQ = 128
+REPEATS = 10
+WARMUP = 2
+THREADS = 2                 # the shared CI/dev machine has 2 cores
+SEED = 0
+
+
+@dataclass
+class Timing:
+    """Milliseconds per forward over `n` repeats."""
+    median_ms: float
+    q25_ms: float
+    q75_ms: float
+    min_ms: float
+    max_ms: float
+    n: int
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> "Timing":
+        ms = sorted(1e3 * s for s in seconds)
+        q = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
+        return cls(statistics.median(ms), q[0], q[2], ms[0], ms[-1], len(ms))
+
+
+def random_inputs(model, batch: int, seq: int, device, seed: int = SEED) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, model.config.vocab_size, (batch, seq), generator=g)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.inference_mode()
+def time_models(models: dict, batch: int = 32, seq: int = SEQ, repeats: int = REPEATS, warmup: int = WARMUP,
+                device="cpu", progress: bool = False) -> dict[str, Timing]:
+    """Interleaved timing of several eval-mode models on the same random batch; {name: Timing}."""
+    inputs = random_inputs(next(iter(models.values())), batch, seq, device)
+    for m in models.values():
+        m.eval().to(device)
+        for _ in range(warmup):
+            m(**inputs)
+    times = {name: [] for name in models}
+    for _ in tqdm(range(repeats), desc=f"{device} batch {batch}", disable=not progress, leave=False):
+        for name, m in models.items():
+            _sync(device)
+            t = time.perf_counter()
+            m(**inputs)
+            _sync(device)
+            times[name].append(time.perf_counter() - t)
+    return {name: Timing.of(ts) for name, ts in times.items()}
+
+
+def measure_speedup(dense, compressed, batch: int = 32, seq: int = SEQ, repeats: int = REPEATS, device="cpu") -> dict:
+    """Median latency of both models (same process, interleaved, after warm-up) and dense/compressed.
+
+    Returns {"dense_ms", "compressed_ms", "speedup", "batch", "seq", "repeats", "device", "threads"}.
+    """
+    t = time_models({"dense": dense, "compressed": compressed}, batch, seq, repeats, WARMUP, device)
+    return {"dense_ms": t["dense"].median_ms, "compressed_ms": t["compressed"].median_ms,
+            "speedup": t["dense"].median_ms / t["compressed"].median_ms, "batch": batch, "seq": seq,
+            "repeats": repeats, "device": str(device), "threads": torch.get_num_threads()}
+
+
+@torch.no_grad()
+def max_rel_diff(a, b, inputs) -> float:
+    ya, yb = a(**inputs).logits, b(**inputs).logits
+    return ((ya - yb).abs().max() / yb.abs().max()).item()
+
+
+def build(model_name, checkpoint, sparsity, structured, seed):
+    """(dense, gated, compressed) float32 eval models, from a checkpoint or a synthetic pattern."""
+    dense = gc.load_model(model_name)[0].eval()
+    gated = copy.deepcopy(dense)
+    if checkpoint is not None:
+        gc.load_trainable(gated, checkpoint)
+    else:
+        gc.add_gates(gated)
+        gc.random_gate_pattern(gated, sparsity, seed=seed, structured=structured)
+    gated.eval()
+    return dense, gated, gc.compress(copy.deepcopy(gated)).eval()
+
+
+def bench_one(args, sparsity, devices) -> dict:
+    dense, gated, small = build(args.model, args.checkpoint, sparsity, not args.unstructured, args.seed)
+    size = gc.size_report(dense, small, seq=args.seq)
+    run = {"sparsity": sparsity, "gate_removed_fraction": gc.gate_report(gated).removed_fraction,
+           "size": size.as_dict(), "max_rel_diff_compressed_vs_gated": max_rel_diff(small, gated, random_inputs(dense, 2, 32, "cpu")),
+           "timings": []}
+    print(f"\n== {args.checkpoint or f'synthetic pattern, sparsity {sparsity}'}\n{size}")
+    for device, batches in devices:
+        for batch in batches:
+            models = {"dense": dense, "gated": gated, "compressed": small} if not args.no_gated else {"dense": dense, "compressed": small}
+            t = time_models(models, batch, args.seq, args.repeats, args.warmup, device, progress=True)
+            row = {"device": device, "batch": batch, "seq": args.seq, **{k: asdict(v) for k, v in t.items()},
+                   "speedup_compressed": t["dense"].median_ms / t["compressed"].median_ms,
+                   "speedup_compressed_min": t["dense"].min_ms / t["compressed"].min_ms}  # least disturbed runs
+            if "gated" in t:
+                row["speedup_gated"] = t["dense"].median_ms / t["gated"].median_ms
+            run["timings"].append(row)
+            print(f"{device:>4} batch {batch:>3}: dense {t['dense'].median_ms:8.1f} ms, compressed {t['compressed'].median_ms:8.1f} ms"
+                  f" -> {row['speedup_compressed']:.2f}x (FLOP ceiling {size.flop_speedup_ceiling:.2f}x)"
+                  + (f"; gated in place {t['gated'].median_ms:8.1f} ms ({row['speedup_gated']:.2f}x)" if "gated" in t else ""))
+    for m in (dense, gated, small):
+        m.to("cpu")
+    return run
+
+
+def make_figures(results_dir, figures_dir) -> list[Path]:
+    """Speedup vs removed fraction from results/bench_*.json, with the FLOP-ratio ceiling."""
+    import json
+
+    import matplotlib.pyplot as plt
+    files = sorted(Path(results_dir).glob("bench_*.json"))
+    if not files:
+        return []
+    series, ceiling, threads = {}, [], set()
+    for f in files:
+        d = json.loads(f.read_text())
+        threads.add(d.get("threads"))
+        kind = "unstructured" if d["config"].get("unstructured") else "structured"
+        for run in d["runs"]:
+            x = run["size"]["encoder_linear_removed"]
+            ceiling.append((x, run["size"]["flop_speedup_ceiling"]))
+            for t in run["timings"]:
+                lo = t["dense"]["q25_ms"] / t["compressed"]["q75_ms"]
+                hi = t["dense"]["q75_ms"] / t["compressed"]["q25_ms"]
+                key = f"{t['device']} batch {t['batch']} ({kind})"
+                series.setdefault(key, []).append((x, t["speedup_compressed"], lo, hi, t.get("speedup_gated")))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    cx, cy = zip(*sorted(set(ceiling)))
+    ax.plot(cx, cy, "k--", marker="_", label="FLOP ratio (ceiling)")
+    for i, (key, pts) in enumerate(sorted(series.items())):
+        pts.sort()
+        xs, ys, lo, hi, gated = zip(*pts)
+        err = [[y - l for y, l in zip(ys, lo)], [h - y for y, h in zip(ys, hi)]]
+        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=f"C{i}", label=f"compressed, {key}")
+        if all(g is not None for g in gated):
+            ax.plot(xs, gated, marker="x", ls=":", color=f"C{i}", label=f"gates in place, {key}")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("fraction of encoder linear weights removed")
+    ax.set_ylabel("speedup over dense (median latency ratio)")
+    ax.set_title(f"MiniLM inference speedup after compression\n(seq 128, {', '.join(str(t) for t in sorted(threads))} CPU threads; "
+                 "bars: quartiles)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(figures_dir) / "bench_speedup.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return [out]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="model name or local folder (default: the offline all-MiniLM-L6-v2)")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="gated checkpoint from gatecore.save_trainable (overrides --sparsity)")
+    ap.add_argument("--sparsity", type=float, nargs="+", default=SPARSITIES, help=f"synthetic removed fractions (default {SPARSITIES})")
+    ap.add_argument("--unstructured", action="store_true", help="close gates independently instead of whole structures")
+    ap.add_argument("--batch", type=int, nargs="+", default=None, help=f"batch sizes (default CPU {CPU_BATCHES}, GPU {GPU_BATCHES})")
+    ap.add_argument("--seq", type=int, default=SEQ, help=f"sequence length (default {SEQ})")
+    ap.add_argument("--repeats", type=int, default=REPEATS, help=f"timed forwards per model (default {REPEATS})")
+    ap.add_argument("--warmup", type=int, default=WARMUP, help=f"untimed forwards first (default {WARMUP})")
+    ap.add_argument("--threads", type=int, default=THREADS, help=f"torch CPU threads (default {THREADS})")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CPU, plus the GPU when one is present")
+    ap.add_argument("--no-gated", action="store_true", help="skip timing the model with gates still in place")
+    ap.add_argument("--seed", type=int, default=SEED, help=f"seed of the synthetic pattern (default {SEED})")
+    ap.add_argument("--out", type=Path, default=ROOT / "results", help="output folder (default results/)")
+    args = ap.parse_args(argv)
+    if small_mode():
+        args.repeats, args.warmup, args.sparsity = min(args.repeats, 2), 1, args.sparsity[:1]
+    torch.set_num_threads(args.threads)
+    has_gpu = torch.cuda.is_available()
+    if args.device == "cuda" and not has_gpu:
+        ap.error("--device cuda asked for, but torch sees no GPU")
+    devices = [] if args.device == "cuda" else [("cpu", args.batch or CPU_BATCHES)]
+    if has_gpu and args.device != "cpu":
+        devices.append(("cuda", args.batch or GPU_BATCHES))
+    gpu_note = torch.cuda.get_device_name(0) if has_gpu else "no GPU available in this run"
+    print(f"threads {torch.get_num_threads()}; GPU: {gpu_note}")
+    settings = [None] if args.checkpoint else args.sparsity
+    runs = [bench_one(args, s, devices) for s in settings]
+    source = args.checkpoint.stem if args.checkpoint else "s" + "-".join(f"{round(100 * s)}" for s in args.sparsity)
+    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    out = {**provenance(config, args.seed, "cuda" if has_gpu and args.device != "cpu" else "cpu"),
+           "gpu": gpu_note, "runs": runs}
+    tag = "_".join(d for d, _ in devices) + ("_unstructured" if args.unstructured else "")
+    path = write_json(args.out / f"bench_{tag}_{source}.json", out)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
