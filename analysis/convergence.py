@@ -34,7 +34,7 @@ from gatecore import sparsity_penalty
 
 DEFAULTS = dict(
     problem="linear", m=32, n=32, hidden=32, samples=256, rows_off=0.25, cols_off=0.25, noise=0.0, rank=2,
-    methods="gates,lora", seeds=3, steps=2000, evals=40, optimizer="adam", lr=0.0, lora_lr=0.0, batch=0,
+    methods="gates,lora", seeds=3, steps=2000, evals=40, optimizer="adam", lr=0.0, lora_lr=0.0, batch=0, grad="sampled",
     sigma=0.1, reg_sigma=0.5, lam=0.1, objective="l0", target=-1.0, init_mean=1.0, init_std=0.1,
     lora_r=8, lora_alpha=16.0, draws=128, polish_iters=100,
 )
@@ -51,6 +51,7 @@ HELP = dict(
     evals="log-spaced steps at which F, grad F, recovery are measured", optimizer="adam or sgd",
     lr=f"gate learning rate (0: {LR})", lora_lr=f"LoRA learning rate (0: {LORA_LR})",
     batch="minibatch size (0: full batch; the gate noise is the only randomness)",
+    grad="sampled: the library's process (fresh gate noise each step); exact: gradient descent on F itself",
     sigma="forward gate noise scale", reg_sigma="scale inside the regulariser's Phi (DESIGN 1)",
     lam="weight of the sparsity objective", objective="sparsity objective: target, l0 or params",
     target="target sparsity for target/params (<0: the planted fraction of closed gates / weights)",
@@ -167,6 +168,8 @@ def train(cfg: dict, seed: int, method: str, progress: bool = True) -> Trace:
         student = lora_student(p, cfg["lora_r"], cfg["lora_alpha"])
     else:
         raise ValueError(f"method must be 'gates' or 'lora', got {method!r}")
+    if cfg["grad"] not in ("sampled", "exact"):
+        raise ValueError(f"grad must be 'sampled' or 'exact', got {cfg['grad']!r}")
     opt_name = cfg["optimizer"]
     if opt_name not in LR:
         raise ValueError(f"optimizer must be one of {sorted(LR)}, got {opt_name!r}")
@@ -187,10 +190,13 @@ def train(cfg: dict, seed: int, method: str, progress: bool = True) -> Trace:
                 tr.gates.append(torch.cat(gated_layer(student).eval_gates())[track].tolist())
         if t == cfg["steps"]:
             break
-        idx = torch.randperm(p.X.shape[0], generator=g)[:cfg["batch"]] if cfg["batch"] else slice(None)
-        loss = ((student(p.X[idx]) - p.Y[idx]) ** 2).mean()
-        if gates and spec.lam:
-            loss = loss + spec.lam * sparsity_penalty(student, spec.objective, spec.target)
+        if cfg["grad"] == "exact":
+            loss = expected_objective(student, p, spec)[0]
+        else:
+            idx = torch.randperm(p.X.shape[0], generator=g)[:cfg["batch"]] if cfg["batch"] else slice(None)
+            loss = ((student(p.X[idx]) - p.Y[idx]) ** 2).mean()
+            if gates and spec.lam:
+                loss = loss + spec.lam * sparsity_penalty(student, spec.objective, spec.target)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -200,10 +206,21 @@ def train(cfg: dict, seed: int, method: str, progress: bool = True) -> Trace:
     return tr
 
 
+RESOLVED = 1e-10  # a gap below this (relative to max(1, |F*|)) is rounding, not signal: no PL ratio there
+
+
 def _gaps(tr: Trace) -> np.ndarray:
     """F - F*, with exact zeros (the path's own minimum) floored at float64 resolution."""
     floor = 1e-15 * max(1.0, abs(tr.F_star))
     return np.maximum(np.asarray(tr.F) - tr.F_star, floor)
+
+
+def _band(a: np.ndarray, log: bool) -> dict:
+    """Center (geometric mean if log) and min/max over seeds, NaN-aware; NaN is written as null."""
+    with np.errstate(all="ignore"):
+        c = 10 ** np.nanmean(np.log10(a), 0) if log else np.nanmean(a, 0)
+        rows = {"center": c, "lo": np.nanmin(a, 0), "hi": np.nanmax(a, 0)}
+    return {k: [float(x) if np.isfinite(x) else None for x in v] for k, v in rows.items()}
 
 
 def rates(step, gap, grad_sq) -> dict:
@@ -212,15 +229,16 @@ def rates(step, gap, grad_sq) -> dict:
     loglog_slope: p in gap ~ t^-p over the last decade of steps (1: O(1/t), large: faster than any power);
     decades_per_1000_steps: the linear-rate fit over the same window;
     lojasiewicz: theta in ||grad F|| ~ gap^theta on the late path (PL means theta <= 1/2; theta = 1 means
-    the PL ratio shrinks like the gap itself).
+    the PL ratio shrinks like the gap itself); None where the late gap spans less than a decade.
     """
     step, lg, lgr = np.asarray(step, float), np.log10(gap), 0.5 * np.log10(grad_sq)
     tail = step >= max(1.0, step[-1] / 10)
     late = step >= step[-1] / 100
     hit = np.nonzero(lg <= lg[0] - 3)[0]
+    spans = np.ptp(lg[late]) >= 1  # theta is only defined where the late gap moves by a decade or more
     return {"loglog_slope": float(-np.polyfit(np.log10(step[tail]), lg[tail], 1)[0]),
             "decades_per_1000_steps": float(-np.polyfit(step[tail], lg[tail], 1)[0] * 1000),
-            "lojasiewicz": float(np.polyfit(lg[late], lgr[late], 1)[0]),
+            "lojasiewicz": float(np.polyfit(lg[late], lgr[late], 1)[0]) if spans else None,
             "decades_total": float(lg[0] - lg[-1]), "decades_best": float(lg[0] - lg.min()),
             "steps_to_3_decades": int(step[hit[0]]) if len(hit) else None}
 
@@ -229,19 +247,18 @@ def summarize(traces: list[Trace]) -> dict:
     """Curves over seeds (geometric mean and range for gaps/gradients, mean and range otherwise) + finals."""
     gaps = np.stack([_gaps(t) for t in traces])
     gsq = np.stack([np.maximum(t.grad_sq, 1e-300) for t in traces])
-    pl = gsq / (2 * gaps)
-    band = lambda a, log: {"center": (10 ** np.log10(a).mean(0) if log else a.mean(0)).tolist(),  # noqa: E731
-                           "lo": a.min(0).tolist(), "hi": a.max(0).tolist()}
-    out = {"step": traces[0].step, "gap": band(gaps, True), "grad_sq": band(gsq, True), "pl_ratio": band(pl, True),
+    resolved = gaps > RESOLVED * np.maximum(1.0, np.abs([[t.F_star] for t in traces]))
+    pl = np.where(resolved, gsq / (2 * gaps), np.nan)
+    out = {"step": traces[0].step, "gap": _band(gaps, True), "grad_sq": _band(gsq, True), "pl_ratio": _band(pl, True),
            "F_star": [t.F_star for t in traces], "F_candidates": [t.F_candidates for t in traces],
            "max_se": max(max(t.se) for t in traces)}
     out["rates"] = [rates(t.step, g, q) for t, g, q in zip(traces, gaps, gsq)]
-    # PL constant along the path: the smallest ratio once the first 1% of steps are done
+    # PL constant along the path: the smallest ratio once the first 1% of steps are done, where the gap is resolved
     late = np.asarray(traces[0].step) >= traces[0].step[-1] / 100
-    out["pl_min_after_1pct"] = [float(r[late].min()) for r in pl]
+    out["pl_min_after_1pct"] = [float(np.nanmin(r[late])) if np.isfinite(r[late]).any() else None for r in pl]
     if traces[0].method == "gates":
         for k in ("binary", "precision", "recall"):
-            out[k] = band(np.array([getattr(t, k) for t in traces]), False)
+            out[k] = _band(np.array([getattr(t, k) for t in traces]), False)
         out["final"] = [{"seed": t.seed, "binary": t.binary[-1], "precision": t.precision[-1],
                          "recall": t.recall[-1]} for t in traces]
         out["trajectories_seed0"] = traces[0].gates
@@ -290,7 +307,7 @@ def main(argv=None) -> int:
             r = s["rates"]
             line = (f"{args.sweep or 'run'}={g['value']} {m}: decades {np.median([x['decades_total'] for x in r]):.1f}, "
                     f"loglog slope {np.median([x['loglog_slope'] for x in r]):.2f}, "
-                    f"min PL ratio {np.median(s['pl_min_after_1pct']):.2e}")
+                    f"min PL ratio {np.median([x for x in s['pl_min_after_1pct'] if x is not None]):.2e}")
             if m == "gates":
                 f = s["final"]
                 line += (f", binary {np.mean([x['binary'] for x in f]):.3f}, precision "

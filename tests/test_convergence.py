@@ -124,6 +124,6 @@ def test_cli_writes_results_and_figures(tmp_path):
     assert res["command"].startswith("python") and res["config"]["steps"] == 40 and "versions" in res
     assert set(res["groups"][0]["methods"]) == {"gates", "lora"}
     made = cv.make_figures(tmp_path, tmp_path / "fig")
-    assert {p.name for p in made} == {"convergence_gap.png", "convergence_grad_pl.png",
-                                      "convergence_gate_trajectories.png", "convergence_sensitivity.png"}
+    assert {p.name for p in made} == {"convergence_gap.png", "convergence_grad_pl.png", "convergence_gate_trajectories.png",
+                                      "convergence_recovery.png", "convergence_rates.png", "convergence_lojasiewicz.png"}
     assert all(p.stat().st_size > 10_000 for p in made)
