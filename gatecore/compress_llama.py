@@ -78,10 +78,12 @@ def compress_llama_layer(layer: nn.Module) -> LayerSizes:
     v_rows = torch.cat([g * d + v_dims[g] for g in groups])
     o_cols = torch.cat([h * d + v_dims[h // G] for h in heads.tolist()])
 
-    n_alive = alive.flatten()
-    needed = (2 * pair[n_alive].sum() + sum(2 * (pair[g * G:(g + 1) * G][alive[g]].any(0)).sum() for g in groups)
-              + sum(int(m.sum()) for m in v_need.values()) + vo.view(H, d)[n_alive].sum())
-    padding = (2 * len(heads) + 2 * len(groups)) * d_new * hidden - int(needed) * hidden
+    # cost of the uniform rule: rows/columns of q, k, v, o kept beyond what some live head needs
+    live = alive.flatten()
+    need = (2 * pair[live].sum()                                                       # q rows
+            + sum(2 * pair[g * G:(g + 1) * G][alive[g]].any(0).sum() for g in groups)  # k rows
+            + sum(m.sum() for m in v_need.values()) + vo.view(H, d)[live].sum())       # v rows, o columns
+    padding = (2 * (len(heads) + len(groups)) * d_new - int(need)) * hidden
 
     att.q_proj = make_linear(q, rows=q_rows, row_scale=math.sqrt(d_new / d))  # keeps the 1/sqrt(d) softmax scale
     att.k_proj = make_linear(k, rows=k_rows)

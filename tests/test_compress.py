@@ -181,3 +181,14 @@ def test_uniform_loads_with_from_pretrained(kind, tmp_path):
     assert back.config.intermediate_size == 29
     batch = tiny_batch(small)
     assert rel_err(back(**batch).logits, small(**batch).logits) < 1e-12
+
+
+def test_padding_cost_of_uniform_heads(kind):
+    """Two query rows closed in one head only: the head keeps them as zero padding, and the cost is counted."""
+    model = make(kind)
+    layer = encoder_layers(model)[0]
+    close(layer.self_attn.q_proj if kind == "llama" else layer.attention.self.query, "row", torch.tensor([0, 4 if kind == "llama" else 1]))
+    small = gc.compress(model)
+    s = gc.layer_sizes(small)[0]
+    assert s.head_dim == (8 if kind == "llama" else 4)
+    assert s.padding_weights == 2 * 16 * (1 if kind == "llama" else 2)  # LLaMA: 2 q rows; BERT: 2 q rows + 2 k rows
