@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -209,6 +210,7 @@ def _pyhessian_session(op, seed: int):
     torch.set_default_dtype(op.dtype)
     torch.manual_seed(seed)
     try:
+        warnings.filterwarnings("ignore", message="Using backward.. with create_graph=True")   # pyhessian's own call
         yield ph.hessian(_LossModule(op), lambda out, _t: out, data=(None, None), cuda=op.device.type == "cuda"), counted
     finally:
         ph.hessian_vector_product = orig_hvp
