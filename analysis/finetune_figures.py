@@ -41,7 +41,7 @@ def _grid(n: int, width=4.2, height=3.4):
     plt = _plt()
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(width * cols, 9.0), height * rows + 0.6), squeeze=False)  # room for the title
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
