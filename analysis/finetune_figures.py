@@ -96,8 +96,7 @@ def plot_tradeoff(p: Protocol, path: Path) -> Path:
             ax.axhspan(m - s, m + s, color=color, alpha=0.12, lw=0)
         x_max = 0.0
         for i, label in enumerate(_gate_labels(p)):
-            keeps = sorted({c.keep for c in p.cells if c.label == label}, key=lambda k: -(k or 0))
-            cells = [c for c in (get(label, k) for k in keeps) if c is not None and c.dev]
+            cells = [c for c in (get(label, k) for k in p.keeps(label)) if c is not None and c.dev]
             if not cells:
                 continue
             x = [100 * c.mean("removed_fraction") for c in cells]
@@ -122,8 +121,7 @@ def plot_params(p: Protocol, path: Path) -> Path:
     gate_labels = _gate_labels(p)
     for ax, (title, get) in zip(axes, panels):
         for label in p.labels:
-            keeps = sorted({c.keep for c in p.cells if c.label == label}, key=lambda k: -(k or 0))
-            cells = [c for c in (get(label, k) for k in keeps) if c is not None and c.dev]
+            cells = [c for c in (get(label, k) for k in p.keeps(label)) if c is not None and c.dev]
             for j, c in enumerate(cells):
                 color = REF_STYLE[c.method][0] if not c.is_gates else GATE_COLORS[gate_labels.index(label) % len(GATE_COLORS)]
                 ax.errorbar([c.trainable], [c.mean()], yerr=[c.std()], marker="s" if c.is_gates else "o", ms=5,

@@ -108,10 +108,9 @@ class Protocol:
                 return c
         return None
 
-    def series(self, task, label) -> list[Cell]:
-        """Cells of one label on one task, by decreasing keep target (increasing sparsity)."""
-        cs = [c for c in self.cells if c.task == task and c.label == label]
-        return sorted(cs, key=lambda c: -(c.keep if c.keep is not None else 2.0))
+    def keeps(self, label) -> list:
+        """Keep targets of one label, decreasing (increasing sparsity); [None] for a method without gates."""
+        return sorted({c.keep for c in self.cells if c.label == label}, key=lambda k: -(k if k is not None else 2.0))
 
     @property
     def glue_tasks(self) -> list[str]:
@@ -211,8 +210,7 @@ def glue_table(p: Protocol) -> str:
     head = ["method", "keep", *tasks, "GLUE avg", "trainable params", "% gated removed", "speedup", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label in p.labels:
-        keeps = sorted({c.keep for c in p.cells if c.label == label}, key=lambda k: -(k if k is not None else 2.0))
-        for keep in keeps:
+        for keep in p.keeps(label):
             cells = [p.cell(t, label, keep) for t in tasks]
             have = [c for c in cells if c is not None]
             avg = p.glue_average(label, keep)
