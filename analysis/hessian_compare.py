@@ -64,6 +64,43 @@ def main(argv=None) -> int:
     return 0
 
 
+def records_table(recs: list[dict]) -> str:
+    """One line per (run, spectrum method): the numbers of DESIGN section 4."""
+    lines = [f"{'run':<34} {'method':<9} {'n':>6} {'Hv':>5} {'lambda_max':>11} {'lambda_min':>11} {'neg':>7} {'zero':>7} "
+             f"{'kappa_eff':>10} {'saturated':>9}"]
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    for rec in recs:
+        s = rec["setting"]
+        name = rec.get("name") or f"{s['task']}_{s['method']}_{s['state'].split()[0]}"
+        for r in rec["reports"]:
+            lines.append(f"{name:<34} {r['method']:<9} {r['n']:>6} {r['products']:>5} {fmt(r['lambda_max'], '11.3e')} "
+                         f"{fmt(r['lambda_min'], '11.3e')} {fmt(r['n_negative'], '7.0f')} {fmt(r['n_zero'], '7.0f')} "
+                         f"{fmt(r['kappa_eff'], '10.3g')} {fmt(s.get('n_saturated_gates'), '9d')}")
+    return "\n".join(lines)
+
+
+def summary_table(results_dir) -> str:
+    return records_table(load(results_dir))
+
+
+def demo(large: bool = False, small: bool = False, task: str = "SST-2") -> list[dict]:
+    """The notebook's own runs (nothing written to results/): gates vs LoRA r=1 on the layer-5 value matrix.
+    small: 4 examples, short SLQ; default: 8 examples, Lanczos + SLQ at init; large: exact, init and trained."""
+    from . import hessian
+    ex, spec = ("4", ["slq", "--slq-steps", "10", "--slq-probes", "2"]) if small else ("8", ["lanczos", "slq"])
+    if large:
+        spec = ["exact"]
+    recs = []
+    for state in (["init", "trained"] if large else ["init"]):
+        for setting in ("gates_v5", "lora1_v5"):
+            argv = ["--task", task, *SETTINGS[setting], *COMMON, "--examples", ex, "--spectrum", *spec,
+                    *(TRAIN if state == "trained" else [])]
+            rec = hessian.analyze(hessian.parser().parse_args(argv), progress=False)
+            rec["name"] = f"{task}_{setting}_{state} (notebook)"
+            recs.append(rec)
+    return recs
+
+
 # ---- figures (from results/hessian/*.json only) ---------------------------------------------------------
 
 def load(results_dir) -> list[dict]:

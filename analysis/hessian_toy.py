@@ -159,3 +159,29 @@ def toy_spectra(r: int = RANK, seed: int = 0, n_saturated: int = 3, tol: float =
     out["config"] = dict(d_out=d_out, d_in=d_in, n=N_SAMPLES, r=r, seed=seed, tol=tol, n_saturated=n_saturated,
                          lora_params=r * (d_in + d_out), gate_params=d_in + d_out)
     return out
+
+
+def plot_toy(out: dict, path) -> "Path":
+    """Sorted eigenvalues of every toy case, symlog scale, zeros and negatives visible."""
+    from pathlib import Path
+    import matplotlib.pyplot as plt
+    import numpy as np
+    cases = [k for k in out if k != "config"]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for i, k in enumerate(cases):
+        ev = np.sort(out[k]["eigenvalues"])
+        ax.plot(np.arange(ev.size), ev, "o-", ms=4, lw=1, label=f"{k}: zero {out[k]['n_zero']}, negative {out[k]['n_negative']}")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.axhline(0, color="k", lw=0.5)
+    c = out["config"]
+    ax.set_title(f"Toy linear model ({c['d_out']}x{c['d_in']}, N={c['n']}): Hessian eigenvalues, gates (n={c['gate_params']}) "
+                 f"vs LoRA r={c['r']} (n={c['lora_params']})", fontsize=9)
+    ax.set_xlabel("index (sorted)")
+    ax.set_ylabel("eigenvalue (symlog)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
