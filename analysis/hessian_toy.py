@@ -139,7 +139,8 @@ def fit(loss_fn, theta0, steps: int = 200) -> torch.Tensor:
 
 
 def toy_spectra(r: int = RANK, seed: int = 0, n_saturated: int = 3, tol: float = 1e-8) -> dict:
-    """Eigenvalues at init and at a fitted point, for gates (open; with saturated gates) and LoRA."""
+    """Eigenvalues for gates at the paper's init (theta = 1: all clamped, H = 0), from mu ~ 0 (all open), at a fitted
+    point, and at that point with `n_saturated` gates clamped; LoRA at its init (B = 0) and at a fitted point."""
     from .spectrum import summarize
     p = make_problem(seed=seed)
     d_out, d_in = p.W0.shape
@@ -151,7 +152,9 @@ def toy_spectra(r: int = RANK, seed: int = 0, n_saturated: int = 3, tol: float =
     lora0 = torch.cat([0.3 * torch.randn(r * d_in, generator=g, dtype=torch.float64), torch.zeros(d_out * r, dtype=torch.float64)])
     lora_fit = fit(lambda t: lora_loss(t, p, r), lora0 + 0.1 * torch.randn(lora0.shape, generator=g, dtype=torch.float64))
     out = {}
-    for name, H in [("gates_init", gate_hessian(gate0, p)), ("gates_fit", gate_hessian(gate_fit, p)),
+    paper_init = torch.ones(d_out + d_in, dtype=torch.float64)   # theta = 1: every eval gate clamped at 1
+    for name, H in [("gates_paper_init", gate_hessian(paper_init, p)), ("gates_start_mu0", gate_hessian(gate0, p)),
+                    ("gates_fit", gate_hessian(gate_fit, p)),
                     (f"gates_fit_{n_saturated}_saturated", gate_hessian(gate_sat, p)),
                     ("lora_init", lora_hessian(lora0, p, r)), ("lora_fit", lora_hessian(lora_fit, p, r))]:
         ev = torch.linalg.eigvalsh(H).numpy()

@@ -35,7 +35,7 @@ cells = [
          "for k, v in toy.items():\n"
          "    if k != 'config':\n"
          "        print(f\"{k:<24} lambda_max {v['lambda_max']:8.3f}  lambda_min {v['lambda_min']:10.3e}  \"\n"
-         "              f\"negative {v['n_negative']:2d}  zero {v['n_zero']:2d}  kappa_eff {v['kappa_eff']:7.2f}\")\n"
+         "              f\"negative {v['n_negative']:2d}  zero {v['n_zero']:2d}  kappa_eff {v['kappa_eff'] or float('nan'):7.2f}\")\n"
          "display(Image(str(hessian_toy.plot_toy(toy, FIG / 'hessian_toy.png'))))"),
     md("## 2. The real model: all-MiniLM-L6-v2\n\n"
        "Gates (rows + columns) on the value matrix of the last layer, n = 384 + 384 = 768, against LoRA r = 1 on the same "

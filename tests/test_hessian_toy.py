@@ -47,6 +47,7 @@ def test_toy_spectra_counts(problem):
     assert out["gates_fit_3_saturated"]["n_zero"] == 3    # one zero row per saturated gate
     assert out["lora_fit"]["n_zero"] == T.RANK ** 2
     assert out["lora_init"]["n_negative"] > 0 and out["gates_fit"]["n_negative"] == 0
+    assert max(abs(e) for e in out["gates_paper_init"]["eigenvalues"]) == 0   # theta = 1: every eval gate clamped
 
 
 # ---- command line ------------------------------------------------------------------------------------------
