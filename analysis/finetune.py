@@ -30,6 +30,7 @@ from .train import GATE_METHODS, METHODS, build_model, encode, evaluate, measure
 
 # defaults, visible: per-method lr grids (searched on val), gate settings (DESIGN section 1)
 LR_GRID = {"full": [1e-4], "lora": [1e-3], "bias": [1e-3], "head": [1e-3, 1e-2], "gates": [1e-3], "gates+lora": [1e-3]}
+HEAD_LR = 1e-2         # the fresh task head of every method but `head` (whose lr is its grid); None = lr
 GATE_LR = [0.2]        # a gate's theta moves from 1 to below -0.55 to close: far more than other weights move
 LAM_GRID = [1.0]
 KEEPS = [0.7]          # params objective: keep 70% of the gated weights, i.e. ask for 30% removed
@@ -41,7 +42,7 @@ KEEP_TOL = 0.05        # a gate setting "meets" its keep target when the measure
 PROTOCOLS = {  # reduced CPU protocol (~45 min on 2 shared cores): train subsets, one seed, one keep target
     "cpu": dict(tasks=["SST-2", "MRPC", "RTE", "CoLA", "STS-B"], methods=["head", "bias", "lora", "full", "gates"],
                 seeds=[0], keep=[0.7], no_bias_keep=[0.7], train_examples=800, val_examples=300,
-                dev_examples=None, epochs=2, max_len=64, curve_points=3, threads=1),
+                dev_examples=None, epochs=3, max_len=64, curve_points=3, threads=1),
 }
 BENCH_BATCH, BENCH_LEN, BENCH_REPEATS = 32, 128, 5  # speedup: dense vs compressed forward, same process
 
@@ -59,7 +60,7 @@ def expand(a) -> list[dict]:
                 base = dict(model=a.model, task=task, method=method, seed=seed, epochs=a.epochs,
                             batch_size=a.batch_size, max_len=a.max_len, train_examples=a.train_examples,
                             val_examples=a.val_examples, dev_examples=a.dev_examples, pooling=a.pooling,
-                            lr_grid=a.lr or LR_GRID[method])
+                            lr_grid=a.lr or LR_GRID[method], head_lr=None if method == "head" else a.head_lr)
                 if method in ("lora", "gates+lora"):
                     base.update(lora_r=a.lora_r, lora_alpha=a.lora_alpha)
                 if method not in GATE_METHODS:
@@ -166,6 +167,7 @@ def parse_args(argv=None):
     ap.add_argument("--methods", nargs="+", default=["lora", "gates"], choices=METHODS, help="methods to run")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds")
     ap.add_argument("--lr", nargs="+", type=float, help="lr grid searched on val (default: per method, LR_GRID)")
+    ap.add_argument("--head-lr", type=float, default=HEAD_LR, help="lr of the fresh task head (all methods but head)")
     ap.add_argument("--gate-lr", nargs="+", type=float, default=GATE_LR, help="lr grid of the gate parameters, searched on val")
     ap.add_argument("--lam", nargs="+", type=float, default=LAM_GRID, help="sparsity weight grid searched on val")
     ap.add_argument("--keep", nargs="+", type=float, default=KEEPS, help="keep targets, one run each (bias on): params = fraction of gated weights kept, target/l0 = per gate vector")

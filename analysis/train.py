@@ -158,13 +158,17 @@ class TrainResult:
 
 def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | None, pad_id: int, device,
           curve_points: int = 4, progress: bool = True) -> TrainResult:
-    """AdamW, linear warm-up (6%) then linear decay; dev evaluated at `curve_points` steps for the curve."""
+    """AdamW, linear warm-up (6%) then linear decay; dev evaluated at `curve_points` steps for the curve.
+
+    Three lrs: `lr` for weights/biases/LoRA, `head_lr` for the fresh task head, `gate_lr` for gates (None = lr).
+    """
     gated = cfg["method"] in GATE_METHODS
     gate_ids = {id(m.theta) for m in model.modules() if isinstance(m, gc.Gate)}
+    head_ids = {id(p) for p in gc.find_head(model)[1].parameters()}
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) not in gate_ids], "lr": cfg["lr"]}]
-    if gated:
-        groups.append({"params": [p for p in params if id(p) in gate_ids], "lr": cfg.get("gate_lr") or cfg["lr"]})
+    groups = [{"params": [p for p in params if id(p) not in gate_ids | head_ids], "lr": cfg["lr"]},
+              {"params": [p for p in params if id(p) in head_ids], "lr": cfg.get("head_lr") or cfg["lr"]},
+              {"params": [p for p in params if id(p) in gate_ids], "lr": cfg.get("gate_lr") or cfg["lr"]}]
     opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
     per_epoch = math.ceil(len(train_enc.ids) / cfg["batch_size"])
     total = max(1, per_epoch * cfg["epochs"])
