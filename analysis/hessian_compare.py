@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .provenance import ROOT
+from .spectrum import summarize
 
 # ---- defaults -------------------------------------------------------------------------------------------
 OUT = ROOT / "results" / "hessian"
@@ -45,12 +46,37 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
     return parts
 
 
+def exact_timing(sizes=(1024, 2048, 4096, 8192), seed: int = 0) -> dict:
+    """Wall time of the two parts of `exact`: products (measured in the committed exact runs) and eigvalsh
+    of a dense symmetric float64 matrix (measured here); the total at MAX_EXACT_N is extrapolated (n^3)."""
+    import time
+    import torch
+    from . import spectrum
+    from .provenance import provenance, write_json
+    g = torch.Generator().manual_seed(seed)
+    eig = {}
+    for n in sizes:
+        A = torch.randn(n, n, generator=g, dtype=torch.float64)
+        A = A + A.T
+        t = time.perf_counter()
+        torch.linalg.eigvalsh(A)
+        eig[n] = time.perf_counter() - t
+    runs = [r for r in load(ROOT / "results") if any(x["method"] == "exact" for x in r["reports"])]
+    per_product = {r["name"]: next(x["wall_s"] / x["products"] for x in r["reports"] if x["method"] == "exact") for r in runs}
+    big, top = spectrum.MAX_EXACT_N, max(sizes)
+    rec = {"eigvalsh_s": eig, "exact_runs_s_per_product": per_product,
+           "eigvalsh_s_at_max_exact_n_extrapolated": eig[top] * (big / top) ** 3, "max_exact_n": big,
+           "note": "exact at n costs n products (s/product above, for MiniLM layer 5, 8 examples) plus eigvalsh(n)"}
+    return write_json(OUT / "exact_timing.json", {**provenance({"sizes": list(sizes)}, seed, "cpu"), **rec})
+
+
 def main(argv=None) -> int:
     from . import hessian
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=list(plan()), nargs="+", default=[], help="which part(s) of the sweep to run")
     ap.add_argument("--list", action="store_true", help="print the commands of every part and exit")
     ap.add_argument("--skip-done", action="store_true", help="skip runs whose results file exists")
+    ap.add_argument("--timing", action="store_true", help="time eigvalsh at growing n (results/hessian/exact_timing.json)")
     args = ap.parse_args(argv)
     for part, runs in plan().items():
         for name, a in runs:
@@ -59,8 +85,10 @@ def main(argv=None) -> int:
             elif part in args.part and not (args.skip_done and (ROOT / a[-1]).exists()):
                 print(f"== {part}: {name}", flush=True)
                 hessian.main(a)
-    if not args.list and not args.part:
-        ap.error("nothing to do: pass --part ... or --list")
+    if args.timing:
+        print(f"wrote {exact_timing()}")
+    if not (args.list or args.part or args.timing):
+        ap.error("nothing to do: pass --part ..., --timing or --list")
     return 0
 
 
@@ -149,20 +177,27 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     keys = sorted(groups)
     fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.4 * len(keys)), squeeze=False)
     for ax, key in zip(axes[:, 0], keys):
+        top = max(np.abs(mass(r)[0]).max() for r in groups[key].values())
+        lo = 1e-6 * top   # the zero tolerance: mass inside it is reported in the legend, not drawn
+        edges = np.logspace(np.log10(lo), np.log10(top * 1.01), 22)
         for method, r in sorted(groups[key].items()):
             ev, w, src = mass(r)
-            scale = max(np.abs(ev).max(), 1e-300)
-            lin = 1e-6 * scale
-            bins = np.concatenate([-np.logspace(np.log10(scale), np.log10(lin), 25), np.logspace(np.log10(lin), np.log10(scale), 25)])
-            bins = np.unique(np.concatenate([bins, [-lin, lin]]))
-            ax.hist(np.clip(ev, bins[0], bins[-1]), bins=bins, weights=w, histtype="step", lw=1.8, label=f"{label(r)} [{src}]")
-            ax.set_xscale("symlog", linthresh=lin)
+            zero = w[np.abs(ev) <= lo].sum()
+            h = [np.histogram(sign * ev, edges, weights=w)[0] for sign in (1, -1)]
+            x = np.concatenate([-edges[::-1], edges])
+            yv = np.concatenate([h[1][::-1], [0], h[0]])   # the middle bin (-lo, lo) is the zero mass
+            ax.stairs(yv, x, lw=1.8,
+                      label=f"{label(r)} [{src}], zero mass {zero:.0%}")
+        ax.set_xscale("symlog", linthresh=lo)
+        ticks = [10.0 ** k for k in range(int(np.ceil(np.log10(top))), int(np.floor(np.log10(lo))), -2)][::-1]
+        ax.set_xticks([-t for t in ticks[::-1]] + ticks, [f"-1e{np.log10(t):.0f}" for t in ticks[::-1]] + [f"1e{np.log10(t):.0f}" for t in ticks], fontsize=7)
         t, layers, state, seed = key
-        ax.set_title(f"{t}, layer-5 {layers}, {state}, seed {seed}: Hessian eigenvalue mass", fontsize=9)
+        ax.set_title(f"{t}, layer-5 {layers}, {state}, seed {seed}: eigenvalue mass (|lambda| > 1e-6 max|lambda|)", fontsize=9)
         ax.set_ylabel("fraction of n")
         ax.set_yscale("log")
+        ax.tick_params(axis="y", which="both", labelsize=7)
         ax.legend(fontsize=7)
-    axes[-1, 0].set_xlabel("eigenvalue (symlog; |lambda| < 1e-6 max|lambda| counts as zero)")
+    axes[-1, 0].set_xlabel("eigenvalue (log scale on both sides of 0)")
     fig.suptitle("Eigenvalue densities, gates vs LoRA (MiniLM, 8 train examples, mean pooling, float64)", fontsize=10)
     fig.tight_layout()
     made.append(figures_dir / "hessian_densities.png")
@@ -185,28 +220,31 @@ def summary_figure(groups, keys, figures_dir) -> Path:
             ends = rep.get("exact") or rep.get("lanczos") or rep.get("slq")
             counts = rep.get("exact") or rep.get("slq") or {}
             n = r["setting"]["n"]
+            ev = (r.get("eigenvalues") or {}).get("exact")
+            k3 = summarize(np.asarray(ev), 1e-3)["kappa_eff"] if ev else None
             rows.append(dict(label=f"{key[0]} {key[1]} {key[2]} s{key[3]}\n{label(r)}", method=method,
-                             kappa=(rep.get("exact") or {}).get("kappa_eff"), lmax=ends["lambda_max"],
+                             kappa=(rep.get("exact") or {}).get("kappa_eff"), kappa3=k3, lmax=ends["lambda_max"],
                              neg=(counts.get("n_negative") or 0) / n, zero=(counts.get("n_zero") or 0) / n,
                              est=counts.get("counts_estimated", False)))
-    fig, axes = plt.subplots(1, 4, figsize=(15, 0.45 * len(rows) + 2), sharey=True)
+    fig, axes = plt.subplots(1, 5, figsize=(17, 0.45 * len(rows) + 2), sharey=True)
     y = np.arange(len(rows))
     colors = ["tab:blue" if r["method"] == "gates" else "tab:orange" for r in rows]
-    for ax, key, title, log in zip(axes, ("kappa", "lmax", "neg", "zero"),
-                                   ("kappa_eff (exact only)", "lambda_max", "negative eigenvalues / n", "zero eigenvalues / n"),
-                                   (True, True, False, False)):
-        vals = [r[key] if r[key] is not None else np.nan for r in rows]
+    for ax, key, title, log in zip(axes, ("kappa", "kappa3", "lmax", "neg", "zero"),
+                                   ("kappa_eff, tol 1e-6 (exact only)", "kappa_eff, tol 1e-3 (exact only)", "lambda_max",
+                                    "negative eigenvalues / n", "zero eigenvalues / n (|lambda| <= tol max|lambda|)"),
+                                   (True, True, True, False, False)):
+        vals = [r[key] if r[key] is not None and r[key] > 0 or key in ("neg", "zero") else np.nan for r in rows]
         ax.barh(y, vals, color=colors)
         for yi, v, r in zip(y, vals, rows):
             txt = "n/a" if np.isnan(v) else (f"{v:.3g}" + (" (SLQ est.)" if r["est"] and key in ("neg", "zero") else ""))
             ax.text(0.02, yi, txt, transform=ax.get_yaxis_transform(), va="center", fontsize=7)
         if log:
             ax.set_xscale("log")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=9)
     axes[0].set_yticks(y, [r["label"] for r in rows], fontsize=7)
     axes[0].invert_yaxis()
     fig.suptitle("Hessian conditioning, gates (blue) vs LoRA (orange): MiniLM layer 5, 8 train examples, "
-                 "mean pooling, tol 1e-6", fontsize=10)
+                 "mean pooling, float64; exact counts at tol 1e-6, SLQ estimates at 1e-3", fontsize=10)
     fig.tight_layout()
     path = Path(figures_dir) / "hessian_conditioning.png"
     fig.savefig(path, dpi=130)

@@ -91,6 +91,12 @@ def test_cli_runs_all_spectra_with_training_and_checkpoint(tiny_dir, tmp_path, c
     assert rec["command"].startswith("python -m analysis.hessian") and rec["setting"]["state"].startswith("trained")
     assert {r["method"] for r in rec["reports"]} == {"exact", "lanczos", "slq", "pyhessian"}
     assert rec["setting"]["n"] == 32 and len(rec["eigenvalues"]["exact"]) == 32 and rec["setting"]["pooling"] == "mean"
+    from analysis.hessian_compare import make_figures, summary_table
+    (tmp_path / "results" / "hessian").mkdir(parents=True)
+    (tmp_path / "results" / "hessian" / "r.json").write_text(out.read_text())
+    made = make_figures(tmp_path / "results", tmp_path / "figs")
+    assert [p.name for p in made] == ["hessian_densities.png", "hessian_conditioning.png"] and all(p.stat().st_size for p in made)
+    assert "exact" in summary_table(tmp_path / "results")
     # reloading the saved checkpoint gives the same operator, so the same spectrum
     out2 = tmp_path / "r2.json"
     main(["--model", str(tiny_dir), "--task", "synthetic", "--examples", "6", "--spectrum", "exact",
