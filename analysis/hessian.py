@@ -190,7 +190,7 @@ def analyze(args, progress=True) -> dict:
     if args.compare_power:
         ref = next((r for r in reports if r.method in ("exact", "lanczos")), None) or S.lanczos(op, tol=args.tol, eig_tol=1e-10, progress=False)
         top = ref.lambda_max if abs(ref.lambda_max) >= abs(ref.lambda_min) else ref.lambda_min
-        record["power_vs_lanczos"] = {"reference": top, "reference_method": ref.method, "rows": S.products_to_accuracy(op, top, seed=args.seed)}
+        record["power_vs_lanczos"] = {"reference_method": ref.method, **S.products_to_accuracy(op, top, seed=args.seed)}
     record["eigenvalues"] = {r.method: (r.eigenvalues.tolist() if r.eigenvalues is not None else None) for r in reports}
     record["densities"] = {r.method: r.density for r in reports if r.density is not None}
     op.release()

@@ -33,8 +33,8 @@ SETTINGS = {"gates_v5": ["--method", "gates", "--targets", V5], "lora1_v5": ["--
 
 def plan() -> dict[str, list[tuple[str, list[str]]]]:
     """part -> [(output name, argv of analysis.hessian)]."""
-    def run(task, setting, state, spectrum, seed=0, extra=()):
-        name = f"{task}_{setting}_{state}_seed{seed}"
+    def run(task, setting, state, spectrum, seed=0, extra=(), suffix=""):
+        name = f"{task}_{setting}_{state}_seed{seed}{suffix}"
         argv = ["--task", task, *SETTINGS[setting], *COMMON, "--spectrum", *spectrum.split(), "--seed", str(seed),
                 *(TRAIN if state == "trained" else []), *extra, "--out", str((OUT / f"{name}.json").relative_to(ROOT))]
         return name, argv
@@ -42,6 +42,7 @@ def plan() -> dict[str, list[tuple[str, list[str]]]]:
                        for st in ("init", "trained") for s in ("gates_v5", "lora1_v5")]}
     parts["lanczos"] = [run("CoLA", s, st, "lanczos slq") for st in ("init", "trained") for s in ("gates_v5", "lora1_v5")]
     parts["r8"] = [run("SST-2", s, st, "lanczos slq") for st in ("init", "trained") for s in ("gates_qv5", "lora8_qv5")]
+    parts["power"] = [run("CoLA", s, "trained", "lanczos", extra=["--compare-power"], suffix="_power") for s in ("gates_v5", "lora1_v5")]
     parts["seeds"] = [run("CoLA", s, st, "slq", seed=1) for st in ("init", "trained") for s in ("gates_v5", "lora1_v5")]
     return parts
 
