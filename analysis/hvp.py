@@ -87,7 +87,7 @@ class HessianOperator:
         g = torch.Generator().manual_seed(seed)
         self.draws = [{m: torch.randn(m.n, generator=g).to(self.dtype) for m in gates} for _ in range(noise_draws)]
         self.batches = [{k: v.to(self.device) if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
-        self._grad = None
+        self._grad, self._batched = None, True
 
     def loss(self) -> torch.Tensor:
         """The deterministic loss: example-weighted mean over batches, mean over noise draws."""
@@ -136,6 +136,8 @@ class HessianOperator:
         if V.dim() == 1:
             return self.matvec(V)[:, None]
         g = self.gradient()
+        if not self._batched:
+            return torch.stack([self.matvec(V[:, j]) for j in range(V.shape[1])], 1)
         try:
             hv = torch.autograd.grad(g, self.params, grad_outputs=V.T.contiguous(), retain_graph=True,
                                      is_grads_batched=True, allow_unused=True)
@@ -144,7 +146,8 @@ class HessianOperator:
                              for h, p in zip(hv, self.params)], 1).T
             self.products += V.shape[1]
             return out
-        except RuntimeError:  # an op without a batching rule: plain loop
+        except RuntimeError:  # an op without a batching rule (e.g. a custom autograd.Function): plain loop
+            self._batched = False
             return torch.stack([self.matvec(V[:, j]) for j in range(V.shape[1])], 1)
 
     def param_vector(self) -> torch.Tensor:
