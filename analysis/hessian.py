@@ -35,6 +35,9 @@ TARGETS = [r"attention\.self\.(query|value)"]   # the common LoRA layers; gates 
 EXAMPLES, MAX_LENGTH, NOISE_DRAWS = 16, 32, 4
 TRAIN_EXAMPLES, TRAIN_BATCH, LR_ADAPTER, LR_HEAD = 512, 16, 1e-2, 1e-3
 SPARSITY_LAM, SPARSITY_TARGET = 0.5, 0.3            # gates only: lam * |mean P(open) - keep| ('target')
+TRAINING = dict(optimizer="AdamW", lr_adapter=LR_ADAPTER, lr_head=LR_HEAD, batch=TRAIN_BATCH, examples=TRAIN_EXAMPLES,
+                trainable="adapter + task head (no biases)", gate_sigma=0.1, gate_reg_sigma=0.5,
+                gate_penalty=f"{SPARSITY_LAM} * target(sparsity {SPARSITY_TARGET})", pooling="as --pooling")
 GLUE_DIR = Path(os.environ.get("GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
 OUT_DIR = ROOT / "results" / "hessian"
 
@@ -185,7 +188,8 @@ def analyze(args, progress=True) -> dict:
                               noise_draws=op.noise_draws, dtype=args.dtype, state=state, checkpoint=str(args.checkpoint or ""),
                               loss=f"{'MSE' if num_labels == 1 else 'cross-entropy'} on {len(texts)} train examples, no sparsity penalty",
                               tokens=int(sum(b["attention_mask"].sum() for b in batches)), n_saturated_gates=saturated_gates(op),
-                              train_loss_first_last=[losses[0], losses[-1]] if losses else None),
+                              train_loss_first_last=[losses[0], losses[-1]] if losses else None,
+                              training=TRAINING | {"steps": args.train_steps} if args.train_steps else None),
               "reports": [r.as_dict() for r in reports]}
     if args.compare_power:
         ref = next((r for r in reports if r.method in ("exact", "lanczos")), None) or S.lanczos(op, tol=args.tol, eig_tol=1e-10, progress=False)
@@ -205,7 +209,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--targets", nargs="+", default=TARGETS, help="layer name patterns (gatecore.find_targets) for the adapter")
     ap.add_argument("--lora-r", type=int, default=1, help="LoRA rank (1 matches rows+cols gates on the same layers; 8 is the common setting)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="trained gate/LoRA state (gatecore.save_trainable); init otherwise")
-    ap.add_argument("--train-steps", type=int, default=0, help="without --checkpoint: train this many steps first, save, reload")
+    ap.add_argument("--train-steps", type=int, default=0, help="without --checkpoint: train this many steps first (AdamW, lr "
+                    f"{LR_ADAPTER} adapter / {LR_HEAD} head, batch {TRAIN_BATCH}, gates with {SPARSITY_LAM} * 'target' penalty "
+                    f"at sparsity {SPARSITY_TARGET}), save, reload")
     ap.add_argument("--save-checkpoint", type=Path, default=None, help="where --train-steps saves (default runs/hessian/...)")
     ap.add_argument("--examples", type=int, default=EXAMPLES, help="examples in the fixed loss (drawn from train with --seed)")
     ap.add_argument("--batch-size", type=int, default=0, help="examples per batch inside the loss (0: one batch)")
