@@ -31,7 +31,8 @@ ACTIVE = "eigenvalues above tol * lambda_max (exact zeros and negative curvature
 
 @dataclass
 class SpectrumReport:
-    """One spectrum of one operator; `eigenvalues` / `density` are saved beside the JSON, not in it."""
+    """One spectrum of one operator. `eigenvalues` (exact) / `density` (SLQ nodes and weights) stay out of
+    as_dict(): the CLI writes them beside the report, under their own keys of the results file."""
     n: int
     method: str
     products: int
