@@ -160,7 +160,7 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
                 key = f"{t['device']} batch {t['batch']} ({kind})"
                 series.setdefault(key, []).append((x, t["speedup_compressed"], lo, hi, t.get("speedup_gated")))
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    cx, cy = zip(*sorted(set(ceiling)))
+    cx, cy = zip(*sorted(set(ceiling) | {(0.0, 1.0)}))  # no removal: no speedup
     ax.plot(cx, cy, "k--", marker="_", label="FLOP ratio (ceiling)")
     for i, (key, pts) in enumerate(sorted(series.items())):
         pts.sort()
@@ -170,6 +170,7 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
         if all(g is not None for g in gated):
             ax.plot(xs, gated, marker="x", ls=":", color=f"C{i}", label=f"gates in place, {key}")
     ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlim(0, max(cx) + 0.05)
     ax.set_xlabel("fraction of encoder linear weights removed")
     ax.set_ylabel("speedup over dense (median latency ratio)")
     ax.set_title(f"MiniLM inference speedup after compression\n(seq 128, {', '.join(str(t) for t in sorted(threads))} CPU threads; "
