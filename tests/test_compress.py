@@ -192,3 +192,20 @@ def test_padding_cost_of_uniform_heads(kind):
     s = gc.layer_sizes(small)[0]
     assert s.head_dim == (8 if kind == "llama" else 4)
     assert s.padding_weights == 2 * 16 * (1 if kind == "llama" else 2)  # LLaMA: 2 q rows; BERT: 2 q rows + 2 k rows
+
+
+@torch.no_grad()
+def test_partial_gates_and_plain_lora(kind, exact_rmsnorm):
+    """Gates on the FFN only, LoRA (no gates) on attention: LoRA is merged, ungated layers keep their shapes."""
+    model = tiny_model(kind, dtype=torch.float64)
+    ffn = [r"mlp\.(gate|up|down)_proj"] if kind == "llama" else [r"intermediate\.dense", r"layer\.\d+\.output\.dense"]
+    gc.add_gates(model, targets=ffn)
+    for m in gc.add_lora(model).values():
+        m.lora_B.normal_()
+    gc.random_gate_pattern(model, 0.5)
+    batch = tiny_batch(model)
+    ref = model(**batch).logits
+    small = gc.compress(model)
+    assert rel_err(small(**batch).logits, ref) < 1e-10
+    sizes = gc.layer_sizes(small)
+    assert all(s.intermediate == 16 and s.heads == 4 for s in sizes)
