@@ -94,6 +94,18 @@ def measure_speedup(dense, compressed, batch: int = 32, seq: int = SEQ, repeats:
             "repeats": repeats, "device": str(device), "threads": torch.get_num_threads()}
 
 
+@torch.inference_mode()
+def profile_ops(model, inputs, top: int = 8) -> dict[str, float]:
+    """Self time (ms) of the `top` most expensive ops in one forward (torch.profiler), plus the total."""
+    from torch.profiler import ProfilerActivity, profile
+    model(**inputs)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        model(**inputs)
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    out = {e.key: e.self_cpu_time_total / 1e3 for e in ops[:top]}
+    return {**out, "total": sum(e.self_cpu_time_total for e in ops) / 1e3}
+
+
 @torch.no_grad()
 def max_rel_diff(a, b, inputs) -> float:
     ya, yb = a(**inputs).logits, b(**inputs).logits
@@ -129,6 +141,11 @@ def bench_one(args, sparsity, devices) -> dict:
                    "speedup_compressed_min": t["dense"].min_ms / t["compressed"].min_ms}  # least disturbed runs
             if "gated" in t:
                 row["speedup_gated"] = t["dense"].median_ms / t["gated"].median_ms
+            if args.profile and device == "cpu":
+                inputs = random_inputs(dense, batch, args.seq, device)
+                row["profile_ms"] = {name: profile_ops(m, inputs) for name, m in models.items()}
+                for name, ops in row["profile_ms"].items():
+                    print(f"  {name:>10}: " + ", ".join(f"{k} {v:.0f}" for k, v in ops.items()))
             run["timings"].append(row)
             print(f"{device:>4} batch {batch:>3}: dense {t['dense'].median_ms:8.1f} ms, compressed {t['compressed'].median_ms:8.1f} ms"
                   f" -> {row['speedup_compressed']:.2f}x (FLOP ceiling {size.flop_speedup_ceiling:.2f}x)"
@@ -149,6 +166,8 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     series, ceiling, threads = {}, [], set()
     for f in files:
         d = json.loads(f.read_text())
+        if d["config"].get("profile"):
+            continue  # a profiling rerun of a setting already drawn
         threads.add(d.get("threads"))
         kind = "unstructured" if d["config"].get("unstructured") else "structured"
         for run in d["runs"]:
@@ -197,6 +216,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=THREADS, help=f"torch CPU threads (default {THREADS})")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CPU, plus the GPU when one is present")
     ap.add_argument("--no-gated", action="store_true", help="skip timing the model with gates still in place")
+    ap.add_argument("--profile", action="store_true", help="also record where a CPU forward spends its time (torch.profiler)")
     ap.add_argument("--seed", type=int, default=SEED, help=f"seed of the synthetic pattern (default {SEED})")
     ap.add_argument("--out", type=Path, default=ROOT / "results", help="output folder (default results/)")
     args = ap.parse_args(argv)
@@ -217,7 +237,7 @@ def main(argv=None) -> int:
     config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     out = {**provenance(config, args.seed, "cuda" if has_gpu and args.device != "cpu" else "cpu"),
            "gpu": gpu_note, "runs": runs}
-    tag = "_".join(d for d, _ in devices) + ("_unstructured" if args.unstructured else "")
+    tag = "_".join(d for d, _ in devices) + ("_unstructured" if args.unstructured else "") + ("_profile" if args.profile else "")
     path = write_json(args.out / f"bench_{tag}_{source}.json", out)
     print(f"wrote {path}")
     return 0
