@@ -89,7 +89,10 @@ def compressed_info(model, spec, task, dev_enc, pad_id, device, gated_dev: dict,
     kept_w = sum(compressed.get_submodule(n).weight.numel() for n in layers)
     info = {"params_total": size.compressed_params, "params_dense": size.dense_params,
             "linear_removed_fraction": 1.0 - kept_w / sum(m.out_features * m.in_features for m in layers.values()),
-            "dev_main": dev[task.metric], "dev": dev, "size": size.as_dict(), "speedup_cpu": None, "bench": None}
+            "dev_main": dev[task.metric], "dev": dev, "matches_gated": dev == gated_dev, "size": size.as_dict(),
+            "speedup_cpu": None, "bench": None}
+    if dev != gated_dev:  # the invariant of DESIGN section 3; a float32 near-tie can flip a prediction
+        print(f"warning: compressed dev {dev} != gated dev {gated_dev} ({spec['task']}, {spec['method']})", file=sys.stderr)
     if bench:
         dense, _ = build_model({**spec, "method": "head"}, task.num_labels)
         info["bench"] = measure_speedup(dense, compressed, batch=BENCH_BATCH, seq=seq, repeats=BENCH_REPEATS,

@@ -58,7 +58,7 @@ def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_p
     assert gates["config"]["bias"] and not no_bias["config"]["bias"] and no_bias["params"]["bias"] == 0
     c = gates["compressed"]
     assert gates["removed_fraction"] > 0.1 and c["params_total"] < c["params_dense"]
-    assert c["dev_main"] == gates["dev_main"] and c["dev"] == gates["dev"]
+    assert c["dev_main"] == gates["dev_main"] and c["dev"] == gates["dev"] and c["matches_gated"]
     # the checkpoint re-creates the gated model on a fresh tiny model, with the same dev predictions
     fresh, _ = build_model({**gates["config"], "method": "head"}, 2)
     gc.load_trainable(fresh, F.ROOT / gates["checkpoint"] if not gates["checkpoint"].startswith("/") else gates["checkpoint"])
