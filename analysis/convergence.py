@@ -20,7 +20,8 @@ from __future__ import annotations
 import argparse
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -217,7 +218,8 @@ def _gaps(tr: Trace) -> np.ndarray:
 
 def _band(a: np.ndarray, log: bool) -> dict:
     """Center (geometric mean if log) and min/max over seeds, NaN-aware; NaN is written as null."""
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a step where no seed has a value stays NaN
         c = 10 ** np.nanmean(np.log10(a), 0) if log else np.nanmean(a, 0)
         rows = {"center": c, "lo": np.nanmin(a, 0), "hi": np.nanmax(a, 0)}
     return {k: [float(x) if np.isfinite(x) else None for x in v] for k, v in rows.items()}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -99,8 +100,10 @@ def trajectory_figure(runs: dict, figures_dir: Path) -> Path:
 def _errbar(ax, x, v, color, label, center=np.nanmedian):
     """Center and min-max over seeds of v (settings x seeds), NaN-aware."""
     v = np.asarray(v, float)
-    c = center(v, 1)
-    ax.errorbar(x, c, [c - np.nanmin(v, 1), np.nanmax(v, 1) - c], color=color, marker="o", capsize=3, label=label)
+    with warnings.catch_warnings():  # a setting where every seed is undefined (NaN) is simply not drawn
+        warnings.simplefilter("ignore", RuntimeWarning)
+        c, lo, hi = center(v, 1), np.nanmin(v, 1), np.nanmax(v, 1)
+    ax.errorbar(x, c, [c - lo, hi - c], color=color, marker="o", capsize=3, label=label)
 
 
 def _sweep_grid(sweeps: dict, draw, ylabel: str, title: str, figures_dir: Path, name: str) -> Path:
@@ -115,13 +118,16 @@ def _sweep_grid(sweeps: dict, draw, ylabel: str, title: str, figures_dir: Path, 
         draw(ax, groups, x)
         ax.set_xticks(x, [str(g["value"]) for g in groups])
         ax.set_xlabel(res["sweep"])
-        changed = {k: v for k, v in res["config"].items() if k != res["sweep"] and v != base[k]}
+        changed = {k: v for k, v in res["config"].items() if k not in (res["sweep"], "methods") and v != base[k]}
         ax.set_title(f"sweep {res['sweep']}" + "".join(f", {k}={v}" for k, v in changed.items()), fontsize=10)
     for ax in axes.flat[len(sweeps):]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
-    axes[0, 0].legend(fontsize=7)
+    n_first = len(axes[0, 0].get_legend_handles_labels()[0])
+    for ax in axes.flat:  # a legend on the first panel and wherever more curves appear
+        if ax is axes[0, 0] or len(ax.get_legend_handles_labels()[0]) > n_first:
+            ax.legend(fontsize=7)
     fig.suptitle(f"{title}\nplanted {base['problem']} problem, {base['steps']} steps; other settings as in the "
                  "panel title, else: " + _settings(base), fontsize=9)
     fig.tight_layout()
@@ -148,7 +154,7 @@ def sweep_figures(sweeps: dict, figures_dir: Path) -> list[Path]:
         _sweep_grid(sweeps, _recovery, "final fraction (mean, min-max)",
                     "Gates: removed-support precision / recall and binary fraction at the end", figures_dir,
                     "convergence_recovery.png"),
-        _sweep_grid(sweeps, _per_method("decades_total"), "decades of F - F* reduced (median, min-max)",
+        _sweep_grid(sweeps, _per_method("decades_total"), "log10 gap reduction (median, range)",
                     "Orders of magnitude the objective gap fell during the run, gates vs LoRA", figures_dir,
                     "convergence_rates.png"),
         _sweep_grid(sweeps, _per_method("lojasiewicz"), "theta in ||grad F|| ~ (F - F*)^theta",
@@ -174,3 +180,30 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
         made += sweep_figures(sweeps, figures_dir)
     plt.close("all")
     return made
+
+
+def summary_table(results_dir) -> str:
+    """One line per results file, setting and method: the measured rates and recovery (medians over seeds)."""
+    def med(v):
+        with warnings.catch_warnings():  # all seeds undefined -> nan, printed as such
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return float(np.nanmedian(np.array([np.nan if x is None else x for x in v], float)))
+    lines = [f"{'file / setting':42s} {'method':6s} {'decades':>7s} {'slope p':>7s} {'theta':>6s} {'min PL':>8s} "
+             f"{'prec':>5s} {'rec':>5s} {'binary':>6s} {'found@':>6s}"]
+    for path in sorted(Path(results_dir).glob("convergence_*.json")):
+        res = json.loads(path.read_text())
+        for g in res["groups"]:
+            name = path.stem.removeprefix("convergence_") + ("" if res["sweep"] is None else f" {res['sweep']}={g['value']}")
+            for m, s in g["methods"].items():
+                r = s["rates"]
+                row = (f"{name:42s} {m:6s} {med([x['decades_total'] for x in r]):7.1f} "
+                       f"{med([x['loglog_slope'] for x in r]):7.2f} {med([x['lojasiewicz'] for x in r]):6.2f} "
+                       f"{med(s['pl_min_after_1pct']):8.1e}")
+                if m == "gates":
+                    f = s["final"]
+                    row += "".join(f" {np.mean([x[k] for x in f]):5.3f}" for k in ("precision", "recall", "binary"))
+                    ok = [t for t, a, b in zip(s["step"], s["precision"]["center"], s["recall"]["center"])
+                          if a >= 0.95 and b >= 0.95]
+                    row += f" {ok[0] if ok else '-':>6}"  # first eval step with mean precision and recall >= 0.95
+                lines.append(row)
+    return "\n".join(lines)

@@ -91,26 +91,25 @@ def make_problem(kind: str = "linear", m: int = 32, n: int = 32, hidden: int = 6
     return Problem(kind, X, Y, teacher, r_off, c_off, noise)
 
 
+def _wrap_first(p: Problem, wrap) -> nn.Module:
+    """A copy of the frozen teacher whose first (or only) linear layer is replaced by wrap(copy of it)."""
+    s, layer = copy.deepcopy(p.teacher), wrap(copy.deepcopy(p.gated))
+    if isinstance(s, nn.Sequential):
+        s[0] = layer
+        return s
+    return layer
+
+
 def gated_student(p: Problem, sigma: float, reg_sigma: float | None, init_mean: float = 1.0,
                   init_std: float = 0.1) -> nn.Module:
-    """A copy of the frozen teacher with row and column gates on its first linear layer."""
-    s = copy.deepcopy(p.teacher)
-    gl = GatedLinear(copy.deepcopy(p.gated), sigma=sigma,
-                     reg_sigma=reg_sigma, init_mean=init_mean, init_std=init_std)
-    if isinstance(s, nn.Sequential):
-        s[0] = gl
-        return s
-    return gl
+    """The teacher with row and column gates on its first linear layer."""
+    return _wrap_first(p, lambda lin: GatedLinear(lin, sigma=sigma, reg_sigma=reg_sigma, init_mean=init_mean,
+                                                  init_std=init_std))
 
 
 def lora_student(p: Problem, r: int = 8, alpha: float = 16) -> nn.Module:
-    """A copy of the frozen teacher with LoRA on the same layer the gates sit on."""
-    s = copy.deepcopy(p.teacher)
-    lora = LoRALinear(copy.deepcopy(p.gated), r=r, alpha=alpha)
-    if isinstance(s, nn.Sequential):
-        s[0] = lora
-        return s
-    return lora
+    """The teacher with LoRA on the same layer the gates sit on."""
+    return _wrap_first(p, lambda lin: LoRALinear(lin, r=r, alpha=alpha))
 
 
 def gated_layer(student: nn.Module) -> GatedLinear:
