@@ -138,18 +138,39 @@ def train_short(model, loss_fn, batches, steps: int, lr_adapter=LR_ADAPTER, lr_h
     return losses
 
 
-def saturated_gates(op) -> int | None:
-    """Gate coordinates clamped in every draw (or in eval mode): their Hessian rows are exactly zero."""
+def saturated_mask(op) -> torch.Tensor | None:
+    """Per coordinate of op: a gate clamped in every draw (or in eval mode), so its Hessian row is exactly zero."""
     from gatecore import Gate
-    gates = [m for m in op.model.modules() if isinstance(m, Gate) and m.theta.requires_grad]
-    if not gates:
+    gates = {id(m.theta): m for m in op.model.modules() if isinstance(m, Gate)}
+    if not any(id(p) in gates for p in op.params):
         return None
-    n = 0
-    for g in gates:
-        s = (g.mu + 0.5).detach()
-        ss = [s + g.sigma * d[g] for d in op.draws] if op.draws else [s]
-        n += int((~torch.stack([(x > 0) & (x < 1) for x in ss]).any(0)).sum())
-    return n
+    masks = []
+    for p in op.params:
+        g = gates.get(id(p))
+        if g is None:
+            masks.append(torch.zeros(p.numel(), dtype=torch.bool))
+            continue
+        s = (g.mu + 0.5).detach().cpu()
+        ss = [s + g.sigma * d[g].cpu() for d in op.draws] if op.draws else [s]
+        masks.append(~torch.stack([(x > 0) & (x < 1) for x in ss]).any(0))
+    return torch.cat(masks)
+
+
+def saturated_gates(op) -> int | None:
+    mask = saturated_mask(op)
+    return None if mask is None else int(mask.sum())
+
+
+def deflated(method, op, mask, **kw):
+    """lanczos / slq on the non-saturated coordinates; the saturated ones are added back as exact zeros."""
+    from .hvp import Restricted
+    rep = S.METHODS[method](Restricted(op, ~mask), **kw)
+    k = int(mask.sum())
+    rep.n, rep.n_zero = op.n, (rep.n_zero + k if rep.n_zero is not None else None)
+    rep.lambda_max, rep.lambda_min = max(rep.lambda_max, 0.0), min(rep.lambda_min, 0.0)   # the zeros are eigenvalues too
+    rep.active = f"{k} saturated gate coordinates (exact zero rows) deflated; then {rep.active}"
+    rep.extra["deflated_saturated"] = k
+    return rep
 
 
 def analyze(args, progress=True) -> dict:
@@ -182,12 +203,15 @@ def analyze(args, progress=True) -> dict:
     kw = {"exact": dict(max_n=args.max_exact_n, progress=progress), "lanczos": dict(seed=args.seed, progress=progress),
           "slq": dict(steps=args.slq_steps, probes=args.slq_probes, seed=args.seed, progress=progress),
           "pyhessian": dict(seed=args.seed, density_steps=args.slq_steps)}
-    reports = [S.METHODS[m](op, tol=args.tol, **kw[m]) for m in methods]
+    mask = saturated_mask(op)
+    deflate = mask is not None and 0 < int(mask.sum()) <= op.n - 3   # eigsh needs n >= 3
+    reports = [deflated(m, op, mask, tol=args.tol, **kw[m]) if deflate and m in ("lanczos", "slq")
+               else S.METHODS[m](op, tol=args.tol, **kw[m]) for m in methods]
     record = {"setting": dict(task=args.task, method=args.method, targets=args.targets, lora_r=args.lora_r if args.method == "lora" else None,
                               n=op.n, examples=args.examples, max_length=args.max_length, pooling=args.pooling,
                               noise_draws=op.noise_draws, dtype=args.dtype, state=state, checkpoint=str(args.checkpoint or ""),
                               loss=f"{'MSE' if num_labels == 1 else 'cross-entropy'} on {len(texts)} train examples, no sparsity penalty",
-                              tokens=int(sum(b["attention_mask"].sum() for b in batches)), n_saturated_gates=saturated_gates(op),
+                              tokens=int(sum(b["attention_mask"].sum() for b in batches)), n_saturated_gates=None if mask is None else int(mask.sum()),
                               train_loss_first_last=[losses[0], losses[-1]] if losses else None,
                               training=TRAINING | {"steps": args.train_steps} if args.train_steps else None),
               "reports": [r.as_dict() for r in reports]}

@@ -156,3 +156,27 @@ class HessianOperator:
     def release(self) -> None:
         """Drop the kept graph (memory) and leave the gates without fixed noise."""
         self._grad = None
+
+
+class Restricted:
+    """P H P^T on the coordinates where `keep` is True: the operator on a coordinate subspace
+    (e.g. without saturated gates, whose rows and columns of H are exactly zero)."""
+
+    def __init__(self, op: HessianOperator, keep: torch.Tensor):
+        self.op, self.idx = op, keep.nonzero().squeeze(1).to(op.device)
+        self.n, self.dtype, self.device = int(self.idx.numel()), op.dtype, op.device
+
+    @property
+    def products(self) -> int:
+        return self.op.products
+
+    def matvec(self, v) -> torch.Tensor:
+        full = torch.zeros(self.op.n, dtype=self.dtype, device=self.device)
+        full[self.idx] = torch.as_tensor(v, dtype=self.dtype, device=self.device).reshape(-1)
+        return self.op.matvec(full)[self.idx]
+
+    def matmat(self, V) -> torch.Tensor:
+        V = torch.as_tensor(V, dtype=self.dtype, device=self.device)
+        full = torch.zeros(self.op.n, V.shape[1], dtype=self.dtype, device=self.device)
+        full[self.idx] = V
+        return self.op.matmat(full)[self.idx]

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from analysis import spectrum as S
-from analysis.hessian import make_loss, saturated_gates
+from analysis.hessian import deflated, make_loss, saturated_gates, saturated_mask
 from analysis.hvp import HessianOperator
 from gatecore import Gate, add_gates, add_lora
 from gatecore.tiny import tiny_batch, tiny_model
@@ -167,6 +167,12 @@ def test_zero_count_equals_saturated_gates(draws):
     op = HessianOperator(model, [_labelled(model)], "gates", make_loss("cls"), noise_draws=draws)
     rep = S.exact(op, progress=False)
     assert saturated_gates(op) == 5 and rep.n_zero == 5 and rep.n == 32
+    # lanczos / slq on the 27 active coordinates, the 5 exact zeros added back
+    lz = deflated("lanczos", op, saturated_mask(op), progress=False)
+    scale = np.abs(rep.eigenvalues).max()
+    assert abs(lz.lambda_max - rep.lambda_max) < 1e-8 * scale and abs(lz.lambda_min - rep.lambda_min) < 1e-8 * scale
+    sl = deflated("slq", op, saturated_mask(op), steps=27, probes=2, progress=False)
+    assert sl.n == 32 and sl.n_zero >= 5 and sl.extra["deflated_saturated"] == 5   # + estimated |lambda| <= 1e-3 max
 
 
 def test_exact_refuses_large_n_and_bad_subsets():
