@@ -181,13 +181,16 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     cx, cy = zip(*sorted(set(ceiling) | {(0.0, 1.0)}))  # no removal: no speedup
     ax.plot(cx, cy, "k--", marker="_", label="FLOP ratio (ceiling)")
-    for i, (key, pts) in enumerate(sorted(series.items())):
+    colors = {k: f"C{i}" for i, k in enumerate(sorted({k.split(" (")[0] for k in series}))}  # one colour per device/batch
+    for key, pts in sorted(series.items()):
         pts.sort()
         xs, ys, lo, hi, gated = zip(*pts)
         err = [[y - l for y, l in zip(ys, lo)], [h - y for y, h in zip(ys, hi)]]
-        ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=f"C{i}", label=f"compressed, {key}")
+        color, marker = colors[key.split(" (")[0]], "s" if "unstructured" in key else "o"
+        ax.errorbar(xs, ys, yerr=err, marker=marker, capsize=3, color=color, mfc="none" if marker == "s" else color,
+                    label=f"compressed, {key}")
         if all(g is not None for g in gated):
-            ax.plot(xs, gated, marker="x", ls=":", color=f"C{i}", label=f"gates in place, {key}")
+            ax.plot(xs, gated, marker="x", ls=":", color=color, alpha=0.6, label=f"gates in place, {key}")
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xlim(0, max(cx) + 0.05)
     ax.set_xlabel("fraction of encoder linear weights removed")
