@@ -112,9 +112,9 @@ def max_rel_diff(a, b, inputs) -> float:
     return ((ya - yb).abs().max() / yb.abs().max()).item()
 
 
-def build(model_name, checkpoint, sparsity, structured, seed):
+def build(model_name, checkpoint, sparsity, structured, seed, num_labels=2):
     """(dense, gated, compressed) float32 eval models, from a checkpoint or a synthetic pattern."""
-    dense = gc.load_model(model_name)[0].eval()
+    dense = gc.load_model(model_name, num_labels=num_labels)[0].eval()
     gated = copy.deepcopy(dense)
     if checkpoint is not None:
         gc.load_trainable(gated, checkpoint)
@@ -126,7 +126,7 @@ def build(model_name, checkpoint, sparsity, structured, seed):
 
 
 def bench_one(args, sparsity, devices) -> dict:
-    dense, gated, small = build(args.model, args.checkpoint, sparsity, not args.unstructured, args.seed)
+    dense, gated, small = build(args.model, args.checkpoint, sparsity, not args.unstructured, args.seed, args.num_labels)
     size = gc.size_report(dense, small, seq=args.seq)
     run = {"sparsity": sparsity, "gate_removed_fraction": gc.gate_report(gated).removed_fraction,
            "size": size.as_dict(), "max_rel_diff_compressed_vs_gated": max_rel_diff(small, gated, random_inputs(dense, 2, 32, "cpu")),
@@ -210,6 +210,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model name or local folder (default: the offline all-MiniLM-L6-v2)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="gated checkpoint from gatecore.save_trainable (overrides --sparsity)")
+    ap.add_argument("--num-labels", type=int, default=2, help="classes of the checkpoint's task head (default 2; 1 = regression)")
     ap.add_argument("--sparsity", type=float, nargs="+", default=SPARSITIES, help=f"synthetic removed fractions (default {SPARSITIES})")
     ap.add_argument("--unstructured", action="store_true", help="close gates independently instead of whole structures")
     ap.add_argument("--batch", type=int, nargs="+", default=None, help=f"batch sizes (default CPU {CPU_BATCHES}, GPU {GPU_BATCHES})")

@@ -83,8 +83,6 @@ def load_compressed(path: str | os.PathLike, device=None, attn_implementation: s
     _set_attention(model)
     model.to(dtype=dtype)  # before loading: load_state_dict copies into the existing dtype
     missing, unexpected = model.load_state_dict(state, strict=False)
-    persistent = set(model.state_dict())
-    missing = [k for k in missing if k in persistent]
     if missing or unexpected:
         raise ValueError(f"{path} does not fit {archs[0]}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.to(device=device).eval()
