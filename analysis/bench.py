@@ -95,15 +95,16 @@ def measure_speedup(dense, compressed, batch: int = 32, seq: int = SEQ, repeats:
 
 
 @torch.inference_mode()
-def profile_ops(model, inputs, top: int = 8) -> dict[str, float]:
-    """Self time (ms) of the `top` most expensive ops in one forward (torch.profiler), plus the total."""
+def profile_ops(model, inputs, top: int = 8, forwards: int = 3) -> dict[str, float]:
+    """Self time (ms per forward, mean of `forwards`) of the `top` most expensive ops (torch.profiler), plus the total."""
     from torch.profiler import ProfilerActivity, profile
     model(**inputs)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        model(**inputs)
+        for _ in range(forwards):
+            model(**inputs)
     ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    out = {e.key: e.self_cpu_time_total / 1e3 for e in ops[:top]}
-    return {**out, "total": sum(e.self_cpu_time_total for e in ops) / 1e3}
+    out = {e.key: e.self_cpu_time_total / 1e3 / forwards for e in ops[:top]}
+    return {**out, "total": sum(e.self_cpu_time_total for e in ops) / 1e3 / forwards}
 
 
 @torch.no_grad()
