@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from analysis.planted import (KINDS, ObjectiveSpec, Problem, expected_objective, gated_layer, gated_student,
                               lora_optimum, lora_student, make_problem)

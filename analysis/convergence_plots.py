@@ -52,6 +52,7 @@ def gap_figure(runs: dict, figures_dir: Path) -> Path:
         ax.legend(fontsize=7)
     fig.suptitle("Expected objective gap, gates vs LoRA; " + _settings(next(iter(runs.values()))["groups"][0]["config"]),
                  fontsize=9)
+    fig.tight_layout()
     return _save(fig, figures_dir, "convergence_gap.png")
 
 
