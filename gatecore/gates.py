@@ -5,9 +5,10 @@
     train: z = clamp(mu + 0.5 + sigma * eps, 0, 1),  eps ~ N(0, 1) fresh each forward
     eval:  z = clamp(mu + 0.5, 0, 1)
 
-Around a plain `nn.Linear` the forward runs through `gated_matmul.gated_linear`, which folds
-the gates into a scaled copy of the weight and has a backward that needs no weight gradient;
-around a `LoRALinear` (gates around W + BA) the gates scale the activations instead.
+Around a plain `nn.Linear`, on inputs with more numbers than the weight, the forward runs
+through `gated_matmul.gated_linear`, which folds the gates into a scaled copy of the weight and
+has a backward that needs no weight gradient; otherwise (few tokens, or gates around a
+`LoRALinear`, i.e. around W + BA) the gates scale the activations.
 """
 from __future__ import annotations
 
@@ -130,7 +131,9 @@ class GatedLinear(nn.Module):
         return z_r, z_c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if type(self.base) is nn.Linear:
+        tokens = x.numel() // max(1, x.shape[-1])
+        # Fold the gates into the weight when that touches fewer numbers than scaling the activations
+        if type(self.base) is nn.Linear and tokens * (self.in_features + self.out_features) >= self.weight.numel():
             z_r, z_c = self._gate_values()
             return gated_linear(x, self.base.weight, self.base.bias, z_r, z_c)
         if self.col_gate is not None:

@@ -58,3 +58,19 @@ def test_fused_and_activation_paths_agree_inside_a_model():
     gb = torch.autograd.grad(yb.square().sum(), [plain.row_gate.theta, plain.col_gate.theta])
     for a, b in zip(ga, gb):
         assert torch.allclose(a, b, atol=1e-13, rtol=0)
+
+
+@pytest.mark.parametrize("tokens", [1, 40])  # 1 token: activation scaling; 40: fused
+def test_both_forward_paths_of_gated_linear_match_the_definition(tokens):
+    torch.manual_seed(1)
+    m = gc.GatedLinear(torch.nn.Linear(6, 5).double()).eval()
+    with torch.no_grad():
+        m.row_gate.theta.copy_(torch.linspace(-1.2, 1.2, 5, dtype=torch.float64))
+        m.col_gate.theta.copy_(torch.linspace(-1.0, 1.0, 6, dtype=torch.float64))
+    x = torch.randn(tokens, 6, dtype=torch.float64)
+    z_r, z_c = m.eval_gates()
+    y = m(x)
+    assert torch.allclose(y, reference(x, m.weight, m.bias, z_r, z_c), atol=1e-14, rtol=0)
+    g = torch.autograd.grad(y.square().sum(), m.row_gate.theta)[0]
+    g_ref = torch.autograd.grad(reference(x, m.weight, m.bias, m.row_gate.eval_gate(), z_c).square().sum(), m.row_gate.theta)[0]
+    assert torch.allclose(g, g_ref, atol=1e-13, rtol=0)
