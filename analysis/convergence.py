@@ -52,7 +52,7 @@ HELP = dict(
     evals="log-spaced steps at which F, grad F, recovery are measured", optimizer="adam or sgd",
     lr=f"gate learning rate (0: {LR})", lora_lr=f"LoRA learning rate (0: {LORA_LR})",
     batch="minibatch size (0: full batch; the gate noise is the only randomness)",
-    grad="sampled: the library's process (fresh gate noise each step); exact: gradient descent on F itself",
+    grad="sampled: the library's process (fresh gate noise each step); exact: descent on F (mlp: CRN estimate)",
     sigma="forward gate noise scale", reg_sigma="scale inside the regulariser's Phi (DESIGN 1)",
     lam="weight of the sparsity objective", objective="sparsity objective: target, l0 or params",
     target="target sparsity for target/params (<0: the planted fraction of closed gates / weights)",
@@ -74,7 +74,7 @@ class Trace:
     binary: list = field(default_factory=list)
     precision: list = field(default_factory=list)
     recall: list = field(default_factory=list)
-    gates: list = field(default_factory=list)     # eval gates of a few tracked gates (gates method)
+    gates: list | dict = field(default_factory=list)  # eval gates of a few tracked gates (gates method)
     F_star: float = math.nan
     F_candidates: dict = field(default_factory=dict)
     planted_polished: dict = field(default_factory=dict)  # recovery of the planted point after L-BFGS
@@ -286,8 +286,9 @@ def _parse(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for k, v in DEFAULTS.items():
         ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=v, help=f"{HELP[k]} (default: {v})")
-    ap.add_argument("--sweep", default=None, choices=sorted(DEFAULTS),
-                    help="one option to vary; the run repeats for each of --values (default: no sweep)")
+    ap.add_argument("--sweep", default=None, choices=sorted(DEFAULTS), metavar="OPTION",
+                    help="one option to vary, spelled with underscores (e.g. reg_sigma); the run repeats for each "
+                         "of --values (default: no sweep)")
     ap.add_argument("--values", nargs="*", default=None, help="values of the --sweep option")
     ap.add_argument("--out", default=None, help="results file (default: results/convergence_<problem>[_<sweep>].json)")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
