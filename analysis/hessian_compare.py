@@ -150,8 +150,10 @@ def mass(rec: dict) -> tuple[np.ndarray, np.ndarray, str] | None:
         return ev, np.full(ev.size, 1.0 / ev.size), "exact"
     d = (rec.get("densities") or {}).get("slq")
     if d:
-        w = np.concatenate([np.asarray(x) for x in d["weights"]]) / len(d["weights"])
-        return np.concatenate([np.asarray(x) for x in d["nodes"]]), w, "SLQ"
+        rep = next(r for r in rec["reports"] if r["method"] == "slq")
+        k, n = rep["extra"].get("deflated_saturated", 0), rep["n"]   # SLQ ran on the n - k active coordinates
+        w = np.concatenate([np.asarray(x) for x in d["weights"]]) / len(d["weights"]) * (n - k) / n
+        return np.concatenate([np.concatenate([np.asarray(x) for x in d["nodes"]]), [0.0]]), np.append(w, k / n), "SLQ"
     return None
 
 
