@@ -17,6 +17,7 @@ import copy
 import hashlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -42,8 +43,10 @@ KEEP_TOL = 0.05        # a gate setting "meets" its keep target when the measure
 PROTOCOLS = {  # reduced CPU protocol (~45 min on 2 shared cores): train subsets, one seed, one keep target
     "cpu": dict(tasks=["SST-2", "MRPC", "RTE", "CoLA", "STS-B"], methods=["head", "bias", "lora", "full", "gates"],
                 seeds=[0], keep=[0.7], no_bias_keep=[0.7], train_examples=800, val_examples=300,
-                dev_examples=None, epochs=3, max_len=64, curve_points=3, threads=1),
+                dev_examples=None, epochs=3, max_len=64, curve_points=3,
+                threads=1),  # 1 thread: on busy shared cores 2 threads thrashed (0.6 s vs 17 s per MiniLM step)
 }
+DEFAULT_CHECKPOINTS = str(ROOT / "checkpoints")  # git-ignored
 BENCH_BATCH, BENCH_LEN, BENCH_REPEATS = 32, 128, 5  # speedup: dense vs compressed forward, same process
 
 
@@ -164,7 +167,7 @@ def summary(records: list[dict]) -> str:
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", choices=sorted(PROTOCOLS), help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu --tasks RTE runs its RTE part")
-    ap.add_argument("--out", type=Path, help="results file (default: results/finetune/<protocol or 'runs'>.jsonl)")
+    ap.add_argument("--out", type=Path, help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")
     ap.add_argument("--model", default=gc.OFFLINE_MODEL, help="model name/folder, or tiny-bert for a random tiny model")
     ap.add_argument("--tasks", nargs="+", default=["rotten_tomatoes"], help="GLUE names (SST-2, MRPC, RTE, CoLA, STS-B), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
     ap.add_argument("--methods", nargs="+", default=["lora", "gates"], choices=METHODS, help="methods to run")
@@ -191,7 +194,7 @@ def parse_args(argv=None):
     ap.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
     ap.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha")
     ap.add_argument("--curve-points", type=int, default=4, help="dev evaluations during training (the curve)")
-    ap.add_argument("--checkpoint-dir", default=str(ROOT / "checkpoints"), help="trainable-state checkpoints ('' = none)")
+    ap.add_argument("--checkpoint-dir", default=DEFAULT_CHECKPOINTS, help="trainable-state checkpoints ('' = none)")
     ap.add_argument("--glue-dir", help="GLUE folder (default: $GLUE_DIR or ../shared/data/glue)")
     ap.add_argument("--data", help="folder of train/dev CSV/TSV files (task 'csv')")
     ap.add_argument("--text-cols", nargs="+", help="text column(s) of --data / hf: tasks")
@@ -208,9 +211,13 @@ def parse_args(argv=None):
     if known.protocol:  # the protocol's settings become the defaults; options given explicitly still win
         ap.set_defaults(**PROTOCOLS[known.protocol])
     a = ap.parse_args(argv)
-    if small_mode():  # CI / notebooks: the smallest sweep that still exercises everything
+    out_dir = ROOT / "results" / "finetune"
+    if small_mode():  # CI / notebooks: the smallest sweep that still exercises everything, never into results/
         a.train_examples, a.val_examples, a.dev_examples, a.epochs = 32, 16, 32, 1
-    a.out = a.out or ROOT / "results" / "finetune" / f"{a.protocol or 'runs'}.jsonl"
+        out_dir = Path(tempfile.gettempdir()) / "gatecore-small"
+        if a.checkpoint_dir == DEFAULT_CHECKPOINTS:
+            a.checkpoint_dir = str(out_dir / "checkpoints")
+    a.out = a.out or out_dir / f"{a.protocol or 'runs'}.jsonl"
     return a
 
 

@@ -115,3 +115,13 @@ def test_mean_pooling_ignores_padding():
     full = pooled_logits(model.eval(), {"input_ids": ids[:, :3], "attention_mask": torch.ones(1, 3, dtype=torch.long)}, "mean")
     padded = pooled_logits(model, {"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 0, 0]])}, "mean")
     assert torch.allclose(full, padded, atol=1e-6)
+
+
+def test_small_mode_never_writes_into_results(monkeypatch):
+    monkeypatch.setenv("GATECORE_SMALL", "1")
+    a = F.parse_args(["--protocol", "cpu"])
+    assert a.train_examples == 32 and a.epochs == 1
+    assert not a.out.resolve().is_relative_to(F.ROOT / "results") and not a.checkpoint_dir.startswith(F.DEFAULT_CHECKPOINTS)
+    monkeypatch.delenv("GATECORE_SMALL")
+    a = F.parse_args(["--protocol", "cpu", "--tasks", "RTE"])  # protocol settings are defaults; explicit options win
+    assert a.tasks == ["RTE"] and a.train_examples == 800 and a.out == F.ROOT / "results" / "finetune" / "cpu.jsonl"
