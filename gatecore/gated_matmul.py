@@ -19,12 +19,17 @@ def _sum_tokens(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 class GatedLinearFunction(torch.autograd.Function):
+    generate_vmap_rule = True  # with setup_context: usable under torch.func (vmap of products)
+
     @staticmethod
-    def forward(ctx, x, weight, bias, z_r, z_c):
+    def forward(x, weight, bias, z_r, z_c):
         w = weight * z_c * z_r.unsqueeze(1)
-        out = F.linear(x, w, None if bias is None else bias * z_r)
-        ctx.save_for_backward(x, weight, bias, z_r, z_c, out)
-        return out
+        return F.linear(x, w, None if bias is None else bias * z_r)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, bias, z_r, z_c = inputs
+        ctx.save_for_backward(x, weight, bias, z_r, z_c, output)
 
     @staticmethod
     def backward(ctx, g):

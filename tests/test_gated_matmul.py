@@ -74,3 +74,15 @@ def test_both_forward_paths_of_gated_linear_match_the_definition(tokens):
     g = torch.autograd.grad(y.square().sum(), m.row_gate.theta)[0]
     g_ref = torch.autograd.grad(reference(x, m.weight, m.bias, m.row_gate.eval_gate(), z_c).square().sum(), m.row_gate.theta)[0]
     assert torch.allclose(g, g_ref, atol=1e-13, rtol=0)
+
+
+def test_batched_second_derivative_products_match_one_at_a_time():
+    """vmap over the backward (is_grads_batched) works through the fused function: batched HVPs."""
+    x, w, b, z_r, z_c = inputs()
+    gr = torch.autograd.grad(gated_linear(x, w, b, z_r, z_c).square().sum(), (z_r, z_c), create_graph=True)
+    vs = [torch.randn(3, *t.shape, dtype=t.dtype, generator=torch.Generator().manual_seed(5)) for t in (z_r, z_c)]
+    batched = torch.autograd.grad(gr, (z_r, z_c), grad_outputs=vs, is_grads_batched=True, retain_graph=True)
+    for i in range(3):
+        single = torch.autograd.grad(gr, (z_r, z_c), grad_outputs=[v[i] for v in vs], retain_graph=True)
+        for a, s in zip(batched, single):
+            assert torch.allclose(a[i], s, atol=1e-13, rtol=0)
