@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup test figures experiments clean
+.PHONY: setup test figures experiments bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,15 @@ test:
 
 figures:
 	$(PY) -m analysis.figures
+
+# The reduced CPU finetuning protocol (~45 min on 2 cores), resumable; then `make figures`.
+experiments:
+	for t in SST-2 "MRPC CoLA" "STS-B RTE"; do $(PY) -m analysis.finetune --protocol cpu --tasks $$t || exit 1; done
+
+# Inference latency, dense vs gated vs compressed MiniLM at 30% and 40% removed.
+bench:
+	$(PY) -m analysis.bench --repeats 20
+	$(PY) -m analysis.bench_train
 
 clean:
 	rm -rf .pytest_cache
