@@ -68,7 +68,7 @@ def runner_argv(p, task: str, model_dir: Path, out_file: Path, bundle: Path) -> 
             "--keep", *map(str, p.keeps), "--no-bias-keep", *map(str, p.no_bias_keeps),
             "--epochs", str(p.epochs or EPOCHS.get(task, DEFAULT_EPOCHS)), "--batch-size", str(p.batch_size),
             "--max-len", str(p.max_len), "--glue-dir", str(bundle / "glue"), "--out", str(out_file),
-            "--checkpoint-dir", str(out_file.parent.parent / "checkpoints"), "--device", p.device, "--threads", "1",
+            "--checkpoint-dir", str(out_file.parent.parent / "checkpoints"), "--device", p.device, "--threads", str(p.threads),
             "--quiet"]
     for k in ("train_examples", "val_examples", "dev_examples"):
         if getattr(p, k) is not None:
@@ -114,10 +114,10 @@ def worker(jobs, results, device: str, threads: int) -> None:
     parsed = {}
     while (job := jobs.get()) is not None:
         rid, spec, argv = job
-        key = tuple(argv)
-        a = parsed.setdefault(key, finetune.parse_args(argv))
+        if tuple(argv) not in parsed:
+            parsed[tuple(argv)] = finetune.parse_args(argv)
         try:
-            results.put((rid, finetune.run_one(spec, a, device, progress=False), None))
+            results.put((rid, finetune.run_one(spec, parsed[tuple(argv)], device, progress=False), None))
         except Exception as e:  # one failed run must not stop the protocol; it is logged and redone on rerun
             results.put((rid, None, f"{type(e).__name__}: {e}"))
 
