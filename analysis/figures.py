@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STUDIES: list[str] = ["convergence", "hessian_compare", "bench"]  # module names under analysis/, in the order they are drawn
+STUDIES: list[str] = ["convergence", "hessian_compare", "finetune_figures", "bench"]  # module names under analysis/, in the order they are drawn
 
 
 def main(argv=None) -> int:

@@ -86,12 +86,16 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> Path:
-    """Append one record as one line, flushed and fsynced; readers skip a torn last line."""
+    """Append one record as one line, flushed and fsynced; readers skip a torn line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, default=_default) + "\n"
-    with open(path, "a") as f:
-        f.write(line)
+    with open(path, "a+b") as f:
+        if f.tell() > 0:  # after a killed writer's torn line, start the record on a line of its own
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = "\n" + line
+        f.write(line.encode())
         f.flush()
         os.fsync(f.fileno())
     return path
