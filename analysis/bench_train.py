@@ -8,7 +8,7 @@ are recorded: on a shared machine the CPU-time ratio is the steadier of the two.
 model, counted exactly in the same process: the tensors autograd saves for backward (deduplicated
 by storage), plus gradients and AdamW state of the trainable parameters. (CPU peak RSS cannot be
 compared in one process: it is per process and never goes down.)
-Writes results/bench_train.json.
+Writes results/train_cost.json.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: all)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to compare")
     ap.add_argument("--no-memory", action="store_true", help="skip the training-memory count")
-    ap.add_argument("--out", default=str(ROOT / "results" / "bench_train.json"), help="results file")
+    ap.add_argument("--out", default=str(ROOT / "results" / "train_cost.json"), help="results file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     setups = {m: build(m) for m in args.methods}
