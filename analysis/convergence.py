@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from analysis.planted import (KINDS, ObjectiveSpec, Problem, expected_objective, gated_layer, gated_student,
                               lora_optimum, lora_student, make_problem)
-from analysis.convergence_plots import make_figures  # noqa: F401  (figures.py calls convergence.make_figures)
+from analysis.convergence_plots import make_figures, summary_table  # noqa: F401  (figures.py calls convergence.make_figures)
 from analysis.provenance import ROOT, provenance, write_json
 from gatecore import sparsity_penalty
 
@@ -305,17 +305,7 @@ def main(argv=None) -> int:
     res = run(cfg, args.sweep, values, progress=not args.no_progress)
     out = args.out or ROOT / "results" / f"convergence_{cfg['problem']}{'_' + args.sweep if args.sweep else ''}.json"
     write_json(out, {**provenance(cfg, seed=list(range(cfg["seeds"])), device="cpu"), **res})
-    for g in res["groups"]:
-        for m, s in g["methods"].items():
-            r = s["rates"]
-            line = (f"{args.sweep or 'run'}={g['value']} {m}: decades {np.median([x['decades_total'] for x in r]):.1f}, "
-                    f"loglog slope {np.median([x['loglog_slope'] for x in r]):.2f}, "
-                    f"min PL ratio {np.median([x for x in s['pl_min_after_1pct'] if x is not None]):.2e}")
-            if m == "gates":
-                f = s["final"]
-                line += (f", binary {np.mean([x['binary'] for x in f]):.3f}, precision "
-                         f"{np.mean([x['precision'] for x in f]):.3f}, recall {np.mean([x['recall'] for x in f]):.3f}")
-            print(line)
+    print(summary_table(out))
     print(f"wrote {out}")
     return 0
 

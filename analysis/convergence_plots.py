@@ -183,15 +183,19 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     return made
 
 
-def summary_table(results_dir) -> str:
-    """One line per results file, setting and method: the measured rates and recovery (medians over seeds)."""
+def summary_table(source) -> str:
+    """One line per results file, setting and method: the measured rates and recovery (medians over seeds).
+
+    `source` is a results folder (every convergence_*.json in it) or one results file.
+    """
     def med(v):
         with warnings.catch_warnings():  # all seeds undefined -> nan, printed as such
             warnings.simplefilter("ignore", RuntimeWarning)
             return float(np.nanmedian(np.array([np.nan if x is None else x for x in v], float)))
     lines = [f"{'file / setting':42s} {'method':6s} {'decades':>7s} {'slope p':>7s} {'theta':>6s} {'min PL':>8s} "
              f"{'prec':>5s} {'rec':>5s} {'binary':>6s} {'found@':>6s}"]
-    for path in sorted(Path(results_dir).glob("convergence_*.json")):
+    source = Path(source)
+    for path in [source] if source.is_file() else sorted(source.glob("convergence_*.json")):
         res = json.loads(path.read_text())
         for g in res["groups"]:
             name = path.stem.removeprefix("convergence_") + ("" if res["sweep"] is None else f" {res['sweep']}={g['value']}")
