@@ -12,8 +12,6 @@ Only the analysed adapter parameters vary; the task head, biases and frozen weig
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch.nn.functional as F
 from gatecore import add_gates, add_lora, load_model, load_trainable, mark_trainable, save_trainable, sparsity_penalty
 from gatecore.checkpoint import adapter_layout
 
+from . import data as D
 from . import spectrum as S
 from .hvp import HessianOperator
 from .provenance import ROOT, provenance, write_json
@@ -38,13 +37,8 @@ SPARSITY_LAM, SPARSITY_TARGET = 0.5, 0.3            # gates only: lam * |mean P(
 TRAINING = dict(optimizer="AdamW", lr_adapter=LR_ADAPTER, lr_head=LR_HEAD, batch=TRAIN_BATCH, examples=TRAIN_EXAMPLES,
                 trainable="adapter + task head (no biases)", gate_sigma=0.1, gate_reg_sigma=0.5,
                 gate_penalty=f"{SPARSITY_LAM} * target(sparsity {SPARSITY_TARGET})", pooling="as --pooling")
-GLUE_DIR = Path(os.environ.get("GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
 OUT_DIR = ROOT / "results" / "hessian"
-
-# task -> (folder, has header, text columns, label column, label names; None = regression score)
-TASKS = {"SST-2": ("SST-2", True, (0,), 1, ("0", "1")), "CoLA": ("CoLA", False, (3,), 1, ("0", "1")),
-         "MRPC": ("MRPC", True, (3, 4), 0, ("0", "1")), "RTE": ("RTE", True, (1, 2), 3, ("entailment", "not_entailment")),
-         "QNLI": ("QNLI", True, (1, 2), 3, ("entailment", "not_entailment")), "STS-B": ("STS-B", True, (7, 8), 9, None)}
+TASKS = [D.GLUE[k][0] for k in D.GLUE]   # GLUE folder names: SST-2, CoLA, MRPC, RTE, STS-B, QNLI
 SYNTHETIC_WORDS = "good bad fine awful great poor film plot actor story slow long".split()
 
 
@@ -56,17 +50,12 @@ def read_task(task: str, n: int, seed: int, skip: int = 0) -> tuple[list[tuple[s
         texts = [(" ".join(rng.choice(SYNTHETIC_WORDS, 6)),) for _ in range(skip + n)][skip:]
         return texts, [int(any(w in t[0].split() for w in ("good", "great", "fine"))) for t in texts], 2
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected 'synthetic' or a GLUE task in {GLUE_DIR}: {sorted(TASKS)}")
-    folder, header, cols, label_col, names = TASKS[task]
-    path = GLUE_DIR / folder / ("dev.tsv" if task == "QNLI" else "train.tsv")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found; set GLUE_DIR to the folder holding {folder}/")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1 if header else 0:]
+        raise ValueError(f"unknown task {task!r}; expected 'synthetic' or a GLUE task in {D.glue_dir()}: {sorted(TASKS)}")
+    key = D.ALIASES.get(task.lower(), task.lower())
+    rows = D.read_glue(key, "dev" if task == "QNLI" else "train")  # QNLI: dev, the only split here
     idx = rng.permutation(len(rows))[skip: skip + n]
-    texts = [tuple(rows[i][c] for c in cols) for i in idx]
-    labels = [float(rows[i][label_col]) if names is None else names.index(rows[i][label_col]) for i in idx]
-    return texts, labels, 1 if names is None else len(names)
+    sub = rows.subset(idx)
+    return sub.texts, sub.labels, 1 if D.GLUE[key][-1] is None else len(D.GLUE[key][-1])
 
 
 def encode(tok, texts, labels, batch_size: int, max_length: int = MAX_LENGTH) -> list[dict]:
