@@ -232,9 +232,6 @@ def main(argv=None) -> int:
         for s in todo:
             print(run_id(s), json.dumps(s))
         return 0
-    if a.out.exists() and a.out.stat().st_size and not a.out.read_bytes().endswith(b"\n"):
-        with open(a.out, "a") as f:
-            f.write("\n")  # a writer killed mid-line: the next record starts on its own line
     for s in tqdm(todo[:a.max_runs], desc="runs"):
         append_jsonl(a.out, run_one(s, a, a.device, progress=not a.quiet))
     ids = {run_id(s) for s in specs}

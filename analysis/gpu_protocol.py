@@ -165,9 +165,6 @@ def run_protocol(p) -> Path:
         for rid, spec, _ in todo:
             print(rid, spec["task"], spec["method"], spec.get("keep", ""), spec.get("bias", ""), "seed", spec["seed"])
         return out_file
-    if out_file.exists() and out_file.stat().st_size and not out_file.read_bytes().endswith(b"\n"):
-        with open(out_file, "a") as f:
-            f.write("\n")  # a driver killed mid-line: the next record starts on its own line
     ctx = mp.get_context("spawn")  # CUDA cannot be forked
     jobs, results = ctx.Queue(), ctx.Queue()
     for r in todo:
