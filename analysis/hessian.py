@@ -27,6 +27,7 @@ from . import data as D
 from . import spectrum as S
 from .hvp import HessianOperator
 from .provenance import ROOT, provenance, write_json
+from .train import pooled_logits
 
 # ---- defaults -------------------------------------------------------------------------------------------
 MODEL = "all-MiniLM-L6-v2"
@@ -70,20 +71,13 @@ def encode(tok, texts, labels, batch_size: int, max_length: int = MAX_LENGTH) ->
 
 
 def make_loss(pooling: str):
-    """loss_fn(model, batch) on the `pooling` ('mean' over unmasked tokens, or 'cls' through the BERT pooler)."""
+    """loss_fn(model, batch) on the `pooling` ('mean' over unmasked tokens, or 'cls' through the BERT pooler),
+    pooled exactly as the finetuning runner pools (analysis.train.pooled_logits)."""
     if pooling not in ("mean", "cls"):
         raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
 
     def loss_fn(model, batch):
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        if pooling == "cls":
-            logits = model(**inputs).logits
-        else:
-            if not isinstance(getattr(model, "classifier", None), torch.nn.Linear):
-                raise ValueError("--pooling mean needs a model whose `classifier` is one nn.Linear (BERT-like); use --pooling cls")
-            h = model.base_model(**inputs).last_hidden_state
-            m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
-            logits = model.classifier((h * m).sum(1) / m.sum(1))
+        logits = pooled_logits(model, {k: v for k, v in batch.items() if k != "labels"}, pooling)
         y = batch["labels"]
         return F.mse_loss(logits.squeeze(-1), y.to(logits.dtype)) if logits.shape[-1] == 1 else F.cross_entropy(logits, y)
     return loss_fn
