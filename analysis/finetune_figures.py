@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import seaborn as sns
 
 from analysis.finetune_results import GATE_METHODS, REFERENCE_METHODS, Protocol, glue_table, describe, load_protocols
 
@@ -184,16 +185,12 @@ def plot_layers(p: Protocol, path: Path) -> Path | None:
     fig, axes = _grid(len(shown), width=4.6, height=4.4)
     for ax, (task, c) in zip(axes, shown):
         names, n_layers, grid = kept_fractions(c.records)
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(n_layers))
-        ax.set_yticks(range(len(names)), names, fontsize=7)
+        sns.heatmap(grid, vmin=0, vmax=1, cmap="viridis", annot=True, fmt=".2f", annot_kws={"fontsize": 6},
+                    xticklabels=range(n_layers), yticklabels=names, cbar_kws={"label": "kept fraction"}, ax=ax)
+        ax.tick_params(axis="y", labelsize=7, rotation=0)
         ax.set(xlabel="layer", title=f"{task}: {c.label}, keep {c.keep:g}\n{100 * c.mean('removed_fraction'):.0f}% "
                                      f"gated weights removed, {len(c.records)} seed(s)")
         ax.title.set_fontsize(9)
-        for (i, j), v in np.ndenumerate(grid):
-            if v == v:
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6, color="white" if v < 0.6 else "black")
-        fig.colorbar(im, ax=ax, fraction=0.046, label="kept fraction")
     return _save(fig, path, f"(c) Per-layer kept fraction of rows and columns (eval gates), mean over seeds\n{_setting(p)}")
 
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
+from analysis.data import glue_dir
 from analysis.provenance import ROOT, provenance, write_json
 from gatecore.pretrained import OFFLINE_MODEL
 
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "bundle", help="bundle folder to (re)create (default: bundle/)")
     ap.add_argument("--model", default=None, help="model folder to ship (default: the offline all-MiniLM-L6-v2)")
-    ap.add_argument("--glue-dir", default=None, help="GLUE folder (default: $GLUE_DIR or ../shared/data/glue)")
+    ap.add_argument("--glue-dir", default=None, help="GLUE folder (default: $GLUE_DIR or data/glue)")
     ap.add_argument("--tasks", nargs="+", default=list(GLUE_TASKS), help="GLUE task folders to ship (default: %(default)s)")
     ap.add_argument("--wheel", action="append", default=[], type=Path,
                     help="a wheel file for a package the host lacks (repeatable); shipped in wheels/")
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import gatecore
     model_dir = Path(gatecore.resolve_model(args.model))
-    glue = Path(args.glue_dir or os.environ.get("GLUE_DIR") or ROOT.parent / "shared" / "data" / "glue")
+    glue = glue_dir(args.glue_dir)
     m = build(args.out, model_dir, glue, args.tasks, args.wheel, args.max_mb)
     print(f"bundle {args.out}: {m['size_mb']} MiB, {len(m['files'])} files, model {m['model']['parameters']:,} "
           f"parameters stored as float16, tasks {', '.join(m['tasks'])}")

@@ -41,9 +41,8 @@ md("""# 01 Does the stochastic-gate process converge?
 **The planted problems** (`analysis/planted.py`): (a) `linear`: a frozen random W, target from W with 25% of rows and 25% of columns switched off; (b) `mlp`: a frozen two-layer ReLU teacher with dead hidden units and input features, the student is the same network with gates on its first layer; (c) `lowrank`: the honest counter-case, the target is W plus a rank-2 change, where LoRA is well specified and gates are not. LoRA (r = 8, alpha = 16, `gatecore.LoRALinear`) runs on the same problems.
 
 **What is measured** (`analysis/convergence.py`) along the path, over seeds: the expected objective F(theta) = E_eps[L] + lam R (exact in closed form for the linear teachers, via censored-normal moments of z; Monte Carlo with common random numbers for the MLP), the gap F - F* (F* = best of: L-BFGS from the planted optimum, the path, L-BFGS from the end point; for LoRA on linear teachers the exact reduced-rank-regression optimum), ||grad F||^2, the PL ratio ||grad F||^2 / (2 (F - F*)), the fraction of binary eval gates, and precision/recall of the removed rows+columns against the planted ones."""),
-code("""import os, sys, tempfile
+code("""import os, tempfile
 from pathlib import Path
-sys.path.insert(0, str(Path.cwd().parent))  # the repository root, when opened from notebooks/
 from IPython.display import Image, display
 from analysis import convergence as cv
 from analysis.convergence_plots import summary_table
@@ -89,12 +88,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--execute", action="store_true", help="run the notebook (default settings) and save its outputs")
     args = ap.parse_args()
-    nb = nbf.v4.new_notebook(cells=CELLS, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+    nb = nbf.v4.new_notebook(cells=CELLS, metadata={"kernelspec": {"name": "gatecore", "display_name": "gatecore (.venv)",
                                                                     "language": "python"}})
     if args.execute:
         from nbclient import NotebookClient
         os.environ.pop("GATECORE_SMALL", None)
-        NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+        NotebookClient(nb, timeout=1800, kernel_name="gatecore", resources={"metadata": {"path": str(HERE)}}).execute()
     nbf.write(nb, PATH)
     print(f"wrote {PATH}")
 

@@ -58,5 +58,5 @@ cells = [
        "kappa_eff on the active subspace are what the claim is about; lambda_max alone sets the largest stable "
        "learning rate, not the conditioning."),
 ]
-nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+nb = nbf.v4.new_notebook(cells=cells, metadata={"kernelspec": {"name": "gatecore", "display_name": "gatecore (.venv)", "language": "python"}})
 nbf.write(nb, Path(__file__).with_name("02_hessian_conditioning.ipynb"))

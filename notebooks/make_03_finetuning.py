@@ -22,9 +22,8 @@ This notebook (1) runs a small finetuning live on the CPU (Rotten Tomatoes, thro
 (2) shows the committed protocol results (`results/finetune/*.jsonl`) as the GLUE table and figures (a)-(d),
 (3) checks the claim on those numbers. Everything below is computed from recorded runs; nothing is typed in.
 With `GATECORE_SMALL=1` (CI) the live run is tiny and nothing is written to `results/` or `figures/`."""),
-    ("code", """import os, sys, tempfile
+    ("code", """import os, tempfile
 from pathlib import Path
-sys.path.insert(0, str(Path.cwd().parent))  # the repository root, when opened from notebooks/
 from IPython.display import Image, Markdown, display
 from analysis import finetune
 from analysis.finetune_figures import make_figures
@@ -109,7 +108,7 @@ was available). The cells above print the numbers this conclusion quotes; if `re
 def build() -> nbformat.NotebookNode:
     nb = new_notebook()
     nb.cells = [new_markdown_cell(src) if kind == "md" else new_code_cell(src) for kind, src in CELLS]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "gatecore", "display_name": "gatecore (.venv)", "language": "python"}
     return nb
 
 
@@ -120,7 +119,7 @@ def main() -> None:
     nb = build()
     if args.execute:
         from nbclient import NotebookClient
-        NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
+        NotebookClient(nb, timeout=1800, kernel_name="gatecore", resources={"metadata": {"path": str(HERE)}}).execute()
     nbformat.write(nb, PATH)
     print(f"wrote {PATH}")
 

@@ -69,7 +69,7 @@ def test_glue_dir_from_environment(glue, monkeypatch):
     monkeypatch.setenv("GLUE_DIR", str(glue))
     assert D.load_task("rte").dev.labels == [1]
     monkeypatch.delenv("GLUE_DIR")
-    assert D.glue_dir() == D.ROOT.parent / "shared" / "data" / "glue"  # beside the repo, whatever the cwd
+    assert D.glue_dir() == D.ROOT / "data" / "glue"  # inside the repo, whatever the cwd
 
 
 def test_missing_and_malformed_files_name_file_and_line(glue):
