@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 import gatecore as gc
-from analysis.provenance import ROOT, provenance, small_mode, write_json
+from analysis.provenance import ROOT, provenance, small_mode, warn_if_dirty, write_json
 
 SPARSITIES = [0.3, 0.4]     # fraction of the encoder's gated linear weights removed by the synthetic pattern
 CPU_BATCHES = [1, 32]
@@ -169,6 +169,7 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
         d = json.loads(f.read_text())
         if d["config"].get("profile"):
             continue  # a profiling rerun of a setting already drawn
+        warn_if_dirty(f, d)
         threads.add(d.get("threads"))
         kind = "unstructured" if d["config"].get("unstructured") else "structured"
         for run in d["runs"]:

@@ -197,7 +197,7 @@ def train(cfg: dict, seed: int, method: str, progress: bool = True) -> Trace:
             idx = torch.randperm(p.X.shape[0], generator=g)[:cfg["batch"]] if cfg["batch"] else slice(None)
             loss = ((student(p.X[idx]) - p.Y[idx]) ** 2).mean()
             if gates and spec.lam:
-                loss = loss + spec.lam * sparsity_penalty(student, spec.objective, spec.target)
+                loss = loss + spec.lam * sparsity_penalty(student, spec.objective, None if spec.objective == "l0" else spec.target)
         opt.zero_grad()
         loss.backward()
         opt.step()

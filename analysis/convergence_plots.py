@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.provenance import warn_if_dirty
+
 PROBLEMS = ("linear", "mlp", "lowrank")
 SWEEPS = ("sigma", "sigma_lam0", "reg_sigma", "lam", "optimizer", "grad", "lr", "init_mean", "n")  # file suffixes
 COLORS = {"gates": "tab:blue", "lora": "tab:orange"}
@@ -14,7 +16,11 @@ COLORS = {"gates": "tab:blue", "lora": "tab:orange"}
 
 def _load(results_dir: Path, name: str) -> dict | None:
     path = Path(results_dir) / f"convergence_{name}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    rec = json.loads(path.read_text())
+    warn_if_dirty(path, rec)
+    return rec
 
 
 def _settings(cfg: dict) -> str:

@@ -2,11 +2,14 @@
 
 Each study module listed in STUDIES provides `make_figures(results_dir, figures_dir) -> list[Path]`
 and reads nothing but results/. A study whose results are not committed yet is reported, not faked.
+A results file holding records written from a tree with uncommitted code changes (a commit id
+ending in -dirty, or tree_clean false) is named in a warning on stderr; it is still drawn.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 import time
 from pathlib import Path
 
@@ -32,7 +35,16 @@ def main(argv=None) -> int:
         print(f"{name}: {len(made)} figure(s) in {time.perf_counter() - t:.1f}s")
         for p in made:
             print(f"  {Path(p).relative_to(ROOT) if Path(p).is_relative_to(ROOT) else p}")
+    _summarise_dirty_sources()
     return 0
+
+
+def _summarise_dirty_sources() -> None:
+    """Repeat at the end, on stderr, which results files came from a dirty tree (each reader warned on its own)."""
+    from analysis.provenance import DIRTY_SOURCES
+    if DIRTY_SOURCES:
+        print(f"warning: {len(DIRTY_SOURCES)} results file(s) drawn from records written with uncommitted code "
+              f"changes (-dirty): {', '.join(DIRTY_SOURCES)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from analysis.provenance import read_jsonl
+from analysis.provenance import read_jsonl, warn_if_dirty
 
 TASK_ORDER = ("SST-2", "MRPC", "RTE", "CoLA", "STS-B")  # GLUE tasks first, in this order; others follow
 DISPLAY = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "stsb": "STS-B", "sts-b": "STS-B",
@@ -187,6 +187,7 @@ def load_protocols(results_dir) -> list[Protocol]:
             print(f"{path}: left out {small} small-mode (GATECORE_SMALL=1) record(s)")
         if by_id:
             recs = list(by_id.values())
+            warn_if_dirty(path, recs)
             out.append(Protocol(path.stem, path, recs, group(recs)))
     return out
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .provenance import ROOT
+from .provenance import ROOT, warn_if_dirty
 from .spectrum import summarize
 
 # ---- defaults -------------------------------------------------------------------------------------------
@@ -140,6 +140,7 @@ def load(results_dir) -> list[dict]:
     for p in sorted(Path(results_dir, "hessian").glob("*.json")):
         rec = json.loads(p.read_text())
         if "reports" in rec:
+            warn_if_dirty(p, rec)
             rec["name"] = p.stem
             out.append(rec)
     return out

@@ -199,7 +199,7 @@ def expected_objective(student: nn.Module, p: Problem, spec: ObjectiveSpec) -> t
         losses = mc_losses(student, p.X, p.Y, spec.draws, spec.mc_seed)
         data, se = losses.mean(), float(losses.detach().std() / math.sqrt(spec.draws))
     if spec.lam:
-        data = data + spec.lam * sparsity_penalty(student, spec.objective, spec.target)
+        data = data + spec.lam * sparsity_penalty(student, spec.objective, None if spec.objective == "l0" else spec.target)
     return data, se
 
 

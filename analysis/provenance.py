@@ -1,4 +1,5 @@
-"""What every results file records: the exact command, config, versions, seed, device; atomic writes."""
+"""What every results file records: the exact command, config, versions, seed, device, whether the code
+was committed (tree_clean); atomic writes; loud warnings about records from a dirty tree."""
 from __future__ import annotations
 
 import json
@@ -29,14 +30,50 @@ def command_line(argv=None) -> str:
     return shlex.join(head + list(argv[1:]))
 
 
-def _git_commit() -> str | None:
+CODE_NAMES = ("Makefile", "pyproject.toml", "pytest.ini", "environment.yml", "setup.py", "setup.cfg")
+
+
+def is_code_file(path: str) -> bool:
+    """Tracked files whose edits can change a result: Python sources and the build/dependency files.
+
+    Results, figures and prose are not code: a run appending to results/ must not mark itself dirty.
+    """
+    name = path.rsplit("/", 1)[-1]
+    return name.endswith(".py") or name in CODE_NAMES or (name.startswith("requirements") and name.endswith(".txt"))
+
+
+def _unknown_tree() -> dict:
+    return {"commit": None, "tree_clean": None, "dirty_files": None}
+
+
+def git_state(root: Path = ROOT) -> dict:
+    """{"commit", "tree_clean", "dirty_files"}: HEAD, and the tracked code files that differ from it.
+
+    tree_clean is None (unknown) outside a git checkout, e.g. in a GPU bundle.
+    """
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        diff = subprocess.run(["git", "-C", str(root), "diff", "--name-only", "HEAD", "--"],
+                              capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
+        return _unknown_tree()
+    if head.returncode != 0:
+        return _unknown_tree()
+    if diff.returncode != 0:
+        return {"commit": head.stdout.strip(), "tree_clean": None, "dirty_files": None}
+    dirty = sorted(f for f in diff.stdout.splitlines() if is_code_file(f))
+    return {"commit": head.stdout.strip(), "tree_clean": not dirty, "dirty_files": dirty}
+
+
+def commit_id(state: dict) -> str | None:
+    """HEAD, with "-dirty" appended when tracked code differs from it."""
+    if state["commit"] is None:
         return None
+    return state["commit"] + ("-dirty" if state["tree_clean"] is False else "")
+
+
+def _git_commit() -> str | None:
+    return commit_id(git_state())
 
 
 def device_info(device: str | torch.device | None = None) -> dict:
@@ -48,17 +85,73 @@ def device_info(device: str | torch.device | None = None) -> dict:
     return info
 
 
-def versions() -> dict:
+def versions(git: dict | None = None) -> dict:
     import numpy
     import transformers
+    commit = commit_id(git if git is not None else git_state())
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "numpy": numpy.__version__, "gatecore_commit": _git_commit()}
+            "numpy": numpy.__version__, "gatecore_commit": commit}
 
 
 def provenance(config: dict, seed=None, device=None, argv=None) -> dict:
-    """The header every results file starts with."""
-    return {"command": command_line(argv), "config": config, "seed": seed, "versions": versions(),
+    """The header every results file starts with.
+
+    tree_clean: False when tracked code (`is_code_file`) differs from the recorded commit, which
+    then ends in "-dirty", and dirty_files lists those files; None outside a git checkout.
+    """
+    git = git_state()
+    return {"command": command_line(argv), "config": config, "seed": seed, "versions": versions(git),
+            "tree_clean": git["tree_clean"], "dirty_files": git["dirty_files"],
             **device_info(device), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "small_mode": small_mode()}
+
+
+# ---- dirty-tree warnings: when writing a record, and when a figure draws from one -----------------------
+
+_WARNED_WRITES: set[str] = set()
+DIRTY_SOURCES: dict[str, str] = {}  # results file -> what was found, for the summary of `make figures`
+
+
+def is_dirty(record) -> bool:
+    """True for a record written from a tree with uncommitted code changes (tree_clean false or a -dirty commit)."""
+    if not isinstance(record, dict):
+        return False
+    v = record.get("versions")
+    commit = v.get("gatecore_commit") if isinstance(v, dict) else None
+    return record.get("tree_clean") is False or str(commit or "").endswith("-dirty")
+
+
+def _shown(path) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
+
+
+def _warn_write(path: Path, obj) -> None:
+    """One stderr warning per file and process when a record written there comes from a dirty tree."""
+    if not isinstance(obj, dict) or obj.get("tree_clean") is not False or str(path) in _WARNED_WRITES:
+        return
+    _WARNED_WRITES.add(str(path))
+    files = obj.get("dirty_files") or []
+    shown = ", ".join(files[:6]) + (f", ... ({len(files)} in all)" if len(files) > 6 else "")
+    print(f"warning: {_shown(path)}: written from a working tree with uncommitted changes to tracked code "
+          f"({shown}); the recorded commit {obj.get('versions', {}).get('gatecore_commit')} does not name "
+          "the code that produced it. Commit, then rerun, for a reproducible result.", file=sys.stderr)
+
+
+def warn_if_dirty(path, records) -> bool:
+    """Warn (stderr, once per file) when a results file drawn from holds dirty-tree records; True if so.
+
+    `records`: the file's record, or a list of them. A warning, not an error: the figure is still drawn.
+    """
+    records = records if isinstance(records, list) else [records]
+    dirty = sum(is_dirty(r) for r in records)
+    if not dirty:
+        return False
+    key = _shown(path)
+    if key not in DIRTY_SOURCES:
+        DIRTY_SOURCES[key] = f"{dirty} of {len(records)} record(s)"
+        print(f"warning: {key}: {dirty} of {len(records)} record(s) written with uncommitted code changes "
+              "(-dirty commit id or tree_clean false): they may not match the recorded commit", file=sys.stderr)
+    return True
 
 
 def _default(o):
@@ -78,6 +171,7 @@ def _default(o):
 def write_json(path: str | os.PathLike, obj) -> Path:
     """Write JSON atomically (temp file + rename): a killed run never leaves half a file."""
     path = Path(path)
+    _warn_write(path, obj)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=1, default=_default) + "\n")
@@ -88,6 +182,7 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 def append_jsonl(path: str | os.PathLike, record: dict) -> Path:
     """Append one record as one line, flushed and fsynced; readers skip a torn line."""
     path = Path(path)
+    _warn_write(path, record)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, default=_default) + "\n"
     with open(path, "a+b") as f:

@@ -1,20 +1,32 @@
 """gatecore: row/column stochastic gates and LoRA on frozen pretrained weights, and physical compression."""
-from .accounting import GateReport, LayerGates, ParamCount, count_parameters, gate_report, gated_layers
+from .accounting import (GateReport, LayerGates, ParamCount, check_finite_gates, count_parameters, gate_report,
+                         gated_layers, nonfinite_gates)
 from .checkpoint import load_trainable, save_trainable
 from .compress import compress, layer_sizes
 from .export import load_compressed, save_compressed
-from .gates import Gate, GatedLinear
+from .gates import Gate, GatedLinear, track_input_means
 from .inject import add_gates, add_lora, find_head, find_targets, mark_trainable, merge_lora
 from .lora import LoRALinear
+from .methods import GATE_METHODS, METHODS, param_groups, setup_method
 from .patterns import random_gate_pattern
-from .penalty import expected_kept_fraction, sparsity_penalty
+from .penalty import expected_kept_fraction, kurtosis_weights, sparsity_penalty
 from .pretrained import OFFLINE_MODEL, load_model, local_model_dir, resolve_model
 from .size import SizeReport, size_report
 
 __all__ = [
+    "setup_method", "METHODS", "GATE_METHODS", "param_groups", "GateTrainer", "GateConfig",
     "Gate", "GatedLinear", "LoRALinear", "add_gates", "add_lora", "merge_lora", "mark_trainable", "find_head",
     "find_targets", "count_parameters", "ParamCount", "gate_report", "GateReport", "LayerGates", "gated_layers",
     "sparsity_penalty", "expected_kept_fraction", "local_model_dir", "resolve_model", "load_model", "OFFLINE_MODEL",
     "save_trainable", "load_trainable", "compress", "layer_sizes", "save_compressed", "load_compressed",
-    "random_gate_pattern", "size_report", "SizeReport",
+    "random_gate_pattern", "size_report", "SizeReport", "track_input_means", "kurtosis_weights",
+    "check_finite_gates", "nonfinite_gates",
 ]
+
+
+def __getattr__(name):
+    """The Trainer integration imports transformers' Trainer (and accelerate): loaded on first use only."""
+    if name in ("GateTrainer", "GateConfig"):
+        from . import hf_trainer
+        return getattr(hf_trainer, name)
+    raise AttributeError(f"module 'gatecore' has no attribute {name!r}")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import torch
 from torch import nn
 
 from .gates import Gate, GatedLinear
@@ -61,6 +62,30 @@ def gated_layers(model: nn.Module) -> dict[str, GatedLinear]:
     return {n: m for n, m in model.named_modules() if isinstance(m, GatedLinear)}
 
 
+def nonfinite_gates(model: nn.Module) -> dict[str, int]:
+    """{gated layer name: number of NaN/inf gate parameters (theta)} for the layers that have any."""
+    out = {}
+    for name, m in gated_layers(model).items():
+        bad = sum(int((~torch.isfinite(g.theta.detach())).sum()) for g in m.gates())
+        if bad:
+            out[name] = bad
+    return out
+
+
+def check_finite_gates(model: nn.Module) -> None:
+    """Raise ValueError naming every gated layer whose gate parameters hold NaN or inf.
+
+    A NaN theta gives a NaN gate (clamp keeps NaN): NaN outputs, a gate that is neither open nor
+    closed. Training runs call this to stop instead of recording NaN results; `gate_report` and
+    `compress` call it before they count or remove anything.
+    """
+    bad = nonfinite_gates(model)
+    if bad:
+        shown = ", ".join(f"{n} ({k})" for n, k in list(bad.items())[:8]) + (", ..." if len(bad) > 8 else "")
+        raise ValueError(f"non-finite (NaN/inf) gate parameters in {len(bad)} gated layer(s): {shown}; "
+                         "the run diverged (try a smaller learning rate or lam)")
+
+
 @dataclass
 class LayerGates:
     name: str
@@ -108,10 +133,14 @@ class GateReport:
 
 
 def gate_report(model: nn.Module) -> GateReport:
-    """Per gated layer: rows and columns whose eval gate is > 0, and what that removes."""
+    """Per gated layer: rows and columns whose eval gate is > 0, and what that removes.
+
+    Raises ValueError (naming the layers) when a gate parameter is NaN or inf.
+    """
     layers = gated_layers(model)
     if not layers:
         raise ValueError("the model has no gated layers; call gatecore.add_gates first")
+    check_finite_gates(model)
     rep = GateReport()
     for name, m in layers.items():
         z_r, z_c = m.eval_gates()

@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .accounting import check_finite_gates
 from .gates import GatedLinear
 from .inject import _set_module, merge_lora
 
@@ -171,8 +172,11 @@ def compress(model: nn.Module) -> nn.Module:
     """Remove every structure the eval gates allow, in place; returns the same (now smaller) model.
 
     The result has no gates, the same class, smaller nn.Linear shapes, and outputs equal to the
-    gated model's eval outputs (up to rounding). A model compressed before, with no gates added
-    since, is returned unchanged; a model that was never gated is an error.
+    gated model's eval outputs (up to rounding). It is returned in **eval mode**, whatever the
+    mode before: it is built from the eval gates, and is an inference model (as `load_compressed`
+    returns it); call `.train()` to finetune it further. A model compressed before, with no gates
+    added since, is returned unchanged; a model that was never gated is an error, and so are NaN/inf
+    gate parameters (checked, like the model type, before anything changes).
     """
     if not any(isinstance(m, GatedLinear) for m in model.modules()):
         if getattr(getattr(model, "config", None), "gatecore_compressed", False):
@@ -180,6 +184,7 @@ def compress(model: nn.Module) -> nn.Module:
         raise ValueError("compress needs a gated model (gatecore.add_gates) with some gates closed; "
                          "this model has no GatedLinear layers")
     family = _family(model)
+    check_finite_gates(model)
     merge_lora(model)
     if family == "bert":
         from .compress_bert import compress_bert_layer as compress_layer
@@ -188,7 +193,7 @@ def compress(model: nn.Module) -> nn.Module:
     sizes = [compress_layer(layer) for layer in encoder_layers(model)]
     _fold_leftover_gates(model)
     _update_config(model, family, sizes)
-    return model.train(model.training)  # the new layers join the model's mode
+    return model.eval()
 
 
 def layer_sizes(model: nn.Module) -> list[LayerSizes]:

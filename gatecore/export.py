@@ -62,13 +62,31 @@ def _set_attention(model: nn.Module) -> None:
             layer.mlp.intermediate_size = s.intermediate
 
 
+def _saved_folder(path) -> Path:
+    """The local folder `path`, which must exist and hold config.json; never a hub id (nothing is fetched)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a folder path (str or os.PathLike), got {path!r} ({type(path).__name__})")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise FileNotFoundError(f"load_compressed: {str(path)!r} {what}; expected a folder written by "
+                                "gatecore.save_compressed")
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"load_compressed: {str(path)!r} has no config.json; expected a folder written by "
+                                "gatecore.save_compressed")
+    return folder
+
+
 def load_compressed(path: str | os.PathLike, device=None, attn_implementation: str | None = None) -> nn.Module:
-    """Load a folder written by `save_compressed`, uniform or not; eval mode, the saved dtype.
+    """Load a local folder written by `save_compressed`, uniform or not; eval mode, the saved dtype.
+
+    FileNotFoundError (naming the path) for a missing folder or one without config.json; the
+    model hub is never asked.
 
     `attn_implementation` ("eager", "sdpa", ...) as in `from_pretrained`; None: the transformers default.
     """
     import transformers
-    path = Path(path)
+    path = _saved_folder(path)
     cfg = transformers.AutoConfig.from_pretrained(path)
     if not getattr(cfg, "gatecore_compressed", False):
         raise ValueError(f"{path} does not hold a gatecore-compressed model (config.gatecore_compressed is not set)")

@@ -55,6 +55,7 @@ class Gate(nn.Module):
             theta.fill_(init_mean)
         self.theta = nn.Parameter(theta)
         self.fixed_eps: torch.Tensor | None = None
+        self.generator: torch.Generator | None = None  # own noise stream (e.g. one per rank); None = global RNG
 
     @property
     def n(self) -> int:
@@ -71,7 +72,12 @@ class Gate(nn.Module):
     def forward(self) -> torch.Tensor:
         if not self.training:
             return self.eval_gate()
-        eps = self.fixed_eps if self.fixed_eps is not None else torch.randn_like(self.theta)
+        if self.fixed_eps is not None:
+            eps = self.fixed_eps
+        elif self.generator is not None:
+            eps = torch.randn(self.theta.shape, generator=self.generator, device=self.theta.device, dtype=self.theta.dtype)
+        else:
+            eps = torch.randn_like(self.theta)
         return torch.clamp(self.mu + 0.5 + self.sigma * eps, 0.0, 1.0)
 
     def prob_open(self, reg_sigma: float | None = None) -> torch.Tensor:
@@ -85,6 +91,31 @@ class Gate(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n={self.n}, sigma={self.sigma}, reg_sigma={self.reg_sigma}"
+
+
+def _input_mean(x: torch.Tensor) -> torch.Tensor:
+    """Detached mean of the input over all leading dims (batch, sequence, padding included), at least float32."""
+    with torch.no_grad():
+        return x.detach().reshape(-1, x.shape[-1]).mean(0, dtype=torch.promote_types(x.dtype, torch.float32))
+
+
+def track_input_means(model: nn.Module, on: bool = True) -> int:
+    """Switch recording of x_bar (each GatedLinear's `input_mean`) on or off; returns the number of layers.
+
+    On: every forward stores the detached mean of the layer's input over batch and sequence
+    (one reduction over the input, no extra pass over data), replacing the previous one.
+    Off: recording stops and the stored means are dropped.
+    """
+    if not isinstance(on, bool):
+        raise TypeError(f"on must be True or False, got {on!r}")
+    layers = [m for m in model.modules() if isinstance(m, GatedLinear)]
+    if not layers:
+        raise ValueError("the model has no gated layers; call gatecore.add_gates first")
+    for m in layers:
+        m.track_input_mean = on
+        if not on:
+            m.input_mean = None
+    return len(layers)
 
 
 class GatedLinear(nn.Module):
@@ -105,6 +136,9 @@ class GatedLinear(nn.Module):
                   device=w.device, dtype=w.dtype)
         self.row_gate = Gate(base.out_features, **kw) if rows else None
         self.col_gate = Gate(base.in_features, **kw) if cols else None
+        # x_bar for the kurtosis weights (gatecore.kurtosis): switched on by track_input_means
+        self.track_input_mean = False
+        self.input_mean: torch.Tensor | None = None
         self.train(base.training)  # a wrapper joins the model in its current mode
 
     in_features = property(lambda self: self.base.in_features)
@@ -131,6 +165,8 @@ class GatedLinear(nn.Module):
         return z_r, z_c
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.track_input_mean:
+            self.input_mean = _input_mean(x)
         tokens = x.numel() // max(1, x.shape[-1])
         # Fold the gates into the weight when that touches fewer numbers than scaling the activations
         if type(self.base) is nn.Linear and tokens * (self.in_features + self.out_features) >= self.weight.numel():

@@ -12,6 +12,7 @@ from typing import Iterable
 
 from torch import nn
 
+from .checks import check_bool, check_fraction, check_int, check_patterns, check_positive, check_real
 from .gates import GatedLinear
 from .lora import LoRALinear
 
@@ -52,11 +53,7 @@ def _inside_wrapper(model: nn.Module, name: str) -> bool:
 
 def find_targets(model: nn.Module, targets: Iterable[str] | str) -> dict[str, nn.Module]:
     """Modules whose name matches any pattern; every pattern must match something."""
-    if isinstance(targets, str):
-        targets = [targets]
-    targets = list(targets)
-    if not targets:
-        raise ValueError("targets is empty")
+    targets = check_patterns(targets)
     names = [n for n, _ in model.named_modules() if n and not _inside_wrapper(model, n)]
     found: dict[str, nn.Module] = {}
     for p in targets:
@@ -79,6 +76,18 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
+def _check_gate_options(rows, cols, sigma, reg_sigma, init_mean, init_std) -> None:
+    """The numbers and flags of add_gates, checked before any layer is wrapped."""
+    rows, cols = check_bool("rows", rows), check_bool("cols", cols)
+    if not (rows or cols):
+        raise ValueError("add_gates needs rows=True, cols=True or both")
+    check_positive("sigma", sigma)
+    if reg_sigma is not None:
+        check_positive("reg_sigma", reg_sigma)
+    check_real("init_mean", init_mean)
+    check_real("init_std", init_std, low=0)
+
+
 def add_gates(model: nn.Module, targets=None, rows: bool = True, cols: bool = True, sigma: float = 0.1,
               reg_sigma: float | None = None, init_mean: float = 1.0, init_std: float = 0.1) -> dict[str, GatedLinear]:
     """Wrap each targeted `nn.Linear` (or `LoRALinear`) in a `GatedLinear`, in place.
@@ -88,6 +97,7 @@ def add_gates(model: nn.Module, targets=None, rows: bool = True, cols: bool = Tr
     q, k, v, o, gate, up, down). Everything is checked before anything is
     changed, so a failed call leaves the model as it was.
     """
+    _check_gate_options(rows, cols, sigma, reg_sigma, init_mean, init_std)
     found = find_targets(model, _preset(model, GATE_PRESETS, "gate") if targets is None else targets)
     for name, mod in found.items():
         if isinstance(mod, GatedLinear):
@@ -105,18 +115,25 @@ def add_lora(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, drop
     """Give each targeted `nn.Linear` a LoRA update, in place (default: q and v).
 
     A `GatedLinear` target gets LoRA inside its gates (gates around W + BA).
+    r: an integer in [1, min(in_features, out_features)] of every target (a larger rank adds
+    nothing but parameters); alpha: finite, > 0 (the update is scaled by alpha / r);
+    dropout: in [0, 1).
     """
-    if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
-        raise ValueError(f"LoRA rank r must be a positive integer, got {r!r}")
+    check_int("LoRA rank r", r, 1, what="a positive integer")
+    check_positive("LoRA alpha", alpha)
+    check_fraction("LoRA dropout", dropout)
     found = find_targets(model, _preset(model, LORA_PRESETS, "LoRA") if targets is None else targets)
-    plan = {}
+    inner = {}
     for name, mod in found.items():
-        inner, inner_name = (mod.base, name + ".base") if isinstance(mod, GatedLinear) else (mod, name)
-        if isinstance(inner, LoRALinear):
+        base, inner_name = (mod.base, name + ".base") if isinstance(mod, GatedLinear) else (mod, name)
+        if isinstance(base, LoRALinear):
             raise ValueError(f"{name} already has LoRA; wrapping it twice is not allowed")
-        if not isinstance(inner, nn.Linear):
+        if not isinstance(base, nn.Linear):
             raise TypeError(f"target {name} is a {type(mod).__name__}, not an nn.Linear")
-        plan[inner_name] = LoRALinear(inner, r=r, alpha=alpha, dropout=dropout)
+        check_int(f"LoRA rank r for {name} ({base.out_features} x {base.in_features})", r,
+                  1, min(base.in_features, base.out_features), what="a positive integer")
+        inner[inner_name] = base
+    plan = {n: LoRALinear(base, r=r, alpha=alpha, dropout=dropout) for n, base in inner.items()}
     for n, l in plan.items():
         _set_module(model, n, l)
     return plan
@@ -140,13 +157,19 @@ def find_head(model: nn.Module) -> tuple[str, nn.Module] | None:
 
 def mark_trainable(model: nn.Module, gates: bool = True, lora: bool = True, bias: str = "gated",
                    head: bool = True) -> nn.Module:
-    """Freeze everything, then unfreeze the chosen groups.
+    """Freeze everything, then unfreeze the chosen groups (all options are checked first).
 
     bias: "gated" (biases of gated layers, as the authors train them),
     "none", or "all" (every parameter named *bias, LayerNorm included).
     """
-    if bias not in ("gated", "none", "all"):
+    if not isinstance(bias, str) or bias not in ("gated", "none", "all"):
         raise ValueError(f"bias must be 'gated', 'none' or 'all', got {bias!r}")
+    for name, flag in (("gates", gates), ("lora", lora), ("head", head)):
+        check_bool(name, flag)
+    h = find_head(model) if head else None
+    if head and h is None:  # checked before anything is frozen
+        raise ValueError(f"head=True but no task head found; looked for children named {HEAD_NAMES}. "
+                         "Pass head=False for a model without one.")
     model.requires_grad_(False)
     for mod in model.modules():
         if isinstance(mod, GatedLinear):
@@ -161,9 +184,6 @@ def mark_trainable(model: nn.Module, gates: bool = True, lora: bool = True, bias
         for n, p in model.named_parameters():
             if n.split(".")[-1] == "bias":
                 p.requires_grad_(True)
-    if head:
-        h = find_head(model)
-        if h is None:
-            raise ValueError(f"head=True but no task head found; looked for children named {HEAD_NAMES}")
+    if h is not None:
         h[1].requires_grad_(True)
     return model

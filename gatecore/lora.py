@@ -10,18 +10,24 @@ import math
 import torch
 from torch import nn
 
+from .checks import check_fraction, check_int, check_positive
+
 
 class LoRALinear(nn.Module):
-    """A frozen `nn.Linear` plus a trainable rank-r update; `merge()` folds it in."""
+    """A frozen `nn.Linear` plus a trainable rank-r update; `merge()` folds it in.
+
+    r in [1, min(in, out)], alpha finite and > 0, dropout in [0, 1).
+    """
 
     def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0):
         super().__init__()
-        if not isinstance(r, int) or isinstance(r, bool) or r <= 0:
-            raise ValueError(f"LoRA rank r must be a positive integer, got {r!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout!r}")
+        if not isinstance(base, nn.Linear):
+            raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
+        r = check_int("LoRA rank r", r, 1, min(base.in_features, base.out_features), what="a positive integer")
+        alpha = check_positive("LoRA alpha", alpha)
+        dropout = check_fraction("LoRA dropout", dropout)
         self.base = base
-        self.r, self.alpha = r, float(alpha)
+        self.r, self.alpha = r, alpha
         self.scaling = self.alpha / r
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))

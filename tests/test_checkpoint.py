@@ -30,6 +30,8 @@ def test_round_trip_onto_fresh_model(tmp_path, kind):
     g = next(iter(gc.gated_layers(fresh).values()))
     assert (g.row_gate.sigma, g.row_gate.reg_sigma) == (0.2, 0.4)
     assert path.stat().st_size < 200_000
+    trainable = lambda m: {n for n, p in m.named_parameters() if p.requires_grad}  # noqa: E731
+    assert trainable(fresh) == trainable(model)  # the saved set, not every parameter
 
 
 def test_mismatched_checkpoint_is_refused(tmp_path):
