@@ -27,13 +27,22 @@ def thetas(model) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in gate_parameters(model)])
 
 
-def test_ddp_two_ranks_agree_and_equal_a_single_process_emulation(tmp_path):
+LAUNCHERS = {  # the same script, unchanged, under both launchers (gloo on the CPU)
+    "torchrun": lambda port: ["torchrun", "--nproc_per_node=2", f"--master_port={port}"],
+    "accelerate": lambda port: ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_ddp_two_ranks_agree_and_equal_a_single_process_emulation(tmp_path, launcher):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
     with socket.socket() as sock:  # a free port for the rendezvous
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node=2", f"--master_port={port}",
-           str(SCRIPT), str(tmp_path), "--steps", "4", "--per-device", "4"]
+    head = LAUNCHERS[launcher](port)
+    cmd = [str(Path(sys.executable).parent / head[0]), *head[1:], str(SCRIPT), str(tmp_path), "--steps", "4",
+           "--per-device", "4"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"thetas_rank{r}.pt") for r in (0, 1))
@@ -170,3 +179,12 @@ def test_agrees_with_the_study_runner(tmp_path):
     # float tolerance: the runner computes its cross-entropy in float32 (measured: 2 of 448 thetas differ by 3e-6)
     torch.testing.assert_close(thetas(trainer.model), thetas(ref), rtol=1e-5, atol=2e-5)
     assert gatecore.gate_report(trainer.model).removed_fraction == gatecore.gate_report(ref).removed_fraction
+
+
+def test_example_script_runs_from_a_config(tmp_path):
+    """analysis.hf_finetune with a config built in Python (no argv): MiniLM, a few Rotten Tomatoes steps."""
+    from analysis.hf_finetune import HFFinetuneConfig, run as finetune
+    res = finetune(HFFinetuneConfig(train_examples=32, dev_examples=32, max_steps=3, batch_size=8, out=str(tmp_path)))
+    assert res["removed_asked"] == 0.3 and abs(res["removed_got"] - 0.3) <= 0.02
+    assert res["dev"]["eval_accuracy"] == res["dev_compressed"]["eval_accuracy"]  # compressed == gated
+    assert (tmp_path / "compressed" / "config.json").is_file() and (tmp_path / "metrics.json").is_file()
