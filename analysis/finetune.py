@@ -2,13 +2,16 @@
 
     python -m analysis.finetune --tasks rotten_tomatoes --methods lora gates --train-examples 500
     python -m analysis.finetune --protocol cpu          # the reduced CPU protocol (make experiments)
+    python -m analysis.finetune --protocol cpu-converged --workers 2 --threads 1 --dry-run   # plan + wall time
 
 One record per finished run is appended to results/finetune/<protocol or 'runs'>.jsonl (the record
 contract of issue 6, read by analysis/finetune_results.py); a rerun skips run_ids already there (the
 run_id hashes the run's spec, grids included), so a killed sweep loses at most the run in flight.
 For each run, every (lr, lam, gate_lr) of the grid is trained and scored on the val split carved from
-train, never on dev; a gate setting must also remove what was asked (measured keep <= keep + 0.05)
-to be chosen. The chosen setting's dev metrics are reported, the whole search is recorded.
+train, never on dev; a gate setting must also remove what was asked (|removed_got - removed_asked| <= 2
+points, which the sparsity control guarantees, analysis/sparsity_control.py) to be chosen. The chosen
+setting's dev metrics are reported, the whole search is recorded. Runs go through analysis.schedule
+(longest first, `--workers` processes, this process the one writer), as on the GPU host.
 """
 from __future__ import annotations
 
@@ -16,17 +19,20 @@ import argparse
 import copy
 import hashlib
 import json
+import multiprocessing as mp
 import sys
 import tempfile
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 import gatecore as gc
 
+from gatecore import sparsity_control as sc
 from .data import load_task
-from .provenance import ROOT, append_jsonl, provenance, read_jsonl, small_mode
+from .protocols import DEFAULT_EPOCHS, EXTRA_DEFAULTS, PROTOCOLS, estimate, grid_size, run_cost
+from .provenance import ROOT, provenance, read_jsonl, small_mode
+from .schedule import Job, run_jobs
 from .train import GATE_METHODS, METHODS, build_model, encode, evaluate, measured_keep, peak_mem_mb, train
 
 # defaults, visible: per-method lr grids (searched on val), gate settings (DESIGN section 1)
@@ -38,14 +44,10 @@ KEEPS = [0.7]          # params objective: keep 70% of the gated weights, i.e. a
 OBJECTIVE = "params"
 SIGMA, REG_SIGMA = 0.1, 0.5
 LAM_WARMUP = 0.2       # fraction of the steps over which lam ramps from 0
-CONTROL, CONTROL_EVERY, CONTROL_GAIN = True, 5, 0.2
-KEEP_TOL = 0.05        # a gate setting "meets" its keep target when the measured keep is at most keep + this
-PROTOCOLS = {  # reduced CPU protocol (~45 min on 2 shared cores): train subsets, one seed, one keep target
-    "cpu": dict(tasks=["SST-2", "MRPC", "RTE", "CoLA", "STS-B"], methods=["head", "bias", "lora", "full", "gates"],
-                seeds=[0], keep=[0.7], no_bias_keep=[0.7], train_examples=800, val_examples=300,
-                dev_examples=None, epochs=3, max_len=64, curve_points=3,
-                threads=1),  # 1 thread: on busy shared cores 2 threads thrashed (0.6 s vs 17 s per MiniLM step)
-}
+CONTROL = True         # steer the removed fraction to the request (analysis/sparsity_control.py)
+BUCKETED = True        # length-bucketed training batches (analysis/batching.py)
+CURVE_DEV_EXAMPLES = 500  # the dev curve along training uses this fixed-seed dev subset; the end, all of dev
+KURTOSIS_TAU = 100.0   # the paper's tau, for the --kurtosis-keep runs when --kurtosis-tau is not given
 DEFAULT_CHECKPOINTS = str(ROOT / "checkpoints")  # git-ignored
 BENCH_BATCH, BENCH_LEN, BENCH_REPEATS = 32, 128, 5  # speedup: dense vs compressed forward, same process
 
@@ -58,12 +60,18 @@ def expand(a) -> list[dict]:
     """Every run spec of the sweep; lr/lam grids stay in the spec (what is chosen is recorded beside it)."""
     specs = []
     for task in a.tasks:
-        for seed in a.seeds:
+        for i, seed in enumerate(a.seeds):
             for method in a.methods:
-                base = dict(model=a.model, task=task, method=method, seed=seed, epochs=a.epochs,
-                            batch_size=a.batch_size, max_len=a.max_len, train_examples=a.train_examples,
+                if i > 0 and method in a.one_seed:
+                    continue
+                base = dict(model=a.model, task=task, method=method, seed=seed,
+                            epochs=a.epochs or a.task_epochs.get(task, DEFAULT_EPOCHS),
+                            batch_size=a.batch_size, max_len=a.max_len,
+                            train_examples=a.train_examples or a.task_train_examples.get(task),
                             val_examples=a.val_examples, dev_examples=a.dev_examples, pooling=a.pooling,
-                            lr_grid=a.lr or LR_GRID[method], head_lr=None if method == "head" else a.head_lr)
+                            lr_grid=a.lr or a.lr_grids.get(method) or LR_GRID[method],
+                            head_lr=None if method == "head" else a.head_lr, bucketed=a.bucketed,
+                            curve_dev_examples=a.curve_dev_examples)
                 if method in ("lora", "gates+lora"):
                     base.update(lora_r=a.lora_r, lora_alpha=a.lora_alpha)
                 if method not in GATE_METHODS:
@@ -71,10 +79,28 @@ def expand(a) -> list[dict]:
                     continue
                 base.update(objective=a.objective, lam_grid=a.lam, lam_warmup=a.lam_warmup, sigma=a.sigma,
                             reg_sigma=a.reg_sigma, gate_lr_grid=a.gate_lr, control=a.control,
-                            control_every=CONTROL_EVERY, control_gain=CONTROL_GAIN)
-                variants = [(k, True) for k in a.keep] + [(k, False) for k in a.no_bias_keep]
-                specs += [{**base, "keep": k, "bias": b} for k, b in variants]
+                            control_every=sc.EVERY, control_kp=sc.KP, control_ki=sc.KI, control_freeze=sc.FREEZE,
+                            removed_tol=sc.TOL)
+                if a.kurtosis_tau is not None:  # only when set, so other run ids do not change
+                    base.update(kurtosis_tau=a.kurtosis_tau)
+                variants = [dict(keep=k, bias=True) for k in a.keep]
+                if i == 0 or "gates-no-bias" not in a.one_seed:
+                    variants += [dict(keep=k, bias=False) for k in a.no_bias_keep]
+                variants += [dict(keep=k, bias=True, objective="target", kurtosis_tau=a.kurtosis_tau or KURTOSIS_TAU)
+                             for k in a.kurtosis_keep]  # the paper's kurtosis-weighted objective is `target`
+                specs += [{**base, **v} for v in variants]
     return specs
+
+
+def run_spec(spec: dict, argv: tuple, device) -> dict:
+    """One run for analysis.schedule's workers: the runner's options from `argv`, parsed once per process."""
+    if argv not in _PARSED:
+        _PARSED[argv] = parse_args(list(argv))
+    a = _PARSED[argv]
+    return run_one(spec, a, device, progress=not a.quiet and mp.current_process().name == "MainProcess")
+
+
+_PARSED: dict = {}
 
 
 def _copy_trainable(model):
@@ -122,9 +148,10 @@ def run_one(spec: dict, a, device, progress: bool = True) -> dict:
         res = train(model, cfg, task, enc["train"], enc["dev"], pad, device, a.curve_points, progress)
         entry = {"lr": lr, "lam": lam, "val_main": evaluate(model, enc["val"], task, cfg["pooling"], pad, device)[task.metric]}
         if gated:
-            kept = measured_keep(model, cfg["objective"])
-            entry.update(gate_lr=glr, removed_fraction=gc.gate_report(model).removed_fraction,
-                         measured_keep=kept, meets_keep=cfg["objective"] == "l0" or kept <= cfg["keep"] + KEEP_TOL)
+            got = sc.removed_got(model)  # after the final correction, as are the val/dev scores
+            entry.update(gate_lr=glr, removed_fraction=got, removed_asked=res.removed_asked,
+                         measured_keep=measured_keep(model, cfg["objective"]), correction=res.correction,
+                         meets_keep=abs(got - res.removed_asked) <= cfg.get("removed_tol", sc.TOL))
         search.append(entry)
         # gate runs: the best val among the settings that removed what was asked (if any did)
         key = (entry.get("meets_keep", True), entry["val_main"])
@@ -143,6 +170,7 @@ def run_one(spec: dict, a, device, progress: bool = True) -> dict:
     if gated:
         rep = gc.gate_report(model)
         rec.update(removed_fraction=rep.removed_fraction, final_keep_target=res.final_keep_target,
+                   removed_asked=res.removed_asked, removed_got=rep.removed_fraction, correction=res.correction,
                    layers=[{k: getattr(l, k) for k in ("name", "out_features", "in_features", "rows_kept", "cols_kept")}
                            for l in rep.layers])
         if not a.no_compress:
@@ -155,11 +183,12 @@ def run_one(spec: dict, a, device, progress: bool = True) -> dict:
 
 
 def summary(records: list[dict]) -> str:
-    rows = [f"{'task':<16} {'method':<11} {'keep':>5} {'bias':>5} {'lr':>8} {'val':>6} {'dev':>6} {'removed':>8} {'trainable':>10}"]
+    rows = [f"{'task':<16} {'method':<11} {'keep':>5} {'bias':>5} {'lr':>8} {'val':>6} {'dev':>6} {'removed':>8} {'asked':>6} {'trainable':>10}"]
     for r in records:
         c = r["config"]
         rows.append(f"{c['task']:<16} {c['method']:<11} {c.get('keep', ''):>5} {str(c.get('bias', '')):>5} "
                     f"{c['lr']:>8.0e} {r['val_main']:>6.1f} {r['dev_main']:>6.1f} {r['removed_fraction']:>8.1%} "
+                    f"{'' if r.get('removed_asked') is None else format(r['removed_asked'], '.0%'):>6} "
                     f"{r['params']['trainable']:>10,}")
     return "\n".join(rows)
 
@@ -176,15 +205,19 @@ def parse_args(argv=None):
     ap.add_argument("--head-lr", type=float, default=HEAD_LR, help="lr of the fresh task head (all methods but head)")
     ap.add_argument("--gate-lr", nargs="+", type=float, default=GATE_LR, help="lr grid of the gate parameters, searched on val")
     ap.add_argument("--lam", nargs="+", type=float, default=LAM_GRID, help="sparsity weight grid searched on val")
-    ap.add_argument("--keep", nargs="+", type=float, default=KEEPS, help="keep targets, one run each (bias on): params = fraction of gated weights kept, target/l0 = per gate vector")
+    ap.add_argument("--keep", nargs="+", type=float, default=KEEPS, help="keep targets, one run each (bias on): the kept fraction of the gated weights, i.e. removed_asked = 1 - keep, for every objective")
     ap.add_argument("--no-bias-keep", nargs="*", type=float, default=[], help="keep targets of extra gate runs without bias training")
+    ap.add_argument("--kurtosis-keep", nargs="*", type=float, default=[], help="keep targets of extra gate runs (bias on) with the paper's kurtosis-weighted target objective")
+    ap.add_argument("--kurtosis-tau", type=float, help="kurtosis weighting tau of the penalty of every gate run (default: off; --kurtosis-keep runs use %g)" % KURTOSIS_TAU)
     ap.add_argument("--objective", default=OBJECTIVE, choices=gc.penalty.KINDS, help="sparsity objective (DESIGN section 1)")
     ap.add_argument("--lam-warmup", type=float, default=LAM_WARMUP, help="fraction of steps over which lam ramps up from 0")
     ap.add_argument("--sigma", type=float, default=SIGMA, help="gate forward-noise scale")
     ap.add_argument("--reg-sigma", type=float, default=REG_SIGMA, help="scale inside the regulariser's Phi")
     ap.add_argument("--control", action=argparse.BooleanOptionalAction, default=CONTROL,
-                    help="steer the penalty's keep target so the eval-gate keep meets the requested keep")
-    ap.add_argument("--epochs", type=int, default=3, help="training epochs")
+                    help="steer the eval-gate removed fraction to the request, exactly at the end (analysis/sparsity_control.py)")
+    ap.add_argument("--bucketed", action=argparse.BooleanOptionalAction, default=BUCKETED,
+                    help="length-bucketed training batches (analysis/batching.py)")
+    ap.add_argument("--epochs", type=int, help=f"training epochs (default: the protocol's per task, else {DEFAULT_EPOCHS})")
     ap.add_argument("--batch-size", type=int, default=32, help="training batch size")
     ap.add_argument("--max-len", type=int, default=128, help="max tokens per example (pairs truncated together)")
     ap.add_argument("--train-examples", type=int, help="fixed-seed train subset (default: all)")
@@ -194,8 +227,9 @@ def parse_args(argv=None):
     ap.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
     ap.add_argument("--lora-alpha", type=float, default=16, help="LoRA alpha")
     ap.add_argument("--curve-points", type=int, default=4, help="dev evaluations during training (the curve)")
+    ap.add_argument("--curve-dev-examples", type=int, default=CURVE_DEV_EXAMPLES, help="fixed-seed dev subset of the curve (0 = all of dev); the end uses all of dev")
     ap.add_argument("--checkpoint-dir", default=DEFAULT_CHECKPOINTS, help="trainable-state checkpoints ('' = none)")
-    ap.add_argument("--glue-dir", help="GLUE folder (default: $GLUE_DIR or ../shared/data/glue)")
+    ap.add_argument("--glue-dir", help="GLUE folder (default: $GLUE_DIR or data/glue)")
     ap.add_argument("--data", help="folder of train/dev CSV/TSV files (task 'csv')")
     ap.add_argument("--text-cols", nargs="+", help="text column(s) of --data / hf: tasks")
     ap.add_argument("--label-col", help="label column of --data / hf: tasks")
@@ -204,13 +238,18 @@ def parse_args(argv=None):
     ap.add_argument("--no-bench", action="store_true", help="skip the dense vs compressed latency measurement")
     ap.add_argument("--max-runs", type=int, help="stop after this many new runs (to split a sweep into chunks)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads (per worker)")
+    ap.add_argument("--workers", type=int, default=1, help="parallel worker processes (analysis.schedule; 1 = in this process)")
+    ap.add_argument("--one-seed", nargs="*", default=[], help="methods (or gates-no-bias) run on the first seed only")
+    ap.add_argument("--dry-run", action="store_true", help="list the runs, estimate the wall time from measured step times, exit")
     ap.add_argument("--quiet", action="store_true", help="no per-run progress bars")
+    ap.set_defaults(**EXTRA_DEFAULTS)
     known, _ = ap.parse_known_args(argv)
     if known.protocol:  # the protocol's settings become the defaults; options given explicitly still win
         ap.set_defaults(**PROTOCOLS[known.protocol])
     a = ap.parse_args(argv)
+    if a.kurtosis_tau is not None and a.objective != "target":
+        ap.error(f"--kurtosis-tau weights the paper's `target` objective only; add --objective target (got {a.objective})")
     out_dir = ROOT / "results" / "finetune"
     if small_mode():  # CI / notebooks: the smallest sweep that still exercises everything, never into results/
         a.train_examples, a.val_examples, a.dev_examples, a.epochs = 32, 16, 32, 1
@@ -218,7 +257,38 @@ def parse_args(argv=None):
         if a.checkpoint_dir == DEFAULT_CHECKPOINTS:
             a.checkpoint_dir = str(out_dir / "checkpoints")
     a.out = a.out or out_dir / f"{a.protocol or 'runs'}.jsonl"
+    a.curve_dev_examples = a.curve_dev_examples or None
     return a
+
+
+def task_sizes(a, specs) -> dict:
+    """{task: (n_train, n_val, n_dev)} as the runs will see them (to order the runs and estimate their time)."""
+    out = {}
+    for s in specs:
+        if s["task"] not in out:
+            t = load_task(s["task"], glue=a.glue_dir, data_dir=a.data, text_cols=a.text_cols, label_col=a.label_col,
+                          regression=a.regression, train_examples=s["train_examples"],
+                          val_examples=s["val_examples"], dev_examples=s["dev_examples"])
+            out[s["task"]] = (len(t.train), len(t.val), len(t.dev))
+    return out
+
+
+def print_plan(a, specs, todo, sizes) -> None:
+    for s in todo:
+        print(run_id(s), json.dumps(s))
+    est = estimate(todo, sizes, a.workers, curve_points=a.curve_points)
+    steps = sum(run_cost(s, sizes[s["task"]][0]) / (1.5 if s["method"] == "full" else 1.0) for s in todo)
+    print(f"\nplan: {len(todo)} runs to do, {sum(grid_size(s) for s in todo)} trainings (grid points), "
+          f"{steps:,.0f} training steps; epochs {dict((s['task'], s['epochs']) for s in specs)}")
+    if est["wall_s"] is None:
+        print(f"no time estimate: {est['source']}")
+        return
+    by_task = {}
+    for s, t in zip(todo, est["run_s"]):
+        by_task[s["task"]] = by_task.get(s["task"], 0.0) + t
+    print("serial hours per task: " + ", ".join(f"{k} {v / 3600:.2f}" for k, v in by_task.items()))
+    print(f"estimated wall time: {est['wall_s'] / 3600:.2f} h with --workers {a.workers} --threads {a.threads} "
+          f"({est['serial_s'] / 3600:.2f} h serial); step times from {est['source']}")
 
 
 def main(argv=None) -> int:
@@ -228,14 +298,18 @@ def main(argv=None) -> int:
     done = {r["run_id"] for r in read_jsonl(a.out)}
     todo = [s for s in specs if run_id(s) not in done]
     print(f"{len(specs)} runs, {len(specs) - len(todo)} already in {a.out}, {len(todo)} to do")
+    sizes = task_sizes(a, todo)
     if a.dry_run:
-        for s in todo:
-            print(run_id(s), json.dumps(s))
+        print_plan(a, specs, todo, sizes)
         return 0
-    for s in tqdm(todo[:a.max_runs], desc="runs"):
-        append_jsonl(a.out, run_one(s, a, a.device, progress=not a.quiet))
+    argv_t = tuple(sys.argv[1:] if argv is None else argv)
+    jobs = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, argv_t)) for s in todo]
+    errors = a.out.with_name(a.out.stem + ".errors.jsonl")
+    failed = run_jobs(jobs, run_spec, a.out, a.workers, a.threads, a.device, errors_file=errors, max_runs=a.max_runs)
     ids = {run_id(s) for s in specs}
     print(summary([r for r in read_jsonl(a.out) if r["run_id"] in ids]))
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed (see {errors}); rerun the same command to redo them")
     return 0
 
 

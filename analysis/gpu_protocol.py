@@ -8,9 +8,10 @@ reported); methods full, lora, bias, head, gates at keep 0.9/0.8/0.7/0.6/0.5 (bi
 without bias; 3 seeds: 150 independent runs. Each run is one call of the runner's `run_one`
 (analysis.finetune, its defaults for lr, gate lr, lam, objective, sigma), in one of `--workers` worker
 processes that share the one GPU (a 22M-parameter model uses a sliver of it; starting NVIDIA MPS on the
-host lets their kernels overlap). The longest runs start first. Only this driver writes the results
-file, one record per finished run, so a killed driver loses only the runs in flight and a rerun does
-only what is missing. The float16 model copy of the bundle is upcast once to a float32 folder
+host lets their kernels overlap), scheduled by analysis.schedule exactly as `analysis.finetune --workers`
+schedules them on the CPU: the longest runs start first, only this driver writes the results file, one
+record per finished run, so a killed driver loses only the runs in flight and a rerun does only what is
+missing. The float16 model copy of the bundle is upcast once to a float32 folder
 (<bundle>/.work/<model name>) and trained in float32 (no autocast).
 
 Time: the target is about 8 minutes on one H200. `--dry-run` prints the plan's training steps (every point
@@ -25,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import queue
 import shutil
 import time
 from pathlib import Path
@@ -79,10 +78,8 @@ def runner_argv(p, task: str, model_dir: Path, out_file: Path, bundle: Path) -> 
 def run_cost(spec: dict, n_train: int) -> float:
     """Training steps of a run (every point of its lr/lam grids), full finetuning counted x1.5: to start the
     longest first and to estimate the time left."""
-    grid = 1
-    for k in ("lr_grid", "lam_grid", "gate_lr_grid"):
-        grid *= len(spec.get(k) or [None])
-    return grid * n_train * spec["epochs"] / spec["batch_size"] * (1.5 if spec["method"] == "full" else 1.0)
+    from analysis.protocols import run_cost as cost
+    return cost(spec, n_train)
 
 
 def plan(p, model_dir: Path, out_file: Path, bundle: Path) -> list[tuple[str, dict, list[str]]]:
@@ -106,22 +103,6 @@ def _train_size(glue: Path, task: str, cap) -> int:
     return min(n, cap) if cap else n
 
 
-def worker(jobs, results, device: str, threads: int) -> None:
-    """Run specs from `jobs` until a None arrives; send back (run_id, record or None, error or None)."""
-    import torch
-    torch.set_num_threads(threads)
-    from analysis import finetune
-    parsed = {}
-    while (job := jobs.get()) is not None:
-        rid, spec, argv = job
-        if tuple(argv) not in parsed:
-            parsed[tuple(argv)] = finetune.parse_args(argv)
-        try:
-            results.put((rid, finetune.run_one(spec, parsed[tuple(argv)], device, progress=False), None))
-        except Exception as e:  # one failed run must not stop the protocol; it is logged and redone on rerun
-            results.put((rid, None, f"{type(e).__name__}: {e}"))
-
-
 def check_host(device: str) -> dict:
     """Versions of what the runner imports; a clear error when a module or the GPU is missing."""
     import importlib
@@ -142,7 +123,9 @@ def check_host(device: str) -> dict:
 
 
 def run_protocol(p) -> Path:
-    from analysis.provenance import append_jsonl, read_jsonl
+    from analysis.finetune import run_spec
+    from analysis.provenance import read_jsonl
+    from analysis.schedule import Job, run_jobs
     bundle, out = Path(p.bundle).resolve(), Path(p.out).resolve()
     if not (bundle / "manifest.json").is_file():
         raise FileNotFoundError(f"{bundle} is not a bundle (no manifest.json); build one with "
@@ -165,42 +148,16 @@ def run_protocol(p) -> Path:
         for rid, spec, _ in todo:
             print(rid, spec["task"], spec["method"], spec.get("keep", ""), spec.get("bias", ""), "seed", spec["seed"])
         return out_file
-    ctx = mp.get_context("spawn")  # CUDA cannot be forked
-    jobs, results = ctx.Queue(), ctx.Queue()
-    for r in todo:
-        jobs.put(r)
     n = min(p.workers, len(todo))
-    procs = [ctx.Process(target=worker, args=(jobs, results, p.device, p.threads), daemon=True) for _ in range(n)]
-    for _ in procs:
-        jobs.put(None)
-    for w in procs:
-        w.start()
-    t0, errors, done_cost = time.perf_counter(), 0, 0.0
-    from tqdm.auto import tqdm
-    with tqdm(total=len(todo), desc="protocol runs") as bar:
-        for _ in range(len(todo)):
-            while True:
-                try:
-                    rid, rec, err = results.get(timeout=10)
-                    break
-                except queue.Empty:
-                    if not any(w.is_alive() for w in procs):
-                        raise RuntimeError("every worker has exited with runs left; see their errors above") from None
-            if err is not None:
-                errors += 1
-                append_jsonl(out / "errors.jsonl", {"run_id": rid, "error": err, "date": time.strftime("%Y-%m-%dT%H:%M:%S")})
-                print(f"run {rid} failed: {err}")
-            else:
-                rec["gpu_protocol"] = {"workers": n, "bundle_commit": manifest.get("versions", {}).get("gatecore_commit"),
-                                       "weights": "float16 copy upcast to float32, trained in float32"}
-                append_jsonl(out_file, rec)
-            done_cost += cost[rid]
-            elapsed = time.perf_counter() - t0
-            bar.update(1)
-            bar.set_postfix(errors=errors, elapsed=f"{elapsed:.0f}s",
-                            eta=f"{elapsed * (sum(cost.values()) / done_cost - 1):.0f}s")  # by steps done, longest first
-    for w in procs:
-        w.join(timeout=60)
+
+    def annotate(rec):
+        rec["gpu_protocol"] = {"workers": n, "bundle_commit": manifest.get("versions", {}).get("gatecore_commit"),
+                               "weights": "float16 copy upcast to float32, trained in float32"}
+
+    t0 = time.perf_counter()
+    jobs = [Job(rid, cost[rid], (spec, tuple(argv))) for rid, spec, argv in todo]
+    errors = len(run_jobs(jobs, run_spec, out_file, n, p.threads, p.device, errors_file=out / "errors.jsonl",
+                          annotate=annotate))
     print(f"{len(todo) - errors} runs written to {out_file} in {time.perf_counter() - t0:.0f}s; {errors} failed"
           + (f" (see {out / 'errors.jsonl'}; rerun the same command to redo them)" if errors else ""))
     return out_file

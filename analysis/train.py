@@ -13,10 +13,14 @@ model's own `classifier` (MiniLM was trained as a mean-pooled sentence encoder);
 stock BertForSequenceClassification path through the [CLS] pooler. Either way the model stays a
 `*ForSequenceClassification`, so `gatecore.compress` applies to it.
 
-Sparsity (gate methods): loss = task + lam_t * penalty(objective, keep), lam_t ramped linearly from 0
-over the first `lam_warmup` fraction of the steps. With `control` on, the penalty's keep target is
-nudged every `control_every` steps by the gap between the requested keep and the keep measured on the
-eval gates (an integral controller), because a keep met in expectation overshoots in eval gates.
+Sparsity (gate methods): loss = task + lam_t * penalty(objective, knob), lam_t ramped linearly from 0
+over the first `lam_warmup` fraction of the steps. The request is `keep`, the kept fraction of the gated
+weights (removed_asked = 1 - keep, whatever the objective); with `control` on, a PI controller moves the
+penalty's knob from the measured eval-gate removed fraction and a final exact correction brings it within
+2 points of the request (analysis/sparsity_control.py says how; the record says what it changed).
+
+Batches: length-bucketed when the spec says `bucketed` (analysis/batching.py), else random. The dev curve
+is measured on a fixed-seed subset of `curve_dev_examples` dev examples (None: all of dev).
 """
 from __future__ import annotations
 
@@ -33,17 +37,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import gatecore as gc
-from gatecore.inject import GATE_PRESETS
+from gatecore.methods import GATE_METHODS, METHODS, lam_ramp, param_groups, setup_method, warmup_linear_schedule
 from gatecore.tiny import tiny_model
 
+from .batching import epoch_batches
 from .data import Split, Task
-
-METHODS = ("full", "lora", "bias", "head", "gates", "gates+lora")
-GATE_METHODS = ("gates", "gates+lora")
-
+from gatecore.sparsity_control import SparsityController, correct_removed, removed_asked, removed_got
 
 def build_model(cfg: dict, num_labels: int):
-    """(model, tokenizer) with the method's adapters and trainable set; cfg["model"] "tiny-bert" = random tiny."""
+    """(model, tokenizer) with the method's adapters and trainable set (gatecore.setup_method);
+    cfg["model"] "tiny-bert" = random tiny."""
     method = cfg["method"]
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -53,19 +56,10 @@ def build_model(cfg: dict, num_labels: int):
     else:
         model, tok = gc.load_model(cfg["model"], num_labels=num_labels)
     torch.manual_seed(cfg["seed"])  # same adapter init whatever the loading did
-    if method in ("lora", "gates+lora"):
-        gc.add_lora(model, r=cfg["lora_r"], alpha=cfg["lora_alpha"])
-    if method in GATE_METHODS:
-        gc.add_gates(model, sigma=cfg["sigma"], reg_sigma=cfg["reg_sigma"])
-        gc.mark_trainable(model, gates=True, lora=True, bias="gated" if cfg["bias"] else "none", head=True)
-    elif method == "full":
-        model.requires_grad_(True)
-    else:
-        gc.mark_trainable(model, gates=False, lora=method == "lora", bias="none", head=True)
-        if method == "bias":
-            for name, mod in gc.find_targets(model, GATE_PRESETS[model.config.model_type]).items():
-                if mod.bias is not None:
-                    mod.bias.requires_grad_(True)
+    opts = {k: cfg[k] for k in ("lora_r", "lora_alpha", "sigma", "reg_sigma", "bias") if k in cfg}
+    setup_method(model, method, **opts)
+    if method in GATE_METHODS and cfg.get("kurtosis_tau") is not None:  # the weighted penalty reads input means
+        gc.track_input_means(model)
     return model, tok
 
 
@@ -101,16 +95,28 @@ def encode(tok, split: Split, max_len: int, vocab_size: int = 64) -> Encoded:
     return Encoded(enc["input_ids"], list(split.labels))
 
 
+def collate(enc: Encoded, idx, pad_id: int, device):
+    """(padded inputs, labels) of the examples `idx`, padded to the longest of them."""
+    n = max(len(enc.ids[j]) for j in idx)
+    ids = torch.full((len(idx), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(idx), n), dtype=torch.long)
+    for r, j in enumerate(idx):
+        ids[r, :len(enc.ids[j])] = torch.tensor(enc.ids[j])
+        mask[r, :len(enc.ids[j])] = 1
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}, [enc.labels[j] for j in idx]
+
+
 def batches(enc: Encoded, batch_size: int, order, pad_id: int, device):
     for i in range(0, len(order), batch_size):
-        idx = order[i:i + batch_size]
-        n = max(len(enc.ids[j]) for j in idx)
-        ids = torch.full((len(idx), n), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), n), dtype=torch.long)
-        for r, j in enumerate(idx):
-            ids[r, :len(enc.ids[j])] = torch.tensor(enc.ids[j])
-            mask[r, :len(enc.ids[j])] = 1
-        yield {"input_ids": ids.to(device), "attention_mask": mask.to(device)}, [enc.labels[j] for j in idx]
+        yield collate(enc, order[i:i + batch_size], pad_id, device)
+
+
+def subset(enc: Encoded, n: int | None, seed: int = 0) -> Encoded:
+    """A fixed-seed subset of n examples (all of them when n is None or larger)."""
+    if n is None or n >= len(enc.ids):
+        return enc
+    idx = sorted(random.Random(seed).sample(range(len(enc.ids)), n))
+    return Encoded([enc.ids[j] for j in idx], [enc.labels[j] for j in idx])
 
 
 def task_loss(logits, labels, num_labels: int):
@@ -149,11 +155,13 @@ def measured_keep(model, objective: str) -> float:
 
 @dataclass
 class TrainResult:
-    curve: list = field(default_factory=list)   # [{"step", "dev_main", "loss"}]
+    curve: list = field(default_factory=list)   # [{"step", "dev_main", "loss"}] (+ removed_fraction, knob for gates)
     train_time_s: float = 0.0
     step_time_s: float = 0.0
     steps: int = 0
-    final_keep_target: float | None = None      # the controller's last keep target (gate methods)
+    final_keep_target: float | None = None      # the controller's last knob (gate methods)
+    removed_asked: float | None = None          # gate methods: 1 - keep
+    correction: dict | None = None              # the final exact correction (sparsity_control.correct_removed)
 
 
 def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | None, pad_id: int, device,
@@ -161,49 +169,52 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
     """AdamW, linear warm-up (6%) then linear decay; dev evaluated at `curve_points` steps for the curve.
 
     Three lrs: `lr` for weights/biases/LoRA, `head_lr` for the fresh task head, `gate_lr` for gates (None = lr).
+    Raises FloatingPointError (naming task, method and step) on a non-finite loss instead of training on.
     """
     gated = cfg["method"] in GATE_METHODS
-    gate_ids = {id(m.theta) for m in model.modules() if isinstance(m, gc.Gate)}
-    head_ids = {id(p) for p in gc.find_head(model)[1].parameters()}
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) not in gate_ids | head_ids], "lr": cfg["lr"]},
-              {"params": [p for p in params if id(p) in head_ids], "lr": cfg.get("head_lr") or cfg["lr"]},
-              {"params": [p for p in params if id(p) in gate_ids], "lr": cfg.get("gate_lr") or cfg["lr"]}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=0.0)
+    opt = torch.optim.AdamW(param_groups(model, cfg["lr"], cfg.get("head_lr"), cfg.get("gate_lr")), weight_decay=0.0)
     per_epoch = math.ceil(len(train_enc.ids) / cfg["batch_size"])
     total = max(1, per_epoch * cfg["epochs"])
-    warm = max(1, int(0.06 * total))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / (total - warm + 1e-9))))
+    sched = warmup_linear_schedule(opt, total, 0.06)
     at = sorted({round(total * (i + 1) / curve_points) for i in range(curve_points)}) if dev_enc else []
-    keep_t = cfg.get("keep")
+    curve_enc = subset(dev_enc, cfg.get("curve_dev_examples")) if dev_enc else None  # cheap curve, full dev at the end
+    ctl = None
+    if gated and cfg["lam"] > 0:
+        ctl = SparsityController(cfg["objective"], removed_asked(cfg["keep"]), start=cfg["lam_warmup"],
+                                 kp=cfg.get("control_kp", 1.0), ki=cfg.get("control_ki", 0.2),
+                                 every=cfg.get("control_every", 5), freeze=cfg.get("control_freeze", 0.15))
+    kurt = {"kurtosis_tau": cfg["kurtosis_tau"]} if cfg.get("kurtosis_tau") is not None else {}
     rng = random.Random(cfg["seed"])
+    lengths = [len(x) for x in train_enc.ids]
     res, step, t0, loss_ema = TrainResult(), 0, time.perf_counter(), None
     model.to(device).train()
     bar = tqdm(total=total, desc=f"{cfg['task']}/{cfg['method']} lr={cfg['lr']:g}", disable=not progress, leave=False)
     for _ in range(cfg["epochs"]):
-        order = list(range(len(train_enc.ids)))
-        rng.shuffle(order)
-        for batch, labels in batches(train_enc, cfg["batch_size"], order, pad_id, device):
+        for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed"))):
+            batch, labels = collate(train_enc, idx, pad_id, device)
             loss = task_loss(pooled_logits(model, batch, cfg["pooling"]), labels, task.num_labels)
-            if gated and cfg["lam"] > 0:
-                ramp = min(1.0, step / (cfg["lam_warmup"] * total)) if cfg["lam_warmup"] > 0 else 1.0
-                target = None if cfg["objective"] == "l0" else 1.0 - keep_t
-                loss = loss + cfg["lam"] * ramp * gc.sparsity_penalty(model, cfg["objective"], target=target)
+            if ctl is not None:
+                ramp = lam_ramp(step, total, cfg["lam_warmup"])
+                pen = gc.sparsity_penalty(model, cfg["objective"], target=ctl.target_sparsity, **kurt)
+                loss = loss + cfg["lam"] * ctl.lam_scale * ramp * pen
+            value = loss.item()
+            if not math.isfinite(value):  # stop here rather than record NaN results
+                raise FloatingPointError(f"non-finite loss {value} at step {step + 1}/{total} of {cfg['task']}/"
+                                         f"{cfg['method']} (lr={cfg['lr']:g}, seed={cfg['seed']})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
-            loss_ema = loss.item() if loss_ema is None else 0.9 * loss_ema + 0.1 * loss.item()
-            if gated and cfg.get("control") and cfg["objective"] != "l0" and step % cfg["control_every"] == 0:
-                gap = cfg["keep"] - measured_keep(model, cfg["objective"])
-                keep_t = min(0.999, max(0.0, keep_t + cfg["control_gain"] * gap))
+            loss_ema = value if loss_ema is None else 0.9 * loss_ema + 0.1 * value
+            if ctl is not None and cfg.get("control"):
+                ctl.update(step, total, removed_got(model))
             if step in at:
                 t_eval = time.perf_counter()
-                dev_main = evaluate(model, dev_enc, task, cfg["pooling"], pad_id, device)[task.metric]
+                dev_main = evaluate(model, curve_enc, task, cfg["pooling"], pad_id, device)[task.metric]
                 point = {"step": step, "dev_main": dev_main, "loss": loss_ema}
                 if gated:
-                    point.update(removed_fraction=gc.gate_report(model).removed_fraction, keep_target=keep_t)
+                    point.update(removed_fraction=removed_got(model), keep_target=ctl.knob if ctl else None)
                 res.curve.append(point)
                 t0 += time.perf_counter() - t_eval  # curve evaluations are not training time
             bar.update(1)
@@ -212,7 +223,11 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
     res.train_time_s = time.perf_counter() - t0
     res.steps = step
     res.step_time_s = res.train_time_s / max(1, step)
-    res.final_keep_target = keep_t if gated else None
+    if gated:
+        res.final_keep_target = ctl.knob if ctl else None
+        res.removed_asked = removed_asked(cfg["keep"]) if cfg.get("keep") is not None else None
+        if cfg.get("control") and res.removed_asked is not None:
+            res.correction = correct_removed(model, res.removed_asked, cfg.get("removed_tol", 0.02))
     return res
 
 

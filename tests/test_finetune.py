@@ -39,7 +39,7 @@ def argv(folder, out, *extra):
 def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_path):
     out = tmp_path / "runs.jsonl"
     F.main(argv(folder, out, "--methods", "lora", "gates", "--lr", "1e-3", "3e-3", "--gate-lr", "0.5",
-                "--keep", "0.5", "--no-bias-keep", "0.5"))
+                "--keep", "0.5", "--no-bias-keep", "0.5", "--curve-dev-examples", "10"))
     recs = read_jsonl(out)
     assert [r["config"]["method"] for r in recs] == ["lora", "gates", "gates"]
     for r in recs:
@@ -50,6 +50,9 @@ def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_p
         assert r["val_main"] == max(h["val_main"] for h in r["hp_search"])  # chosen on val
         assert r["config"]["lr"] == next(h["lr"] for h in r["hp_search"] if h["val_main"] == r["val_main"])
         assert r["curve"][-1]["step"] == r["steps"] and r["run_id"] == F.run_id(r["spec"])
+        assert r["spec"]["bucketed"] is True and "kurtosis_tau" not in r["spec"]
+        # the curve is scored on a 10-example dev subset (accuracy in steps of 10 points), the end on all 40
+        assert all(abs(p["dev_main"] / 10 - round(p["dev_main"] / 10)) < 1e-9 for p in r["curve"])
     table = F.summary(recs).splitlines()
     assert len(table) == 4 and f"{recs[1]['dev_main']:.1f}" in table[2]
     lora, gates, no_bias = recs
@@ -58,6 +61,11 @@ def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_p
     assert gates["config"]["bias"] and not no_bias["config"]["bias"] and no_bias["params"]["bias"] == 0
     c = gates["compressed"]
     assert gates["removed_fraction"] > 0.1 and c["params_total"] < c["params_dense"]
+    for g in (gates, no_bias):  # the sparsity contract: the eval gates remove what was asked, within 2 points
+        assert g["removed_asked"] == 0.5 and g["removed_got"] == g["removed_fraction"]
+        assert abs(g["removed_got"] - g["removed_asked"]) <= 0.02
+        assert set(g["correction"]) == {"gates_changed", "removed_before", "removed_after"}
+        assert g["correction"]["removed_after"] == g["removed_got"]
     assert c["dev_main"] == gates["dev_main"] and c["dev"] == gates["dev"] and c["matches_gated"]
     # the checkpoint re-creates the gated model on a fresh tiny model, with the same dev predictions
     fresh, _ = build_model({**gates["config"], "method": "head"}, 2)
@@ -125,3 +133,57 @@ def test_small_mode_never_writes_into_results(monkeypatch):
     monkeypatch.delenv("GATECORE_SMALL")
     a = F.parse_args(["--protocol", "cpu", "--tasks", "RTE"])  # protocol settings are defaults; explicit options win
     assert a.tasks == ["RTE"] and a.train_examples == 800 and a.out == F.ROOT / "results" / "finetune" / "cpu.jsonl"
+
+
+def test_non_finite_loss_stops_the_run_with_a_clear_error(folder):
+    from analysis.data import load_task
+    from analysis.train import train
+    task = load_task("csv", data_dir=folder, text_cols=["text"], label_col="label")
+    cfg = dict(model="tiny-bert", task="csv", method="head", seed=0, epochs=1, batch_size=16, pooling="mean", lr=1e-3)
+    model, _ = build_model(cfg, 2)
+    with torch.no_grad():
+        gc.find_head(model)[1].weight.fill_(float("nan"))
+    enc = encode(None, task.train, 16, model.config.vocab_size)
+    with pytest.raises(FloatingPointError, match="non-finite loss nan at step 1/.* of csv/head"):
+        train(model, cfg, task, enc, None, 1, "cpu", progress=False)
+
+
+@pytest.mark.skipif(not hasattr(gc, "track_input_means"), reason="gatecore.track_input_means does not exist yet")
+def test_kurtosis_tau_passes_through_only_when_set(folder, tmp_path):
+    plain = F.expand(F.parse_args(argv(folder, tmp_path / "o.jsonl", "--methods", "gates")))
+    assert "kurtosis_tau" not in plain[0]  # other run ids do not change
+    with pytest.raises(SystemExit):  # the kurtosis weighting reshapes the `target` objective only
+        F.parse_args(argv(folder, tmp_path / "o.jsonl", "--kurtosis-tau", "100"))
+    a = F.parse_args(argv(folder, tmp_path / "o.jsonl", "--methods", "gates", "--objective", "target",
+                          "--kurtosis-tau", "100", "--epochs", "1", "--no-compress"))
+    spec = F.expand(a)[0]
+    assert spec["kurtosis_tau"] == 100 and F.run_id(spec) != F.run_id(plain[0])
+    model, _ = build_model({**spec, "lr": 1e-3, "lam": 1.0, "gate_lr": 0.5}, 2)
+    assert all(m.track_input_mean for m in gc.gated_layers(model).values())
+    rec = F.run_one(spec, a, "cpu", progress=False)
+    assert rec["config"]["kurtosis_tau"] == 100 and abs(rec["removed_got"] - rec["removed_asked"]) <= 0.02
+
+
+def test_named_protocols_plan_what_the_issue_asks():
+    a = F.parse_args(["--protocol", "cpu-converged"])
+    specs = F.expand(a)
+    assert a.workers == 2 and a.threads == 1 and a.out.name == "cpu-converged.jsonl"
+    from analysis.protocols import CONVERGED_EPOCHS, grid_size
+    assert {grid_size(s) for s in specs} == {2}  # the same lr (or gate-lr) grid size for every method
+    for task in ["SST-2", "MRPC", "RTE", "CoLA", "STS-B"]:
+        t = [s for s in specs if s["task"] == task]
+        seeds = lambda m, **kw: sorted(s["seed"] for s in t if s["method"] == m and all(s.get(k) == v for k, v in kw.items()))
+        assert seeds("bias") == seeds("lora") == [0, 1, 2] and seeds("full") == seeds("head") == [0]
+        assert seeds("gates", keep=0.7, bias=True) == seeds("gates", keep=0.6, bias=True) == [0, 1, 2]
+        assert seeds("gates", keep=0.7, bias=False) == [0]
+        assert {s["epochs"] for s in t} == {CONVERGED_EPOCHS[task]}
+        assert {s["train_examples"] for s in t} == {20000 if task == "SST-2" else None}
+    assert len(specs) == 5 * 15
+    c = F.expand(F.parse_args(["--protocol", "convergence-check"]))
+    from analysis.protocols import PROTOCOLS
+    epochs = PROTOCOLS["convergence-check"]["task_epochs"]
+    assert len(c) == 2 * 3 * 4 and {(s["task"], s["epochs"]) for s in c} == set(epochs.items())
+    assert {s["objective"] for s in c if s["method"] == "gates"} == {"target"}  # gates vs kurtosis: weighting only
+    kurt = [s for s in c if "kurtosis_tau" in s]
+    assert len(kurt) == 6 and all(s["objective"] == "target" and s["kurtosis_tau"] == 100 for s in kurt)
+    assert F.parse_args(["--protocol", "convergence-check"]).curve_points == 12

@@ -92,6 +92,7 @@ def test_tiny_protocol_runs_from_the_bundle_and_resumes(bundle, tmp_path):
         assert (out / "checkpoints" / f"{r['run_id']}.pt").is_file()
     gates = next(r for r in recs if r["config"]["method"] == "gates")
     assert gates["compressed"]["dev_main"] == gates["dev_main"]
+    assert abs(gates["removed_got"] - gates["removed_asked"]) <= 0.02  # the sparsity contract, on the host too
     with open(out / "finetune" / "gpu.jsonl", "a") as f:
         f.write('{"run_id": "torn')  # a driver killed mid-write
     log = _run(path, out)
