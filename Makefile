@@ -24,9 +24,12 @@ test:
 figures:
 	$(PY) -m analysis.figures
 
-# The reduced CPU finetuning protocol (~45 min on 2 cores), resumable; then `make figures`.
+# The finetuning protocols (2 workers x 1 thread, resumable: a rerun does only the missing runs; plan with
+# --dry-run): first the convergence check that sized the epochs, then the converged CPU protocol; then
+# `make figures`. results/finetune/cpu.jsonl is the frozen 75-step smoke-size protocol of an earlier stop.
 experiments:
-	for t in SST-2 "MRPC CoLA" "STS-B RTE"; do $(PY) -m analysis.finetune --protocol cpu --tasks $$t || exit 1; done
+	$(PY) -m analysis.finetune --protocol convergence-check --quiet
+	$(PY) -m analysis.finetune --protocol cpu-converged --quiet
 
 # Inference latency, dense vs gated vs compressed MiniLM at 30% and 40% removed.
 bench:
