@@ -2,13 +2,18 @@
 
     python -m analysis.finetune_figures [--results results] [--figures figures]
 
-Per protocol file <p> (e.g. cpu, gpu) it writes:
+Per protocol file <p> (e.g. cpu, convergence-check, cpu-converged) it writes:
   figures/finetune_<p>_tradeoff.png   (a) dev metric vs % of gated weights removed, per task and GLUE average;
-                                          LoRA / full / bias / head as horizontal lines (band: +-1 std over seeds)
+                                          LoRA / full / bias / head as horizontal lines (band: +-1 std over seeds),
+                                          the trivial (constant-prediction) baseline as a dashed gray line
   figures/finetune_<p>_params.png     (b) dev metric vs trainable parameters (log scale), per method
   figures/finetune_<p>_layers.png     (c) per-layer kept fraction of rows and columns by module type
-  figures/finetune_<p>_curves.png     (d) dev metric vs training step, gates vs LoRA
-  results/glue_table.md               (e) the GLUE table of every protocol
+  figures/finetune_<p>_curves.png     (d) dev metric (curve dev subset) vs step for every method, and the gates'
+                                          removed fraction vs step (analysis.finetune_curves)
+  figures/finetune_<p>_kurtosis_layers.png  (f) per-layer kept fractions, plain vs kurtosis-weighted gates
+  results/finetune/<p>_plateau.md     the step at which each method's mean dev curve reaches its plateau
+  results/glue_table.md               (e) the GLUE table of every protocol, with the trivial baseline, asked vs
+                                          got removed fractions, paired seed differences and kurtosis vs plain
 """
 from __future__ import annotations
 
@@ -19,10 +24,14 @@ from pathlib import Path
 import numpy as np
 import seaborn as sns
 
-from analysis.finetune_results import GATE_METHODS, REFERENCE_METHODS, Protocol, glue_table, describe, load_protocols
+from analysis import finetune_tables as tables
+from analysis.finetune_results import REFERENCE_METHODS, Protocol, load_protocols
+from analysis.finetune_stats import baselines
 
 DPI = 130
-CURVE_KEEP = 0.7  # the gate setting shown in (c) and (d): the keep target closest to this
+CURVE_KEEP = 0.7  # the gate setting shown in (c): the keep target closest to this
+TRIVIAL_STYLE = dict(color="dimgray", ls=(0, (5, 3)), lw=1.3)
+TITLE_TAGS = {"cpu": "SMOKE-SIZE protocol, 75 steps per run, 1 seed"}  # said on every figure of that protocol
 REF_STYLE = {"lora": ("tab:blue", "-"), "full": ("black", "-"), "bias": ("tab:orange", "--"), "head": ("tab:gray", ":")}
 GATE_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 # module type from the end of a gated layer's name (BERT and LLaMA names), in the order drawn
@@ -48,12 +57,23 @@ def _grid(n: int, width=4.2, height=3.4):
     return fig, list(axes.flat[:n])
 
 
+def _train_examples(p: Protocol) -> str:
+    """'800 train examples', or per task where they differ ('train examples: SST-2 20000, MRPC all')."""
+    n = {}
+    for r in p.records:
+        n.setdefault(str(r["config"].get("task")), r["config"].get("train_examples"))
+    shown = {t: "all" if v is None else str(v) for t, v in n.items()}
+    if len(set(shown.values())) == 1:
+        return f"{shown.popitem()[1]} train examples"
+    return "train examples: " + ", ".join(f"{t} {v}" for t, v in shown.items())
+
+
 def _setting(p: Protocol) -> str:
     r = p.records[0]
     cfg = r["config"]
-    n = cfg.get("train_examples")
-    return (f"{Path(str(cfg.get('model', '?'))).name}, {'all' if n is None else n} train examples, "
-            f"pooling={cfg.get('pooling')}, {p.name} protocol on {r.get('gpu') or r.get('device', '?')}")
+    return (f"{Path(str(cfg.get('model', '?'))).name}, {_train_examples(p)}, "
+            f"pooling={cfg.get('pooling')}, {TITLE_TAGS.get(p.name, p.name + ' protocol')} on "
+            f"{r.get('gpu') or r.get('device', '?')}")
 
 
 def _gate_labels(p: Protocol) -> list[str]:
@@ -82,11 +102,20 @@ def _save(fig, path: Path, title: str) -> Path:
     return path
 
 
-def plot_tradeoff(p: Protocol, path: Path) -> Path:
+def trivial_line(ax, value: float | None) -> None:
+    """The trivial (constant-prediction) baseline of a panel, if known."""
+    if value is not None:
+        ax.axhline(value, **TRIVIAL_STYLE, label="trivial (constant prediction)")
+        ax.annotate(f"trivial {value:.1f}", xy=(0.99, value), xycoords=("axes fraction", "data"), ha="right",
+                    va="bottom", fontsize=7, color=TRIVIAL_STYLE["color"])
+
+
+def plot_tradeoff(p: Protocol, path: Path, base: dict) -> Path:
     """(a) dev metric vs % of gated weights removed; references as horizontal lines with +-std bands."""
     panels = _panels(p)
     fig, axes = _grid(len(panels))
     for ax, (title, get) in zip(axes, panels):
+        trivial_line(ax, tables.glue_average_baseline(p, base) if title == "GLUE average" else base.get(title))
         for label in [l for l in p.labels if l.split()[0] in REFERENCE_METHODS]:
             c = get(label)
             if c is None or not c.dev:
@@ -111,8 +140,8 @@ def plot_tradeoff(p: Protocol, path: Path) -> Path:
         ax.set(title=title, xlabel="% of gated weights removed (eval gates)", ylabel=f"dev {_metric(p, title)} (points)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    return _save(fig, path, "(a) Sparsity-accuracy trade-off: gates at keep targets (annotated) vs references, "
-                 f"mean ± std over seeds\n{_setting(p)}")
+    return _save(fig, path, "(a) Sparsity-accuracy trade-off: gates at keep targets (annotated) vs references "
+                 f"and the trivial baseline (dashed), mean ± std over seeds\n{_setting(p)}")
 
 
 def plot_params(p: Protocol, path: Path) -> Path:
@@ -168,12 +197,23 @@ def kept_fractions(records: list[dict]) -> tuple[list[str], int, np.ndarray]:
 
 
 def _curve_cell(p: Protocol, task: str):
-    """The gate cell shown in (c)/(d): first gate label, keep closest to CURVE_KEEP."""
+    """The gate cell shown in (c): first gate label, keep closest to CURVE_KEEP."""
     cells = [c for c in p.cells if c.task == task and c.is_gates and c.keep is not None]
     labels = _gate_labels(p)
     if not cells:
         return None
     return min(cells, key=lambda c: (labels.index(c.label), abs(c.keep - CURVE_KEEP)))
+
+
+def heatmap(ax, grid: np.ndarray, names: list[str], title: str, diff: bool = False) -> None:
+    """One kept-fraction heatmap (module type x layer); `diff`: a difference of two, on a diverging scale."""
+    span = max(0.1, float(np.nanmax(np.abs(grid)))) if diff and np.isfinite(grid).any() else 0.5
+    kw = dict(vmin=-span, vmax=span, cmap="RdBu", center=0.0) if diff else dict(vmin=0, vmax=1, cmap="viridis")
+    sns.heatmap(grid, annot=True, fmt=".2f", annot_kws={"fontsize": 6}, xticklabels=range(grid.shape[1]),
+                yticklabels=names, cbar_kws={"label": "kept fraction" + (" difference" if diff else "")}, ax=ax, **kw)
+    ax.tick_params(axis="y", labelsize=7, rotation=0)
+    ax.set(xlabel="layer", title=title)
+    ax.title.set_fontsize(9)
 
 
 def plot_layers(p: Protocol, path: Path) -> Path | None:
@@ -184,79 +224,64 @@ def plot_layers(p: Protocol, path: Path) -> Path | None:
         return None
     fig, axes = _grid(len(shown), width=4.6, height=4.4)
     for ax, (task, c) in zip(axes, shown):
-        names, n_layers, grid = kept_fractions(c.records)
-        sns.heatmap(grid, vmin=0, vmax=1, cmap="viridis", annot=True, fmt=".2f", annot_kws={"fontsize": 6},
-                    xticklabels=range(n_layers), yticklabels=names, cbar_kws={"label": "kept fraction"}, ax=ax)
-        ax.tick_params(axis="y", labelsize=7, rotation=0)
-        ax.set(xlabel="layer", title=f"{task}: {c.label}, keep {c.keep:g}\n{100 * c.mean('removed_fraction'):.0f}% "
-                                     f"gated weights removed, {len(c.records)} seed(s)")
-        ax.title.set_fontsize(9)
+        names, _, grid = kept_fractions(c.records)
+        heatmap(ax, grid, names, f"{task}: {c.label}, keep {c.keep:g}\n{100 * c.mean('removed_fraction'):.0f}% "
+                                 f"gated weights removed, {len(c.records)} seed(s)")
     return _save(fig, path, f"(c) Per-layer kept fraction of rows and columns (eval gates), mean over seeds\n{_setting(p)}")
 
 
-def _mean_curve(records: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    by_step: dict[int, list[float]] = {}
-    for r in records:
-        for pt in r.get("curve") or []:
-            if pt.get("dev_main") is not None:
-                by_step.setdefault(int(pt["step"]), []).append(float(pt["dev_main"]))
-    steps = np.array(sorted(by_step))
-    vals = [by_step[s] for s in steps]
-    return steps, np.array([np.mean(v) for v in vals]), np.array([np.std(v) for v in vals])
+def protocol_section(p: Protocol, base: dict) -> list[str]:
+    """The markdown of one protocol in glue_table.md: what produced it, its table, then its comparisons."""
+    title = f"## Protocol `{p.name}`" + (f" ({TITLE_TAGS[p.name]})" if p.name in TITLE_TAGS else "")
+    parts = [title, "", tables.describe(p), tables.glue_table(p, base), ""]
+    for heading, table in (("Removed fraction of the gated weights, % asked → got (mean ± std over seeds)",
+                            tables.removal_table(p)),
+                           ("Paired differences, gates minus reference (seed s minus seed s; dev points)",
+                            tables.paired_table(p)),
+                           ("Kurtosis-weighted vs plain target-keep gates (issue 16; seed s minus seed s)",
+                            tables.kurtosis_table(p))):
+        if table:
+            parts += [f"### {heading}", "", table, ""]
+    return parts
 
 
-def plot_curves(p: Protocol, path: Path) -> Path | None:
-    """(d) dev metric vs step per task: the main gate setting vs LoRA, mean +- std over seeds."""
-    shown = []
-    for t in p.tasks:
-        series = [c for c in (_curve_cell(p, t), p.cell(t, "lora")) if c is not None and any(r.get("curve") for r in c.records)]
-        if series:
-            shown.append((t, series))
-    if not shown:
-        print(f"finetune figures [{p.name}]: no training curves recorded; skipping (d)")
-        return None
-    fig, axes = _grid(len(shown))
-    for ax, (task, series) in zip(axes, shown):
-        for c in series:
-            steps, m, s = _mean_curve(c.records)
-            color = REF_STYLE["lora"][0] if c.method == "lora" else GATE_COLORS[0]
-            name = c.label if c.keep is None else f"{c.label} keep {c.keep:g}"
-            ax.plot(steps, m, marker=".", color=color, label=f"{name} ({len(c.records)} seeds)")
-            ax.fill_between(steps, m - s, m + s, color=color, alpha=0.15, lw=0)
-        ax.set(title=task, xlabel="training step", ylabel=f"dev {_metric(p, task)} (points)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path, f"(d) Dev metric during training, gates vs LoRA, mean ± std over seeds\n{_setting(p)}")
-
-
-def write_glue_table(protocols: list[Protocol], path: Path) -> Path:
-    """(e) results/glue_table.md: one table per protocol, with where its numbers come from."""
+def write_glue_table(protocols: list[Protocol], path: Path, bases: dict) -> Path:
+    """(e) results/glue_table.md: one section per protocol, with where its numbers come from."""
     parts = ["# GLUE dev results of the finetuning protocols",
              "",
-             "Generated by `python -m analysis.finetune_figures` from `results/finetune/*.jsonl` (do not edit).",
-             "Cells: dev main metric in points (accuracy; F1 for MRPC; Matthews x100 for CoLA; Pearson x100 for",
-             "STS-B), mean ± std over seeds. GLUE avg: per seed, the mean over the tasks of the protocol.",
-             "% gated removed: eval-gate removed fraction of the gated weight matrices, over tasks and seeds.",
-             "Speedup: dense / compressed latency at batch 32 on the CPU of the run, mean over tasks and seeds.", ""]
+             "Generated by `make figures` (`python -m analysis.finetune_figures`) from `results/finetune/*.jsonl`",
+             "alone (do not edit). Cells: dev main metric in points (accuracy; F1 for MRPC; Matthews x100 for",
+             "CoLA; Pearson x100 for STS-B), mean ± std over seeds. GLUE avg: per seed, the mean over the tasks",
+             "of the protocol. Trivial row: the best constant prediction scored on the task's dev labels (majority",
+             "class for accuracy, always-positive for F1; 0 for Matthews and Pearson).",
+             "% gated removed: eval-gate removed fraction of the gated weight matrices, asked (1 − keep) → got,",
+             "over tasks and seeds. Speedup: dense / compressed latency at batch 32 on the CPU of the run.", ""]
     for p in protocols:
-        parts += [f"## Protocol `{p.name}`", "", describe(p), glue_table(p), ""]
+        parts += protocol_section(p, bases[p.name])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(parts))
     return path
 
 
 def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
-    """Draw (a)-(d) per protocol and write (e) to table_dir (default: results_dir); skip (printing why) without records."""
+    """Draw (a)-(d), (f) per protocol and write (e) and the plateau tables under table_dir (default: results_dir);
+    skip (printing why) without records."""
     results_dir, figures_dir = Path(results_dir), Path(figures_dir)
     protocols = load_protocols(results_dir)
     if not protocols:
         print(f"finetune figures: no records in {results_dir / 'finetune'}/*.jsonl; skipping (run python -m analysis.finetune first)")
         return []
-    made = [write_glue_table(protocols, Path(table_dir or results_dir) / "glue_table.md")]
+    from analysis import finetune_curves as curves  # imported here: it draws with this module's helpers
+    bases = {p.name: baselines(p) for p in protocols}
+    tables_dir = Path(table_dir or results_dir)
+    made = [write_glue_table(protocols, tables_dir / "glue_table.md", bases)]
     for p in protocols:
         stem = figures_dir / f"finetune_{p.name}"
-        made += [plot_tradeoff(p, Path(f"{stem}_tradeoff.png")), plot_params(p, Path(f"{stem}_params.png")),
-                 plot_layers(p, Path(f"{stem}_layers.png")), plot_curves(p, Path(f"{stem}_curves.png"))]
+        base = bases[p.name]
+        made += [plot_tradeoff(p, Path(f"{stem}_tradeoff.png"), base), plot_params(p, Path(f"{stem}_params.png")),
+                 plot_layers(p, Path(f"{stem}_layers.png")), curves.plot_curves(p, Path(f"{stem}_curves.png"), base),
+                 curves.plot_kurtosis_layers(p, Path(f"{stem}_kurtosis_layers.png")),
+                 curves.write_plateau_table(p, tables_dir / "finetune" / f"{p.name}_plateau.md")]
     return [m for m in made if m is not None]
 
 

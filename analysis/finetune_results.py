@@ -2,35 +2,40 @@
 
 One jsonl file is one protocol (e.g. cpu.jsonl, gpu.jsonl). Inside a protocol, runs that differ only
 in their seed form one `Cell`; a cell's `label` names the method and any setting that varies inside
-that method (e.g. "gates (no bias)", "gates lam=2"), and gate cells also carry their keep target.
-The GLUE table (`glue_table`) and every finetuning figure are built from these cells alone.
+that method (e.g. "gates (no bias)", "gates (kurtosis tau=100)", "gates lam=2"), and gate cells also
+carry their keep target. The GLUE table (analysis.finetune_tables, re-exported here as `glue_table`)
+and every finetuning figure are built from these cells alone.
 """
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# claim_check, describe and glue_table are imported from here by notebook 03
+from analysis.finetune_stats import CLAIM_GAP, CLAIM_REMOVED, ClaimCheck, claim_check  # noqa: F401
+from analysis.finetune_stats import mean as _mean, std as _std
+from analysis.finetune_tables import KURTOSIS_SUFFIX, describe, glue_table  # noqa: F401
 from analysis.provenance import read_jsonl, warn_if_dirty
 
 TASK_ORDER = ("SST-2", "MRPC", "RTE", "CoLA", "STS-B")  # GLUE tasks first, in this order; others follow
 DISPLAY = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "stsb": "STS-B", "sts-b": "STS-B",
            "rotten_tomatoes": "Rotten Tomatoes"}
-CLAIM_REMOVED, CLAIM_GAP = 0.30, 1.0  # the issue's goal: >= 30% of gated weights removed, within 1 point of LoRA
 METHOD_ORDER = ("head", "bias", "lora", "full", "gates", "gates+lora")
 REFERENCE_METHODS = ("lora", "full", "bias", "head")
 GATE_METHODS = ("gates", "gates+lora")
+# what each known protocol is, shown beside its numbers; known protocols first, in this order
+PROTOCOL_NOTES = {
+    "cpu-converged": "the converged CPU protocol of issue 9 (full train sets, SST-2 capped; "
+                     "3 seeds for bias, lora, gates)",
+    "convergence-check": "long runs with a dense dev curve (bounded dev subset) on SST-2 and MRPC, 3 seeds, "
+                         "to size cpu-converged's epochs; gates with and without the kurtosis weighting (issue 16)",
+    "gpu": "the GPU protocol",
+    "cpu": "SMOKE-SIZE protocol: 800 train examples x 3 epochs = 75 optimizer steps per run, one seed; "
+           "too small to separate the methods (issue 9), kept for the record",
+}
 # config keys that may tell two settings of one method apart (lr is chosen per run by the search, so it is not one)
 LABEL_KEYS = ("objective", "lam", "lam_warmup", "sigma", "reg_sigma", "epochs", "lora_r", "lora_alpha",
               "pooling", "train_examples", "batch_size", "max_len", "model")
-
-
-def _mean(xs):
-    return statistics.fmean(xs) if xs else float("nan")
-
-
-def _std(xs):
-    return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
 @dataclass
@@ -63,6 +68,15 @@ class Cell:
         return self.values("removed_fraction")
 
     @property
+    def asked(self) -> list[float]:
+        """Requested removed fraction per seed: the record's removed_asked, else 1 - keep (older records)."""
+        return self.values(lambda r: r.get("removed_asked", None if self.keep is None else 1.0 - self.keep))
+
+    @property
+    def kurtosis_tau(self) -> float | None:
+        return self.records[0]["config"].get("kurtosis_tau")
+
+    @property
     def trainable(self) -> float:
         return _mean(self.values(lambda r: (r.get("params") or {}).get("trainable")))
 
@@ -90,6 +104,11 @@ class Protocol:
     path: Path
     records: list[dict]
     cells: list[Cell]
+
+    @property
+    def note(self) -> str:
+        """What this protocol is (PROTOCOL_NOTES), or '' for an unknown one."""
+        return PROTOCOL_NOTES.get(self.name, "")
 
     @property
     def tasks(self) -> list[str]:
@@ -130,6 +149,7 @@ class Protocol:
             rs = [b[s] for b in by_seed]
             avg.records.append({"config": {"seed": s}, "dev_main": _mean([r["dev_main"] for r in rs]),
                                 "removed_fraction": _mean([r.get("removed_fraction") or 0.0 for r in rs]),
+                                "removed_asked": _mean([r.get("removed_asked", 1.0 - (keep or 1.0)) for r in rs]),
                                 "params": {"trainable": _mean([(r.get("params") or {}).get("trainable", 0) for r in rs])}})
         return avg
 
@@ -151,6 +171,8 @@ def label_of(config: dict, varying: list[str]) -> str:
     label = method
     if method in GATE_METHODS and config.get("bias") is False:
         label += " (no bias)"
+    if method in GATE_METHODS and config.get("kurtosis_tau") is not None:
+        label += KURTOSIS_SUFFIX.format(tau=config["kurtosis_tau"])
     extra = [f"{k}={config.get(k)}" for k in varying]
     return label + (" " + " ".join(extra) if extra else "")
 
@@ -171,11 +193,17 @@ def group(records: list[dict]) -> list[Cell]:
     return list(cells.values())
 
 
+def _protocol_rank(path: Path) -> tuple:
+    known = list(PROTOCOL_NOTES)
+    return (known.index(path.stem) if path.stem in known else len(known), path.stem)
+
+
 def load_protocols(results_dir) -> list[Protocol]:
-    """Every results/finetune/*.jsonl as a Protocol; a rerun record replaces an older one with its run_id."""
+    """Every results/finetune/*.jsonl as a Protocol (PROTOCOL_NOTES' order, then by name); a rerun record
+    replaces an older one with its run_id."""
     folder = Path(results_dir) / "finetune"
     out = []
-    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
+    for path in sorted(folder.glob("*.jsonl"), key=_protocol_rank) if folder.is_dir() else []:
         by_id, small = {}, 0
         for r in read_jsonl(path):
             if isinstance(r, dict) and isinstance(r.get("config"), dict) and r.get("dev_main") is not None:
@@ -189,99 +217,4 @@ def load_protocols(results_dir) -> list[Protocol]:
             recs = list(by_id.values())
             warn_if_dirty(path, recs)
             out.append(Protocol(path.stem, path, recs, group(recs)))
-    return out
-
-
-def _pm(values: list[float], digits=1) -> str:
-    if not values:
-        return "–"
-    s = f"{_mean(values):.{digits}f}"
-    return s + (f" ± {_std(values):.{digits}f}" if len(values) > 1 else "")
-
-
-def _params(n: float) -> str:
-    if n != n:  # nan
-        return "–"
-    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
-
-
-def glue_table(p: Protocol) -> str:
-    """Markdown: per label (and keep) a row; per task mean ± std over seeds; then GLUE avg, params, removed, speedup."""
-    tasks = p.tasks
-    head = ["method", "keep", *tasks, "GLUE avg", "trainable params", "% gated removed", "speedup", "seeds"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label in p.labels:
-        for keep in p.keeps(label):
-            cells = [p.cell(t, label, keep) for t in tasks]
-            have = [c for c in cells if c is not None]
-            avg = p.glue_average(label, keep)
-            row = [label, "–" if keep is None else f"{keep:g}"]
-            row += [_pm(c.dev) if c else "–" for c in cells]
-            row.append(_pm(avg.dev) if avg else "–")
-            row.append(_params(_mean([c.trainable for c in have])))
-            removed = [x for c in have for x in c.removed]
-            row.append(_pm([100 * x for x in removed]) if have[0].is_gates else "0")
-            speed = [x for c in have for x in c.speedup]
-            row.append(f"{_mean(speed):.2f}x" if speed else "–")
-            row.append(str(max(len(c.records) for c in have)))
-            lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
-
-
-def describe(p: Protocol) -> str:
-    """Where the numbers come from: record count, devices, seeds, commands (first few)."""
-    devices = sorted({str(r.get("device")) for r in p.records})
-    commands = sorted({str(r.get("command")) for r in p.records})
-    seeds = sorted({str(r["config"].get("seed")) for r in p.records})
-    shown = "\n".join(f"    {c}" for c in commands[:5]) + (f"\n    ... ({len(commands)} commands in all)" if len(commands) > 5 else "")
-    return (f"{len(p.records)} runs from `results/finetune/{p.path.name}`; device(s): {', '.join(devices)}; "
-            f"seeds: {', '.join(seeds)}. Commands:\n\n{shown}\n")
-
-
-@dataclass
-class ClaimCheck:
-    """The issue's goal on one protocol's GLUE average: gates with >= 30% removed within 1 point of LoRA, above bias."""
-    protocol: str
-    lora: float
-    bias: float
-    full: float
-    gate_label: str | None = None
-    gate_keep: float | None = None
-    gate_dev: float = float("nan")
-    gate_std: float = float("nan")
-    gate_removed: float = float("nan")
-
-    @property
-    def within_gap(self) -> bool:
-        return self.gate_dev >= self.lora - CLAIM_GAP
-
-    @property
-    def beats_bias(self) -> bool:
-        return self.gate_dev > self.bias
-
-    def __str__(self) -> str:
-        if self.gate_label is None:
-            return (f"[{self.protocol}] no gate setting removed >= {CLAIM_REMOVED:.0%} of the gated weights on the GLUE "
-                    f"average (LoRA {self.lora:.1f}, bias {self.bias:.1f}, full {self.full:.1f})")
-        return (f"[{self.protocol}] GLUE average (dev, points): LoRA {self.lora:.1f}, full {self.full:.1f}, bias {self.bias:.1f}; "
-                f"best gates with >= {CLAIM_REMOVED:.0%} removed: {self.gate_label} keep {self.gate_keep:g} = "
-                f"{self.gate_dev:.1f} ± {self.gate_std:.1f} at {100 * self.gate_removed:.0f}% removed -> "
-                f"{self.gate_dev - self.lora:+.1f} vs LoRA ({'within' if self.within_gap else 'NOT within'} {CLAIM_GAP:g} point), "
-                f"{self.gate_dev - self.bias:+.1f} vs bias ({'beats' if self.beats_bias else 'does NOT beat'} the control)")
-
-
-def claim_check(p: Protocol) -> ClaimCheck | None:
-    """None when the protocol lacks the GLUE averages of lora and bias."""
-    refs = {m: p.glue_average(m) for m in ("lora", "bias", "full")}
-    if refs["lora"] is None or refs["bias"] is None:
-        return None
-    out = ClaimCheck(p.name, refs["lora"].mean(), refs["bias"].mean(),
-                     refs["full"].mean() if refs["full"] else float("nan"))
-    for c in {(c.label, c.keep) for c in p.cells if c.is_gates}:
-        avg = p.glue_average(*c)
-        if avg is None or avg.mean("removed_fraction") < CLAIM_REMOVED:
-            continue
-        if out.gate_label is None or avg.mean() > out.gate_dev:
-            out.gate_label, out.gate_keep, out.gate_dev = c[0], c[1], avg.mean()
-            out.gate_std, out.gate_removed = avg.std(), avg.mean("removed_fraction")
     return out

@@ -37,7 +37,7 @@ PROTOCOLS = {
                           keep=[0.7, 0.6], no_bias_keep=[0.7], one_seed=["full", "head", "gates-no-bias"],
                           train_examples=None, task_train_examples={"SST-2": 20000}, val_examples=None,
                           dev_examples=None, epochs=None, task_epochs=CONVERGED_EPOCHS, max_len=128,
-                          lr_grids=CONVERGED_LR_GRIDS, gate_lr=[0.1, 0.3], lam=[1.0], curve_points=8,
+                          lr_grids=CONVERGED_LR_GRIDS, gate_lr=[0.1, 0.3], lam=[1.0], curve_points=8, objective="target",
                           threads=1, workers=2),
     # long runs with a dense curve on the bounded dev subset, to size cpu-converged's epochs
     # gates use the authors' `target` objective here, so `gates` and the kurtosis-weighted variant differ in the

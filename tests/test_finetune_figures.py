@@ -66,8 +66,9 @@ def test_glue_table_numbers(results):
     (p,) = load_protocols(results)
     assert len(p.records) == 3 * 2 * 8
     table = glue_table(p)
-    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in table.splitlines()[2:]}
-    assert set(rows) == {("head", "–"), ("bias", "–"), ("lora", "–"), ("full", "–"), ("gates", "0.9"), ("gates", "0.7"),
+    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in table.splitlines()[2:]
+            if line.startswith("| ")}
+    assert set(rows) == {("trivial (constant prediction)", "–"), ("head", "–"), ("bias", "–"), ("lora", "–"), ("full", "–"), ("gates", "0.9"), ("gates", "0.7"),
                          ("gates", "0.5"), ("gates (no bias)", "0.7")}
     lora = [r for r in p.records if r["config"]["method"] == "lora" and r["config"]["task"] == "MRPC"]
     m = sum(r["dev_main"] for r in lora) / 2
@@ -124,3 +125,26 @@ def test_no_records_skips_cleanly(tmp_path, capsys):
     assert make_figures(tmp_path / "results", tmp_path / "figures") == []
     assert "no records" in capsys.readouterr().out
     assert not (tmp_path / "figures").exists()
+
+
+def test_convergence_check_curves_kurtosis_maps_and_plateau_table(tmp_path):
+    """A convergence-check-like fixture: long curves, plain and kurtosis-weighted gates -> (d), (f), plateau table."""
+    from analysis.finetune_curves import plot_curves, plot_kurtosis_layers, write_plateau_table
+    from analysis.finetune_results import Protocol, group
+    rng, recs = random.Random(2), []
+    for task in ("SST-2", "MRPC"):
+        for seed in (0, 1):
+            for method, tau in (("lora", None), ("gates", None), ("gates", 100.0)):
+                r = fake_record(task, method, seed, 0.7 if method == "gates" else None, rng=rng)
+                if tau is not None:
+                    r["config"]["kurtosis_tau"] = tau
+                r["curve"] = [{"step": 10 * i, "dev_main": 70 + min(i, 5), "loss": 1.0,
+                               **({"removed_fraction": 0.06 * min(i, 5)} if method == "gates" else {})} for i in range(1, 9)]
+                recs.append(r)
+    p = Protocol("convergence-check", tmp_path / "convergence-check.jsonl", recs, group(recs))
+    for path in (plot_curves(p, tmp_path / "curves.png", {"SST-2": 50.9, "MRPC": 81.2}),
+                 plot_kurtosis_layers(p, tmp_path / "kurtosis_layers.png")):
+        assert path.stat().st_size > 1000
+    text = write_plateau_table(p, tmp_path / "plateau.md").read_text()
+    # the curve reaches 75 at step 50 and stays; the fixture's 80 steps are 1 epoch
+    assert "| SST-2 | gates (kurtosis tau=100) keep 0.7 | 2 | 8 | 80 | 75.0 | 50 (0.62 ep) | 50 (0.62 ep) |" in text

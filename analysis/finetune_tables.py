@@ -1,0 +1,192 @@
+"""Markdown tables of one finetuning protocol (a finetune_results.Protocol, used by duck typing).
+
+    glue_table(p)        per method: dev metric per task (mean ± std over seeds), GLUE avg, asked -> got removed;
+                         a first row with the trivial baseline, cells not clearly above it marked †
+    removal_table(p)     per gate setting and task: removed fraction asked -> got, and what the final correction did
+    paired_table(p)      gates minus lora / bias, per seed (seed s minus seed s), per task and task average
+    kurtosis_table(p)    kurtosis-weighted minus plain target-keep gates, per task and seed (issue 16)
+    plateau_table(p)     per task and method, the step where the mean dev curve reaches its final plateau
+"""
+from __future__ import annotations
+
+from analysis.finetune_stats import (PLATEAU_TAIL, PLATEAU_TOL, TRIVIAL_MARGIN, at_trivial, baselines, mean,
+                                     mean_curve, paired, plateau, plateau_step, pm, settled_step)
+
+KURTOSIS_SUFFIX = " (kurtosis tau={tau:g})"  # label suffix of the paper's kurtosis-weighted target objective
+TRIVIAL_LABEL = "trivial (constant prediction)"
+MARK = " †"
+REFERENCES = ("lora", "bias")  # what every gate setting is paired against
+MIN_CURVE_POINTS = 2 * PLATEAU_TAIL  # fewer curve points than this: no plateau table (the smoke protocol has 3)
+
+
+def _row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _header(cols) -> list[str]:
+    return [_row(cols), "|" + "---|" * len(cols)]
+
+
+def _params(n: float) -> str:
+    if n != n:  # nan
+        return "–"
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
+
+
+def _marked(values, baseline) -> str:
+    return pm(values) + (MARK if values and at_trivial(mean(values), baseline) else "")
+
+
+def _setting(label, keep) -> str:
+    return label if keep is None else f"{label} keep {keep:g}"
+
+
+def gate_settings(p) -> list[tuple]:
+    """(label, keep) of every gate setting of a protocol, in table order."""
+    return [(label, keep) for label in p.labels for keep in p.keeps(label)
+            if any(c.label == label and c.keep == keep and c.is_gates for c in p.cells)]
+
+
+def _asked_got(asked, got) -> str:
+    return f"{100 * mean(asked):.0f} → {pm([100 * x for x in got])}" if got else "–"
+
+
+def glue_average_baseline(p, base: dict) -> float | None:
+    """The trivial row's GLUE avg: the mean of the tasks' baselines, when every GLUE task has one."""
+    vals = [base.get(t) for t in p.glue_tasks]
+    return mean(vals) if vals and None not in vals else None
+
+
+def glue_table(p, base: dict | None = None) -> str:
+    """Markdown: the trivial row, then per label (and keep) a row; per task mean ± std over seeds (see module doc)."""
+    base = baselines(p) if base is None else base
+    tasks = p.tasks
+    lines = _header(["method", "keep", *tasks, "GLUE avg", "trainable params", "% gated removed (asked → got)",
+                     "speedup", "seeds"])
+    avg_base = glue_average_baseline(p, base)
+    lines.append(_row([TRIVIAL_LABEL, "–", *(f"{base[t]:.1f}" if t in base else "–" for t in tasks),
+                       "–" if avg_base is None else f"{avg_base:.1f}", "0", "–", "–", "–"]))
+    for label in p.labels:
+        for keep in p.keeps(label):
+            cells = [p.cell(t, label, keep) for t in tasks]
+            have = [c for c in cells if c is not None]
+            avg = p.glue_average(label, keep)
+            row = [label, "–" if keep is None else f"{keep:g}"]
+            row += [_marked(c.dev, base.get(t)) if c else "–" for t, c in zip(tasks, cells)]
+            row.append(_marked(avg.dev, avg_base) if avg else "–")
+            row.append(_params(mean(c.trainable for c in have)))
+            asked, got = [x for c in have for x in c.asked], [x for c in have for x in c.removed]
+            row.append(_asked_got(asked, got) if have[0].is_gates else "0")
+            speed = [x for c in have for x in c.speedup]
+            row.append(f"{mean(speed):.2f}x" if speed else "–")
+            row.append(str(max(len(c.records) for c in have)))
+            lines.append(_row(row))
+    lines += ["", f"†: mean not more than {TRIVIAL_MARGIN:g} point above the trivial baseline of its column "
+              "(or below it): the cell says nothing about the method."]
+    return "\n".join(lines)
+
+
+def removal_table(p) -> str | None:
+    """Per gate setting and task: % removed asked -> got (mean ± std over seeds), and the final exact correction."""
+    settings = gate_settings(p)
+    if not settings:
+        return None
+    tasks = p.tasks
+    lines = _header(["gate setting", *tasks, "largest gap, got vs asked (points)", "before correction (controller alone)",
+                     "gates changed by correction"])
+    for label, keep in settings:
+        cells = [p.cell(t, label, keep) for t in tasks]
+        recs = [r for c in cells if c is not None for r in c.records]
+        gaps = [abs(g - a) for c in cells if c is not None for g, a in zip(c.removed, c.asked)]
+        corr = [r["correction"] for r in recs if isinstance(r.get("correction"), dict)]
+        row = [_setting(label, keep)] + [_asked_got(c.asked, c.removed) if c else "–" for c in cells]
+        row.append(f"{100 * max(gaps):.1f}" if gaps else "–")
+        row.append(pm([100 * x["removed_before"] for x in corr]) if corr else "– (not recorded)")
+        row.append(pm([x["gates_changed"] for x in corr], digits=0) if corr else "–")
+        lines.append(_row(row))
+    return "\n".join(lines)
+
+
+def paired_table(p) -> str | None:
+    """Gates minus each reference: per task and over the tasks both have, mean ± std of the per-seed differences."""
+    refs = [r for r in REFERENCES if r in p.labels]
+    rows = []
+    for a in gate_settings(p):
+        for ref in refs:
+            avg = paired(p, a, (ref, None))
+            if avg is None:
+                continue
+            per_task = [paired(p, a, (ref, None), tasks=[t]) for t in p.tasks]
+            row = [f"{_setting(*a)} − {ref}", *(pm(d.diffs, signed=True) if d else "–" for d in per_task)]
+            row += [pm(avg.diffs, signed=True), f"{avg.per_seed()} (over {', '.join(avg.tasks)})"]
+            rows.append(_row(row))
+    if not rows:
+        return None
+    return "\n".join(_header(["difference (points)", *p.tasks, "task average", "per seed, task average"]) + rows)
+
+
+def kurtosis_pairs(p) -> list[tuple[tuple, tuple]]:
+    """((kurtosis label, keep), (plain label, keep)) for every kurtosis-weighted gate setting with a plain twin."""
+    out = []
+    for label, keep in gate_settings(p):
+        cell = next(c for c in p.cells if c.label == label and c.keep == keep)
+        if cell.kurtosis_tau is None:
+            continue
+        plain = label.replace(KURTOSIS_SUFFIX.format(tau=cell.kurtosis_tau), "")
+        if any(c.label == plain and c.keep == keep for c in p.cells):
+            out.append(((label, keep), (plain, keep)))
+    return out
+
+
+def kurtosis_table(p) -> str | None:
+    """Per task: plain and kurtosis-weighted dev metric, their per-seed difference, and what each removed."""
+    rows = []
+    for k, plain in kurtosis_pairs(p):
+        for t in p.tasks:
+            ck, cp = p.cell(t, *k), p.cell(t, *plain)
+            d = paired(p, k, plain, tasks=[t])
+            if d is None:
+                continue
+            rows.append(_row([t, _setting(*plain), pm(cp.dev), _setting(*k), pm(ck.dev), pm(d.diffs, signed=True),
+                              d.per_seed(), f"{pm([100 * x for x in cp.removed])} / {pm([100 * x for x in ck.removed])}"]))
+    if not rows:
+        return None
+    return "\n".join(_header(["task", "plain", "dev", "kurtosis-weighted", "dev", "kurtosis − plain", "per seed",
+                              "% removed got (plain / kurtosis)"]) + rows)
+
+
+def _at(step, steps_per_epoch) -> str:
+    return "–" if step is None else f"{step} ({step / steps_per_epoch:.2f} ep)" if steps_per_epoch else str(step)
+
+
+def plateau_table(p) -> str | None:
+    """Per task and setting, from the mean dev curve over seeds: plateau (mean of the last points) and when it is reached."""
+    rows = []
+    for t in p.tasks:
+        for label in p.labels:
+            for keep in p.keeps(label):
+                c = p.cell(t, label, keep)
+                steps, m, _ = mean_curve(c.records) if c else ([], [], [])
+                if len(steps) < MIN_CURVE_POINTS:
+                    continue
+                epochs = c.records[0]["config"].get("epochs")
+                per_epoch = steps[-1] / epochs if epochs else None  # the last curve point is the last step
+                rows.append(_row([t, _setting(label, keep), str(len(c.records)), str(len(steps)), str(steps[-1]),
+                                  f"{plateau(m):.1f}", _at(plateau_step(steps, m), per_epoch),
+                                  _at(settled_step(steps, m), per_epoch)]))
+    if not rows:
+        return None
+    head = ["task", "setting", "seeds", "curve points", "last step", f"plateau (mean of last {PLATEAU_TAIL})",
+            f"first within {PLATEAU_TOL:g}", f"stays within {PLATEAU_TOL:g} from"]
+    return "\n".join(_header(head) + rows)
+
+
+def describe(p) -> str:
+    """Which protocol, what it is, and where the numbers come from: record count, devices, seeds, commands."""
+    devices = sorted({str(r.get("device")) for r in p.records})
+    commands = sorted({str(r.get("command")) for r in p.records})
+    seeds = sorted({str(r["config"].get("seed")) for r in p.records})
+    shown = "\n".join(f"    {c}" for c in commands[:5]) + (f"\n    ... ({len(commands)} commands in all)" if len(commands) > 5 else "")
+    note = f"Protocol `{p.name}`: {p.note}.\n\n" if getattr(p, "note", "") else ""
+    return (f"{note}{len(p.records)} runs from `results/finetune/{p.path.name}`; device(s): {', '.join(devices)}; "
+            f"seeds: {', '.join(seeds)}. Commands that produced them:\n\n{shown}\n")

@@ -1,0 +1,139 @@
+"""Trivial baselines, paired seed differences, plateau steps and the table's marks, on hand-made fixtures.
+
+The records below are small dicts written for these tests (test fixtures, not results).
+"""
+from pathlib import Path
+
+import pytest
+
+from analysis.data import DataError, load_task
+from analysis.finetune_curves import write_plateau_table
+from analysis.finetune_results import Protocol, group
+from analysis.finetune_stats import (at_trivial, mean_curve, paired, plateau_step, settled_step,
+                                     trivial_baseline)
+from analysis.finetune_tables import TRIVIAL_LABEL, glue_table, kurtosis_pairs, kurtosis_table, paired_table
+
+
+def rec(task, method, seed, dev, keep=None, tau=None, curve=None):
+    """A minimal fixture record: what the tables read (config, dev_main, removed fractions, curve)."""
+    cfg = {"task": task, "method": method, "seed": seed, "epochs": 2}
+    r = {"config": cfg, "dev_main": dev, "removed_fraction": 0.0, "curve": curve or []}
+    if method == "gates":
+        cfg.update(keep=keep, bias=True, objective="target")
+        if tau is not None:
+            cfg["kurtosis_tau"] = tau
+        r.update(removed_fraction=1 - keep + 0.01, removed_asked=1 - keep,
+                 correction={"gates_changed": 3, "removed_before": 1 - keep + 0.05, "removed_after": 1 - keep + 0.01})
+    return r
+
+
+def protocol(records, name="fixture") -> Protocol:
+    return Protocol(name, Path(f"{name}.jsonl"), records, group(records))
+
+
+# ---- trivial baseline -----------------------------------------------------------------------------------
+
+def test_trivial_baseline_from_fixture_labels():
+    labels = [0, 0, 0, 1]
+    assert trivial_baseline(labels, "accuracy") == pytest.approx(75.0)  # majority class 0
+    # F1 of the positive class: "always 1" gives 2*1 / (2*1 + 3) = 40, the best constant (always 0 gives 0)
+    assert trivial_baseline(labels, "f1") == pytest.approx(40.0)
+    assert trivial_baseline([1, 1, 0, 1, 0], "matthews") == 0.0
+    assert trivial_baseline([0.5, 2.0, 4.5, 3.0], "pearson") == 0.0
+
+
+def test_trivial_baseline_on_the_glue_dev_sets():
+    want = {"SST-2": 50.9, "MRPC": 81.2, "RTE": 52.7, "CoLA": 0.0, "STS-B": 0.0}
+    for task, value in want.items():
+        try:
+            t = load_task(task)
+        except DataError:
+            pytest.skip("GLUE data not present")
+        assert trivial_baseline(t.dev.labels, t.metric) == pytest.approx(value, abs=0.05), task
+
+
+def test_at_trivial_margin():
+    assert at_trivial(81.9, 81.2) and at_trivial(70.0, 81.2) and not at_trivial(82.3, 81.2)
+    assert not at_trivial(50.0, None)
+
+
+# ---- paired differences ---------------------------------------------------------------------------------
+
+def paired_fixture():
+    rs = []
+    for s, (g_a, g_b, l_a, l_b, b_a, b_b) in enumerate([(80, 70, 82, 71, 79, 69), (81, 72, 81, 70, 80, 70),
+                                                        (79, 71, 83, 73, 78, 68)]):
+        rs += [rec("SST-2", "gates", s, g_a, keep=0.7), rec("MRPC", "gates", s, g_b, keep=0.7),
+               rec("SST-2", "lora", s, l_a), rec("MRPC", "lora", s, l_b),
+               rec("SST-2", "bias", s, b_a), rec("MRPC", "bias", s, b_b)]
+    return rs
+
+
+def test_paired_difference_of_the_task_average_per_seed():
+    p = protocol(paired_fixture())
+    d = paired(p, ("gates", 0.7), ("lora", None))
+    # seed 0: (80+70)/2 - (82+71)/2 = -1.5; seed 1: 76.5 - 75.5 = +1; seed 2: 75 - 78 = -3
+    assert d.seeds == [0, 1, 2] and d.diffs == pytest.approx([-1.5, 1.0, -3.0])
+    assert d.mean == pytest.approx(-3.5 / 3) and d.std == pytest.approx(2.0207, abs=1e-4)
+    sst = paired(p, ("gates", 0.7), ("bias", None), tasks=["SST-2"])
+    assert sst.diffs == pytest.approx([1.0, 1.0, 1.0]) and sst.tasks == ["SST-2"]
+    assert "s1: +1.0" in str(d)
+
+
+def test_paired_difference_uses_only_seeds_every_task_has():
+    rs = [r for r in paired_fixture() if not (r["config"]["task"] == "MRPC" and r["config"]["method"] == "lora"
+                                               and r["config"]["seed"] == 2)]
+    p = protocol(rs)
+    assert paired(p, ("gates", 0.7), ("lora", None)).seeds == [0, 1]
+    assert paired(p, ("gates", 0.7), ("lora", None), tasks=["SST-2"]).seeds == [0, 1, 2]
+    assert paired(p, ("gates", 0.7), ("full", None)) is None
+
+
+def test_paired_table_rows():
+    table = paired_table(protocol(paired_fixture()))
+    assert "| gates keep 0.7 − lora | -2.0 ± 2.0 | -0.3 ± 2.1 | -1.2 ± 2.0 |" in table
+    assert "gates keep 0.7 − bias" in table
+
+
+def test_kurtosis_variant_is_its_own_setting_and_is_paired_with_plain():
+    rs = paired_fixture() + [rec(t, "gates", s, dev + 0.5, keep=0.7, tau=100.0)
+                             for s in range(3) for t, dev in (("SST-2", 80), ("MRPC", 70))]
+    p = protocol(rs)
+    assert "gates (kurtosis tau=100)" in p.labels and "gates" in p.labels
+    assert kurtosis_pairs(p) == [(("gates (kurtosis tau=100)", 0.7), ("gates", 0.7))]
+    table = kurtosis_table(p)
+    assert "| SST-2 | gates keep 0.7 | 80.0 ± 1.0 | gates (kurtosis tau=100) keep 0.7 | 80.5 ± 0.0 | +0.5 ± 1.0 |" in table
+
+
+# ---- plateau --------------------------------------------------------------------------------------------
+
+def test_plateau_step_on_a_synthetic_curve():
+    steps = [100, 200, 300, 400, 500, 600, 700]
+    values = [60.0, 75.0, 79.8, 81.0, 80.1, 79.9, 80.0]  # plateau = mean of the last 3 = 80.0
+    assert plateau_step(steps, values) == 300            # 79.8 is the first within 0.5
+    assert settled_step(steps, values) == 500            # 81.0 at step 400 leaves the band again
+    assert plateau_step([], []) is None
+
+
+def test_mean_curve_and_plateau_table(tmp_path):
+    curve = lambda off: [{"step": 10 * i, "dev_main": min(80.0, 50 + 10 * i) + off} for i in range(1, 9)]
+    rs = [rec("SST-2", "lora", s, 80.0, curve=curve(s)) for s in range(3)]
+    steps, m, sd = mean_curve(rs)
+    assert steps[:2] == [10, 20] and m[0] == pytest.approx(61.0) and sd[0] == pytest.approx(1.0)
+    path = write_plateau_table(protocol(rs, "convergence-check"), tmp_path / "convergence-check_plateau.md")
+    text = path.read_text()
+    # mean curve 61, 71, 81, 81, ...: plateau 81.0, first within 0.5 at step 30 = 30/(80/2 epochs) = 0.75 ep
+    assert "| SST-2 | lora | 3 | 8 | 80 | 81.0 | 30 (0.75 ep) | 30 (0.75 ep) |" in text
+
+
+# ---- the GLUE table marks what the trivial baseline already reaches ------------------------------------
+
+def test_glue_table_marks_cells_at_the_trivial_level():
+    rs = paired_fixture()
+    table = glue_table(protocol(rs), base={"SST-2": 50.9, "MRPC": 81.3})
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
+    assert rows[TRIVIAL_LABEL].startswith(f"| {TRIVIAL_LABEL} | – | 50.9 | 81.3 | 66.1 |")
+    assert "| 80.0 ± 1.0 | 71.0 ± 1.0 † |" in rows["gates"]   # MRPC mean 71 is below 81.3
+    assert " 82.0 ± 1.0 | 71.3 ± 1.5 † |" in rows["lora"]
+    assert "30 → 31.0 ± 0.0" in rows["gates"]                 # asked -> got
+    assert table.count("†") == 3 + 1  # the MRPC cell of each method (GLUE avgs ~76 > 66.1 + 1), + the footnote
