@@ -1,4 +1,4 @@
-"""Training batches: random, or length-bucketed (DESIGN section 7: step cost ~ tokens per batch).
+"""Training batches: random, or length-bucketed (docs/design.md §7: step cost ~ tokens per batch).
 
     random_batches(n, batch_size, rng)                  shuffle, cut into batches
     bucketed_batches(lengths, batch_size, rng, pool)    shuffle; sort each pool of `pool` batches by length;
@@ -8,7 +8,7 @@ Contract of both: every index 0..n-1 appears exactly once per epoch, no batch ho
 `batch_size` indices, and the result is a function of the rng's state alone (same seed, same batches).
 Bucketing keeps the batches random in composition (pools are drawn at random) and in order (the batch
 order is shuffled), but each batch holds examples of similar length, so little of it is padding: on
-SST-2 random batches carry ~3x their real tokens (DESIGN section 7), bucketed ones close to 1x.
+SST-2 random batches carry ~3x their real tokens (docs/design.md §7), bucketed ones close to 1x.
 """
 from __future__ import annotations
 

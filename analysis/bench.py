@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-import gatecore as gc
+import gatecore
 from analysis.provenance import ROOT, provenance, small_mode, warn_if_dirty, write_json
 
 SPARSITIES = [0.3, 0.4]     # fraction of the encoder's gated linear weights removed by the synthetic pattern
@@ -115,21 +115,21 @@ def max_rel_diff(a, b, inputs) -> float:
 
 def build(model_name, checkpoint, sparsity, structured, seed, num_labels=2):
     """(dense, gated, compressed) float32 eval models, from a checkpoint or a synthetic pattern."""
-    dense = gc.load_model(model_name, num_labels=num_labels)[0].eval()
+    dense = gatecore.load_model(model_name, num_labels=num_labels)[0].eval()
     gated = copy.deepcopy(dense)
     if checkpoint is not None:
-        gc.load_trainable(gated, checkpoint)
+        gatecore.load_trainable(gated, checkpoint)
     else:
-        gc.add_gates(gated)
-        gc.random_gate_pattern(gated, sparsity, seed=seed, structured=structured)
+        gatecore.add_gates(gated)
+        gatecore.random_gate_pattern(gated, sparsity, seed=seed, structured=structured)
     gated.eval()
-    return dense, gated, gc.compress(copy.deepcopy(gated)).eval()
+    return dense, gated, gatecore.compress(copy.deepcopy(gated)).eval()
 
 
 def bench_one(args, sparsity, devices) -> dict:
     dense, gated, small = build(args.model, args.checkpoint, sparsity, not args.unstructured, args.seed, args.num_labels)
-    size = gc.size_report(dense, small, seq=args.seq)
-    run = {"sparsity": sparsity, "gate_removed_fraction": gc.gate_report(gated).removed_fraction,
+    size = gatecore.size_report(dense, small, seq=args.seq)
+    run = {"sparsity": sparsity, "gate_removed_fraction": gatecore.gate_report(gated).removed_fraction,
            "size": size.as_dict(), "max_rel_diff_compressed_vs_gated": max_rel_diff(small, gated, random_inputs(dense, 2, 32, "cpu")),
            "timings": []}
     print(f"\n== {args.checkpoint or f'synthetic pattern, sparsity {sparsity}'}\n{size}")

@@ -21,20 +21,20 @@ import time
 
 import torch
 
-import gatecore as gc
+import gatecore
+from gatecore.pooling import pooled_logits
 
 from .batching import POOL, bucketed_batches, padding_ratio, random_batches
-from .data import load_task
+from .data import GLUE_TASKS, load_task
 from .provenance import ROOT, provenance, write_json
-from .train import build_model, collate, encode, pooled_logits, task_loss
+from .train import build_model, collate, encode, task_loss
 
-TASKS = ["SST-2", "MRPC", "RTE", "CoLA", "STS-B"]
 BATCH, MAX_LEN, ROUNDS, STEPS, WARMUP, SEED = 32, 128, 3, 4, 2, 0
 OUT = ROOT / "results" / "batching.json"
 
 
 def gates_model(num_labels: int):
-    cfg = dict(model=gc.OFFLINE_MODEL, method="gates", seed=SEED, sigma=0.1, reg_sigma=0.5, bias=True)
+    cfg = dict(model=gatecore.OFFLINE_MODEL, method="gates", seed=SEED, sigma=0.1, reg_sigma=0.5, bias=True)
     model, tok = build_model(cfg, num_labels)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     return model.train(), tok, opt
@@ -42,25 +42,25 @@ def gates_model(num_labels: int):
 
 def step(model, opt, batch, labels, num_labels) -> None:
     loss = task_loss(pooled_logits(model, batch, "mean"), labels, num_labels)
-    loss = loss + gc.sparsity_penalty(model, "params", target=0.3)
+    loss = loss + gatecore.sparsity_penalty(model, "params", target=0.3)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
 
 
-def bench_task(name: str, a) -> dict:
-    task = load_task(name, glue=a.glue_dir)
+def bench_task(name: str, args) -> dict:
+    task = load_task(name, glue=args.glue_dir)
     model, tok, opt = gates_model(task.num_labels)
-    enc = encode(tok, task.train, a.max_len)
+    enc = encode(tok, task.train, args.max_len)
     lengths = [len(x) for x in enc.ids]
-    schemes = {"random": random_batches(len(lengths), a.batch, random.Random(SEED)),
-               "bucketed": bucketed_batches(lengths, a.batch, random.Random(SEED), POOL)}
+    schemes = {"random": random_batches(len(lengths), args.batch, random.Random(SEED)),
+               "bucketed": bucketed_batches(lengths, args.batch, random.Random(SEED), POOL)}
     pick = random.Random(SEED + 1)
     times, cpu, tokens = ({k: [] for k in schemes} for _ in range(3))
     for b in pick.sample(schemes["random"], WARMUP):
         step(model, opt, *collate(enc, b, tok.pad_token_id, "cpu"), task.num_labels)
-    draws = {k: pick.sample(b, a.rounds * a.steps) for k, b in schemes.items()}
-    for i in range(a.rounds * a.steps):
+    draws = {k: pick.sample(b, args.rounds * args.steps) for k, b in schemes.items()}
+    for i in range(args.rounds * args.steps):
         for k in schemes:  # alternate step by step
             inputs, labels = collate(enc, draws[k][i], tok.pad_token_id, "cpu")
             t, c = time.perf_counter(), time.process_time()
@@ -82,28 +82,28 @@ def bench_task(name: str, a) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", nargs="+", default=TASKS, help="GLUE tasks (default: %(default)s)")
+    ap.add_argument("--tasks", nargs="+", default=list(GLUE_TASKS), help="GLUE tasks (default: %(default)s)")
     ap.add_argument("--batch", type=int, default=BATCH, help="batch size (default: %(default)s)")
     ap.add_argument("--max-len", type=int, default=MAX_LEN, help="max tokens per example (default: %(default)s)")
     ap.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds (default: %(default)s)")
     ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per scheme per round (default: %(default)s)")
     ap.add_argument("--glue-dir", help="GLUE folder (default: analysis.data's)")
     ap.add_argument("--out", default=OUT, help="results file (default: results/batching.json)")
-    a = ap.parse_args(argv)
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
     res = {}
     print(f"{'task':<6} {'pad random':>10} {'pad bucketed':>12} {'step random':>11} {'step bucketed':>13} {'ratio':>6} "
           f"{'cpu random':>10} {'cpu bucketed':>12} {'ratio':>6}")
-    for t in a.tasks:
-        r = res[t] = bench_task(t, a)
+    for t in args.tasks:
+        r = res[t] = bench_task(t, args)
         print(f"{t:<6} {r['padding_ratio']['random']:>10.2f} {r['padding_ratio']['bucketed']:>12.2f} "
               f"{r['step_s']['random']:>10.3f}s {r['step_s']['bucketed']:>12.3f}s {r['step_ratio_random_over_bucketed']:>6.2f} "
               f"{r['step_cpu_s']['random']:>9.3f}s {r['step_cpu_s']['bucketed']:>11.3f}s {r['cpu_ratio_random_over_bucketed']:>6.2f}")
-    cfg = {k: getattr(a, k) for k in ("tasks", "batch", "max_len", "rounds", "steps")}
-    write_json(a.out, {**provenance({**cfg, "pool": POOL, "warmup": WARMUP, "method": "gates (bias, params penalty)"},
+    cfg = {k: getattr(args, k) for k in ("tasks", "batch", "max_len", "rounds", "steps")}
+    write_json(args.out, {**provenance({**cfg, "pool": POOL, "warmup": WARMUP, "method": "gates (bias, params penalty)"},
                                     SEED, "cpu"), "tasks": res})
-    print(f"wrote {a.out}")
+    print(f"wrote {args.out}")
     return 0
 
 

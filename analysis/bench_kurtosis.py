@@ -18,7 +18,7 @@ import time
 
 import torch
 
-import gatecore as gc
+import gatecore
 from analysis.provenance import ROOT, provenance, write_json
 
 BATCH, SEQ, STEPS, REPEATS, WARMUP, THREADS = 32, 64, 4, 5, 2, 1
@@ -28,11 +28,11 @@ VARIANTS = ("plain", "kurtosis")
 
 def build(variant: str, seed: int = 0):
     torch.manual_seed(seed)
-    model, _ = gc.load_model(num_labels=2)
-    gc.add_gates(model)  # all six matrices of every layer
-    gc.mark_trainable(model, gates=True, bias="gated")
+    model, _ = gatecore.load_model(num_labels=2)
+    gatecore.add_gates(model)  # all six matrices of every layer
+    gatecore.mark_trainable(model, gates=True, bias="gated")
     if variant == "kurtosis":
-        gc.track_input_means(model)
+        gatecore.track_input_means(model)
     model.train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LR)
     return model, opt
@@ -46,7 +46,7 @@ def make_batch(vocab_size: int, batch: int, seq: int, seed: int = 0):
 
 def step(model, opt, inputs, labels, tau):
     loss = torch.nn.functional.cross_entropy(model(**inputs).logits, labels)
-    loss = loss + LAM * gc.sparsity_penalty(model, "target", target=TARGET, kurtosis_tau=tau)
+    loss = loss + LAM * gatecore.sparsity_penalty(model, "target", target=TARGET, kurtosis_tau=tau)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -55,7 +55,7 @@ def step(model, opt, inputs, labels, tau):
 def weight_spread(model, tau: float) -> dict:
     """n_open * w per gate vector: 1 everywhere means uniform (plain target-keep)."""
     lo, hi, ratios = [], [], []
-    for w_r, w_c in gc.kurtosis_weights(model, tau).values():
+    for w_r, w_c in gatecore.kurtosis_weights(model, tau).values():
         for w in (w_r, w_c):
             if w is None:
                 continue
@@ -103,7 +103,7 @@ def main(argv=None):
     for v in VARIANTS:
         t = time.perf_counter()
         for _ in range(5):
-            gc.sparsity_penalty(model, "target", target=TARGET, kurtosis_tau=taus[v])
+            gatecore.sparsity_penalty(model, "target", target=TARGET, kurtosis_tau=taus[v])
         pen_ms[v] = (time.perf_counter() - t) / 5 * 1e3
     res = {v: {"step_ms_median": med[v][0], "step_ms_all": wall[v], "cpu_ms_median": med[v][1], "cpu_ms_all": cpu[v],
                "penalty_call_ms": pen_ms[v]} for v in VARIANTS}

@@ -53,7 +53,7 @@ HELP = dict(
     lr=f"gate learning rate (0: {LR})", lora_lr=f"LoRA learning rate (0: {LORA_LR})",
     batch="minibatch size (0: full batch; the gate noise is the only randomness)",
     grad="sampled: the library's process (fresh gate noise each step); exact: descent on F (mlp: CRN estimate)",
-    sigma="forward gate noise scale", reg_sigma="scale inside the regulariser's Phi (DESIGN 1)",
+    sigma="forward gate noise scale", reg_sigma="scale inside the regulariser's Phi (docs/design.md §1)",
     lam="weight of the sparsity objective", objective="sparsity objective: target, l0 or params",
     target="target sparsity for target/params (<0: the planted fraction of closed gates / weights)",
     init_mean="gate theta init mean (mu = tanh(theta))", init_std="gate theta init std",

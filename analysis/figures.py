@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from .provenance import ROOT
+
 STUDIES: list[str] = ["convergence", "hessian_compare", "finetune_figures", "bench"]  # module names under analysis/, in the order they are drawn
 
 

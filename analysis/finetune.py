@@ -9,7 +9,7 @@ contract of issue 6, read by analysis/finetune_results.py); a rerun skips run_id
 run_id hashes the run's spec, grids included), so a killed sweep loses at most the run in flight.
 For each run, every (lr, lam, gate_lr) of the grid is trained and scored on the val split carved from
 train, never on dev; a gate setting must also remove what was asked (|removed_got - removed_asked| <= 2
-points, which the sparsity control guarantees, analysis/sparsity_control.py) to be chosen. The chosen
+points, which the sparsity control guarantees, gatecore/sparsity_control.py) to be chosen. The chosen
 setting's dev metrics are reported, the whole search is recorded. Runs go through analysis.schedule
 (longest first, `--workers` processes, this process the one writer), as on the GPU host.
 """
@@ -26,16 +26,17 @@ from pathlib import Path
 
 import torch
 
-import gatecore as gc
-
+import gatecore
 from gatecore import sparsity_control as sc
+from gatecore.methods import GATE_METHODS, METHODS
+
 from .data import load_task
 from .protocols import DEFAULT_EPOCHS, EXTRA_DEFAULTS, PROTOCOLS, estimate, grid_size, run_cost
 from .provenance import ROOT, provenance, read_jsonl, small_mode
 from .schedule import Job, run_jobs
-from .train import GATE_METHODS, METHODS, build_model, encode, evaluate, measured_keep, peak_mem_mb, train
+from .train import build_model, encode, evaluate, measured_keep, peak_mem_mb, train
 
-# defaults, visible: per-method lr grids (searched on val), gate settings (DESIGN section 1)
+# defaults, visible: per-method lr grids (searched on val), gate settings (docs/design.md §1)
 LR_GRID = {"full": [1e-4], "lora": [1e-3], "bias": [1e-3], "head": [1e-3, 1e-2], "gates": [1e-3], "gates+lora": [1e-3]}
 HEAD_LR = 1e-2         # the fresh task head of every method but `head` (whose lr is its grid); None = lr
 GATE_LR = [0.2]        # a gate's theta moves from 1 to below -0.55 to close: far more than other weights move
@@ -44,7 +45,7 @@ KEEPS = [0.7]          # params objective: keep 70% of the gated weights, i.e. a
 OBJECTIVE = "params"
 SIGMA, REG_SIGMA = 0.1, 0.5
 LAM_WARMUP = 0.2       # fraction of the steps over which lam ramps from 0
-CONTROL = True         # steer the removed fraction to the request (analysis/sparsity_control.py)
+CONTROL = True         # steer the removed fraction to the request (gatecore/sparsity_control.py)
 BUCKETED = True        # length-bucketed training batches (analysis/batching.py)
 CURVE_DEV_EXAMPLES = 500  # the dev curve along training uses this fixed-seed dev subset; the end, all of dev
 KURTOSIS_TAU = 100.0   # the paper's tau, for the --kurtosis-keep runs when --kurtosis-tau is not given
@@ -56,38 +57,38 @@ def run_id(spec: dict) -> str:
     return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def expand(a) -> list[dict]:
+def expand(args) -> list[dict]:
     """Every run spec of the sweep; lr/lam grids stay in the spec (what is chosen is recorded beside it)."""
     specs = []
-    for task in a.tasks:
-        for i, seed in enumerate(a.seeds):
-            for method in a.methods:
-                if i > 0 and method in a.one_seed:
+    for task in args.tasks:
+        for i, seed in enumerate(args.seeds):
+            for method in args.methods:
+                if i > 0 and method in args.one_seed:
                     continue
-                base = dict(model=a.model, task=task, method=method, seed=seed,
-                            epochs=a.epochs or a.task_epochs.get(task, DEFAULT_EPOCHS),
-                            batch_size=a.batch_size, max_len=a.max_len,
-                            train_examples=a.train_examples or a.task_train_examples.get(task),
-                            val_examples=a.val_examples, dev_examples=a.dev_examples, pooling=a.pooling,
-                            lr_grid=a.lr or a.lr_grids.get(method) or LR_GRID[method],
-                            head_lr=None if method == "head" else a.head_lr, bucketed=a.bucketed,
-                            curve_dev_examples=a.curve_dev_examples)
+                base = dict(model=args.model, task=task, method=method, seed=seed,
+                            epochs=args.epochs or args.task_epochs.get(task, DEFAULT_EPOCHS),
+                            batch_size=args.batch_size, max_len=args.max_len,
+                            train_examples=args.train_examples or args.task_train_examples.get(task),
+                            val_examples=args.val_examples, dev_examples=args.dev_examples, pooling=args.pooling,
+                            lr_grid=args.lr or args.lr_grids.get(method) or LR_GRID[method],
+                            head_lr=None if method == "head" else args.head_lr, bucketed=args.bucketed,
+                            curve_dev_examples=args.curve_dev_examples)
                 if method in ("lora", "gates+lora"):
-                    base.update(lora_r=a.lora_r, lora_alpha=a.lora_alpha)
+                    base.update(lora_r=args.lora_r, lora_alpha=args.lora_alpha)
                 if method not in GATE_METHODS:
                     specs.append(base)
                     continue
-                base.update(objective=a.objective, lam_grid=a.lam, lam_warmup=a.lam_warmup, sigma=a.sigma,
-                            reg_sigma=a.reg_sigma, gate_lr_grid=a.gate_lr, control=a.control,
+                base.update(objective=args.objective, lam_grid=args.lam, lam_warmup=args.lam_warmup, sigma=args.sigma,
+                            reg_sigma=args.reg_sigma, gate_lr_grid=args.gate_lr, control=args.control,
                             control_every=sc.EVERY, control_kp=sc.KP, control_ki=sc.KI, control_freeze=sc.FREEZE,
                             removed_tol=sc.TOL)
-                if a.kurtosis_tau is not None:  # only when set, so other run ids do not change
-                    base.update(kurtosis_tau=a.kurtosis_tau)
-                variants = [dict(keep=k, bias=True) for k in a.keep]
-                if i == 0 or "gates-no-bias" not in a.one_seed:
-                    variants += [dict(keep=k, bias=False) for k in a.no_bias_keep]
-                variants += [dict(keep=k, bias=True, objective="target", kurtosis_tau=a.kurtosis_tau or KURTOSIS_TAU)
-                             for k in a.kurtosis_keep]  # the paper's kurtosis-weighted objective is `target`
+                if args.kurtosis_tau is not None:  # only when set, so other run ids do not change
+                    base.update(kurtosis_tau=args.kurtosis_tau)
+                variants = [dict(keep=k, bias=True) for k in args.keep]
+                if i == 0 or "gates-no-bias" not in args.one_seed:
+                    variants += [dict(keep=k, bias=False) for k in args.no_bias_keep]
+                variants += [dict(keep=k, bias=True, objective="target", kurtosis_tau=args.kurtosis_tau or KURTOSIS_TAU)
+                             for k in args.kurtosis_keep]  # the paper's kurtosis-weighted objective is `target`
                 specs += [{**base, **v} for v in variants]
     return specs
 
@@ -96,31 +97,27 @@ def run_spec(spec: dict, argv: tuple, device) -> dict:
     """One run for analysis.schedule's workers: the runner's options from `argv`, parsed once per process."""
     if argv not in _PARSED:
         _PARSED[argv] = parse_args(list(argv))
-    a = _PARSED[argv]
-    return run_one(spec, a, device, progress=not a.quiet and mp.current_process().name == "MainProcess")
+    args = _PARSED[argv]
+    return run_one(spec, args, device, progress=not args.quiet and mp.current_process().name == "MainProcess")
 
 
 _PARSED: dict = {}
 
 
-def _copy_trainable(model):
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
 def compressed_info(model, spec, task, dev_enc, pad_id, device, gated_dev: dict, bench: bool) -> dict:
     """Compress a copy, check its dev metric equals the gated one, and time it against the gated-free dense model."""
     from analysis.bench import measure_speedup  # built beside this runner; imported only when needed
-    compressed = gc.compress(copy.deepcopy(model).eval())
+    compressed = gatecore.compress(copy.deepcopy(model).eval())
     dev = evaluate(compressed, dev_enc, task, spec["pooling"], pad_id, device)
     seq = min(BENCH_LEN, model.config.max_position_embeddings)
-    size = gc.size_report(model, compressed, seq=seq)
-    layers = gc.gated_layers(model)
+    size = gatecore.size_report(model, compressed, seq=seq)
+    layers = gatecore.gated_layers(model)
     kept_w = sum(compressed.get_submodule(n).weight.numel() for n in layers)
     info = {"params_total": size.compressed_params, "params_dense": size.dense_params,
             "linear_removed_fraction": 1.0 - kept_w / sum(m.out_features * m.in_features for m in layers.values()),
             "dev_main": dev[task.metric], "dev": dev, "matches_gated": dev == gated_dev, "size": size.as_dict(),
             "speedup_cpu": None, "bench": None}
-    if dev != gated_dev:  # the invariant of DESIGN section 3; a float32 near-tie can flip a prediction
+    if dev != gated_dev:  # the invariant of docs/design.md §3; a float32 near-tie can flip a prediction
         print(f"warning: compressed dev {dev} != gated dev {gated_dev} ({spec['task']}, {spec['method']})", file=sys.stderr)
     if bench:
         dense, _ = build_model({**spec, "method": "head"}, task.num_labels)
@@ -130,10 +127,10 @@ def compressed_info(model, spec, task, dev_enc, pad_id, device, gated_dev: dict,
     return info
 
 
-def run_one(spec: dict, a, device, progress: bool = True) -> dict:
+def run_one(spec: dict, args, device, progress: bool = True) -> dict:
     """Train every (lr, lam, gate_lr) of the grid, pick the best on val, and build the run's record."""
-    task = load_task(spec["task"], glue=a.glue_dir, data_dir=a.data, text_cols=a.text_cols, label_col=a.label_col,
-                     regression=a.regression, train_examples=spec["train_examples"],
+    task = load_task(spec["task"], glue=args.glue_dir, data_dir=args.data, text_cols=args.text_cols, label_col=args.label_col,
+                     regression=args.regression, train_examples=spec["train_examples"],
                      val_examples=spec["val_examples"], dev_examples=spec["dev_examples"])
     gated = spec["method"] in GATE_METHODS
     search, best = [], None
@@ -145,7 +142,7 @@ def run_one(spec: dict, a, device, progress: bool = True) -> dict:
         model, tok = build_model(cfg, task.num_labels)
         pad = tok.pad_token_id if tok is not None else model.config.pad_token_id
         enc = {k: encode(tok, getattr(task, k), cfg["max_len"], model.config.vocab_size) for k in ("train", "val", "dev")}
-        res = train(model, cfg, task, enc["train"], enc["dev"], pad, device, a.curve_points, progress)
+        res = train(model, cfg, task, enc["train"], enc["dev"], pad, device, args.curve_points, progress)
         entry = {"lr": lr, "lam": lam, "val_main": evaluate(model, enc["val"], task, cfg["pooling"], pad, device)[task.metric]}
         if gated:
             got = sc.removed_got(model)  # after the final correction, as are the val/dev scores
@@ -163,21 +160,21 @@ def run_one(spec: dict, a, device, progress: bool = True) -> dict:
     dev = evaluate(model, enc["dev"], task, cfg["pooling"], pad, device)
     rec = {"run_id": run_id(spec), **provenance(cfg, cfg["seed"], device), "spec": spec, "task_info": task.info(),
            "dev": dev, "dev_main": dev[task.metric], "val_main": val_main,
-           "hp_search": search if len(search) > 1 else None, "params": gc.count_parameters(model).as_dict(),
+           "hp_search": search if len(search) > 1 else None, "params": gatecore.count_parameters(model).as_dict(),
            "removed_fraction": 0.0, "layers": None, "curve": res.curve, "compressed": None,
            "train_time_s": res.train_time_s, "step_time_s": res.step_time_s, "steps": res.steps,
            "peak_mem_mb": peak_mem_mb(device), "checkpoint": None}
     if gated:
-        rep = gc.gate_report(model)
+        rep = gatecore.gate_report(model)
         rec.update(removed_fraction=rep.removed_fraction, final_keep_target=res.final_keep_target,
                    removed_asked=res.removed_asked, removed_got=rep.removed_fraction, correction=res.correction,
                    layers=[{k: getattr(l, k) for k in ("name", "out_features", "in_features", "rows_kept", "cols_kept")}
                            for l in rep.layers])
-        if not a.no_compress:
-            rec["compressed"] = compressed_info(model, cfg, task, enc["dev"], pad, device, dev, not a.no_bench)
-    if cfg["method"] != "full" and a.checkpoint_dir:
-        path = Path(a.checkpoint_dir) / f"{rec['run_id']}.pt"
-        gc.save_trainable(model, path, run_id=rec["run_id"], config=cfg, pooling=cfg["pooling"])
+        if not args.no_compress:
+            rec["compressed"] = compressed_info(model, cfg, task, enc["dev"], pad, device, dev, not args.no_bench)
+    if cfg["method"] != "full" and args.checkpoint_dir:
+        path = Path(args.checkpoint_dir) / f"{rec['run_id']}.pt"
+        gatecore.save_trainable(model, path, run_id=rec["run_id"], config=cfg, pooling=cfg["pooling"])
         rec["checkpoint"] = str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
     return rec
 
@@ -197,7 +194,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--protocol", choices=sorted(PROTOCOLS), help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu --tasks RTE runs its RTE part")
     ap.add_argument("--out", type=Path, help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")
-    ap.add_argument("--model", default=gc.OFFLINE_MODEL, help="model name/folder, or tiny-bert for a random tiny model")
+    ap.add_argument("--model", default=gatecore.OFFLINE_MODEL, help="model name/folder, or tiny-bert for a random tiny model")
     ap.add_argument("--tasks", nargs="+", default=["rotten_tomatoes"], help="GLUE names (SST-2, MRPC, RTE, CoLA, STS-B), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
     ap.add_argument("--methods", nargs="+", default=["lora", "gates"], choices=METHODS, help="methods to run")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds")
@@ -209,12 +206,12 @@ def parse_args(argv=None):
     ap.add_argument("--no-bias-keep", nargs="*", type=float, default=[], help="keep targets of extra gate runs without bias training")
     ap.add_argument("--kurtosis-keep", nargs="*", type=float, default=[], help="keep targets of extra gate runs (bias on) with the paper's kurtosis-weighted target objective")
     ap.add_argument("--kurtosis-tau", type=float, help="kurtosis weighting tau of the penalty of every gate run (default: off; --kurtosis-keep runs use %g)" % KURTOSIS_TAU)
-    ap.add_argument("--objective", default=OBJECTIVE, choices=gc.penalty.KINDS, help="sparsity objective (DESIGN section 1)")
+    ap.add_argument("--objective", default=OBJECTIVE, choices=gatecore.penalty.KINDS, help="sparsity objective (docs/design.md §1)")
     ap.add_argument("--lam-warmup", type=float, default=LAM_WARMUP, help="fraction of steps over which lam ramps up from 0")
     ap.add_argument("--sigma", type=float, default=SIGMA, help="gate forward-noise scale")
     ap.add_argument("--reg-sigma", type=float, default=REG_SIGMA, help="scale inside the regulariser's Phi")
     ap.add_argument("--control", action=argparse.BooleanOptionalAction, default=CONTROL,
-                    help="steer the eval-gate removed fraction to the request, exactly at the end (analysis/sparsity_control.py)")
+                    help="steer the eval-gate removed fraction to the request, exactly at the end (gatecore/sparsity_control.py)")
     ap.add_argument("--bucketed", action=argparse.BooleanOptionalAction, default=BUCKETED,
                     help="length-bucketed training batches (analysis/batching.py)")
     ap.add_argument("--epochs", type=int, help=f"training epochs (default: the protocol's per task, else {DEFAULT_EPOCHS})")
@@ -247,36 +244,36 @@ def parse_args(argv=None):
     known, _ = ap.parse_known_args(argv)
     if known.protocol:  # the protocol's settings become the defaults; options given explicitly still win
         ap.set_defaults(**PROTOCOLS[known.protocol])
-    a = ap.parse_args(argv)
-    if a.kurtosis_tau is not None and a.objective != "target":
-        ap.error(f"--kurtosis-tau weights the paper's `target` objective only; add --objective target (got {a.objective})")
+    args = ap.parse_args(argv)
+    if args.kurtosis_tau is not None and args.objective != "target":
+        ap.error(f"--kurtosis-tau weights the paper's `target` objective only; add --objective target (got {args.objective})")
     out_dir = ROOT / "results" / "finetune"
     if small_mode():  # CI / notebooks: the smallest sweep that still exercises everything, never into results/
-        a.train_examples, a.val_examples, a.dev_examples, a.epochs = 32, 16, 32, 1
+        args.train_examples, args.val_examples, args.dev_examples, args.epochs = 32, 16, 32, 1
         out_dir = Path(tempfile.gettempdir()) / "gatecore-small"
-        if a.checkpoint_dir == DEFAULT_CHECKPOINTS:
-            a.checkpoint_dir = str(out_dir / "checkpoints")
-    a.out = a.out or out_dir / f"{a.protocol or 'runs'}.jsonl"
-    a.curve_dev_examples = a.curve_dev_examples or None
-    return a
+        if args.checkpoint_dir == DEFAULT_CHECKPOINTS:
+            args.checkpoint_dir = str(out_dir / "checkpoints")
+    args.out = args.out or out_dir / f"{args.protocol or 'runs'}.jsonl"
+    args.curve_dev_examples = args.curve_dev_examples or None
+    return args
 
 
-def task_sizes(a, specs) -> dict:
+def task_sizes(args, specs) -> dict:
     """{task: (n_train, n_val, n_dev)} as the runs will see them (to order the runs and estimate their time)."""
     out = {}
     for s in specs:
         if s["task"] not in out:
-            t = load_task(s["task"], glue=a.glue_dir, data_dir=a.data, text_cols=a.text_cols, label_col=a.label_col,
-                          regression=a.regression, train_examples=s["train_examples"],
+            t = load_task(s["task"], glue=args.glue_dir, data_dir=args.data, text_cols=args.text_cols, label_col=args.label_col,
+                          regression=args.regression, train_examples=s["train_examples"],
                           val_examples=s["val_examples"], dev_examples=s["dev_examples"])
             out[s["task"]] = (len(t.train), len(t.val), len(t.dev))
     return out
 
 
-def print_plan(a, specs, todo, sizes) -> None:
+def print_plan(args, specs, todo, sizes) -> None:
     for s in todo:
         print(run_id(s), json.dumps(s))
-    est = estimate(todo, sizes, a.workers, curve_points=a.curve_points)
+    est = estimate(todo, sizes, args.workers, curve_points=args.curve_points)
     steps = sum(run_cost(s, sizes[s["task"]][0]) / (1.5 if s["method"] == "full" else 1.0) for s in todo)
     print(f"\nplan: {len(todo)} runs to do, {sum(grid_size(s) for s in todo)} trainings (grid points), "
           f"{steps:,.0f} training steps; epochs {dict((s['task'], s['epochs']) for s in specs)}")
@@ -287,27 +284,27 @@ def print_plan(a, specs, todo, sizes) -> None:
     for s, t in zip(todo, est["run_s"]):
         by_task[s["task"]] = by_task.get(s["task"], 0.0) + t
     print("serial hours per task: " + ", ".join(f"{k} {v / 3600:.2f}" for k, v in by_task.items()))
-    print(f"estimated wall time: {est['wall_s'] / 3600:.2f} h with --workers {a.workers} --threads {a.threads} "
+    print(f"estimated wall time: {est['wall_s'] / 3600:.2f} h with --workers {args.workers} --threads {args.threads} "
           f"({est['serial_s'] / 3600:.2f} h serial); step times from {est['source']}")
 
 
 def main(argv=None) -> int:
-    a = parse_args(argv)
-    torch.set_num_threads(a.threads)
-    specs = expand(a)
-    done = {r["run_id"] for r in read_jsonl(a.out)}
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    specs = expand(args)
+    done = {r["run_id"] for r in read_jsonl(args.out)}
     todo = [s for s in specs if run_id(s) not in done]
-    print(f"{len(specs)} runs, {len(specs) - len(todo)} already in {a.out}, {len(todo)} to do")
-    sizes = task_sizes(a, todo)
-    if a.dry_run:
-        print_plan(a, specs, todo, sizes)
+    print(f"{len(specs)} runs, {len(specs) - len(todo)} already in {args.out}, {len(todo)} to do")
+    sizes = task_sizes(args, todo)
+    if args.dry_run:
+        print_plan(args, specs, todo, sizes)
         return 0
     argv_t = tuple(sys.argv[1:] if argv is None else argv)
     jobs = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, argv_t)) for s in todo]
-    errors = a.out.with_name(a.out.stem + ".errors.jsonl")
-    failed = run_jobs(jobs, run_spec, a.out, a.workers, a.threads, a.device, errors_file=errors, max_runs=a.max_runs)
+    errors = args.out.with_name(args.out.stem + ".errors.jsonl")
+    failed = run_jobs(jobs, run_spec, args.out, args.workers, args.threads, args.device, errors_file=errors, max_runs=args.max_runs)
     ids = {run_id(s) for s in specs}
-    print(summary([r for r in read_jsonl(a.out) if r["run_id"] in ids]))
+    print(summary([r for r in read_jsonl(args.out) if r["run_id"] in ids]))
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed (see {errors}); rerun the same command to redo them")
     return 0

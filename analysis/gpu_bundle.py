@@ -3,7 +3,7 @@
     python -m analysis.gpu_bundle --out bundle/        # here (about 10 s); then copy bundle/ to the host and run
     cd bundle && python -m analysis.gpu_protocol --bundle . --out results_gpu --workers 12
 
-Contents (DESIGN section 6):
+Contents (docs/design.md §6):
   model/      all-MiniLM-L6-v2 as float16 safetensors (45 MB; the float32 file is 91 MB) + config + tokenizer.
               The host upcasts it to float32 once (analysis.gpu_protocol) and trains in float32.
   glue/       <TASK>/train.tsv, dev.tsv of the protocol's tasks (~8 MB)
@@ -19,12 +19,11 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from analysis.data import glue_dir
+from analysis.data import GLUE_TASKS, glue_dir
 from analysis.provenance import ROOT, provenance, write_json
 from gatecore.pretrained import OFFLINE_MODEL
 
 MAX_MB = 64                                               # the transfer limit of the kit, MiB
-GLUE_TASKS = ("SST-2", "MRPC", "RTE", "CoLA", "STS-B")    # the protocol's tasks (GLUE folder names)
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 CODE_DIRS = ("gatecore", "analysis")
 # modules the host must import to run the protocol; a missing one must come as a wheel in wheels/

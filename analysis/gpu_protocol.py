@@ -31,7 +31,8 @@ import shutil
 import time
 from pathlib import Path
 
-TASKS = ("SST-2", "MRPC", "RTE", "CoLA", "STS-B")
+from analysis.data import GLUE_TASKS
+
 METHODS = ("full", "lora", "bias", "head", "gates")
 KEEPS = (0.9, 0.8, 0.7, 0.6, 0.5)       # gates with bias training
 NO_BIAS_KEEPS = (0.7,)                  # gates without bias training (is it the gates or the biases?)
@@ -170,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=WORKERS, help="parallel worker processes on the one device (default: %(default)s)")
     ap.add_argument("--device", default="cuda", help="torch device of every worker (default: cuda)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per worker (default: 1)")
-    ap.add_argument("--tasks", nargs="+", help=f"GLUE tasks (default: the bundle's, i.e. {' '.join(TASKS)})")
+    ap.add_argument("--tasks", nargs="+", help=f"GLUE tasks (default: the bundle's, i.e. {' '.join(GLUE_TASKS)})")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), help="methods (default: %(default)s)")
     ap.add_argument("--keeps", nargs="+", type=float, default=list(KEEPS), help="keep targets of gates with bias (default: %(default)s)")
     ap.add_argument("--no-bias-keeps", nargs="*", type=float, default=list(NO_BIAS_KEEPS), help="keep targets of gates without bias (default: %(default)s)")

@@ -7,7 +7,7 @@ Loss: mean cross-entropy (MSE for STS-B) of the classifier on the pooled encoder
 (what all-MiniLM-L6-v2 was trained with) or `cls` (BertForSequenceClassification's [CLS] pooler), over
 `--examples` training examples, with gates in eval mode (`--noise-draws 0`) or averaged over fixed draws.
 Only the analysed adapter parameters vary; the task head, biases and frozen weights are fixed at their
-(initial or trained) values. See DESIGN.md section 4 and analysis/spectrum.py for the reported numbers.
+(initial or trained) values. See docs/design.md §4 and gatecore.hessian for the reported numbers.
 """
 from __future__ import annotations
 
@@ -18,16 +18,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from gatecore import add_gates, add_lora, load_model, load_trainable, mark_trainable, save_trainable, sparsity_penalty
+from gatecore import Gate, add_gates, add_lora, load_model, load_trainable, mark_trainable, save_trainable, sparsity_penalty
 from gatecore.checkpoint import adapter_layout
+from gatecore.hessian import (MAX_EXACT_N, METHODS, SLQ_PROBES, SLQ_STEPS, TOL, HessianOperator, deflated, lanczos,
+                              products_to_accuracy, saturated_mask)
+from gatecore.parameters import head_parameters, ids
+from gatecore.pooling import POOLINGS, pooled_loss
 
-from . import data as D
-from . import spectrum as S
-from .hvp import HessianOperator
+from .data import ALIASES, GLUE, glue_dir, read_glue
 from .provenance import ROOT, provenance, write_json
-from .train import pooled_logits
 
 # ---- defaults -------------------------------------------------------------------------------------------
 MODEL = "all-MiniLM-L6-v2"
@@ -39,7 +39,7 @@ TRAINING = dict(optimizer="AdamW", lr_adapter=LR_ADAPTER, lr_head=LR_HEAD, batch
                 trainable="adapter + task head (no biases)", gate_sigma=0.1, gate_reg_sigma=0.5,
                 gate_penalty=f"{SPARSITY_LAM} * target(sparsity {SPARSITY_TARGET})", pooling="as --pooling")
 OUT_DIR = ROOT / "results" / "hessian"
-TASKS = [D.GLUE[k][0] for k in D.GLUE]   # GLUE folder names: SST-2, CoLA, MRPC, RTE, STS-B, QNLI
+TASKS = [GLUE[k][0] for k in GLUE]   # GLUE folder names: SST-2, CoLA, MRPC, RTE, STS-B, QNLI
 SYNTHETIC_WORDS = "good bad fine awful great poor film plot actor story slow long".split()
 
 
@@ -51,12 +51,12 @@ def read_task(task: str, n: int, seed: int, skip: int = 0) -> tuple[list[tuple[s
         texts = [(" ".join(rng.choice(SYNTHETIC_WORDS, 6)),) for _ in range(skip + n)][skip:]
         return texts, [int(any(w in t[0].split() for w in ("good", "great", "fine"))) for t in texts], 2
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected 'synthetic' or a GLUE task in {D.glue_dir()}: {sorted(TASKS)}")
-    key = D.ALIASES.get(task.lower(), task.lower())
-    rows = D.read_glue(key, "dev" if task == "QNLI" else "train")  # QNLI: dev, the only split here
+        raise ValueError(f"unknown task {task!r}; expected 'synthetic' or a GLUE task in {glue_dir()}: {sorted(TASKS)}")
+    key = ALIASES.get(task.lower(), task.lower())
+    rows = read_glue(key, "dev" if task == "QNLI" else "train")  # QNLI: dev, the only split here
     idx = rng.permutation(len(rows))[skip: skip + n]
     sub = rows.subset(idx)
-    return sub.texts, sub.labels, 1 if D.GLUE[key][-1] is None else len(D.GLUE[key][-1])
+    return sub.texts, sub.labels, 1 if GLUE[key][-1] is None else len(GLUE[key][-1])
 
 
 def encode(tok, texts, labels, batch_size: int, max_length: int = MAX_LENGTH) -> list[dict]:
@@ -68,19 +68,6 @@ def encode(tok, texts, labels, batch_size: int, max_length: int = MAX_LENGTH) ->
         b["labels"] = torch.tensor(lab, dtype=torch.float32 if isinstance(lab[0], float) else torch.long)
         out.append(b)
     return out
-
-
-def make_loss(pooling: str):
-    """loss_fn(model, batch) on the `pooling` ('mean' over unmasked tokens, or 'cls' through the BERT pooler),
-    pooled exactly as the finetuning runner pools (analysis.train.pooled_logits)."""
-    if pooling not in ("mean", "cls"):
-        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
-
-    def loss_fn(model, batch):
-        logits = pooled_logits(model, {k: v for k, v in batch.items() if k != "labels"}, pooling)
-        y = batch["labels"]
-        return F.mse_loss(logits.squeeze(-1), y.to(logits.dtype)) if logits.shape[-1] == 1 else F.cross_entropy(logits, y)
-    return loss_fn
 
 
 def build(model_name, num_labels, method, targets, lora_r, seed):
@@ -100,8 +87,7 @@ def build(model_name, num_labels, method, targets, lora_r, seed):
 def train_short(model, loss_fn, batches, steps: int, lr_adapter=LR_ADAPTER, lr_head=LR_HEAD, progress=True):
     """AdamW on adapters (+ head), the gates with their sparsity penalty; train mode only on the gates."""
     from tqdm.auto import tqdm
-    from gatecore import Gate
-    head = {id(p) for p in model.classifier.parameters()}
+    head = ids(head_parameters(model))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": [p for p in params if id(p) not in head], "lr": lr_adapter},
                              {"params": [p for p in params if id(p) in head], "lr": lr_head}], weight_decay=0.0)
@@ -121,47 +107,12 @@ def train_short(model, loss_fn, batches, steps: int, lr_adapter=LR_ADAPTER, lr_h
     return losses
 
 
-def saturated_mask(op) -> torch.Tensor | None:
-    """Per coordinate of op: a gate clamped in every draw (or in eval mode), so its Hessian row is exactly zero."""
-    from gatecore import Gate
-    gates = {id(m.theta): m for m in op.model.modules() if isinstance(m, Gate)}
-    if not any(id(p) in gates for p in op.params):
-        return None
-    masks = []
-    for p in op.params:
-        g = gates.get(id(p))
-        if g is None:
-            masks.append(torch.zeros(p.numel(), dtype=torch.bool))
-            continue
-        s = (g.mu + 0.5).detach().cpu()
-        ss = [s + g.sigma * d[g].cpu() for d in op.draws] if op.draws else [s]
-        masks.append(~torch.stack([(x > 0) & (x < 1) for x in ss]).any(0))
-    return torch.cat(masks)
-
-
-def saturated_gates(op) -> int | None:
-    mask = saturated_mask(op)
-    return None if mask is None else int(mask.sum())
-
-
-def deflated(method, op, mask, **kw):
-    """lanczos / slq on the non-saturated coordinates; the saturated ones are added back as exact zeros."""
-    from .hvp import Restricted
-    rep = S.METHODS[method](Restricted(op, ~mask), **kw)
-    k = int(mask.sum())
-    rep.n, rep.n_zero = op.n, (rep.n_zero + k if rep.n_zero is not None else None)
-    rep.lambda_max, rep.lambda_min = max(rep.lambda_max, 0.0), min(rep.lambda_min, 0.0)   # the zeros are eigenvalues too
-    rep.active = f"{k} saturated gate coordinates (exact zero rows) deflated; then {rep.active}"
-    rep.extra["deflated_saturated"] = k
-    return rep
-
-
 def analyze(args, progress=True) -> dict:
     """Build (or load) the model, optionally train it, run the spectra; returns the results record."""
     torch.manual_seed(args.seed)
     texts, labels, num_labels = read_task(args.task, args.examples, args.seed)
     model, tok = build(args.model, num_labels, args.method, args.targets, args.lora_r, args.seed)
-    loss_fn, state, losses = make_loss(args.pooling), "init", None
+    loss_fn, state, losses = pooled_loss(args.pooling), "init", None
     if args.train_steps and not args.checkpoint:
         tt, tl, _ = read_task(args.task, TRAIN_EXAMPLES, args.seed, skip=args.examples)   # disjoint from the analysed ones
         losses = train_short(model, loss_fn, encode(tok, tt, tl, TRAIN_BATCH, args.max_length), args.train_steps, progress=progress)
@@ -179,7 +130,7 @@ def analyze(args, progress=True) -> dict:
     batches = encode(tok, texts, labels, args.batch_size or args.examples, args.max_length)
     op = HessianOperator(model, batches, "gates" if args.method == "gates" else "lora", loss_fn,
                          noise_draws=args.noise_draws if args.method == "gates" else 0, seed=args.seed, dtype=dtype)
-    methods = list(S.METHODS) if "all" in args.spectrum else list(dict.fromkeys(args.spectrum))
+    methods = list(METHODS) if "all" in args.spectrum else list(dict.fromkeys(args.spectrum))
     if "exact" in methods and op.n > args.max_exact_n:
         raise ValueError(f"n={op.n} {args.method} parameters is too large for --spectrum exact (max {args.max_exact_n}); "
                          "use lanczos/slq, fewer --targets, or raise --max-exact-n")
@@ -189,7 +140,7 @@ def analyze(args, progress=True) -> dict:
     mask = saturated_mask(op)
     deflate = mask is not None and 0 < int(mask.sum()) <= op.n - 3   # eigsh needs n >= 3
     reports = [deflated(m, op, mask, tol=args.tol, **kw[m]) if deflate and m in ("lanczos", "slq")
-               else S.METHODS[m](op, tol=args.tol, **kw[m]) for m in methods]
+               else METHODS[m](op, tol=args.tol, **kw[m]) for m in methods]
     record = {"setting": dict(task=args.task, method=args.method, targets=args.targets, lora_r=args.lora_r if args.method == "lora" else None,
                               n=op.n, examples=args.examples, max_length=args.max_length, pooling=args.pooling,
                               noise_draws=op.noise_draws, dtype=args.dtype, state=state, checkpoint=str(args.checkpoint or ""),
@@ -199,9 +150,9 @@ def analyze(args, progress=True) -> dict:
                               training=TRAINING | {"steps": args.train_steps} if args.train_steps else None),
               "reports": [r.as_dict() for r in reports]}
     if args.compare_power:
-        ref = next((r for r in reports if r.method in ("exact", "lanczos")), None) or S.lanczos(op, tol=args.tol, eig_tol=1e-10, progress=False)
+        ref = next((r for r in reports if r.method in ("exact", "lanczos")), None) or lanczos(op, tol=args.tol, eig_tol=1e-10, progress=False)
         top = ref.lambda_max if abs(ref.lambda_max) >= abs(ref.lambda_min) else ref.lambda_min
-        record["power_vs_lanczos"] = {"reference_method": ref.method, **S.products_to_accuracy(op, top, seed=args.seed)}
+        record["power_vs_lanczos"] = {"reference_method": ref.method, **products_to_accuracy(op, top, seed=args.seed)}
     record["eigenvalues"] = {r.method: (r.eigenvalues.tolist() if r.eigenvalues is not None else None) for r in reports}
     record["densities"] = {r.method: r.density for r in reports if r.density is not None}
     op.release()
@@ -223,15 +174,15 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--examples", type=int, default=EXAMPLES, help="examples in the fixed loss (drawn from train with --seed)")
     ap.add_argument("--batch-size", type=int, default=0, help="examples per batch inside the loss (0: one batch)")
     ap.add_argument("--max-length", type=int, default=MAX_LENGTH, help="tokens per example (truncation)")
-    ap.add_argument("--pooling", choices=["mean", "cls"], default="mean", help="sentence representation fed to the classifier")
+    ap.add_argument("--pooling", choices=list(POOLINGS), default="mean", help="sentence representation fed to the classifier")
     ap.add_argument("--noise-draws", type=int, default=NOISE_DRAWS, help="gates: fixed noise draws averaged in the loss (0: eval gates)")
-    ap.add_argument("--spectrum", choices=[*S.METHODS, "all"], nargs="+", default=["lanczos"],
+    ap.add_argument("--spectrum", choices=[*METHODS, "all"], nargs="+", default=["lanczos"],
                     help="spectrum method(s), several allowed (all: exact, lanczos, slq, pyhessian)")
     ap.add_argument("--dtype", choices=["float64", "float32"], default="float64", help="precision of the Hessian products")
-    ap.add_argument("--tol", type=float, default=S.TOL, help="zero / active-subspace threshold relative to max |eigenvalue|")
-    ap.add_argument("--max-exact-n", type=int, default=S.MAX_EXACT_N, help="largest n for the dense exact Hessian")
-    ap.add_argument("--slq-steps", type=int, default=S.SLQ_STEPS, help="Lanczos steps per SLQ probe")
-    ap.add_argument("--slq-probes", type=int, default=S.SLQ_PROBES, help="SLQ probe vectors")
+    ap.add_argument("--tol", type=float, default=TOL, help="zero / active-subspace threshold relative to max |eigenvalue|")
+    ap.add_argument("--max-exact-n", type=int, default=MAX_EXACT_N, help="largest n for the dense exact Hessian")
+    ap.add_argument("--slq-steps", type=int, default=SLQ_STEPS, help="Lanczos steps per SLQ probe")
+    ap.add_argument("--slq-probes", type=int, default=SLQ_PROBES, help="SLQ probe vectors")
     ap.add_argument("--compare-power", action="store_true", help="also count products: pyhessian power iteration vs Lanczos")
     ap.add_argument("--seed", type=int, default=0, help="seed for examples, init, noise draws and probes")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gatecore.hessian import MAX_EXACT_N, summarize
+
 from .provenance import ROOT, warn_if_dirty
-from .spectrum import summarize
 
 # ---- defaults -------------------------------------------------------------------------------------------
 OUT = ROOT / "results" / "hessian"
@@ -52,7 +53,6 @@ def exact_timing(sizes=(1024, 2048, 4096, 8192), seed: int = 0) -> dict:
     of a dense symmetric float64 matrix (measured here); the total at MAX_EXACT_N is extrapolated (n^3)."""
     import time
     import torch
-    from . import spectrum
     from .provenance import provenance, write_json
     g = torch.Generator().manual_seed(seed)
     eig = {}
@@ -64,7 +64,7 @@ def exact_timing(sizes=(1024, 2048, 4096, 8192), seed: int = 0) -> dict:
         eig[n] = time.perf_counter() - t
     runs = [r for r in load(ROOT / "results") if any(x["method"] == "exact" for x in r["reports"])]
     per_product = {r["name"]: next(x["wall_s"] / x["products"] for x in r["reports"] if x["method"] == "exact") for r in runs}
-    big, top = spectrum.MAX_EXACT_N, max(sizes)
+    big, top = MAX_EXACT_N, max(sizes)
     rec = {"eigvalsh_s": eig, "exact_runs_s_per_product": per_product,
            "eigvalsh_s_at_max_exact_n": eig[big] if big in eig else None,
            "eigvalsh_s_at_max_exact_n_extrapolated": eig[top] * (big / top) ** 3, "max_exact_n": big,
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-done", action="store_true", help="skip runs whose results file exists")
     ap.add_argument("--timing", action="store_true", help="time eigvalsh at growing n (results/hessian/exact_timing.json)")
     ap.add_argument("--timing-sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192],
-                    help="matrix sizes for --timing (default: %(default)s; the largest exact n here is spectrum.MAX_EXACT_N)")
+                    help="matrix sizes for --timing (default: %(default)s; the largest exact n here is gatecore.hessian.MAX_EXACT_N)")
     args = ap.parse_args(argv)
     for part, runs in plan().items():
         for name, a in runs:
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
 
 
 def records_table(recs: list[dict]) -> str:
-    """One line per (run, spectrum method): the numbers of DESIGN section 4."""
+    """One line per (run, spectrum method): the numbers of docs/design.md §4."""
     lines = [f"{'run':<34} {'method':<9} {'n':>6} {'Hv':>5} {'lambda_max':>11} {'lambda_min':>11} {'neg':>7} {'zero':>7} "
              f"{'kappa_eff':>10} {'saturated':>9}"]
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731

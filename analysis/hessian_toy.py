@@ -2,7 +2,7 @@
 
     loss L = 1/(2N) ||X W^T - Y||_F^2,  X (N x in), Y (N x out), Sigma = X^T X / N, G = dL/dW = R^T X / N
 
-gates: W = diag(z_r) W0 diag(z_c), z = clamp(tanh(theta) + 0.5, 0, 1)  (eval gates, DESIGN section 1)
+gates: W = diag(z_r) W0 diag(z_c), z = clamp(tanh(theta) + 0.5, 0, 1)  (eval gates, docs/design.md §1)
     in z:  H_rr = diag(sum_n P_ni^2) / N,  P = X diag(z_c) W0^T
            H_cc = ((diag(z_r) W0)^T (diag(z_r) W0)) * (X^T X) / N        (elementwise product)
            H_rc = W0 * (diag(z_r) P^T X + R^T X) / N
@@ -141,7 +141,7 @@ def fit(loss_fn, theta0, steps: int = 200) -> torch.Tensor:
 def toy_spectra(r: int = RANK, seed: int = 0, n_saturated: int = 3, tol: float = 1e-8) -> dict:
     """Eigenvalues for gates at the paper's init (theta = 1: all clamped, H = 0), from mu ~ 0 (all open), at a fitted
     point, and at that point with `n_saturated` gates clamped; LoRA at its init (B = 0) and at a fitted point."""
-    from .spectrum import summarize
+    from gatecore.hessian import summarize
     p = make_problem(seed=seed)
     d_out, d_in = p.W0.shape
     g = torch.Generator().manual_seed(seed + 1)

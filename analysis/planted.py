@@ -152,7 +152,7 @@ def mc_losses(student: nn.Module, X: torch.Tensor, Y: torch.Tensor, draws: int, 
     """Per-draw data losses (K,) for K fixed noise draws, all in one batched pass.
 
     The library gates draw z (they get `fixed_eps` of shape (K, 1, n)); the layer is then
-    applied as DESIGN 1 writes it, y = (W (x * z_c) + b) * z_r, for all K draws at once
+    applied as docs/design.md §1 writes it, y = (W (x * z_c) + b) * z_r, for all K draws at once
     (tests check it against `GatedLinear.forward` draw by draw). The same `seed` gives
     the same draws: common random numbers across steps and settings.
     """

@@ -1,6 +1,6 @@
 """One finetuning run: build the model for a method, train it, evaluate it.
 
-Methods (DESIGN sections 1-2):
+Methods (docs/design.md §1-2):
     full        every weight trainable
     lora        LoRA on q, v (r, alpha) + head
     bias        biases of the layers gates would wrap + head (the control for `gates`)
@@ -8,8 +8,8 @@ Methods (DESIGN sections 1-2):
     gates       row/column gates on every attention/FFN matrix (+ their biases if bias=True) + head
     gates+lora  gates around W + BA
 
-Pooling: "mean" averages the encoder's last hidden state over the attention mask and applies the
-model's own `classifier` (MiniLM was trained as a mean-pooled sentence encoder); "cls" is the
+Pooling (gatecore.pooling): "mean" averages the encoder's last hidden state over the attention mask and
+applies the model's own `classifier` (MiniLM was trained as a mean-pooled sentence encoder); "cls" is the
 stock BertForSequenceClassification path through the [CLS] pooler. Either way the model stays a
 `*ForSequenceClassification`, so `gatecore.compress` applies to it.
 
@@ -17,7 +17,7 @@ Sparsity (gate methods): loss = task + lam_t * penalty(objective, knob), lam_t r
 over the first `lam_warmup` fraction of the steps. The request is `keep`, the kept fraction of the gated
 weights (removed_asked = 1 - keep, whatever the objective); with `control` on, a PI controller moves the
 penalty's knob from the measured eval-gate removed fraction and a final exact correction brings it within
-2 points of the request (analysis/sparsity_control.py says how; the record says what it changed).
+2 points of the request (gatecore/sparsity_control.py says how; the record says what it changed).
 
 Batches: length-bucketed when the spec says `bucketed` (analysis/batching.py), else random. The dev curve
 is measured on a fixed-seed subset of `curve_dev_examples` dev examples (None: all of dev).
@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
-import gatecore as gc
+import gatecore
 from gatecore.methods import GATE_METHODS, METHODS, lam_ramp, param_groups, setup_method, warmup_linear_schedule
+from gatecore.pooling import pooled_logits
 from gatecore.tiny import tiny_model
 
 from .batching import epoch_batches
@@ -54,28 +54,13 @@ def build_model(cfg: dict, num_labels: int):
     if cfg["model"].startswith("tiny-"):
         model, tok = tiny_model(cfg["model"][5:], num_labels=num_labels, seed=cfg["seed"]), None
     else:
-        model, tok = gc.load_model(cfg["model"], num_labels=num_labels)
+        model, tok = gatecore.load_model(cfg["model"], num_labels=num_labels)
     torch.manual_seed(cfg["seed"])  # same adapter init whatever the loading did
     opts = {k: cfg[k] for k in ("lora_r", "lora_alpha", "sigma", "reg_sigma", "bias") if k in cfg}
     setup_method(model, method, **opts)
     if method in GATE_METHODS and cfg.get("kurtosis_tau") is not None:  # the weighted penalty reads input means
-        gc.track_input_means(model)
+        gatecore.track_input_means(model)
     return model, tok
-
-
-def pooled_logits(model: nn.Module, batch: dict, pooling: str) -> torch.Tensor:
-    if pooling == "cls":
-        return model(**batch).logits
-    if pooling != "mean":
-        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
-    head = getattr(model, "classifier", None)
-    if not isinstance(head, nn.Linear):
-        raise ValueError(f"mean pooling needs a linear `classifier` head (BERT-like); {type(model).__name__} "
-                         "has none: use pooling='cls'")
-    h = getattr(model, model.base_model_prefix)(**batch).last_hidden_state
-    m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
-    pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
-    return head(getattr(model, "dropout", nn.Identity())(pooled))
 
 
 @dataclass
@@ -146,7 +131,7 @@ def evaluate(model, enc: Encoded, task: Task, pooling: str, pad_id: int, device)
 
 def measured_keep(model, objective: str) -> float:
     """Kept fraction in the objective's own unit, from eval gates: weights (params) or gate-vector mean."""
-    rep = gc.gate_report(model)
+    rep = gatecore.gate_report(model)
     if objective == "params":
         return 1.0 - rep.removed_fraction
     fr = [k / n for l in rep.layers for k, n in ((l.rows_kept, l.out_features), (l.cols_kept, l.in_features))]
@@ -195,7 +180,7 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
             loss = task_loss(pooled_logits(model, batch, cfg["pooling"]), labels, task.num_labels)
             if ctl is not None:
                 ramp = lam_ramp(step, total, cfg["lam_warmup"])
-                pen = gc.sparsity_penalty(model, cfg["objective"], target=ctl.target_sparsity, **kurt)
+                pen = gatecore.sparsity_penalty(model, cfg["objective"], target=ctl.target_sparsity, **kurt)
                 loss = loss + cfg["lam"] * ctl.lam_scale * ramp * pen
             value = loss.item()
             if not math.isfinite(value):  # stop here rather than record NaN results

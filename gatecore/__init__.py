@@ -1,20 +1,24 @@
-"""gatecore: row/column stochastic gates and LoRA on frozen pretrained weights, and physical compression."""
+"""gatecore: row/column stochastic gates and LoRA on frozen pretrained weights, physical compression, and
+Hessians of the adapter parameters (gatecore.hessian, imported on its own: `from gatecore.hessian import ...`)."""
 from .accounting import (GateReport, LayerGates, ParamCount, check_finite_gates, count_parameters, gate_report,
                          gated_layers, nonfinite_gates)
 from .checkpoint import load_trainable, save_trainable
 from .compress import compress, layer_sizes
 from .export import load_compressed, save_compressed
 from .gates import Gate, GatedLinear, track_input_means
-from .inject import add_gates, add_lora, find_head, find_targets, mark_trainable, merge_lora
+from .families import find_head
+from .inject import add_gates, add_lora, find_targets, mark_trainable, merge_lora
 from .lora import LoRALinear
 from .methods import GATE_METHODS, METHODS, param_groups, setup_method
+from .parameters import gate_parameters, head_parameters, lora_parameters
 from .patterns import random_gate_pattern
 from .penalty import expected_kept_fraction, kurtosis_weights, sparsity_penalty
 from .pretrained import OFFLINE_MODEL, load_model, local_model_dir, resolve_model
 from .size import SizeReport, size_report
 
 __all__ = [
-    "setup_method", "METHODS", "GATE_METHODS", "param_groups", "GateTrainer", "GateConfig",
+    "setup_method", "METHODS", "GATE_METHODS", "param_groups", "gate_parameters", "lora_parameters", "head_parameters",
+    "GateTrainer", "GateConfig",
     "Gate", "GatedLinear", "LoRALinear", "add_gates", "add_lora", "merge_lora", "mark_trainable", "find_head",
     "find_targets", "count_parameters", "ParamCount", "gate_report", "GateReport", "LayerGates", "gated_layers",
     "sparsity_penalty", "expected_kept_fraction", "local_model_dir", "resolve_model", "load_model", "OFFLINE_MODEL",

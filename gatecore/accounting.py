@@ -6,9 +6,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .gates import Gate, GatedLinear
-from .inject import find_head
-from .lora import LoRALinear
+from .gates import GatedLinear
+from .parameters import gate_parameters, head_parameters, ids, lora_parameters
 
 
 @dataclass
@@ -35,10 +34,7 @@ def count_parameters(model: nn.Module) -> ParamCount:
 
     A head bias counts as head; a gated layer's bias as bias.
     """
-    h = find_head(model)
-    head_ids = {id(p) for p in h[1].parameters()} if h else set()
-    gate_ids = {id(m.theta) for m in model.modules() if isinstance(m, Gate)}
-    lora_ids = {id(p) for m in model.modules() if isinstance(m, LoRALinear) for p in (m.lora_A, m.lora_B)}
+    head_ids, gate_ids, lora_ids = ids(head_parameters(model)), ids(gate_parameters(model)), ids(lora_parameters(model))
     c = ParamCount()
     for name, p in model.named_parameters():
         n = p.numel()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .gates import GatedLinear
-from .inject import _set_module, add_gates, add_lora
+from .inject import add_gates, add_lora, set_module
 from .lora import LoRALinear
 
 FORMAT = "gatecore-trainable-v1"
@@ -150,7 +150,7 @@ def _check_layers(model: nn.Module, layout: dict, path) -> None:
 def _unwrap(model: nn.Module, added: list[tuple[str, nn.Module]]) -> None:
     """Undo wrappers added by `_wrap_as_recorded`, last first: each goes back to its `base`."""
     for name, wrapper in reversed(added):
-        _set_module(model, name, wrapper.base)
+        set_module(model, name, wrapper.base)
 
 
 def _wrap_as_recorded(model: nn.Module, layout: dict, path) -> list[tuple[str, nn.Module]]:

@@ -1,4 +1,4 @@
-"""Physical compression: a gated model becomes a smaller model of the same class (DESIGN.md section 3).
+"""Physical compression: a gated model becomes a smaller model of the same class (docs/design.md §3).
 
     compress(model)   # in place; returns the model, e.g. a smaller BertForSequenceClassification
 
@@ -32,121 +32,27 @@ width is never changed. Every layer keeps at least one head and one neuron.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from torch import nn
 
 from .accounting import check_finite_gates
+from .compress_bert import compress_bert_layer
+from .compress_llama import compress_llama_layer
+from .families import encoder_layers, family
+from .fold import LayerSizes, fold, make_linear
 from .gates import GatedLinear
-from .inject import _set_module, merge_lora
-
-BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
-LLAMA_LIKE = ("llama", "mistral", "qwen2")
-
-
-@dataclass
-class Folded:
-    """A linear layer with its gates (and LoRA) folded into plain tensors."""
-    weight: torch.Tensor
-    bias: torch.Tensor | None
-    requires_grad: bool
-
-    def row_live(self) -> torch.Tensor:
-        """Rows whose output is not identically zero."""
-        live = (self.weight != 0).any(1)
-        return live | (self.bias != 0) if self.bias is not None else live
-
-    def row_has_weights(self) -> torch.Tensor:
-        return (self.weight != 0).any(1)
-
-    def col_live(self) -> torch.Tensor:
-        return (self.weight != 0).any(0)
-
-    def bias_or_zeros(self) -> torch.Tensor:
-        return self.bias if self.bias is not None else self.weight.new_zeros(self.weight.shape[0])
-
-
-def fold(mod: nn.Module) -> Folded:
-    """W' = diag(z_r) W diag(z_c), b' = z_r * b for a GatedLinear; a plain nn.Linear as is."""
-    if isinstance(mod, GatedLinear):
-        z_r, z_c = mod.eval_gates()
-        b = mod.base.bias
-        return Folded(z_r[:, None] * mod.base.weight * z_c[None, :], None if b is None else b * z_r,
-                      mod.base.weight.requires_grad)
-    if isinstance(mod, nn.Linear):
-        return Folded(mod.weight.detach().clone(), None if mod.bias is None else mod.bias.detach().clone(),
-                      mod.weight.requires_grad)
-    raise TypeError(f"expected an nn.Linear or GatedLinear, got {type(mod).__name__}")
-
-
-def make_linear(f: Folded, rows=None, cols=None, row_scale: float = 1.0) -> nn.Linear:
-    """A plain nn.Linear holding W'[rows][:, cols] (rows times row_scale) and b'[rows]."""
-    w = f.weight if rows is None else f.weight[rows]
-    w = w if cols is None else w[:, cols]
-    b = None if f.bias is None else (f.bias if rows is None else f.bias[rows])
-    if row_scale != 1.0:
-        w, b = w * row_scale, None if b is None else b * row_scale
-    out = nn.Linear(w.shape[1], w.shape[0], bias=b is not None, device=w.device, dtype=w.dtype)
-    out.weight.data.copy_(w)
-    out.weight.requires_grad_(f.requires_grad)
-    if b is not None:
-        out.bias.data.copy_(b)
-        out.bias.requires_grad_(f.requires_grad)
-    return out
-
-
-def pick(live: torch.Tensor, n: int) -> torch.Tensor:
-    """Sorted indices of the live entries, padded with the first dead ones up to n."""
-    idx = torch.cat([live.nonzero().flatten(), (~live).nonzero().flatten()])
-    return idx[:n].sort().values
-
-
-def fold_constants(down: Folded, const: torch.Tensor, values: torch.Tensor) -> None:
-    """Move constant-valued neurons into the down bias: b += W[:, const] @ values, then W[:, const] = 0.
-
-    Zeroing the columns makes those neurons dead, so one kept as padding contributes nothing twice.
-    """
-    if not const.any() or not (values != 0).any():
-        return
-    extra = down.weight[:, const] @ values
-    down.bias = extra if down.bias is None else down.bias + extra
-    down.weight[:, const] = 0
-
-
-@dataclass
-class LayerSizes:
-    """What one compressed layer kept; `padding_weights` is the cost of the uniform head rule."""
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    padding_weights: int
-    rope_dims: list[int] | None = None  # LLaMA: indices into the full rotary dim, when fewer pairs are kept
-
-
-def _family(model: nn.Module) -> str:
-    mtype = getattr(getattr(model, "config", None), "model_type", None)
-    if mtype in BERT_LIKE:
-        return "bert"
-    if mtype in LLAMA_LIKE:
-        return "llama"
-    raise ValueError(f"compress supports model_type in {BERT_LIKE + LLAMA_LIKE}, got {mtype!r}")
-
-
-def encoder_layers(model: nn.Module):
-    """The transformer blocks of a BERT-like (encoder.layer) or LLaMA-like (layers) model."""
-    base = model.base_model
-    return base.encoder.layer if _family(model) == "bert" else base.layers
+from .inject import merge_lora, set_module
 
 
 def _fold_leftover_gates(model: nn.Module) -> None:
     """Gates outside the known layer structure (e.g. on a head) fold into a same-shape Linear."""
     for name, mod in [(n, m) for n, m in model.named_modules() if isinstance(m, GatedLinear)]:
-        _set_module(model, name, make_linear(fold(mod)))
+        set_module(model, name, make_linear(fold(mod)))
 
 
-def _update_config(model: nn.Module, family: str, sizes: list[LayerSizes]) -> None:
+def _update_config(model: nn.Module, kind: str, sizes: list[LayerSizes]) -> None:
     """Per-layer sizes go to config.gatecore_layers; the global fields only where they describe every layer."""
     cfg = model.config
     first = sizes[0]
@@ -154,7 +60,7 @@ def _update_config(model: nn.Module, family: str, sizes: list[LayerSizes]) -> No
                == (first.heads, first.kv_heads, first.head_dim, first.intermediate, first.rope_dims) for s in sizes)
     if all(s.intermediate == first.intermediate for s in sizes):
         cfg.intermediate_size = first.intermediate
-    if family == "bert":
+    if kind == "bert":
         full_attention = all(s.heads == cfg.num_attention_heads and s.head_dim * s.heads == cfg.hidden_size for s in sizes)
         loadable = same and full_attention
     else:
@@ -183,16 +89,13 @@ def compress(model: nn.Module) -> nn.Module:
             return model
         raise ValueError("compress needs a gated model (gatecore.add_gates) with some gates closed; "
                          "this model has no GatedLinear layers")
-    family = _family(model)
+    kind = family(model)
     check_finite_gates(model)
     merge_lora(model)
-    if family == "bert":
-        from .compress_bert import compress_bert_layer as compress_layer
-    else:
-        from .compress_llama import compress_llama_layer as compress_layer
+    compress_layer = compress_bert_layer if kind == "bert" else compress_llama_layer
     sizes = [compress_layer(layer) for layer in encoder_layers(model)]
     _fold_leftover_gates(model)
-    _update_config(model, family, sizes)
+    _update_config(model, kind, sizes)
     return model.eval()
 
 

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import nn
 
-from .compress import Folded, LayerSizes, fold, fold_constants, make_linear, pick
+from .fold import Folded, LayerSizes, fold, fold_constants, make_linear, pick
 
 
 def set_attention_sizes(att: nn.Module, heads: int, head_dim: int) -> None:

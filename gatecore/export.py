@@ -15,8 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .compress import _family, encoder_layers, layer_sizes
-from .inject import _set_module
+from .compress import layer_sizes
+from .compress_bert import set_attention_sizes as set_bert_attention_sizes
+from .compress_llama import set_attention_sizes as set_llama_attention_sizes
+from .families import encoder_layers, family
+from .inject import set_module
 
 
 def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -> Path:
@@ -47,18 +50,16 @@ def _resize_linears(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     for name, mod in list(model.named_modules()):
         w = state.get(name + ".weight")
         if isinstance(mod, nn.Linear) and w is not None and tuple(w.shape) != tuple(mod.weight.shape):
-            _set_module(model, name, nn.Linear(w.shape[1], w.shape[0], bias=name + ".bias" in state))
+            set_module(model, name, nn.Linear(w.shape[1], w.shape[0], bias=name + ".bias" in state))
 
 
 def _set_attention(model: nn.Module) -> None:
-    if _family(model) == "bert":
-        from .compress_bert import set_attention_sizes
+    if family(model) == "bert":
         for layer, s in zip(encoder_layers(model), layer_sizes(model)):
-            set_attention_sizes(layer.attention.self, s.heads, s.head_dim)
+            set_bert_attention_sizes(layer.attention.self, s.heads, s.head_dim)
     else:
-        from .compress_llama import set_attention_sizes
         for layer, s in zip(encoder_layers(model), layer_sizes(model)):
-            set_attention_sizes(layer.self_attn, s.head_dim, s.heads // s.kv_heads, s.rope_dims)
+            set_llama_attention_sizes(layer.self_attn, s.head_dim, s.heads // s.kv_heads, s.rope_dims)
             layer.mlp.intermediate_size = s.intermediate
 
 

@@ -1,4 +1,4 @@
-"""Stochastic row/column gates on a frozen linear layer (DESIGN.md section 1).
+"""Stochastic row/column gates on a frozen linear layer (docs/design.md §1).
 
     y = (W (x * z_c) + b) * z_r
     mu = tanh(theta)
@@ -122,7 +122,7 @@ class GatedLinear(nn.Module):
     """`y = (base(x * z_c)) * z_r` around a frozen `nn.Linear` (or `LoRALinear`).
 
     `base` keeps its own weight and bias, so the bias is gated by the row gate
-    as in DESIGN section 1, and a layer without bias stays without one.
+    as in docs/design.md §1, and a layer without bias stays without one.
     """
 
     def __init__(self, base: nn.Module, rows: bool = True, cols: bool = True, sigma: float = DEFAULT_SIGMA,

@@ -3,7 +3,8 @@
 A target pattern is a regular expression matched against the end of a
 module's dotted name at a dot boundary: "query" matches
 "bert.encoder.layer.0.attention.self.query"; "layer\\.0\\..*" matches every
-module under layer 0.
+module under layer 0. `targets=None` uses the preset of the model's type
+(gatecore.families: every attention/FFN matrix for gates, q and v for LoRA).
 """
 from __future__ import annotations
 
@@ -13,30 +14,10 @@ from typing import Iterable
 from torch import nn
 
 from .checks import check_bool, check_fraction, check_int, check_patterns, check_positive, check_real
+# GATE_PRESETS / LORA_PRESETS: the injection defaults, also read as gatecore.inject.GATE_PRESETS
+from .families import GATE_PRESETS, HEAD_NAMES, LORA_PRESETS, find_head, gate_targets, lora_targets  # noqa: F401
 from .gates import GatedLinear
 from .lora import LoRALinear
-
-_BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie")
-_LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "olmo2")
-
-_BERT_ALL = [r"attention\.self\.(query|key|value)", r"attention\.output\.dense",
-             r"layer\.\d+\.intermediate\.dense", r"layer\.\d+\.output\.dense"]
-_LLAMA_ALL = [r"self_attn\.(q|k|v|o)_proj", r"mlp\.(gate|up|down)_proj"]
-
-GATE_PRESETS = {**{t: _BERT_ALL for t in _BERT_LIKE}, **{t: _LLAMA_ALL for t in _LLAMA_LIKE}}
-LORA_PRESETS = {**{t: [r"attention\.self\.(query|value)"] for t in _BERT_LIKE},
-                **{t: [r"self_attn\.(q|v)_proj"] for t in _LLAMA_LIKE}}
-
-HEAD_NAMES = ("classifier", "score", "qa_outputs", "lm_head", "cls", "head")
-
-
-def _preset(model: nn.Module, presets: dict, what: str) -> list[str]:
-    mtype = getattr(getattr(model, "config", None), "model_type", None)
-    if mtype not in presets:
-        raise ValueError(f"no default {what} targets for model_type={mtype!r}; presets exist for "
-                         f"{sorted(presets)}. Pass targets=[...] (name patterns) to use any model.")
-    return presets[mtype]
-
 
 def _matches(pattern: str, name: str) -> bool:
     return re.search(r"(?:^|\.)(?:" + pattern + r")$", name) is not None
@@ -71,7 +52,8 @@ def find_targets(model: nn.Module, targets: Iterable[str] | str) -> dict[str, nn
     return found
 
 
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Replace the submodule at dotted `name` by `new` (the model itself is never replaced)."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
@@ -98,7 +80,7 @@ def add_gates(model: nn.Module, targets=None, rows: bool = True, cols: bool = Tr
     changed, so a failed call leaves the model as it was.
     """
     _check_gate_options(rows, cols, sigma, reg_sigma, init_mean, init_std)
-    found = find_targets(model, _preset(model, GATE_PRESETS, "gate") if targets is None else targets)
+    found = find_targets(model, gate_targets(model) if targets is None else targets)
     for name, mod in found.items():
         if isinstance(mod, GatedLinear):
             raise ValueError(f"{name} already has gates; wrapping it twice is not allowed")
@@ -107,7 +89,7 @@ def add_gates(model: nn.Module, targets=None, rows: bool = True, cols: bool = Tr
     wrapped = {n: GatedLinear(m, rows=rows, cols=cols, sigma=sigma, reg_sigma=reg_sigma,
                               init_mean=init_mean, init_std=init_std) for n, m in found.items()}
     for n, g in wrapped.items():
-        _set_module(model, n, g)
+        set_module(model, n, g)
     return wrapped
 
 
@@ -122,7 +104,7 @@ def add_lora(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, drop
     check_int("LoRA rank r", r, 1, what="a positive integer")
     check_positive("LoRA alpha", alpha)
     check_fraction("LoRA dropout", dropout)
-    found = find_targets(model, _preset(model, LORA_PRESETS, "LoRA") if targets is None else targets)
+    found = find_targets(model, lora_targets(model) if targets is None else targets)
     inner = {}
     for name, mod in found.items():
         base, inner_name = (mod.base, name + ".base") if isinstance(mod, GatedLinear) else (mod, name)
@@ -135,24 +117,15 @@ def add_lora(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, drop
         inner[inner_name] = base
     plan = {n: LoRALinear(base, r=r, alpha=alpha, dropout=dropout) for n, base in inner.items()}
     for n, l in plan.items():
-        _set_module(model, n, l)
+        set_module(model, n, l)
     return plan
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Replace every `LoRALinear` by its merged plain `nn.Linear`, in place."""
     for name, mod in [(n, m) for n, m in model.named_modules() if isinstance(m, LoRALinear)]:
-        _set_module(model, name, mod.merge())
+        set_module(model, name, mod.merge())
     return model
-
-
-def find_head(model: nn.Module) -> tuple[str, nn.Module] | None:
-    """The task head: the first of `HEAD_NAMES` that is a direct child of the model."""
-    for name in HEAD_NAMES:
-        mod = getattr(model, name, None)
-        if isinstance(mod, nn.Module):
-            return name, mod
-    return None
 
 
 def mark_trainable(model: nn.Module, gates: bool = True, lora: bool = True, bias: str = "gated",

@@ -1,4 +1,4 @@
-"""LoRA adapter (Hu et al. 2021), as in loralib/peft (DESIGN.md section 2).
+"""LoRA adapter (Hu et al. 2021), as in loralib/peft (docs/design.md §2).
 
     y = W x + b + (alpha / r) * B A dropout(x)
     A (r x in): kaiming-uniform(a=sqrt 5);  B (out x r): zeros

@@ -15,8 +15,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .gates import Gate
-from .inject import GATE_PRESETS, add_gates, add_lora, find_head, find_targets, mark_trainable
+from .families import GATE_PRESETS, find_head, model_type
+from .inject import add_gates, add_lora, find_targets, mark_trainable
+from .parameters import gate_parameters, head_parameters, ids, lora_parameters
+
+__all__ = ["METHODS", "GATE_METHODS", "LORA_METHODS", "setup_method", "param_groups", "gate_parameters",
+           "lora_parameters", "head_parameters", "warmup_linear_schedule", "lam_ramp"]
 
 METHODS = ("full", "lora", "bias", "head", "gates", "gates+lora")
 GATE_METHODS = ("gates", "gates+lora")
@@ -37,7 +41,7 @@ def setup_method(model: nn.Module, method: str, *, lora_r: int = 8, lora_alpha: 
     if method != "full" and find_head(model) is None:
         raise ValueError(f"method {method!r} trains a task head, but {type(model).__name__} has none "
                          "(expected a module named classifier/score/...): load a *ForSequenceClassification model")
-    mtype = getattr(getattr(model, "config", None), "model_type", None)
+    mtype = model_type(model)
     if (method in GATE_METHODS or method == "bias") and mtype not in GATE_PRESETS:
         raise ValueError(f"no gate preset for model_type={mtype!r} (presets: {sorted(GATE_PRESETS)}); "
                          "use gatecore.add_gates(model, targets=[...]) directly for other models")
@@ -57,24 +61,13 @@ def setup_method(model: nn.Module, method: str, *, lora_r: int = 8, lora_alpha: 
     return model
 
 
-def gate_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The gate thetas of the model (the parameters that get the gate learning rate)."""
-    return [m.theta for m in model.modules() if isinstance(m, Gate)]
-
-
-def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    found = find_head(model)
-    return [] if found is None else list(found[1].parameters())
-
-
 def param_groups(model: nn.Module, lr: float, head_lr: float | None = None, gate_lr: float | None = None) -> list[dict]:
     """AdamW groups of the trainable parameters: the rest at `lr`, the task head at `head_lr`, gates at `gate_lr`.
 
     None means `lr`. Empty groups are left out. Gates move from theta = 1 to below -0.55 to close, far
     more than other weights move, hence their own (usually much larger) rate.
     """
-    gate_ids = {id(p) for p in gate_parameters(model)}
-    head_ids = {id(p) for p in head_parameters(model)}
+    gate_ids, head_ids = ids(gate_parameters(model)), ids(head_parameters(model))
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) not in gate_ids | head_ids], "lr": lr},
               {"params": [p for p in params if id(p) in head_ids], "lr": head_lr or lr},

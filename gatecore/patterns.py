@@ -8,7 +8,7 @@ from torch import nn
 
 from .accounting import GateReport, check_finite_gates, gate_report, gated_layers
 from .checks import check_bool, check_fraction, check_int
-from .compress import _family, encoder_layers
+from .families import encoder_layers, family
 from .gates import GatedLinear
 
 CLOSED_THETA = -2.0  # tanh(-2) + 0.5 < 0: the eval gate is exactly 0
@@ -70,7 +70,7 @@ def random_gate_pattern(model: nn.Module, sparsity: float, seed: int = 0, struct
     `compress` removes exactly what `gate_report` counts, with no padding.
     structured=False: every gate vector independently closes a random 1 - sqrt(1 - sparsity) of its
     entries (so about `sparsity` of each matrix is cut); `compress` then removes far less, since
-    only structures closed at a matching end (DESIGN section 3) can go.
+    only structures closed at a matching end (docs/design.md §3) can go.
     """
     sparsity = check_fraction("sparsity", sparsity)
     check_int("seed", seed, 0)
@@ -79,7 +79,7 @@ def random_gate_pattern(model: nn.Module, sparsity: float, seed: int = 0, struct
     if not layers:
         raise ValueError("random_gate_pattern needs a gated model; call gatecore.add_gates first")
     check_finite_gates(model)  # the report at the end would refuse them, after the change
-    per_layer = (_bert_layer if _family(model) == "bert" else _llama_layer) if structured else None
+    per_layer = (_bert_layer if family(model) == "bert" else _llama_layer) if structured else None
     g = torch.Generator().manual_seed(seed)
     if structured:
         for layer in encoder_layers(model):

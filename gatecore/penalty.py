@@ -1,4 +1,4 @@
-"""Sparsity objectives over the gated layers (DESIGN.md section 1).
+"""Sparsity objectives over the gated layers (docs/design.md §1).
 
 With P = Phi((mu + 0.5) / reg_sigma) per gate and keep = 1 - target:
     target: mean over gate vectors of |mean(P) - keep|          (the authors')

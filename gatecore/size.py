@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from torch import nn
 
 from .checks import check_int
-from .compress import _family, encoder_layers, layer_sizes
-from .gates import Gate
-from .lora import LoRALinear
+from .compress import layer_sizes
+from .families import encoder_layers, family
+from .parameters import gate_parameters, ids, lora_parameters
 
 
 def _linears(layer: nn.Module) -> list[nn.Linear]:
@@ -26,13 +26,12 @@ def _linears(layer: nn.Module) -> list[nn.Linear]:
 
 def count_model_parameters(model: nn.Module) -> int:
     """All parameters except gate thetas and LoRA factors."""
-    skip = {id(m.theta) for m in model.modules() if isinstance(m, Gate)}
-    skip |= {id(p) for m in model.modules() if isinstance(m, LoRALinear) for p in (m.lora_A, m.lora_B)}
+    skip = ids(gate_parameters(model) + lora_parameters(model))
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
-def _query(layer: nn.Module, family: str) -> nn.Module:
-    return layer.attention.self.query if family == "bert" else layer.self_attn.q_proj
+def _query(layer: nn.Module, kind: str) -> nn.Module:
+    return layer.attention.self.query if kind == "bert" else layer.self_attn.q_proj
 
 
 def encoder_linear_parameters(model: nn.Module) -> int:
@@ -41,11 +40,11 @@ def encoder_linear_parameters(model: nn.Module) -> int:
 
 
 def flops_per_token(model: nn.Module, seq: int = 128) -> int:
-    family = _family(model)
+    kind = family(model)
     total = 0
     for layer in encoder_layers(model):
         total += sum(2 * l.weight.numel() for l in _linears(layer))
-        total += 4 * seq * _query(layer, family).out_features
+        total += 4 * seq * _query(layer, kind).out_features
     return total
 
 

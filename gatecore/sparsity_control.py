@@ -1,8 +1,8 @@
 """Sparsity that hits the request: the eval-gate removed fraction ends within `tol` of what was asked.
 
 The unit is the one users ask in and the compressed model loses: the fraction of gated weight entries
-whose row or column eval gate is closed, `gatecore.gate_report(model).removed_fraction` (DESIGN
-section 1). Every objective's request is expressed in it: `removed_asked = 1 - keep`, where keep is the
+whose row or column eval gate is closed, `gatecore.gate_report(model).removed_fraction` (docs/design.md
+§1). Every objective's request is expressed in it: `removed_asked = 1 - keep`, where keep is the
 kept fraction of the gated weights, for `params`, `target` and `l0` alike.
 
 Why a controller at all: the penalties hold an *expected* keep (P(open) = Phi((mu + 0.5) / reg_sigma))

@@ -8,7 +8,7 @@ cells = [
     md("# Hessian conditioning: gates vs LoRA\n\n"
        "The paper claims that finetuning through row/column gates has a *simpler and better-conditioned* loss landscape "
        "than LoRA. Here we measure it: Hessians of the loss with respect to the adapter parameters only, from "
-       "Hessian-vector products (`analysis/hvp.py`), and their spectra (`analysis/spectrum.py`).\n\n"
+       "Hessian-vector products (`gatecore/hessian/operator.py`), and their spectra (`gatecore/hessian/spectrum.py`).\n\n"
        "A plain `lambda_max / lambda_min` is meaningless for both methods: saturated gates give exactly zero Hessian rows, "
        "LoRA has exact symmetry directions. So every result reports n, the number of products, lambda_max, lambda_min, "
        "the counts of negative and zero eigenvalues (|lambda| <= tol * max|lambda|), and "

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import gatecore as gc
-from gatecore.compress import encoder_layers
+from gatecore.families import encoder_layers
 from gatecore.patterns import CLOSED_THETA
 from gatecore.tiny import tiny_batch, tiny_model
 

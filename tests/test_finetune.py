@@ -118,7 +118,7 @@ def test_methods_train_what_they_say():
 
 def test_mean_pooling_ignores_padding():
     model, _ = build_model(dict(model="tiny-bert", seed=0, method="head"), 2)
-    from analysis.train import pooled_logits
+    from gatecore.pooling import pooled_logits
     ids = torch.tensor([[5, 6, 7, 1, 1]])
     full = pooled_logits(model.eval(), {"input_ids": ids[:, :3], "attention_mask": torch.ones(1, 3, dtype=torch.long)}, "mean")
     padded = pooled_logits(model, {"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 0, 0]])}, "mean")

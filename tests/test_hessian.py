@@ -1,13 +1,14 @@
-"""Hessian operator and spectra on float64 tiny models (analysis.hvp, analysis.spectrum)."""
+"""Hessian operator and spectra on float64 tiny models (gatecore.hessian)."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from analysis import spectrum as S
-from analysis.hessian import deflated, make_loss, saturated_gates, saturated_mask
-from analysis.hvp import HessianOperator
 from gatecore import Gate, add_gates, add_lora
+from gatecore.hessian import (HessianOperator, deflated, exact, lanczos, pyhessian, saturated_gates, saturated_mask,
+                              slq)
+from gatecore.hessian.crosscheck import LossModule
+from gatecore.pooling import pooled_loss
 from gatecore.tiny import tiny_batch, tiny_model
 
 GATE_TARGETS = [r"layer\.1\.attention\.self\.value"]   # n = 16 + 16
@@ -23,7 +24,7 @@ def gate_operator(noise_draws=0, mean=0.0, kind="bert"):
     model = tiny_model(kind, dtype=torch.float64)
     add_gates(model, targets=GATE_TARGETS if kind == "bert" else [r"layers\.1\.self_attn\.v_proj"], init_mean=mean, init_std=0.3)
     batches = [_labelled(model)] if noise_draws else [_labelled(model), _labelled(model, 1)]   # a list of batches, too
-    return HessianOperator(model, batches, "gates", make_loss("cls"), noise_draws=noise_draws)
+    return HessianOperator(model, batches, "gates", pooled_loss("cls"), noise_draws=noise_draws)
 
 
 def lora_operator():
@@ -33,11 +34,11 @@ def lora_operator():
         for m in model.modules():
             if hasattr(m, "lora_B"):
                 m.lora_B.normal_(0, 0.3)
-    return HessianOperator(model, [_labelled(model)], "lora", make_loss("mean"))
+    return HessianOperator(model, [_labelled(model)], "lora", pooled_loss("mean"))
 
 
 def _flat_loss(op):
-    module = S._LossModule(op)
+    module = LossModule(op)
     names = [f"inner.{n}" for n, _ in op.named]
     shapes = [p.shape for p in op.params]
 
@@ -105,11 +106,11 @@ def test_products_are_deterministic_and_counted():
 def test_exact_and_lanczos_extremes_match_eigvalsh(op_and_H):
     op, H, rtol = op_and_H
     ev = torch.linalg.eigvalsh(H).numpy()
-    ex = S.exact(op, chunk=16, progress=False)
+    ex = exact(op, chunk=16, progress=False)
     assert ex.extra["asymmetry"] < 1e-10 and ex.products == op.n
     scale = np.abs(ev).max()
     np.testing.assert_allclose(ex.eigenvalues, ev, atol=rtol * scale)
-    lz = S.lanczos(op, progress=False)
+    lz = lanczos(op, progress=False)
     assert abs(lz.lambda_max - ex.eigenvalues.max()) < 1e-7 * scale and abs(lz.lambda_min - ex.eigenvalues.min()) < 1e-7 * scale
     assert 0 < lz.products < 2 * op.n
 
@@ -119,7 +120,7 @@ def test_pyhessian_top_eigenvalue_trace_and_density(op_and_H):
     ev = torch.linalg.eigvalsh(H).numpy()
     top = ev[np.argmax(np.abs(ev))]
     has_eig = hasattr(torch, "eig")
-    rep = S.pyhessian(op, power_tol=1e-6, max_iter=500, trace_probes=40, density_steps=20)
+    rep = pyhessian(op, power_tol=1e-6, max_iter=500, trace_probes=40, density_steps=20)
     assert abs(rep.lambda_max - top) <= 1e-3 * abs(top)   # power iteration: largest |eigenvalue|
     assert abs(rep.trace - ev.sum()) <= 5 * rep.trace_stderr + 1e-9 and rep.extra["trace_probes"] == 40
     nodes = np.asarray(rep.density["nodes"][0])
@@ -130,7 +131,7 @@ def test_pyhessian_top_eigenvalue_trace_and_density(op_and_H):
 def test_slq_brackets_spectrum_and_estimates_trace():
     op = lora_operator()
     ev = torch.linalg.eigvalsh(func_hessian(op)).numpy()
-    rep = S.slq(op, steps=op.n, probes=2, progress=False)   # full Lanczos: Ritz values are eigenvalues
+    rep = slq(op, steps=op.n, probes=2, progress=False)   # full Lanczos: Ritz values are eigenvalues
     assert abs(rep.lambda_max - ev.max()) < 1e-8 * abs(ev).max() and abs(rep.lambda_min - ev.min()) < 1e-8 * abs(ev).max()
     assert abs(rep.trace - ev.sum()) <= 5 * rep.trace_stderr + 1e-9 and rep.counts_estimated
 
@@ -148,11 +149,11 @@ def test_kappa_eff_of_a_known_diagonal_quadratic():
     d = torch.tensor([10.0, 2.0, 0.5, 1e-9, 0.0, 0.0, -1.0], dtype=torch.float64)
     model = Quadratic(d)
     op = HessianOperator(model, [{"scale": torch.ones(1)}], [r"^w$"], lambda m, b: m.loss(b))
-    rep = S.exact(op, tol=1e-6, progress=False)
+    rep = exact(op, tol=1e-6, progress=False)
     assert (rep.lambda_max, rep.lambda_min, rep.n_negative, rep.n_zero, rep.n_active) == (10.0, -1.0, 1, 3, 3)
     assert rep.kappa_eff == pytest.approx(20.0, rel=1e-12)   # 10 / 0.5: the zeros and -1 are not divided by
     pd = Quadratic(torch.tensor([4.0, 3.0, 2.0, 0.25], dtype=torch.float64))
-    lz = S.lanczos(HessianOperator(pd, [{"scale": torch.ones(1)}], [r"^w$"], lambda m, b: m.loss(b)), progress=False)
+    lz = lanczos(HessianOperator(pd, [{"scale": torch.ones(1)}], [r"^w$"], lambda m, b: m.loss(b)), progress=False)
     assert lz.kappa_eff == pytest.approx(16.0, rel=1e-8)
 
 
@@ -164,8 +165,8 @@ def test_zero_count_equals_saturated_gates(draws):
     with torch.no_grad():   # 3 open at 1, 2 shut at 0: clamped whatever the noise (sigma 0.1)
         gate.row_gate.theta[[0, 5, 9]] = 3.0
         gate.col_gate.theta[[2, 7]] = -3.0
-    op = HessianOperator(model, [_labelled(model)], "gates", make_loss("cls"), noise_draws=draws)
-    rep = S.exact(op, progress=False)
+    op = HessianOperator(model, [_labelled(model)], "gates", pooled_loss("cls"), noise_draws=draws)
+    rep = exact(op, progress=False)
     assert saturated_gates(op) == 5 and rep.n_zero == 5 and rep.n == 32
     # lanczos / slq on the 27 active coordinates, the 5 exact zeros added back
     lz = deflated("lanczos", op, saturated_mask(op), progress=False)
@@ -178,7 +179,7 @@ def test_zero_count_equals_saturated_gates(draws):
 def test_exact_refuses_large_n_and_bad_subsets():
     op = gate_operator()
     with pytest.raises(ValueError, match="max_n"):
-        S.exact(op, max_n=op.n - 1)
+        exact(op, max_n=op.n - 1)
     with pytest.raises(ValueError, match="selects no parameter"):
         HessianOperator(tiny_model("bert"), [_labelled(tiny_model("bert"))], "lora")
     with pytest.raises(ValueError, match="n="):

@@ -1,9 +1,10 @@
-"""Hessian spectra from an operator with `n`, `matvec`, `matmat`, `products` (analysis.hvp).
+"""Hessian spectra from an operator with `n`, `matvec`, `matmat`, `products` (gatecore.hessian.operator),
+as in docs/design.md §4.
 
     exact:     H assembled column block by column block, symmetry checked, eigvalsh (all n eigenvalues)
     lanczos:   scipy eigsh on a LinearOperator, largest and smallest algebraic eigenvalue
     slq:       stochastic Lanczos quadrature (Ubaru, Chen, Saad 2017; Ghorbani et al. 2019) density
-    pyhessian: the pyhessian 0.1 package (top eigenvalue, trace, density) wrapped for torch 2
+    (pyhessian, the cross-check, is in gatecore.hessian.crosscheck)
 
 Conditioning is reported on the active subspace: eigenvalues above tol * lambda_max.
 Exact zeros (saturated gates, LoRA symmetry directions) and negative curvature are
@@ -11,10 +12,7 @@ counted, never divided by: kappa_eff = lambda_max / min{lambda : lambda > tol * 
 """
 from __future__ import annotations
 
-import contextlib
-import importlib
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -29,10 +27,11 @@ SLQ_COUNT_TOL = 1e-3   # SLQ zero / negative counts: |node| <= this * max|node| 
 ACTIVE = "eigenvalues above tol * lambda_max (exact zeros and negative curvature excluded)"
 
 
-@dataclass
+@dataclass(frozen=True)
 class SpectrumReport:
     """One spectrum of one operator. `eigenvalues` (exact) / `density` (SLQ nodes and weights) stay out of
-    as_dict(): the CLI writes them beside the report, under their own keys of the results file."""
+    as_dict(): the CLI writes them beside the report, under their own keys of the results file.
+    Frozen: a changed report is a new one (`dataclasses.replace`)."""
     n: int
     method: str
     products: int
@@ -174,102 +173,3 @@ def slq(op, tol: float = TOL, steps: int = SLQ_STEPS, probes: int = SLQ_PROBES, 
         trace_stderr=float(np.std(traces, ddof=1) / np.sqrt(probes)) if probes > 1 else None, counts_estimated=True,
         extra={"steps": steps, "probes": probes, "count_tol": count_tol}, density={"nodes": [x.tolist() for x in nodes],
                                                            "weights": [x.tolist() for x in weights]})
-
-
-# ---- pyhessian 0.1, wrapped (not vendored) -------------------------------------------------------------
-
-class _LossModule(torch.nn.Module):
-    """What pyhessian expects: model(inputs) -> outputs, criterion(outputs, targets) -> loss."""
-
-    def __init__(self, op):
-        super().__init__()
-        self.inner, self.op = op.model, op
-
-    def forward(self, _inputs):
-        return self.op.loss()
-
-
-def _eig_for_symmetric(T, eigenvectors=False):
-    """The removed torch.eig, for the symmetric tridiagonal T that density() builds."""
-    vals, vecs = torch.linalg.eigh(T)
-    return torch.stack([vals, torch.zeros_like(vals)], 1), vecs
-
-
-@contextlib.contextmanager
-def _pyhessian_session(op, seed: int):
-    """pyhessian on torch 2: restore torch.eig, make its random vectors op.dtype, count its products."""
-    ph = importlib.import_module("pyhessian.hessian")   # the module: the package re-exports a class of that name
-    counted, orig_hvp, orig_dtype = [0], ph.hessian_vector_product, torch.get_default_dtype()
-    had_eig, orig_eig = hasattr(torch, "eig"), getattr(torch, "eig", None)
-
-    rayleigh = []
-
-    def counting_hvp(gradsH, params, v):
-        counted[0] += 1
-        hv = orig_hvp(gradsH, params, v)
-        rayleigh.append(float(sum((x * y).sum() for x, y in zip(v, hv)) / sum((x * x).sum() for x in v)))
-        return hv
-    for p in op.params:
-        p.grad = None
-    ph.hessian_vector_product, torch.eig = counting_hvp, _eig_for_symmetric
-    torch.set_default_dtype(op.dtype)
-    torch.manual_seed(seed)
-    try:
-        warnings.filterwarnings("ignore", message="Using backward.. with create_graph=True")   # pyhessian's own call
-        yield ph.hessian(_LossModule(op), lambda out, _t: out, data=(None, None), cuda=op.device.type == "cuda"), counted, rayleigh
-    finally:
-        ph.hessian_vector_product = orig_hvp
-        torch.set_default_dtype(orig_dtype)
-        if had_eig:
-            torch.eig = orig_eig
-        else:
-            del torch.eig
-        for p in op.params:
-            p.grad = None   # pyhessian left a gradient that holds the whole double-backward graph
-        op.products += counted[0]
-
-
-def pyhessian(op, tol: float = TOL, power_tol: float = 1e-3, max_iter: int = 100, trace_probes: int = 20,
-              density_steps: int = SLQ_STEPS, density_probes: int = 1, seed: int = 0) -> SpectrumReport:
-    """Top |eigenvalue| by pyhessian's power iteration, trace by Hutchinson (a fixed number of probes:
-    its own stopping rule divides by the running trace and stops at once when that is negative),
-    density by its SLQ with torch.eig restored."""
-    t = time.perf_counter()
-    with _pyhessian_session(op, seed) as (h, counted, _):
-        (top,), _ = h.eigenvalues(maxIter=max_iter, tol=power_tol)
-        power_products = counted[0]
-        vhv = h.trace(maxIter=trace_probes, tol=-np.inf)   # tol=-inf: never stops early
-        nodes, weights = h.density(iter=min(density_steps, op.n), n_v=density_probes)
-    vhv = np.asarray(vhv, dtype=np.float64)
-    return SpectrumReport(op.n, "pyhessian", counted[0], time.perf_counter() - t, lambda_max=float(top),
-                          lambda_min=None, tol=tol, trace=float(vhv.mean()),
-                          trace_stderr=float(vhv.std(ddof=1) / np.sqrt(vhv.size)) if vhv.size > 1 else None,
-                          extra={"top_is": "largest |eigenvalue| (power iteration)", "power_products": power_products,
-                                 "power_tol": power_tol, "trace_probes": int(vhv.size)},
-                          density={"nodes": [list(map(float, x)) for x in nodes],
-                                   "weights": [list(map(float, x)) for x in weights]})
-
-
-METHODS = {"exact": exact, "lanczos": lanczos, "slq": slq, "pyhessian": pyhessian}
-
-
-def products_to_accuracy(op, reference: float, eps=(1e-2, 1e-3, 1e-4, 1e-6), max_steps: int = 100, seed: int = 0) -> dict:
-    """Products until lambda_max (the end of largest magnitude, `reference`) is within a relative `eps`:
-    pyhessian's power iteration (its Rayleigh quotient after each product, read through the counting hook)
-    vs plain Lanczos (top Ritz value after each step); plus pyhessian as shipped (its own stopping rule, tol 1e-3)."""
-    a, b = lanczos_tridiag(op, np.random.default_rng(seed).standard_normal(op.n), max_steps)
-    ends = [ritz(a[:m], b[: m - 1])[0] for m in range(1, a.size + 1)]
-    lz = [abs((t.max() if reference >= 0 else t.min()) - reference) / abs(reference) for t in ends]
-    with _pyhessian_session(op, seed) as (h, counted, rq):
-        h.eigenvalues(maxIter=max_steps, tol=-np.inf)   # tol=-inf: every iteration, no early stop
-    pw = [abs(x - reference) / abs(reference) for x in rq]
-    with _pyhessian_session(op, seed) as (h, counted, _):
-        (top,), _ = h.eigenvalues(maxIter=max_steps, tol=1e-3)
-    first = lambda errs, e: next((k + 1 for k, x in enumerate(errs) if x <= e), None)  # noqa: E731
-    rows = [{"eps": e, "power_products": first(pw, e), "lanczos_products": first(lz, e)} for e in eps]
-    for r in rows:
-        r["ratio"] = r["lanczos_products"] / r["power_products"] if r["power_products"] and r["lanczos_products"] else None
-    shipped_err = abs(top - reference) / abs(reference)
-    return {"reference": reference, "max_steps": max_steps, "rows": rows,
-            "pyhessian_default": {"tol": 1e-3, "products": counted[0], "rel_err": shipped_err,
-                                  "lanczos_products_same_err": first(lz, shipped_err)}}

@@ -1,4 +1,4 @@
-"""Hessian-vector products of a model's loss over a chosen parameter subset (DESIGN.md section 4).
+"""Hessian-vector products of a model's loss over a chosen parameter subset (docs/design.md §4).
 
     H v = d/dt grad L(theta + t v) |_{t=0}        (double backward, Pearlmutter 1994)
 
@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from gatecore import Gate, LoRALinear
+from ..gates import Gate
+from ..parameters import gate_parameters, ids, lora_parameters
 
 SUBSETS = ("gates", "lora")
 
@@ -25,13 +26,13 @@ def select_params(model: nn.Module, which: str | Sequence[str]) -> list[tuple[st
     """'gates' (every Gate.theta), 'lora' (every lora_A/lora_B), or name regexes (re.search)."""
     named = list(model.named_parameters())
     if which == "gates":
-        ids = {id(m.theta) for m in model.modules() if isinstance(m, Gate)}
+        chosen = ids(gate_parameters(model))
     elif which == "lora":
-        ids = {id(p) for m in model.modules() if isinstance(m, LoRALinear) for p in (m.lora_A, m.lora_B)}
+        chosen = ids(lora_parameters(model))
     else:
         pats = [which] if isinstance(which, str) else list(which)
-        ids = {id(p) for n, p in named if any(re.search(q, n) for q in pats)}
-    out = [(n, p) for n, p in named if id(p) in ids]
+        chosen = {id(p) for n, p in named if any(re.search(q, n) for q in pats)}
+    out = [(n, p) for n, p in named if id(p) in chosen]
     if not out:
         raise ValueError(f"parameter subset {which!r} selects no parameter of {type(model).__name__}; "
                          f"use 'gates', 'lora' or a regex matching names such as {named[0][0] if named else '?'}")
