@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup test figures experiments bench lab clean
+.PHONY: setup test figures experiments bench notebooks lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ experiments:
 bench:
 	$(PY) -m analysis.bench --repeats 20
 	$(PY) -m analysis.bench_train
+
+# Re-execute the notebooks (default settings) and save their outputs: NAME.py is the source, NAME.ipynb the result.
+notebooks:
+	$(PY) -m analysis.notebooks
 
 # Jupyter Lab on the notebooks, with the project's kernel "gatecore (.venv)" (Ctrl-C stops it).
 lab:

@@ -1,9 +1,10 @@
 """`make figures`: regenerate every figure of the project from results/ alone.
 
-Each study module listed in STUDIES provides `make_figures(results_dir, figures_dir) -> list[Path]`
-and reads nothing but results/. A study whose results are not committed yet is reported, not faked.
-A results file holding records written from a tree with uncommitted code changes (a commit id
-ending in -dirty, or tree_clean false) is named in a warning on stderr; it is still drawn.
+Each module listed in STUDIES (study name -> module) provides `make_figures(results_dir, figures_dir)
+-> list[Path]` and reads nothing but results/ (docs/design.md §5). A study whose results are not
+committed yet is reported, not faked. A results file holding records written from a tree with
+uncommitted code changes (a commit id ending in -dirty, or tree_clean false) is named in a warning on
+stderr; it is still drawn.
 """
 from __future__ import annotations
 
@@ -13,26 +14,32 @@ import sys
 import time
 from pathlib import Path
 
-from .provenance import ROOT
+from analysis import provenance
+from analysis.provenance import ROOT
 
-STUDIES: list[str] = ["convergence", "hessian_compare", "finetune_figures", "bench"]  # module names under analysis/, in the order they are drawn
+STUDIES = {  # in the order they are drawn
+    "convergence": "analysis.convergence.plots",
+    "hessian": "analysis.hessian.plots",
+    "finetune": "analysis.finetune.figures",
+    "bench": "analysis.bench.latency",
+}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--results", type=Path, default=ROOT / "results", help="folder of committed results (default: results/)")
     ap.add_argument("--figures", type=Path, default=ROOT / "figures", help="output folder (default: figures/)")
-    ap.add_argument("--only", nargs="*", default=None, help="draw only these studies")
+    ap.add_argument("--only", nargs="*", default=None, choices=list(STUDIES), help="draw only these studies")
     args = ap.parse_args(argv)
     import matplotlib
     matplotlib.use("Agg")
     args.figures.mkdir(parents=True, exist_ok=True)
-    studies = STUDIES if not args.only else [s for s in STUDIES if s in args.only]
+    studies = list(STUDIES) if not args.only else [s for s in STUDIES if s in args.only]
     if not studies:
         print("no figure studies registered yet")
     for name in studies:
         t = time.perf_counter()
-        made = importlib.import_module(f"analysis.{name}").make_figures(args.results, args.figures)
+        made = importlib.import_module(STUDIES[name]).make_figures(args.results, args.figures)
         print(f"{name}: {len(made)} figure(s) in {time.perf_counter() - t:.1f}s")
         for p in made:
             print(f"  {Path(p).relative_to(ROOT) if Path(p).is_relative_to(ROOT) else p}")
@@ -42,10 +49,10 @@ def main(argv=None) -> int:
 
 def _summarise_dirty_sources() -> None:
     """Repeat at the end, on stderr, which results files came from a dirty tree (each reader warned on its own)."""
-    from analysis.provenance import DIRTY_SOURCES
-    if DIRTY_SOURCES:
-        print(f"warning: {len(DIRTY_SOURCES)} results file(s) drawn from records written with uncommitted code "
-              f"changes (-dirty): {', '.join(DIRTY_SOURCES)}", file=sys.stderr)
+    dirty = provenance.DIRTY_SOURCES  # read now: the readers fill it while drawing
+    if dirty:
+        print(f"warning: {len(dirty)} results file(s) drawn from records written with uncommitted code "
+              f"changes (-dirty): {', '.join(dirty)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -22,12 +22,24 @@ def small_mode() -> bool:
 
 
 def command_line(argv=None) -> str:
-    """The command that reproduces this run, as `python -m analysis.<module> ...`."""
+    """The command that reproduces this run, as `python -m analysis.<module> ...`.
+
+    A package run as `python -m analysis.finetune` is named so (not `analysis.finetune.__main__`), also in
+    a spawned worker, where the main module has no spec and argv[0] is the package's __main__.py.
+    """
     argv = sys.argv if argv is None else argv
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    head = ["python", "-m", spec.name] if spec is not None and spec.name else ["python", *argv[:1]]
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = spec.name if spec is not None and spec.name else _package_main(argv[0] if argv else "")
+    head = ["python", "-m", name.removesuffix(".__main__")] if name else ["python", *argv[:1]]
     return shlex.join(head + list(argv[1:]))
+
+
+def _package_main(path: str) -> str | None:
+    """`analysis.finetune` for ROOT/analysis/finetune/__main__.py; None for any other path."""
+    p = Path(path).resolve()
+    if p.name != "__main__.py" or not p.is_relative_to(ROOT):
+        return None
+    return ".".join(p.parent.relative_to(ROOT).parts)
 
 
 CODE_NAMES = ("Makefile", "pyproject.toml", "pytest.ini", "environment.yml", "setup.py", "setup.cfg")

@@ -1,9 +1,9 @@
-"""analysis.batching: bucketed batches cover every example once per epoch, reproducibly, and pad little."""
+"""analysis.finetune.batching: bucketed batches cover every example once per epoch, reproducibly, and pad little."""
 import random
 
 import pytest
 
-from analysis.batching import bucketed_batches, epoch_batches, padding_ratio, random_batches
+from analysis.finetune.batching import bucketed_batches, epoch_batches, padding_ratio, random_batches
 
 
 def skewed_lengths(n=1000, seed=0):

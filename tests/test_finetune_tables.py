@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from analysis.data import DataError, load_task
-from analysis.finetune_curves import write_plateau_table
-from analysis.finetune_results import Protocol, group
-from analysis.finetune_stats import (at_trivial, mean_curve, paired, plateau_step, settled_step,
+from analysis.finetune.curves import write_plateau_table
+from analysis.finetune.results import Protocol, group
+from analysis.finetune.stats import (at_trivial, mean_curve, paired, plateau_step, settled_step,
                                      trivial_baseline)
-from analysis.finetune_tables import TRIVIAL_LABEL, glue_table, kurtosis_pairs, kurtosis_table, paired_table
+from analysis.finetune.tables import TRIVIAL_LABEL, glue_table, kurtosis_pairs, kurtosis_table, paired_table
 
 
 def rec(task, method, seed, dev, keep=None, tau=None, curve=None):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from analysis import gpu_bundle, gpu_protocol
+from analysis.finetune import gpu_bundle, gpu_protocol
 from analysis.provenance import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,8 +43,8 @@ def test_bundle_contents(bundle):
     assert manifest["model"]["name"] == "all-MiniLM-L6-v2" and manifest["tasks"] == ["RTE"]
     for rel, digest in manifest["files"].items():
         assert gpu_bundle.sha256(path / rel) == digest, rel
-    assert {"gatecore/gates.py", "analysis/finetune.py", "analysis/gpu_protocol.py", "glue/RTE/train.tsv",
-            "model/tokenizer.json"} <= set(manifest["files"])
+    assert {"gatecore/gates.py", "gatecore/hessian/operator.py", "analysis/finetune/sweep.py", "analysis/gpu_protocol.py",
+            "glue/RTE/train.tsv", "model/tokenizer.json"} <= set(manifest["files"])  # subpackages too
     half = load_file(path / "model" / "model.safetensors")
     assert {v.dtype for v in half.values() if v.is_floating_point()} == {torch.float16}
 

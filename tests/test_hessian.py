@@ -121,7 +121,9 @@ def test_pyhessian_top_eigenvalue_trace_and_density(op_and_H):
     top = ev[np.argmax(np.abs(ev))]
     has_eig = hasattr(torch, "eig")
     rep = pyhessian(op, power_tol=1e-6, max_iter=500, trace_probes=40, density_steps=20)
-    assert abs(rep.lambda_max - top) <= 1e-3 * abs(top)   # power iteration: largest |eigenvalue|
+    assert abs(rep.extra["largest_magnitude"] - top) <= 1e-3 * abs(top)   # power iteration: largest |eigenvalue|
+    assert (rep.lambda_max if top > 0 else rep.lambda_min) == rep.extra["largest_magnitude"]   # the end it found
+    assert (rep.lambda_min if top > 0 else rep.lambda_max) is None
     assert abs(rep.trace - ev.sum()) <= 5 * rep.trace_stderr + 1e-9 and rep.extra["trace_probes"] == 40
     nodes = np.asarray(rep.density["nodes"][0])
     assert nodes.min() >= ev.min() - 1e-6 * abs(top) and nodes.max() <= ev.max() + 1e-6 * abs(top)
@@ -184,3 +186,15 @@ def test_exact_refuses_large_n_and_bad_subsets():
         HessianOperator(tiny_model("bert"), [_labelled(tiny_model("bert"))], "lora")
     with pytest.raises(ValueError, match="n="):
         op.matvec(torch.ones(op.n + 1))
+
+
+def test_products_to_accuracy_counts_the_arpack_lanczos_the_cli_runs():
+    from gatecore.hessian import products_to_accuracy
+    op = lora_operator()
+    ev = torch.linalg.eigvalsh(func_hessian(op)).numpy()
+    top = ev[np.argmax(np.abs(ev))]
+    out = products_to_accuracy(op, float(top), eps=(1e-2, 1e-6), max_steps=60)
+    for row in out["rows"]:
+        assert row["arpack_products"] > 0 and row["arpack_rel_err"] <= 10 * row["eps"]
+        assert row["ratio"] is None or row["ratio"] == row["arpack_products"] / row["power_products"]
+    assert out["cli_lanczos_products_both_ends"] > 0

@@ -1,12 +1,12 @@
-"""The analytic toy (analysis.hessian_toy) and the `python -m analysis.hessian` command line."""
+"""The analytic toy (analysis.hessian.toy) and the `python -m analysis.hessian` command line."""
 import json
 
 import pytest
 import torch
 from torch.func import hessian
 
-from analysis import hessian_toy as T
 from analysis.hessian import main, parser, read_task
+from analysis.hessian import toy as T
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +91,12 @@ def test_cli_runs_all_spectra_with_training_and_checkpoint(tiny_dir, tmp_path, c
     assert rec["command"].startswith("python -m analysis.hessian") and rec["setting"]["state"].startswith("trained")
     assert {r["method"] for r in rec["reports"]} == {"exact", "lanczos", "slq", "pyhessian"}
     assert rec["setting"]["n"] == 32 and len(rec["eigenvalues"]["exact"]) == 32 and rec["setting"]["pooling"] == "mean"
-    from analysis.hessian_compare import make_figures, summary_table
+    from analysis.hessian.compare import summary_table
+    from analysis.hessian.plots import make_figures
     (tmp_path / "results" / "hessian").mkdir(parents=True)
     (tmp_path / "results" / "hessian" / "r.json").write_text(out.read_text())
     made = make_figures(tmp_path / "results", tmp_path / "figs")
-    assert [p.name for p in made] == ["hessian_densities.png", "hessian_conditioning.png"] and all(p.stat().st_size for p in made)
+    assert [p.name for p in made] == ["hessian_densities.png", "hessian_conditioning.png", "hessian_kappa_curves.png"] and all(p.stat().st_size for p in made)
     assert "exact" in summary_table(tmp_path / "results")
     # reloading the saved checkpoint gives the same operator, so the same spectrum
     out2 = tmp_path / "r2.json"
@@ -127,4 +128,25 @@ def test_cli_clear_errors(tiny_dir, tmp_path, capsys):
     save_trainable(same, tmp_path / "gates.pt")
     with pytest.raises(SystemExit):
         main([*base, "--method", "lora", "--checkpoint", str(tmp_path / "gates.pt")])
-    assert "has no lora layers, but --method lora" in capsys.readouterr().err
+    assert "has no lora layers, but the analysed method is lora" in capsys.readouterr().err
+
+
+def test_cli_presets_penalty_weight_scaling_and_temporary_checkpoint(tiny_dir, tmp_path, capsys):
+    from dataclasses import replace
+
+    from analysis.hessian import HessianConfig, analyze, config_from_args, to_argv
+    base = HessianConfig(model=str(tiny_dir), task="synthetic", examples=6, noise_draws=2, spectrum=("lanczos", "slq"),
+                         slq_steps=8, slq_probes=2)
+    assert config_from_args(parser().parse_args(to_argv(base))) == base   # the recorded command gives the config back
+    gates = analyze(replace(base, adapters="gates-all", penalty="target", train_steps=2), progress=False)
+    s = gates["setting"]
+    assert s["checkpoint"].startswith("temporary, not kept") and s["penalty"]["objective"] == "target"
+    assert s["training"]["steps"] == 2 and s["loss"].endswith("+ sparsity penalty") and len(s["matrices"]) == 12
+    cond = gates["conditioning"]["slq"]
+    assert len(cond["curve"]["tols"]) == 8 and cond["estimated"] and gates["flat_vs_draws"]["draws"][-1] == 256
+    matched = analyze(replace(base, adapters="matched"), progress=False)
+    assert matched["setting"]["n"] == s["n"] and matched["setting"]["lora_r"] == 1   # LoRA r=1 on the same matrices
+    w = analyze(replace(base, adapters="lora-qv", precondition="weight"), progress=False)
+    assert w["setting"]["precondition"] and w["setting"]["deflated"] == w["setting"]["n"] // 2   # A at B = 0 moves no weight
+    out = capsys.readouterr().out
+    assert "s/product" in out and "expected ~" in out

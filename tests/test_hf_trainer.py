@@ -153,7 +153,7 @@ def test_bad_setups_fail_before_any_step(tmp_path):
 def test_agrees_with_the_study_runner(tmp_path):
     """Same model, data order, seed, noise draws and hyperparameters: the same gates after a few steps."""
     from analysis.data import Task
-    from analysis.train import Encoded, train
+    from analysis.finetune.train import Encoded, train
     data, bs, seed = run.planted_dataset(), 4, 0
     order = list(range(len(data)))
     random.Random(seed).shuffle(order)  # the runner's unbucketed epoch order
@@ -183,7 +183,7 @@ def test_agrees_with_the_study_runner(tmp_path):
 
 def test_example_script_runs_from_a_config(tmp_path):
     """analysis.hf_finetune with a config built in Python (no argv): MiniLM, a few Rotten Tomatoes steps."""
-    from analysis.hf_finetune import HFFinetuneConfig, run as finetune
+    from analysis.finetune.hf_finetune import HFFinetuneConfig, run as finetune
     res = finetune(HFFinetuneConfig(train_examples=32, dev_examples=32, max_steps=3, batch_size=8, out=str(tmp_path)))
     assert res["removed_asked"] == 0.3 and abs(res["removed_got"] - 0.3) <= 0.02
     assert res["dev"]["eval_accuracy"] == res["dev_compressed"]["eval_accuracy"]  # compressed == gated

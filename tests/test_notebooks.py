@@ -1,8 +1,8 @@
-"""The notebooks run the way Jupyter runs them, and Jupyter Lab serves them.
+"""The notebooks run the way Jupyter runs them, their .ipynb and .py sources agree, and Jupyter Lab serves them.
 
-Each notebook executes top to bottom in small mode (GATECORE_SMALL=1) on the project's kernel
-"gatecore" (installed by `make setup`), with the working directory notebooks/ and no PYTHONPATH:
-the imports work only because the project is installed (`pip install -e .`).
+Each notebook executes top to bottom in small mode (GATECORE_SMALL=1) through analysis.notebooks (the one
+way to run them) on the project's kernel "gatecore" (installed by `make setup`), with the working directory
+notebooks/ and no PYTHONPATH: the imports work only because the project is installed (`pip install -e .`).
 """
 import json
 import os
@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from analysis import notebooks
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
-KERNEL = "gatecore"
+KERNEL = notebooks.KERNEL
 
 
 def test_project_kernel_runs_this_environment():
@@ -29,16 +31,26 @@ def test_project_kernel_runs_this_environment():
         assert json.loads(path.read_text())["metadata"]["kernelspec"]["name"] == KERNEL, path.name
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs_from_notebooks_folder(path, tmp_path, monkeypatch):
-    import nbformat
-    from nbclient import NotebookClient
-    monkeypatch.setenv("GATECORE_SMALL", "1")
+def test_every_notebook_is_a_pair_with_the_same_cells():
+    """NAME.ipynb (with outputs) and NAME.py (percent format) hold the same cells, source for source."""
+    import jupytext
+    assert notebooks.names() == [p.stem for p in NOTEBOOKS] and len(NOTEBOOKS) == 3
+    assert "py:percent" in (ROOT / "notebooks" / "jupytext.toml").read_text()
+    for path in NOTEBOOKS:
+        ipynb, py = jupytext.read(path), jupytext.read(path.with_suffix(".py"))
+        assert [(c.cell_type, c.source) for c in ipynb.cells] == [(c.cell_type, c.source) for c in py.cells], path.name
+        assert any(c.get("outputs") for c in ipynb.cells if c.cell_type == "code"), f"{path.name}: outputs committed"
+    assert not list((ROOT / "notebooks").glob("make_*.py"))  # no notebook code inside string literals
+
+
+@pytest.mark.parametrize("name", [p.stem for p in NOTEBOOKS])
+def test_notebook_runs_from_notebooks_folder(name, tmp_path, monkeypatch):
     monkeypatch.setenv("GATECORE_FIGURES_DIR", str(tmp_path))  # small runs must not overwrite committed figures
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    monkeypatch.delenv("PYTHONPATH", raising=False)
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=900, kernel_name=KERNEL, resources={"metadata": {"path": str(ROOT / "notebooks")}}).execute()
+    before = (ROOT / "notebooks" / f"{name}.ipynb").read_bytes()
+    nb = notebooks.execute(name, small=True, timeout=900)
+    assert all(c.get("outputs") is not None for c in nb.cells if c.cell_type == "code")
+    assert (ROOT / "notebooks" / f"{name}.ipynb").read_bytes() == before  # small mode writes nothing
 
 
 def _free_port() -> int:

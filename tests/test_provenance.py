@@ -2,6 +2,8 @@
 import json
 import shutil
 import subprocess
+import sys
+import types
 
 import pytest
 
@@ -25,6 +27,19 @@ def test_write_json_records_provenance(tmp_path):
     assert rec["command"].startswith("python") and "torch" in rec["versions"]
     assert not list(tmp_path.glob(".*.tmp"))
     assert command_line(["prog.py", "--x", "a b"]).endswith("--x 'a b'")
+
+
+def test_command_names_a_package_run_with_dash_m(monkeypatch):
+    """`python -m analysis.finetune` runs analysis/finetune/__main__.py: recorded under the package's name, in
+    the main process and in a spawned worker (whose main module has no spec; argv[0] is that file)."""
+    argv = [str(prov.ROOT / "analysis" / "finetune" / "__main__.py"), "--protocol", "cpu"]
+    main = types.ModuleType("__main__")
+    main.__spec__ = types.SimpleNamespace(name="analysis.finetune.__main__")
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert command_line(argv) == "python -m analysis.finetune --protocol cpu"
+    main.__spec__ = None
+    assert command_line(argv) == "python -m analysis.finetune --protocol cpu"
+    assert command_line(["/elsewhere/run.py", "-v"]) == "python /elsewhere/run.py -v"
 
 
 # ---- dirty trees: recorded loudly, warned about when written and when drawn ---------------------------------

@@ -1,9 +1,9 @@
-"""analysis.schedule: longest first, one writer, resumable, failures logged; 2 workers == 1 worker."""
+"""analysis.finetune.schedule: longest first, one writer, resumable, failures logged; 2 workers == 1 worker."""
 import random
 
-from analysis import finetune as F
+from analysis.finetune import sweep
+from analysis.finetune.schedule import Job, run_jobs
 from analysis.provenance import read_jsonl
-from analysis.schedule import Job, run_jobs
 
 # what may differ between two executions of the same run: timing, memory, process, file paths
 VOLATILE = {"command", "date", "train_time_s", "step_time_s", "peak_mem_mb", "checkpoint", "threads", "versions"}
@@ -41,7 +41,7 @@ def test_two_workers_write_the_same_records_as_one(tmp_path):
     recs = {}
     for w in (1, 2):
         out = tmp_path / f"w{w}.jsonl"
-        F.main(["--model", "tiny-bert", "--tasks", "csv", "--data", str(data), "--text-cols", "text", "--label-col",
+        sweep.main(["--model", "tiny-bert", "--tasks", "csv", "--data", str(data), "--text-cols", "text", "--label-col",
                 "label", "--methods", "gates", "--seeds", "0", "1", "--epochs", "2", "--batch-size", "16",
                 "--max-len", "16", "--val-examples", "16", "--curve-points", "2", "--keep", "0.6", "--no-compress",
                 "--out", str(out), "--checkpoint-dir", "", "--quiet", "--workers", str(w), "--threads", "1"])

@@ -1,4 +1,4 @@
-"""analysis.sparsity_control: gate runs end within 2 points of the requested removed fraction."""
+"""gatecore.sparsity_control: gate runs end within 2 points of the requested removed fraction."""
 import random
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 import gatecore as gc
 from gatecore import sparsity_control as sc
 from analysis.data import Split, Task
-from analysis.train import build_model, encode, train
+from analysis.finetune.train import build_model, encode, train
 
 WORDS = ["good", "bad", "film", "plot", "dull", "fine", "acting", "long"]
 

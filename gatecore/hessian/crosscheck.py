@@ -3,7 +3,11 @@
 Its PyPI release calls the removed `torch.eig` in `density()` and its `trace()` stops early for a
 non-positive trace; `pyhessian` here restores a symmetric `torch.eig` for the call, draws its random
 vectors in the operator's dtype, counts its products, and runs the trace for a fixed number of probes.
-`products_to_accuracy` compares its power iteration with plain Lanczos, product for product.
+`products_to_accuracy` compares its power iteration with the Lanczos the CLI runs (ARPACK eigsh, one
+end at a time, as `spectrum.lanczos`), product for product, and with plain Lanczos for reference.
+
+Power iteration finds the eigenvalue of largest |lambda|: that is lambda_max when it is positive and
+lambda_min when it is negative; the report fills the one end it found and leaves the other None.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import warnings
 import numpy as np
 import torch
 
-from .spectrum import SLQ_STEPS, TOL, SpectrumReport, lanczos_tridiag, ritz
+from .spectrum import LANCZOS_TOL, SLQ_STEPS, TOL, SpectrumReport, _linear_operator, lanczos, lanczos_tridiag, ritz
 
 
 class LossModule(torch.nn.Module):
@@ -81,20 +85,34 @@ def pyhessian(op, tol: float = TOL, power_tol: float = 1e-3, max_iter: int = 100
         vhv = h.trace(maxIter=trace_probes, tol=-np.inf)   # tol=-inf: never stops early
         nodes, weights = h.density(iter=min(density_steps, op.n), n_v=density_probes)
     vhv = np.asarray(vhv, dtype=np.float64)
-    return SpectrumReport(op.n, "pyhessian", counted[0], time.perf_counter() - t, lambda_max=float(top),
-                          lambda_min=None, tol=tol, trace=float(vhv.mean()),
+    top = float(top)
+    return SpectrumReport(op.n, "pyhessian", counted[0], time.perf_counter() - t, lambda_max=top if top >= 0 else None,
+                          lambda_min=top if top < 0 else None, tol=tol, trace=float(vhv.mean()),
                           trace_stderr=float(vhv.std(ddof=1) / np.sqrt(vhv.size)) if vhv.size > 1 else None,
-                          extra={"top_is": "largest |eigenvalue| (power iteration)", "power_products": power_products,
+                          extra={"largest_magnitude": top, "top_is": "largest |eigenvalue| (power iteration): lambda_max if "
+                                 "positive, lambda_min if negative", "power_products": power_products,
                                  "power_tol": power_tol, "trace_probes": int(vhv.size)},
                           density={"nodes": [list(map(float, x)) for x in nodes],
                                    "weights": [list(map(float, x)) for x in weights]})
 
 
 
+def arpack_end(op, reference: float, eig_tol: float, seed: int = 0, ncv: int = 20) -> tuple[int, float]:
+    """(products, relative error) of one ARPACK eigsh run for the end holding `reference`, as spectrum.lanczos runs it."""
+    from scipy.sparse.linalg import eigsh
+    p0 = op.products
+    v0 = np.random.default_rng(seed).standard_normal(op.n)
+    val = float(eigsh(_linear_operator(op), k=1, which="LA" if reference >= 0 else "SA", tol=eig_tol, v0=v0,
+                      ncv=min(ncv, op.n - 1), return_eigenvectors=False)[0])
+    return op.products - p0, abs(val - reference) / abs(reference)
+
+
 def products_to_accuracy(op, reference: float, eps=(1e-2, 1e-3, 1e-4, 1e-6), max_steps: int = 100, seed: int = 0) -> dict:
-    """Products until lambda_max (the end of largest magnitude, `reference`) is within a relative `eps`:
+    """Products until the end of largest magnitude (`reference`) is within a relative `eps`:
     pyhessian's power iteration (its Rayleigh quotient after each product, read through the counting hook)
-    vs plain Lanczos (top Ritz value after each step); plus pyhessian as shipped (its own stopping rule, tol 1e-3)."""
+    vs ARPACK eigsh with tol=eps (the algorithm `spectrum.lanczos` runs; its achieved error recorded) and vs
+    plain Lanczos (top Ritz value after each step); plus pyhessian as shipped (its own stopping rule, tol 1e-3)
+    and the products of the CLI's `lanczos` (both ends at LANCZOS_TOL)."""
     a, b = lanczos_tridiag(op, np.random.default_rng(seed).standard_normal(op.n), max_steps)
     ends = [ritz(a[:m], b[: m - 1])[0] for m in range(1, a.size + 1)]
     lz = [abs((t.max() if reference >= 0 else t.min()) - reference) / abs(reference) for t in ends]
@@ -104,10 +122,17 @@ def products_to_accuracy(op, reference: float, eps=(1e-2, 1e-3, 1e-4, 1e-6), max
     with _pyhessian_session(op, seed) as (h, counted, _):
         (top,), _ = h.eigenvalues(maxIter=max_steps, tol=1e-3)
     first = lambda errs, e: next((k + 1 for k, x in enumerate(errs) if x <= e), None)  # noqa: E731
-    rows = [{"eps": e, "power_products": first(pw, e), "lanczos_products": first(lz, e)} for e in eps]
-    for r in rows:
-        r["ratio"] = r["lanczos_products"] / r["power_products"] if r["power_products"] and r["lanczos_products"] else None
+    rows = []
+    for e in eps:
+        ap, aerr = arpack_end(op, reference, e, seed)
+        rows.append({"eps": e, "power_products": first(pw, e), "arpack_products": ap, "arpack_rel_err": aerr,
+                     "lanczos_plain_products": first(lz, e)})
+        rows[-1]["ratio"] = ap / rows[-1]["power_products"] if rows[-1]["power_products"] else None
     shipped_err = abs(top - reference) / abs(reference)
+    p0 = op.products
+    lanczos(op, progress=False, seed=seed)
     return {"reference": reference, "max_steps": max_steps, "rows": rows,
+            "ratio_is": "ARPACK eigsh products / power-iteration products to the same relative error",
+            "cli_lanczos_products_both_ends": op.products - p0, "cli_lanczos_eig_tol": LANCZOS_TOL,
             "pyhessian_default": {"tol": 1e-3, "products": counted[0], "rel_err": shipped_err,
-                                  "lanczos_products_same_err": first(lz, shipped_err)}}
+                                  "lanczos_plain_products_same_err": first(lz, shipped_err)}}

@@ -68,6 +68,13 @@ def summarize(evals: np.ndarray, tol: float = TOL) -> dict:
                 kappa_eff=float(lmax / active.min()) if active.size else None, trace=float(evals.sum()))
 
 
+def planned_products(method: str, n: int, steps: int = SLQ_STEPS, probes: int = SLQ_PROBES, ncv: int = 20) -> int:
+    """A planning estimate of the products a method spends (for the expected-duration print): exact n;
+    slq steps * probes; lanczos ~2 ncv per end (ARPACK used 42-62 for both ends on MiniLM, more when the
+    ends cluster); pyhessian 100 power steps at most + 20 trace probes + steps."""
+    return {"exact": n, "slq": min(steps, n) * probes, "lanczos": 4 * ncv, "pyhessian": 120 + steps}[method]
+
+
 def dense_hessian(op, chunk: int = 64, progress: bool = True) -> tuple[torch.Tensor, float]:
     """(H, relative asymmetry max|H - H^T| / max|H|) from n products in blocks of `chunk`."""
     n = op.n

@@ -4,8 +4,11 @@
     python -m analysis.convergence --sweep sigma --values 0.01 0.03 0.1 0.3
     python -m analysis.convergence --problem mlp --optimizer sgd
 
+From Python: `run(ConvergenceConfig(problem="mlp", seeds=5))`, or a sweep
+`run(ConvergenceConfig(methods="gates"), sweep="lam", values=[0.0, 0.1, 1.0])`; argv is parsed in `main` only.
+
 Trains row/column gates (gatecore.GatedLinear, fresh gate noise every step) and
-LoRA on a planted problem (analysis.planted) and measures along the path:
+LoRA on a planted problem (analysis.convergence.planted) and measures along the path:
 
     F(theta) = E_eps[L] + lam R            exact for linear teachers, CRN Monte Carlo otherwise
     gap      = F - F*                      F* = min(planted optimum polished by L-BFGS, path, polished end;
@@ -13,7 +16,8 @@ LoRA on a planted problem (analysis.planted) and measures along the path:
     ||grad F||^2, PL ratio ||grad F||^2 / (2 gap), fraction of binary eval gates,
     precision / recall of the removed (eval gate == 0) rows+columns against the planted ones.
 
-Writes results/convergence_<problem>[_<sweep>].json with provenance; figures by `make_figures`.
+Writes results/convergence_<problem>[_<sweep>].json with provenance; figures by
+analysis/convergence/plots.py (`make figures`). docs/design.md §1, §5.
 """
 from __future__ import annotations
 
@@ -21,45 +25,22 @@ import argparse
 import copy
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from analysis.planted import (KINDS, ObjectiveSpec, Problem, expected_objective, gated_layer, gated_student,
-                              lora_optimum, lora_student, make_problem)
-from analysis.convergence_plots import make_figures, summary_table  # noqa: F401  (figures.py calls convergence.make_figures)
-from analysis.provenance import ROOT, provenance, write_json
 from gatecore import sparsity_penalty
 
-DEFAULTS = dict(
-    problem="linear", m=32, n=32, hidden=32, samples=256, rows_off=0.25, cols_off=0.25, noise=0.0, rank=2,
-    methods="gates,lora", seeds=3, steps=2000, evals=40, optimizer="adam", lr=0.0, lora_lr=0.0, batch=0, grad="sampled",
-    sigma=0.1, reg_sigma=0.5, lam=0.1, objective="l0", target=-1.0, init_mean=1.0, init_std=0.1,
-    lora_r=8, lora_alpha=16.0, draws=128, polish_iters=100,
-)
-LR = {"adam": 0.05, "sgd": 20.0}            # used when --lr / --lora-lr is 0
-LORA_LR = {"adam": 0.01, "sgd": 0.5}
+from analysis.convergence.config import HELP, LORA_LR, LR, ConvergenceConfig
+from analysis.convergence.planted import (ObjectiveSpec, Problem, expected_objective, gated_layer,
+                                          gated_student, lora_optimum, lora_student, make_problem)
+from analysis.convergence.plots import summary_table
+from analysis.provenance import ROOT, provenance, write_json
+
 THETA_CLOSED, THETA_OPEN = -20.0, 3.0        # tanh(-20) = -1 in float64: a closed gate at its limit
-HELP = dict(
-    problem=f"planted problem: {', '.join(KINDS)} (lowrank = the counter-case where LoRA is well specified)",
-    m="outputs of the gated matrix", n="inputs of the gated matrix", hidden="hidden units of the mlp teacher",
-    samples="data points N", rows_off="planted fraction of closed rows (mlp: hidden units)",
-    cols_off="planted fraction of closed columns (input features)", noise="label noise std",
-    rank="rank of the lowrank target change", methods="comma list of gates, lora",
-    seeds="seeds 0..S-1 (each a new problem, init and noise)", steps="optimizer steps",
-    evals="log-spaced steps at which F, grad F, recovery are measured", optimizer="adam or sgd",
-    lr=f"gate learning rate (0: {LR})", lora_lr=f"LoRA learning rate (0: {LORA_LR})",
-    batch="minibatch size (0: full batch; the gate noise is the only randomness)",
-    grad="sampled: the library's process (fresh gate noise each step); exact: descent on F (mlp: CRN estimate)",
-    sigma="forward gate noise scale", reg_sigma="scale inside the regulariser's Phi (docs/design.md §1)",
-    lam="weight of the sparsity objective", objective="sparsity objective: target, l0 or params",
-    target="target sparsity for target/params (<0: the planted fraction of closed gates / weights)",
-    init_mean="gate theta init mean (mu = tanh(theta))", init_std="gate theta init std",
-    lora_r="LoRA rank", lora_alpha="LoRA alpha", draws="Monte Carlo noise draws for F where no closed form",
-    polish_iters="L-BFGS iterations used to find F*",
-)
 
 
 @dataclass
@@ -84,14 +65,14 @@ def eval_steps(steps: int, k: int) -> list[int]:
     return sorted({0, steps, *np.unique(np.geomspace(1, steps, k).round().astype(int)).tolist()})
 
 
-def spec_of(cfg: dict, p: Problem) -> ObjectiveSpec:
-    target = cfg["target"]
+def spec_of(cfg: ConvergenceConfig, p: Problem) -> ObjectiveSpec:
+    target = cfg.target
     if target is not None and target < 0:  # the planted sparsity
-        if cfg["objective"] == "params":
+        if cfg.objective == "params":
             target = 1 - float((~p.rows_off).sum() * (~p.cols_off).sum()) / (p.rows_off.numel() * p.cols_off.numel())
         else:
             target = float(torch.cat([p.rows_off, p.cols_off]).float().mean())
-    return ObjectiveSpec(cfg["lam"], cfg["objective"], target, cfg["draws"])
+    return ObjectiveSpec(cfg.lam, cfg.objective, target, cfg.draws)
 
 
 def recovery(student, p: Problem) -> tuple[float, float, float]:
@@ -135,52 +116,52 @@ def _set_gates(student, closed_rows, closed_cols):
     return student
 
 
-def reference(tr: Trace, student, p: Problem, cfg: dict, spec: ObjectiveSpec) -> None:
+def reference(tr: Trace, student, p: Problem, cfg: ConvergenceConfig, spec: ObjectiveSpec) -> None:
     """F* = the smallest of: the path, L-BFGS from the planted optimum, L-BFGS from the end point."""
     c = {"path": min(tr.F)}
     if tr.method == "lora":
         if p.kind == "mlp":
-            c["polished_end"] = polish(copy.deepcopy(student), p, spec, cfg["polish_iters"])
+            c["polished_end"] = polish(copy.deepcopy(student), p, spec, cfg.polish_iters)
         else:
-            c["reduced_rank_regression"] = lora_optimum(p, cfg["lora_r"])
+            c["reduced_rank_regression"] = lora_optimum(p, cfg.lora_r)
     else:
-        planted = gated_student(p, cfg["sigma"], cfg["reg_sigma"])
-        c["planted"] = polish(_set_gates(planted, p.rows_off, p.cols_off), p, spec, cfg["polish_iters"])
+        planted = gated_student(p, cfg.sigma, cfg.reg_sigma)
+        c["planted"] = polish(_set_gates(planted, p.rows_off, p.cols_off), p, spec, cfg.polish_iters)
         tr.planted_polished = dict(zip(("binary", "precision", "recall"), recovery(planted, p)))
         end = copy.deepcopy(student)
         with torch.no_grad():  # closed eval gates to their limit; open ones keep their theta
             for g in gated_layer(end).gates():
                 g.theta.copy_(torch.where(g.eval_gate() == 0, torch.full_like(g.theta, THETA_CLOSED), g.theta))
-        c["polished_end"] = polish(end, p, spec, cfg["polish_iters"])
+        c["polished_end"] = polish(end, p, spec, cfg.polish_iters)
     tr.F_candidates, tr.F_star = c, min(c.values())
 
 
-def train(cfg: dict, seed: int, method: str, progress: bool = True) -> Trace:
-    p = make_problem(cfg["problem"], cfg["m"], cfg["n"], cfg["hidden"], cfg["samples"], cfg["rows_off"],
-                     cfg["cols_off"], cfg["noise"], cfg["rank"], seed)
+def train(cfg: ConvergenceConfig, seed: int, method: str, progress: bool = True) -> Trace:
+    p = make_problem(cfg.problem, cfg.m, cfg.n, cfg.hidden, cfg.samples, cfg.rows_off,
+                     cfg.cols_off, cfg.noise, cfg.rank, seed)
     spec = spec_of(cfg, p)
     torch.manual_seed(seed)
     gates = method == "gates"
     if gates:
-        student = gated_student(p, cfg["sigma"], cfg["reg_sigma"], cfg["init_mean"], cfg["init_std"])
+        student = gated_student(p, cfg.sigma, cfg.reg_sigma, cfg.init_mean, cfg.init_std)
         planted = torch.cat([p.rows_off, p.cols_off])
         track = torch.cat([planted.nonzero()[:6, 0], (~planted).nonzero()[:6, 0]])
     elif method == "lora":
-        student = lora_student(p, cfg["lora_r"], cfg["lora_alpha"])
+        student = lora_student(p, cfg.lora_r, cfg.lora_alpha)
     else:
         raise ValueError(f"method must be 'gates' or 'lora', got {method!r}")
-    if cfg["grad"] not in ("sampled", "exact"):
-        raise ValueError(f"grad must be 'sampled' or 'exact', got {cfg['grad']!r}")
-    opt_name = cfg["optimizer"]
+    if cfg.grad not in ("sampled", "exact"):
+        raise ValueError(f"grad must be 'sampled' or 'exact', got {cfg.grad!r}")
+    opt_name = cfg.optimizer
     if opt_name not in LR:
         raise ValueError(f"optimizer must be one of {sorted(LR)}, got {opt_name!r}")
-    lr = (cfg["lr"] or LR[opt_name]) if gates else (cfg["lora_lr"] or LORA_LR[opt_name])
+    lr = (cfg.lr or LR[opt_name]) if gates else (cfg.lora_lr or LORA_LR[opt_name])
     params = [q for q in student.parameters() if q.requires_grad]
     opt = torch.optim.Adam(params, lr=lr) if opt_name == "adam" else torch.optim.SGD(params, lr=lr)
-    tr, marks = Trace(method, seed), set(eval_steps(cfg["steps"], cfg["evals"]))
+    tr, marks = Trace(method, seed), set(eval_steps(cfg.steps, cfg.evals))
     g = torch.Generator().manual_seed(10_000 + seed)
     student.train()
-    for t in tqdm(range(cfg["steps"] + 1), desc=f"{cfg['problem']} {method} seed {seed}", disable=not progress,
+    for t in tqdm(range(cfg.steps + 1), desc=f"{cfg.problem} {method} seed {seed}", disable=not progress,
                   leave=False):
         if t in marks:
             F, se, gsq = objective_and_grad(student, p, spec)
@@ -189,12 +170,12 @@ def train(cfg: dict, seed: int, method: str, progress: bool = True) -> Trace:
                 b, pr, rc = recovery(student, p)
                 tr.binary.append(b), tr.precision.append(pr), tr.recall.append(rc)
                 tr.gates.append(torch.cat(gated_layer(student).eval_gates())[track].tolist())
-        if t == cfg["steps"]:
+        if t == cfg.steps:
             break
-        if cfg["grad"] == "exact":
+        if cfg.grad == "exact":
             loss = expected_objective(student, p, spec)[0]
         else:
-            idx = torch.randperm(p.X.shape[0], generator=g)[:cfg["batch"]] if cfg["batch"] else slice(None)
+            idx = torch.randperm(p.X.shape[0], generator=g)[:cfg.batch] if cfg.batch else slice(None)
             loss = ((student(p.X[idx]) - p.Y[idx]) ** 2).mean()
             if gates and spec.lam:
                 loss = loss + spec.lam * sparsity_penalty(student, spec.objective, None if spec.objective == "l0" else spec.target)
@@ -270,45 +251,49 @@ def summarize(traces: list[Trace]) -> dict:
     return out
 
 
-def run(cfg: dict, sweep: str | None = None, values=(None,), progress: bool = True) -> dict:
-    """Every setting of the sweep x every method x every seed; returns the results dict (no file)."""
+def run(cfg: ConvergenceConfig, sweep: str | None = None, values=(None,), progress: bool = True) -> dict:
+    """Every setting of the sweep (`sweep` a field, set to each of `values`) x every method x every seed;
+    returns the results dict (no file)."""
     torch.set_num_threads(1)  # tiny tensors: a second thread only adds contention (measured 30x slower steps)
     groups = []
     for v in values:
-        c = dict(cfg, **({sweep: v} if sweep else {}))
-        methods = [m.strip() for m in c["methods"].split(",") if m.strip()]
-        groups.append({"value": v, "config": c, "methods": {
-            m: summarize([train(c, s, m, progress) for s in range(c["seeds"])]) for m in methods}})
+        c = replace(cfg, **{sweep: v}) if sweep else cfg
+        methods = [m.strip() for m in c.methods.split(",") if m.strip()]
+        groups.append({"value": v, "config": asdict(c), "methods": {
+            m: summarize([train(c, s, m, progress) for s in range(c.seeds)]) for m in methods}})
     return {"sweep": sweep, "groups": groups}
 
 
-def _parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for k, v in DEFAULTS.items():
-        ap.add_argument("--" + k.replace("_", "-"), type=type(v), default=v, help=f"{HELP[k]} (default: {v})")
-    ap.add_argument("--sweep", default=None, choices=sorted(DEFAULTS), metavar="OPTION",
+def write(cfg: ConvergenceConfig, res: dict, out=None, sweep: str | None = None) -> Path:
+    """The results file of `run` (default results/convergence_<problem>[_<sweep>].json), with provenance."""
+    out = out or ROOT / "results" / f"convergence_{cfg.problem}{'_' + sweep if sweep else ''}.json"
+    return write_json(out, {**provenance(asdict(cfg), seed=list(range(cfg.seeds)), device="cpu"), **res})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m analysis.convergence", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(ConvergenceConfig):
+        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
+                        help=f"{HELP[f.name]} (default: {f.default})")
+    ap.add_argument("--sweep", default=None, choices=sorted(f.name for f in fields(ConvergenceConfig)), metavar="OPTION",
                     help="one option to vary, spelled with underscores (e.g. reg_sigma); the run repeats for each "
                          "of --values (default: no sweep)")
     ap.add_argument("--values", nargs="*", default=None, help="values of the --sweep option")
     ap.add_argument("--out", default=None, help="results file (default: results/convergence_<problem>[_<sweep>].json)")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
-    args = ap.parse_args(argv)
-    if (args.sweep is None) != (args.values is None or not args.values):
-        ap.error("--sweep and --values go together: name the option and give at least one value")
-    return args
+    return ap
 
 
 def main(argv=None) -> int:
-    args = _parse(argv)
-    cfg = {k: getattr(args, k) for k in DEFAULTS}
-    values = [type(DEFAULTS[args.sweep])(v) for v in args.values] if args.sweep else [None]
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if (args.sweep is None) != (args.values is None or not args.values):
+        ap.error("--sweep and --values go together: name the option and give at least one value")
+    cfg = ConvergenceConfig(**{f.name: getattr(args, f.name) for f in fields(ConvergenceConfig)})
+    values = [type(getattr(cfg, args.sweep))(v) for v in args.values] if args.sweep else [None]
     res = run(cfg, args.sweep, values, progress=not args.no_progress)
-    out = args.out or ROOT / "results" / f"convergence_{cfg['problem']}{'_' + args.sweep if args.sweep else ''}.json"
-    write_json(out, {**provenance(cfg, seed=list(range(cfg["seeds"])), device="cpu"), **res})
+    out = write(cfg, res, args.out, args.sweep)
     print(summary_table(out))
     print(f"wrote {out}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

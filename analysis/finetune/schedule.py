@@ -1,4 +1,4 @@
-"""One scheduler for every sweep (analysis.finetune on the CPU, analysis.gpu_protocol on a GPU host).
+"""One scheduler for every sweep (the finetuning sweep on the CPU, the GPU protocol driver on a GPU host).
 
     run_jobs(jobs, fn, out_file, workers=2, threads=1, device="cpu")
 
@@ -25,7 +25,7 @@ from typing import Callable, NamedTuple
 
 from tqdm.auto import tqdm
 
-from .provenance import append_jsonl, read_jsonl
+from analysis.provenance import append_jsonl, read_jsonl
 
 
 class Job(NamedTuple):

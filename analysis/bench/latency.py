@@ -9,6 +9,8 @@ Each setting: warm-up forwards, then `repeats` rounds that time dense, gated and
 CPU at batch 1 and 32, GPU at batch 1 and 128 when one is present, sequence length 128, random
 token ids with a full attention mask. Writes results/bench_<device>_<source>.json and prints the
 speedup ratios next to the FLOP ratio (the ceiling).
+
+From Python: `run(BenchConfig(sparsity=(0.3,), repeats=5))`; argv is parsed in `main` only. docs/design.md §3, §5.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import argparse
 import copy
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -33,6 +35,26 @@ REPEATS = 10
 WARMUP = 2
 THREADS = 2                 # the shared CI/dev machine has 2 cores
 SEED = 0
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One benchmark; see the CLI help for each field. Recorded as a dict (paths as strings)."""
+    model: str | None = None            # None: the offline all-MiniLM-L6-v2
+    checkpoint: Path | None = None      # a gated checkpoint (gatecore.save_trainable) instead of synthetic patterns
+    num_labels: int = 2
+    sparsity: tuple = tuple(SPARSITIES)
+    unstructured: bool = False
+    batch: tuple | None = None          # None: CPU_BATCHES, GPU_BATCHES
+    seq: int = SEQ
+    repeats: int = REPEATS
+    warmup: int = WARMUP
+    threads: int = THREADS
+    device: str = "auto"                # auto: CPU, plus the GPU when one is present
+    no_gated: bool = False              # skip timing the model with gates still in place
+    profile: bool = False
+    seed: int = SEED
+    out: Path = ROOT / "results"        # output folder
 
 
 @dataclass
@@ -126,24 +148,24 @@ def build(model_name, checkpoint, sparsity, structured, seed, num_labels=2):
     return dense, gated, gatecore.compress(copy.deepcopy(gated)).eval()
 
 
-def bench_one(args, sparsity, devices) -> dict:
-    dense, gated, small = build(args.model, args.checkpoint, sparsity, not args.unstructured, args.seed, args.num_labels)
-    size = gatecore.size_report(dense, small, seq=args.seq)
+def bench_one(cfg: BenchConfig, sparsity, devices) -> dict:
+    dense, gated, small = build(cfg.model, cfg.checkpoint, sparsity, not cfg.unstructured, cfg.seed, cfg.num_labels)
+    size = gatecore.size_report(dense, small, seq=cfg.seq)
     run = {"sparsity": sparsity, "gate_removed_fraction": gatecore.gate_report(gated).removed_fraction,
            "size": size.as_dict(), "max_rel_diff_compressed_vs_gated": max_rel_diff(small, gated, random_inputs(dense, 2, 32, "cpu")),
            "timings": []}
-    print(f"\n== {args.checkpoint or f'synthetic pattern, sparsity {sparsity}'}\n{size}")
+    print(f"\n== {cfg.checkpoint or f'synthetic pattern, sparsity {sparsity}'}\n{size}")
     for device, batches in devices:
         for batch in batches:
-            models = {"dense": dense, "gated": gated, "compressed": small} if not args.no_gated else {"dense": dense, "compressed": small}
-            t = time_models(models, batch, args.seq, args.repeats, args.warmup, device, progress=True)
-            row = {"device": device, "batch": batch, "seq": args.seq, **{k: asdict(v) for k, v in t.items()},
+            models = {"dense": dense, "gated": gated, "compressed": small} if not cfg.no_gated else {"dense": dense, "compressed": small}
+            t = time_models(models, batch, cfg.seq, cfg.repeats, cfg.warmup, device, progress=True)
+            row = {"device": device, "batch": batch, "seq": cfg.seq, **{k: asdict(v) for k, v in t.items()},
                    "speedup_compressed": t["dense"].median_ms / t["compressed"].median_ms,
                    "speedup_compressed_min": t["dense"].min_ms / t["compressed"].min_ms}  # least disturbed runs
             if "gated" in t:
                 row["speedup_gated"] = t["dense"].median_ms / t["gated"].median_ms
-            if args.profile and device == "cpu":
-                inputs = random_inputs(dense, batch, args.seq, device)
+            if cfg.profile and device == "cpu":
+                inputs = random_inputs(dense, batch, cfg.seq, device)
                 row["profile_ms"] = {name: profile_ops(m, inputs) for name, m in models.items()}
                 for name, ops in row["profile_ms"].items():
                     print(f"  {name:>10}: " + ", ".join(f"{k} {v:.0f}" for k, v in ops.items()))
@@ -208,8 +230,40 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     return [out]
 
 
+def run(cfg: BenchConfig) -> Path:
+    """Time every setting on the CPU (and the GPU when present and asked); write and return the results file.
+    Small mode (GATECORE_SMALL=1): 2 repeats, 1 warm-up, the first sparsity only."""
+    if small_mode():
+        cfg = replace(cfg, repeats=min(cfg.repeats, 2), warmup=1, sparsity=cfg.sparsity[:1])
+    torch.set_num_threads(cfg.threads)
+    has_gpu = torch.cuda.is_available()
+    if cfg.device == "cuda" and not has_gpu:
+        raise RuntimeError("device cuda asked for, but torch sees no GPU")
+    devices = [] if cfg.device == "cuda" else [("cpu", list(cfg.batch or CPU_BATCHES))]
+    if has_gpu and cfg.device != "cpu":
+        devices.append(("cuda", list(cfg.batch or GPU_BATCHES)))
+    gpu_note = torch.cuda.get_device_name(0) if has_gpu else "no GPU available in this run"
+    print(f"threads {torch.get_num_threads()}; GPU: {gpu_note}")
+    settings = [None] if cfg.checkpoint else cfg.sparsity
+    runs = [bench_one(cfg, s, devices) for s in settings]
+    source = Path(cfg.checkpoint).stem if cfg.checkpoint else "s" + "-".join(f"{round(100 * s)}" for s in cfg.sparsity)
+    config = {f.name: _recorded(getattr(cfg, f.name)) for f in fields(cfg)}
+    out = {**provenance(config, cfg.seed, "cuda" if has_gpu and cfg.device != "cpu" else "cpu"),
+           "gpu": gpu_note, "runs": runs}
+    tag = "_".join(d for d, _ in devices) + ("_unstructured" if cfg.unstructured else "") + ("_profile" if cfg.profile else "")
+    path = write_json(Path(cfg.out) / f"bench_{tag}_{source}.json", out)
+    print(f"wrote {path}")
+    return path
+
+
+def _recorded(value):
+    """As the results file records a config value: paths as strings, tuples as lists."""
+    return str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+
+
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m analysis.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model name or local folder (default: the offline all-MiniLM-L6-v2)")
     ap.add_argument("--checkpoint", type=Path, default=None, help="gated checkpoint from gatecore.save_trainable (overrides --sparsity)")
     ap.add_argument("--num-labels", type=int, default=2, help="classes of the checkpoint's task head (default 2; 1 = regression)")
@@ -226,28 +280,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=SEED, help=f"seed of the synthetic pattern (default {SEED})")
     ap.add_argument("--out", type=Path, default=ROOT / "results", help="output folder (default results/)")
     args = ap.parse_args(argv)
-    if small_mode():
-        args.repeats, args.warmup, args.sparsity = min(args.repeats, 2), 1, args.sparsity[:1]
-    torch.set_num_threads(args.threads)
-    has_gpu = torch.cuda.is_available()
-    if args.device == "cuda" and not has_gpu:
+    if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda asked for, but torch sees no GPU")
-    devices = [] if args.device == "cuda" else [("cpu", args.batch or CPU_BATCHES)]
-    if has_gpu and args.device != "cpu":
-        devices.append(("cuda", args.batch or GPU_BATCHES))
-    gpu_note = torch.cuda.get_device_name(0) if has_gpu else "no GPU available in this run"
-    print(f"threads {torch.get_num_threads()}; GPU: {gpu_note}")
-    settings = [None] if args.checkpoint else args.sparsity
-    runs = [bench_one(args, s, devices) for s in settings]
-    source = args.checkpoint.stem if args.checkpoint else "s" + "-".join(f"{round(100 * s)}" for s in args.sparsity)
-    config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
-    out = {**provenance(config, args.seed, "cuda" if has_gpu and args.device != "cpu" else "cpu"),
-           "gpu": gpu_note, "runs": runs}
-    tag = "_".join(d for d, _ in devices) + ("_unstructured" if args.unstructured else "") + ("_profile" if args.profile else "")
-    path = write_json(args.out / f"bench_{tag}_{source}.json", out)
-    print(f"wrote {path}")
+    run(BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()}))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

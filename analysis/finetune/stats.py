@@ -1,6 +1,6 @@
 """Numbers behind the finetuning table: trivial baselines, paired seed differences, plateau steps, the claim.
 
-Everything here takes plain labels, curves, or a protocol (analysis.finetune_results.Protocol, used by
+Everything here takes plain labels, curves, or a protocol (analysis.finetune.results.Protocol, used by
 duck typing so this module imports nothing from there):
 
     trivial_baseline(labels, "f1")             best score of a constant prediction on these dev labels

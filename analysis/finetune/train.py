@@ -19,7 +19,7 @@ weights (removed_asked = 1 - keep, whatever the objective); with `control` on, a
 penalty's knob from the measured eval-gate removed fraction and a final exact correction brings it within
 2 points of the request (gatecore/sparsity_control.py says how; the record says what it changed).
 
-Batches: length-bucketed when the spec says `bucketed` (analysis/batching.py), else random. The dev curve
+Batches: length-bucketed when the spec says `bucketed` (analysis/finetune/batching.py), else random. The dev curve
 is measured on a fixed-seed subset of `curve_dev_examples` dev examples (None: all of dev).
 """
 from __future__ import annotations
@@ -32,17 +32,18 @@ import zlib
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
+from torch.nn.functional import cross_entropy, mse_loss
 from tqdm.auto import tqdm
 
 import gatecore
 from gatecore.methods import GATE_METHODS, METHODS, lam_ramp, param_groups, setup_method, warmup_linear_schedule
 from gatecore.pooling import pooled_logits
+from gatecore.sparsity_control import SparsityController, correct_removed, removed_asked, removed_got
 from gatecore.tiny import tiny_model
 
-from .batching import epoch_batches
-from .data import Split, Task
-from gatecore.sparsity_control import SparsityController, correct_removed, removed_asked, removed_got
+from analysis.data import Split, Task
+from analysis.finetune.batching import epoch_batches
+
 
 def build_model(cfg: dict, num_labels: int):
     """(model, tokenizer) with the method's adapters and trainable set (gatecore.setup_method);
@@ -106,8 +107,8 @@ def subset(enc: Encoded, n: int | None, seed: int = 0) -> Encoded:
 
 def task_loss(logits, labels, num_labels: int):
     if num_labels == 1:
-        return F.mse_loss(logits.squeeze(-1).float(), torch.tensor(labels, dtype=torch.float, device=logits.device))
-    return F.cross_entropy(logits.float(), torch.tensor(labels, dtype=torch.long, device=logits.device))
+        return mse_loss(logits.squeeze(-1).float(), torch.tensor(labels, dtype=torch.float, device=logits.device))
+    return cross_entropy(logits.float(), torch.tensor(labels, dtype=torch.long, device=logits.device))
 
 
 @torch.no_grad()

@@ -1,13 +1,13 @@
 """Named finetuning protocols (`python -m analysis.finetune --protocol NAME`) and their time estimate.
 
-A protocol is a dict of analysis.finetune's option defaults (explicit options still win), plus keys no
-option has: `task_epochs` and `task_train_examples` (per task, used where --epochs / --train-examples are
-not given), `lr_grids` (per method lr grid), `one_seed` (methods, or "gates-no-bias", run on the first
-seed only).
+A protocol is a dict of SweepConfig field values (analysis/finetune/config.py); on the command line they
+become the defaults and explicit options still win. Three fields have no option: `task_epochs` and
+`task_train_examples` (per task, used where --epochs / --train-examples are not given) and `lr_grids`
+(per method lr grid); `one_seed` lists methods (or "gates-no-bias") run on the first seed only.
 
 `estimate(specs, workers)` is the dry run's wall time: each run's training steps (every point of its
 grids) times a measured step time, plus its evaluations, scheduled longest first on `workers` workers
-exactly as analysis.schedule does. Step times come from files, not guesses:
+exactly as analysis.finetune.schedule does. Step times come from files, not guesses:
   - the MiniLM gates step per task, bucketed batches, 1 thread, CPU seconds (one worker per core):
     results/batching.json (bench_batching);
   - the other methods' step relative to gates (bias on), median over tasks of the runner's own
@@ -18,7 +18,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from .provenance import ROOT, read_jsonl
+from analysis.provenance import ROOT, read_jsonl
 
 GLUE5 = ["SST-2", "MRPC", "RTE", "CoLA", "STS-B"]
 # PLACEHOLDER epochs: TO BE SET FROM THE CONVERGENCE CHECK (results/finetune/convergence-check.jsonl)
@@ -48,7 +48,6 @@ PROTOCOLS = {
                               dev_examples=None, epochs=None, task_epochs={"SST-2": 2, "MRPC": 5}, max_len=128,
                               curve_points=12, threads=1, workers=2),
 }
-EXTRA_DEFAULTS = dict(task_epochs={}, task_train_examples={}, lr_grids={}, one_seed=[])  # keys without an option
 DEFAULT_EPOCHS = 3
 EVAL_VS_STEP = 1 / 3         # an example's forward in eval, relative to its share of a training step
 BENCH_S = 15.0               # compress + dense-vs-compressed latency of a gate run
@@ -100,7 +99,7 @@ def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4
         one = steps * step + (curve + n_val) * per_ex  # one grid point: training, its curve, its val score
         per_run.append(grid_size(s) * one + n_dev * per_ex + (BENCH_S + n_dev * per_ex) * (s["method"] == "gates"))
     load = [0.0] * max(1, workers)
-    for t in sorted(per_run, reverse=True):  # what analysis.schedule does: longest first, to the first free worker
+    for t in sorted(per_run, reverse=True):  # what analysis.finetune.schedule does: longest first, to the first free worker
         load[load.index(min(load))] += t
     return {"source": "results/batching.json (gates CPU s per bucketed step, per task) x results/finetune/cpu.jsonl "
                       "(method ratios)",

@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from analysis.finetune_stats import (PLATEAU_TAIL, PLATEAU_TOL, TRIVIAL_MARGIN, at_trivial, baselines, mean,
+from analysis.finetune.stats import (PLATEAU_TAIL, PLATEAU_TOL, TRIVIAL_MARGIN, at_trivial, baselines, mean,
                                      mean_curve, paired, plateau, plateau_step, pm, settled_step)
 
 KURTOSIS_SUFFIX = " (kurtosis tau={tau:g})"  # label suffix of the paper's kurtosis-weighted target objective

@@ -3,7 +3,7 @@
 One jsonl file is one protocol (e.g. cpu.jsonl, gpu.jsonl). Inside a protocol, runs that differ only
 in their seed form one `Cell`; a cell's `label` names the method and any setting that varies inside
 that method (e.g. "gates (no bias)", "gates (kurtosis tau=100)", "gates lam=2"), and gate cells also
-carry their keep target. The GLUE table (analysis.finetune_tables, re-exported here as `glue_table`)
+carry their keep target. The GLUE table (analysis.finetune.tables, re-exported here as `glue_table`)
 and every finetuning figure are built from these cells alone.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # claim_check, describe and glue_table are imported from here by notebook 03
-from analysis.finetune_stats import CLAIM_GAP, CLAIM_REMOVED, ClaimCheck, claim_check  # noqa: F401
-from analysis.finetune_stats import mean as _mean, std as _std
-from analysis.finetune_tables import KURTOSIS_SUFFIX, describe, glue_table  # noqa: F401
+from analysis.finetune.stats import CLAIM_GAP, CLAIM_REMOVED, ClaimCheck, claim_check  # noqa: F401
+from analysis.finetune.stats import mean as _mean, std as _std
+from analysis.finetune.tables import KURTOSIS_SUFFIX, describe, glue_table  # noqa: F401
 from analysis.provenance import read_jsonl, warn_if_dirty
 
 TASK_ORDER = ("SST-2", "MRPC", "RTE", "CoLA", "STS-B")  # GLUE tasks first, in this order; others follow

