@@ -1,13 +1,25 @@
-"""Training-step cost of gates vs LoRA vs full finetuning on the real MiniLM.
+"""Training-step cost of gates vs LoRA (at equal coverage and at their usual settings), biases and full.
 
-    python -m analysis.bench_train [--batch 32] [--seq 128] [--steps 10] [--repeats 3]
+    python -m analysis.bench_train [--batches 8 32] [--seqs 64 128] [--steps 3] [--repeats 3] [--device cpu]
 
-Time: all methods in this one process, interleaved round by round, so machine noise hits them
-alike; the ratios against LoRA are the result. Both wall time and this process's CPU time
-are recorded: on a shared machine the CPU-time ratio is the steadier of the two. Memory: what training holds beyond the inference
-model, counted exactly in the same process: the tensors autograd saves for backward (deduplicated
-by storage), plus gradients and AdamW state of the trainable parameters. (CPU peak RSS cannot be
-compared in one process: it is per process and never goes down.)
+Settings (MiniLM, every one with its task head trained):
+    gates      gates on all six matrices of every layer + their biases       (the usual gates setting)
+    gates_qv   gates on query and value + their biases
+    lora       LoRA r = 8, alpha = 16 on query and value                      (the usual LoRA setting)
+    lora_all   LoRA r = 8, alpha = 16 on all six matrices
+    bias       the biases of the six matrices gates would wrap, as analysis.train's `bias` method
+               (LayerNorm biases stay frozen, unlike mark_trainable(bias="all"))
+    full       every parameter
+Comparisons, gates setting / LoRA setting: equal coverage gates / lora_all and gates_qv / lora;
+usual settings gates / lora. bias and full are reported against lora.
+
+Time: all settings and shapes in this one process, interleaved round by round (round -> shape ->
+setting), so machine noise hits them alike; ratios of medians are the result. Wall time and this
+process's CPU time are both recorded: on a shared machine the CPU-time ratio is the steadier one.
+Memory: what training holds beyond the inference model, counted exactly: the tensors autograd saves
+for backward (deduplicated by storage), plus gradients and AdamW state of the trainable parameters.
+(CPU peak RSS cannot be compared in one process.) With --device cuda, also the allocator's peak
+during one step above what was allocated before it, plus the optimizer state.
 Writes results/train_cost.json.
 """
 from __future__ import annotations
@@ -20,60 +32,85 @@ import torch
 
 import gatecore as gc
 from analysis.provenance import ROOT, provenance, write_json
+from gatecore.inject import GATE_PRESETS
 
-BATCH, SEQ, STEPS, REPEATS, WARMUP = 32, 128, 10, 3, 2
-METHODS = ("gates", "lora", "full", "bias")
+BATCHES, SEQS, STEPS, REPEATS, WARMUP = (8, 32), (64, 128), 3, 3, 2
+QV = [r"attention\.self\.(query|value)"]
+SETTINGS = {
+    "gates": "gates on all six matrices + their biases + head (usual gates setting)",
+    "gates_qv": "gates on query, value + their biases + head",
+    "lora": "LoRA r=8 alpha=16 on query, value + head (usual LoRA setting)",
+    "lora_all": "LoRA r=8 alpha=16 on all six matrices + head",
+    "bias": "biases of the six matrices gates wrap + head (LayerNorm biases frozen)",
+    "full": "every parameter",
+}
+# name: (gates setting, LoRA setting, what it compares)
+COMPARISONS = {
+    "equal_coverage_all_six": ("gates", "lora_all", "same matrices adapted: all six of every layer"),
+    "equal_coverage_qv": ("gates_qv", "lora", "same matrices adapted: query and value"),
+    "usual": ("gates", "lora", "each method at its usual setting: gates all six, LoRA q, v"),
+    "bias_vs_lora": ("bias", "lora", "biases only vs usual LoRA"),
+    "full_vs_lora": ("full", "lora", "full finetuning vs usual LoRA"),
+}
 
 
-def build(method: str, seed: int = 0):
-    """MiniLM in train mode with the method's trainable set and an AdamW optimizer."""
+def build(setting: str, device: str = "cpu", seed: int = 0):
+    """MiniLM in train mode with the setting's trainable set, and an AdamW optimizer."""
     torch.manual_seed(seed)
     model, _ = gc.load_model(num_labels=2)
-    if method == "gates":
-        gc.add_gates(model)  # all six matrices of every layer
+    if setting in ("gates", "gates_qv"):
+        gc.add_gates(model, targets=None if setting == "gates" else QV)
         gc.mark_trainable(model, gates=True, bias="gated")
-    elif method == "lora":
-        gc.add_lora(model, r=8, alpha=16)  # q and v
+    elif setting in ("lora", "lora_all"):
+        gc.add_lora(model, targets=None if setting == "lora" else GATE_PRESETS[model.config.model_type], r=8, alpha=16)
         gc.mark_trainable(model, lora=True, bias="none")
-    elif method == "bias":
-        gc.mark_trainable(model, bias="all")
-    elif method == "full":
+    elif setting == "bias":  # as analysis.train: biases of the layers gates would wrap, + head
+        gc.mark_trainable(model, gates=False, lora=False, bias="none")
+        for mod in gc.find_targets(model, GATE_PRESETS[model.config.model_type]).values():
+            if mod.bias is not None:
+                mod.bias.requires_grad_(True)
+    elif setting == "full":
         model.requires_grad_(True)
     else:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    model.train()
+        raise ValueError(f"setting must be one of {list(SETTINGS)}, got {setting!r}")
+    model.to(device).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     return model, opt
 
 
-def make_batch(model, batch: int, seq: int, seed: int = 0):
+def make_batch(model, batch: int, seq: int, device: str = "cpu", seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(1000, model.config.vocab_size, (batch, seq), generator=g)
-    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, torch.randint(0, 2, (batch,), generator=g)
+    labels = torch.randint(0, 2, (batch,), generator=g)
+    return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device)}, labels.to(device)
 
 
-def step(model, opt, inputs, labels, method):
+def step(model, opt, inputs, labels, setting):
     loss = torch.nn.functional.cross_entropy(model(**inputs).logits, labels)
-    if method == "gates":
+    if setting.startswith("gates"):
         loss = loss + 0.1 * gc.sparsity_penalty(model, "target", target=0.3)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
 
 
-def training_memory(model, opt, inputs, labels, method) -> dict:
-    """Bytes autograd saves for one step (each storage once), gradients, optimizer state."""
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def training_memory(model, opt, inputs, labels) -> dict:
+    """MB autograd saves for one step (each storage once), gradients, optimizer state."""
     seen = {}
 
     def pack(t):
-        if isinstance(t, torch.Tensor) and not isinstance(t, torch.nn.Parameter) and t.requires_grad is not None:
-            st = t.untyped_storage()
-            seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
+        st = t.untyped_storage()
+        seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
         return t
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = torch.nn.functional.cross_entropy(model(**inputs).logits, labels)
-    params = {id(p): p for p in model.parameters()}
-    saved = sum(n for ptr, n in seen.items() if ptr not in {p.untyped_storage().data_ptr() for p in params.values()})
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    saved = sum(n for ptr, n in seen.items() if ptr not in weights)
     loss.backward()
     grads = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
     opt.zero_grad(set_to_none=True)
@@ -83,56 +120,103 @@ def training_memory(model, opt, inputs, labels, method) -> dict:
             "total_mb": (saved + grads + state) * mb}
 
 
+def cuda_peak_mb(model, opt, inputs, labels, setting, device) -> float:
+    """Allocator peak during one training step above what was allocated before it, plus optimizer state."""
+    _sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    step(model, opt, inputs, labels, setting)
+    _sync(device)
+    state = sum(v.nbytes for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor))
+    return (torch.cuda.max_memory_allocated(device) - before + state) / 2**20
+
+
+def ratios(res: dict) -> dict:
+    """gates setting / LoRA setting for each comparison whose two settings ran."""
+    out = {}
+    for name, (a, b, what) in COMPARISONS.items():
+        if a in res and b in res:
+            r = {"gates_setting": a, "lora_setting": b, "what": what,
+                 "time": res[a]["step_ms_median"] / res[b]["step_ms_median"],
+                 "cpu_time": res[a]["cpu_ms_median"] / res[b]["cpu_ms_median"]}
+            for key in ("memory", "cuda_peak_mb"):
+                if key in res[a]:
+                    va, vb = (res[x][key]["total_mb"] if key == "memory" else res[x][key] for x in (a, b))
+                    r[key] = va / vb
+            out[name] = r
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=BATCH, help="sequences per step (default %(default)s)")
-    ap.add_argument("--seq", type=int, default=SEQ, help="tokens per sequence (default %(default)s)")
-    ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per method per round (default %(default)s)")
+    ap.add_argument("--batches", nargs="+", type=int, default=list(BATCHES), help="sequences per step (default %(default)s)")
+    ap.add_argument("--seqs", nargs="+", type=int, default=list(SEQS), help="tokens per sequence (default %(default)s)")
+    ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per setting per shape per round (default %(default)s)")
     ap.add_argument("--repeats", type=int, default=REPEATS, help="interleaved rounds (default %(default)s)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: all)")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods to compare")
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), help="settings to run")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     ap.add_argument("--no-memory", action="store_true", help="skip the training-memory count")
     ap.add_argument("--out", default=str(ROOT / "results" / "train_cost.json"), help="results file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    setups = {m: build(m) for m in args.methods}
-    inputs, labels = make_batch(setups[args.methods[0]][0], args.batch, args.seq)
-    for m, (model, opt) in setups.items():
-        for _ in range(WARMUP):
-            step(model, opt, inputs, labels, m)
-    wall, cpu = {m: [] for m in args.methods}, {m: [] for m in args.methods}
+    dev = args.device
+    setups = {s: build(s, dev) for s in args.settings}
+    shapes = [(b, s) for b in args.batches for s in args.seqs]
+    model0 = setups[args.settings[0]][0]
+    batches = {sh: make_batch(model0, *sh, device=dev) for sh in shapes}
+    for sh in shapes:
+        for s, (model, opt) in setups.items():
+            for _ in range(WARMUP):
+                step(model, opt, *batches[sh], s)
+    wall = {(sh, s): [] for sh in shapes for s in setups}
+    cpu = {(sh, s): [] for sh in shapes for s in setups}
     for r in range(args.repeats):
-        for m, (model, opt) in setups.items():
-            t, c = time.perf_counter(), time.process_time()
-            for _ in range(args.steps):
-                step(model, opt, inputs, labels, m)
-            wall[m].append((time.perf_counter() - t) / args.steps)
-            cpu[m].append((time.process_time() - c) / args.steps)
-        print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{m} {wall[m][-1] * 1e3:.0f} ms wall / {cpu[m][-1] * 1e3:.0f} ms cpu"
-                                                          for m in args.methods))
-    ref = "lora" if "lora" in wall else args.methods[0]
-    med = lambda xs: statistics.median(xs) * 1e3  # noqa: E731
-    res = {}
-    for m in args.methods:
-        res[m] = {"step_ms_median": med(wall[m]), "step_ms_all": [t * 1e3 for t in wall[m]],
-                  "cpu_ms_median": med(cpu[m]), "cpu_ms_all": [t * 1e3 for t in cpu[m]],
-                  "time_ratio_vs_" + ref: med(wall[m]) / med(wall[ref]),
-                  "cpu_time_ratio_vs_" + ref: med(cpu[m]) / med(cpu[ref]),
-                  "params": gc.count_parameters(setups[m][0]).as_dict()}
-    if not args.no_memory:
-        for m, (model, opt) in setups.items():
-            res[m]["memory"] = training_memory(model, opt, inputs, labels, m)
-        for m in args.methods:
-            res[m]["memory_ratio_vs_" + ref] = res[m]["memory"]["total_mb"] / res[ref]["memory"]["total_mb"]
+        for sh in shapes:
+            for s, (model, opt) in setups.items():
+                _sync(dev)
+                t, c = time.perf_counter(), time.process_time()
+                for _ in range(args.steps):
+                    step(model, opt, *batches[sh], s)
+                _sync(dev)
+                wall[sh, s].append((time.perf_counter() - t) / args.steps * 1e3)
+                cpu[sh, s].append((time.process_time() - c) / args.steps * 1e3)
+        print(f"round {r + 1}/{args.repeats} done", flush=True)
+    runs = {}
+    for sh in shapes:
+        res = {}
+        for s, (model, opt) in setups.items():
+            res[s] = {"step_ms_median": statistics.median(wall[sh, s]), "step_ms_all": wall[sh, s],
+                      "cpu_ms_median": statistics.median(cpu[sh, s]), "cpu_ms_all": cpu[sh, s],
+                      "params": gc.count_parameters(model).as_dict()}
+            if not args.no_memory:
+                res[s]["memory"] = training_memory(model, opt, *batches[sh])
+            if dev.startswith("cuda"):
+                res[s]["cuda_peak_mb"] = cuda_peak_mb(model, opt, *batches[sh], s, dev)
+        runs[f"{sh[0]}x{sh[1]}"] = {"batch": sh[0], "seq": sh[1], "results": res, "ratios": ratios(res)}
     cfg = {k: v for k, v in vars(args).items() if k != "out"}
-    write_json(args.out, {**provenance(cfg, seed=0), "reference": ref, "results": res})
-    print(f"\nMiniLM training step, batch {args.batch} x {args.seq} tokens, {args.threads} threads (ratios vs {ref}):")
-    for m in args.methods:
-        r = res[m]
-        mem = f", training memory {r['memory']['total_mb']:.0f} MB ({r['memory_ratio_vs_' + ref]:.2f}x)" if "memory" in r else ""
-        print(f"  {m:6s} {r['step_ms_median']:7.0f} ms wall ({r['time_ratio_vs_' + ref]:.2f}x), "
-              f"{r['cpu_ms_median']:7.0f} ms cpu ({r['cpu_time_ratio_vs_' + ref]:.2f}x){mem}")
+    write_json(args.out, {**provenance(cfg, seed=0, device=dev), "settings": SETTINGS,
+                          "comparisons": {k: {"gates_setting": a, "lora_setting": b, "what": w}
+                                          for k, (a, b, w) in COMPARISONS.items()},
+                          "runs": runs})
+    print_table(runs, args.threads, dev)
     print(f"wrote {args.out}")
+
+
+def print_table(runs: dict, threads: int, device: str) -> None:
+    print(f"\nMiniLM training step on {device}, {threads} threads; ratios = gates setting / LoRA setting "
+          "(wall time, CPU time, training memory)")
+    for key, run in runs.items():
+        print(f"\nbatch {run['batch']} x {run['seq']} tokens")
+        for s, r in run["results"].items():
+            mem = f"{r['memory']['total_mb']:8.0f} MB" if "memory" in r else ""
+            peak = f", cuda peak {r['cuda_peak_mb']:.0f} MB" if "cuda_peak_mb" in r else ""
+            print(f"  {s:9s} {r['step_ms_median']:7.0f} ms wall {r['cpu_ms_median']:7.0f} ms cpu {mem}{peak}")
+        for name, q in run["ratios"].items():
+            mem = f"  memory {q['memory']:.2f}x" if "memory" in q else ""
+            peak = f"  cuda peak {q['cuda_peak_mb']:.2f}x" if "cuda_peak_mb" in q else ""
+            print(f"  {name:24s} {q['gates_setting']:>8s} / {q['lora_setting']:<8s} wall {q['time']:.2f}x  "
+                  f"cpu {q['cpu_time']:.2f}x{mem}{peak}")
 
 
 if __name__ == "__main__":
