@@ -30,9 +30,9 @@ import time
 
 import torch
 
-import gatecore as gc
+import gatecore
+import gatecore.families
 from analysis.provenance import ROOT, provenance, write_json
-from gatecore.inject import GATE_PRESETS
 
 BATCHES, SEQS, STEPS, REPEATS, WARMUP = (8, 32), (64, 128), 3, 3, 2
 QV = [r"attention\.self\.(query|value)"]
@@ -57,22 +57,12 @@ COMPARISONS = {
 def build(setting: str, device: str = "cpu", seed: int = 0):
     """MiniLM in train mode with the setting's trainable set, and an AdamW optimizer."""
     torch.manual_seed(seed)
-    model, _ = gc.load_model(num_labels=2)
-    if setting in ("gates", "gates_qv"):
-        gc.add_gates(model, targets=None if setting == "gates" else QV)
-        gc.mark_trainable(model, gates=True, bias="gated")
-    elif setting in ("lora", "lora_all"):
-        gc.add_lora(model, targets=None if setting == "lora" else GATE_PRESETS[model.config.model_type], r=8, alpha=16)
-        gc.mark_trainable(model, lora=True, bias="none")
-    elif setting == "bias":  # as analysis.train: biases of the layers gates would wrap, + head
-        gc.mark_trainable(model, gates=False, lora=False, bias="none")
-        for mod in gc.find_targets(model, GATE_PRESETS[model.config.model_type]).values():
-            if mod.bias is not None:
-                mod.bias.requires_grad_(True)
-    elif setting == "full":
-        model.requires_grad_(True)
-    else:
+    model, _ = gatecore.load_model(num_labels=2)
+    if setting not in ("gates", "gates_qv", "lora", "lora_all", "bias", "full"):
         raise ValueError(f"setting must be one of {list(SETTINGS)}, got {setting!r}")
+    everything = gatecore.families.gate_targets(model)  # the six matrices gates cover by default
+    gatecore.setup_method(model, setting.split("_")[0], gate_targets=QV if setting == "gates_qv" else None,
+                          lora_targets=everything if setting == "lora_all" else None)
     model.to(device).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     return model, opt
@@ -88,7 +78,7 @@ def make_batch(model, batch: int, seq: int, device: str = "cpu", seed: int = 0):
 def step(model, opt, inputs, labels, setting):
     loss = torch.nn.functional.cross_entropy(model(**inputs).logits, labels)
     if setting.startswith("gates"):
-        loss = loss + 0.1 * gc.sparsity_penalty(model, "target", target=0.3)
+        loss = loss + 0.1 * gatecore.sparsity_penalty(model, "target", target=0.3)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -188,7 +178,7 @@ def main(argv=None):
         for s, (model, opt) in setups.items():
             res[s] = {"step_ms_median": statistics.median(wall[sh, s]), "step_ms_all": wall[sh, s],
                       "cpu_ms_median": statistics.median(cpu[sh, s]), "cpu_ms_all": cpu[sh, s],
-                      "params": gc.count_parameters(model).as_dict()}
+                      "params": gatecore.count_parameters(model).as_dict()}
             if not args.no_memory:
                 res[s]["memory"] = training_memory(model, opt, *batches[sh])
             if dev.startswith("cuda"):

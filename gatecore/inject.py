@@ -14,8 +14,7 @@ from typing import Iterable
 from torch import nn
 
 from .checks import check_bool, check_fraction, check_int, check_patterns, check_positive, check_real
-# GATE_PRESETS / LORA_PRESETS: the injection defaults, also read as gatecore.inject.GATE_PRESETS
-from .families import GATE_PRESETS, HEAD_NAMES, LORA_PRESETS, find_head, gate_targets, lora_targets  # noqa: F401
+from .families import HEAD_NAMES, find_head, gate_targets, lora_targets
 from .gates import GatedLinear
 from .lora import LoRALinear
 

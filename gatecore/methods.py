@@ -28,10 +28,12 @@ LORA_METHODS = ("lora", "gates+lora")
 
 
 def setup_method(model: nn.Module, method: str, *, lora_r: int = 8, lora_alpha: float = 16, sigma: float = 0.1,
-                 reg_sigma: float | None = None, bias: bool = True) -> nn.Module:
+                 reg_sigma: float | None = None, bias: bool = True, gate_targets=None, lora_targets=None) -> nn.Module:
     """Add the method's adapters to `model` and set its trainable parameters; returns the model.
 
     `bias` only matters for gate methods: train the gated layers' biases too (the paper's setting).
+    `gate_targets` / `lora_targets` (name patterns) replace the family presets, e.g. to compare gates and
+    LoRA on the same matrices; `bias` then means the biases of `gate_targets`.
     Validates first (method, head, targets), so a refused call leaves the model as it was.
     """
     if method not in METHODS:
@@ -42,20 +44,23 @@ def setup_method(model: nn.Module, method: str, *, lora_r: int = 8, lora_alpha: 
         raise ValueError(f"method {method!r} trains a task head, but {type(model).__name__} has none "
                          "(expected a module named classifier/score/...): load a *ForSequenceClassification model")
     mtype = model_type(model)
-    if (method in GATE_METHODS or method == "bias") and mtype not in GATE_PRESETS:
+    if (method in GATE_METHODS or method == "bias") and gate_targets is None and mtype not in GATE_PRESETS:
         raise ValueError(f"no gate preset for model_type={mtype!r} (presets: {sorted(GATE_PRESETS)}); "
-                         "use gatecore.add_gates(model, targets=[...]) directly for other models")
+                         "pass gate_targets=[...] (name patterns) for other models")
+    gate_targets = GATE_PRESETS[mtype] if gate_targets is None and mtype in GATE_PRESETS else gate_targets
+    if method in GATE_METHODS or method == "bias":
+        find_targets(model, gate_targets)  # every pattern must match, before any change
     if method in LORA_METHODS:
-        add_lora(model, r=lora_r, alpha=lora_alpha)
+        add_lora(model, targets=lora_targets, r=lora_r, alpha=lora_alpha)
     if method in GATE_METHODS:
-        add_gates(model, sigma=sigma, reg_sigma=reg_sigma)
+        add_gates(model, targets=gate_targets, sigma=sigma, reg_sigma=reg_sigma)
         mark_trainable(model, gates=True, lora=True, bias="gated" if bias else "none", head=True)
     elif method == "full":
         model.requires_grad_(True)
     else:
         mark_trainable(model, gates=False, lora=method == "lora", bias="none", head=True)
         if method == "bias":
-            for mod in find_targets(model, GATE_PRESETS[mtype]).values():
+            for mod in find_targets(model, gate_targets).values():
                 if mod.bias is not None:
                     mod.bias.requires_grad_(True)
     return model

@@ -29,8 +29,7 @@ VARIANTS = ("plain", "kurtosis")
 def build(variant: str, seed: int = 0):
     torch.manual_seed(seed)
     model, _ = gatecore.load_model(num_labels=2)
-    gatecore.add_gates(model)  # all six matrices of every layer
-    gatecore.mark_trainable(model, gates=True, bias="gated")
+    gatecore.setup_method(model, "gates")  # all six matrices of every layer, their biases, the head
     if variant == "kurtosis":
         gatecore.track_input_means(model)
     model.train()

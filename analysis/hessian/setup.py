@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from analysis.data import ALIASES, GLUE, glue_dir, read_glue
-from gatecore import Gate, add_gates, add_lora, load_model, mark_trainable, sparsity_penalty
+from gatecore import Gate, load_model, setup_method, sparsity_penalty
 from gatecore.families import gate_targets, lora_targets
 from gatecore.parameters import head_parameters, ids
 
@@ -62,13 +62,11 @@ def build(model_name: str, num_labels: int, method: str, targets, lora_r: int, s
     torch.manual_seed(seed)
     model, tok = load_model(model_name, num_labels=num_labels, attn_implementation="eager")
     targets = resolve_targets(model, preset_kind, targets)
-    if method == "gates":
-        add_gates(model, targets=targets, sigma=sigma, reg_sigma=reg_sigma)
-    elif method == "lora":
-        add_lora(model, targets=targets, r=lora_r, alpha=lora_alpha)
-    else:
+    if method not in ("gates", "lora"):
         raise ValueError(f"method must be 'gates' or 'lora', got {method!r}")
-    mark_trainable(model, bias="none", head=True)
+    # the methods' own setup on the analysed matrices; biases stay frozen (the Hessian is over the adapters)
+    setup_method(model, method, bias=False, gate_targets=targets, lora_targets=targets, lora_r=lora_r,
+                 lora_alpha=lora_alpha, sigma=sigma, reg_sigma=reg_sigma)
     return model.eval(), tok
 
 
