@@ -5,6 +5,7 @@ from torch.autograd import gradcheck
 
 import gatecore as gc
 from gatecore.tiny import tiny_batch, tiny_model
+from gradcheck import theta_gradcheck  # tests/ is on sys.path under pytest
 
 
 def _randomise(layers, lo=-1.2, hi=1.2, seed=0):
@@ -15,37 +16,11 @@ def _randomise(layers, lo=-1.2, hi=1.2, seed=0):
                 gate.theta.copy_(torch.empty_like(gate.theta).uniform_(lo, hi, generator=g))
 
 
-def _theta_gradcheck(model, fn, directions=4, eps=1e-6, rtol=1e-6):
-    """Autograd gradient vs central finite differences along random directions (float64)."""
-    thetas = [p for n, p in model.named_parameters() if n.endswith("theta")]
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for t in thetas:
-        t.requires_grad_(True)
-    grads = torch.autograd.grad(fn(), thetas)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(directions):
-        v = [torch.randn(t.shape, generator=g, dtype=t.dtype) for t in thetas]
-        with torch.no_grad():
-            for t, d in zip(thetas, v):
-                t.add_(eps * d)
-            f_plus = fn().item()
-            for t, d in zip(thetas, v):
-                t.sub_(2 * eps * d)
-            f_minus = fn().item()
-            for t, d in zip(thetas, v):
-                t.add_(eps * d)
-        fd = (f_plus - f_minus) / (2 * eps)
-        ad = sum((gr * d).sum() for gr, d in zip(grads, v)).item()
-        assert abs(fd - ad) <= rtol * max(1.0, abs(ad)), (fd, ad)
-        assert abs(ad) > 1e-8  # the direction actually probes something
-
-
 @pytest.mark.parametrize("penalty", ["target", "l0", "params"])
 def test_sparsity_penalty_gradient_matches_finite_differences(penalty):
     model = tiny_model("bert", dtype=torch.float64)
     _randomise(gc.add_gates(model), seed=1)
-    _theta_gradcheck(model, lambda: gc.sparsity_penalty(model, penalty, target=None if penalty == "l0" else 0.4))
+    theta_gradcheck(model, lambda: gc.sparsity_penalty(model, penalty, target=None if penalty == "l0" else 0.4))
 
 
 def test_loss_gradient_through_gates_matches_finite_differences(kind):
@@ -56,7 +31,7 @@ def test_loss_gradient_through_gates_matches_finite_differences(kind):
     labels = torch.tensor([0, 1])
     # transformers' LLaMA computes RMSNorm and RoPE in float32 even in a float64 model: wider step, looser match
     eps, rtol = (1e-3, 1e-3) if kind == "llama" else (1e-6, 1e-6)
-    _theta_gradcheck(model, lambda: torch.nn.functional.cross_entropy(model(**batch).logits, labels), eps=eps, rtol=rtol)
+    theta_gradcheck(model, lambda: torch.nn.functional.cross_entropy(model(**batch).logits, labels), eps=eps, rtol=rtol)
 
 
 def test_penalty_values_follow_their_definitions():

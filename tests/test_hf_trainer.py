@@ -17,8 +17,7 @@ from gatecore.methods import gate_parameters, lam_ramp, param_groups, warmup_lin
 from gatecore.sparsity_control import SparsityController
 from gatecore.tiny import tiny_model
 
-sys.path.insert(0, str(Path(__file__).parent))
-import hf_trainer_run as run  # noqa: E402  (the script torchrun runs)
+import hf_trainer_run as run  # the script torchrun runs (tests/ is on sys.path under pytest)
 
 SCRIPT = Path(run.__file__)
 

@@ -23,6 +23,7 @@ import torch
 
 from ..gates import GatedLinear
 from ..lora import LoRALinear
+from .operator import Restricted
 
 
 def _gate_diagonals(gl: GatedLinear, draws) -> dict:
@@ -73,7 +74,7 @@ def weight_metric_diagonal(op) -> torch.Tensor:
     return torch.cat([diag[id(p)].reshape(-1) for p in op.params])
 
 
-class Scaled:
+class Scaled(Restricted):
     """d ⊙ H (d ⊙ v) on the coordinates where `keep` is True (default: d > 0), an operator like
     HessianOperator: n, matvec, matmat, products. d = D^{-1/2} gives H_J of the module docstring."""
 
@@ -82,22 +83,15 @@ class Scaled:
         if d.numel() != op.n or not torch.isfinite(d).all() or (d < 0).any():
             raise ValueError(f"need {op.n} finite non-negative scales, got {d.numel()}")
         keep = (d > 0) if keep is None else keep.to(torch.bool)
-        self.op, self.idx = op, keep.nonzero().squeeze(1).to(op.device)
+        super().__init__(op, keep)
         self.d = d[keep].to(op.dtype).to(op.device)
-        self.n, self.dtype, self.device = int(self.idx.numel()), op.dtype, op.device
-
-    @property
-    def products(self) -> int:
-        return self.op.products
 
     def matvec(self, v) -> torch.Tensor:
-        full = torch.zeros(self.op.n, dtype=self.dtype, device=self.device)
-        full[self.idx] = self.d * torch.as_tensor(v, dtype=self.dtype, device=self.device).reshape(-1)
-        return self.d * self.op.matvec(full)[self.idx]
+        return self.d * super().matvec(self.d * torch.as_tensor(v, dtype=self.dtype, device=self.device).reshape(-1))
 
     def matmat(self, V) -> torch.Tensor:
         V = torch.as_tensor(V, dtype=self.dtype, device=self.device)
-        return torch.stack([self.matvec(V[:, j]) for j in range(V.shape[1])], 1)
+        return self.d[:, None] * super().matmat(self.d[:, None] * V)
 
 
 def weight_scaled(op) -> tuple[Scaled, torch.Tensor]:
