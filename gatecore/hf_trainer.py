@@ -26,8 +26,9 @@ per rank from its own generator, seeded `args.seed + rank`, so ranks do not shar
 from __future__ import annotations
 
 import base64
+import copy
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from transformers import Trainer, TrainerCallback
@@ -37,7 +38,7 @@ from .accounting import check_finite_gates, gate_report, gated_layers
 from .checks import check_bool, check_fraction, check_positive, check_real
 from .compress import compress
 from .export import save_compressed
-from .gates import Gate
+from .gates import Gate, track_input_means
 from .methods import lam_ramp, param_groups, warmup_linear_schedule
 from .penalty import KINDS, sparsity_penalty
 from .sparsity_control import SparsityController, correct_removed
@@ -134,7 +135,6 @@ class GateTrainer(Trainer):
         self.gate_config = cfg
         self.add_callback(GateSparsityCallback(cfg.objective, cfg.removed, cfg.lam_warmup, cfg.control))
         if cfg.kurtosis_tau is not None:
-            from .gates import track_input_means
             track_input_means(self.model)
 
     @property
@@ -198,13 +198,9 @@ class GateTrainer(Trainer):
         """Compress a copy of the trained model (eval gates folded, closed rows/columns removed) and save it
         as an ordinary Hugging Face folder (reload with `from_pretrained` when uniform, else
         `gatecore.load_compressed`); only the main process writes. Returns the compressed model."""
-        import copy
         small = compress(copy.deepcopy(self.accelerator.unwrap_model(self.model)).eval())
         if self.args.should_save:
             save_compressed(small, output_dir)
             if self.processing_class is not None:
                 self.processing_class.save_pretrained(output_dir)
         return small
-
-    def config_dict(self) -> dict:
-        return asdict(self.gate_config)
