@@ -175,6 +175,7 @@ def test_named_protocols_plan_what_the_issue_asks():
     assert cfg.workers == 2 and cfg.threads == 1 and cfg.out.name == "cpu-converged.jsonl"
     from analysis.finetune.protocols import CONVERGED_EPOCHS, grid_size
     assert {grid_size(s) for s in specs} == {2}  # the same lr (or gate-lr) grid size for every method
+    assert cfg.grid_on_first_seed and all(bool(s.get("grid_from_first_seed")) == (s["seed"] > 0) for s in specs)
     for task in ["SST-2", "MRPC", "RTE", "CoLA", "STS-B"]:
         t = [s for s in specs if s["task"] == task]
         seeds = lambda m, **kw: sorted(s["seed"] for s in t if s["method"] == m and all(s.get(k) == v for k, v in kw.items()))
@@ -192,6 +193,27 @@ def test_named_protocols_plan_what_the_issue_asks():
     kurt = [s for s in c if "kurtosis_tau" in s]
     assert len(kurt) == 6 and all(s["objective"] == "target" and s["kurtosis_tau"] == 100 for s in kurt)
     assert sweep.parse_args(["--protocol", "convergence-check"]).curve_points == 12
+
+
+def test_later_seeds_train_the_grid_point_the_first_seed_chose(folder, tmp_path):
+    out = tmp_path / "runs.jsonl"
+    args = argv(folder, out, "--methods", "bias", "gates", "--seeds", "0", "1", "--lr", "1e-3", "3e-2",
+                "--gate-lr", "0.1", "0.5", "--keep", "0.6", "--epochs", "1", "--no-compress", "--grid-on-first-seed")
+    sweep.main(args + ["--max-runs", "1"])  # cut short: the later seeds wait, nothing half-done
+    assert len(read_jsonl(out)) == 1
+    sweep.main(args)  # the rest: the second first-seed run, then (second wave) both later seeds
+    recs = read_jsonl(out)
+    first = {r["config"]["method"]: r for r in recs if r["seed"] == 0}
+    later = {r["config"]["method"]: r for r in recs if r["seed"] == 1}
+    assert len(recs) == 4 and set(first) == set(later) == {"bias", "gates"}
+    for m, r in later.items():
+        f = first[m]
+        assert len(f["hp_search"]) > 1 and r["hp_search"] is None and r["spec"]["grid_from"] == f["run_id"]
+        assert (r["config"]["lr"], r["config"].get("gate_lr")) == (f["config"]["lr"], f["config"].get("gate_lr"))
+        assert r["run_id"] == run_id(r["spec"]) and "grid_from_first_seed" not in r["spec"]
+    before = out.read_text()
+    sweep.main(args)  # everything done: nothing is rerun
+    assert out.read_text() == before
 
 
 def test_sweep_configured_in_python_runs_in_small_mode(folder, tmp_path, monkeypatch):

@@ -79,6 +79,7 @@ class SweepConfig:
     lora_alpha: float = 16
     lr_grids: dict = field(default_factory=dict)  # per-method lr grids (a protocol's)
     one_seed: tuple = ()                 # methods (or "gates-no-bias") run on the first seed only
+    grid_on_first_seed: bool = False     # later seeds train the grid point the first seed chose on val
     curve_points: int = 4
     curve_dev_examples: int | None = CURVE_DEV_EXAMPLES  # 0 or None: all of dev
     checkpoint_dir: str = DEFAULT_CHECKPOINTS  # '' = no checkpoints
@@ -169,4 +170,30 @@ def expand(cfg: SweepConfig) -> list[dict]:
                 variants += [dict(keep=k, bias=True, objective="target", kurtosis_tau=cfg.kurtosis_tau or KURTOSIS_TAU)
                              for k in cfg.kurtosis_keep]  # the paper's kurtosis-weighted objective is `target`
                 specs += [{**base, **v} for v in variants]
+    if cfg.grid_on_first_seed:  # marked here, resolved against the first seed's record by first_seed_choice
+        specs = [{**s, GRID_FROM: True} if s["seed"] != cfg.seeds[0] else s for s in specs]
     return specs
+
+
+GRID_FROM = "grid_from_first_seed"
+GRIDS = {"lr_grid": "lr", "lam_grid": "lam", "gate_lr_grid": "gate_lr"}
+
+
+def first_seed_choice(specs: list[dict], records: list[dict], first_seed: int) -> tuple[list[dict], list[dict]]:
+    """(ready, waiting): a later-seed spec marked by expand becomes ready once its first-seed run is recorded:
+    its grids shrink to the point that run chose on val, and it names that run (`grid_from`); specs without
+    the mark pass through. A run's id hashes the resolved spec, so it says what was trained."""
+    by_id = {r["run_id"]: r for r in records}
+    ready, waiting = [], []
+    for s in specs:
+        if not s.get(GRID_FROM):
+            ready.append(s)
+            continue
+        first = {k: v for k, v in s.items() if k != GRID_FROM} | {"seed": first_seed}
+        rec = by_id.get(run_id(first))
+        if rec is None:
+            waiting.append(s)
+            continue
+        chosen = {g: [rec["config"][k]] for g, k in GRIDS.items() if g in s}
+        ready.append({k: v for k, v in s.items() if k != GRID_FROM} | chosen | {"grid_from": rec["run_id"]})
+    return ready, waiting

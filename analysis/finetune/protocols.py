@@ -3,7 +3,8 @@
 A protocol is a dict of SweepConfig field values (analysis/finetune/config.py); on the command line they
 become the defaults and explicit options still win. Three fields have no option: `task_epochs` and
 `task_train_examples` (per task, used where --epochs / --train-examples are not given) and `lr_grids`
-(per method lr grid); `one_seed` lists methods (or "gates-no-bias") run on the first seed only.
+(per method lr grid); `one_seed` lists methods (or "gates-no-bias") run on the first seed only;
+`grid_on_first_seed` searches the grids on the first seed only, and the later seeds train its choice.
 
 `estimate(specs, workers)` is the dry run's wall time: each run's training steps (every point of its
 grids) times a measured step time, plus its evaluations, scheduled longest first on `workers` workers
@@ -21,8 +22,10 @@ from pathlib import Path
 from analysis.provenance import ROOT, read_jsonl
 
 GLUE5 = ["SST-2", "MRPC", "RTE", "CoLA", "STS-B"]
-# PLACEHOLDER epochs: TO BE SET FROM THE CONVERGENCE CHECK (results/finetune/convergence-check.jsonl)
-CONVERGED_EPOCHS = {"SST-2": 1, "MRPC": 3, "RTE": 3, "CoLA": 2, "STS-B": 2}
+# epochs from the convergence check (results/finetune/convergence-check_plateau.md): LoRA, the slowest, is on
+# its plateau after ~1000 steps on SST-2 (1.7 of 2 epochs of 20k) and ~480 on MRPC (4.6 of 5 epochs); the
+# tasks without a check get about 450-500 steps, at most 5 epochs (RTE: 5 epochs, ~350 steps)
+CONVERGED_EPOCHS = {"SST-2": 2, "MRPC": 5, "RTE": 5, "CoLA": 2, "STS-B": 3}
 # the same grid size (2) for every method; for gates the gate-lr grid is the searched one
 CONVERGED_LR_GRIDS = {"head": [1e-3, 1e-2], "bias": [1e-3, 3e-3], "lora": [5e-4, 2e-3], "full": [3e-5, 1e-4],
                       "gates": [1e-3]}
@@ -35,6 +38,7 @@ PROTOCOLS = {
     # the converged CPU protocol of issue 9 (plan for ~4 h wall with --workers 2 --threads 1)
     "cpu-converged": dict(tasks=GLUE5, methods=["head", "bias", "lora", "full", "gates"], seeds=[0, 1, 2],
                           keep=[0.7, 0.6], no_bias_keep=[0.7], one_seed=["full", "head", "gates-no-bias"],
+                          grid_on_first_seed=True,
                           train_examples=None, task_train_examples={"SST-2": 20000}, val_examples=None,
                           dev_examples=None, epochs=None, task_epochs=CONVERGED_EPOCHS, max_len=128,
                           lr_grids=CONVERGED_LR_GRIDS, gate_lr=[0.1, 0.3], lam=[1.0], curve_points=8, objective="target",

@@ -22,8 +22,8 @@ import torch
 from gatecore.methods import METHODS
 from gatecore.penalty import KINDS
 
-from analysis.finetune.config import (DEFAULT_EPOCHS, KURTOSIS_TAU, SweepConfig, defaults, expand, frozen, resolve,
-                                      run_id)
+from analysis.finetune.config import (DEFAULT_EPOCHS, GRID_FROM, GRIDS, KURTOSIS_TAU, SweepConfig, defaults, expand,
+                                      first_seed_choice, frozen, resolve, run_id)
 from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
 from analysis.finetune.runner import run_spec, spec_task
 from analysis.finetune.schedule import Job, run_jobs
@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--threads", type=int, help="torch CPU threads (per worker)")
     opt("--workers", type=int, help="parallel worker processes (analysis.finetune.schedule; 1 = in this process)")
     opt("--one-seed", nargs="*", help="methods (or gates-no-bias) run on the first seed only")
+    opt("--grid-on-first-seed", action=argparse.BooleanOptionalAction,
+        help="search the lr/lam/gate-lr grids on the first seed only; later seeds train the point it chose on val")
     opt("--dry-run", action="store_true", help="list the runs, estimate the wall time from measured step times, exit")
     opt("--quiet", action="store_true", help="no per-run progress bars")
     ap.set_defaults(**defaults())
@@ -120,8 +122,8 @@ def task_sizes(cfg: SweepConfig, specs) -> dict:
 
 
 def print_plan(cfg: SweepConfig, specs, todo, sizes) -> None:
-    for s in todo:
-        print(run_id(s), json.dumps(s))
+    for s in todo:  # a run waiting for its first seed's choice has no id yet
+        print("(waits)     " if s.get(GRID_FROM) else run_id(s), json.dumps(s))
     est = estimate(todo, sizes, cfg.workers, curve_points=cfg.curve_points)
     steps = sum(run_cost(s, sizes[s["task"]][0]) / (1.5 if s["method"] == "full" else 1.0) for s in todo)
     print(f"\nplan: {len(todo)} runs to do, {sum(grid_size(s) for s in todo)} trainings (grid points), "
@@ -138,22 +140,34 @@ def print_plan(cfg: SweepConfig, specs, todo, sizes) -> None:
 
 
 def run_sweep(cfg: SweepConfig) -> Path:
-    """Run (or with dry_run, plan) every run of the sweep not yet in its results file; returns that file."""
+    """Run (or with dry_run, plan) every run of the sweep not yet in its results file; returns that file.
+    With grid_on_first_seed, the later seeds of a setting wait for its first-seed run: they run in a
+    second wave of the same call (or of a later call, if the first is cut short by --max-runs)."""
     cfg = resolve(cfg)
     torch.set_num_threads(cfg.threads)
     specs = expand(cfg)
+    ready, waiting = first_seed_choice(specs, read_jsonl(cfg.out), cfg.seeds[0])
     done = {r["run_id"] for r in read_jsonl(cfg.out)}
-    todo = [s for s in specs if run_id(s) not in done]
-    print(f"{len(specs)} runs, {len(specs) - len(todo)} already in {cfg.out}, {len(todo)} to do")
-    sizes = task_sizes(cfg, todo)
-    if cfg.dry_run:
-        print_plan(cfg, specs, todo, sizes)
+    todo = [s for s in ready if run_id(s) not in done]
+    print(f"{len(specs)} runs, {len(ready) - len(todo)} already in {cfg.out}, {len(todo) + len(waiting)} to do"
+          + (f" ({len(waiting)} wait for their first seed's grid choice)" if waiting else ""))
+    if cfg.dry_run:  # a waiting run trains one grid point: its first one stands in for the cost
+        stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items()} for s in waiting]
+        plan = todo + stand_in
+        print_plan(cfg, specs, plan, task_sizes(cfg, plan))
         return cfg.out
-    jobs = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, cfg)) for s in todo]
     errors = cfg.out.with_name(cfg.out.stem + ".errors.jsonl")
-    failed = run_jobs(jobs, run_spec, cfg.out, cfg.workers, cfg.threads, cfg.device, errors_file=errors,
-                      max_runs=cfg.max_runs)
-    ids = {run_id(s) for s in specs}
+    failed, left = [], cfg.max_runs
+    while todo and (left is None or left > 0):
+        sizes = task_sizes(cfg, todo)
+        jobs = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, cfg)) for s in todo]
+        failed += run_jobs(jobs, run_spec, cfg.out, cfg.workers, cfg.threads, cfg.device, errors_file=errors,
+                           max_runs=left)
+        left = None if left is None else left - min(left, len(jobs))
+        done = {r["run_id"] for r in read_jsonl(cfg.out)}
+        ready, waiting = first_seed_choice(specs, read_jsonl(cfg.out), cfg.seeds[0])
+        todo = [s for s in ready if run_id(s) not in done and run_id(s) not in failed]
+    ids = {run_id(s) for s in ready}
     print(summary([r for r in read_jsonl(cfg.out) if r["run_id"] in ids]))
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed (see {errors}); rerun the same command to redo them")
