@@ -23,7 +23,7 @@ from analysis.provenance import ROOT, read_jsonl
 
 GLUE5 = ["SST-2", "MRPC", "RTE", "CoLA", "STS-B"]
 # epochs from the convergence check (results/finetune/convergence-check_plateau.md): LoRA, the slowest, is on
-# its plateau after ~1000 steps on SST-2 (1.7 of 2 epochs of 20k) and ~480 on MRPC (4.6 of 5 epochs); the
+# its plateau after ~1000 steps on SST-2 (1.7 of 2 epochs of 20k) and ~390 on MRPC (3.8 of 5 epochs); the
 # tasks without a check get about 450-500 steps, at most 5 epochs (RTE: 5 epochs, ~350 steps)
 CONVERGED_EPOCHS = {"SST-2": 2, "MRPC": 5, "RTE": 5, "CoLA": 2, "STS-B": 3}
 # the same grid size (2) for every method; for gates the gate-lr grid is the searched one
