@@ -20,6 +20,7 @@ from analysis.provenance import ROOT
 STUDIES = {  # in the order they are drawn
     "convergence": "analysis.convergence.plots",
     "hessian": "analysis.hessian.plots",
+    "hessian-race": "analysis.hessian.race",
     "finetune": "analysis.finetune.figures",
     "bench": "analysis.bench.latency",
 }
