@@ -162,3 +162,60 @@ def test_pyhessian_fills_the_end_it_found():
     rep = pyhessian(op, power_tol=1e-8, max_iter=300, trace_probes=4, density_steps=3)
     assert rep.lambda_max is None and rep.lambda_min == pytest.approx(-3.0, rel=1e-4)
     assert rep.extra["largest_magnitude"] == rep.lambda_min
+
+
+def _saturated_unit():
+    gl, X, Y = _unit(sigma=0.1, mean=0.0)
+    with torch.no_grad():   # clamped at 1 or 0 whatever the noise: flat for the task loss, not for the penalty
+        gl.row_gate.theta[[0, 2]] = torch.tensor([2.0, -2.5], dtype=torch.float64)
+        gl.col_gate.theta[[1, 3]] = torch.tensor([1.5, -3.0], dtype=torch.float64)
+    return gl, X, Y
+
+
+@pytest.mark.parametrize("kind", ["target", "l0"])
+def test_penalty_curvature_of_saturated_gates_is_added_back_exactly(kind):
+    from gatecore.hessian import deflated_values, exact
+    gl, X, Y = _saturated_unit()
+    pen = lambda m: 0.7 * sparsity_penalty(m, kind, 0.3 if kind == "target" else None)  # noqa: E731
+    op = HessianOperator(gl, [{"x": X, "y": Y}], "gates", _sq, noise_draws=3, penalty=pen)
+    mask = saturated_mask(op)
+    assert int(mask.sum()) == 4
+    ref = exact(op, progress=False)
+    fill = deflated_values(op, mask)
+    assert np.abs(fill).min() > 0   # the penalty's curvature: not zero
+    ex = deflated("exact", op, mask, fill=fill, progress=False)
+    np.testing.assert_allclose(np.sort(ex.eigenvalues), np.sort(ref.eigenvalues), rtol=1e-9, atol=1e-13)
+    assert ex.n_negative == ref.n_negative and ex.n_zero == ref.n_zero and ex.n == ref.n
+    sl = deflated("slq", op, mask, fill=fill, steps=5, probes=2, progress=False)
+    assert sl.extra["deflated_block_counts"]["negative"] == int((fill < -sl.extra["count_tol"] * max(abs(sl.lambda_max), abs(sl.lambda_min))).sum())
+    assert sum(sl.extra["deflated_block"]["counts"]) == 4 and report_conditioning(sl).n == pytest.approx(op.n)
+    # without the penalty the saturated block is zero, and nothing is computed for it
+    plain = HessianOperator(gl, [{"x": X, "y": Y}], "gates", _sq, noise_draws=3)
+    assert not deflated_values(plain, saturated_mask(plain)).any() and plain.products == 0
+
+
+def test_a_coupling_penalty_is_not_deflated():
+    from gatecore.hessian import deflated_values
+    gl, X, Y = _saturated_unit()
+    op = HessianOperator(gl, [{"x": X, "y": Y}], "gates", _sq, noise_draws=3,
+                         penalty=lambda m: sparsity_penalty(m, "params", 0.3))
+    with pytest.raises(ValueError, match="couples the saturated coordinates"):
+        deflated_values(op, saturated_mask(op))
+
+
+def test_as_trained_penalty_from_a_finetuning_checkpoint(tmp_path):
+    import json
+    from analysis.hessian.setup import as_trained_penalty
+    cfg = {"objective": "target", "lam": 1.0, "keep": 0.7, "reg_sigma": 0.5, "control": True}
+    (tmp_path / "x.jsonl").write_text(json.dumps({"run_id": "other", "final_keep_target": 0.5}) + "\n"
+                                      + json.dumps({"run_id": "abc", "final_keep_target": 0.86}) + "\n")
+    spec = as_trained_penalty({"run_id": "abc", "config": cfg}, tmp_path)
+    assert spec["lam"] == 1.0 and spec["objective"] == "target" and spec["target"] == pytest.approx(0.14)
+    assert spec["reg_sigma"] == 0.5 and spec["kurtosis_tau"] is None and "x.jsonl" in spec["source"]
+    l0 = as_trained_penalty({"run_id": "abc", "config": {**cfg, "objective": "l0", "lam": 0.5}}, tmp_path)
+    assert l0["target"] is None and l0["lam"] == pytest.approx(0.43)   # l0: the knob multiplies lam
+    assert as_trained_penalty({"penalty": {"lam": 2.0}})["lam"] == 2.0   # what --train-steps saves
+    with pytest.raises(ValueError, match="no record of finetuning run"):
+        as_trained_penalty({"run_id": "zzz", "config": cfg}, tmp_path)
+    with pytest.raises(ValueError, match="needs a checkpoint"):
+        as_trained_penalty({"run_id": "abc", "config": {"method": "lora"}}, tmp_path)

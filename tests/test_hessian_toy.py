@@ -1,6 +1,8 @@
 """The analytic toy (analysis.hessian.toy) and the `python -m analysis.hessian` command line."""
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.func import hessian
@@ -150,3 +152,43 @@ def test_cli_presets_penalty_weight_scaling_and_temporary_checkpoint(tiny_dir, t
     assert w["setting"]["precondition"] and w["setting"]["deflated"] == w["setting"]["n"] // 2   # A at B = 0 moves no weight
     out = capsys.readouterr().out
     assert "s/product" in out and "expected ~" in out
+
+
+def test_full_set_table_and_figure_compare_gates_and_lora(tiny_dir, tmp_path):
+    from dataclasses import replace
+
+    from analysis.hessian import HessianConfig, run
+    from analysis.hessian.compare import curve_points, dominance, full_table
+    from analysis.hessian.plots import make_figures
+    res = tmp_path / "results" / "hessian"
+    res.mkdir(parents=True)
+    base = HessianConfig(model=str(tiny_dir), task="synthetic", examples=6, noise_draws=2, spectrum=("lanczos", "slq"),
+                         slq_steps=12, slq_probes=2)
+    for preset in ("gates-all", "lora-qv"):
+        for w in ("none", "weight"):
+            run(replace(base, adapters=preset, precondition=w, out=str(res / f"{preset}_{w}.json")), progress=False)
+    for f in res.glob("*.json"):   # label them as the full sweep's runs (60 SLQ steps)
+        rec = json.loads(f.read_text())
+        next(r for r in rec["reports"] if r["method"] == "slq")["extra"]["steps"] = 60
+        f.write_text(json.dumps(rec))
+    table = full_table(tmp_path / "results")
+    assert table.count("synthetic") == 4   # one verdict per parametrization
+    assert sum(table.count(v) for v in ("gates lower at all", "LoRA lower at all", "cross: gates lower at")) == 2
+    g = json.loads((res / "gates-all_none.json").read_text())
+    pts = curve_points(g)
+    assert len(pts) == 14 and dominance(pts, pts) == (0, 0, sum(np.isfinite(v) for v in pts.values()))
+    made = make_figures(tmp_path / "results", tmp_path / "figs")
+    assert made[-1].name == "hessian_full_sets.png" and made[-1].stat().st_size
+    assert (res / "full_sets.md").read_text().startswith("# Full adapter sets")
+
+
+def test_compare_skips_done_runs_and_missing_checkpoints(monkeypatch, tmp_path, capsys):
+    from analysis.hessian import compare
+    ran = []
+    monkeypatch.setattr(compare, "run", lambda cfg: ran.append(cfg.out))
+    (tmp_path / "SST-2_gates-all_seed0.pt").write_bytes(b"")
+    assert compare.main(["--part", "full", "--skip-done", "--checkpoints", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "SST-2_lora1all_S60_converged_seed0: skipped, no checkpoint" in out
+    assert all(("converged" not in o) or "SST-2_gatesall" in o and "seed0" in o for o in ran)
+    assert not any(Path(o).name == "SST-2_gatesall_K8_S60_init_seed0.json" for o in ran)   # committed: skipped

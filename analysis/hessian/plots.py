@@ -3,6 +3,8 @@
     hessian_densities.png      eigenvalue mass per setting, both methods overlaid (symlog)
     hessian_conditioning.png   kappa_eff at two tolerances, lambda_max, negative / zero fractions
     hessian_kappa_curves.png   kappa_eff against the tolerance, over the top k, over a mass fraction: curves
+    hessian_full_sets.png      the full adapter sets, every seed, init vs converged, theta vs dW (the three above are
+                               drawn for seed 0 of the full sets); with results/hessian/full_sets.md, its table
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.provenance import warn_if_dirty
-from gatecore.hessian import conditioning, summarize
+from gatecore.hessian import conditioning, density_counts, summarize
 
 
 def load(results_dir) -> list[dict]:
@@ -35,16 +37,17 @@ def mass(rec: dict) -> tuple[np.ndarray, np.ndarray, str] | None:
     d = (rec.get("densities") or {}).get("slq")
     if d:
         rep = next(r for r in rec["reports"] if r["method"] == "slq")
-        k, n = rep["extra"].get("deflated_saturated", 0), rep["n"]   # SLQ ran on the n - k active (or weight-moving) coordinates
-        w = np.concatenate([np.asarray(x) for x in d["weights"]]) / len(d["weights"]) * (n - k) / n
-        return np.concatenate([np.concatenate([np.asarray(x) for x in d["nodes"]]), [0.0]]), np.append(w, k / n), "SLQ"
+        # SLQ ran on the n - k active (or weight-moving) coordinates; the k come back at 0 or as their exact block
+        v, c = density_counts(d, rep["n"], rep["extra"].get("deflated_saturated", 0), rep["extra"].get("deflated_block"))
+        return v, c / rep["n"], "SLQ"
     return None
 
 
 def label(rec: dict) -> str:
     s = rec["setting"]
-    adapter = "gates" if s["method"] == "gates" else f"LoRA r={s['lora_r']}"
-    return f"{adapter} (n={s['n']})" + (", per unit dW" if s.get("precondition") else "")
+    adapter = f"gates, K={s['noise_draws']}" if s["method"] == "gates" else f"LoRA r={s['lora_r']}"
+    return (f"{adapter} (n={s['n']})" + (" + penalty" if s.get("penalty") else "")
+            + (", per unit dW" if s.get("precondition") else ""))
 
 
 def scope(rec: dict) -> str:
@@ -56,8 +59,11 @@ def scope(rec: dict) -> str:
 
 
 def group_key(rec: dict) -> tuple:
+    """task, matrices, state, seed, parametrization, SLQ steps (the slice's 30 and the full sweep's 60 are not mixed)."""
     s = rec["setting"]
-    return (s["task"], scope(rec), s["state"].split(" ")[0], rec["seed"], "dW" if s.get("precondition") else "theta")
+    slq = next((r["extra"].get("steps") for r in rec["reports"] if r["method"] == "slq"), None)
+    return (s["task"], scope(rec), s["state"].split(" ")[0], rec["seed"], "dW" if s.get("precondition") else "theta",
+            f"SLQ {slq}" if slq else "")
 
 
 def method_key(rec: dict) -> str:
@@ -65,7 +71,8 @@ def method_key(rec: dict) -> str:
     return s.get("adapters") or s["method"]
 
 
-def make_figures(results_dir, figures_dir) -> list[Path]:
+def make_figures(results_dir, figures_dir, table: bool = True) -> list[Path]:
+    """Every figure of the study into figures_dir; `table`: also write results/hessian/full_sets.md (its table)."""
     import matplotlib.pyplot as plt
     recs = load(results_dir)
     figures_dir = Path(figures_dir)
@@ -75,6 +82,8 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     made = []
     groups = {}
     for r in recs:   # one panel per task / matrices / state / seed / parametrization, the methods overlaid
+        if scope(r) == "full sets" and r["seed"] != 0:
+            continue     # the full sets' other seeds: hessian_full_sets.png
         if mass(r) is not None:
             groups.setdefault(group_key(r), {})[method_key(r)] = r
     keys = sorted(groups)
@@ -95,8 +104,8 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
         ax.set_xscale("symlog", linthresh=lo)
         ticks = [10.0 ** k for k in range(int(np.ceil(np.log10(top))), int(np.floor(np.log10(lo))), -2)][::-1]
         ax.set_xticks([-t for t in ticks[::-1]] + ticks, [f"-1e{np.log10(t):.0f}" for t in ticks[::-1]] + [f"1e{np.log10(t):.0f}" for t in ticks], fontsize=7)
-        t, layers, state, seed, par = key
-        ax.set_title(f"{t}, {layers}, {state}, seed {seed}, Hessian in {par}: eigenvalue mass (|lambda| > 1e-6 max|lambda|)", fontsize=9)
+        t, layers, state, seed, par, steps = key
+        ax.set_title(f"{t}, {layers}, {state}, seed {seed}, Hessian in {par}, {steps}: eigenvalue mass (|lambda| > 1e-6 max|lambda|)", fontsize=9)
         ax.set_ylabel("fraction of n")
         ax.set_yscale("log")
         ax.set_ylim(bottom=1e-4)
@@ -110,7 +119,87 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     plt.close(fig)
     made.append(summary_figure(groups, keys, figures_dir))
     made.append(curves_figure(groups, keys, figures_dir))
+    full = full_sets_figure(recs, figures_dir)
+    if full is not None:
+        made.append(full)
+    if full is not None and table:
+        from .compare import full_table
+        (Path(results_dir) / "hessian" / "full_sets.md").write_text(FULL_TABLE_HEAD + full_table(results_dir, markdown=True) + "\n")
     return made
+
+
+FULL_TABLE_HEAD = """# Full adapter sets: gates-all vs lora-qv (issue 13)
+
+Generated by `make figures` (`python -m analysis.figures --only hessian`) from `results/hessian/*.json` alone (do not edit).
+SLQ estimates (Lanczos ends); kappa = lambda_1 / lambda: at a tolerance (kappa_eff(tol), from 1e-3 up: below it an
+SLQ density cannot resolve), over the top k, over the top set carrying a fraction f of the positive mass; inf: the
+set reaches a zero or negative eigenvalue. neg. mass: sum |lambda < 0| / sum |lambda|. analysed: coordinates the
+spectra ran on (saturated gates, or coordinates that move no weight in dW, deflated). Last column: over those 14
+points (fewer where a top-k set runs past one side's positive eigenvalues), where the gates' curve lies below
+LoRA's (docs/design.md §11, item 1). "beyond the probe spread": every one of the gates' SLQ probes alone gives a lower (higher)
+value than every one of LoRA's: SLQ values move by up to several times between probes and between runs.
+
+"""
+
+
+def full_sets_figure(recs, figures_dir) -> Path | None:
+    """The full adapter sets (the 60-step SLQ sweep): per task and parametrization, the eigenvalue mass and the three
+    kappa curves, gates (blue) vs LoRA r=8 on q,v (orange), init (dashed) vs converged (solid), every seed a line."""
+    import matplotlib.pyplot as plt
+    from .compare import FULL
+    sel = [r for r in recs if r["setting"].get("adapters") in FULL and group_key(r)[5] == "SLQ 60" and mass(r) is not None]
+    if not sel:
+        return None
+    rows = sorted({(r["setting"]["task"], group_key(r)[4]) for r in sel}, key=lambda k: (k[0] != "SST-2", k[0], k[1] != "theta"))
+    fig, axes = plt.subplots(len(rows), 4, figsize=(17, 3.1 * len(rows)), squeeze=False)
+    nan = lambda xs: [np.nan if x is None else x for x in xs]  # noqa: E731
+    for row, (task, par) in zip(axes, rows):
+        mine = [r for r in sel if r["setting"]["task"] == task and group_key(r)[4] == par]
+        top = max(np.abs(mass(r)[0]).max() for r in mine)
+        lo = 1e-6 * top
+        edges = np.logspace(np.log10(lo), np.log10(top * 1.01), 22)
+        seen = set()
+        for r in sorted(mine, key=lambda r: (r["setting"]["method"], group_key(r)[2], r["seed"])):
+            state = group_key(r)[2]
+            lab = f"{label(r)}, {state}"
+            style = dict(color="tab:blue" if r["setting"]["method"] == "gates" else "tab:orange",
+                         ls="-" if state == "converged" else "--", lw=1.3, alpha=0.85,
+                         label=None if lab in seen else lab)
+            seen.add(lab)
+            ev, w, _ = mass(r)
+            h = [np.histogram(sign * ev, edges, weights=w)[0] for sign in (1, -1)]
+            row[0].stairs(np.concatenate([h[1][::-1], [w[np.abs(ev) <= lo].sum()], h[0]]),
+                          np.concatenate([-edges[::-1], edges]), **style)
+            c = record_conditioning(r)
+            row[1].plot(c.curve.tols, nan(c.curve.kappa), marker="o", ms=2.5, **style)
+            row[2].plot(c.matched.ks, nan(c.matched.kappa_top), marker="o", ms=2.5, **style)
+            row[3].plot(c.matched.fractions[:3], nan(c.matched.kappa_mass[:3]), marker="o", ms=2.5, **style)
+        row[0].set_xscale("symlog", linthresh=lo)
+        ticks = [10.0 ** k for k in range(int(np.ceil(np.log10(top))), int(np.floor(np.log10(lo))), -2)][::-1]
+        row[0].set_xticks([-t for t in ticks[::-1]] + ticks,
+                          [f"-1e{np.log10(t):.0f}" for t in ticks[::-1]] + [f"1e{np.log10(t):.0f}" for t in ticks], fontsize=6)
+        row[0].set_yscale("log")
+        row[0].set_ylim(bottom=1e-5)
+        row[0].set_title(f"{task}, in {par}: eigenvalue mass / n (middle bin: |lambda| <= 1e-6 max)", fontsize=8)
+        row[1].axvspan(1e-8, 1e-3, color="0.9", zorder=0)
+        row[1].set_title("kappa_eff(tol) (grey: below SLQ's resolution)", fontsize=8)
+        row[2].set_title("lambda_1 / lambda_k, same k", fontsize=8)
+        row[3].set_title("lambda_1 / lambda_k(f), same mass fraction", fontsize=8)
+        for ax, xl in zip(row, ("eigenvalue", "tolerance (relative to lambda_1)", "k", "fraction f of the positive mass")):
+            ax.set_xlabel(xl, fontsize=8)
+            ax.tick_params(labelsize=7)
+        for ax in row[1:3]:
+            ax.set_xscale("log")
+        for ax in row[1:]:
+            ax.set_yscale("log")
+        row[0].legend(fontsize=6)
+    fig.suptitle("Full adapter sets, MiniLM: gates on all 36 matrices (blue) vs LoRA r=8 on q,v (orange); init dashed, converged "
+                 "solid, one line per seed; SLQ (60 steps x 3 probes) + Lanczos ends, 8 train examples", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    path = Path(figures_dir) / "hessian_full_sets.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def summary_figure(groups, keys, figures_dir) -> Path:
@@ -125,7 +214,7 @@ def summary_figure(groups, keys, figures_dir) -> Path:
             n = r["setting"]["n"]
             ev = (r.get("eigenvalues") or {}).get("exact")
             k3 = summarize(np.asarray(ev), 1e-3)["kappa_eff"] if ev else None
-            rows.append(dict(label=f"{key[0]} {key[1]} {key[2]} s{key[3]}\n{label(r)}", method=r["setting"]["method"],
+            rows.append(dict(label=f"{key[0]} {key[1]} {key[2]} s{key[3]} {key[5]}\n{label(r)}", method=r["setting"]["method"],
                              kappa=(rep.get("exact") or {}).get("kappa_eff"), kappa3=k3, lmax=ends["lambda_max"],
                              neg=(counts.get("n_negative") or 0) / n, zero=(counts.get("n_zero") or 0) / n,
                              est=counts.get("counts_estimated", False)))
@@ -184,8 +273,8 @@ def curves_figure(groups, keys, figures_dir) -> Path:
             ax.set_xlabel(xl, fontsize=8)
             ax.tick_params(labelsize=7)
         row[0].set_ylabel("kappa", fontsize=8)
-        t, layers, state, seed, par = key
-        row[0].set_title(f"{t}, {layers}, {state}, s{seed}, in {par}: kappa_eff(tol)", fontsize=8)
+        t, layers, state, seed, par, steps = key
+        row[0].set_title(f"{t}, {layers}, {state}, s{seed}, in {par} {steps}: kappa_eff(tol)", fontsize=8)
         row[1].set_title("lambda_1 / lambda_k (same k for both)", fontsize=8)
         row[2].set_title("lambda_1 / lambda_k(f) (same mass fraction)", fontsize=8)
         row[0].legend(fontsize=6)

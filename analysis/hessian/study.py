@@ -28,12 +28,12 @@ import torch
 from analysis.provenance import ROOT, provenance, write_json
 from gatecore import load_model, load_trainable, save_trainable
 from gatecore.checkpoint import adapter_layout
-from gatecore.hessian import (MAX_EXACT_N, METHODS, SLQ_PROBES, SLQ_STEPS, TOL, HessianOperator, Restricted, deflated, flat_vs_draws,
+from gatecore.hessian import (MAX_EXACT_N, METHODS, SLQ_PROBES, SLQ_STEPS, TOL, HessianOperator, Restricted, deflated, deflated_values, flat_vs_draws,
                               lanczos, planned_products, products_to_accuracy, report_conditioning, saturated_mask,
                               weight_scaled)
 from gatecore.pooling import pooled_loss
 
-from .setup import PRESETS, build, encode, penalty_fn, read_task, train_short
+from .setup import PRESETS, as_trained_penalty, build, encode, penalty_fn, penalty_kink, read_task, train_short
 
 # ---- defaults -------------------------------------------------------------------------------------------
 MODEL = "all-MiniLM-L6-v2"
@@ -125,12 +125,10 @@ def _penalty(cfg: HessianConfig, meta: dict | None):
     if cfg.penalty == "none":
         return None, None
     if cfg.penalty == "as-trained":
-        spec = (meta or {}).get("penalty")
-        if not spec:
-            raise ValueError("--penalty as-trained needs a checkpoint whose meta records 'penalty' (lam, objective, target, reg_sigma)")
+        spec = as_trained_penalty(meta)
     else:
         spec = dict(lam=cfg.lam, objective=cfg.penalty, target=cfg.target_sparsity, reg_sigma=cfg.reg_sigma)
-    return penalty_fn(spec["lam"], spec["objective"], spec["target"], spec["reg_sigma"]), spec
+    return penalty_fn(spec["lam"], spec["objective"], spec["target"], spec["reg_sigma"], spec.get("kurtosis_tau")), spec
 
 
 def _prepare(cfg: HessianConfig, progress: bool):
@@ -158,7 +156,9 @@ def _prepare(cfg: HessianConfig, progress: bool):
         meta = load_trainable(model, ckpt)
         if not adapter_layout(model)[method]:
             raise ValueError(f"checkpoint {ckpt} has no {method} layers, but the analysed method is {method}")
-        state = f"trained ({meta.get('train_steps', '?')} steps)" if meta else "checkpoint"
+        state = (f"converged (finetuning run {meta['run_id']}, {meta['config'].get('epochs', '?')} epochs)"
+                 if meta.get("run_id") and meta.get("config") else f"trained ({meta.get('train_steps', '?')} steps)" if meta
+                 else "checkpoint")
         record = ("temporary, not kept: regenerate with the recorded command and --save-checkpoint"
                   if tmp is not None else repo_path(ckpt))
         model.eval()
@@ -203,7 +203,9 @@ def analyze(cfg: HessianConfig, progress: bool = True) -> dict:
     kw = {"exact": dict(max_n=cfg.max_exact_n, progress=progress), "lanczos": dict(seed=cfg.seed, progress=progress),
           "slq": dict(steps=cfg.slq_steps, probes=cfg.slq_probes, seed=cfg.seed, progress=progress),
           "pyhessian": dict(seed=cfg.seed, density_steps=cfg.slq_steps)}
-    reports = [deflated(m, op, mask, inner=inner, tol=cfg.tol, **kw[m]) if deflate and m != "pyhessian"
+    # with the penalty, saturated gates keep its (diagonal) curvature: added back exactly instead of zeros
+    fill = deflated_values(op, mask) if deflate and inner is None and op.penalty is not None else None
+    reports = [deflated(m, op, mask, inner=inner, tol=cfg.tol, fill=fill, **kw[m]) if deflate and m != "pyhessian"
                else METHODS[m](op, tol=cfg.tol, **kw[m]) for m in methods]
     ends = next((x for x in reports if x.method in ("exact", "lanczos")), None)
     cond = {x.method: report_conditioning(x, ends) for x in reports}
@@ -223,6 +225,8 @@ def analyze(cfg: HessianConfig, progress: bool = True) -> dict:
               "conditioning": {k: v.as_dict() for k, v in cond.items() if v is not None}}
     if method == "gates":
         record["flat_vs_draws"] = dataclasses.asdict(flat_vs_draws(model, FLAT_DRAWS, cfg.seed))
+        if pen_spec:
+            record["penalty_kink"] = penalty_kink(model, pen_spec)
     if cfg.compare_power:
         ref = ends or lanczos(op, tol=cfg.tol, eig_tol=1e-10, progress=False)
         top = ref.lambda_max if abs(ref.lambda_max) >= abs(ref.lambda_min) else ref.lambda_min
@@ -234,7 +238,7 @@ def analyze(cfg: HessianConfig, progress: bool = True) -> dict:
 
 
 def default_out(cfg: HessianConfig, record: dict) -> Path:
-    state = "init" if record["setting"]["state"] == "init" else "trained"
+    state = record["setting"]["state"].split(" ")[0]   # init | trained | converged | checkpoint
     pre = "_weight" if cfg.precondition == "weight" else ""
     return OUT_DIR / f"{cfg.task}_{cfg.label()}{pre}_{state}_seed{cfg.seed}.json"
 

@@ -125,11 +125,15 @@ def conditioning(values, counts=None, source: str = "exact", lambda_max: float |
                         tolerance_curve(v, c, tols, lmax))
 
 
-def density_counts(density: dict, n: int, deflated: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def density_counts(density: dict, n: int, deflated: int = 0, block: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(nodes, counts summing to n) of an SLQ density {"nodes": [probe][m], "weights": [probe][m]} that ran on
-    n - deflated coordinates; the deflated ones (exact zero rows) come back as a node at 0."""
+    n - deflated coordinates; the deflated ones come back as a node at 0 (exact zero rows), or as `block`
+    {"nodes", "counts"} (their exact eigenvalues, clustered: deflate.value_clusters)."""
     nodes = np.concatenate([np.asarray(x, dtype=np.float64) for x in density["nodes"]])
     w = np.concatenate([np.asarray(x, dtype=np.float64) for x in density["weights"]]) / len(density["weights"])
+    if block:
+        return (np.concatenate([nodes, np.asarray(block["nodes"], dtype=np.float64)]),
+                np.concatenate([w * (n - deflated), np.asarray(block["counts"], dtype=np.float64)]))
     return np.append(nodes, 0.0), np.append(w * (n - deflated), float(deflated))
 
 
@@ -140,7 +144,7 @@ def report_conditioning(rep, ends=None) -> Conditioning | None:
         return conditioning(rep.eigenvalues, source="exact")
     if rep.density is None:
         return None
-    v, c = density_counts(rep.density, rep.n, int(rep.extra.get("deflated_saturated", 0)))
+    v, c = density_counts(rep.density, rep.n, int(rep.extra.get("deflated_saturated", 0)), rep.extra.get("deflated_block"))
     lmax = ends.lambda_max if ends is not None and ends.lambda_max is not None else None
     lmin = ends.lambda_min if ends is not None and ends.lambda_min is not None else None
     return conditioning(v, c, "SLQ", lambda_max=lmax, lambda_min=lmin)
