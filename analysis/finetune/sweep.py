@@ -146,9 +146,9 @@ def run_sweep(cfg: SweepConfig) -> Path:
     cfg = resolve(cfg)
     torch.set_num_threads(cfg.threads)
     specs = expand(cfg)
-    ready, waiting = first_seed_choice(specs, read_jsonl(cfg.out), cfg.seeds[0])
-    done = {r["run_id"] for r in read_jsonl(cfg.out)}
-    todo = [s for s in ready if run_id(s) not in done]
+    recs = read_jsonl(cfg.out)
+    ready, waiting = first_seed_choice(specs, recs, cfg.seeds[0])
+    todo = [s for s in ready if run_id(s) not in {r["run_id"] for r in recs}]
     print(f"{len(specs)} runs, {len(ready) - len(todo)} already in {cfg.out}, {len(todo) + len(waiting)} to do"
           + (f" ({len(waiting)} wait for their first seed's grid choice)" if waiting else ""))
     if cfg.dry_run:  # a waiting run trains one grid point: its first one stands in for the cost
@@ -164,9 +164,9 @@ def run_sweep(cfg: SweepConfig) -> Path:
         failed += run_jobs(jobs, run_spec, cfg.out, cfg.workers, cfg.threads, cfg.device, errors_file=errors,
                            max_runs=left)
         left = None if left is None else left - min(left, len(jobs))
-        done = {r["run_id"] for r in read_jsonl(cfg.out)}
-        ready, waiting = first_seed_choice(specs, read_jsonl(cfg.out), cfg.seeds[0])
-        todo = [s for s in ready if run_id(s) not in done and run_id(s) not in failed]
+        recs = read_jsonl(cfg.out)
+        ready, waiting = first_seed_choice(specs, recs, cfg.seeds[0])
+        todo = [s for s in ready if run_id(s) not in {r["run_id"] for r in recs} | set(failed)]
     ids = {run_id(s) for s in ready}
     print(summary([r for r in read_jsonl(cfg.out) if r["run_id"] in ids]))
     if failed:
