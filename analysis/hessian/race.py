@@ -59,14 +59,11 @@ from gatecore.parameters import head_parameters, ids
 from gatecore.pooling import pooled_loss
 
 from .setup import PRESETS, build, encode, read_task
+from .study import _f  # a config field with its CLI help, as HessianConfig's
 
 MODEL = "all-MiniLM-L6-v2"
 OUT_DIR = ROOT / "results" / "hessian"
 FIGURE = "hessian_race.png"
-
-
-def _f(default, help_: str):
-    return dataclasses.field(default=default, metadata={"help": help_})
 
 
 @dataclass(frozen=True)
