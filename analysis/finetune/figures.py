@@ -89,7 +89,7 @@ def _panels(p: Protocol) -> list[tuple[str, callable]]:
     """(title, series getter) per task, plus the GLUE average when every task has the setting."""
     out = [(t, lambda label, keep=None, t=t: p.cell(t, label, keep)) for t in p.tasks]
     if len(p.tasks) > 1:
-        out.append(("GLUE average", lambda label, keep=None: p.glue_average(label, keep)))
+        out.append((tables.average_name(p), lambda label, keep=None: p.glue_average(label, keep)))
     return out
 
 
@@ -115,7 +115,7 @@ def plot_tradeoff(p: Protocol, path: Path, base: dict) -> Path:
     panels = _panels(p)
     fig, axes = _grid(len(panels))
     for ax, (title, get) in zip(axes, panels):
-        trivial_line(ax, tables.glue_average_baseline(p, base) if title == "GLUE average" else base.get(title))
+        trivial_line(ax, tables.glue_average_baseline(p, base) if title == tables.average_name(p) else base.get(title))
         for label in [l for l in p.labels if l.split()[0] in REFERENCE_METHODS]:
             c = get(label)
             if c is None or not c.dev:

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+from analysis.finetune.protocols import GLUE5
 from analysis.finetune.stats import (PLATEAU_TAIL, PLATEAU_TOL, TRIVIAL_MARGIN, at_trivial, baselines, mean,
                                      mean_curve, paired, plateau, plateau_step, pm, settled_step)
 
@@ -57,11 +58,16 @@ def glue_average_baseline(p, base: dict) -> float | None:
     return mean(vals) if vals and None not in vals else None
 
 
+def average_name(p) -> str:
+    """'GLUE avg' over all five tasks; over fewer (a protocol still running) the column names its tasks."""
+    return "GLUE avg" if set(GLUE5) <= set(p.glue_tasks) else f"avg ({', '.join(p.glue_tasks)})"
+
+
 def glue_table(p, base: dict | None = None) -> str:
     """Markdown: the trivial row, then per label (and keep) a row; per task mean ± std over seeds (see module doc)."""
     base = baselines(p) if base is None else base
     tasks = p.tasks
-    lines = _header(["method", "keep", *tasks, "GLUE avg", "trainable params", "% gated removed (asked → got)",
+    lines = _header(["method", "keep", *tasks, average_name(p), "trainable params", "% gated removed (asked → got)",
                      "speedup", "seeds"])
     avg_base = glue_average_baseline(p, base)
     lines.append(_row([TRIVIAL_LABEL, "–", *(f"{base[t]:.1f}" if t in base else "–" for t in tasks),
