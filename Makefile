@@ -25,11 +25,18 @@ figures:
 	$(PY) -m analysis.figures
 
 # The finetuning protocols (2 workers x 1 thread, resumable: a rerun does only the missing runs; plan with
-# --dry-run): first the convergence check that sized the epochs, then the converged CPU protocol; then
+# --dry-run): first the convergence check that sized the epochs, then the converged CPU protocol and its levers; then
 # `make figures`. results/finetune/cpu.jsonl is the frozen 75-step smoke-size protocol of an earlier stop.
 experiments:
 	$(PY) -m analysis.finetune --protocol convergence-check --quiet
 	$(PY) -m analysis.finetune --protocol cpu-converged --quiet
+	$(PY) -m analysis.finetune $(LEVERS) --keep 0.9 1.0
+	$(PY) -m analysis.finetune $(LEVERS) --keep 0.7 --objective params
+
+# Levers on SST-2 seed 0 with cpu-converged's settings and the gate lr its seed 0 chose: what removing
+# nothing / 10% gives (against bias only), and the params objective (gates may close unevenly).
+LEVERS = --protocol cpu-converged --tasks SST-2 --methods gates --seeds 0 --no-bias-keep --gate-lr 0.1 \
+	--out results/finetune/levers.jsonl --quiet
 
 # Inference latency, dense vs gated vs compressed MiniLM at 30% and 40% removed.
 bench:

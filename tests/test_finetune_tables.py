@@ -55,6 +55,8 @@ def test_trivial_baseline_on_the_glue_dev_sets():
 def test_at_trivial_margin():
     assert at_trivial(81.9, 81.2) and at_trivial(70.0, 81.2) and not at_trivial(82.3, 81.2)
     assert not at_trivial(50.0, None)
+    # over seeds: a mean 1.6 above a 0 baseline with std 2.2 (3 seeds) is within two standard errors
+    assert at_trivial([-0.8, 3.6, 1.9], 0.0) and not at_trivial([9.5, 15.0, 5.7], 0.0)
 
 
 # ---- paired differences ---------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ PROTOCOL_NOTES = {
                      "3 seeds for bias, lora, gates)",
     "convergence-check": "long runs with a dense dev curve (bounded dev subset) on SST-2 and MRPC, 3 seeds, "
                          "to size cpu-converged's epochs; gates with and without the kurtosis weighting (issue 16)",
+    "levers": "levers on SST-2, seed 0, cpu-converged's settings with the gate lr its seed 0 chose (0.1): gates "
+              "removing nothing or 10% (what the removal costs), and the params objective",
     "gpu": "the GPU protocol",
     "cpu": "SMOKE-SIZE protocol: 800 train examples x 3 epochs = 75 optimizer steps per run, one seed; "
            "too small to separate the methods (issue 9), kept for the record",

@@ -35,7 +35,7 @@ def _params(n: float) -> str:
 
 
 def _marked(values, baseline) -> str:
-    return pm(values) + (MARK if values and at_trivial(mean(values), baseline) else "")
+    return pm(values) + (MARK if at_trivial(values, baseline) else "")
 
 
 def _setting(label, keep) -> str:
@@ -87,8 +87,8 @@ def glue_table(p, base: dict | None = None) -> str:
             row.append(f"{mean(speed):.2f}x" if speed else "–")
             row.append(str(max(len(c.records) for c in have)))
             lines.append(_row(row))
-    lines += ["", f"†: mean not more than {TRIVIAL_MARGIN:g} point above the trivial baseline of its column "
-              "(or below it): the cell says nothing about the method."]
+    lines += ["", f"†: mean not clearly above the trivial baseline of its column: above it by at most {TRIVIAL_MARGIN:g} point "
+              "or two standard errors over seeds, whichever is larger (or below it); the cell says nothing about the method."]
     return "\n".join(lines)
 
 
