@@ -83,9 +83,10 @@ def at_trivial(values, baseline: float | None) -> bool:
     """True when the seeds' mean is not clearly above the trivial baseline: within TRIVIAL_MARGIN of it, or
     within two standard errors over seeds (a 1.6 ± 2.2 Matthews over 3 seeds says nothing), or below it."""
     values = [values] if isinstance(values, (int, float)) else list(values)
-    if baseline is None or not values or mean(values) != mean(values):
+    m = mean(values)
+    if baseline is None or m != m:  # no baseline, or no values (nan)
         return False
-    return mean(values) - baseline <= max(TRIVIAL_MARGIN, 2 * std(values) / len(values) ** 0.5)
+    return m - baseline <= max(TRIVIAL_MARGIN, 2 * std(values) / len(values) ** 0.5)
 
 
 # ---- paired differences over seeds -------------------------------------------------------------------

@@ -148,7 +148,8 @@ def run_sweep(cfg: SweepConfig) -> Path:
     specs = expand(cfg)
     recs = read_jsonl(cfg.out)
     ready, waiting = first_seed_choice(specs, recs, cfg.seeds[0])
-    todo = [s for s in ready if run_id(s) not in {r["run_id"] for r in recs}]
+    done = {r["run_id"] for r in recs}
+    todo = [s for s in ready if run_id(s) not in done]
     print(f"{len(specs)} runs, {len(ready) - len(todo)} already in {cfg.out}, {len(todo) + len(waiting)} to do"
           + (f" ({len(waiting)} wait for their first seed's grid choice)" if waiting else ""))
     if cfg.dry_run:  # a waiting run trains one grid point: its first one stands in for the cost
@@ -166,7 +167,8 @@ def run_sweep(cfg: SweepConfig) -> Path:
         left = None if left is None else left - min(left, len(jobs))
         recs = read_jsonl(cfg.out)
         ready, waiting = first_seed_choice(specs, recs, cfg.seeds[0])
-        todo = [s for s in ready if run_id(s) not in {r["run_id"] for r in recs} | set(failed)]
+        done = {r["run_id"] for r in recs} | set(failed)
+        todo = [s for s in ready if run_id(s) not in done]
     ids = {run_id(s) for s in ready}
     print(summary([r for r in read_jsonl(cfg.out) if r["run_id"] in ids]))
     if failed:
