@@ -46,20 +46,20 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from analysis.cli import add_options, from_args, option
 from analysis.provenance import ROOT, provenance, warn_if_dirty, write_json
 from gatecore import Gate
 from gatecore.parameters import head_parameters, ids
 from gatecore.pooling import pooled_loss
 
 from .setup import PRESETS, build, encode, read_task
-from .study import _f  # a config field with its CLI help, as HessianConfig's
 
 MODEL = "all-MiniLM-L6-v2"
 OUT_DIR = ROOT / "results" / "hessian"
@@ -69,30 +69,30 @@ FIGURE = "hessian_race.png"
 @dataclass(frozen=True)
 class RaceConfig:
     """One race; every field is a flag of the CLI (`--` + name with dashes)."""
-    model: str = _f(MODEL, "model name or local folder")
-    task: str = _f("SST-2", "GLUE task folder name, or 'synthetic'")
-    adapters: tuple = _f(("gates-all", "lora-qv"), "the raced presets (analysis.hessian.setup.PRESETS)")
-    gate_lrs: tuple = _f((0.01, 0.03, 0.1, 0.3), "AdamW lr grid of the gate thetas (a pilot at 0.3 rose 0.264 -> 0.377)")
-    lora_lrs: tuple = _f((3e-4, 1e-3, 3e-3, 1e-2), "AdamW lr grid of the LoRA factors")
-    head: str = _f("frozen", "frozen (a shared pre-fitted head) | joint (the seeded head, trained at head_lr)")
-    head_lr: float = _f(1e-2, "head='joint': the head's lr, the same for both (the finetuning runner's HEAD_LR)")
-    head_l2: float = _f(1e-4, "head='frozen': L2 weight of the pre-fit")
-    train_examples: int = _f(2048, "training examples (train split, drawn with data_seed)")
-    eval_examples: int = _f(256, "the fixed evaluation set: the first this many of the training examples")
-    data_seed: int = _f(0, "seed of the training-example draw (fixed across seeds)")
-    max_length: int = _f(64, "tokens per example (truncation)")
-    batch: int = _f(16, "examples per step")
-    steps: int = _f(150, "optimizer steps per run")
-    warmup: int = _f(10, "linear lr warm-up steps, then constant")
-    eval_every: int = _f(10, "steps between evaluations (also step 0 and the last step)")
-    tune_seed: int = _f(0, "seed of the lr grid runs")
-    seeds: tuple = _f((0, 1, 2), "seeds run at each method's best lr (tune_seed's grid run is reused)")
-    thresholds: tuple = _f((0.25, 0.225, 0.2, 0.175), "eval-loss levels for steps-to-threshold (the start is 0.264)")
-    pooling: str = _f("mean", "sentence representation: mean (what MiniLM was trained with) or cls")
-    sigma: float = _f(0.1, "gates' forward noise scale")
-    threads: int = _f(1, "torch CPU threads (one: the machine is shared)")
-    out: str = _f("", "results JSON (default results/hessian/race_<task>.json)")
-    figure: str = _f(FIGURE, "figure file name, in figures/ (drawn from the JSON)")
+    model: str = option(MODEL, "model name or local folder")
+    task: str = option("SST-2", "GLUE task folder name, or 'synthetic'")
+    adapters: tuple = option(("gates-all", "lora-qv"), "the raced presets (analysis.hessian.setup.PRESETS)")
+    gate_lrs: tuple = option((0.01, 0.03, 0.1, 0.3), "AdamW lr grid of the gate thetas (a pilot at 0.3 rose 0.264 -> 0.377)")
+    lora_lrs: tuple = option((3e-4, 1e-3, 3e-3, 1e-2), "AdamW lr grid of the LoRA factors")
+    head: str = option("frozen", "frozen (a shared pre-fitted head) | joint (the seeded head, trained at head_lr)")
+    head_lr: float = option(1e-2, "head='joint': the head's lr, the same for both (the finetuning runner's HEAD_LR)")
+    head_l2: float = option(1e-4, "head='frozen': L2 weight of the pre-fit")
+    train_examples: int = option(2048, "training examples (train split, drawn with data_seed)")
+    eval_examples: int = option(256, "the fixed evaluation set: the first this many of the training examples")
+    data_seed: int = option(0, "seed of the training-example draw (fixed across seeds)")
+    max_length: int = option(64, "tokens per example (truncation)")
+    batch: int = option(16, "examples per step")
+    steps: int = option(150, "optimizer steps per run")
+    warmup: int = option(10, "linear lr warm-up steps, then constant")
+    eval_every: int = option(10, "steps between evaluations (also step 0 and the last step)")
+    tune_seed: int = option(0, "seed of the lr grid runs")
+    seeds: tuple = option((0, 1, 2), "seeds run at each method's best lr (tune_seed's grid run is reused)")
+    thresholds: tuple = option((0.25, 0.225, 0.2, 0.175), "eval-loss levels for steps-to-threshold (the start is 0.264)")
+    pooling: str = option("mean", "sentence representation: mean (what MiniLM was trained with) or cls")
+    sigma: float = option(0.1, "gates' forward noise scale")
+    threads: int = option(1, "torch CPU threads (one: the machine is shared)")
+    out: str = option("", "results JSON (default results/hessian/race_<task>.json)")
+    figure: str = option(FIGURE, "figure file name, in figures/ (drawn from the JSON)")
 
     def lrs(self, preset: str) -> tuple:
         return self.gate_lrs if PRESETS[preset][0] == "gates" else self.lora_lrs
@@ -509,22 +509,15 @@ def make_figures(results_dir, figures_dir, write_table: bool = True) -> list[Pat
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m analysis.hessian.race", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    kinds = {"gate_lrs": float, "lora_lrs": float, "seeds": int, "thresholds": float, "adapters": str}
-    for f in fields(RaceConfig):
-        flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"] + " (default: %(default)s)"
-        if f.name in kinds:
-            ap.add_argument(flag, nargs="+", type=kinds[f.name], default=list(f.default), help=help_,
-                            choices=list(PRESETS) if f.name == "adapters" else None)
-        else:
-            ap.add_argument(flag, type={"int": int, "float": float}.get(f.type, str), default=f.default, help=help_,
-                            choices={"head": ["frozen", "joint"], "pooling": ["mean", "cls"]}.get(f.name))
+    add_options(ap, RaceConfig, items={"gate_lrs": float, "lora_lrs": float, "seeds": int, "thresholds": float},
+                choices={"adapters": list(PRESETS), "head": ["frozen", "joint"], "pooling": ["mean", "cls"]})
     return ap
 
 
 def main(argv=None) -> int:
     ap = parser()
     args = ap.parse_args(argv)
-    cfg = RaceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()})
+    cfg = from_args(RaceConfig, args)
     try:
         path = run(cfg, log=lambda s: print(s, flush=True))
     except (ValueError, FileNotFoundError) as e:

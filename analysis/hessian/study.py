@@ -20,11 +20,12 @@ import shlex
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from analysis.cli import add_options, from_args, option, to_argv
 from analysis.provenance import ROOT, provenance, write_json
 from gatecore import load_model, load_trainable, save_trainable
 from gatecore.checkpoint import adapter_layout
@@ -43,47 +44,43 @@ FLAT_DRAWS = (1, 2, 8, 64, 256)
 ADAPTER_SUFFIX = re.compile(r"\.(row_gate\.theta|col_gate\.theta|lora_A|lora_B)$")
 
 
-def _f(default, help_: str):
-    return dataclasses.field(default=default, metadata={"help": help_})
-
-
 @dataclass(frozen=True)
 class HessianConfig:
     """One Hessian run; every field is a flag of the CLI (`--` + name with dashes)."""
-    model: str = _f(MODEL, 'model name or local folder')
-    task: str = _f("SST-2", "GLUE task folder name, or 'synthetic'")
-    adapters: str = _f("", 'preset: gates-all | lora-qv | matched (sets method, targets, lora_r)')
-    method: str = _f("gates", 'gates | lora (without --adapters)')
-    targets: tuple = _f(TARGETS, 'layer name regexes (without --adapters)')
-    lora_r: int = _f(1, 'LoRA rank (1 matches rows+cols gates on the same matrices; 8 is the common setting)')
-    lora_alpha: float = _f(16.0, 'LoRA alpha (scale alpha / r)')
-    checkpoint: str = _f("", 'trained adapter + head (gatecore.save_trainable); init otherwise')
-    train_steps: int = _f(0, 'without checkpoint: train first (AdamW), then reload through the file')
-    save_checkpoint: str = _f("", 'where --train-steps saves; empty: a temporary folder, not kept')
-    lr_adapter: float = _f(1e-2, '--train-steps: AdamW learning rate of the adapter')
-    lr_head: float = _f(1e-3, '--train-steps: AdamW learning rate of the task head')
-    train_examples: int = _f(512, '--train-steps: training examples (disjoint from the analysed ones)')
-    train_batch: int = _f(16, '--train-steps: batch size')
-    examples: int = _f(16, 'examples in the fixed loss (train split, drawn with seed)')
-    batch_size: int = _f(0, 'examples per batch inside the loss (0: one batch)')
-    max_length: int = _f(32, 'tokens per example (truncation)')
-    pooling: str = _f("mean", 'sentence representation fed to the classifier: mean (what MiniLM was trained with) or cls')
-    noise_draws: int = _f(4, 'gates: K fixed draws averaged in the loss (0: eval gates)')
-    penalty: str = _f("none", "none | target | l0 | params | as-trained (from the checkpoint's meta)")
-    lam: float = _f(0.5, "penalty weight (and of --train-steps' penalty)")
-    target_sparsity: float = _f(0.3, "'target'/'params': requested sparsity, keep = 1 - this")
-    reg_sigma: float = _f(0.5, "regulariser's Phi scale (docs/design.md §1)")
-    precondition: str = _f("none", 'none | weight (D^{-1/2} H D^{-1/2}, D = diag(J^T J), §11)')
-    spectrum: tuple = _f(("lanczos",), 'exact | lanczos | slq | pyhessian | all')
-    dtype: str = _f("float64", 'precision of the Hessian products')
-    tol: float = _f(TOL, "the SpectrumReport's own kappa_eff / zero tolerance; curves span 1e-8..1e-1")
-    max_exact_n: int = _f(MAX_EXACT_N, 'largest n for the dense exact Hessian')
-    slq_steps: int = _f(SLQ_STEPS, 'Lanczos steps per SLQ probe')
-    slq_probes: int = _f(SLQ_PROBES, 'SLQ probe vectors')
-    compare_power: bool = _f(False, "also count products: pyhessian power iteration vs ARPACK (the CLI's Lanczos)")
-    seed: int = _f(0, 'seed for examples, init, noise draws and probes')
-    threads: int = _f(1, 'torch CPU threads (1: 2 threads ran 20-30x slower on a busy 2-core machine)')
-    out: str = _f("", 'results JSON (default results/hessian/<task>_<adapters>_<state>_seed<k>.json)')
+    model: str = option(MODEL, 'model name or local folder')
+    task: str = option("SST-2", "GLUE task folder name, or 'synthetic'")
+    adapters: str = option("", 'preset: gates-all | lora-qv | matched (sets method, targets, lora_r)')
+    method: str = option("gates", 'gates | lora (without --adapters)')
+    targets: tuple = option(TARGETS, 'layer name regexes (without --adapters)')
+    lora_r: int = option(1, 'LoRA rank (1 matches rows+cols gates on the same matrices; 8 is the common setting)')
+    lora_alpha: float = option(16.0, 'LoRA alpha (scale alpha / r)')
+    checkpoint: str = option("", 'trained adapter + head (gatecore.save_trainable); init otherwise')
+    train_steps: int = option(0, 'without checkpoint: train first (AdamW), then reload through the file')
+    save_checkpoint: str = option("", 'where --train-steps saves; empty: a temporary folder, not kept')
+    lr_adapter: float = option(1e-2, '--train-steps: AdamW learning rate of the adapter')
+    lr_head: float = option(1e-3, '--train-steps: AdamW learning rate of the task head')
+    train_examples: int = option(512, '--train-steps: training examples (disjoint from the analysed ones)')
+    train_batch: int = option(16, '--train-steps: batch size')
+    examples: int = option(16, 'examples in the fixed loss (train split, drawn with seed)')
+    batch_size: int = option(0, 'examples per batch inside the loss (0: one batch)')
+    max_length: int = option(32, 'tokens per example (truncation)')
+    pooling: str = option("mean", 'sentence representation fed to the classifier: mean (what MiniLM was trained with) or cls')
+    noise_draws: int = option(4, 'gates: K fixed draws averaged in the loss (0: eval gates)')
+    penalty: str = option("none", "none | target | l0 | params | as-trained (from the checkpoint's meta)")
+    lam: float = option(0.5, "penalty weight (and of --train-steps' penalty)")
+    target_sparsity: float = option(0.3, "'target'/'params': requested sparsity, keep = 1 - this")
+    reg_sigma: float = option(0.5, "regulariser's Phi scale (docs/design.md §1)")
+    precondition: str = option("none", 'none | weight (D^{-1/2} H D^{-1/2}, D = diag(J^T J), §11)')
+    spectrum: tuple = option(("lanczos",), 'exact | lanczos | slq | pyhessian | all')
+    dtype: str = option("float64", 'precision of the Hessian products')
+    tol: float = option(TOL, "the SpectrumReport's own kappa_eff / zero tolerance; curves span 1e-8..1e-1")
+    max_exact_n: int = option(MAX_EXACT_N, 'largest n for the dense exact Hessian')
+    slq_steps: int = option(SLQ_STEPS, 'Lanczos steps per SLQ probe')
+    slq_probes: int = option(SLQ_PROBES, 'SLQ probe vectors')
+    compare_power: bool = option(False, "also count products: pyhessian power iteration vs ARPACK (the CLI's Lanczos)")
+    seed: int = option(0, 'seed for examples, init, noise draws and probes')
+    threads: int = option(1, 'torch CPU threads (1: 2 threads ran 20-30x slower on a busy 2-core machine)')
+    out: str = option("", 'results JSON (default results/hessian/<task>_<adapters>_<state>_seed<k>.json)')
 
     def resolved(self) -> tuple[str, str | None, int]:
         """(method, preset kind for gatecore.families or None, lora_r) after the --adapters preset."""
@@ -96,23 +93,6 @@ class HessianConfig:
     def label(self) -> str:
         method, _, r = self.resolved()
         return self.adapters or (method if method == "gates" else f"lora{r}")
-
-
-def to_argv(cfg: HessianConfig) -> list[str]:
-    """The CLI arguments that give `cfg` (fields at their default are left out)."""
-    out = []
-    for f in fields(cfg):
-        v, d = getattr(cfg, f.name), f.default
-        if v == d:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(v, bool):
-            out.append(flag)
-        elif isinstance(v, tuple):
-            out += [flag, *map(str, v)]
-        else:
-            out += [flag, str(v)]
-    return out
 
 
 def repo_path(path) -> str:
@@ -264,22 +244,13 @@ def parser() -> argparse.ArgumentParser:
     choices = {"adapters": ["", *PRESETS], "method": ["gates", "lora"], "pooling": ["mean", "cls"],
                "penalty": ["none", "target", "l0", "params", "as-trained"], "precondition": ["none", "weight"],
                "dtype": ["float64", "float32"]}
-    for f in fields(HessianConfig):
-        flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"] + " (default: %(default)s)"
-        if f.type == "bool":
-            ap.add_argument(flag, action="store_true", help=help_)
-        elif f.name == "spectrum":
-            ap.add_argument(flag, nargs="+", choices=[*METHODS, "all"], default=list(f.default), help=help_)
-        elif f.name == "targets":
-            ap.add_argument(flag, nargs="+", default=list(f.default), help=help_)
-        else:
-            ap.add_argument(flag, type={"int": int, "float": float}.get(f.type, str), default=f.default,
-                            choices=choices.get(f.name), help=help_)
+    choices["spectrum"] = [*METHODS, "all"]
+    add_options(ap, HessianConfig, choices)
     return ap
 
 
 def config_from_args(args: argparse.Namespace) -> HessianConfig:
-    return HessianConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()})
+    return from_args(HessianConfig, args)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,50 @@
+"""Frozen config dataclasses as command lines: each field carries its help; parser and argv come from the fields."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import fields
+
+SCALARS = {"int": int, "float": float}
+
+
+def option(default, help_: str):
+    """A config field with its CLI help (the flag is `--` + the name with dashes)."""
+    return dataclasses.field(default=default, metadata={"help": help_})
+
+
+def add_options(ap: argparse.ArgumentParser, cls, choices: dict | None = None, items: dict | None = None) -> None:
+    """One flag per field of `cls`: bool -> store_true, tuple -> nargs='+' of `items[name]` (default str),
+    int/float/str -> one value; `choices[name]` restricts the values."""
+    choices, items = choices or {}, items or {}
+    for f in fields(cls):
+        flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"] + " (default: %(default)s)"
+        if f.type == "bool":
+            ap.add_argument(flag, action="store_true", help=help_)
+        elif f.type == "tuple":
+            ap.add_argument(flag, nargs="+", type=items.get(f.name, str), default=list(f.default),
+                            choices=choices.get(f.name), help=help_)
+        else:
+            ap.add_argument(flag, type=SCALARS.get(f.type, str), default=f.default, choices=choices.get(f.name), help=help_)
+
+
+def from_args(cls, args: argparse.Namespace):
+    """The config of parsed `add_options` flags (lists back to tuples)."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()})
+
+
+def to_argv(cfg) -> list[str]:
+    """The CLI arguments that give `cfg` (fields at their default are left out)."""
+    out = []
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if v == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(v, bool):
+            out.append(flag)
+        elif isinstance(v, tuple):
+            out += [flag, *map(str, v)]
+        else:
+            out += [flag, str(v)]
+    return out
