@@ -13,19 +13,23 @@ def option(default, help_: str):
     return dataclasses.field(default=default, metadata={"help": help_})
 
 
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def add_options(ap: argparse.ArgumentParser, cls, choices: dict | None = None, items: dict | None = None) -> None:
     """One flag per field of `cls`: bool -> store_true, tuple -> nargs='+' of `items[name]` (default str),
     int/float/str -> one value; `choices[name]` restricts the values."""
     choices, items = choices or {}, items or {}
     for f in fields(cls):
-        flag, help_ = "--" + f.name.replace("_", "-"), f.metadata["help"] + " (default: %(default)s)"
+        name, help_ = flag(f.name), f.metadata["help"] + " (default: %(default)s)"
         if f.type == "bool":
-            ap.add_argument(flag, action="store_true", help=help_)
+            ap.add_argument(name, action="store_true", help=help_)
         elif f.type == "tuple":
-            ap.add_argument(flag, nargs="+", type=items.get(f.name, str), default=list(f.default),
+            ap.add_argument(name, nargs="+", type=items.get(f.name, str), default=list(f.default),
                             choices=choices.get(f.name), help=help_)
         else:
-            ap.add_argument(flag, type=SCALARS.get(f.type, str), default=f.default, choices=choices.get(f.name), help=help_)
+            ap.add_argument(name, type=SCALARS.get(f.type, str), default=f.default, choices=choices.get(f.name), help=help_)
 
 
 def from_args(cls, args: argparse.Namespace):
@@ -40,11 +44,10 @@ def to_argv(cfg) -> list[str]:
         v = getattr(cfg, f.name)
         if v == f.default:
             continue
-        flag = "--" + f.name.replace("_", "-")
         if isinstance(v, bool):
-            out.append(flag)
+            out.append(flag(f.name))
         elif isinstance(v, tuple):
-            out += [flag, *map(str, v)]
+            out += [flag(f.name), *map(str, v)]
         else:
-            out += [flag, str(v)]
+            out += [flag(f.name), str(v)]
     return out

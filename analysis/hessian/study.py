@@ -243,8 +243,7 @@ def parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     choices = {"adapters": ["", *PRESETS], "method": ["gates", "lora"], "pooling": ["mean", "cls"],
                "penalty": ["none", "target", "l0", "params", "as-trained"], "precondition": ["none", "weight"],
-               "dtype": ["float64", "float32"]}
-    choices["spectrum"] = [*METHODS, "all"]
+               "dtype": ["float64", "float32"], "spectrum": [*METHODS, "all"]}
     add_options(ap, HessianConfig, choices)
     return ap
 
