@@ -141,3 +141,13 @@ def test_glue_table_marks_cells_at_the_trivial_level():
     assert table.count("†") == 3 + 1  # the MRPC cell of each method (GLUE avgs ~76 > 66.1 + 1), + the footnote
     # two of the five GLUE tasks: the average column names them instead of claiming a GLUE average
     assert "| avg (SST-2, MRPC) |" in table.splitlines()[0] and "GLUE avg" not in table
+
+
+def test_glue_table_gives_the_range_of_trainable_params_over_tasks():
+    rs = [dict(rec("SST-2", "head", 0, 80.0), params={"trainable": 770}),
+          dict(rec("STS-B", "head", 0, 40.0), params={"trainable": 385}),
+          dict(rec("SST-2", "lora", 0, 86.0), params={"trainable": 74_500}),
+          dict(rec("STS-B", "lora", 0, 85.0), params={"trainable": 74_500})]
+    rows = {line.split("|")[1].strip(): line for line in glue_table(protocol(rs)).splitlines() if line.startswith("| ")}
+    assert "| 385–770 |" in rows["head"]       # not their mean, which no run has
+    assert "| 74.5k |" in rows["lora"]

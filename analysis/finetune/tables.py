@@ -34,6 +34,15 @@ def _params(n: float) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else f"{n:.0f}"
 
 
+def _params_range(values) -> str:
+    """One count, or the range over tasks (the head's size depends on the number of labels)."""
+    vals = [v for v in values if v == v]
+    if not vals:
+        return "–"
+    lo, hi = min(vals), max(vals)
+    return _params(lo) if _params(lo) == _params(hi) else f"{_params(lo)}–{_params(hi)}"
+
+
 def _marked(values, baseline) -> str:
     return pm(values) + (MARK if at_trivial(values, baseline) else "")
 
@@ -80,7 +89,7 @@ def glue_table(p, base: dict | None = None) -> str:
             row = [label, "–" if keep is None else f"{keep:g}"]
             row += [_marked(c.dev, base.get(t)) if c else "–" for t, c in zip(tasks, cells)]
             row.append(_marked(avg.dev, avg_base) if avg else "–")
-            row.append(_params(mean(c.trainable for c in have)))
+            row.append(_params_range([c.trainable for c in have]))
             asked, got = [x for c in have for x in c.asked], [x for c in have for x in c.removed]
             row.append(_asked_got(asked, got) if have[0].is_gates else "0")
             speed = [x for c in have for x in c.speedup]
