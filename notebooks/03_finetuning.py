@@ -105,7 +105,7 @@ for p in protocols:
     print(claim_check(p) or f"[{p.name}] the protocol lacks the lora or bias GLUE average")
 
 # %% [markdown]
-# ### What the converged protocol says (`results/finetune/cpu-converged.jsonl`, 67 runs)
+# ### What the converged protocol says (`results/finetune/cpu-converged.jsonl`, 75 runs)
 #
 # `--protocol cpu-converged`: five tasks, full training sets (SST-2 capped at 20k), epochs from the
 # convergence check, 3 seeds for bias, LoRA and gates, learning rates and the gate lr chosen on val on the
@@ -113,13 +113,13 @@ for p in protocols:
 # tables and the claim check above print the numbers quoted here.
 #
 # - **Not within 1 point of LoRA, not above bias.** Paired by seed, the GLUE average of the gates at 30%
-#   removed minus LoRA's is −3.8 (s0: −3.8), minus bias's −2.5 (s0: −2.5); at 40% removed −4.7 (s0: −4.7) and −3.4 (s0: −3.4). Per task the
-#   gates are below LoRA and bias on SST-2, MRPC, CoLA and STS-B; on MRPC and CoLA they stay at the trivial
-#   level where LoRA and bias leave it. RTE separates no method (full finetuning 53.4 against a majority
-#   class of 52.7), so its column is noise.
+#   removed minus LoRA's is −3.3 ± 0.5 (s0: −3.8, s1: −3.4, s2: −2.7), minus bias's −2.0 ± 0.5 (s0: −2.5, s1: −1.5, s2: −2.0); at 40% removed
+#   −4.9 ± 0.7 (s0: −4.7, s1: −5.7, s2: −4.2) and −3.6 ± 0.1 (s0: −3.4, s1: −3.7, s2: −3.5). Per task the gates are below LoRA and bias on SST-2, MRPC, CoLA and STS-B;
+#   on MRPC and CoLA they stay at the trivial level where LoRA and bias leave it. RTE separates no method
+#   (full finetuning 53.4 against a majority class of 52.7), so its column says nothing.
 # - Without their biases the gates (one seed) learn a lot over the head on the sentence pairs (STS-B 37.7 →
 #   83.4, MRPC 81.4 → 83.2) and nothing on single sentences (SST-2 80.2 → 80.2, CoLA 5.4 → 1.8).
-# - Every gate run removed within 0.2 points of its request; the compressed models are 1.18x (30%) and
+# - Every gate run removed within 0.3 points of its request; the compressed models are 1.18x (30%) and
 #   1.28x (40%) faster than the dense one (batch 32, CPU of the run).
 # - Levers (SST-2, seed 0, `results/finetune/levers.jsonl`): gates that remove nothing (83.6) or 10% (83.8)
 #   reach the bias-only level (83.7), so the row/column scaling adds nothing measurable over the biases and

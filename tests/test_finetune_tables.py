@@ -8,7 +8,7 @@ import pytest
 
 from analysis.data import DataError, load_task
 from analysis.finetune.curves import write_plateau_table
-from analysis.finetune.results import Protocol, group
+from analysis.finetune.results import Protocol, claim_check, group
 from analysis.finetune.stats import (at_trivial, mean_curve, paired, plateau_step, settled_step,
                                      trivial_baseline)
 from analysis.finetune.tables import TRIVIAL_LABEL, glue_table, kurtosis_pairs, kurtosis_table, paired_table
@@ -151,3 +151,16 @@ def test_glue_table_gives_the_range_of_trainable_params_over_tasks():
     rows = {line.split("|")[1].strip(): line for line in glue_table(protocol(rs)).splitlines() if line.startswith("| ")}
     assert "| 385–770 |" in rows["head"]       # not their mean, which no run has
     assert "| 74.5k |" in rows["lora"]
+
+
+def test_claim_check_counts_removal_at_the_tables_precision():
+    rs = paired_fixture()
+    for r in rs:
+        if r["config"]["method"] == "gates":
+            r["removed_fraction"] = 0.2998          # shown as 30.0 in every table
+    c = claim_check(protocol(rs))
+    assert c.gate_keep == 0.7 and c.gate_dev == pytest.approx(75.5)   # mean of the seeds' (SST-2 + MRPC) / 2
+    for r in rs:
+        if r["config"]["method"] == "gates":
+            r["removed_fraction"] = 0.2994          # 29.9: short of the goal
+    assert claim_check(protocol(rs)).gate_label is None
