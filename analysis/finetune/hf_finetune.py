@@ -163,6 +163,9 @@ def parse_args(argv=None) -> HFFinetuneConfig:
 
 def main(argv=None) -> int:
     res = run(parse_args(argv))
+    import torch.distributed as dist
+    if dist.is_initialized():  # the Trainer leaves the group open; gloo can abort at interpreter exit
+        dist.destroy_process_group()
     if res.get("dev"):
         line = f"{res['task']} {res['method']}: dev {res['metric']} {res['dev'].get('eval_' + res['metric'])}"
         if "removed_got" in res:
