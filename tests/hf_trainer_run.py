@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -78,8 +79,12 @@ def main() -> None:
     rank = int(os.environ.get("RANK", 0))
     torch.save({"thetas": rec.steps, "knob": trainer.sparsity.controller.knob,
                 "world_size": trainer.args.world_size}, a.out / f"thetas_rank{rank}.pt")
-    if torch.distributed.is_initialized():  # left to interpreter exit, gloo's threads can abort a rank (CI, once)
-        torch.distributed.destroy_process_group()
+    if torch.distributed.is_initialized():
+        # Both ranks have written their files; skip interpreter teardown: gloo's threads there aborted a rank once (CI)
+        # and destroy_process_group hung rank 0 once (locally).
+        torch.distributed.barrier()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
