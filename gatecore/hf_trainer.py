@@ -8,7 +8,7 @@
 What the integration adds to the Trainer (docs/design.md §1):
 - the loss: task loss (the model's own) + lam * ramp(step) * scale * penalty(objective, target), where the
   ramp warms lam up linearly and (target, scale) come from the sparsity controller;
-- the controller (`SparsityController`, the same object the study runner uses), updated after every
+- the controller (`SparsityController`, the same object the study runner uses, split range by default), updated after every
   optimizer step from the measured eval-gate removed fraction, so the removed fraction meets the request;
   with `correct_at_end` the exact final correction (`correct_removed`) runs when training ends;
 - separate learning rates: gates (`gate_lr`), task head (`head_lr`), the rest (`args.learning_rate`), with
@@ -41,7 +41,7 @@ from .export import save_compressed
 from .gates import Gate, track_input_means
 from .methods import lam_ramp, param_groups, warmup_linear_schedule
 from .penalty import KINDS, sparsity_penalty
-from .sparsity_control import SparsityController, correct_removed
+from .sparsity_control import LAM_GAIN, SparsityController, correct_removed
 
 NOISE_SEED_STRIDE = 1  # rank r draws gate noise from seed + r
 
@@ -56,6 +56,7 @@ class GateConfig:
     gate_lr: float | None = 0.2      # None = args.learning_rate
     head_lr: float | None = 1e-2     # None = args.learning_rate
     control: bool = True             # steer the penalty so the eval-gate removed fraction meets `removed`
+    split_range: bool = True         # the controller also raises lam where the knob alone cannot get there
     correct_at_end: bool = True      # exact final correction to within `tol` (needs control)
     tol: float = 0.02
     kurtosis_tau: float | None = None
@@ -70,6 +71,7 @@ class GateConfig:
             if getattr(self, name) is not None:
                 check_positive(name, getattr(self, name))
         check_bool("control", self.control)
+        check_bool("split_range", self.split_range)
         check_bool("correct_at_end", self.correct_at_end)
         check_positive("tol", self.tol)
 
@@ -78,24 +80,29 @@ class GateSparsityCallback(TrainerCallback, ExportableState):
     """Holds the controller and the per-rank noise generator; its state travels in trainer_state.json."""
 
     def __init__(self, objective: str = "params", removed: float = 0.3, lam_warmup: float = 0.2,
-                 control: bool = True):
-        self.controller = SparsityController(objective, removed, start=lam_warmup)
+                 control: bool = True, split_range: bool = True):
+        self.controller = SparsityController(objective, removed, start=lam_warmup,
+                                             lam_gain=LAM_GAIN if split_range else 0.0)
         self.control_on = control
         self.noise_state: str | None = None   # the rank's gate-noise generator state, base64 (for resume)
         self.generator: torch.Generator | None = None
-        self._init = {"objective": objective, "removed": removed, "lam_warmup": lam_warmup, "control": control}
+        self._init = {"objective": objective, "removed": removed, "lam_warmup": lam_warmup, "control": control,
+                      "split_range": split_range}
 
     def state(self) -> dict:
         if self.generator is not None:
             self.noise_state = base64.b64encode(self.generator.get_state().numpy().tobytes()).decode()
-        return {"args": dict(self._init), "attributes": {"integral": self.controller.integral,
-                                                         "knob": self.controller.knob, "noise_state": self.noise_state}}
+        c = self.controller
+        return {"args": dict(self._init), "attributes": {"integral": c.integral, "knob": c.knob, "escalation": c.escalation,
+                                                         "last_got": c.last_got, "noise_state": self.noise_state}}
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         if state.global_step > 0 and isinstance(saved, dict):  # resumed: controller and noise from the checkpoint
             attrs = saved.get("attributes", {})
             self.controller.integral, self.controller.knob = float(attrs["integral"]), float(attrs["knob"])
+            self.controller.escalation = float(attrs.get("escalation", 1.0))
+            self.controller.last_got = attrs.get("last_got")
             self.noise_state = attrs.get("noise_state")
         gates = [m for m in model.modules() if isinstance(m, Gate)]
         self.generator = torch.Generator(device=gates[0].theta.device)
@@ -133,7 +140,7 @@ class GateTrainer(Trainer):
         # change lam's weight with the world size. The mean path keeps task:penalty fixed on 1 or N processes.
         self.model_accepts_loss_kwargs = False
         self.gate_config = cfg
-        self.add_callback(GateSparsityCallback(cfg.objective, cfg.removed, cfg.lam_warmup, cfg.control))
+        self.add_callback(GateSparsityCallback(cfg.objective, cfg.removed, cfg.lam_warmup, cfg.control, cfg.split_range))
         if cfg.kurtosis_tau is not None:
             track_input_means(self.model)
 
@@ -172,7 +179,7 @@ class GateTrainer(Trainer):
         """Removed fraction asked vs got, the controller's knob, and kept rows/columns per module type."""
         rep = gate_report(self.accelerator.unwrap_model(self.model))
         stats = {"gates/removed_asked": self.gate_config.removed, "gates/removed_got": rep.removed_fraction,
-                 "gates/knob": self.sparsity.controller.knob}
+                 "gates/knob": self.sparsity.controller.knob, "gates/lam_scale": self.sparsity.controller.lam_scale}
         by_type: dict[str, list[float]] = {}
         for l in rep.layers:
             kind = re.sub(r"^.*?\.\d+\.", "", l.name)  # the name inside its layer: attention.self.query, ...

@@ -14,6 +14,7 @@ from transformers import AutoModelForSequenceClassification, TrainerCallback
 import gatecore
 from gatecore.hf_trainer import GateConfig, GateTrainer
 from gatecore.methods import gate_parameters, lam_ramp, param_groups, warmup_linear_schedule
+from gatecore import sparsity_control as sc
 from gatecore.sparsity_control import SparsityController
 from gatecore.tiny import tiny_model
 
@@ -158,7 +159,8 @@ def test_agrees_with_the_study_runner(tmp_path):
     random.Random(seed).shuffle(order)  # the runner's unbucketed epoch order
     spec = dict(task="planted", method="gates", seed=seed, lr=1e-3, head_lr=1e-2, gate_lr=0.5, epochs=1,
                 batch_size=bs, lam=1.0, lam_warmup=0.0, objective="params", keep=0.7, control=True,
-                pooling="cls", bucketed=False)
+                pooling="cls", bucketed=False, control_lam_gain=sc.LAM_GAIN, control_window=sc.WINDOW,
+                control_lam_max=sc.LAM_MAX, control_kd=sc.KD)  # GateConfig's default split-range controller
     cfg = GateConfig(removed=0.3, lam=1.0, lam_warmup=0.0, gate_lr=0.5, head_lr=1e-2)
     total = len(data) // bs
     task = Task("planted", None, None, None, "accuracy", 2, ("0", "1"), "test")

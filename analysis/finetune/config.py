@@ -75,6 +75,7 @@ class SweepConfig:
     extend_grids: bool = True            # the grid rule: a choice at a grid edge extends that grid (analysis/gridsearch.py)
     grids_from_first_keep: bool = False  # other gate variants train the lrs the first keep target's run chose
     reuse: tuple = ()                    # results files (names in results/finetune/) whose records of identical runs are copied, not rerun
+    choices_from: str | None = None      # results file whose first-seed runs' lr choices these runs train (no search)
     bucketed: bool = BUCKETED
     epochs: int | None = None            # None: task_epochs, else DEFAULT_EPOCHS
     task_epochs: dict = field(default_factory=dict)
@@ -196,6 +197,28 @@ def expand(cfg: SweepConfig) -> list[dict]:
     if cfg.grid_on_first_seed:  # marked here, resolved against the first seed's record by inherit_choices
         specs = [{**s, GRID_FROM: {"seed": cfg.seeds[0]}} if s["seed"] != cfg.seeds[0] else s for s in specs]
     return specs
+
+
+def choice_key(config: dict) -> tuple:
+    """What makes a run of one protocol the counterpart of a run of another, for `choices_from`."""
+    return tuple(config.get(k) for k in ("model", "task", "method", "keep", "bias", "kurtosis_tau", "objective"))
+
+
+def take_choices(specs: list[dict], records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(ready, waiting): each spec's grids become the values its counterpart (choice_key) chose on its first seed
+    in `records` (another protocol's results); it names that run (`grid_from`). No counterpart yet: waiting."""
+    first = {}
+    for r in records:
+        if not r["spec"].get("grid_from"):  # a first-seed (searching) run
+            first.setdefault(choice_key(r["config"]), r)
+    ready, waiting = [], []
+    for s in specs:
+        rec = first.get(choice_key(s))
+        if rec is None:
+            waiting.append(s)
+            continue
+        ready.append(s | {g: [rec["config"][k]] for g, k in GRIDS.items() if g in s} | {"grid_from": rec["run_id"]})
+    return ready, waiting
 
 
 def _mark_first_keep(s: dict, specs: list[dict], keep: float) -> dict:

@@ -58,6 +58,13 @@ PROTOCOLS = {
     "cpu-fair": dict(CONVERGED, methods=["head", "bias", "lora", "full", "gates", "gates+lora"], combo_keep=[0.7],
                      lr_grids=FAIR_LR_GRIDS, gate_lr=FAIR_GATE_LR, grids_from_first_keep=True, reuse=["cpu-converged"],
                      extend_grids=True, split_range=True, recovery=0.1),
+    # is it a matter of training longer? (issue 24) 4x cpu-fair's steps with the paper's schedule shape (warm-up,
+    # then a constant lr), each method at the lrs cpu-fair's first seed chose; SST-2 (20k) and STS-B, seed 0
+    "cpu-fair-long": dict(CONVERGED, tasks=["SST-2", "STS-B"], methods=["lora", "bias", "gates"], seeds=[0], keep=[0.7],
+                          no_bias_keep=[], one_seed=[], grid_on_first_seed=False, lr_grids=FAIR_LR_GRIDS,
+                          gate_lr=FAIR_GATE_LR, task_epochs={t: 4 * CONVERGED_EPOCHS[t] for t in ("SST-2", "STS-B")},
+                          schedule="constant", choices_from="cpu-fair", curve_points=16, extend_grids=True,
+                          split_range=True, recovery=0.1),
     # long runs with a dense curve on the bounded dev subset, to size cpu-converged's epochs
     # gates use the authors' `target` objective here, so `gates` and the kurtosis-weighted variant differ in the
     # weighting alone (issue 16's comparison); the controller holds both to the same removed fraction

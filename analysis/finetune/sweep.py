@@ -23,7 +23,7 @@ from gatecore.methods import METHODS
 from gatecore.penalty import KINDS
 
 from analysis.finetune.config import (DEFAULT_EPOCHS, GRID_FROM, GRIDS, KURTOSIS_TAU, SCHEDULES, SweepConfig, defaults,
-                                      expand, frozen, inherit_choices, resolve, run_id)
+                                      expand, frozen, inherit_choices, resolve, run_id, take_choices)
 from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
 from analysis.finetune.runner import needs_search, run_spec, spec_task
 from analysis.finetune.schedule import Job, run_jobs
@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--schedule", choices=SCHEDULES, help="lr after the 6%% warm-up: linear decay to 0, or constant")
     opt("--extend-grids", action=argparse.BooleanOptionalAction, help="the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound (analysis/gridsearch.py)")
     opt("--grids-from-first-keep", action=argparse.BooleanOptionalAction, help="other gate variants (keep targets, no bias) train the lrs the first --keep run chose")
+    opt("--choices-from", help="results file (a name in results/finetune/ or a path) whose first-seed lr choices these runs train instead of searching")
     opt("--reuse", nargs="*", help="results files (names in results/finetune/ or paths) whose records of identical runs are copied instead of rerun")
     opt("--bucketed", action=argparse.BooleanOptionalAction, help="length-bucketed training batches (analysis/finetune/batching.py)")
     opt("--epochs", type=int, help=f"training epochs (default: the protocol's per task, else {DEFAULT_EPOCHS})")
@@ -141,9 +142,11 @@ def mean_tokens(spec: dict, task, n: int = 500) -> float:
     return sum(map(len, ids)) / max(1, len(ids))
 
 
-def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=()) -> None:
-    for s in todo:  # a run waiting for its source's choice has no id yet
-        print("(waits)     " if s.get(GRID_FROM) else run_id(s), json.dumps(s))
+def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=(), waiting=()) -> None:
+    for s in todo[:len(todo) - len(waiting)]:
+        print(run_id(s), json.dumps(s))
+    for s in waiting:  # a run waiting for its source's choice has no id yet; its first grid point stands in
+        print("(waits)     ", json.dumps(s))
     for s in extend:
         print(run_id(s), "(grid extension of a recorded run)")
     stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items()} for s in extend]  # about one point each
@@ -176,12 +179,17 @@ def reusable(cfg: SweepConfig, specs: list[dict], recs: list[dict]) -> list[dict
     return out
 
 
-def plan(cfg: SweepConfig, specs: list[dict]) -> tuple[list, list, list, dict]:
-    """(todo, extend, waiting, keys): specs to run, recorded runs whose grid the rule extends (with their
-    records), specs waiting for a source run, and {run_id: spec_key} of the ready marked specs. Reusable
+def plan(cfg: SweepConfig, specs: list[dict]) -> tuple[list, list, list, dict, list]:
+    """(todo, extend, waiting, keys, ready): specs to run, recorded runs whose grid the rule extends (with their
+    records), specs waiting for a source run, {run_id: spec_key} of the ready marked specs, and every spec
+    whose grids are known (run or not). Reusable
     records (cfg.reuse) are copied into cfg.out first (not in a dry run, which only counts them)."""
     recs = read_jsonl(cfg.out)
     complete = lambda rec: not needs_search(rec, cfg.extend_grids)  # noqa: E731
+    held = []
+    if cfg.choices_from:
+        src = [r for r in read_jsonl(choices_path(cfg)) if complete(r)]
+        specs, held = take_choices(specs, src)
     while True:  # a reused first seed can make its later seeds ready, and reusable in turn
         ready, waiting, keys = inherit_choices(specs, recs, complete)
         new = reusable(cfg, ready, recs) if cfg.reuse else []
@@ -193,7 +201,11 @@ def plan(cfg: SweepConfig, specs: list[dict]) -> tuple[list, list, list, dict]:
     by_id = {r["run_id"]: r for r in recs}
     todo = [s for s in ready if run_id(s) not in by_id]
     extend = [(s, by_id[run_id(s)]) for s in ready if run_id(s) in by_id and not complete(by_id[run_id(s)])]
-    return todo, extend, waiting, keys
+    return todo, extend, waiting + held, keys, ready
+
+
+def choices_path(cfg: SweepConfig) -> Path:
+    return Path(cfg.choices_from) if Path(cfg.choices_from).suffix else cfg.out.parent / f"{cfg.choices_from}.jsonl"
 
 
 def run_sweep(cfg: SweepConfig) -> Path:
@@ -205,14 +217,15 @@ def run_sweep(cfg: SweepConfig) -> Path:
     cfg = resolve(cfg)
     torch.set_num_threads(cfg.threads)
     specs = expand(cfg)
-    todo, extend, waiting, keys = plan(cfg, specs)
+    todo, extend, waiting, keys, _ = plan(cfg, specs)
     print(f"{len(specs)} runs, {len(specs) - len(todo) - len(waiting)} already in {cfg.out}, "
           f"{len(todo) + len(waiting)} to do" + (f" ({len(waiting)} wait for their source's grid choice)" if waiting else "")
           + (f", {len(extend)} recorded runs whose grid the rule extends" if extend else ""))
     if cfg.dry_run:  # a waiting run trains one grid point: its first one stands in for the cost
         stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items() if k != GRID_FROM} for s in waiting]
         plan_specs = todo + stand_in
-        print_plan(cfg, specs, plan_specs, task_sizes(cfg, plan_specs + [s for s, _ in extend]), [s for s, _ in extend])
+        print_plan(cfg, specs, plan_specs, task_sizes(cfg, plan_specs + [s for s, _ in extend]), [s for s, _ in extend],
+                   waiting)
         return cfg.out
     errors = cfg.out.with_name(cfg.out.stem + ".errors.jsonl")
     failed, left = [], cfg.max_runs
@@ -225,10 +238,10 @@ def run_sweep(cfg: SweepConfig) -> Path:
         failed += run_jobs(jobs, run_spec, cfg.out, cfg.workers, cfg.threads, cfg.device, errors_file=errors,
                            max_runs=left, annotate=annotate)
         left = None if left is None else left - min(left, len(jobs))
-        todo, extend, waiting, keys = plan(cfg, specs)
+        todo, extend, waiting, keys, _ = plan(cfg, specs)
         todo = [s for s in todo if run_id(s) not in failed]
         extend = [(s, r) for s, r in extend if run_id(s) not in failed]
-    ids = {run_id(s) for s in inherit_choices(specs, read_jsonl(cfg.out))[0]}
+    ids = {run_id(s) for s in plan(cfg, specs)[4]}
     print(summary([r for r in read_jsonl(cfg.out) if r["run_id"] in ids]))
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed (see {errors}); rerun the same command to redo them")

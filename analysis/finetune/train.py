@@ -21,7 +21,8 @@ removed fraction and a final exact correction brings it within 2 points of the r
 (gatecore/sparsity_control.py says how). The record says what the correction changed and what val and dev
 were just before and after it; with `recovery` set, a correction that changed more than
 `recovery_min_changed` of the gates is followed by `recovery` x steps of training with the gate pattern
-frozen (eval gates, no gate gradient; biases, LoRA and head train), measured again after.
+frozen (eval gates, no gate gradient; biases, LoRA and head train), measured again after, and kept only if
+val does not drop (the record says which; what is reported is the model as kept).
 
 Schedule: AdamW, linear warm-up over 6% of the steps, then linear decay to 0 ("linear", the default) or the
 peak lr to the end ("constant", the paper's GLUE schedule shape).
@@ -266,8 +267,16 @@ def finish_removal(model, cfg: dict, scores: Scorer, asked: float, train_enc: En
     if cfg.get("recovery") and fix["changed_fraction"] > cfg.get("recovery_min_changed", 0.01):
         steps = max(RECOVERY_MIN_STEPS, round(cfg["recovery"] * math.ceil(len(train_enc.ids) / cfg["batch_size"])
                                               * cfg["epochs"]))
+        saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         loss = recover(model, cfg, train_enc, scores.task, pad_id, device, steps, rng)
-        fix["recovery"] = {"steps": steps, "loss": loss, **{f"{k}_after": v for k, v in scores().items()}}
+        after = scores()
+        kept = after.get("val_main", 0.0) >= fix.get("val_main_after", 0.0)  # chosen on val, like everything else
+        if not kept:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    if n in saved:
+                        p.copy_(saved[n])
+        fix["recovery"] = {"steps": steps, "loss": loss, "kept": kept, **{f"{k}_after": v for k, v in after.items()}}
     return fix
 
 
