@@ -10,16 +10,21 @@ second model's token lengths, analysis/finetune/batching.py), each tokenized by 
 tokenizer, after `WARMUP` untimed steps. Machine noise hits both models alike, so the per-method ratio
 model / MiniLM (of CPU seconds, the steadier on shared cores; wall seconds are recorded too) is the
 result, and times the MiniLM gates step of results/batching.json it sizes a protocol on the second model.
-Only two models are held at a time (one method, one task), so memory stays that of one run of each.
-Writes results/model_steps_<model>.json.
+Only two models are held at a time (one method, one task). Resumable in chunks: the results file is
+rewritten after each task, a task already in it (same model, methods, batch and steps) is kept, not
+rerun, and each task records its own command and provenance, plus the process's peak RSS (run one
+task per process for a per-task peak). Writes results/model_steps_<model>.json.
 """
 from __future__ import annotations
 
 import argparse
 import gc as pygc
+import json
 import random
+import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
@@ -88,12 +93,27 @@ def bench_task(name: str, args) -> dict:
     lengths = [len(x) for x in encode(tok, task.train, MAX_LEN).ids]
     epoch = bucketed_batches(lengths, args.batch, random.Random(SEED), POOL)
     batches = random.Random(SEED + 1).sample(epoch, WARMUP + args.steps)
-    res = {"n_train": len(lengths), "methods": {}}
+    res = {"n_train": len(lengths), "methods": {}, **provenance(chunk_config(args), SEED, "cpu")}
     for method in args.methods:
         r = res["methods"][method] = bench_method(task, method, batches, (gatecore.OFFLINE_MODEL, args.model))
         print(f"{name:<6} {method:<11} {r[gatecore.OFFLINE_MODEL]['cpu_s']:>8.2f}s {r[args.model]['cpu_s']:>8.2f}s "
               f"{r['ratio_cpu']:>6.2f}x {r['ratio_wall']:>6.2f}x {r[args.model]['tokens_per_batch']:>7.0f}", flush=True)
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return res
+
+
+def chunk_config(args) -> dict:
+    return {"model": args.model, "methods": list(args.methods), "batch": args.batch, "steps": args.steps,
+            "max_len": MAX_LEN, "warmup": WARMUP, "pool": POOL, "threads": 1, "pooling": "mean",
+            "gate_penalty": f"{OBJECTIVE}, target {REMOVED}", "baseline": gatecore.OFFLINE_MODEL}
+
+
+def write(out, args, tasks: dict) -> dict:
+    """The results file: every task measured so far, the median ratio per method over them."""
+    ratios = {m: statistics.median(t["methods"][m]["ratio_cpu"] for t in tasks.values()) for m in args.methods}
+    write_json(out, {**provenance({**chunk_config(args), "tasks": list(tasks)}, SEED, "cpu"),
+                     "median_ratio_cpu": ratios, "tasks": tasks})
+    return ratios
 
 
 def main(argv=None) -> int:
@@ -113,15 +133,18 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ImportError) as e:
         ap.error(str(e))
     torch.set_num_threads(1)
-    out = args.out or ROOT / "results" / f"model_steps_{args.model.replace('/', '_')}.json"
+    out = Path(args.out or ROOT / "results" / f"model_steps_{args.model.replace('/', '_')}.json")
     print(f"{'task':<6} {'method':<11} {'MiniLM':>9} {'model':>9} {'cpu':>7} {'wall':>7} {'tokens':>7}  (s per step, 1 thread)")
-    res = {t: bench_task(t, args) for t in args.tasks}
-    ratios = {m: statistics.median(res[t]["methods"][m]["ratio_cpu"] for t in args.tasks) for m in args.methods}
-    cfg = {k: getattr(args, k) for k in ("model", "tasks", "methods", "batch", "steps")}
-    write_json(out, {**provenance({**cfg, "max_len": MAX_LEN, "warmup": WARMUP, "pool": POOL, "threads": 1,
-                                   "pooling": "mean", "gate_penalty": f"{OBJECTIVE}, target {REMOVED}",
-                                   "baseline": gatecore.OFFLINE_MODEL}, SEED, "cpu"),
-                     "median_ratio_cpu": ratios, "tasks": res})
+    done = json.loads(out.read_text())["tasks"] if out.is_file() else {}
+    same = chunk_config(args)
+    tasks = {t: r for t, r in done.items() if {k: r.get("config", {}).get(k) for k in same} == same}
+    for t in args.tasks:
+        if t in tasks:
+            print(f"{t:<6} already in {out}: kept")
+            continue
+        tasks[t] = bench_task(t, args)
+        write(out, args, tasks)  # after each task: a killed run keeps what it measured
+    ratios = write(out, args, tasks)
     print("median over tasks, CPU-time ratio model / MiniLM: " + ", ".join(f"{m} {r:.2f}x" for m, r in ratios.items()))
     print(f"wrote {out}")
     return 0
