@@ -62,10 +62,11 @@ def step(model, opt, method, inputs, labels, num_labels) -> None:
     opt.step()
 
 
-def bench_method(task, method: str, batches: list, names: tuple[str, str]) -> dict:
-    """Both models, one method: WARMUP steps each, then `batches` alternating model by model."""
+def bench_method(task, method: str, batches: list, enc: dict) -> dict:
+    """Both models (the keys of `enc`, their encoded train split), one method: WARMUP steps each, then
+    `batches` alternating model by model."""
+    names = tuple(enc)
     built = {n: method_model(n, method, task.num_labels) for n in names}
-    enc = {n: encode(tok, task.train, MAX_LEN) for n, (_, tok, _) in built.items()}
     wall, cpu, tokens = ({n: [] for n in names} for _ in range(3))
     for i, idx in enumerate(batches):
         for n, (model, tok, opt) in built.items():
@@ -89,13 +90,14 @@ def bench_method(task, method: str, batches: list, names: tuple[str, str]) -> di
 
 def bench_task(name: str, args) -> dict:
     task = load_task(name, glue=args.glue_dir)
-    tok = AutoTokenizer.from_pretrained(gatecore.resolve_model(args.model))  # its lengths set the buckets
-    lengths = [len(x) for x in encode(tok, task.train, MAX_LEN).ids]
+    names = (gatecore.OFFLINE_MODEL, args.model)
+    enc = {n: encode(AutoTokenizer.from_pretrained(gatecore.resolve_model(n)), task.train, MAX_LEN) for n in names}
+    lengths = [len(x) for x in enc[args.model].ids]  # the second model's lengths set the buckets
     epoch = bucketed_batches(lengths, args.batch, random.Random(SEED), POOL)
     batches = random.Random(SEED + 1).sample(epoch, WARMUP + args.steps)
     res = {"n_train": len(lengths), "methods": {}, **provenance(chunk_config(args), SEED, "cpu")}
     for method in args.methods:
-        r = res["methods"][method] = bench_method(task, method, batches, (gatecore.OFFLINE_MODEL, args.model))
+        r = res["methods"][method] = bench_method(task, method, batches, enc)
         print(f"{name:<6} {method:<11} {r[gatecore.OFFLINE_MODEL]['cpu_s']:>8.2f}s {r[args.model]['cpu_s']:>8.2f}s "
               f"{r['ratio_cpu']:>6.2f}x {r['ratio_wall']:>6.2f}x {r[args.model]['tokens_per_batch']:>7.0f}", flush=True)
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ImportError) as e:
         ap.error(str(e))
     torch.set_num_threads(1)
-    out = Path(args.out or ROOT / "results" / f"model_steps_{args.model.replace('/', '_')}.json")
+    out = Path(args.out or ROOT / "results" / f"model_steps_{Path(args.model).name}.json")
     print(f"{'task':<6} {'method':<11} {'MiniLM':>9} {'model':>9} {'cpu':>7} {'wall':>7} {'tokens':>7}  (s per step, 1 thread)")
     done = json.loads(out.read_text())["tasks"] if out.is_file() else {}
     same = chunk_config(args)
