@@ -37,7 +37,7 @@ def looks_local(name_or_path: str | os.PathLike) -> bool:
 
 
 def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
-    """None or the offline model's name -> its local folder; the base model's name -> its folder in the
+    """None or the offline model's name -> its local folder; "all-mpnet-base-v2" -> its folder in the
     cache (FileNotFoundError naming `make base-model` when not installed); a local folder as is; else a hub id.
 
     A name that looks local (`looks_local`) but does not exist is a FileNotFoundError, never a
@@ -49,7 +49,7 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
     if name_or_path is None or str(name_or_path) in (OFFLINE_MODEL, "sentence-transformers/" + OFFLINE_MODEL):
         return str(local_model_dir())
     from .base_model import BASE_MODEL, base_model_dir  # here: `python -m gatecore.base_model` imports gatecore first
-    if str(name_or_path) in (BASE_MODEL, "sentence-transformers/" + BASE_MODEL):
+    if str(name_or_path) == BASE_MODEL:  # the hub id sentence-transformers/... stays a hub id (online users)
         return str(base_model_dir())
     p = Path(name_or_path).expanduser()
     if p.exists():

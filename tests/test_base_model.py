@@ -87,4 +87,6 @@ def test_the_model_name_resolves_to_the_cache_or_names_the_make_target(tmp_path,
     (folder / "config.json").write_text("{}")
     (folder / "model.safetensors").write_bytes(b"")
     assert resolve_model("all-mpnet-base-v2") == str(folder)
-    assert resolve_model("sentence-transformers/all-mpnet-base-v2") == str(folder)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE=1"):  # the hub id stays a hub id
+        resolve_model("sentence-transformers/all-mpnet-base-v2")
