@@ -12,8 +12,9 @@ model / MiniLM (of CPU seconds, the steadier on shared cores; wall seconds are r
 result, and times the MiniLM gates step of results/batching.json it sizes a protocol on the second model.
 Only two models are held at a time (one method, one task). Resumable in chunks: the results file is
 rewritten after each task, a task already in it (same model, methods, batch and steps) is kept, not
-rerun, and each task records its own command and provenance, plus the process's peak RSS (run one
-task per process for a per-task peak). Writes results/model_steps_<model>.json.
+rerun (processes may run different tasks side by side: each reads the file back before writing it),
+and each task records its own command and provenance, plus the process's peak RSS (run one task per
+process for a per-task peak). Writes results/model_steps_<model>.json.
 """
 from __future__ import annotations
 
@@ -104,6 +105,13 @@ def bench_task(name: str, args) -> dict:
     return res
 
 
+def kept_tasks(out: Path, args) -> dict:
+    """The tasks of the results file measured with this config (same model, methods, batch, steps, ...)."""
+    done = json.loads(out.read_text())["tasks"] if out.is_file() else {}
+    same = chunk_config(args)
+    return {t: r for t, r in done.items() if {k: r.get("config", {}).get(k) for k in same} == same}
+
+
 def chunk_config(args) -> dict:
     return {"model": args.model, "methods": list(args.methods), "batch": args.batch, "steps": args.steps,
             "max_len": MAX_LEN, "warmup": WARMUP, "pool": POOL, "threads": 1, "pooling": "mean",
@@ -111,7 +119,9 @@ def chunk_config(args) -> dict:
 
 
 def write(out, args, tasks: dict) -> dict:
-    """The results file: every task measured so far, the median ratio per method over them."""
+    """The results file: every task measured so far (also by another process writing the same file: its
+    tasks are read back first), the median ratio per method over them."""
+    tasks.update({t: r for t, r in kept_tasks(out, args).items() if t not in tasks})
     ratios = {m: statistics.median(t["methods"][m]["ratio_cpu"] for t in tasks.values()) for m in args.methods}
     write_json(out, {**provenance({**chunk_config(args), "tasks": list(tasks)}, SEED, "cpu"),
                      "median_ratio_cpu": ratios, "tasks": tasks})
@@ -137,9 +147,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     out = Path(args.out or ROOT / "results" / f"model_steps_{Path(args.model).name}.json")
     print(f"{'task':<6} {'method':<11} {'MiniLM':>9} {'model':>9} {'cpu':>7} {'wall':>7} {'tokens':>7}  (s per step, 1 thread)")
-    done = json.loads(out.read_text())["tasks"] if out.is_file() else {}
-    same = chunk_config(args)
-    tasks = {t: r for t, r in done.items() if {k: r.get("config", {}).get(k) for k in same} == same}
+    tasks = kept_tasks(out, args)
     for t in args.tasks:
         if t in tasks:
             print(f"{t:<6} already in {out}: kept")
