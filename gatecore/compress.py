@@ -40,10 +40,13 @@ from torch import nn
 from .accounting import check_finite_gates
 from .compress_bert import compress_bert_layer
 from .compress_llama import compress_llama_layer
+from .compress_mpnet import compress_mpnet_layer
 from .families import encoder_layers, family
 from .fold import LayerSizes, fold, make_linear
 from .gates import GatedLinear
 from .inject import merge_lora, set_module
+
+LAYER_COMPRESSORS = {"bert": compress_bert_layer, "mpnet": compress_mpnet_layer, "llama": compress_llama_layer}
 
 
 def _fold_leftover_gates(model: nn.Module) -> None:
@@ -60,7 +63,7 @@ def _update_config(model: nn.Module, kind: str, sizes: list[LayerSizes]) -> None
                == (first.heads, first.kv_heads, first.head_dim, first.intermediate, first.rope_dims) for s in sizes)
     if all(s.intermediate == first.intermediate for s in sizes):
         cfg.intermediate_size = first.intermediate
-    if kind == "bert":
+    if kind != "llama":  # bert, mpnet
         full_attention = all(s.heads == cfg.num_attention_heads and s.head_dim * s.heads == cfg.hidden_size for s in sizes)
         loadable = same and full_attention
     else:
@@ -92,8 +95,7 @@ def compress(model: nn.Module) -> nn.Module:
     kind = family(model)
     check_finite_gates(model)
     merge_lora(model)
-    compress_layer = compress_bert_layer if kind == "bert" else compress_llama_layer
-    sizes = [compress_layer(layer) for layer in encoder_layers(model)]
+    sizes = [LAYER_COMPRESSORS[kind](layer) for layer in encoder_layers(model)]
     _fold_leftover_gates(model)
     _update_config(model, kind, sizes)
     return model.eval()

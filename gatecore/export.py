@@ -3,9 +3,9 @@
 A folder written by `save_compressed` is a normal Hugging Face model folder (config.json +
 safetensors). When every layer has the same sizes and they are expressible by the config
 (`config.gatecore_uniform`), plain `AutoModel*.from_pretrained(path)` rebuilds the model. Otherwise
-(per-layer sizes, BERT heads of a reduced size, LLaMA RoPE subsets) `load_compressed` builds the
-model from the config, gives every linear layer the shape of its saved tensor and every attention
-module the sizes recorded in `config.gatecore_layers`, then loads the tensors.
+(per-layer sizes, BERT heads of a reduced size, MPNet head subsets, LLaMA RoPE subsets)
+`load_compressed` builds the model from the config, gives every linear layer the shape of its saved
+tensor and every attention module the sizes recorded in `config.gatecore_layers`, then loads the tensors.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from torch import nn
 from .compress import layer_sizes
 from .compress_bert import set_attention_sizes as set_bert_attention_sizes
 from .compress_llama import set_attention_sizes as set_llama_attention_sizes
+from .compress_mpnet import set_attention_sizes as set_mpnet_attention_sizes
 from .families import encoder_layers, family
 from .inject import set_module
 
@@ -54,9 +55,13 @@ def _resize_linears(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 
 def _set_attention(model: nn.Module) -> None:
-    if family(model) == "bert":
+    kind = family(model)
+    if kind == "bert":
         for layer, s in zip(encoder_layers(model), layer_sizes(model)):
             set_bert_attention_sizes(layer.attention.self, s.heads, s.head_dim)
+    elif kind == "mpnet":
+        for layer, s in zip(encoder_layers(model), layer_sizes(model)):
+            set_mpnet_attention_sizes(layer.attention.attn, s.heads, s.head_dim, s.heads_kept)
     else:
         for layer, s in zip(encoder_layers(model), layer_sizes(model)):
             set_llama_attention_sizes(layer.self_attn, s.head_dim, s.heads // s.kv_heads, s.rope_dims)

@@ -2,7 +2,7 @@
 
     W' = diag(z_r) W diag(z_c),   b' = z_r * b          (eval gates z; LoRA merged before)
 
-`compress_bert` and `compress_llama` build their smaller layers from these; `compress` drives them.
+`compress_bert`, `compress_mpnet` and `compress_llama` build their smaller layers from these; `compress` drives them.
 """
 from __future__ import annotations
 
@@ -92,3 +92,4 @@ class LayerSizes:
     intermediate: int
     padding_weights: int
     rope_dims: list[int] | None = None  # LLaMA: indices into the full rotary dim, when fewer pairs are kept
+    heads_kept: list[int] | None = None  # MPNet: the original heads kept (their rows of the shared position bias)

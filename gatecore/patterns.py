@@ -8,7 +8,7 @@ from torch import nn
 
 from .accounting import GateReport, check_finite_gates, gate_report, gated_layers
 from .checks import check_bool, check_fraction, check_int
-from .families import encoder_layers, family
+from .families import attention_parts, encoder_layers, family
 from .gates import GatedLinear
 
 CLOSED_THETA = -2.0  # tanh(-2) + 0.5 < 0: the eval gate is exactly 0
@@ -32,12 +32,13 @@ def _head_dims(heads: int, d: int, frac: float, g: torch.Generator) -> torch.Ten
     return torch.cat([h * d + _choose(d, k, g) for h in range(heads)])
 
 
-def _bert_layer(layer: nn.Module, s: float, g: torch.Generator) -> None:
-    att = layer.attention.self
+def _bert_layer(layer: nn.Module, s: float, g: torch.Generator, kind: str) -> None:
+    """A BERT-like or MPNet block (the same structure under other names)."""
+    att, q, k, v, o = attention_parts(layer, kind)
     H, d = att.num_attention_heads, att.attention_head_size
     qk, vo = _head_dims(H, d, s, g), _head_dims(H, d, s, g)
-    _close(att.query, "row", qk), _close(att.key, "row", qk)
-    _close(att.value, "row", vo), _close(layer.attention.output.dense, "col", vo)
+    _close(q, "row", qk), _close(k, "row", qk)
+    _close(v, "row", vo), _close(o, "col", vo)
     up = layer.intermediate.dense
     ffn = _choose(up.out_features, round(s * up.out_features), g)
     _close(up, "row", ffn), _close(layer.output.dense, "col", ffn)
@@ -79,11 +80,14 @@ def random_gate_pattern(model: nn.Module, sparsity: float, seed: int = 0, struct
     if not layers:
         raise ValueError("random_gate_pattern needs a gated model; call gatecore.add_gates first")
     check_finite_gates(model)  # the report at the end would refuse them, after the change
-    per_layer = (_bert_layer if family(model) == "bert" else _llama_layer) if structured else None
+    kind = family(model) if structured else None
     g = torch.Generator().manual_seed(seed)
     if structured:
         for layer in encoder_layers(model):
-            per_layer(layer, sparsity, g)
+            if kind == "llama":
+                _llama_layer(layer, sparsity, g)
+            else:
+                _bert_layer(layer, sparsity, g, kind)
     else:
         frac = 1.0 - math.sqrt(1.0 - sparsity)
         for m in layers.values():

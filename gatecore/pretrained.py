@@ -37,7 +37,8 @@ def looks_local(name_or_path: str | os.PathLike) -> bool:
 
 
 def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
-    """None or the offline model's name -> its local folder; a local folder as is; else a hub id.
+    """None or the offline model's name -> its local folder; "all-mpnet-base-v2" -> its folder in the
+    cache (FileNotFoundError naming `make base-model` when not installed); a local folder as is; else a hub id.
 
     A name that looks local (`looks_local`) but does not exist is a FileNotFoundError, never a
     download. A hub id is only fetched when HF_HUB_OFFLINE is not set to 1.
@@ -47,6 +48,9 @@ def resolve_model(name_or_path: str | os.PathLike | None = None) -> str:
                         f"{name_or_path!r} ({type(name_or_path).__name__})")
     if name_or_path is None or str(name_or_path) in (OFFLINE_MODEL, "sentence-transformers/" + OFFLINE_MODEL):
         return str(local_model_dir())
+    from .base_model import BASE_MODEL, base_model_dir  # here: `python -m gatecore.base_model` imports gatecore first
+    if str(name_or_path) == BASE_MODEL:  # the hub id sentence-transformers/... stays a hub id (online users)
+        return str(base_model_dir())
     p = Path(name_or_path).expanduser()
     if p.exists():
         if not (p / "config.json").is_file():

@@ -15,7 +15,7 @@ from torch import nn
 
 from .checks import check_int
 from .compress import layer_sizes
-from .families import encoder_layers, family
+from .families import attention_parts, encoder_layers, family
 from .parameters import gate_parameters, ids, lora_parameters
 
 
@@ -30,10 +30,6 @@ def count_model_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in skip)
 
 
-def _query(layer: nn.Module, kind: str) -> nn.Module:
-    return layer.attention.self.query if kind == "bert" else layer.self_attn.q_proj
-
-
 def encoder_linear_parameters(model: nn.Module) -> int:
     return sum(l.weight.numel() + (l.bias.numel() if l.bias is not None else 0)
                for layer in encoder_layers(model) for l in _linears(layer))
@@ -44,7 +40,7 @@ def flops_per_token(model: nn.Module, seq: int = 128) -> int:
     total = 0
     for layer in encoder_layers(model):
         total += sum(2 * l.weight.numel() for l in _linears(layer))
-        total += 4 * seq * _query(layer, kind).out_features
+        total += 4 * seq * attention_parts(layer, kind)[1].out_features
     return total
 
 

@@ -27,10 +27,22 @@ def tiny(kind):
 
 
 def test_every_listed_type_has_both_presets_and_a_compress_verdict():
-    listed = set(families.BERT_LIKE + families.LLAMA_LIKE)
+    listed = set(families.BERT_LIKE + families.MPNET_LIKE + families.LLAMA_LIKE)
     assert set(families.GATE_PRESETS) == set(families.LORA_PRESETS) == listed
     assert set(families.NOT_COMPRESSIBLE) < listed
     assert set(families.compressible_types()) == listed - set(families.NOT_COMPRESSIBLE)
+
+
+# what the registry accepted before MPNet joined it (issue 25), written out so a change cannot drop one silently
+ACCEPTED_BEFORE = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "llama", "mistral", "qwen2",
+                   "qwen3", "gemma", "gemma2", "phi3", "olmo", "olmo2")
+COMPRESSIBLE_BEFORE = tuple(t for t in ACCEPTED_BEFORE if t not in ("qwen3", "olmo2", "gemma2", "phi3"))
+
+
+def test_the_registry_rejects_nothing_it_accepted_before():
+    assert set(ACCEPTED_BEFORE) <= set(families.GATE_PRESETS) & set(families.LORA_PRESETS)
+    assert set(COMPRESSIBLE_BEFORE) <= set(families.compressible_types())
+    assert "mpnet" in families.compressible_types()
 
 
 @pytest.mark.parametrize("kind", ["ernie", "gemma", "olmo"])

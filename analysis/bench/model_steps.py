@@ -1,0 +1,160 @@
+"""Training-step time of each finetuning method on a second model against MiniLM, per task, in one process.
+
+    python -m analysis.bench_model_steps [--model all-mpnet-base-v2] [--tasks SST-2 MRPC] [--steps 3]
+
+For each task and method (head, bias, lora, full, gates, gates+lora), the runner's step (analysis/finetune
+train.py: mean pooling, its loss, plus the `params` sparsity penalty for gate methods; AdamW with the
+runner's parameter groups; 1 thread) is timed on MiniLM and on `--model`, alternating step by step, on
+the same examples: `steps` batches drawn from one epoch of length-bucketed batches (bucketed by the
+second model's token lengths, analysis/finetune/batching.py), each tokenized by each model's own
+tokenizer, after `WARMUP` untimed steps. Machine noise hits both models alike, so the per-method ratio
+model / MiniLM (of CPU seconds, the steadier on shared cores; wall seconds are recorded too) is the
+result, and times the MiniLM gates step of results/batching.json it sizes a protocol on the second model.
+Only two models are held at a time (one method, one task). Resumable in chunks: the results file is
+rewritten after each task, a task already in it (same model, methods, batch and steps) is kept, not
+rerun (processes may run different tasks side by side: each reads the file back before writing it),
+and each task records its own command and provenance, plus the process's peak RSS (run one task per
+process for a per-task peak). Writes results/model_steps_<model>.json.
+"""
+from __future__ import annotations
+
+import argparse
+import gc as pygc
+import json
+import random
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+import gatecore
+from gatecore.methods import GATE_METHODS, METHODS, param_groups
+from gatecore.pooling import pooled_logits
+
+from analysis.data import GLUE_TASKS, load_task
+from analysis.finetune.batching import POOL, bucketed_batches
+from analysis.finetune.config import GATE_LR, HEAD_LR, LR_GRID, OBJECTIVE, REG_SIGMA, SIGMA
+from analysis.finetune.train import build_model, collate, encode, task_loss
+from analysis.provenance import ROOT, provenance, write_json
+
+MODEL, BATCH, MAX_LEN, STEPS, WARMUP, SEED = "all-mpnet-base-v2", 32, 128, 3, 1, 0
+REMOVED = 0.3  # the penalty's target: what the runner asks by default (keep 0.7)
+
+
+def method_model(name: str, method: str, num_labels: int):
+    """(model in train mode, tokenizer, AdamW) for `method`, built as the finetuning runner builds it."""
+    cfg = dict(model=name, method=method, seed=SEED, sigma=SIGMA, reg_sigma=REG_SIGMA, bias=True, lora_r=8, lora_alpha=16)
+    model, tok = build_model(cfg, num_labels)
+    lr = LR_GRID[method][0]
+    opt = torch.optim.AdamW(param_groups(model, lr, None if method == "head" else HEAD_LR,
+                                         GATE_LR[0] if method in GATE_METHODS else None), weight_decay=0.0)
+    return model.train(), tok, opt
+
+
+def step(model, opt, method, inputs, labels, num_labels) -> None:
+    loss = task_loss(pooled_logits(model, inputs, "mean"), labels, num_labels)
+    if method in GATE_METHODS:
+        loss = loss + gatecore.sparsity_penalty(model, OBJECTIVE, target=REMOVED)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def bench_method(task, method: str, batches: list, enc: dict) -> dict:
+    """Both models (the keys of `enc`, their encoded train split), one method: WARMUP steps each, then
+    `batches` alternating model by model."""
+    names = tuple(enc)
+    built = {n: method_model(n, method, task.num_labels) for n in names}
+    wall, cpu, tokens = ({n: [] for n in names} for _ in range(3))
+    for i, idx in enumerate(batches):
+        for n, (model, tok, opt) in built.items():
+            inputs, labels = collate(enc[n], idx, tok.pad_token_id, "cpu")
+            t, c = time.perf_counter(), time.process_time()
+            step(model, opt, method, inputs, labels, task.num_labels)
+            if i >= WARMUP:
+                wall[n].append(time.perf_counter() - t)
+                cpu[n].append(time.process_time() - c)
+                tokens[n].append(inputs["input_ids"].numel())
+    base, other = names
+    out = {n: {"cpu_s": statistics.fmean(cpu[n]), "wall_s": statistics.fmean(wall[n]), "cpu_s_all": cpu[n],
+               "wall_s_all": wall[n], "tokens_per_batch": statistics.fmean(tokens[n]),
+               "trainable": gatecore.count_parameters(built[n][0]).as_dict()} for n in names}
+    out["ratio_cpu"] = out[other]["cpu_s"] / out[base]["cpu_s"]
+    out["ratio_wall"] = out[other]["wall_s"] / out[base]["wall_s"]
+    del built
+    pygc.collect()
+    return out
+
+
+def bench_task(name: str, args) -> dict:
+    task = load_task(name, glue=args.glue_dir)
+    names = (gatecore.OFFLINE_MODEL, args.model)
+    enc = {n: encode(AutoTokenizer.from_pretrained(gatecore.resolve_model(n)), task.train, MAX_LEN) for n in names}
+    lengths = [len(x) for x in enc[args.model].ids]  # the second model's lengths set the buckets
+    epoch = bucketed_batches(lengths, args.batch, random.Random(SEED), POOL)
+    batches = random.Random(SEED + 1).sample(epoch, WARMUP + args.steps)
+    res = {"n_train": len(lengths), "methods": {}, **provenance(chunk_config(args), SEED, "cpu")}
+    for method in args.methods:
+        r = res["methods"][method] = bench_method(task, method, batches, enc)
+        print(f"{name:<6} {method:<11} {r[gatecore.OFFLINE_MODEL]['cpu_s']:>8.2f}s {r[args.model]['cpu_s']:>8.2f}s "
+              f"{r['ratio_cpu']:>6.2f}x {r['ratio_wall']:>6.2f}x {r[args.model]['tokens_per_batch']:>7.0f}", flush=True)
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return res
+
+
+def kept_tasks(out: Path, args) -> dict:
+    """The tasks of the results file measured with this config (same model, methods, batch, steps, ...)."""
+    done = json.loads(out.read_text())["tasks"] if out.is_file() else {}
+    same = chunk_config(args)
+    return {t: r for t, r in done.items() if {k: r.get("config", {}).get(k) for k in same} == same}
+
+
+def chunk_config(args) -> dict:
+    return {"model": args.model, "methods": list(args.methods), "batch": args.batch, "steps": args.steps,
+            "max_len": MAX_LEN, "warmup": WARMUP, "pool": POOL, "threads": 1, "pooling": "mean",
+            "gate_penalty": f"{OBJECTIVE}, target {REMOVED}", "baseline": gatecore.OFFLINE_MODEL}
+
+
+def write(out, args, tasks: dict) -> dict:
+    """The results file: every task measured so far (also by another process writing the same file: its
+    tasks are read back first), the median ratio per method over them."""
+    tasks.update({t: r for t, r in kept_tasks(out, args).items() if t not in tasks})
+    ratios = {m: statistics.median(t["methods"][m]["ratio_cpu"] for t in tasks.values()) for m in args.methods}
+    write_json(out, {**provenance({**chunk_config(args), "tasks": list(tasks)}, SEED, "cpu"),
+                     "median_ratio_cpu": ratios, "tasks": tasks})
+    return ratios
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=MODEL, help="the model timed against MiniLM (default: %(default)s)")
+    ap.add_argument("--tasks", nargs="+", default=list(GLUE_TASKS), help="GLUE tasks (default: %(default)s)")
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods (default: all)")
+    ap.add_argument("--batch", type=int, default=BATCH, help="batch size (default: %(default)s)")
+    ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per model, method and task (default: %(default)s)")
+    ap.add_argument("--glue-dir", help="GLUE folder (default: analysis.data's)")
+    ap.add_argument("--out", help="results file (default: results/model_steps_<model>.json)")
+    args = ap.parse_args(argv)
+    if args.batch < 1 or args.steps < 1:
+        ap.error("--batch and --steps must be >= 1")
+    try:
+        gatecore.resolve_model(args.model)
+    except (FileNotFoundError, ImportError) as e:
+        ap.error(str(e))
+    torch.set_num_threads(1)
+    out = Path(args.out or ROOT / "results" / f"model_steps_{Path(args.model).name}.json")
+    print(f"{'task':<6} {'method':<11} {'MiniLM':>9} {'model':>9} {'cpu':>7} {'wall':>7} {'tokens':>7}  (s per step, 1 thread)")
+    tasks = kept_tasks(out, args)
+    for t in args.tasks:
+        if t in tasks:
+            print(f"{t:<6} already in {out}: kept")
+            continue
+        tasks[t] = bench_task(t, args)
+        write(out, args, tasks)  # after each task: a killed run keeps what it measured
+    ratios = write(out, args, tasks)
+    print("median over tasks, CPU-time ratio model / MiniLM: " + ", ".join(f"{m} {r:.2f}x" for m, r in ratios.items()))
+    print(f"wrote {out}")
+    return 0
