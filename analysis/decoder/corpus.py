@@ -1,0 +1,54 @@
+"""The offline text corpus of the task-agnostic study: Wikipedia and news sentences from the GLUE files in data/glue/.
+
+    Wikipedia: the `sentence` column of QNLI dev (from SQuAD v1.1, CC BY-SA 4.0), each distinct sentence once
+    news:      both sentences of every MRPC pair, train and dev (Dolan & Brockett 2005, Microsoft's licence terms)
+
+Provenance, checksums and licences: data/glue/README.md. The split is by a hash of the text (QNLI) or of the
+pair's ids (MRPC), so the two paraphrases of a pair never land on both sides: `heldout` is ~10% of each source,
+`train` the rest (training text and the pruning baselines' calibration text alike).
+"""
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from analysis.data import read_glue
+
+HELDOUT_PERCENT = 10
+
+
+def _bucket(key: str) -> int:
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 100
+
+
+def corpus_texts(split: str) -> list[str]:
+    """Sentences of `split` ('train' or 'heldout'), in file order: QNLI sentences, then MRPC pairs."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    want = (lambda b: b < HELDOUT_PERCENT) if split == "heldout" else (lambda b: b >= HELDOUT_PERCENT)
+    out, seen = [], set()
+    for _, sentence in read_glue("qnli", "dev").texts:
+        if sentence not in seen and want(_bucket(sentence)):
+            out.append(sentence)
+        seen.add(sentence)
+    for part in ("train", "dev"):
+        for s1, s2 in read_glue("mrpc", part).texts:
+            if want(_bucket(s1 + "\t" + s2)):
+                out += [s1, s2]
+    return out
+
+
+def token_chunks(tokenizer, texts: list[str], length: int, max_chunks: int | None = None) -> torch.Tensor:
+    """(n, length) token ids: the texts tokenized one by one, joined by a newline token, cut into full chunks."""
+    sep = tokenizer.encode("\n", add_special_tokens=False)
+    need = None if max_chunks is None else max_chunks * length
+    stream: list[int] = []
+    for t in texts:
+        stream += tokenizer.encode(t, add_special_tokens=False) + sep
+        if need is not None and len(stream) >= need:
+            break
+    n = len(stream) // length if max_chunks is None else min(max_chunks, len(stream) // length)
+    if n == 0:
+        raise ValueError(f"the texts give {len(stream)} tokens, fewer than one chunk of {length}")
+    return torch.tensor(stream[:n * length]).view(n, length)
