@@ -127,4 +127,8 @@ def load_causal_lm(name_or_path=None, dtype=None, attn_implementation: str | Non
         folder, extra = resolve_model(name_or_path), {}
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation,
                                                  **extra, **kw)
+    if extra:  # dequantized on load: plain float tensors now, so it saves (save_compressed) like any model
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
     return model.eval(), AutoTokenizer.from_pretrained(folder, **extra)
