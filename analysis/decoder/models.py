@@ -2,6 +2,7 @@
 grouped KV heads (tests, smoke runs), and gated / compressed copies of either."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -61,3 +62,17 @@ def gated_random(model, removed: float, seed: int = 0):
 def compressed(gated):
     """A compressed copy of a gated model (the gated one is left as it is)."""
     return gatecore.compress(copy.deepcopy(gated)).eval()
+
+
+@contextlib.contextmanager
+def exact_rmsnorm():
+    """LLaMA's RMSNorm rounds through float32 even in a float64 model; inside this block it stays in the input dtype,
+    so float64 comparisons mean 1e-10 (the tests' fixture does the same)."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+    forward = LlamaRMSNorm.forward
+    LlamaRMSNorm.forward = lambda self, x: self.weight.to(x.dtype) * (
+        x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
+    try:
+        yield
+    finally:
+        LlamaRMSNorm.forward = forward
