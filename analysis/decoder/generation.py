@@ -27,7 +27,7 @@ from analysis.cli import add_options, from_args, option
 from analysis.decoder.models import QUANT_NOTE, TINY, compressed, gated_random, load
 from analysis.provenance import ROOT, provenance, small_mode, write_json
 
-TRAINED = ROOT / "results" / "decoder" / "gates" / "sparsify_s30.pt"   # committed trained gates (sparsify.py)
+TRAINED = ROOT / "results" / "decoder" / "gates" / "sparsify_s20.pt"   # committed trained gates (sparsify.py, 20% stage)
 
 
 @dataclass(frozen=True)
