@@ -15,6 +15,7 @@ results/decoder/generation_<device>.json. The weights are Q4_1-dequantized (anal
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from dataclasses import dataclass, fields, replace
@@ -106,7 +107,6 @@ def patterns(cfg: GenerationConfig, dense) -> dict:
     """{name: (gated, removed_asked)}: random structured patterns and, when given, the trained gates."""
     out = {f"random_s{round(100 * s)}": (gated_random(dense, s, cfg.seed), s) for s in cfg.sparsity}
     if cfg.trained:
-        import copy
         gated = copy.deepcopy(dense)
         meta = gatecore.load_trainable(gated, cfg.trained)
         out["trained_" + Path(cfg.trained).stem] = (gated.eval(), meta.get("removed_asked"))
