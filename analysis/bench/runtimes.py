@@ -39,7 +39,7 @@ BATCHES = (1, 32)
 THREADS = (1, 0)               # 0: all cores
 SEQ = 128
 REPEATS = {1: 20, 32: 5}       # rounds per batch size (batch 32 costs ~30x batch 1)
-WARMUP = 2
+WARMUP = 1
 SEED = 0
 LAYOUTS = ("inner", "hidden")
 SENTENCES = ["a gripping, beautifully acted film .", "the plot is thin and the jokes fall flat",
@@ -151,7 +151,8 @@ def run(cfg: RuntimesConfig) -> Path:
     config = {f.name: _recorded(getattr(cfg, f.name)) for f in fields(cfg)}
     out = {**provenance(config, cfg.seed, "cpu"), "cpu_count": os.cpu_count(), "models": records, "cells": cells,
            "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"), "onnxscript": _version("onnxscript")}
-    tag = "s" + "-".join(f"{round(100 * s)}" for s in cfg.sparsity)
+    tag = ("s" + "-".join(f"{round(100 * s)}" for s in cfg.sparsity)
+           + "_t" + "-".join(str(t) if t > 0 else "all" for t in cfg.threads))
     path = write_json(Path(cfg.out) / f"bench_runtimes_{tag}.json", out)
     print(f"wrote {path}")
     return path
