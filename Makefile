@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup test figures experiments bench notebooks lab clean
+.PHONY: setup onnx test figures experiments bench bench-runtimes notebooks lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ setup: $(PY)
 	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name gatecore --display-name "gatecore (.venv)" >/dev/null
+
+# Optional: ONNX export and ONNX Runtime (gatecore.export_onnx, analysis.bench.runtimes); ~38 MB of wheels.
+onnx: $(PY)
+	$(PY) -m pip install -q -r requirements-onnx.txt
 
 test:
 	$(PY) -m pytest -q
@@ -42,6 +46,11 @@ LEVERS = --protocol cpu-converged --tasks SST-2 --methods gates --seeds 0 --no-b
 bench:
 	$(PY) -m analysis.bench --repeats 20
 	$(PY) -m analysis.bench_train
+
+# Eager PyTorch and ONNX Runtime, dense vs both compression layouts at 20/30/40% removed (needs `make onnx`).
+bench-runtimes:
+	$(PY) -m analysis.bench.runtimes --threads 1
+	$(PY) -m analysis.bench.runtimes --threads 0
 
 # Re-execute the notebooks (default settings) and save their outputs: NAME.py is the source, NAME.ipynb the result.
 notebooks:

@@ -23,6 +23,7 @@ STUDIES = {  # in the order they are drawn
     "hessian-race": "analysis.hessian.race",
     "finetune": "analysis.finetune.figures",
     "bench": "analysis.bench.latency",
+    "bench-runtimes": "analysis.bench.runtimes",
 }
 
 

@@ -158,6 +158,58 @@ def run(cfg: RuntimesConfig) -> Path:
     return path
 
 
+def make_figures(results_dir, figures_dir) -> list[Path]:
+    """Speedup vs removed fraction, eager and ONNX Runtime, both layouts, with each layout's FLOP ceiling:
+    one panel per (threads, batch), from results/bench_runtimes_*.json only."""
+    import json
+
+    import matplotlib.pyplot as plt
+    from analysis.provenance import warn_if_dirty
+    cells, records, notes = {}, {}, set()
+    for f in sorted(Path(results_dir).glob("bench_runtimes_*.json")):
+        d = json.loads(f.read_text())
+        if d.get("small_mode"):
+            continue
+        warn_if_dirty(f, d)
+        notes.add(d["config"].get("note") or "")
+        records.update(d["models"])
+        for c in d["cells"]:
+            cells[(c["threads"], c["batch"])] = c
+    if not cells:
+        return []
+    keys = sorted(cells)
+    threads, batches = sorted({t for t, _ in keys}), sorted({b for _, b in keys})
+    fig, axes = plt.subplots(len(threads), len(batches), figsize=(4.2 * len(batches), 3.4 * len(threads)),
+                             squeeze=False, sharex=True)
+    style = {"inner": "-", "hidden": "--"}
+    for (t, b), cell in cells.items():
+        ax = axes[threads.index(t)][batches.index(b)]
+        for layout in LAYOUTS:
+            names = sorted((n for n in records if n.startswith(layout + "_")), key=lambda n: records[n]["sparsity_asked"])
+            xs = [records[n]["sparsity_asked"] for n in names]
+            ax.plot(xs, [records[n]["size"][layout]["flop_speedup_ceiling"] for n in names], color="k", ls=style[layout],
+                    lw=0.9, alpha=0.6, label=f"FLOP ceiling, {layout}")
+            for rt, color in (("eager", "C0"), ("onnx", "C1")):
+                rows = [cell[rt][n] for n in names]
+                ys = [r["speedup"] for r in rows]
+                err = [[y - r["speedup_q25"] for y, r in zip(ys, rows)], [r["speedup_q75"] - y for y, r in zip(ys, rows)]]
+                ax.errorbar(xs, ys, yerr=err, color=color, ls=style[layout], marker="o" if layout == "inner" else "s",
+                            capsize=2, label=f"{'eager PyTorch' if rt == 'eager' else 'ONNX Runtime'}, {layout}")
+        ax.axhline(1.0, color="grey", lw=0.6)
+        ax.set_title(f"{t} thread{'s' if t > 1 else ''}, batch {b}, seq {cell['seq']} ({cell['repeats']} rounds)", fontsize=9)
+        ax.set_xlabel("fraction of the gated weights removed")
+        ax.set_ylabel("speedup over dense")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("MiniLM, dense / compressed latency (median of per-round ratios, bars: quartiles)\n"
+                 + "; ".join(n for n in notes if n), fontsize=8)
+    fig.tight_layout()
+    out = Path(figures_dir) / "bench_runtimes.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return [out]
+
+
 def _version(module: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
     try:
