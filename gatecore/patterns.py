@@ -8,7 +8,7 @@ from torch import nn
 
 from .accounting import GateReport, check_finite_gates, gate_report, gated_layers
 from .checks import check_bool, check_fraction, check_int
-from .compress_hidden import hidden_sites
+from .compress_hidden import check_layout, hidden_sites
 from .families import encoder_layers, family
 from .gates import GatedLinear
 
@@ -92,6 +92,8 @@ def random_gate_pattern(model: nn.Module, sparsity: float, seed: int = 0, struct
     check_bool("hidden", hidden)
     if hidden and not structured:
         raise ValueError("hidden=True spreads a structured pattern over the hidden width; it needs structured=True")
+    if hidden:
+        check_layout(model, "hidden")  # a family without listed hidden-width sites cannot spread the pattern
     layers = gated_layers(model)
     if not layers:
         raise ValueError("random_gate_pattern needs a gated model; call gatecore.add_gates first")
