@@ -47,3 +47,4 @@ def test_small_run_and_figure(tmp_path, monkeypatch, minilm):
     (tmp_path / "results" / path.name).write_text(json.dumps(d))
     figs = runtimes.make_figures(tmp_path / "results", tmp_path / "figures")
     assert len(figs) == 1 and figs[0].stat().st_size > 10_000
+    assert "| ONNX Runtime | 1 | 1 |" in runtimes.summary_table(tmp_path / "results")

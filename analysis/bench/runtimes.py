@@ -158,12 +158,10 @@ def run(cfg: RuntimesConfig) -> Path:
     return path
 
 
-def make_figures(results_dir, figures_dir) -> list[Path]:
-    """Speedup vs removed fraction, eager and ONNX Runtime, both layouts, with each layout's FLOP ceiling:
-    one panel per (threads, batch), from results/bench_runtimes_*.json only."""
+def load_results(results_dir) -> tuple[dict, dict, set]:
+    """({(threads, batch): cell}, {model name: record}, {notes}) from results/bench_runtimes_*.json (not small mode)."""
     import json
 
-    import matplotlib.pyplot as plt
     from analysis.provenance import warn_if_dirty
     cells, records, notes = {}, {}, set()
     for f in sorted(Path(results_dir).glob("bench_runtimes_*.json")):
@@ -175,6 +173,31 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
         records.update(d["models"])
         for c in d["cells"]:
             cells[(c["threads"], c["batch"])] = c
+    return cells, records, notes
+
+
+def summary_table(results_dir) -> str:
+    """Markdown: speedup (median of per-round ratios) per runtime, threads, batch and layout, with the FLOP ceilings."""
+    cells, records, _ = load_results(results_dir)
+    names = {layout: sorted((n for n in records if n.startswith(layout + "_")), key=lambda n: records[n]["sparsity_asked"])
+             for layout in LAYOUTS}
+    fracs = [f"{records[n]['sparsity_asked']:.0%}" for n in names["inner"]]
+    lines = ["| runtime | threads | batch | " + " | ".join(f"{lay} {f}" for lay in LAYOUTS for f in fracs) + " |",
+             "|---|---|---|" + "---|" * (len(LAYOUTS) * len(fracs))]
+    for (t, b), cell in sorted(cells.items()):
+        for rt in ("eager", "onnx"):
+            lines.append(f"| {'eager PyTorch' if rt == 'eager' else 'ONNX Runtime'} | {t} | {b} | " + " | ".join(
+                f"{cell[rt][n]['speedup']:.2f}x" for lay in LAYOUTS for n in names[lay]) + " |")
+    lines.append("| FLOP ceiling | | | " + " | ".join(
+        f"{records[n]['size'][lay]['flop_speedup_ceiling']:.2f}x" for lay in LAYOUTS for n in names[lay]) + " |")
+    return "\n".join(lines)
+
+
+def make_figures(results_dir, figures_dir) -> list[Path]:
+    """Speedup vs removed fraction, eager and ONNX Runtime, both layouts, with each layout's FLOP ceiling:
+    one panel per (threads, batch), from results/bench_runtimes_*.json only."""
+    import matplotlib.pyplot as plt
+    cells, records, notes = load_results(results_dir)
     if not cells:
         return []
     keys = sorted(cells)
