@@ -37,7 +37,7 @@ def test_small_run_and_figure(tmp_path, monkeypatch, minilm):
     model.save_pretrained(tmp_path / "tiny")
     minilm[1].save_pretrained(tmp_path / "tiny")
     monkeypatch.setenv("GATECORE_SMALL", "1")
-    path = runtimes.run(runtimes.RuntimesConfig(model=str(tmp_path / "tiny"), out=tmp_path / "results"))
+    path = runtimes.run(runtimes.RuntimesConfig(model=str(tmp_path / "tiny"), seq=32, out=tmp_path / "results"))
     d = json.loads(path.read_text())
     assert d["small_mode"] and set(d["models"]) == {"dense", "inner_20", "hidden_20"}
     assert all(r["onnx_max_abs_diff_vs_torch"] < 1e-5 for r in d["models"].values())
