@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .families import encoder_layers, family
-from .fold import pick
+from .fold import fold, pick
 from .inject import set_module
 
 LAYOUTS = ("inner", "hidden")
@@ -103,12 +103,10 @@ def hidden_sites(model: nn.Module):
             yield layer, path, layer.get_submodule(path), side
 
 
-def _live(weight: torch.Tensor, bias: torch.Tensor | None, side: str) -> torch.Tensor:
+def _live(mod: nn.Linear, side: str) -> torch.Tensor:
     """Hidden features a linear layer needs: nonzero columns (reader), or rows with a nonzero weight or bias (writer)."""
-    if side == "in":
-        return (weight != 0).any(0)
-    live = (weight != 0).any(1)
-    return live | (bias != 0) if bias is not None else live
+    f = fold(mod)
+    return f.col_live() if side == "in" else f.row_live()
 
 
 def hidden_kept(mod: nn.Module, side: str) -> tuple[int, int]:
@@ -118,7 +116,7 @@ def hidden_kept(mod: nn.Module, side: str) -> tuple[int, int]:
     if isinstance(mod, OutputScatter):
         return len(mod.out_index), mod.width
     if type(mod) is nn.Linear:
-        live = _live(mod.weight, mod.bias, side)
+        live = _live(mod, side)
         return max(1, int(live.sum())), live.numel()
     width = mod.in_features if side == "in" else mod.out_features  # gated or LoRA: nothing folded yet
     return width, width
@@ -134,7 +132,7 @@ def apply_hidden_layout(model: nn.Module) -> int:
     for layer, path, mod, side in list(hidden_sites(model)):
         if type(mod) is not nn.Linear:
             continue
-        live = _live(mod.weight, mod.bias, side)
+        live = _live(mod, side)
         n = max(1, int(live.sum()))
         if n == live.numel():
             continue
