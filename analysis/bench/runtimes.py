@@ -222,9 +222,17 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
         ax.set_title(f"{t} thread{'s' if t > 1 else ''}, batch {b}, seq {cell['seq']} ({cell['repeats']} rounds)", fontsize=9)
         ax.set_xlabel("fraction of the gated weights removed")
         ax.set_ylabel("speedup over dense")
+    for t in threads:
+        for b in batches:
+            if (t, b) not in cells:
+                ax = axes[threads.index(t)][batches.index(b)]
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"{t} threads, batch {b}: not run", ha="center", transform=ax.transAxes)
     axes[0][0].legend(fontsize=6)
-    fig.suptitle("MiniLM, dense / compressed latency (median of per-round ratios, bars: quartiles)\n"
-                 + "; ".join(n for n in notes if n), fontsize=8)
+    shared = any("shared" in n for n in notes)
+    fig.suptitle("MiniLM, dense / compressed latency (median of per-round ratios, bars: quartiles)"
+                 + ("\nmeasured on a shared machine: see the notes in results/bench_runtimes_*.json" if shared else ""),
+                 fontsize=8)
     fig.tight_layout()
     out = Path(figures_dir) / "bench_runtimes.png"
     out.parent.mkdir(parents=True, exist_ok=True)
