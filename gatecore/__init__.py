@@ -5,6 +5,8 @@ from .accounting import (GateReport, LayerGates, ParamCount, check_finite_gates,
 from .checkpoint import load_trainable, save_trainable
 from .compress import compress, layer_sizes
 from .export import load_compressed, save_compressed
+from .onnx_export import export_onnx, onnx_session
+from .peft_io import load_peft_adapter, save_peft_adapter
 from .gates import Gate, GatedLinear, track_input_means
 from .families import find_head
 from .inject import add_gates, add_lora, find_targets, mark_trainable, merge_lora
@@ -26,7 +28,7 @@ __all__ = [
     "load_causal_lm", "decoder_gguf_path", "DECODER_MODEL",
     "save_trainable", "load_trainable", "compress", "layer_sizes", "save_compressed", "load_compressed",
     "random_gate_pattern", "size_report", "SizeReport", "track_input_means", "kurtosis_weights",
-    "check_finite_gates", "nonfinite_gates",
+    "check_finite_gates", "nonfinite_gates", "export_onnx", "onnx_session", "save_peft_adapter", "load_peft_adapter",
 ]
 
 

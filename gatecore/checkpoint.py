@@ -4,6 +4,10 @@ The file holds only the trainable tensors and the adapter layout, so it is a few
 MiniLM; `load_trainable` re-applies the same `add_lora`/`add_gates` to a fresh pretrained
 model and loads the tensors, refusing a checkpoint that does not fit.
 
+Format: a safetensors file (`gatecore-trainable-v2`: the tensors, and the layout and meta as JSON in
+its header), whatever the file's name (run.safetensors is the natural one). Files written before
+(`gatecore-trainable-v1`, a torch file) still load: `read_checkpoint` tells them apart by content.
+
 Contract:
 - the saved tensors are exactly the parameters with requires_grad=True at save time, so
   `save_trainable` refuses a model with nothing trainable (the file would hold nothing);
@@ -14,6 +18,7 @@ Contract:
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -25,7 +30,8 @@ from .gates import GatedLinear
 from .inject import add_gates, add_lora, set_module
 from .lora import LoRALinear
 
-FORMAT = "gatecore-trainable-v1"
+FORMAT = "gatecore-trainable-v2"       # safetensors
+TORCH_FORMAT = "gatecore-trainable-v1"  # a torch file, as written before; still read
 
 
 def adapter_layout(model: nn.Module) -> dict:
@@ -62,10 +68,11 @@ def _check_meta(meta: dict, where: str = "meta") -> None:
 
 
 def save_trainable(model: nn.Module, path: str | os.PathLike, **meta) -> Path:
-    """Write the trainable tensors, the adapter layout and `meta` (JSON-like) atomically.
+    """Write the trainable tensors, the adapter layout and `meta` (JSON-like) atomically, as safetensors.
 
     The trainable tensors are the parameters with requires_grad=True; ValueError when there is
-    none (call `gatecore.mark_trainable` first), TypeError when `meta` holds other than plain data.
+    none (call `gatecore.mark_trainable` first), TypeError when `meta` holds other than plain data
+    (it is stored as JSON, so tuples come back as lists).
     """
     state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
     if not state:
@@ -76,8 +83,10 @@ def save_trainable(model: nn.Module, path: str | os.PathLike, **meta) -> Path:
     if path.is_dir():
         raise IsADirectoryError(f"save_trainable: {str(path)!r} is a folder; pass a file path such as run.pt")
     path.parent.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, "state": state, "layout": adapter_layout(model), "meta": meta}, tmp)
+    header = {"format": FORMAT, "layout": json.dumps(adapter_layout(model)), "meta": json.dumps(meta)}
+    save_file({n: t.contiguous() for n, t in state.items()}, str(tmp), metadata=header)
     os.replace(tmp, path)
     return path
 
@@ -94,14 +103,32 @@ def _damaged(path, what: str) -> ValueError:
                       "write one with gatecore.save_trainable")
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The checkpoint at `path`, its structure checked; one clear error for a missing, unreadable or foreign file."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path must be a file path (str or os.PathLike), got {path!r} ({type(path).__name__})")
-    file = Path(path).expanduser()
-    if not file.is_file():
-        what = "is a folder" if file.is_dir() else "does not exist"
-        raise FileNotFoundError(f"checkpoint {str(path)!r} {what}; {_EXPECTED}")
+def _is_safetensors(file: Path) -> bool:
+    """A safetensors file starts with an 8-byte header length, then its JSON header."""
+    with open(file, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _read_safetensors(file: Path, path) -> dict:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            header = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # a damaged header or payload
+        raise ValueError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: truncated or damaged "
+                         f"safetensors); {_EXPECTED}") from None
+    if header.get("format") != FORMAT:
+        raise _damaged(path, "no format tag")
+    try:
+        layout, meta = json.loads(header.get("layout", "")), json.loads(header.get("meta", "{}"))
+    except json.JSONDecodeError:
+        raise _damaged(path, "its adapter layout or meta is not JSON") from None
+    return {"format": FORMAT, "state": state, "layout": layout, "meta": meta}
+
+
+def _read_torch(file: Path, path) -> dict:
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=True)
     except PermissionError:
@@ -109,8 +136,21 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     except Exception as e:  # truncated (an OSError too), random bytes, arbitrary pickles: torch's message misleads
         raise ValueError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: truncated, damaged or not "
                          f"a torch file); {_EXPECTED}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") != TORCH_FORMAT:
         raise _damaged(path, "no format tag")
+    return ckpt
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The checkpoint at `path` (safetensors, or an old torch file), its structure checked: {"format", "state",
+    "layout", "meta"}; one clear error for a missing, unreadable or foreign file."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike), got {path!r} ({type(path).__name__})")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        what = "is a folder" if file.is_dir() else "does not exist"
+        raise FileNotFoundError(f"checkpoint {str(path)!r} {what}; {_EXPECTED}")
+    ckpt = _read_safetensors(file, path) if _is_safetensors(file) else _read_torch(file, path)
     layout, state, meta = ckpt.get("layout"), ckpt.get("state"), ckpt.get("meta", {})
     if not (isinstance(layout, dict) and isinstance(layout.get("gates"), dict) and isinstance(layout.get("lora"), dict)
             and all(isinstance(o, dict) for o in [*layout["gates"].values(), *layout["lora"].values()])):
@@ -177,8 +217,8 @@ def _wrap_as_recorded(model: nn.Module, layout: dict, path) -> list[tuple[str, n
 
 def _mismatches(params: dict, state: dict) -> list[str]:
     missing = [f"no parameter {n}" for n in state if n not in params]
-    wrong = [f"{n}: checkpoint {tuple(t.shape)} vs model {tuple(params[n].shape)}"
-             for n, t in state.items() if n in params and params[n].shape != t.shape]
+    wrong = [f"{n}: checkpoint {tuple(state[n].shape)} vs model {tuple(p.shape)}"  # in the model's order
+             for n, p in params.items() if n in state and p.shape != state[n].shape]
     return missing[:5] + wrong[:5]
 
 

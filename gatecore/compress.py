@@ -1,6 +1,7 @@
 """Physical compression: a gated model becomes a smaller model of the same class (docs/design.md §3).
 
-    compress(model)   # in place; returns the model, e.g. a smaller BertForSequenceClassification
+    compress(model)                    # in place; returns the model, e.g. a smaller BertForSequenceClassification
+    compress(model, layout="hidden")   # also drop the hidden-width columns/rows the gates closed (compress_hidden.py)
 
 Every gate is first folded into the weights, `W' = diag(z_r) W diag(z_c)`, `b' = z_r * b`
 (fractional gates, residual-stream gates, LoRA updates). Then, per transformer layer,
@@ -29,6 +30,9 @@ transformers does from its config, and the query rows carry the factor sqrt(d'/d
 layers with fewer RoPE pairs gather their cos/sin with a forward pre-hook
 (`gatecore_rope_dims`, indices into the full rotary dimension). The residual (hidden)
 width is never changed. Every layer keeps at least one head and one neuron.
+
+Layouts: "inner" (the default) stops here, residual-stream gates folded into zero columns/rows;
+"hidden" then drops those columns/rows by per-layer gathers and scatters (compress_hidden.py).
 """
 from __future__ import annotations
 
@@ -39,6 +43,7 @@ from torch import nn
 
 from .accounting import check_finite_gates
 from .compress_bert import compress_bert_layer
+from .compress_hidden import InputGather, OutputScatter, apply_hidden_layout, check_layout
 from .compress_llama import compress_llama_layer
 from .compress_mpnet import compress_mpnet_layer
 from .families import encoder_layers, family
@@ -55,7 +60,7 @@ def _fold_leftover_gates(model: nn.Module) -> None:
         set_module(model, name, make_linear(fold(mod)))
 
 
-def _update_config(model: nn.Module, kind: str, sizes: list[LayerSizes]) -> None:
+def _update_config(model: nn.Module, kind: str, sizes: list[LayerSizes], layout: str) -> None:
     """Per-layer sizes go to config.gatecore_layers; the global fields only where they describe every layer."""
     cfg = model.config
     first = sizes[0]
@@ -72,32 +77,52 @@ def _update_config(model: nn.Module, kind: str, sizes: list[LayerSizes]) -> None
             cfg.head_dim = first.head_dim  # explicit, so changing the head count keeps it
             cfg.num_attention_heads, cfg.num_key_value_heads = first.heads, first.kv_heads
     cfg.gatecore_compressed = True
-    cfg.gatecore_uniform = bool(loadable)  # True: plain from_pretrained rebuilds these shapes
+    cfg.gatecore_layout = layout
+    cfg.gatecore_uniform = bool(loadable) and not _has_hidden_wrappers(model)  # True: plain from_pretrained works
     cfg.gatecore_layers = [asdict(s) for s in sizes]
 
 
+def _has_hidden_wrappers(model: nn.Module) -> bool:
+    return any(isinstance(m, (InputGather, OutputScatter)) for m in model.modules())
+
+
 @torch.no_grad()
-def compress(model: nn.Module) -> nn.Module:
+def compress(model: nn.Module, layout: str = "inner") -> nn.Module:
     """Remove every structure the eval gates allow, in place; returns the same (now smaller) model.
 
     The result has no gates, the same class, smaller nn.Linear shapes, and outputs equal to the
     gated model's eval outputs (up to rounding). It is returned in **eval mode**, whatever the
     mode before: it is built from the eval gates, and is an inference model (as `load_compressed`
     returns it); call `.train()` to finetune it further. A model compressed before, with no gates
-    added since, is returned unchanged; a model that was never gated is an error, and so are NaN/inf
-    gate parameters (checked, like the model type, before anything changes).
+    added since, is returned unchanged (or, asked for layout="hidden", converted to it); a model that was
+    never gated is an error, and so are NaN/inf gate parameters (checked, like the model type and the
+    layout, before anything changes).
+
+    layout: "inner" drops heads, head dims and FFN neurons; "hidden" also the hidden-width columns of
+    the layers reading the residual stream and the rows of those writing it (compress_hidden.py). A
+    hidden-layout model cannot be gated again (its readers and writers are no longer nn.Linear).
     """
+    cfg = getattr(model, "config", None)
     if not any(isinstance(m, GatedLinear) for m in model.modules()):
-        if getattr(getattr(model, "config", None), "gatecore_compressed", False):
+        if getattr(cfg, "gatecore_compressed", False):
+            check_layout(model, layout)
+            if layout == "hidden" and apply_hidden_layout(model):
+                cfg.gatecore_layout, cfg.gatecore_uniform = "hidden", False
             return model
         raise ValueError("compress needs a gated model (gatecore.add_gates) with some gates closed; "
                          "this model has no GatedLinear layers")
     kind = family(model)
+    check_layout(model, layout)
+    if _has_hidden_wrappers(model):
+        raise ValueError("this model was compressed in the hidden layout, whose gathered/scattered layers cannot "
+                         "be compressed again; compress the gated model, or gate an inner-layout compressed model")
     check_finite_gates(model)
     merge_lora(model)
     sizes = [LAYER_COMPRESSORS[kind](layer) for layer in encoder_layers(model)]
     _fold_leftover_gates(model)
-    _update_config(model, kind, sizes)
+    if layout == "hidden":
+        apply_hidden_layout(model)
+    _update_config(model, kind, sizes, layout)
     return model.eval()
 
 

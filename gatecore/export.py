@@ -5,7 +5,8 @@ safetensors). When every layer has the same sizes and they are expressible by th
 (`config.gatecore_uniform`), plain `AutoModel*.from_pretrained(path)` rebuilds the model. Otherwise
 (per-layer sizes, BERT heads of a reduced size, MPNet head subsets, LLaMA RoPE subsets)
 `load_compressed` builds the model from the config, gives every linear layer the shape of its saved
-tensor and every attention module the sizes recorded in `config.gatecore_layers`, then loads the tensors.
+tensor and every attention module the sizes recorded in `config.gatecore_layers`, re-creates the hidden
+layout's gathers and scatters from their saved indices (`*.in_index`, `*.out_index`), then loads the tensors.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from .compress import layer_sizes
 from .compress_bert import set_attention_sizes as set_bert_attention_sizes
+from .compress_hidden import wrap_saved
 from .compress_llama import set_attention_sizes as set_llama_attention_sizes
 from .compress_mpnet import set_attention_sizes as set_mpnet_attention_sizes
 from .families import encoder_layers, family
@@ -112,6 +114,7 @@ def load_compressed(path: str | os.PathLike, device=None, attn_implementation: s
     dtype = next(t.dtype for t in state.values() if t.is_floating_point())
     model = cls._from_config(cfg, attn_implementation=attn_implementation)
     _resize_linears(model, state)
+    wrap_saved(model, state)  # the hidden layout's gathers and scatters
     _set_attention(model)
     model.to(dtype=dtype)  # before loading: load_state_dict copies into the existing dtype
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -8,6 +8,7 @@ from torch import nn
 
 from .accounting import GateReport, check_finite_gates, gate_report, gated_layers
 from .checks import check_bool, check_fraction, check_int
+from .compress_hidden import check_layout, hidden_sites
 from .families import attention_parts, encoder_layers, family
 from .gates import GatedLinear
 
@@ -60,8 +61,16 @@ def _llama_layer(layer: nn.Module, s: float, g: torch.Generator) -> None:
     _close(mlp.gate_proj, "row", ffn), _close(mlp.up_proj, "row", ffn), _close(mlp.down_proj, "col", ffn)
 
 
+def _hidden_width(model: nn.Module, frac: float, g: torch.Generator) -> None:
+    """Close round(frac * width) hidden-width gates of every reader (columns) and writer (rows), each its own set."""
+    for _, _, mod, side in hidden_sites(model):
+        n = mod.in_features if side == "in" else mod.out_features
+        _close(mod, "col" if side == "in" else "row", _choose(n, round(frac * n), g))
+
+
 @torch.no_grad()
-def random_gate_pattern(model: nn.Module, sparsity: float, seed: int = 0, structured: bool = True) -> GateReport:
+def random_gate_pattern(model: nn.Module, sparsity: float, seed: int = 0, structured: bool = True,
+                        hidden: bool = False) -> GateReport:
     """Close gates of a gated model at random, in place; returns its `gate_report`.
 
     structured=True: in every layer, a fraction `sparsity` of the FFN neurons (up row and down
@@ -72,10 +81,20 @@ def random_gate_pattern(model: nn.Module, sparsity: float, seed: int = 0, struct
     structured=False: every gate vector independently closes a random 1 - sqrt(1 - sparsity) of its
     entries (so about `sparsity` of each matrix is cut); `compress` then removes far less, since
     only structures closed at a matching end (docs/design.md §3) can go.
+    hidden=True (structured only): the removal is spread over both widths, as trained gates spread it:
+    the structures above at f = 1 - sqrt(1 - sparsity), and f of the hidden-width gates of every layer
+    reading (columns) or writing (rows) the residual stream, an independent set per matrix, so each
+    matrix loses 1 - (1 - f)^2 = sparsity. `compress(layout="hidden")` removes it all; the inner
+    layout about f of it.
     """
     sparsity = check_fraction("sparsity", sparsity)
     check_int("seed", seed, 0)
     check_bool("structured", structured)
+    check_bool("hidden", hidden)
+    if hidden and not structured:
+        raise ValueError("hidden=True spreads a structured pattern over the hidden width; it needs structured=True")
+    if hidden:
+        check_layout(model, "hidden")  # a family without listed hidden-width sites cannot spread the pattern
     layers = gated_layers(model)
     if not layers:
         raise ValueError("random_gate_pattern needs a gated model; call gatecore.add_gates first")
@@ -83,11 +102,14 @@ def random_gate_pattern(model: nn.Module, sparsity: float, seed: int = 0, struct
     kind = family(model) if structured else None
     g = torch.Generator().manual_seed(seed)
     if structured:
+        frac = 1.0 - math.sqrt(1.0 - sparsity) if hidden else sparsity
         for layer in encoder_layers(model):
             if kind == "llama":
-                _llama_layer(layer, sparsity, g)
+                _llama_layer(layer, frac, g)
             else:
-                _bert_layer(layer, sparsity, g, kind)
+                _bert_layer(layer, frac, g, kind)
+        if hidden:
+            _hidden_width(model, frac, g)
     else:
         frac = 1.0 - math.sqrt(1.0 - sparsity)
         for m in layers.values():

@@ -4,6 +4,7 @@ For every row the model's modules (type and mode per name), parameters and buffe
 values bitwise) and requires_grad flags are compared before and after the failed call.
 """
 import copy
+import json
 import math
 import os
 import pickle
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 import gatecore
+from gatecore.checkpoint import read_checkpoint
 from gatecore.tiny import tiny_batch, tiny_model
 
 NAN, INF = float("nan"), float("inf")
@@ -122,10 +125,11 @@ def files(tmp_path_factory, minilm) -> dict[str, Path]:
     torch.save({"x": torch.ones(2)}, f["foreign"])
     f["pickle"] = d / "pickle.pt"
     f["pickle"].write_bytes(pickle.dumps(Path("not/a/tensor")))  # only an unrestricted unpickler would read it
-    ckpt = torch.load(f["bert"], weights_only=True)
+    ckpt = read_checkpoint(f["bert"])
     ckpt["layout"]["gates"]["bert.embeddings.LayerNorm"] = dict(rows=True, cols=True, sigma=0.1, reg_sigma=None)
     f["bad_layout"] = d / "bad_layout.pt"
-    torch.save(ckpt, f["bad_layout"])  # the LoRA goes on first, then gating a LayerNorm fails: LoRA must be undone
+    save_file(ckpt["state"], str(f["bad_layout"]), metadata={"format": ckpt["format"], "layout": json.dumps(ckpt["layout"]),
+                                                             "meta": "{}"})  # the LoRA goes on first, then gating a LayerNorm fails: LoRA must be undone
     f["no_config"] = d / "no_config"
     f["no_config"].mkdir()
     return f

@@ -44,3 +44,35 @@ def test_mismatched_checkpoint_is_refused(tmp_path):
     torch.save({"x": 1}, tmp_path / "junk.pt")
     with pytest.raises(ValueError, match="not a gatecore trainable-state checkpoint"):
         gc.load_trainable(tiny_model("bert"), tmp_path / "junk.pt")
+
+
+def test_checkpoint_is_safetensors_and_old_torch_files_load(tmp_path, minilm):
+    import copy
+
+    from safetensors import safe_open
+
+    from gatecore.checkpoint import TORCH_FORMAT, adapter_layout
+    model = trained("bert")
+    path = gc.save_trainable(model, tmp_path / "run.safetensors", config={"keep": 0.7, "tasks": ("SST-2",)})
+    with safe_open(str(path), framework="pt") as f:  # a plain safetensors file: any reader sees the tensors
+        assert set(f.keys()) == {n for n, p in model.named_parameters() if p.requires_grad}
+    fresh = tiny_model("bert")
+    assert gc.load_trainable(fresh, path) == {"config": {"keep": 0.7, "tasks": ["SST-2"]}}  # JSON: tuples -> lists
+    batch = tiny_batch(model)
+    assert torch.equal(fresh(**batch).logits, model(**batch).logits)
+
+    # a file in the torch format written before (v1) still loads, with its tuples
+    state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    torch.save({"format": TORCH_FORMAT, "state": state, "layout": adapter_layout(model), "meta": {"t": (1, 2)}},
+               tmp_path / "old.pt")
+    old = tiny_model("bert")
+    assert gc.load_trainable(old, tmp_path / "old.pt") == {"t": (1, 2)}
+    assert torch.equal(old(**batch).logits, model(**batch).logits)
+    # and so do the committed v1 checkpoints of the Hessian study
+    real = copy.deepcopy(minilm[0])
+    meta = gc.load_trainable(real, "results/hessian/checkpoints/SST-2_gates-all_seed0.pt")
+    assert meta["run_id"] == "fc9375a00c29" and abs(gc.gate_report(real).removed_fraction - 0.3) < 0.02
+
+    (tmp_path / "cut.safetensors").write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="truncated or damaged"):
+        gc.load_trainable(tiny_model("bert"), tmp_path / "cut.safetensors")

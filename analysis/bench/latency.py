@@ -189,8 +189,8 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     series, ceiling, threads = {}, [], set()
     for f in files:
         d = json.loads(f.read_text())
-        if d["config"].get("profile"):
-            continue  # a profiling rerun of a setting already drawn
+        if "runs" not in d or d["config"].get("profile"):
+            continue  # another benchmark's file (bench_runtimes_*), or a profiling rerun of a setting already drawn
         warn_if_dirty(f, d)
         threads.add(d.get("threads"))
         kind = "unstructured" if d["config"].get("unstructured") else "structured"

@@ -1,0 +1,80 @@
+"""What "x% removed" removes: parameters, encoder-linear weights and FLOPs of compressed MiniLM, both layouts.
+
+    python -m analysis.bench.sizes          # the converged gate checkpoints + synthetic patterns -> results/compression_sizes.json
+
+"x% removed" (the request, `gate_report(...).removed_fraction`) counts the gated weight entries whose row
+or column gate is closed. What that saves depends on where the gates closed: `size_report` gives the
+parameters, encoder-linear weights and FLOPs removed in the inner layout (compress's default) and the
+hidden layout (docs/design.md §3). Rows: every trained gates-all checkpoint in results/hessian/checkpoints
+(~30% asked), and synthetic patterns (structured; spread over both widths, `hidden=True`).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+import gatecore
+from analysis.provenance import ROOT, provenance, write_json
+
+CHECKPOINTS = ROOT / "results" / "hessian" / "checkpoints"
+SPARSITIES = (0.2, 0.3, 0.4)
+SEQ = 128
+
+
+@dataclass(frozen=True)
+class SizesConfig:
+    checkpoints: Path = CHECKPOINTS   # every *gates-all*.pt in it
+    sparsity: tuple = SPARSITIES
+    seq: int = SEQ
+    seed: int = 0
+    out: Path = ROOT / "results" / "compression_sizes.json"
+
+
+def row(dense, gated, source: str, seq: int) -> dict:
+    rep = gatecore.gate_report(gated)
+    size = gatecore.size_report(dense, gatecore.compress(copy.deepcopy(gated)), seq=seq)
+    return {"source": source, "removed_asked_got": rep.removed_fraction,
+            **{layout: size.removed(layout) for layout in ("inner", "hidden")}, "size": size.as_dict()}
+
+
+def run(cfg: SizesConfig) -> Path:
+    torch.set_num_threads(1)
+    dense = gatecore.load_model()[0].eval()
+    rows = []
+    for ckpt in sorted(Path(cfg.checkpoints).glob("*gates-all*.pt")):
+        gated = copy.deepcopy(dense)
+        gatecore.load_trainable(gated, ckpt)
+        rows.append(row(dense, gated, f"trained: {ckpt.name}", cfg.seq))
+    for hidden in (False, True):
+        for s in cfg.sparsity:
+            gated = copy.deepcopy(dense)
+            gatecore.add_gates(gated)
+            gatecore.random_gate_pattern(gated, s, seed=cfg.seed, hidden=hidden)
+            rows.append(row(dense, gated, f"synthetic {'spread over both widths' if hidden else 'structured'} {s}", cfg.seq))
+    for r in rows:
+        print(f"{r['source']:<45} asked/got {r['removed_asked_got']:.3f}  " + "  ".join(
+            f"{layout}: params {r[layout]['params_removed']:.3f} linear {r[layout]['encoder_linear_removed']:.3f} "
+            f"FLOPs {r[layout]['flops_removed']:.3f}" for layout in ("inner", "hidden")))
+    config = {f.name: str(getattr(cfg, f.name)) if isinstance(getattr(cfg, f.name), Path) else getattr(cfg, f.name)
+              for f in fields(cfg)}
+    return write_json(cfg.out, {**provenance(config, cfg.seed, "cpu"), "rows": rows})
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.bench.sizes", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoints", type=Path, default=CHECKPOINTS, help="folder of gates-all checkpoints")
+    ap.add_argument("--out", type=Path, default=SizesConfig.out, help="results file")
+    args = ap.parse_args(argv)
+    if not args.checkpoints.is_dir():
+        ap.error(f"--checkpoints {args.checkpoints} is not a folder")
+    print(f"wrote {run(SizesConfig(checkpoints=args.checkpoints, out=args.out))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
