@@ -243,15 +243,6 @@ def test_real_model_answers_the_capital_of_france(smollm):
     assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
 
 
-def test_lr_grid_extends_at_an_edge_until_interior_or_bound():
-    from analysis.decoder.finetune import next_lr
-    assert next_lr({1e-3: (0.6, -1), 3e-3: (0.7, -1), 1e-2: (0.8, -1)}, 1e-5, 0.1) == pytest.approx(3e-2)
-    assert next_lr({1e-3: (0.9, -1), 3e-3: (0.7, -1), 1e-2: (0.8, -1)}, 1e-5, 0.1) == pytest.approx(1e-3 / 3)
-    assert next_lr({1e-3: (0.6, -1), 3e-3: (0.9, -1), 1e-2: (0.8, -1)}, 1e-5, 0.1) is None      # interior
-    assert next_lr({1e-3: (0.6, -1), 3e-3: (0.7, -1), 4e-2: (0.8, -1)}, 1e-5, 0.1) is None      # bound reached
-    assert next_lr({1e-3: (0.8, -2.0), 3e-3: (0.8, -1.0)}, 1e-5, 0.1) == pytest.approx(9e-3)    # tie: val loss decides
-
-
 def test_finetune_smoke_on_tiny(tmp_path):
     from analysis.decoder.finetune import FinetuneConfig, run
     cfg = FinetuneConfig(model="tiny-llama", methods=("gates", "lora-qv"), seeds=(0, 1), train_examples=8,

@@ -12,9 +12,9 @@ examples: zero-shot (the pretrained model, same prompt) and the majority class.
 Methods (the LM head / tied embedding is never trained): `gates` on the seven projections of every layer, gates
 alone (LLaMA has no biases), with the sparsity penalty and controller steering the removed fraction to
 `--removed` (asked vs got recorded); `lora-qv` r = 8 on q, v; `lora-all` r = 8 on all seven.
-Learning rates: per method a grid searched on val accuracy (then val loss) with seed 0; when the best point is at an edge of the
-grid, the grid is extended by a factor 3 in that direction, until the best is interior or the bound is reached
-(every point tried is recorded); the other seeds run at the chosen lr. Resumable: a rerun skips recorded runs.
+Learning rates: per method a grid searched on val accuracy (then val loss) with seed 0 by the grid rule of every study
+(analysis/gridsearch.py: a best point at an edge extends the grid by a factor 3 in that direction, until it is interior
+or at a bound; every point tried is recorded); the other seeds run at the chosen lr. Resumable: a rerun skips recorded runs.
 Writes results/decoder/finetune.jsonl. The weights are Q4_1-dequantized (analysis/decoder/models.py).
 """
 from __future__ import annotations
@@ -36,6 +36,7 @@ from gatecore.sparsity_control import SparsityController, correct_removed, remov
 from analysis.cli import add_options, from_args, option
 from analysis.data import read_glue
 from analysis.decoder.models import QUANT_NOTE, TINY, load
+from analysis.gridsearch import coordinate_search
 from analysis.provenance import ROOT, append_jsonl, provenance, read_jsonl
 
 PROMPT = ("<|im_start|>user\nIs the sentiment of this movie review positive or negative? Answer with one word.\n"
@@ -44,7 +45,6 @@ LABEL_WORDS = ("Negative", "Positive")      # SST-2 labels 0, 1; an assistant an
 METHODS = ("gates", "lora-qv", "lora-all")
 LR_GRIDS = {"gates": (0.03, 0.1, 0.3), "lora-qv": (3e-4, 1e-3, 3e-3), "lora-all": (3e-4, 1e-3, 3e-3)}
 LR_BOUNDS = {"gates": (1e-3, 3.0), "lora-qv": (1e-5, 0.1), "lora-all": (1e-5, 0.1)}
-EXTEND = 3.0
 
 
 @dataclass(frozen=True)
@@ -148,23 +148,6 @@ def train_run(base, tok, data, label_ids, pad_id, method: str, lr: float, seed: 
     return rec
 
 
-def best_lr(scores: dict[float, tuple]) -> float:
-    """The lr with the largest score (val accuracy, then -val loss)."""
-    return max(sorted(scores), key=lambda lr: scores[lr])
-
-
-def next_lr(scores: dict[float, tuple], lo: float, hi: float) -> float | None:
-    """The grid-extension rule: the best lr at an edge -> one more point x3 beyond it, within [lo, hi];
-    None when the best is interior or the bound is reached."""
-    lrs = sorted(scores)
-    best = best_lr(scores)
-    if best == lrs[0] and best / EXTEND >= lo:
-        return best / EXTEND
-    if best == lrs[-1] and best * EXTEND <= hi:
-        return best * EXTEND
-    return None
-
-
 def run(cfg: FinetuneConfig) -> Path:
     torch.set_num_threads(cfg.threads)
     model, tok = load(cfg.model)
@@ -192,12 +175,11 @@ def run(cfg: FinetuneConfig) -> Path:
                   + (f" removed {rec['removed_got']:.3f}" if "removed_got" in rec else ""), flush=True)
         return runs[(method, seed, lr)]
 
-    for method in cfg.methods:
-        score = lambda r: (r["val_acc"], -r["val_loss"])
-        scores = {lr: score(one(method, cfg.seeds[0], lr, "search")) for lr in LR_GRIDS[method]}
-        while (lr := next_lr(scores, *LR_BOUNDS[method])) is not None:
-            scores[lr] = score(one(method, cfg.seeds[0], lr, "search"))
-        best = best_lr(scores)
+    for method in cfg.methods:  # the grid rule of every study (analysis/gridsearch.py), on val accuracy, then val loss
+        def score(point, method=method):
+            r = one(method, cfg.seeds[0], point["lr"], "search")
+            return r["val_acc"], -r["val_loss"]
+        best = coordinate_search({"lr": list(LR_GRIDS[method])}, score, bounds={"lr": LR_BOUNDS[method]}).best["lr"]
         for seed in cfg.seeds[1:]:
             one(method, seed, best, "seeds")
     return Path(cfg.out)
