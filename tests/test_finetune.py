@@ -87,11 +87,11 @@ def test_killed_sweep_resumes_without_duplicates_or_losses(folder, tmp_path, mon
                 "--no-extend-grids")
     real, calls = runner.run_one, []
 
-    def dies_on_third(spec, cfg, device, progress=True, prior=None):
+    def dies_on_third(spec, cfg, device, progress=True, prior=None, points_file=None):
         calls.append(spec)
         if len(calls) == 3:
             raise KeyboardInterrupt  # the runner is killed while the third run is in flight
-        return real(spec, cfg, device, progress, prior)
+        return real(spec, cfg, device, progress, prior, points_file)
 
     monkeypatch.setattr(runner, "run_one", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
@@ -313,3 +313,29 @@ def test_dry_run_plans_a_csv_task_from_measured_per_token_step_times(folder, cap
                 "lora", "gates", "gates+lora", "--dry-run"])
     out = capsys.readouterr().out
     assert "plan: 3 runs to do" in out and "estimated wall time" in out and "seconds per token" in out
+
+
+def test_a_search_killed_part_way_resumes_from_its_trained_points(folder, tmp_path, monkeypatch):
+    """Each trained search point is kept as it finishes (<out>.points.jsonl): a rerun after a kill mid-search
+    trains only the missing points (and the chosen one again, to build its record) and records the same search."""
+    out = tmp_path / "runs.jsonl"
+    args = argv(folder, out, "--methods", "lora", "--lr", "1e-4", "3e-4", "1e-3", "--epochs", "1", "--no-extend-grids")
+    trained, real = [], runner.train
+
+    def dies_on_third(model, point, *a, **k):
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # a session stopped mid-search
+        trained.append(point["lr"])
+        return real(model, point, *a, **k)
+    monkeypatch.setattr(runner, "train", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.main(args)
+    assert not read_jsonl(out) and [p["point"]["lr"] for p in read_jsonl(runner.points_path(out))] == trained
+    first, trained[:] = list(trained), []
+    monkeypatch.setattr(runner, "train", lambda model, point, *a, **k: trained.append(point["lr"]) or real(model, point, *a, **k))
+    sweep.main(args)
+    rec = read_jsonl(out)[0]
+    assert sorted(h["lr"] for h in rec["hp_search"]) == [1e-4, 3e-4, 1e-3]
+    assert 1e-3 in trained and set(trained) - {1e-3} <= {rec["config"]["lr"]} and len(trained) <= 2
+    assert [h["val_main"] for h in rec["hp_search"] if h["lr"] in first] == \
+        [p["entry"]["val_main"] for p in read_jsonl(runner.points_path(out)) if p["point"]["lr"] in first][:len(first)]

@@ -27,7 +27,7 @@ from analysis.data import Task, load_task
 from analysis.finetune.config import SweepConfig, run_id
 from analysis.finetune.train import build_model, encode, evaluate, measured_keep, peak_mem_mb, train
 from analysis.gridsearch import FACTOR, MAX_STEPS, coordinate_search, point_key
-from analysis.provenance import ROOT, provenance
+from analysis.provenance import ROOT, append_jsonl, provenance, read_jsonl
 
 BENCH_BATCH, BENCH_LEN, BENCH_REPEATS = 32, 128, 5  # speedup: dense vs compressed forward, same process
 
@@ -42,7 +42,13 @@ def spec_task(spec: dict, cfg: SweepConfig) -> Task:
 def run_spec(spec: dict, cfg: SweepConfig, prior: dict | None, device) -> dict:
     """One run for analysis.finetune.schedule's workers (a module-level function, as spawned workers need)."""
     return run_one(spec, cfg, device, progress=not cfg.quiet and mp.current_process().name == "MainProcess",
-                   prior=prior)
+                   prior=prior, points_file=points_path(cfg.out) if cfg.out else None)
+
+
+def points_path(out: Path) -> Path:
+    """Where a sweep keeps each trained search point as it finishes, so that a search killed part-way resumes
+    without retraining them (results/finetune/<protocol>.points.jsonl; a line per point: run_id, point, entry)."""
+    return Path(out).with_name(Path(out).stem + ".points.jsonl")
 
 
 def compressed_info(model, spec, task, dev_enc, pad_id, device, gated_dev: dict, bench: bool) -> dict:
@@ -86,14 +92,18 @@ def entry_score(entry: dict) -> tuple:
     return entry.get("meets_keep", True), entry["val_main"]
 
 
-def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: dict | None = None) -> dict:
+def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: dict | None = None,
+            points_file: Path | None = None) -> dict:
     """Search the run's grids on val by the grid rule (analysis/gridsearch.py), then build the record of the
     chosen point. `prior`: an earlier record of this run whose search points are reused, not retrained (a grid
-    the rule extends); if one of them stays the choice, that record is kept and only its search grows."""
+    the rule extends); if one of them stays the choice, that record is kept and only its search grows.
+    `points_file`: points of this run already trained by an interrupted call are read from it, new ones appended."""
     task = spec_task(spec, cfg)
     gated = spec["method"] in GATE_METHODS
     grids = search_grids(spec)
+    rid = run_id(spec)
     old = (prior or {}).get("hp_search") or ([] if prior is None else [prior_entry(prior, grids)])
+    old += [line["entry"] for line in (read_jsonl(points_file) if points_file else []) if line["run_id"] == rid]
     entries = {point_key(entry_point(e, grids)): e for e in old}
     trained = {}  # point_key -> (point, model, res, enc, pad) of the best-scoring points trained here
 
@@ -112,6 +122,8 @@ def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: 
                          meets_keep=abs(got - res.removed_asked) <= point.get("removed_tol", sparsity_control.TOL))
         k = point_key(p)
         entries[k] = entry
+        if points_file:
+            append_jsonl(points_file, {"run_id": rid, "point": p, "entry": entry})
         top = max(entry_score(e) for e in entries.values())
         for other in [o for o in trained if entry_score(entries[o]) < top]:
             del trained[other]  # only the best-scoring models stay in memory
@@ -135,7 +147,7 @@ def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: 
     point, model, res, enc, pad = trained[best]
     val_main = entries[best]["val_main"]
     dev = evaluate(model, enc["dev"], task, point["pooling"], pad, device)
-    rec = {"run_id": run_id(spec), **provenance(point, point["seed"], device), "spec": spec, "task_info": task.info(),
+    rec = {"run_id": rid, **provenance(point, point["seed"], device), "spec": spec, "task_info": task.info(),
            "dev": dev, "dev_main": dev[task.metric], "val_main": val_main,
            "hp_search": search if len(search) > 1 else None, "grid": grid_info,
            "params": gatecore.count_parameters(model).as_dict(),
