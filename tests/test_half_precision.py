@@ -17,7 +17,7 @@ from gatecore.pooling import pooled_logits
 from gatecore.tiny import tiny_batch, tiny_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-import hf_trainer_run as run  # noqa: E402  (tests/ is on sys.path under pytest; explicit for direct runs)
+import hf_trainer_run as run  # tests/ is on sys.path under pytest; explicit for direct runs
 
 HALF = (torch.bfloat16, torch.float16)
 GRAD_MEDIAN, GRAD_WORST = 0.03, 0.06   # relative gradient error per gate vector vs float32 (~8 u and ~16 u)
@@ -76,7 +76,7 @@ def _gated(dtype, method, adapter_dtype=None, seed=0):
     """Gates at random thetas (away from the clamp: every gate has a gradient) and one fixed noise draw each."""
     model = gc.setup_method(tiny_model("bert", dtype=dtype), method, lora_r=2, adapter_dtype=adapter_dtype)
     g = torch.Generator().manual_seed(seed)
-    for n, p in adapters(model).items():
+    for p in adapters(model).values():
         with torch.no_grad():
             p.copy_(torch.empty(p.shape).uniform_(-0.4, 0.4, generator=g))
     for gate in (m for m in model.modules() if isinstance(m, gc.Gate)):
