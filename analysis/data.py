@@ -143,6 +143,21 @@ def _take(split: Split, n: int | None, seed: int) -> Split:
     return split.subset(sorted(idx[:n]))
 
 
+def task_key(name: str) -> str:
+    """The task's kind, from its name alone: a GLUE key (sst2, ...), rotten_tomatoes, csv, or the hf: name itself."""
+    if not isinstance(name, str):
+        raise DataError(f"a task name is a str, got {name!r} ({type(name).__name__})")
+    key = ALIASES.get(name.lower(), name.lower())
+    if key == "qnli":
+        raise DataError("QNLI has no train.tsv in GLUE (only dev); use read_glue('qnli', 'dev')")
+    if key in GLUE or key in ("rotten_tomatoes", "csv"):
+        return key
+    if name.startswith("hf:") and len(name) > 3:
+        return name
+    raise DataError(f"unknown task {name!r}; expected a GLUE name ({', '.join(GLUE_TASKS)}), rotten_tomatoes, csv "
+                    "or hf:PATH[:CONFIG]")
+
+
 def load_task(name: str, glue: str | os.PathLike | None = None, data_dir=None, text_cols=None, label_col=None,
               regression: bool = False, train_examples: int | None = None, val_examples: int | None = None,
               dev_examples: int | None = None, encoding: str = "utf-8") -> Task:
@@ -151,17 +166,14 @@ def load_task(name: str, glue: str | os.PathLike | None = None, data_dir=None, t
     `*_examples` take fixed-seed subsets (None = all); val is carved from the full train split first.
     `encoding` is that of a `csv` folder's files (GLUE and Rotten Tomatoes are UTF-8).
     """
-    key = ALIASES.get(name.lower(), name.lower())
-    names = None
+    key, names = task_key(name), None
     if key in GLUE:
-        if key == "qnli":
-            raise DataError(f"QNLI has no train.tsv in {glue_dir(glue)} (only dev); use read_glue('qnli', 'dev')")
         full, dev = read_glue(key, "train", glue), read_glue(key, "dev", glue)
         names, metric, source = GLUE[key][5], MAIN_METRIC[key], str(glue_dir(glue) / GLUE[key][0])
     elif key == "rotten_tomatoes":
         full, dev = carve(read_rotten_tomatoes(), RT_DEV_FRACTION, cap=10**9, seed=SPLIT_SEED + 1)
         names, metric, source = ("rotten", "fresh"), "accuracy", str(rotten_tomatoes_file())
-    elif key == "csv" or name.startswith("hf:"):
+    else:
         if key == "csv":
             if data_dir is None:
                 raise DataError("task 'csv' needs a folder of train/dev files: --data DIR (data_dir)")
@@ -172,9 +184,6 @@ def load_task(name: str, glue: str | os.PathLike | None = None, data_dir=None, t
             source = name
         full, dev = splits["train"], splits["dev"]
         metric = "pearson" if regression else "accuracy"
-    else:
-        raise DataError(f"unknown task {name!r}; expected a GLUE name ({', '.join(GLUE_TASKS)}), rotten_tomatoes, csv "
-                        "or hf:PATH[:CONFIG]")
     if len(full) < 2:
         raise DataError(f"{source}: train has {len(full)} example; val is carved from it, so it needs at least 2")
     train, val = carve(full)

@@ -23,6 +23,7 @@ from gatecore.methods import GATE_METHODS
 from gatecore.pretrained import OFFLINE_MODEL
 
 from analysis.finetune.protocols import DEFAULT_EPOCHS, PROTOCOLS
+from analysis.finetune.validate import check_options
 from analysis.provenance import ROOT, small_mode
 
 # defaults, visible: per-method lr grids (searched on val), gate settings (docs/design.md §1)
@@ -86,6 +87,7 @@ class SweepConfig:
     glue_dir: str | None = None
     data: str | None = None              # folder of train/dev CSV/TSV files (task 'csv')
     text_cols: tuple | None = None
+    encoding: str = "utf-8"              # of the --data files
     label_col: str | None = None
     regression: bool = False
     compress: bool = True                # gatecore.compress each gate run and check it
@@ -103,9 +105,7 @@ class SweepConfig:
         return frozen(cls, {"protocol": name, **PROTOCOLS[name], **overrides})
 
     def __post_init__(self):
-        if self.kurtosis_tau is not None and self.objective != "target":
-            raise ValueError(f"kurtosis_tau weights the paper's `target` objective only; set objective='target' "
-                             f"(got {self.objective!r})")
+        check_options(self)  # every number, name and flag, before the config exists (analysis/finetune/validate.py)
 
 
 def frozen(cls, values: dict):

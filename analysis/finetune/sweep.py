@@ -27,6 +27,7 @@ from analysis.finetune.config import (DEFAULT_EPOCHS, GRID_FROM, GRIDS, KURTOSIS
 from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
 from analysis.finetune.runner import run_spec, spec_task
 from analysis.finetune.schedule import Job, run_jobs
+from analysis.finetune.validate import ArgumentParser, cli, validate
 from analysis.provenance import read_jsonl
 
 
@@ -44,7 +45,7 @@ def summary(records: list[dict]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI of SweepConfig: one option per field (the protocol-only fields task_epochs,
     task_train_examples, lr_grids come from --protocol)."""
-    ap = argparse.ArgumentParser(prog="python -m analysis.finetune", description=__doc__,
+    ap = ArgumentParser(prog="python -m analysis.finetune", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     opt = ap.add_argument
     opt("--protocol", choices=sorted(PROTOCOLS), help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu --tasks RTE runs its RTE part")
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--data", help="folder of train/dev CSV/TSV files (task 'csv')")
     opt("--text-cols", nargs="+", help="text column(s) of --data / hf: tasks")
     opt("--label-col", help="label column of --data / hf: tasks")
+    opt("--encoding", help="text encoding of the --data files (default: utf-8)")
     opt("--regression", action="store_true", help="--data / hf: labels are numeric scores")
     opt("--no-compress", dest="compress", action="store_false", help="skip gatecore.compress of gate runs")
     opt("--no-bench", dest="bench", action="store_false", help="skip the dense vs compressed latency measurement")
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="search the lr/lam/gate-lr grids on the first seed only; later seeds train the point it chose on val")
     opt("--dry-run", action="store_true", help="list the runs, estimate the wall time from measured step times, exit")
     opt("--quiet", action="store_true", help="no per-run progress bars")
+    opt("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error")
     ap.set_defaults(**defaults())
     return ap
 
@@ -144,6 +147,7 @@ def run_sweep(cfg: SweepConfig) -> Path:
     With grid_on_first_seed, the later seeds of a setting wait for its first-seed run: they run in a
     second wave of the same call (or of a later call, if the first is cut short by --max-runs)."""
     cfg = resolve(cfg)
+    validate(cfg)  # everything, the data included, before anything is scheduled or written
     torch.set_num_threads(cfg.threads)
     specs = expand(cfg)
     recs = read_jsonl(cfg.out)
@@ -176,6 +180,11 @@ def run_sweep(cfg: SweepConfig) -> Path:
     return cfg.out
 
 
-def main(argv=None) -> int:
+def run_command(argv) -> int:
     run_sweep(parse_args(argv))
     return 0
+
+
+def main(argv=None) -> int:
+    """The command line; bad input ends in one line `error: ...` and exit status 2 (analysis/finetune/validate.py)."""
+    return cli(run_command, argv)
