@@ -95,6 +95,7 @@ ROWS = [
     ("QNLI has no train split", {"--tasks": ["QNLI"]}, [], r"--tasks: QNLI has no train\.tsv in GLUE \(only dev\)"),
     ("missing GLUE folder", {"--tasks": ["RTE"]}, ["--glue-dir", "{tmp}/glue"], r"--glue-dir .*glue: folder not found"),
     ("results path is a folder", {"--out": ["{tmp}"]}, [], r"--out .*: is a folder; expected a results file"),
+    ("checkpoint folder is a file", {"--checkpoint-dir": ["{out}"]}, [], r"--checkpoint-dir .*runs\.jsonl: is a file"),
     ("unknown tiny model", {"--model": ["tiny-gpt"]}, [], r"--model tiny-gpt: expected one of tiny-bert, tiny-roberta, tiny-llama"),
     ("max-len beyond the model's positions", {"--max-len": ["128"]}, [],
      r"--max-len 128: the model has 64 positions; use --max-len 4\.\.64"),

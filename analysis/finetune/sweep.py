@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI of SweepConfig: one option per field (the protocol-only fields task_epochs,
     task_train_examples, lr_grids come from --protocol)."""
     ap = ArgumentParser(prog="python -m analysis.finetune", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     opt = ap.add_argument
     opt("--protocol", choices=sorted(PROTOCOLS), help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu --tasks RTE runs its RTE part")
     opt("--out", type=Path, help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")

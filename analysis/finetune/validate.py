@@ -96,7 +96,7 @@ def _numbers(cfg) -> None:
 
 
 def check_options(cfg) -> None:
-    """Every option of a SweepConfig, without touching a file; raises ConfigError (or DataError for a task name)."""
+    """Every option of a SweepConfig, without touching a file; raises ConfigError."""
     try:
         if cfg.protocol is not None and cfg.protocol not in PROTOCOLS:
             raise ConfigError(f"--protocol: {cfg.protocol!r} is not one of {', '.join(sorted(PROTOCOLS))}")
@@ -192,6 +192,8 @@ def validate(cfg) -> None:
         raise ConfigError(f"--out {cfg.out}: is a folder; expected a results file (.jsonl)")
     if cfg.glue_dir is not None and not Path(cfg.glue_dir).expanduser().is_dir():
         raise ConfigError(f"--glue-dir {cfg.glue_dir}: folder not found")
+    if cfg.checkpoint_dir and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
+        raise ConfigError(f"--checkpoint-dir {cfg.checkpoint_dir}: is a file; expected a folder ('' for no checkpoints)")
     if not cfg.dry_run:  # a plan may be made on another machine than the run
         check_device(cfg.device)
     for task in cfg.tasks:
