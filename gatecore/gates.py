@@ -10,7 +10,7 @@ through `gated_matmul.gated_linear`, which folds the gates into a scaled copy of
 has a backward that needs no weight gradient; otherwise (few tokens, or gates around a
 `LoRALinear`, i.e. around W + BA) the gates scale the activations.
 
-Dtypes: theta is float32 on a half-precision layer (`checks.check_adapter_dtype`, docs/design.md §1); the
+Dtypes: theta is float32 on a half-precision layer (`checks.check_adapter_dtype`, docs/design.md §2); the
 gates are cast to the weight's dtype where they meet it, so the matmuls run in the model's dtype and
 a float32/float64 layer computes exactly as it would without the casts.
 """

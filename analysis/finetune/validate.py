@@ -157,18 +157,17 @@ def check_device(device) -> None:
 def check_model(cfg) -> None:
     """The model exists here (a folder, the offline model, tiny-<kind>, or a hub id when online) and every method
     can be set up on it with these options: built on the meta device from its config, no weights read."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
     if not isinstance(cfg.model, str) or not cfg.model:
         raise ConfigError(f"--model must be a model name or folder, got {cfg.model!r}")
-    if cfg.model.startswith("tiny-"):
-        if cfg.model[5:] not in TINY_KINDS:
-            raise ConfigError(f"--model {cfg.model}: expected one of {', '.join('tiny-' + k for k in TINY_KINDS)}")
-        mcfg = tiny_config(cfg.model[5:], num_labels=2)
-    else:
-        try:
-            mcfg = AutoConfig.from_pretrained(resolve_model(cfg.model), num_labels=2)
-        except (OSError, ValueError, TypeError) as e:  # FileNotFoundError: a missing folder, or offline with a hub id
-            raise ConfigError(f"--model {cfg.model}: {str(e).splitlines()[0]}") from None
+    tiny = cfg.model.startswith("tiny-")
+    if tiny and cfg.model[5:] not in TINY_KINDS:
+        raise ConfigError(f"--model {cfg.model}: expected one of {', '.join('tiny-' + k for k in TINY_KINDS)}")
+    try:  # the path first: transformers takes seconds to import
+        path = None if tiny else resolve_model(cfg.model)
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+        mcfg = tiny_config(cfg.model[5:], num_labels=2) if tiny else AutoConfig.from_pretrained(path, num_labels=2)
+    except (OSError, ValueError, TypeError) as e:  # FileNotFoundError: a missing folder, or offline with a hub id
+        raise ConfigError(f"--model {cfg.model}: {str(e).splitlines()[0]}") from None
     limit = getattr(mcfg, "max_position_embeddings", None)
     if limit is not None and cfg.max_len > limit:
         raise ConfigError(f"--max-len {cfg.max_len}: the model has {limit} positions; use --max-len {MIN_LEN}..{limit}")
