@@ -5,7 +5,7 @@
     bench/         python -m analysis.bench         latency of dense vs gated vs compressed; other benchmarks
     hessian*.py    python -m analysis.hessian, analysis.hessian_compare   Hessian spectra, gates vs LoRA
     bench_train.py python -m analysis.bench_train   training cost per method
-    data.py, metrics.py, provenance.py   shared: tasks and metrics, what every results file records
+    data.py, data_files.py, metrics.py, provenance.py   shared: tasks, their checked files, metrics, provenance
     figures.py     python -m analysis.figures       every figure from results/ (make figures)
     notebooks.py   python -m analysis.notebooks     execute the notebooks (make notebooks)
 

@@ -7,6 +7,9 @@
 
 Every task has train / val / dev splits: val is carved from train with a fixed seed (hyperparameters
 are chosen on it), dev is the reported set. GLUE TSVs are read with QUOTE_NONE: their text has raw quotes.
+
+The data is checked as it is read (analysis/data_files.py): every problem is a `DataError` naming the
+file and line, and a train split too small to carve val from is one too.
 """
 from __future__ import annotations
 
@@ -16,9 +19,10 @@ import importlib.util
 import io
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from .data_files import DataError, Split, open_text, read_folder, read_hf, undecodable
 from .metrics import MAIN_METRIC, task_metrics
 from .provenance import ROOT
 
@@ -39,22 +43,6 @@ GLUE = {
 }
 GLUE_TASKS = ("SST-2", "MRPC", "RTE", "CoLA", "STS-B")   # the GLUE tasks of the studies (folder names), in table order
 ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "rt": "rotten_tomatoes", "rotten-tomatoes": "rotten_tomatoes"}
-
-
-class DataError(ValueError):
-    """A data file is missing or does not look as expected; the message names the file and line."""
-
-
-@dataclass
-class Split:
-    texts: list[tuple[str, ...]] = field(default_factory=list)  # one or two segments per example
-    labels: list = field(default_factory=list)                   # int class ids, or float scores
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, idx) -> "Split":
-        return Split([self.texts[i] for i in idx], [self.labels[i] for i in idx])
 
 
 @dataclass
@@ -82,19 +70,17 @@ def glue_dir(path=None) -> Path:
     return Path(path or os.environ.get("GLUE_DIR") or DEFAULT_GLUE_DIR).expanduser()
 
 
-def _open(path: Path, what: str):
-    if not path.is_file():
-        raise DataError(f"{what}: file {path} not found")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
 def read_glue(name: str, split: str, path=None) -> Split:
     """One GLUE file (`train` or `dev`), checked row by row."""
     folder, header, ncol, text_idx, label_idx, names = GLUE[name]
     f_path = glue_dir(path) / folder / f"{split}.tsv"
     out = Split()
-    with _open(f_path, f"GLUE {folder} {split} (set --glue-dir or GLUE_DIR)") as f:
-        for line_no, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
+    with open_text(f_path, f"GLUE {folder} {split} (set --glue-dir or GLUE_DIR)") as f:
+        try:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        except UnicodeDecodeError:
+            raise undecodable(f_path, "utf-8") from None
+        for line_no, row in enumerate(rows, start=1):
             if header and line_no == 1:
                 continue
             if len(row) != ncol:
@@ -141,93 +127,6 @@ def read_rotten_tomatoes(path=None) -> Split:
     return out
 
 
-def _find_file(data_dir: Path, stems) -> Path | None:
-    for stem in stems:
-        for ext in (".tsv", ".csv"):
-            if (data_dir / (stem + ext)).is_file():
-                return data_dir / (stem + ext)
-    return None
-
-
-def read_table(path: Path, text_cols, label_col: str) -> tuple[list, list[str]]:
-    """(texts, raw labels) from a CSV (standard quoting) or TSV (no quoting, as GLUE) with a header row."""
-    with _open(path, "table") as f:
-        tsv = path.suffix == ".tsv"
-        reader = csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
-        head = next(reader, None)
-        missing = [c for c in [*text_cols, label_col] if head is None or c not in head]
-        if missing:
-            raise DataError(f"{path}, line 1: expected a header with columns {missing}, got {head}")
-        idx = [head.index(c) for c in text_cols]
-        li = head.index(label_col)
-        texts, labels = [], []
-        for line_no, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != len(head):
-                raise DataError(f"{path}, line {line_no}: expected {len(head)} columns as in the header, got {len(row)}")
-            texts.append(tuple(row[i].strip() for i in idx))
-            labels.append(row[li].strip())
-    return texts, labels
-
-
-def _encode_labels(raw_splits: dict, regression: bool, where: str):
-    """String labels -> class ids (sorted names of train) or floats; returns (splits, names)."""
-    if regression:
-        out = {}
-        for k, (texts, raw) in raw_splits.items():
-            try:
-                out[k] = Split(texts, [float(x) for x in raw])
-            except ValueError as e:
-                raise DataError(f"{where} {k}: expected numeric labels for regression ({e})") from None
-        return out, None
-    names = tuple(sorted({str(x) for x in raw_splits["train"][1]}))
-    out = {}
-    for k, (texts, raw) in raw_splits.items():
-        bad = [x for x in raw if str(x) not in names]
-        if bad:
-            raise DataError(f"{where} {k}: label {bad[0]!r} does not occur in train (labels: {list(names)})")
-        out[k] = Split(texts, [names.index(str(x)) for x in raw])
-    return out, names
-
-
-def read_folder(data_dir, text_cols, label_col: str, regression: bool = False):
-    """train.{csv,tsv} and dev/validation/test.{csv,tsv} from a user folder."""
-    data_dir = Path(data_dir)
-    if not text_cols or not label_col:
-        raise DataError("a CSV/TSV folder needs --text-cols (one or two column names) and --label-col")
-    train = _find_file(data_dir, ["train"])
-    dev = _find_file(data_dir, ["dev", "validation", "test"])
-    if train is None or dev is None:
-        raise DataError(f"{data_dir}: expected train.csv|tsv and dev|validation|test.csv|tsv, found "
-                        f"{sorted(p.name for p in data_dir.glob('*'))[:20] if data_dir.is_dir() else 'no folder'}")
-    return _encode_labels({"train": read_table(train, text_cols, label_col),
-                           "dev": read_table(dev, text_cols, label_col)}, regression, str(data_dir))
-
-
-def read_hf(spec: str, text_cols, label_col: str, regression: bool = False):
-    """`hf:PATH[:CONFIG]` through Hugging Face `datasets` (imported only here; it needs a network or a local dir)."""
-    try:
-        import datasets
-    except ImportError:
-        raise DataError("hf: tasks need the Hugging Face `datasets` package (pip install datasets); "
-                        "offline, use a GLUE folder, rotten_tomatoes or --data DIR") from None
-    path, _, config = spec[len("hf:"):].partition(":")
-    ds = datasets.load_dataset(path, config or None)
-    dev_key = next((k for k in ("validation", "dev", "test") if k in ds), None)
-    if "train" not in ds or dev_key is None:
-        raise DataError(f"{spec}: expected a 'train' and a 'validation'/'test' split, got {list(ds)}")
-    raw = {}
-    for k, key in (("train", "train"), ("dev", dev_key)):
-        cols = list(ds[key].column_names)
-        missing = [c for c in [*text_cols, label_col] if c not in cols]
-        if missing:
-            raise DataError(f"{spec} split {key}: columns {missing} not found; columns are {cols}")
-        texts = list(zip(*[[str(t) for t in ds[key][c]] for c in text_cols]))
-        raw[k] = (texts, [str(x) for x in ds[key][label_col]])
-    return _encode_labels(raw, regression, spec)
-
-
 def carve(split: Split, fraction: float = VAL_FRACTION, cap: int = VAL_MAX, seed: int = SPLIT_SEED):
     """(train, val): a fixed-seed random val split of `fraction` (at most `cap`) of the examples."""
     idx = list(range(len(split)))
@@ -244,36 +143,49 @@ def _take(split: Split, n: int | None, seed: int) -> Split:
     return split.subset(sorted(idx[:n]))
 
 
+def task_key(name: str) -> str:
+    """The task's kind, from its name alone: a GLUE key (sst2, ...), rotten_tomatoes, csv, or the hf: name itself."""
+    if not isinstance(name, str):
+        raise DataError(f"a task name is a str, got {name!r} ({type(name).__name__})")
+    key = ALIASES.get(name.lower(), name.lower())
+    if key == "qnli":
+        raise DataError("QNLI has no train.tsv in GLUE (only dev); use read_glue('qnli', 'dev')")
+    if key in GLUE or key in ("rotten_tomatoes", "csv"):
+        return key
+    if name.startswith("hf:") and len(name) > 3:
+        return name
+    raise DataError(f"unknown task {name!r}; expected a GLUE name ({', '.join(GLUE_TASKS)}), rotten_tomatoes, csv "
+                    "or hf:PATH[:CONFIG]")
+
+
 def load_task(name: str, glue: str | os.PathLike | None = None, data_dir=None, text_cols=None, label_col=None,
               regression: bool = False, train_examples: int | None = None, val_examples: int | None = None,
-              dev_examples: int | None = None) -> Task:
+              dev_examples: int | None = None, encoding: str = "utf-8") -> Task:
     """A task by name: a GLUE name, `rotten_tomatoes`, `csv` (with data_dir), or `hf:PATH[:CONFIG]`.
 
     `*_examples` take fixed-seed subsets (None = all); val is carved from the full train split first.
+    `encoding` is that of a `csv` folder's files (GLUE and Rotten Tomatoes are UTF-8).
     """
-    key = ALIASES.get(name.lower(), name.lower())
-    names = None
+    key, names = task_key(name), None
     if key in GLUE:
-        if key == "qnli":
-            raise DataError(f"QNLI has no train.tsv in {glue_dir(glue)} (only dev); use read_glue('qnli', 'dev')")
         full, dev = read_glue(key, "train", glue), read_glue(key, "dev", glue)
         names, metric, source = GLUE[key][5], MAIN_METRIC[key], str(glue_dir(glue) / GLUE[key][0])
     elif key == "rotten_tomatoes":
         full, dev = carve(read_rotten_tomatoes(), RT_DEV_FRACTION, cap=10**9, seed=SPLIT_SEED + 1)
         names, metric, source = ("rotten", "fresh"), "accuracy", str(rotten_tomatoes_file())
-    elif key == "csv" or name.startswith("hf:"):
+    else:
         if key == "csv":
             if data_dir is None:
-                raise DataError("task 'csv' needs data_dir (--data DIR)")
-            splits, names = read_folder(data_dir, text_cols, label_col, regression)
+                raise DataError("task 'csv' needs a folder of train/dev files: --data DIR (data_dir)")
+            splits, names = read_folder(data_dir, text_cols, label_col, regression, encoding)
             source = str(data_dir)
         else:
             splits, names = read_hf(name, text_cols, label_col, regression)
             source = name
         full, dev = splits["train"], splits["dev"]
         metric = "pearson" if regression else "accuracy"
-    else:
-        raise DataError(f"unknown task {name!r}; expected one of {sorted(GLUE)}, rotten_tomatoes, csv, hf:PATH[:CONFIG]")
+    if len(full) < 2:
+        raise DataError(f"{source}: train has {len(full)} example; val is carved from it, so it needs at least 2")
     train, val = carve(full)
     num_labels = 1 if names is None else len(names)
     shown = GLUE[key][0] if key in GLUE else (Path(source).name if key == "csv" else key)  # GLUE: "SST-2", ...

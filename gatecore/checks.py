@@ -1,4 +1,4 @@
-"""Argument checks shared by the public functions: numbers, flags and name patterns.
+"""Argument checks shared by the public functions: numbers, flags, name patterns and adapter dtypes.
 
 Every public gatecore function checks its arguments here before it changes the model, so a
 call that raises leaves the model as it was. Messages name the argument, the value given and
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import numbers
+
+import torch
 
 
 class WrongType(TypeError, ValueError):
@@ -91,3 +93,24 @@ def check_patterns(targets) -> list[str]:
     if not items:
         raise ValueError("targets is empty; pass name patterns, or None for the model type's preset")
     return items
+
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def check_adapter_dtype(weight_dtype, dtype=None):
+    """The dtype of the adapters (gate thetas, LoRA A and B) of a layer whose weight has `weight_dtype`.
+
+    None: float32 on a half-precision (float16/bfloat16) weight, as PEFT does: near theta = 1 a
+    bfloat16 step is 2^-7, so Adam updates below ~0.004 would be rounded away. Otherwise the
+    weight's dtype (a float32/float64 model is untouched). A floating torch.dtype: exactly that one
+    (e.g. the model's own, to keep adapters in bfloat16).
+    """
+    if dtype is None:
+        return torch.float32 if weight_dtype in HALF_DTYPES else weight_dtype
+    if not isinstance(dtype, torch.dtype):
+        raise WrongType(f"adapter_dtype must be None or a floating torch.dtype (e.g. torch.float32), got {dtype!r} "
+                        f"({_type_name(dtype)})")
+    if not dtype.is_floating_point:
+        raise ValueError(f"adapter_dtype must be a floating torch.dtype (e.g. torch.float32), got {dtype}")
+    return dtype

@@ -40,9 +40,10 @@ def fold(mod: nn.Module) -> Folded:
     """W' = diag(z_r) W diag(z_c), b' = z_r * b for a GatedLinear; a plain nn.Linear as is."""
     if isinstance(mod, GatedLinear):
         z_r, z_c = mod.eval_gates()
-        b = mod.base.bias
-        return Folded(z_r[:, None] * mod.base.weight * z_c[None, :], None if b is None else b * z_r,
-                      mod.base.weight.requires_grad)
+        w, b = mod.base.weight, mod.base.bias
+        # float32 gates of a half-precision layer: folded in float32, rounded once to the layer's dtype
+        return Folded((z_r[:, None] * w * z_c[None, :]).to(w.dtype), None if b is None else (b * z_r).to(b.dtype),
+                      w.requires_grad)
     if isinstance(mod, nn.Linear):
         return Folded(mod.weight.detach().clone(), None if mod.bias is None else mod.bias.detach().clone(),
                       mod.weight.requires_grad)

@@ -172,7 +172,16 @@ def gated_linear(x, weight, bias, z_r, z_c, rebuild_input: bool = True):
 
     rebuild_input: when x comes straight from a GELU or a LayerNorm, keep their saved tensors
     instead of x and rebuild x in backward (less memory, a few elementwise passes more).
+    Under autocast every input is cast to the autocast dtype first and the function runs with
+    autocast off: its backward (which autocast does not reach) then sees one dtype, as a linear
+    layer under autocast would compute it.
     """
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dt = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            return gated_linear(x.to(dt), weight.to(dt), None if bias is None else bias.to(dt), z_r.to(dt), z_c.to(dt),
+                                rebuild_input)
     recipe = rebuild_recipe(x) if rebuild_input and torch.is_grad_enabled() else None
     if recipe is None:
         return GatedLinearFunction.apply(x, weight, bias, z_r, z_c, None)

@@ -9,6 +9,10 @@ Around a plain `nn.Linear`, on inputs with more numbers than the weight, the for
 through `gated_matmul.gated_linear`, which folds the gates into a scaled copy of the weight and
 has a backward that needs no weight gradient; otherwise (few tokens, or gates around a
 `LoRALinear`, i.e. around W + BA) the gates scale the activations.
+
+Dtypes: theta is float32 on a half-precision layer (`checks.check_adapter_dtype`, docs/design.md §2); the
+gates are cast to the weight's dtype where they meet it, so the matmuls run in the model's dtype and
+a float32/float64 layer computes exactly as it would without the casts.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import math
 import torch
 from torch import nn
 
+from .checks import check_adapter_dtype
 from .gated_matmul import gated_linear
 
 DEFAULT_SIGMA = 0.1
@@ -126,14 +131,15 @@ class GatedLinear(nn.Module):
     """
 
     def __init__(self, base: nn.Module, rows: bool = True, cols: bool = True, sigma: float = DEFAULT_SIGMA,
-                 reg_sigma: float | None = None, init_mean: float = 1.0, init_std: float = 0.1):
+                 reg_sigma: float | None = None, init_mean: float = 1.0, init_std: float = 0.1,
+                 adapter_dtype: torch.dtype | None = None):
         super().__init__()
         if not (rows or cols):
             raise ValueError("GatedLinear needs rows=True, cols=True or both")
         self.base = base
         w = base.weight
         kw = dict(sigma=sigma, reg_sigma=reg_sigma, init_mean=init_mean, init_std=init_std,
-                  device=w.device, dtype=w.dtype)
+                  device=w.device, dtype=check_adapter_dtype(w.dtype, adapter_dtype))
         self.row_gate = Gate(base.out_features, **kw) if rows else None
         self.col_gate = Gate(base.in_features, **kw) if cols else None
         # x_bar for the kurtosis weights (gatecore.kurtosis): switched on by track_input_means
@@ -169,14 +175,15 @@ class GatedLinear(nn.Module):
             self.input_mean = _input_mean(x)
         tokens = x.numel() // max(1, x.shape[-1])
         # Fold the gates into the weight when that touches fewer numbers than scaling the activations
+        dt = self.weight.dtype  # float32 gates meet a half-precision layer in its dtype (a no-op otherwise)
         if type(self.base) is nn.Linear and tokens * (self.in_features + self.out_features) >= self.weight.numel():
             z_r, z_c = self._gate_values()
-            return gated_linear(x, self.base.weight, self.base.bias, z_r, z_c)
+            return gated_linear(x, self.base.weight, self.base.bias, z_r.to(dt), z_c.to(dt))
         if self.col_gate is not None:
-            x = x * self.col_gate()
+            x = x * self.col_gate().to(dt)
         y = self.base(x)
         if self.row_gate is not None:
-            y = y * self.row_gate()
+            y = y * self.row_gate().to(dt)
         return y
 
     def extra_repr(self) -> str:

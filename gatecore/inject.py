@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+import torch
 from torch import nn
 
-from .checks import check_bool, check_fraction, check_int, check_patterns, check_positive, check_real
+from .checks import check_adapter_dtype, check_bool, check_fraction, check_int, check_patterns, check_positive, check_real
 from .families import HEAD_NAMES, find_head, gate_targets, lora_targets
 from .gates import GatedLinear
 from .lora import LoRALinear
@@ -70,37 +71,43 @@ def _check_gate_options(rows, cols, sigma, reg_sigma, init_mean, init_std) -> No
 
 
 def add_gates(model: nn.Module, targets=None, rows: bool = True, cols: bool = True, sigma: float = 0.1,
-              reg_sigma: float | None = None, init_mean: float = 1.0, init_std: float = 0.1) -> dict[str, GatedLinear]:
+              reg_sigma: float | None = None, init_mean: float = 1.0, init_std: float = 0.1,
+              adapter_dtype: torch.dtype | None = None) -> dict[str, GatedLinear]:
     """Wrap each targeted `nn.Linear` (or `LoRALinear`) in a `GatedLinear`, in place.
 
     `targets=None` uses the preset for `model.config.model_type` (BERT-like:
     query, key, value, attention output, intermediate, output; LLaMA-like:
-    q, k, v, o, gate, up, down). Everything is checked before anything is
-    changed, so a failed call leaves the model as it was.
+    q, k, v, o, gate, up, down). `adapter_dtype` None: gate thetas in float32 on
+    a half-precision model (bfloat16 rounds small updates of theta away), else in
+    the model's dtype; a torch.dtype (e.g. the model's) sets it. Everything is
+    checked before anything is changed, so a failed call leaves the model as it was.
     """
     _check_gate_options(rows, cols, sigma, reg_sigma, init_mean, init_std)
+    check_adapter_dtype(None, adapter_dtype)
     found = find_targets(model, gate_targets(model) if targets is None else targets)
     for name, mod in found.items():
         if isinstance(mod, GatedLinear):
             raise ValueError(f"{name} already has gates; wrapping it twice is not allowed")
         if not isinstance(mod, (nn.Linear, LoRALinear)):
             raise TypeError(f"target {name} is a {type(mod).__name__}, not an nn.Linear")
-    wrapped = {n: GatedLinear(m, rows=rows, cols=cols, sigma=sigma, reg_sigma=reg_sigma,
-                              init_mean=init_mean, init_std=init_std) for n, m in found.items()}
+    wrapped = {n: GatedLinear(m, rows=rows, cols=cols, sigma=sigma, reg_sigma=reg_sigma, init_mean=init_mean,
+                              init_std=init_std, adapter_dtype=adapter_dtype) for n, m in found.items()}
     for n, g in wrapped.items():
         set_module(model, n, g)
     return wrapped
 
 
-def add_lora(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, dropout: float = 0.0) -> dict[str, LoRALinear]:
+def add_lora(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, dropout: float = 0.0,
+             adapter_dtype: torch.dtype | None = None) -> dict[str, LoRALinear]:
     """Give each targeted `nn.Linear` a LoRA update, in place (default: q and v).
 
     A `GatedLinear` target gets LoRA inside its gates (gates around W + BA).
     r: an integer in [1, min(in_features, out_features)] of every target (a larger rank adds
     nothing but parameters); alpha: finite, > 0 (the update is scaled by alpha / r);
-    dropout: in [0, 1).
+    dropout: in [0, 1); adapter_dtype: as in `add_gates` (None: float32 A and B on a half-precision model).
     """
     check_int("LoRA rank r", r, 1, what="a positive integer")
+    check_adapter_dtype(None, adapter_dtype)
     check_positive("LoRA alpha", alpha)
     check_fraction("LoRA dropout", dropout)
     found = find_targets(model, lora_targets(model) if targets is None else targets)
@@ -114,7 +121,7 @@ def add_lora(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, drop
         check_int(f"LoRA rank r for {name} ({base.out_features} x {base.in_features})", r,
                   1, min(base.in_features, base.out_features), what="a positive integer")
         inner[inner_name] = base
-    plan = {n: LoRALinear(base, r=r, alpha=alpha, dropout=dropout) for n, base in inner.items()}
+    plan = {n: LoRALinear(base, r=r, alpha=alpha, dropout=dropout, adapter_dtype=adapter_dtype) for n, base in inner.items()}
     for n, l in plan.items():
         set_module(model, n, l)
     return plan

@@ -2,6 +2,9 @@
 
     y = W x + b + (alpha / r) * B A dropout(x)
     A (r x in): kaiming-uniform(a=sqrt 5);  B (out x r): zeros
+
+A and B are float32 on a half-precision layer (PEFT's convention, `checks.check_adapter_dtype`) and are
+cast to the weight's dtype in the forward, so the matmuls run in the model's dtype.
 """
 from __future__ import annotations
 
@@ -10,16 +13,18 @@ import math
 import torch
 from torch import nn
 
-from .checks import check_fraction, check_int, check_positive
+from .checks import check_adapter_dtype, check_fraction, check_int, check_positive
 
 
 class LoRALinear(nn.Module):
     """A frozen `nn.Linear` plus a trainable rank-r update; `merge()` folds it in.
 
-    r in [1, min(in, out)], alpha finite and > 0, dropout in [0, 1).
+    r in [1, min(in, out)], alpha finite and > 0, dropout in [0, 1); adapter_dtype None: float32 on a
+    half-precision layer, else the layer's dtype.
     """
 
-    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0):
+    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0,
+                 adapter_dtype: torch.dtype | None = None):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
@@ -30,8 +35,9 @@ class LoRALinear(nn.Module):
         self.r, self.alpha = r, alpha
         self.scaling = self.alpha / r
         w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=w.device, dtype=w.dtype))
+        dtype = check_adapter_dtype(w.dtype, adapter_dtype)
+        self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=dtype))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, r, device=w.device, dtype=dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.train(base.training)  # a wrapper joins the model in its current mode
@@ -45,7 +51,8 @@ class LoRALinear(nn.Module):
         return self.scaling * (self.lora_B @ self.lora_A)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base(x) + (self.dropout(x) @ self.lora_A.T @ self.lora_B.T) * self.scaling
+        dt = self.weight.dtype  # float32 adapters meet a half-precision layer in its dtype (a no-op otherwise)
+        return self.base(x) + (self.dropout(x) @ self.lora_A.to(dt).T @ self.lora_B.to(dt).T) * self.scaling
 
     @torch.no_grad()
     def merge(self) -> nn.Linear:

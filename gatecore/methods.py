@@ -15,12 +15,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .checks import check_adapter_dtype
 from .families import GATE_PRESETS, find_head, model_type
 from .inject import add_gates, add_lora, find_targets, mark_trainable
 from .parameters import gate_parameters, head_parameters, ids, lora_parameters
 
 __all__ = ["METHODS", "GATE_METHODS", "LORA_METHODS", "setup_method", "param_groups", "gate_parameters",
-           "lora_parameters", "head_parameters", "warmup_linear_schedule", "warmup_constant_schedule", "lam_ramp"]
+           "lora_parameters", "head_parameters", "warmup_linear_schedule", "warmup_constant_schedule", "SCHEDULES", "lam_ramp"]
 
 METHODS = ("full", "lora", "bias", "head", "gates", "gates+lora")
 GATE_METHODS = ("gates", "gates+lora")
@@ -28,18 +29,21 @@ LORA_METHODS = ("lora", "gates+lora")
 
 
 def setup_method(model: nn.Module, method: str, *, lora_r: int = 8, lora_alpha: float = 16, sigma: float = 0.1,
-                 reg_sigma: float | None = None, bias: bool = True, gate_targets=None, lora_targets=None) -> nn.Module:
+                 reg_sigma: float | None = None, bias: bool = True, gate_targets=None, lora_targets=None,
+                 adapter_dtype: torch.dtype | None = None) -> nn.Module:
     """Add the method's adapters to `model` and set its trainable parameters; returns the model.
 
     `bias` only matters for gate methods: train the gated layers' biases too (the paper's setting).
     `gate_targets` / `lora_targets` (name patterns) replace the family presets, e.g. to compare gates and
     LoRA on the same matrices; `bias` then means the biases of `gate_targets`.
+    `adapter_dtype` (gatecore.add_gates): None puts gates and LoRA in float32 on a half-precision model.
     Validates first (method, head, targets), so a refused call leaves the model as it was.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(bias, bool):
         raise TypeError(f"bias must be True or False, got {bias!r}")
+    check_adapter_dtype(None, adapter_dtype)
     if method != "full" and find_head(model) is None:
         raise ValueError(f"method {method!r} trains a task head, but {type(model).__name__} has none "
                          "(expected a module named classifier/score/...): load a *ForSequenceClassification model")
@@ -51,9 +55,9 @@ def setup_method(model: nn.Module, method: str, *, lora_r: int = 8, lora_alpha: 
     if method in GATE_METHODS or method == "bias":
         find_targets(model, gate_targets)  # every pattern must match, before any change
     if method in LORA_METHODS:
-        add_lora(model, targets=lora_targets, r=lora_r, alpha=lora_alpha)
+        add_lora(model, targets=lora_targets, r=lora_r, alpha=lora_alpha, adapter_dtype=adapter_dtype)
     if method in GATE_METHODS:
-        add_gates(model, targets=gate_targets, sigma=sigma, reg_sigma=reg_sigma)
+        add_gates(model, targets=gate_targets, sigma=sigma, reg_sigma=reg_sigma, adapter_dtype=adapter_dtype)
         mark_trainable(model, gates=True, lora=True, bias="gated" if bias else "none", head=True)
     elif method == "full":
         model.requires_grad_(True)
@@ -93,6 +97,9 @@ def warmup_constant_schedule(optimizer: torch.optim.Optimizer, total_steps: int,
     """Linear warm-up over `warmup` of the steps, then the peak lr to the end (the paper's GLUE schedule shape)."""
     warm = max(1, int(warmup * max(1, int(total_steps))))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warm, 1.0))
+
+
+SCHEDULES = {"linear": warmup_linear_schedule, "constant": warmup_constant_schedule}  # lr after the warm-up
 
 
 def lam_ramp(step: int, total: int, warmup: float) -> float:

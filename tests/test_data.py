@@ -171,6 +171,39 @@ def test_hf_datasets_path_with_a_local_stand_in(tmp_path, monkeypatch):
         data.load_task("hf:glue:sst2", text_cols=["text"], label_col="label")
 
 
+def test_data_problems_name_the_file_line_and_column(tmp_path, monkeypatch):
+    """What load_task refuses (the command-line table, tests/test_cli_bad_input.py, has them end to end)."""
+    def folder(train, dev="text,label\nok,pos\n"):
+        d = tmp_path / str(len(list(tmp_path.iterdir())))
+        d.mkdir()
+        (d / "train.csv").write_bytes(train if isinstance(train, bytes) else train.encode())
+        (d / "dev.csv").write_text(dev)
+        return d
+    load = lambda d, **kw: data.load_task("csv", data_dir=d, text_cols=["text"], label_col="label", **kw)  # noqa: E731
+    with pytest.raises(data.DataError, match=r"train\.csv: no examples after the header line"):
+        load(folder("text,label\n"))
+    with pytest.raises(data.DataError, match=r"train\.csv: every train label is 'pos'"):
+        load(folder("text,label\na,pos\nb,pos\n"))
+    latin = folder(b"text,label\na,pos\nna\xefve,neg\n")
+    with pytest.raises(data.DataError, match=r"train\.csv, line 3, column 3: bytes b'\\xef' are not utf-8"):
+        load(latin)
+    assert load(latin, encoding="latin-1").label_names == ("neg", "pos")  # the encoding stated
+    with pytest.raises(data.DataError, match=r"train\.csv, line 3: expected a numeric train label for regression, got 'x'"):
+        load(folder("text,label\na,1\nb,x\n", "text,label\nc,2\n"), regression=True)
+    with pytest.raises(data.DataError, match=r"dev\.csv, line 2: dev label 'meh' does not occur in train"):
+        load(folder("text,label\na,pos\nb,neg\n", "text,label\nc,meh\n"))
+    with pytest.raises(data.DataError, match="train has 1 example; val is carved from it"):
+        load(folder("text,label\na,1\n", "text,label\nc,2\n"), regression=True)
+
+    class Offline(types.ModuleType):
+        def load_dataset(self, path, name=None):
+            raise ConnectionError("Couldn't reach the Hub\n(offline)")
+    monkeypatch.setitem(sys.modules, "datasets", Offline("datasets"))
+    with pytest.raises(data.DataError, match=r"^hf:glue:sst2: datasets.load_dataset\('glue', 'sst2'\) failed: "
+                                             r"ConnectionError: Couldn't reach the Hub$"):
+        data.load_task("hf:glue:sst2", text_cols=["sentence"], label_col="label")
+
+
 GLUE_COUNTS = {"SST-2": (67349, 872), "MRPC": (3668, 408), "RTE": (2490, 277), "CoLA": (8551, 1043), "STS-B": (5749, 1500)}
 
 

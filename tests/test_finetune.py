@@ -159,7 +159,7 @@ def test_non_finite_loss_stops_the_run_with_a_clear_error(folder):
 def test_kurtosis_tau_passes_through_only_when_set(folder, tmp_path):
     plain = expand(sweep.parse_args(argv(folder, tmp_path / "o.jsonl", "--methods", "gates")))
     assert "kurtosis_tau" not in plain[0]  # other run ids do not change
-    with pytest.raises(SystemExit):  # the kurtosis weighting reshapes the `target` objective only
+    with pytest.raises(ValueError, match="target"):  # the kurtosis weighting reshapes the `target` objective only
         sweep.parse_args(argv(folder, tmp_path / "o.jsonl", "--kurtosis-tau", "100"))
     with pytest.raises(ValueError, match="target"):  # the same check on a config built in Python
         SweepConfig(kurtosis_tau=100.0)

@@ -2,6 +2,7 @@
 
     config.py      SweepConfig (typed, frozen), run specs and run ids
     sweep.py       the CLI and the sweep: plan, schedule, summary
+    validate.py    every option, the model and the data checked before anything runs; one-line CLI errors
     runner.py      one run: grid searched on val, record, compression check
     train.py       the training loop (gatecore's method setup, schedule, controller)
     batching.py    random and length-bucketed batches

@@ -20,10 +20,11 @@ import torch
 
 from gatecore import sparsity_control
 from gatecore.sparsity_control import KD, LAM_GAIN, LAM_MAX, WINDOW
-from gatecore.methods import GATE_METHODS
+from gatecore.methods import GATE_METHODS, SCHEDULES
 from gatecore.pretrained import OFFLINE_MODEL
 
 from analysis.finetune.protocols import DEFAULT_EPOCHS, PROTOCOLS
+from analysis.finetune.validate import check_options
 from analysis.provenance import ROOT, small_mode
 
 # defaults, visible: per-method lr grids (searched on val), gate settings (docs/design.md §1)
@@ -43,7 +44,6 @@ RECOVERY = 0.1         # recovery steps after a correction that changed > 1% of 
 DEFAULT_CHECKPOINTS = str(ROOT / "checkpoints")  # git-ignored
 SMALL = dict(train_examples=32, val_examples=16, dev_examples=32, epochs=1)  # small mode (CI, notebooks)
 SMALL_DIR = Path(tempfile.gettempdir()) / "gatecore-small"
-SCHEDULES = ("linear", "constant")
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,7 @@ class SweepConfig:
     glue_dir: str | None = None
     data: str | None = None              # folder of train/dev CSV/TSV files (task 'csv')
     text_cols: tuple | None = None
+    encoding: str = "utf-8"              # of the --data files
     label_col: str | None = None
     regression: bool = False
     compress: bool = True                # gatecore.compress each gate run and check it
@@ -114,11 +115,7 @@ class SweepConfig:
         return frozen(cls, {"protocol": name, **PROTOCOLS[name], **overrides})
 
     def __post_init__(self):
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.kurtosis_tau is not None and self.objective != "target":
-            raise ValueError(f"kurtosis_tau weights the paper's `target` objective only; set objective='target' "
-                             f"(got {self.objective!r})")
+        check_options(self)  # every number, name and flag, before the config exists (analysis/finetune/validate.py)
 
 
 def frozen(cls, values: dict):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline unless the user clears it
 
+from analysis.finetune.validate import ArgumentParser, ConfigError, cli  # after the offline default: it loads transformers
+
 # defaults, visible
 MODEL = None            # None: the offline all-MiniLM-L6-v2; any local folder or hub name
 TASK = "rotten_tomatoes"
@@ -87,8 +89,12 @@ def run(cfg: HFFinetuneConfig) -> dict:
     if cfg.method not in gatecore.METHODS or cfg.method in ("full", "bias", "head"):
         raise ValueError(f"method must be gates, lora or gates+lora here, got {cfg.method!r}")
     gated = cfg.method in gatecore.GATE_METHODS
-    gate_cfg = gatecore.GateConfig(removed=cfg.removed, objective=cfg.objective, lam=cfg.lam, gate_lr=cfg.gate_lr,
-                                   head_lr=cfg.head_lr) if gated else None  # validated before any loading
+    try:  # validated before any loading
+        gate_cfg = gatecore.GateConfig(removed=cfg.removed, objective=cfg.objective, lam=cfg.lam, gate_lr=cfg.gate_lr,
+                                       head_lr=cfg.head_lr) if gated else None
+        gatecore.resolve_model(cfg.model)
+    except (ValueError, OSError) as e:
+        raise ConfigError(str(e)) from None
     task = load_task(cfg.task, glue=cfg.glue_dir, data_dir=cfg.data, text_cols=cfg.text_cols, label_col=cfg.label_col,
                      regression=cfg.regression, train_examples=cfg.train_examples, dev_examples=cfg.dev_examples)
     model, tok = gatecore.load_model(cfg.model, num_labels=task.num_labels)
@@ -131,7 +137,7 @@ def run(cfg: HFFinetuneConfig) -> dict:
 
 
 def parse_args(argv=None) -> HFFinetuneConfig:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default = HFFinetuneConfig()
     ap.add_argument("--model", default=default.model, help="local folder or hub name (default: offline all-MiniLM-L6-v2)")
     ap.add_argument("--task", default=default.task, help="GLUE name (SST-2, MRPC, ...), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
@@ -155,21 +161,32 @@ def parse_args(argv=None) -> HFFinetuneConfig:
     ap.add_argument("--label-col", help="label column of --data / hf: tasks")
     ap.add_argument("--regression", action="store_true")
     ap.add_argument("--glue-dir", help="GLUE folder (default: $GLUE_DIR or data/glue)")
+    ap.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error")
     values = vars(ap.parse_args(argv))
     values["train_examples"] = values["train_examples"] or None
     values["text_cols"] = tuple(values["text_cols"]) if values["text_cols"] else None
     return HFFinetuneConfig(**values)
 
 
-def main(argv=None) -> int:
+def run_command(argv) -> int:
     res = run(parse_args(argv))
     import torch.distributed as dist
+    main_process = not dist.is_initialized() or dist.get_rank() == 0  # one summary line, from rank 0 only
     if dist.is_initialized():  # the Trainer leaves the group open; gloo can abort at interpreter exit
         dist.destroy_process_group()
-    if res.get("dev"):
+    if main_process and res.get("dev"):
         line = f"{res['task']} {res['method']}: dev {res['metric']} {res['dev'].get('eval_' + res['metric'])}"
         if "removed_got" in res:
             line += (f", removed {res['removed_got']:.1%} (asked {res['removed_asked']:.0%}), compressed dev "
                      f"{res['dev_compressed'].get('eval_' + res['metric'])}")
         print(line)
     return 0
+
+
+def main(argv=None) -> int:
+    """The command line; bad input ends in one line `error: ...` and exit status 2 (analysis/finetune/validate.py)."""
+    return cli(run_command, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

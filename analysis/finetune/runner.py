@@ -36,7 +36,7 @@ def spec_task(spec: dict, cfg: SweepConfig) -> Task:
     """The run's task, with the spec's subsets and the config's data options."""
     return load_task(spec["task"], glue=cfg.glue_dir, data_dir=cfg.data, text_cols=cfg.text_cols,
                      label_col=cfg.label_col, regression=cfg.regression, train_examples=spec["train_examples"],
-                     val_examples=spec["val_examples"], dev_examples=spec["dev_examples"])
+                     val_examples=spec["val_examples"], dev_examples=spec["dev_examples"], encoding=cfg.encoding)
 
 
 def run_spec(spec: dict, cfg: SweepConfig, prior: dict | None, device) -> dict:

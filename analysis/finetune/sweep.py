@@ -27,6 +27,7 @@ from analysis.finetune.config import (DEFAULT_EPOCHS, GRID_FROM, GRIDS, KURTOSIS
 from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
 from analysis.finetune.runner import needs_search, run_spec, spec_task
 from analysis.finetune.schedule import Job, run_jobs
+from analysis.finetune.validate import ArgumentParser, cli, validate
 from analysis.provenance import append_jsonl, read_jsonl
 
 
@@ -44,8 +45,8 @@ def summary(records: list[dict]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI of SweepConfig: one option per field (the protocol-only fields task_epochs,
     task_train_examples, lr_grids come from --protocol)."""
-    ap = argparse.ArgumentParser(prog="python -m analysis.finetune", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m analysis.finetune", description=__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     opt = ap.add_argument
     opt("--protocol", choices=sorted(PROTOCOLS), help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu --tasks RTE runs its RTE part")
     opt("--out", type=Path, help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--control", action=argparse.BooleanOptionalAction, help="steer the eval-gate removed fraction to the request, exactly at the end (gatecore/sparsity_control.py)")
     opt("--split-range", action=argparse.BooleanOptionalAction, help="the controller raises lam where the knob alone cannot reach the request")
     opt("--recovery", type=float, help="after a final correction that changed > 1%% of the gates: train this fraction of the run's steps more with the gate pattern frozen (0 = never)")
-    opt("--schedule", choices=SCHEDULES, help="lr after the 6%% warm-up: linear decay to 0, or constant")
+    opt("--schedule", choices=list(SCHEDULES), help="lr after the 6%% warm-up: linear decay to 0, or constant")
     opt("--extend-grids", action=argparse.BooleanOptionalAction, help="the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound (analysis/gridsearch.py)")
     opt("--grids-from-first-keep", action=argparse.BooleanOptionalAction, help="other gate variants (keep targets, no bias) train the lrs the first --keep run chose")
     opt("--choices-from", help="results file (a name in results/finetune/ or a path) whose first-seed lr choices these runs train instead of searching")
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--data", help="folder of train/dev CSV/TSV files (task 'csv')")
     opt("--text-cols", nargs="+", help="text column(s) of --data / hf: tasks")
     opt("--label-col", help="label column of --data / hf: tasks")
+    opt("--encoding", help="text encoding of the --data files (default: utf-8)")
     opt("--regression", action="store_true", help="--data / hf: labels are numeric scores")
     opt("--no-compress", dest="compress", action="store_false", help="skip gatecore.compress of gate runs")
     opt("--no-bench", dest="bench", action="store_false", help="skip the dense vs compressed latency measurement")
@@ -102,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="search the lr/lam/gate-lr grids on the first seed only; later seeds train the point it chose on val")
     opt("--dry-run", action="store_true", help="list the runs, estimate the wall time from measured step times, exit")
     opt("--quiet", action="store_true", help="no per-run progress bars")
+    opt("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error")
     ap.set_defaults(**defaults())
     return ap
 
@@ -215,6 +218,7 @@ def run_sweep(cfg: SweepConfig) -> Path:
     a later call, if the first is cut short by --max-runs). A recorded run whose choice sits at an edge the grid
     rule would extend is searched further, reusing its recorded points, and its record is replaced."""
     cfg = resolve(cfg)
+    validate(cfg)  # everything, the data included, before anything is scheduled or written
     torch.set_num_threads(cfg.threads)
     specs = expand(cfg)
     todo, extend, waiting, keys, _ = plan(cfg, specs)
@@ -248,6 +252,11 @@ def run_sweep(cfg: SweepConfig) -> Path:
     return cfg.out
 
 
-def main(argv=None) -> int:
+def run_command(argv) -> int:
     run_sweep(parse_args(argv))
     return 0
+
+
+def main(argv=None) -> int:
+    """The command line; bad input ends in one line `error: ...` and exit status 2 (analysis/finetune/validate.py)."""
+    return cli(run_command, argv)

@@ -45,8 +45,7 @@ from tqdm.auto import tqdm
 
 import gatecore
 from gatecore.accounting import gated_layers
-from gatecore.methods import (GATE_METHODS, METHODS, lam_ramp, param_groups, setup_method, warmup_constant_schedule,
-                              warmup_linear_schedule)
+from gatecore.methods import SCHEDULES, GATE_METHODS, METHODS, lam_ramp, param_groups, setup_method, warmup_linear_schedule
 from gatecore.pooling import pooled_logits
 from gatecore.sparsity_control import SparsityController, correct_removed, removed_asked, removed_got
 from gatecore.tiny import tiny_model
@@ -160,7 +159,6 @@ class TrainResult:
     correction: dict | None = None              # the final exact correction (sparsity_control.correct_removed)
 
 
-SCHEDULES = {"linear": warmup_linear_schedule, "constant": warmup_constant_schedule}
 SPLIT_RANGE_KEYS = ("control_lam_gain", "control_window", "control_lam_max", "control_kd")
 
 
