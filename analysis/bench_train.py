@@ -32,7 +32,8 @@ import torch
 
 import gatecore
 import gatecore.families
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.constants import ROOT
+from analysis.provenance import provenance, write_json
 
 BATCHES, SEQS, STEPS, REPEATS, WARMUP = (8, 32), (64, 128), 3, 3, 2
 QV = [r"attention\.self\.(query|value)"]

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from analysis import provenance
-from analysis.provenance import ROOT
+from analysis.constants import ROOT
 
 STUDIES = {  # in the order they are drawn
     "convergence": "analysis.convergence.plots",

@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from analysis.provenance import ROOT
+from analysis.constants import ROOT
 
 NOTEBOOKS_DIR = ROOT / "notebooks"
 KERNEL = "gatecore"

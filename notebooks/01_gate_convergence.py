@@ -31,7 +31,8 @@ from dataclasses import replace
 from analysis.convergence.config import ConvergenceConfig
 from analysis.convergence.plots import make_figures, summary_table
 from analysis.convergence.study import run, write
-from analysis.provenance import ROOT, small_mode
+from analysis.constants import ROOT
+from analysis.provenance import small_mode
 
 # small mode (CI): a tiny problem and few steps; default: the module defaults (a few minutes on 2 CPU cores)
 SMALL = dict(m=16, n=16, hidden=16, samples=128, steps=300, seeds=2, evals=20, polish_iters=30, draws=64)

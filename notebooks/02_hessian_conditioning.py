@@ -28,7 +28,8 @@ from pathlib import Path
 from IPython.display import Image, display
 import torch
 import analysis
-from analysis.provenance import ROOT, small_mode
+from analysis.constants import ROOT
+from analysis.provenance import small_mode
 from analysis import hessian_toy, hessian_compare
 torch.set_num_threads(1)   # on a busy 2-core machine 2 threads ran 20-30x slower
 SMALL = small_mode()

@@ -32,7 +32,8 @@ from analysis.finetune.config import SweepConfig
 from analysis.finetune.figures import make_figures
 from analysis.finetune.results import claim_check, describe, glue_table, load_protocols
 from analysis.finetune.sweep import run_sweep
-from analysis.provenance import ROOT, read_jsonl, small_mode
+from analysis.constants import ROOT
+from analysis.provenance import read_jsonl, small_mode
 from transformers.utils import logging as hf_logging
 hf_logging.disable_progress_bar()  # no "Loading weights" bar per run
 

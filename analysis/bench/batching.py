@@ -24,10 +24,11 @@ import torch
 import gatecore
 from gatecore.pooling import pooled_logits
 
-from analysis.data import GLUE_TASKS, load_task
+from analysis.constants import GLUE_TASKS, ROOT
+from analysis.data import load_task
 from analysis.finetune.batching import POOL, bucketed_batches, padding_ratio, random_batches
 from analysis.finetune.train import build_model, collate, encode, task_loss
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.provenance import provenance, write_json
 
 BATCH, MAX_LEN, ROUNDS, STEPS, WARMUP, SEED = 32, 128, 3, 4, 2, 0
 OUT = ROOT / "results" / "batching.json"

@@ -61,7 +61,8 @@ def time_trainer(data, batch: int) -> tuple[float, float]:
 def main(argv=None) -> int:
     from transformers.utils import logging as hf_logging
 
-    from analysis.provenance import ROOT, provenance, write_json
+    from analysis.constants import ROOT
+    from analysis.provenance import provenance, write_json
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=BATCH)
     ap.add_argument("--seq", type=int, default=SEQ)

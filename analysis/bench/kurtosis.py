@@ -19,7 +19,8 @@ import time
 import torch
 
 import gatecore
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.constants import ROOT
+from analysis.provenance import provenance, write_json
 
 BATCH, SEQ, STEPS, REPEATS, WARMUP, THREADS = 32, 64, 4, 5, 2, 1
 TAU, TARGET, LAM, LR = 100.0, 0.3, 0.1, 1e-3

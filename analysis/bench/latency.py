@@ -25,7 +25,8 @@ import torch
 from tqdm import tqdm
 
 import gatecore
-from analysis.provenance import ROOT, provenance, small_mode, warn_if_dirty, write_json
+from analysis.constants import ROOT
+from analysis.provenance import provenance, small_mode, warn_if_dirty, write_json
 
 SPARSITIES = [0.3, 0.4]     # fraction of the encoder's gated linear weights removed by the synthetic pattern
 CPU_BATCHES = [1, 32]

@@ -38,7 +38,8 @@ from analysis.convergence.config import HELP, LORA_LR, LR, ConvergenceConfig
 from analysis.convergence.planted import (ObjectiveSpec, Problem, expected_objective, gated_layer,
                                           gated_student, lora_optimum, lora_student, make_problem)
 from analysis.convergence.plots import summary_table
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.constants import ROOT
+from analysis.provenance import provenance, write_json
 
 THETA_CLOSED, THETA_OPEN = -20.0, 3.0        # tanh(-20) = -1 in float64: a closed gate at its limit
 

@@ -25,7 +25,8 @@ import numpy as np
 import seaborn as sns
 
 from analysis.finetune import tables
-from analysis.finetune.results import REFERENCE_METHODS, Protocol, load_protocols
+from analysis.constants import FIGURES, RESULTS, REFERENCE_METHODS
+from analysis.finetune.results import Protocol, load_protocols
 from analysis.finetune.stats import baselines
 
 DPI = 130
@@ -286,10 +287,9 @@ def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    from analysis.provenance import ROOT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--results", type=Path, default=ROOT / "results", help="folder holding finetune/*.jsonl (default: results/)")
-    ap.add_argument("--figures", type=Path, default=ROOT / "figures", help="where the PNGs go (default: figures/)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder holding finetune/*.jsonl (default: results/)")
+    ap.add_argument("--figures", type=Path, default=FIGURES, help="where the PNGs go (default: figures/)")
     args = ap.parse_args(argv)
     for path in make_figures(args.results, args.figures):
         print(path)

@@ -19,8 +19,9 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from analysis.data import GLUE_TASKS, glue_dir
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.constants import GLUE_TASKS, ROOT
+from analysis.data import glue_dir
+from analysis.provenance import provenance, write_json
 from gatecore.pretrained import OFFLINE_MODEL
 
 MAX_MB = 64                                               # the transfer limit of the kit, MiB

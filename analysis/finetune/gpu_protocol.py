@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from analysis.data import GLUE_TASKS
+from analysis.constants import GLUE_TASKS
 from analysis.finetune.config import SweepConfig, expand, frozen, resolve, run_id
 from analysis.finetune.protocols import run_cost
 

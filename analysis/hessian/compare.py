@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from analysis.provenance import ROOT
+from analysis.constants import RESULTS, ROOT, repo_path, study_results
+from analysis.provenance import command
 
 from .plots import load, make_figures  # noqa: F401  (make figures imports this module)
 from .study import HessianConfig, run, to_argv
 
-OUT = ROOT / "results" / "hessian"
+OUT = study_results("hessian")
 CHECKPOINTS = OUT / "checkpoints"
 V5, QV5 = r"layer\.5\.attention\.self\.value", r"layer\.5\.attention\.self\.(query|value)"
 COMMON = HessianConfig(examples=8, noise_draws=2, dtype="float64")
@@ -39,10 +40,10 @@ PRESET_NAMES = {"gates-all": "gatesall", "lora-qv": "loraqv", "matched": "lora1a
 
 def _layer5(task, setting, state, spectrum, seed=0, suffix="", **kw) -> tuple[str, HessianConfig]:
     name = f"{task}_{setting}_{state}_seed{seed}{suffix}"
-    train = dict(train_steps=100, save_checkpoint=str((CHECKPOINTS / f"{task}_{setting}_seed{seed}.pt").relative_to(ROOT))) \
+    train = dict(train_steps=100, save_checkpoint=repo_path(CHECKPOINTS / f"{task}_{setting}_seed{seed}.pt")) \
         if state == "trained" else {}
     return name, replace(COMMON, task=task, **SETTINGS[setting], spectrum=tuple(spectrum.split()), seed=seed,
-                         out=str((OUT / f"{name}.json").relative_to(ROOT)), **train, **kw)
+                         out=repo_path(OUT / f"{name}.json"), **train, **kw)
 
 
 def _preset(task, preset, state, seed, weight=False, checkpoints=CHECKPOINTS, slq_steps=30, **kw) -> tuple[str, HessianConfig]:
@@ -51,8 +52,8 @@ def _preset(task, preset, state, seed, weight=False, checkpoints=CHECKPOINTS, sl
     name = f"{task}_{PRESET_NAMES[preset]}{'_dW' if weight else ''}{draws}{steps}_{state}_seed{seed}"
     ckpt = Path(checkpoints) / f"{task}_{preset}_seed{seed}.pt" if state == "converged" else None
     return name, replace(COMMON, task=task, adapters=preset, spectrum=("lanczos", "slq"), slq_steps=slq_steps, slq_probes=3, seed=seed,
-                         precondition="weight" if weight else "none", out=str((OUT / f"{name}.json").relative_to(ROOT)),
-                         checkpoint=str(ckpt.relative_to(ROOT) if ckpt.is_relative_to(ROOT) else ckpt) if ckpt else "", **kw)
+                         precondition="weight" if weight else "none", out=repo_path(OUT / f"{name}.json"),
+                         checkpoint=repo_path(ckpt) if ckpt else "", **kw)
 
 
 def plan(checkpoints=CHECKPOINTS) -> dict[str, list[tuple[str, HessianConfig]]]:
@@ -87,7 +88,7 @@ def exact_timing(sizes=(1024, 2048, 4096, 8192), seed: int = 0) -> dict:
         t = time.perf_counter()
         torch.linalg.eigvalsh(A)
         eig[n] = time.perf_counter() - t
-    runs = [r for r in load(ROOT / "results") if any(x["method"] == "exact" for x in r["reports"])]
+    runs = [r for r in load(RESULTS) if any(x["method"] == "exact" for x in r["reports"])]
     per_product = {r["name"]: next(x["wall_s"] / x["products"] for x in r["reports"] if x["method"] == "exact") for r in runs}
     from gatecore.hessian import MAX_EXACT_N
     big, top = MAX_EXACT_N, max(sizes)
@@ -98,8 +99,6 @@ def exact_timing(sizes=(1024, 2048, 4096, 8192), seed: int = 0) -> dict:
     return write_json(OUT / "exact_timing.json", {**provenance({"sizes": list(sizes)}, seed, "cpu"), **rec})
 
 
-def command(cfg: HessianConfig) -> str:
-    return "python -m analysis.hessian " + " ".join(f"'{x}'" if "\\" in x or "(" in x else x for x in to_argv(cfg))
 
 
 def main(argv=None) -> int:
@@ -123,7 +122,7 @@ def main(argv=None) -> int:
             continue
         for name, cfg in runs:
             if args.list:
-                print(f"[{part}] {command(cfg)}")
+                print(f"[{part}] {command('analysis.hessian', to_argv(cfg))}")
             elif args.skip_done and (ROOT / cfg.out).exists():
                 continue
             elif cfg.checkpoint and not (ROOT / cfg.checkpoint).exists():   # e.g. `matched`: never trained

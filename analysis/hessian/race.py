@@ -54,22 +54,21 @@ import torch
 from torch import nn
 
 from analysis.cli import add_options, from_args, option
-from analysis.provenance import ROOT, provenance, warn_if_dirty, write_json
-from gatecore import Gate
+from analysis.constants import FIGURES, ROOT, repo_path, study_results
+from analysis.provenance import provenance, warn_if_dirty, write_json
+from gatecore import OFFLINE_MODEL, Gate
 from gatecore.parameters import head_parameters, ids
 from gatecore.pooling import pooled_loss
 
 from .setup import PRESETS, build, encode, read_task
 
-MODEL = "all-MiniLM-L6-v2"
-OUT_DIR = ROOT / "results" / "hessian"
 FIGURE = "hessian_race.png"
 
 
 @dataclass(frozen=True)
 class RaceConfig:
     """One race; every field is a flag of the CLI (`--` + name with dashes)."""
-    model: str = option(MODEL, "model name or local folder")
+    model: str = option(OFFLINE_MODEL, "model name or local folder")
     task: str = option("SST-2", "GLUE task folder name, or 'synthetic'")
     adapters: tuple = option(("gates-all", "lora-qv"), "the raced presets (analysis.hessian.setup.PRESETS)")
     gate_lrs: tuple = option((0.01, 0.03, 0.1, 0.3), "AdamW lr grid of the gate thetas (a pilot at 0.3 rose 0.264 -> 0.377)")
@@ -383,7 +382,7 @@ def _log_run(log, runs, plan, t0):
 
 
 def default_out(cfg: RaceConfig) -> Path:
-    return OUT_DIR / f"race_{cfg.task.lower().replace('-', '')}.json"
+    return study_results("hessian") / f"race_{cfg.task.lower().replace('-', '')}.json"
 
 
 def run(cfg: RaceConfig, log=print) -> Path:
@@ -394,7 +393,7 @@ def run(cfg: RaceConfig, log=print) -> Path:
     out = out if out.is_absolute() else ROOT / out
     head = provenance(dataclasses.asdict(cfg), cfg.tune_seed, "cpu")
     path = write_json(out, {**head, **record})
-    path.with_suffix(".md").write_text(table(json.loads(path.read_text()), _shown(path)))
+    path.with_suffix(".md").write_text(table(json.loads(path.read_text()), repo_path(path)))
     log(f"wrote {path}, {path.with_suffix('.md').name}")
     return path
 
@@ -412,11 +411,6 @@ def _pm(s: dict, fmt: str = ".0f") -> str:
     if not s or s.get("mean") is None:
         return "not reached"
     return f"{s['mean']:{fmt}} ± {s['std']:{fmt}}"
-
-
-def _shown(path) -> str:
-    p = Path(path).resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
 
 
 def table(rec: dict, source: str = "") -> str:
@@ -498,7 +492,7 @@ def make_figures(results_dir, figures_dir, write_table: bool = True) -> list[Pat
         warn_if_dirty(p, rec)
         made.append(figure(rec, Path(figures_dir) / rec["config"].get("figure", FIGURE)))
         if write_table:
-            p.with_suffix(".md").write_text(table(rec, _shown(p)))
+            p.with_suffix(".md").write_text(table(rec, repo_path(p)))
     if not made:
         print("hessian-race: no results/hessian/race_*.json yet (python -m analysis.hessian.race)")
     return made
@@ -524,7 +518,7 @@ def main(argv=None) -> int:
         ap.exit(2, f"{ap.prog}: error: {e}\n")
     import matplotlib
     matplotlib.use("Agg")
-    print(f"figure: {figure(json.loads(path.read_text()), ROOT / 'figures' / cfg.figure)}")
+    print(f"figure: {figure(json.loads(path.read_text()), FIGURES / cfg.figure)}")
     return 0
 
 

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 from analysis.data import ALIASES, GLUE, glue_dir, read_glue
-from analysis.provenance import ROOT
+from analysis.constants import repo_path, study_results
 from gatecore import Gate, load_model, setup_method, sparsity_penalty
 from gatecore.families import gate_targets, lora_targets
 from gatecore.parameters import head_parameters, ids
 
 PRESETS = {"gates-all": ("gates", "gates", 1), "lora-qv": ("lora", "lora", 8), "matched": ("lora", "gates", 1)}
 TASKS = [GLUE[k][0] for k in GLUE]   # GLUE folder names: SST-2, CoLA, MRPC, RTE, STS-B, QNLI
-FINETUNE_RESULTS = ROOT / "results" / "finetune"
+FINETUNE_RESULTS = study_results("finetune")
 SYNTHETIC_WORDS = "good bad fine awful great poor film plot actor story slow long".split()
 
 
@@ -102,7 +102,7 @@ def finetune_record(run_id: str, results_dir: Path = FINETUNE_RESULTS) -> tuple[
             if f'"{run_id}"' in line:
                 rec = json.loads(line)
                 if rec.get("run_id") == run_id:
-                    return rec, str(f.resolve().relative_to(ROOT)) if f.resolve().is_relative_to(ROOT) else str(f)
+                    return rec, repo_path(f)
     raise ValueError(f"no record of finetuning run {run_id!r} in {results_dir}/*.jsonl")
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-import shlex
 import sys
 import tempfile
 import time
@@ -26,8 +25,9 @@ from pathlib import Path
 import torch
 
 from analysis.cli import add_options, from_args, option, to_argv
-from analysis.provenance import ROOT, provenance, write_json
-from gatecore import load_model, load_trainable, save_trainable
+from analysis.constants import ROOT, repo_path, study_results
+from analysis.provenance import command, provenance, write_json
+from gatecore import OFFLINE_MODEL, load_model, load_trainable, save_trainable
 from gatecore.checkpoint import adapter_layout
 from gatecore.hessian import (MAX_EXACT_N, METHODS, SLQ_PROBES, SLQ_STEPS, TOL, HessianOperator, Restricted, deflated, deflated_values, flat_vs_draws,
                               lanczos, planned_products, products_to_accuracy, report_conditioning, saturated_mask,
@@ -37,9 +37,7 @@ from gatecore.pooling import pooled_loss
 from .setup import PRESETS, as_trained_penalty, build, encode, penalty_fn, penalty_kink, read_task, train_short
 
 # ---- defaults -------------------------------------------------------------------------------------------
-MODEL = "all-MiniLM-L6-v2"
 TARGETS = (r"attention\.self\.(query|value)",)   # without --adapters: the common LoRA layers, gates on the same
-OUT_DIR = ROOT / "results" / "hessian"
 FLAT_DRAWS = (1, 2, 8, 64, 256)
 ADAPTER_SUFFIX = re.compile(r"\.(row_gate\.theta|col_gate\.theta|lora_A|lora_B)$")
 
@@ -47,7 +45,7 @@ ADAPTER_SUFFIX = re.compile(r"\.(row_gate\.theta|col_gate\.theta|lora_A|lora_B)$
 @dataclass(frozen=True)
 class HessianConfig:
     """One Hessian run; every field is a flag of the CLI (`--` + name with dashes)."""
-    model: str = option(MODEL, 'model name or local folder')
+    model: str = option(OFFLINE_MODEL, 'model name or local folder')
     task: str = option("SST-2", "GLUE task folder name, or 'synthetic'")
     adapters: str = option("", 'preset: gates-all | lora-qv | matched (sets method, targets, lora_r)')
     method: str = option("gates", 'gates | lora (without --adapters)')
@@ -93,12 +91,6 @@ class HessianConfig:
     def label(self) -> str:
         method, _, r = self.resolved()
         return self.adapters or (method if method == "gates" else f"lora{r}")
-
-
-def repo_path(path) -> str:
-    """A path relative to the repository when inside it (results must not hold machine-specific paths)."""
-    p = Path(path).resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
 
 
 def _penalty(cfg: HessianConfig, meta: dict | None):
@@ -220,7 +212,7 @@ def analyze(cfg: HessianConfig, progress: bool = True) -> dict:
 def default_out(cfg: HessianConfig, record: dict) -> Path:
     state = record["setting"]["state"].split(" ")[0]   # init | trained | converged | checkpoint
     pre = "_weight" if cfg.precondition == "weight" else ""
-    return OUT_DIR / f"{cfg.task}_{cfg.label()}{pre}_{state}_seed{cfg.seed}.json"
+    return study_results("hessian") / f"{cfg.task}_{cfg.label()}{pre}_{state}_seed{cfg.seed}.json"
 
 
 def run(cfg: HessianConfig, progress: bool = True) -> Path:
@@ -229,7 +221,7 @@ def run(cfg: HessianConfig, progress: bool = True) -> Path:
     record = analyze(cfg, progress)
     out = Path(cfg.out) if cfg.out else default_out(cfg, record)
     head = provenance(dataclasses.asdict(cfg), cfg.seed, "cpu")
-    head["command"] = shlex.join(["python", "-m", "analysis.hessian", *to_argv(cfg)])
+    head["command"] = command("analysis.hessian", to_argv(cfg))
     path = write_json(out if out.is_absolute() else ROOT / out, {**head, **record})
     for x in record["reports"]:
         print(f"{x['method']:>9}: n={x['n']} products={x['products']} wall={x['wall_s']:.1f}s lambda_max={x['lambda_max']} "
