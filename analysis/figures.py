@@ -20,7 +20,7 @@ from analysis.constants import ROOT
 STUDIES = {  # in the order they are drawn
     "convergence": "analysis.convergence.plots",
     "hessian": "analysis.hessian.plots",
-    "hessian-race": "analysis.hessian.race",
+    "hessian-race": "analysis.hessian.race.report",
     "finetune": "analysis.finetune.figures",
     "bench": "analysis.bench.latency",
 }

@@ -34,7 +34,9 @@ from gatecore.hessian import (MAX_EXACT_N, METHODS, SLQ_PROBES, SLQ_STEPS, TOL, 
                               weight_scaled)
 from gatecore.pooling import pooled_loss
 
-from .setup import PRESETS, as_trained_penalty, build, encode, penalty_fn, penalty_kink, read_task, train_short
+from .penalty import as_trained_penalty, penalty_fn, penalty_kink
+from .setup import PRESETS, build, encode, read_task
+from .train import train_short
 
 # ---- defaults -------------------------------------------------------------------------------------------
 TARGETS = (r"attention\.self\.(query|value)",)   # without --adapters: the common LoRA layers, gates on the same
