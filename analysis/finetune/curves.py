@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.finetune import tables
-from analysis.finetune.figures import (GATE_COLORS, REF_STYLE, _metric, _plt, _save, _setting, heatmap,
-                                       kept_fractions, trivial_line)
+from analysis.finetune.plotting import (GATE_COLORS, REF_STYLE, heatmap, kept_fractions, metric, pyplot, save, setting,
+                                        trivial_line)
 from analysis.finetune.stats import PLATEAU_TAIL, PLATEAU_TOL, mean, mean_curve
 
 
@@ -51,7 +51,7 @@ def plot_curves(p, path: Path, base: dict) -> Path | None:
         print(f"finetune figures [{p.name}]: no training curves recorded; skipping (d)")
         return None
     gated = any(c.is_gates for _, cs in shown for c in cs)
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1 + gated, len(shown), figsize=(max(4.6 * len(shown), 10.0), 3.6 * (1 + gated) + 1.0),
                              squeeze=False)
     for j, (task, cells) in enumerate(shown):
@@ -68,7 +68,7 @@ def plot_curves(p, path: Path, base: dict) -> Path | None:
                 axes[1][j].fill_between(steps, 100 * (m - s), 100 * (m + s), color=color, alpha=0.15, lw=0)
                 axes[1][j].axhline(100 * mean(c.asked), color=color, ls=":", lw=1)
         trivial_line(top, base.get(task))
-        top.set(title=task, xlabel="training step", ylabel=f"dev {_metric(p, task)} ({_subset(p)})")
+        top.set(title=task, xlabel="training step", ylabel=f"dev {metric(p, task)} ({_subset(p)})")
         if gated:
             axes[1][j].set(title=f"{task}: gates", xlabel="training step",
                            ylabel="% gated weights removed (eval gates)")
@@ -78,8 +78,8 @@ def plot_curves(p, path: Path, base: dict) -> Path | None:
         first = next((ax for ax in row if ax.get_legend_handles_labels()[0]), None)
         if first is not None:
             first.legend(fontsize=7, loc="best")
-    return _save(fig, path, "(d) Dev metric during training, mean ± std over seeds (dashed: trivial baseline)"
-                 + ("\nbottom: % of gated weights removed (dotted: asked)" if gated else "") + f"\n{_setting(p)}")
+    return save(fig, path, "(d) Dev metric during training, mean ± std over seeds (dashed: trivial baseline)"
+                 + ("\nbottom: % of gated weights removed (dotted: asked)" if gated else "") + f"\n{setting(p)}")
 
 
 def plot_kurtosis_layers(p, path: Path) -> Path | None:
@@ -92,7 +92,7 @@ def plot_kurtosis_layers(p, path: Path) -> Path | None:
                 rows.append((t, cp, ck))
     if not rows:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows), 3, figsize=(15.0, 4.6 * len(rows) + 0.8), squeeze=False)
     for (task, cp, ck), ax in zip(rows, axes):
         (names_p, _, grid_p), (names_k, _, grid_k) = kept_fractions(cp.records), kept_fractions(ck.records)
@@ -103,8 +103,8 @@ def plot_kurtosis_layers(p, path: Path) -> Path | None:
             heatmap(ax[2], grid_k - grid_p, names_p, f"{task}: kurtosis − plain", diff=True)
         else:
             ax[2].set_visible(False)
-    return _save(fig, path, "(f) Per-layer kept fraction of rows and columns (eval gates), mean over seeds: "
-                 f"plain target-keep vs kurtosis-weighted\n{_setting(p)}")
+    return save(fig, path, "(f) Per-layer kept fraction of rows and columns (eval gates), mean over seeds: "
+                 f"plain target-keep vs kurtosis-weighted\n{setting(p)}")
 
 
 def write_plateau_table(p, path: Path) -> Path | None:

@@ -6,7 +6,6 @@ Shared by the tables (tables.py), the figures (plots.py) and the sweep (compare.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 
