@@ -41,7 +41,7 @@ LEVERS = --protocol cpu-converged --tasks SST-2 --methods gates --seeds 0 --no-b
 # Inference latency, dense vs gated vs compressed MiniLM at 30% and 40% removed.
 bench:
 	$(PY) -m analysis.bench --repeats 20
-	$(PY) -m analysis.bench_train
+	$(PY) -m analysis.bench.train_cost
 
 # Re-execute the notebooks (default settings) and save their outputs: NAME.py is the source, NAME.ipynb the result.
 notebooks:

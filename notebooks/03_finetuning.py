@@ -67,8 +67,8 @@ for r in read_jsonl(live):
 #
 # Each file `results/finetune/<protocol>.jsonl` is one protocol: `convergence-check` (long runs on SST-2 and
 # MRPC that sized the epochs), `cpu-converged` (the converged five-task protocol), `cpu` (the smoke-size
-# protocol, kept for the record), `gpu` (the same protocol run with the offline GPU kit, `analysis.gpu_bundle` +
-# `analysis.gpu_protocol`, when one has been run). The table gives, per
+# protocol, kept for the record), `gpu` (the same protocol run with the offline GPU kit, `analysis.finetune.gpu_bundle` +
+# `analysis.finetune.gpu_protocol`, when one has been run). The table gives, per
 # task and method, the dev metric (mean ± std over seeds), the trainable parameters, the measured fraction of the
 # gated weights removed (eval gates) and the speedup of the compressed model. The commands that produced the
 # runs are listed above each table.

@@ -1,6 +1,6 @@
 """Random vs length-bucketed training batches on the GLUE tasks: padding, and the MiniLM gates step time.
 
-    python -m analysis.bench_batching [--tasks SST-2 MRPC] [--rounds 3] [--steps 4]
+    python -m analysis.bench.batching [--tasks SST-2 MRPC] [--rounds 3] [--steps 4]
 
 Per task, over one epoch of the full training split (MiniLM tokenizer, MAX_LEN): tokens the batches
 carry (rows x longest row) over the real tokens, for random batches (the runner's old order) and for
@@ -106,3 +106,7 @@ def main(argv=None) -> int:
                                     SEED, "cpu"), "tasks": res})
     print(f"wrote {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Step-time overhead of the Trainer integration (gatecore.GateTrainer) against the study runner (analysis.finetune.train).
 
-    python -m analysis.bench_hf_trainer [--steps 8] [--rounds 3]
+    python -m analysis.bench.hf_trainer [--steps 8] [--rounds 3]
 
 Same model (MiniLM, gates on all six matrices, biases on), same synthetic batches (batch x seq random
 tokens, no padding), same optimizer, penalty and controller; the two loops alternate round by round in
@@ -86,3 +86,7 @@ def main(argv=None) -> int:
     write_json(args.out, {**provenance(vars(args), 0, "cpu"), "median_s_per_step": med, "ratio_trainer_vs_runner": ratio,
                        "all": runs})
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

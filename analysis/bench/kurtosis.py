@@ -1,6 +1,6 @@
 """Step-time overhead of the kurtosis-weighted target penalty on MiniLM (issue 16).
 
-    python -m analysis.bench_kurtosis [--batch 32] [--seq 64] [--steps 4] [--repeats 5] [--threads 1]
+    python -m analysis.bench.kurtosis [--batch 32] [--seq 64] [--steps 4] [--repeats 5] [--threads 1]
 
 Two copies of MiniLM with gates on all six matrices of every layer, trained side by side in this
 one process, interleaved round by round so machine noise hits both alike:
@@ -121,3 +121,7 @@ def main(argv=None) -> int:
           f"(median max/min per vector {ws['max_over_min_median']:.4f})")
     print(f"wrote {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -285,3 +285,7 @@ def main(argv=None) -> int:
         ap.error("--device cuda asked for, but torch sees no GPU")
     run(BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()}))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -298,3 +298,7 @@ def main(argv=None) -> int:
     print(summary_table(out))
     print(f"wrote {out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

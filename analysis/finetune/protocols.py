@@ -91,7 +91,7 @@ def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4
     """Seconds per run and the longest-first makespan on `workers` workers; `sizes[task]` = (train, val, dev)."""
     times = times or step_times()
     if times is None:
-        return {"source": "no results/batching.json: run python -m analysis.bench_batching", "wall_s": None}
+        return {"source": "no results/batching.json: run python -m analysis.bench.batching", "wall_s": None}
     gates, ratio = times
     per_run = []
     for s in specs:
