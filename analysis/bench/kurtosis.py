@@ -8,7 +8,7 @@ one process, interleaved round by round so machine noise hits both alike:
     kurtosis: the same with kurtosis_tau, input-mean recording on (gatecore.track_input_means)
 The result is the ratio of the median step times (wall and this process's CPU time). Also
 records how far from uniform the weights are at this tau (n_open * w per gate vector).
-Writes results/kurtosis_overhead.json.
+Writes results/bench/kurtosis_overhead.json.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import time
 import torch
 
 import gatecore
-from analysis.constants import ROOT
+from analysis.constants import study_results
 from analysis.provenance import provenance, write_json
 
 BATCH, SEQ, STEPS, REPEATS, WARMUP, THREADS = 32, 64, 4, 5, 2, 1
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=REPEATS, help="interleaved rounds (default %(default)s)")
     ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (default %(default)s)")
     ap.add_argument("--tau", type=float, default=TAU, help="kurtosis_tau of the weighted variant (default %(default)s)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "kurtosis_overhead.json"), help="results file")
+    ap.add_argument("--out", default=str(study_results("bench") / "kurtosis_overhead.json"), help="results file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     setups = {v: build(v) for v in VARIANTS}

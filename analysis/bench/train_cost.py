@@ -20,7 +20,7 @@ Memory: what training holds beyond the inference model, counted exactly: the ten
 for backward (deduplicated by storage), plus gradients and AdamW state of the trainable parameters.
 (CPU peak RSS cannot be compared in one process.) With --device cuda, also the allocator's peak
 during one step above what was allocated before it, plus the optimizer state.
-Writes results/train_cost.json.
+Writes results/bench/train_cost.json.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import torch
 
 import gatecore
 import gatecore.families
-from analysis.constants import ROOT
+from analysis.constants import study_results
 from analysis.provenance import provenance, write_json
 
 BATCHES, SEQS, STEPS, REPEATS, WARMUP = (8, 32), (64, 128), 3, 3, 2
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), help="settings to run")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     ap.add_argument("--no-memory", action="store_true", help="skip the training-memory count")
-    ap.add_argument("--out", default=str(ROOT / "results" / "train_cost.json"), help="results file")
+    ap.add_argument("--out", default=str(study_results("bench") / "train_cost.json"), help="results file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     dev = args.device

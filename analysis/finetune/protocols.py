@@ -10,7 +10,7 @@ become the defaults and explicit options still win. Three fields have no option:
 grids) times a measured step time, plus its evaluations, scheduled longest first on `workers` workers
 exactly as analysis.finetune.schedule does. Step times come from files, not guesses:
   - the MiniLM gates step per task, bucketed batches, 1 thread, CPU seconds (one worker per core):
-    results/batching.json (bench_batching);
+    results/bench/batching.json (analysis.bench.batching);
   - the other methods' step relative to gates (bias on), median over tasks of the runner's own
     measured step_time_s in results/finetune/cpu.jsonl (1 thread, same machine).
 """
@@ -70,7 +70,7 @@ def run_cost(spec: dict, n_train: int) -> float:
     return grid_size(spec) * steps * (1.5 if spec["method"] == "full" else 1.0)
 
 
-def step_times(batching=ROOT / "results" / "batching.json", runs=ROOT / "results" / "finetune" / "cpu.jsonl"):
+def step_times(batching=ROOT / "results" / "bench" / "batching.json", runs=ROOT / "results" / "finetune" / "cpu.jsonl"):
     """({task: gates step s, bucketed}, {method: step / gates step}) from the measured files, or None."""
     import json
     if not Path(batching).is_file():
@@ -91,7 +91,7 @@ def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4
     """Seconds per run and the longest-first makespan on `workers` workers; `sizes[task]` = (train, val, dev)."""
     times = times or step_times()
     if times is None:
-        return {"source": "no results/batching.json: run python -m analysis.bench.batching", "wall_s": None}
+        return {"source": "no results/bench/batching.json: run python -m analysis.bench.batching", "wall_s": None}
     gates, ratio = times
     per_run = []
     for s in specs:
@@ -105,6 +105,6 @@ def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4
     load = [0.0] * max(1, workers)
     for t in sorted(per_run, reverse=True):  # what analysis.finetune.schedule does: longest first, to the first free worker
         load[load.index(min(load))] += t
-    return {"source": "results/batching.json (gates CPU s per bucketed step, per task) x results/finetune/cpu.jsonl "
+    return {"source": "results/bench/batching.json (gates CPU s per bucketed step, per task) x results/finetune/cpu.jsonl "
                       "(method ratios)",
             "run_s": per_run, "serial_s": sum(per_run), "wall_s": max(load), "workers": workers}
