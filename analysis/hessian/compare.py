@@ -8,10 +8,11 @@
 Each run is one HessianConfig (analysis.hessian.study), written with its exact command to results/hessian/.
 Parts:
   exact, lanczos, r8, power, seeds   the earlier layer-5 runs (gates vs LoRA r=1 on W_v, n = 768 each; r=8 on q,v)
-  slice     SST-2 at init, gates-all (n = 41,472) vs lora-qv (n = 73,728), Lanczos + SLQ, in theta and per unit dW
+  slice     SST-2 at init, gates-all (n = 41,472) vs lora-qv (n = 73,728), Lanczos + SLQ, in theta and per unit dW;
+            superseded by `full` (its files are not kept)
   full      SST-2 and MRPC (pairs: 128 tokens), seeds 0-2, gates-all / lora-qv / matched (LoRA r=1 on all six, n = 41,472), at init and
             at the converged checkpoints <dir>/<task>_<preset>_seed<k>.pt, raw and per unit dW; gates with 8 draws
-            and with the training penalty (--penalty as-trained) at the checkpoints; 60 SLQ steps (names end _S60_)
+            and with the training penalty (--penalty as-trained) at the checkpoints; 60 SLQ steps
 Its tables are analysis/hessian/tables.py (full_sets.md, written by `make figures`), its figures analysis/hessian/plots.py.
 """
 from __future__ import annotations
@@ -32,7 +33,6 @@ V5, QV5 = r"layer\.5\.attention\.self\.value", r"layer\.5\.attention\.self\.(que
 COMMON = HessianConfig(examples=8, noise_draws=2, dtype="float64")
 SETTINGS = {"gates_v5": dict(method="gates", targets=(V5,)), "lora1_v5": dict(method="lora", lora_r=1, targets=(V5,)),
             "gates_qv5": dict(method="gates", targets=(QV5,)), "lora8_qv5": dict(method="lora", lora_r=8, targets=(QV5,))}
-PRESET_NAMES = {"gates-all": "gatesall", "lora-qv": "loraqv", "matched": "lora1all"}
 
 
 def _layer5(task, setting, state, spectrum, seed=0, suffix="", **kw) -> tuple[str, HessianConfig]:
@@ -44,13 +44,10 @@ def _layer5(task, setting, state, spectrum, seed=0, suffix="", **kw) -> tuple[st
 
 
 def _preset(task, preset, state, seed, weight=False, checkpoints=CHECKPOINTS, slq_steps=30, **kw) -> tuple[str, HessianConfig]:
-    draws = f"_K{kw['noise_draws']}" if "noise_draws" in kw else ""   # the slice's gates use COMMON's 2 draws
-    steps = f"_S{slq_steps}" if slq_steps != 30 else ""                 # the slice's 30 SLQ steps: no suffix
-    name = f"{task}_{PRESET_NAMES[preset]}{'_dW' if weight else ''}{draws}{steps}_{state}_seed{seed}"
     ckpt = Path(checkpoints) / f"{task}_{preset}_seed{seed}.pt" if state == "converged" else None
-    return name, replace(COMMON, task=task, adapters=preset, spectrum=("lanczos", "slq"), slq_steps=slq_steps, slq_probes=3, seed=seed,
-                         precondition="weight" if weight else "none", out=repo_path(OUT / f"{name}.json"),
-                         checkpoint=repo_path(ckpt) if ckpt else "", **kw)
+    cfg = replace(COMMON, task=task, adapters=preset, spectrum=("lanczos", "slq"), slq_steps=slq_steps, slq_probes=3,
+                  seed=seed, precondition="weight" if weight else "none", checkpoint=repo_path(ckpt) if ckpt else "", **kw)
+    return cfg.name(state), replace(cfg, out=repo_path(OUT / f"{cfg.name(state)}.json"))
 
 
 def plan(checkpoints=CHECKPOINTS) -> dict[str, list[tuple[str, HessianConfig]]]:

@@ -41,6 +41,7 @@ from .train import train_short
 # ---- defaults -------------------------------------------------------------------------------------------
 TARGETS = (r"attention\.self\.(query|value)",)   # without --adapters: the common LoRA layers, gates on the same
 FLAT_DRAWS = (1, 2, 8, 64, 256)
+PRESET_NAMES = {"gates-all": "gatesall", "lora-qv": "loraqv", "matched": "lora1all"}   # in file names
 ADAPTER_SUFFIX = re.compile(r"\.(row_gate\.theta|col_gate\.theta|lora_A|lora_B)$")
 
 
@@ -80,7 +81,7 @@ class HessianConfig:
     compare_power: bool = option(False, "also count products: pyhessian power iteration vs ARPACK (the CLI's Lanczos)")
     seed: int = option(0, 'seed for examples, init, noise draws and probes')
     threads: int = option(1, 'torch CPU threads (1: 2 threads ran 20-30x slower on a busy 2-core machine)')
-    out: str = option("", 'results JSON (default results/hessian/<task>_<adapters>_<state>_seed<k>.json)')
+    out: str = option("", 'results JSON (default results/hessian/<name>.json, HessianConfig.name)')
 
     def resolved(self) -> tuple[str, str | None, int]:
         """(method, preset kind for gatecore.families or None, lora_r) after the --adapters preset."""
@@ -90,9 +91,15 @@ class HessianConfig:
             return PRESETS[self.adapters]
         return self.method, None, self.lora_r
 
-    def label(self) -> str:
+    def name(self, state: str) -> str:
+        """<task>_<adapters>[_dW][_K<draws>][_S<SLQ steps>]_<state>_seed<k>: a results file name that carries every
+        setting the sweep varies (K: gates only; S: when SLQ runs)."""
         method, _, r = self.resolved()
-        return self.adapters or (method if method == "gates" else f"lora{r}")
+        adapters = PRESET_NAMES.get(self.adapters) or (method if method == "gates" else f"lora{r}")
+        dw = "_dW" if self.precondition == "weight" else ""
+        draws = f"_K{self.noise_draws}" if method == "gates" else ""
+        slq = f"_S{self.slq_steps}" if {"slq", "all"} & set(self.spectrum) else ""
+        return f"{self.task}_{adapters}{dw}{draws}{slq}_{state}_seed{self.seed}"
 
 
 def _penalty(cfg: HessianConfig, meta: dict | None):
@@ -213,8 +220,7 @@ def analyze(cfg: HessianConfig, progress: bool = True) -> dict:
 
 def default_out(cfg: HessianConfig, record: dict) -> Path:
     state = record["setting"]["state"].split(" ")[0]   # init | trained | converged | checkpoint
-    pre = "_weight" if cfg.precondition == "weight" else ""
-    return study_results("hessian") / f"{cfg.task}_{cfg.label()}{pre}_{state}_seed{cfg.seed}.json"
+    return study_results("hessian") / f"{cfg.name(state)}.json"
 
 
 def run(cfg: HessianConfig, progress: bool = True) -> Path:
