@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup test figures experiments bench notebooks lab clean
+.PHONY: setup test lint figures experiments bench notebooks lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ setup: $(PY)
 
 test:
 	$(PY) -m pytest -q
+
+# ruff (pinned in requirements.txt, configured in pyproject.toml): lint and format check, no changes made.
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 figures:
 	$(PY) -m analysis.figures

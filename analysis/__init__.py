@@ -12,6 +12,7 @@ Every part runs as `python -m analysis.<study>[.<part>]`.
 
 Every run stays offline unless told otherwise.
 """
+
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,6 +1,7 @@
 """The shape of the imports (docs/design.md §5), read with `ast`: the core imports nothing from the studies or the
 notebooks; inside gatecore/ and inside analysis/ no import cycle, module-level or inside a function; no module
 imports another's private (`_name`) objects; and no Python file over MAX_LINES lines."""
+
 import ast
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def imported(path: Path, root: Path, top_level_only: bool) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
     package = module_name(path, root) if path.name == "__init__.py" else module_name(path, root).rpartition(".")[0]
     out = set()
-    for node in (tree.body if top_level_only else ast.walk(tree)):
+    for node in tree.body if top_level_only else ast.walk(tree):
         if isinstance(node, ast.Import):
             out |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -40,8 +41,10 @@ def imported(path: Path, root: Path, top_level_only: bool) -> set[str]:
 def import_graph(package_dir: Path, root: Path, top_level_only: bool = True) -> dict[str, set[str]]:
     """module -> the modules of the same package it imports (at module level, or anywhere)."""
     modules = {module_name(f, root): f for f in sorted(package_dir.rglob("*.py"))}
-    return {name: {m for m in imported(f, root, top_level_only) if m in modules and m != name}
-            for name, f in modules.items()}
+    return {
+        name: {m for m in imported(f, root, top_level_only) if m in modules and m != name}
+        for name, f in modules.items()
+    }
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -50,7 +53,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
     def visit(node):
         if node in path:
-            return path[path.index(node):] + [node]
+            return path[path.index(node) :] + [node]
         if node in done:
             return None
         path.append(node)
@@ -70,8 +73,12 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_core_imports_nothing_from_analysis_or_notebooks():
-    bad = sorted(f"{module_name(f, ROOT)} -> {m}" for f in sorted((ROOT / "gatecore").rglob("*.py"))
-                 for m in imported(f, ROOT, top_level_only=False) if m.split(".")[0] in ("analysis", "notebooks"))
+    bad = sorted(
+        f"{module_name(f, ROOT)} -> {m}"
+        for f in sorted((ROOT / "gatecore").rglob("*.py"))
+        for m in imported(f, ROOT, top_level_only=False)
+        if m.split(".")[0] in ("analysis", "notebooks")
+    )
     assert not bad, bad
 
 
@@ -81,11 +88,11 @@ def private_imports(path: Path, root: Path, project=PACKAGES) -> list[str]:
     tree = ast.parse(path.read_text(), str(path))
     me = module_name(path, root)
     package = me if path.name == "__init__.py" else me.rpartition(".")[0]
-    modules = {}   # local name -> the project module it stands for
+    modules = {}  # local name -> the project module it stands for
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            for alias in node.names:   # `import a.b` binds a; `import a.b as c` binds c to a.b
+            for alias in node.names:  # `import a.b` binds a; `import a.b as c` binds c to a.b
                 top = alias.name.split(".")[0]
                 if top in project:
                     modules[alias.asname or top] = alias.name if alias.asname else top
@@ -130,9 +137,11 @@ def test_module_imports_form_no_cycle(package):
 
 def test_the_graphs_see_the_packages():
     assert {"gatecore.compress", "gatecore.fold", "gatecore.families", "gatecore.hessian.operator"} <= set(
-        import_graph(ROOT / "gatecore", ROOT))
+        import_graph(ROOT / "gatecore", ROOT)
+    )
     assert {"analysis.finetune.figures", "analysis.hessian.plots", "analysis.hessian.race.study"} <= set(
-        import_graph(ROOT / "analysis", ROOT))
+        import_graph(ROOT / "analysis", ROOT)
+    )
 
 
 def test_no_module_imports_another_modules_private_names():
@@ -164,8 +173,13 @@ def test_the_scan_sees_private_imports(tmp_path):
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "a.py").write_text("_x = 1\n\n\ndef f():\n    return _x\n")
-    (pkg / "b.py").write_text("import gatecore.a\nfrom . import a as mod\nfrom .a import f as _g\n\n\n"
-                              "def h():\n    from gatecore.a import _x\n    return gatecore.a._x + mod._x + _g() + _x\n")
+    (pkg / "b.py").write_text(
+        "import gatecore.a\nfrom . import a as mod\nfrom .a import f as _g\n\n\n"
+        "def h():\n    from gatecore.a import _x\n    return gatecore.a._x + mod._x + _g() + _x\n"
+    )
     assert private_imports(pkg / "a.py", tmp_path) == []
-    assert sorted(private_imports(pkg / "b.py", tmp_path)) == ["gatecore.b: from gatecore.a import _x",
-                                                              "gatecore.b: gatecore.a._x", "gatecore.b: gatecore.a._x"]
+    assert sorted(private_imports(pkg / "b.py", tmp_path)) == [
+        "gatecore.b: from gatecore.a import _x",
+        "gatecore.b: gatecore.a._x",
+        "gatecore.b: gatecore.a._x",
+    ]

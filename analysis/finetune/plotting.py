@@ -17,16 +17,24 @@ TITLE_TAGS = {"cpu": "SMOKE-SIZE protocol, 75 steps per run, 1 seed"}  # said on
 REF_STYLE = {"lora": ("tab:blue", "-"), "full": ("black", "-"), "bias": ("tab:orange", "--"), "head": ("tab:gray", ":")}
 GATE_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 # module type from the end of a gated layer's name (BERT and LLaMA names), in the order drawn
-MODULE_TYPES = (("query", r"query|q_proj"), ("key", r"key|k_proj"), ("value", r"value|v_proj"),
-                ("attn out", r"attention\.output\.dense|o_proj"), ("ffn gate", r"gate_proj"),
-                ("ffn up", r"intermediate\.dense|up_proj"), ("ffn down", r"(?<!attention\.)output\.dense|down_proj"))
+MODULE_TYPES = (
+    ("query", r"query|q_proj"),
+    ("key", r"key|k_proj"),
+    ("value", r"value|v_proj"),
+    ("attn out", r"attention\.output\.dense|o_proj"),
+    ("ffn gate", r"gate_proj"),
+    ("ffn up", r"intermediate\.dense|up_proj"),
+    ("ffn down", r"(?<!attention\.)output\.dense|down_proj"),
+)
 
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (figures are written to files, never shown)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
 
 
@@ -35,7 +43,9 @@ def subplot_grid(n: int, width=4.2, height=3.4):
     plt = pyplot()
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(max(width * cols, 9.0), height * rows + 0.6), squeeze=False)  # room for the title
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(max(width * cols, 9.0), height * rows + 0.6), squeeze=False
+    )  # room for the title
     for ax in axes.flat[n:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n])
@@ -55,9 +65,11 @@ def train_examples(p: Protocol) -> str:
 def setting(p: Protocol) -> str:
     r = p.records[0]
     cfg = r["config"]
-    return (f"{Path(str(cfg.get('model', '?'))).name}, {train_examples(p)}, "
-            f"pooling={cfg.get('pooling')}, {TITLE_TAGS.get(p.name, p.name + ' protocol')} on "
-            f"{r.get('gpu') or r.get('device', '?')}")
+    return (
+        f"{Path(str(cfg.get('model', '?'))).name}, {train_examples(p)}, "
+        f"pooling={cfg.get('pooling')}, {TITLE_TAGS.get(p.name, p.name + ' protocol')} on "
+        f"{r.get('gpu') or r.get('device', '?')}"
+    )
 
 
 def metric(p: Protocol, task: str) -> str:
@@ -78,8 +90,15 @@ def trivial_line(ax, value: float | None) -> None:
     """The trivial (constant-prediction) baseline of a panel, if known."""
     if value is not None:
         ax.axhline(value, **TRIVIAL_STYLE, label="trivial (constant prediction)")
-        ax.annotate(f"trivial {value:.1f}", xy=(0.99, value), xycoords=("axes fraction", "data"), ha="right",
-                    va="bottom", fontsize=7, color=TRIVIAL_STYLE["color"])
+        ax.annotate(
+            f"trivial {value:.1f}",
+            xy=(0.99, value),
+            xycoords=("axes fraction", "data"),
+            ha="right",
+            va="bottom",
+            fontsize=7,
+            color=TRIVIAL_STYLE["color"],
+        )
 
 
 def module_type(name: str) -> tuple[int, str] | None:
@@ -97,13 +116,13 @@ def kept_fractions(records: list[dict]) -> tuple[list[str], int, np.ndarray]:
     """Row labels '<type> rows|cols', layer count, and the mean kept fraction per (row label, layer)."""
     acc: dict[tuple[str, int], list[float]] = {}
     for r in records:
-        for l in r.get("layers") or []:
-            mt = module_type(l["name"])
+        for rec in r.get("layers") or []:
+            mt = module_type(rec["name"])
             if mt is None:
                 continue
             layer, kind = mt
-            acc.setdefault((f"{kind} rows", layer), []).append(l["rows_kept"] / l["out_features"])
-            acc.setdefault((f"{kind} cols", layer), []).append(l["cols_kept"] / l["in_features"])
+            acc.setdefault((f"{kind} rows", layer), []).append(rec["rows_kept"] / rec["out_features"])
+            acc.setdefault((f"{kind} cols", layer), []).append(rec["cols_kept"] / rec["in_features"])
     order = [f"{k} {side}" for k, _ in MODULE_TYPES for side in ("rows", "cols")]
     names = sorted({k for k, _ in acc}, key=lambda k: (order.index(k) if k in order else len(order), k))
     n_layers = max((layer for _, layer in acc), default=-1) + 1
@@ -117,8 +136,17 @@ def heatmap(ax, grid: np.ndarray, names: list[str], title: str, diff: bool = Fal
     """One kept-fraction heatmap (module type x layer); `diff`: a difference of two, on a diverging scale."""
     span = max(0.1, float(np.nanmax(np.abs(grid)))) if diff and np.isfinite(grid).any() else 0.5
     kw = dict(vmin=-span, vmax=span, cmap="RdBu", center=0.0) if diff else dict(vmin=0, vmax=1, cmap="viridis")
-    sns.heatmap(grid, annot=True, fmt=".2f", annot_kws={"fontsize": 6}, xticklabels=range(grid.shape[1]),
-                yticklabels=names, cbar_kws={"label": "kept fraction" + (" difference" if diff else "")}, ax=ax, **kw)
+    sns.heatmap(
+        grid,
+        annot=True,
+        fmt=".2f",
+        annot_kws={"fontsize": 6},
+        xticklabels=range(grid.shape[1]),
+        yticklabels=names,
+        cbar_kws={"label": "kept fraction" + (" difference" if diff else "")},
+        ax=ax,
+        **kw,
+    )
     ax.tick_params(axis="y", labelsize=7, rotation=0)
     ax.set(xlabel="layer", title=title)
     ax.title.set_fontsize(9)

@@ -10,11 +10,13 @@ Parts:
   exact, lanczos, r8, power, seeds   the earlier layer-5 runs (gates vs LoRA r=1 on W_v, n = 768 each; r=8 on q,v)
   slice     SST-2 at init, gates-all (n = 41,472) vs lora-qv (n = 73,728), Lanczos + SLQ, in theta and per unit dW;
             superseded by `full` (its files are not kept)
-  full      SST-2 and MRPC (pairs: 128 tokens), seeds 0-2, gates-all / lora-qv / matched (LoRA r=1 on all six, n = 41,472), at init and
-            at the converged checkpoints <dir>/<task>_<preset>_seed<k>.pt, raw and per unit dW; gates with 8 draws
-            and with the training penalty (--penalty as-trained) at the checkpoints; 60 SLQ steps
-Its tables are analysis/hessian/tables.py (full_sets.md, written by `make figures`), its figures analysis/hessian/plots.py.
+  full      SST-2 and MRPC (pairs: 128 tokens), seeds 0-2, gates-all / lora-qv / matched (LoRA r=1 on all six,
+            n = 41,472), at init and at the converged checkpoints <dir>/<task>_<preset>_seed<k>.pt, raw and per
+            unit dW; gates with 8 draws and with the training penalty (--penalty as-trained) at the checkpoints;
+            60 SLQ steps
+Its tables: analysis/hessian/tables.py (full_sets.md, written by `make figures`); its figures: hessian/plots.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,40 +33,94 @@ OUT = study_results("hessian")
 CHECKPOINTS = OUT / "checkpoints"
 V5, QV5 = r"layer\.5\.attention\.self\.value", r"layer\.5\.attention\.self\.(query|value)"
 COMMON = HessianConfig(examples=8, noise_draws=2, dtype="float64")
-SETTINGS = {"gates_v5": dict(method="gates", targets=(V5,)), "lora1_v5": dict(method="lora", lora_r=1, targets=(V5,)),
-            "gates_qv5": dict(method="gates", targets=(QV5,)), "lora8_qv5": dict(method="lora", lora_r=8, targets=(QV5,))}
+SETTINGS = {
+    "gates_v5": dict(method="gates", targets=(V5,)),
+    "lora1_v5": dict(method="lora", lora_r=1, targets=(V5,)),
+    "gates_qv5": dict(method="gates", targets=(QV5,)),
+    "lora8_qv5": dict(method="lora", lora_r=8, targets=(QV5,)),
+}
 
 
 def _layer5(task, setting, state, spectrum, seed=0, suffix="", **kw) -> tuple[str, HessianConfig]:
     name = f"{task}_{setting}_{state}_seed{seed}{suffix}"
-    train = dict(train_steps=100, save_checkpoint=repo_path(CHECKPOINTS / f"{task}_{setting}_seed{seed}.pt")) \
-        if state == "trained" else {}
-    return name, replace(COMMON, task=task, **SETTINGS[setting], spectrum=tuple(spectrum.split()), seed=seed,
-                         out=repo_path(OUT / f"{name}.json"), **train, **kw)
+    train = (
+        dict(train_steps=100, save_checkpoint=repo_path(CHECKPOINTS / f"{task}_{setting}_seed{seed}.pt"))
+        if state == "trained"
+        else {}
+    )
+    return name, replace(
+        COMMON,
+        task=task,
+        **SETTINGS[setting],
+        spectrum=tuple(spectrum.split()),
+        seed=seed,
+        out=repo_path(OUT / f"{name}.json"),
+        **train,
+        **kw,
+    )
 
 
-def _preset(task, preset, state, seed, weight=False, checkpoints=CHECKPOINTS, slq_steps=30, **kw) -> tuple[str, HessianConfig]:
+def _preset(
+    task, preset, state, seed, weight=False, checkpoints=CHECKPOINTS, slq_steps=30, **kw
+) -> tuple[str, HessianConfig]:
     ckpt = Path(checkpoints) / f"{task}_{preset}_seed{seed}.pt" if state == "converged" else None
-    cfg = replace(COMMON, task=task, adapters=preset, spectrum=("lanczos", "slq"), slq_steps=slq_steps, slq_probes=3,
-                  seed=seed, precondition="weight" if weight else "none", checkpoint=repo_path(ckpt) if ckpt else "", **kw)
+    cfg = replace(
+        COMMON,
+        task=task,
+        adapters=preset,
+        spectrum=("lanczos", "slq"),
+        slq_steps=slq_steps,
+        slq_probes=3,
+        seed=seed,
+        precondition="weight" if weight else "none",
+        checkpoint=repo_path(ckpt) if ckpt else "",
+        **kw,
+    )
     return cfg.name(state), replace(cfg, out=repo_path(OUT / f"{cfg.name(state)}.json"))
 
 
 def plan(checkpoints=CHECKPOINTS) -> dict[str, list[tuple[str, HessianConfig]]]:
     """part -> [(output name, config)]."""
-    parts = {"exact": [_layer5("SST-2", s, st, "exact", compare_power=st == "trained")
-                       for st in ("init", "trained") for s in ("gates_v5", "lora1_v5")]}
-    parts["lanczos"] = [_layer5("CoLA", s, st, "lanczos slq") for st in ("init", "trained") for s in ("gates_v5", "lora1_v5")]
-    parts["r8"] = [_layer5("SST-2", s, st, "lanczos slq") for st in ("init", "trained") for s in ("gates_qv5", "lora8_qv5")]
-    parts["power"] = [_layer5("CoLA", s, "trained", "lanczos", suffix="_power", compare_power=True) for s in ("gates_v5", "lora1_v5")]
-    parts["seeds"] = [_layer5("CoLA", s, st, "slq", seed=1) for st in ("init", "trained") for s in ("gates_v5", "lora1_v5")]
+    parts = {
+        "exact": [
+            _layer5("SST-2", s, st, "exact", compare_power=st == "trained")
+            for st in ("init", "trained")
+            for s in ("gates_v5", "lora1_v5")
+        ]
+    }
+    parts["lanczos"] = [
+        _layer5("CoLA", s, st, "lanczos slq") for st in ("init", "trained") for s in ("gates_v5", "lora1_v5")
+    ]
+    parts["r8"] = [
+        _layer5("SST-2", s, st, "lanczos slq") for st in ("init", "trained") for s in ("gates_qv5", "lora8_qv5")
+    ]
+    parts["power"] = [
+        _layer5("CoLA", s, "trained", "lanczos", suffix="_power", compare_power=True) for s in ("gates_v5", "lora1_v5")
+    ]
+    parts["seeds"] = [
+        _layer5("CoLA", s, st, "slq", seed=1) for st in ("init", "trained") for s in ("gates_v5", "lora1_v5")
+    ]
     parts["slice"] = [_preset("SST-2", p, "init", 0, w) for w in (False, True) for p in ("gates-all", "lora-qv")]
     # full: 60 SLQ steps, as the slice's negative counts in theta and in dW (equal by Sylvester's law) differed by ~20%
-    parts["full"] = [_preset(t, p, st, seed, w, checkpoints, 60, **({"noise_draws": 8} if p == "gates-all" else {}),
-                             **({"penalty": "as-trained"} if st == "converged" and p == "gates-all" else {}),
-                             **({"max_length": 128} if t == "MRPC" else {}))
-                     for t in ("SST-2", "MRPC") for seed in (0, 1, 2) for st in ("init", "converged")
-                     for p in ("gates-all", "lora-qv", "matched") for w in (False, True)]
+    parts["full"] = [
+        _preset(
+            t,
+            p,
+            st,
+            seed,
+            w,
+            checkpoints,
+            60,
+            **({"noise_draws": 8} if p == "gates-all" else {}),
+            **({"penalty": "as-trained"} if st == "converged" and p == "gates-all" else {}),
+            **({"max_length": 128} if t == "MRPC" else {}),
+        )
+        for t in ("SST-2", "MRPC")
+        for seed in (0, 1, 2)
+        for st in ("init", "converged")
+        for p in ("gates-all", "lora-qv", "matched")
+        for w in (False, True)
+    ]
     return parts
 
 
@@ -76,6 +132,7 @@ def exact_timing(sizes=(1024, 2048, 4096, 8192), seed: int = 0) -> dict:
     import torch
 
     from gatecore.hessian import MAX_EXACT_N
+
     g = torch.Generator().manual_seed(seed)
     eig = {}
     for n in sizes:
@@ -85,28 +142,46 @@ def exact_timing(sizes=(1024, 2048, 4096, 8192), seed: int = 0) -> dict:
         torch.linalg.eigvalsh(A)
         eig[n] = time.perf_counter() - t
     runs = [r for r in load(RESULTS) if any(x["method"] == "exact" for x in r["reports"])]
-    per_product = {r["name"]: next(x["wall_s"] / x["products"] for x in r["reports"] if x["method"] == "exact") for r in runs}
+    per_product = {
+        r["name"]: next(x["wall_s"] / x["products"] for x in r["reports"] if x["method"] == "exact") for r in runs
+    }
     big, top = MAX_EXACT_N, max(sizes)
-    rec = {"eigvalsh_s": eig, "exact_runs_s_per_product": per_product,
-           "eigvalsh_s_at_max_exact_n": eig[big] if big in eig else None,
-           "eigvalsh_s_at_max_exact_n_extrapolated": eig[top] * (big / top) ** 3, "max_exact_n": big,
-           "note": "exact at n costs n products (s/product above, for MiniLM layer 5, 8 examples) plus eigvalsh(n)"}
+    rec = {
+        "eigvalsh_s": eig,
+        "exact_runs_s_per_product": per_product,
+        "eigvalsh_s_at_max_exact_n": eig[big] if big in eig else None,
+        "eigvalsh_s_at_max_exact_n_extrapolated": eig[top] * (big / top) ** 3,
+        "max_exact_n": big,
+        "note": "exact at n costs n products (s/product above, for MiniLM layer 5, 8 examples) plus eigvalsh(n)",
+    }
     return write_json(OUT / "exact_timing.json", {**provenance({"sizes": list(sizes)}, seed, "cpu"), **rec})
 
 
-
-
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.hessian.compare", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.hessian.compare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--part", choices=list(plan()), nargs="+", default=[], help="which part(s) of the sweep to run")
     ap.add_argument("--list", action="store_true", help="print the commands of every part (or of --part) and exit")
     ap.add_argument("--skip-done", action="store_true", help="skip runs whose results file exists")
-    ap.add_argument("--checkpoints", type=Path, default=CHECKPOINTS,
-                    help="folder of converged checkpoints <task>_<preset>_seed<k>.pt for --part full (default: %(default)s)")
-    ap.add_argument("--timing", action="store_true", help="time eigvalsh at growing n (results/hessian/exact_timing.json)")
-    ap.add_argument("--timing-sizes", type=int, nargs="+", default=[1024, 2048, 4096, 8192],
-                    help="matrix sizes for --timing (default: %(default)s; the largest exact n is gatecore.hessian.MAX_EXACT_N)")
+    ap.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=CHECKPOINTS,
+        help="folder of converged checkpoints <task>_<preset>_seed<k>.pt for --part full (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--timing", action="store_true", help="time eigvalsh at growing n (results/hessian/exact_timing.json)"
+    )
+    ap.add_argument(
+        "--timing-sizes",
+        type=int,
+        nargs="+",
+        default=[1024, 2048, 4096, 8192],
+        help="matrix sizes for --timing (default: %(default)s; the largest exact n is gatecore.hessian.MAX_EXACT_N)",
+    )
     args = ap.parse_args(argv)
     if not (args.list or args.part or args.timing):
         ap.error("nothing to do: pass --part ..., --timing or --list")
@@ -120,7 +195,7 @@ def main(argv=None) -> int:
                 print(f"[{part}] {command('analysis.hessian', to_argv(cfg))}")
             elif args.skip_done and (ROOT / cfg.out).exists():
                 continue
-            elif cfg.checkpoint and not (ROOT / cfg.checkpoint).exists():   # e.g. `matched`: never trained
+            elif cfg.checkpoint and not (ROOT / cfg.checkpoint).exists():  # e.g. `matched`: never trained
                 print(f"== {part}: {name}: skipped, no checkpoint {cfg.checkpoint}", flush=True)
             else:
                 print(f"== {part}: {name}", flush=True)
@@ -135,10 +210,16 @@ def demo(large: bool = False, small: bool = False, task: str = "SST-2") -> list[
     if large:
         spec = dict(spectrum=("exact",))
     recs = []
-    for state in (["init", "trained"] if large else ["init"]):
+    for state in ["init", "trained"] if large else ["init"]:
         for setting in ("gates_v5", "lora1_v5"):
-            cfg = replace(COMMON, task=task, **SETTINGS[setting], examples=4 if small else 8, **spec,
-                          train_steps=100 if state == "trained" else 0)
+            cfg = replace(
+                COMMON,
+                task=task,
+                **SETTINGS[setting],
+                examples=4 if small else 8,
+                **spec,
+                train_steps=100 if state == "trained" else 0,
+            )
             rec = analyze(cfg, progress=False)
             rec["name"] = f"{task}_{setting}_{state} (notebook)"
             recs.append(rec)

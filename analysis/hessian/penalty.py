@@ -16,7 +16,9 @@ from gatecore import Gate, sparsity_penalty
 FINETUNE_RESULTS = study_results("finetune")
 
 
-def penalty_fn(lam: float, objective: str, target: float | None, reg_sigma: float | None, kurtosis_tau: float | None = None):
+def penalty_fn(
+    lam: float, objective: str, target: float | None, reg_sigma: float | None, kurtosis_tau: float | None = None
+):
     """lam * sparsity_penalty(model, objective, target, reg_sigma): the term training adds (docs/design.md §1)."""
     kw = {} if kurtosis_tau is None else {"kurtosis_tau": kurtosis_tau}
     return lambda model: lam * sparsity_penalty(model, objective, target, reg_sigma=reg_sigma, **kw)
@@ -29,11 +31,18 @@ def penalty_kink(model, spec: dict) -> dict | None:
     if spec.get("objective") != "target" or spec.get("target") is None:
         return None
     keep = 1.0 - spec["target"]
-    d = np.array([abs(float(g.prob_open(spec.get("reg_sigma")).mean()) - keep)
-                  for g in model.modules() if isinstance(g, Gate)])
-    return {"gate_vectors": int(d.size), "keep": keep, "distance_median": float(np.median(d)), "distance_max": float(d.max()),
-            "within_1e-3": int((d <= 1e-3).sum()), "within_1e-2": int((d <= 1e-2).sum()),
-            "note": "|mean_i P(open) - keep| per gate vector; at 0 the penalty is not twice differentiable"}
+    d = np.array(
+        [abs(float(g.prob_open(spec.get("reg_sigma")).mean()) - keep) for g in model.modules() if isinstance(g, Gate)]
+    )
+    return {
+        "gate_vectors": int(d.size),
+        "keep": keep,
+        "distance_median": float(np.median(d)),
+        "distance_max": float(d.max()),
+        "within_1e-3": int((d <= 1e-3).sum()),
+        "within_1e-2": int((d <= 1e-2).sum()),
+        "note": "|mean_i P(open) - keep| per gate vector; at 0 the penalty is not twice differentiable",
+    }
 
 
 def finetune_record(run_id: str, results_dir: Path = FINETUNE_RESULTS) -> tuple[dict, str]:
@@ -63,14 +72,22 @@ def as_trained_penalty(meta: dict | None, results_dir: Path = FINETUNE_RESULTS) 
         return dict(meta["penalty"])
     cfg = meta.get("config") or {}
     if not (meta.get("run_id") and cfg.get("objective")):
-        raise ValueError("--penalty as-trained needs a checkpoint whose meta records 'penalty' (lam, objective, target, "
-                         "reg_sigma) or a finetuning run (run_id + config with objective, lam, keep)")
+        raise ValueError(
+            "--penalty as-trained needs a checkpoint whose meta records 'penalty' (lam, objective, target, "
+            "reg_sigma) or a finetuning run (run_id + config with objective, lam, keep)"
+        )
     rec, source = finetune_record(meta["run_id"], results_dir)
     knob = rec.get("final_keep_target")
     if knob is None:
-        raise ValueError(f"finetuning run {meta['run_id']} ({source}) records no final_keep_target: no penalty was trained")
+        raise ValueError(
+            f"finetuning run {meta['run_id']} ({source}) records no final_keep_target: no penalty was trained"
+        )
     lam, objective = float(cfg["lam"]), cfg["objective"]
-    return dict(lam=lam * knob if objective == "l0" else lam, objective=objective,
-                target=None if objective == "l0" else 1.0 - knob, reg_sigma=cfg.get("reg_sigma"),
-                kurtosis_tau=cfg.get("kurtosis_tau"),
-                source=f"{source}, run {meta['run_id']}: config lam/objective/reg_sigma, target = 1 - final_keep_target")
+    return dict(
+        lam=lam * knob if objective == "l0" else lam,
+        objective=objective,
+        target=None if objective == "l0" else 1.0 - knob,
+        reg_sigma=cfg.get("reg_sigma"),
+        kurtosis_tau=cfg.get("kurtosis_tau"),
+        source=f"{source}, run {meta['run_id']}: config lam/objective/reg_sigma, target = 1 - final_keep_target",
+    )

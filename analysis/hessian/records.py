@@ -36,7 +36,9 @@ def mass(rec: dict) -> tuple[np.ndarray, np.ndarray, str] | None:
     if d:
         rep = next(r for r in rec["reports"] if r["method"] == "slq")
         # SLQ ran on the n - k active (or weight-moving) coordinates; the k come back at 0 or as their exact block
-        v, c = density_counts(d, rep["n"], rep["extra"].get("deflated_saturated", 0), rep["extra"].get("deflated_block"))
+        v, c = density_counts(
+            d, rep["n"], rep["extra"].get("deflated_saturated", 0), rep["extra"].get("deflated_block")
+        )
         return v, c / rep["n"], "SLQ"
     return None
 
@@ -44,8 +46,11 @@ def mass(rec: dict) -> tuple[np.ndarray, np.ndarray, str] | None:
 def label(rec: dict) -> str:
     s = rec["setting"]
     adapter = f"gates, K={s['noise_draws']}" if s["method"] == "gates" else f"LoRA r={s['lora_r']}"
-    return (f"{adapter} (n={s['n']})" + (" + penalty" if s.get("penalty") else "")
-            + (", per unit dW" if s.get("precondition") else ""))
+    return (
+        f"{adapter} (n={s['n']})"
+        + (" + penalty" if s.get("penalty") else "")
+        + (", per unit dW" if s.get("precondition") else "")
+    )
 
 
 def scope(rec: dict) -> str:
@@ -57,11 +62,17 @@ def scope(rec: dict) -> str:
 
 
 def group_key(rec: dict) -> tuple:
-    """task, matrices, state, seed, parametrization, SLQ steps (the slice's 30 and the full sweep's 60 are not mixed)."""
+    """task, matrices, state, seed, parametrization, SLQ steps (runs with 30 and 60 SLQ steps are not mixed)."""
     s = rec["setting"]
     slq = next((r["extra"].get("steps") for r in rec["reports"] if r["method"] == "slq"), None)
-    return (s["task"], scope(rec), s["state"].split(" ")[0], rec["seed"], "dW" if s.get("precondition") else "theta",
-            f"SLQ {slq}" if slq else "")
+    return (
+        s["task"],
+        scope(rec),
+        s["state"].split(" ")[0],
+        rec["seed"],
+        "dW" if s.get("precondition") else "theta",
+        f"SLQ {slq}" if slq else "",
+    )
 
 
 def method_key(rec: dict) -> str:
@@ -74,4 +85,6 @@ def record_conditioning(rec: dict):
     ev, w, src = mass(rec)
     rep = {r["method"]: r for r in rec["reports"]}
     ends = rep.get("exact") or rep.get("lanczos") or {}
-    return conditioning(ev, w * rec["setting"]["n"], src, lambda_max=ends.get("lambda_max"), lambda_min=ends.get("lambda_min"))
+    return conditioning(
+        ev, w * rec["setting"]["n"], src, lambda_max=ends.get("lambda_max"), lambda_min=ends.get("lambda_min")
+    )

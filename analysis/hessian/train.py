@@ -15,8 +15,13 @@ def train_short(model, loss_fn, batches, steps: int, lr_adapter: float, lr_head:
     """AdamW on adapters (+ head), the gates with `penalty`; train mode only on the gates (fresh noise)."""
     head = ids(head_parameters(model))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in params if id(p) not in head], "lr": lr_adapter},
-                             {"params": [p for p in params if id(p) in head], "lr": lr_head}], weight_decay=0.0)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if id(p) not in head], "lr": lr_adapter},
+            {"params": [p for p in params if id(p) in head], "lr": lr_head},
+        ],
+        weight_decay=0.0,
+    )
     gates = [m for m in model.modules() if isinstance(m, Gate)]
     for g in gates:
         g.train()

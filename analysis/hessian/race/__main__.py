@@ -17,10 +17,17 @@ from .study import run
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m analysis.hessian.race", description=package.__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_options(ap, RaceConfig, items={"gate_lrs": float, "lora_lrs": float, "seeds": int, "thresholds": float},
-                choices={"adapters": list(PRESETS), "head": ["frozen", "joint"], "pooling": ["mean", "cls"]})
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.hessian.race",
+        description=package.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_options(
+        ap,
+        RaceConfig,
+        items={"gate_lrs": float, "lora_lrs": float, "seeds": int, "thresholds": float},
+        choices={"adapters": list(PRESETS), "head": ["frozen", "joint"], "pooling": ["mean", "cls"]},
+    )
     return ap
 
 
@@ -33,6 +40,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         ap.exit(2, f"{ap.prog}: error: {e}\n")
     import matplotlib
+
     matplotlib.use("Agg")
     print(f"figure: {figure(json.loads(path.read_text()), FIGURES / cfg.figure)}")
     return 0

@@ -14,7 +14,7 @@ def batch_order(n: int, steps: int, batch: int, seed: int) -> list[np.ndarray]:
     """Example indices of each step: a fresh permutation of the n examples per epoch (rng seeded with `seed`)."""
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(n) for _ in range(math.ceil(steps * batch / n))])
-    return [order[i * batch: (i + 1) * batch] for i in range(steps)]
+    return [order[i * batch : (i + 1) * batch] for i in range(steps)]
 
 
 def make_batches(tok, texts, labels, steps: int, batch: int, seed: int, max_length: int) -> list[dict]:

@@ -28,18 +28,21 @@ def gates_train(model) -> None:
             m.train()
 
 
-def race(model, batches, eval_set, loss_fn, *, lr: float, head_lr: float | None, warmup: int, eval_every: int,
-         seed: int) -> dict:
+def race(
+    model, batches, eval_set, loss_fn, *, lr: float, head_lr: float | None, warmup: int, eval_every: int, seed: int
+) -> dict:
     """AdamW on the adapters (+ the head when head_lr is not None; otherwise it is frozen) over `batches`, one step
     each; returns the eval-loss curve (steps, loss), the training losses and whether it diverged."""
     head = ids(head_parameters(model))
     for p in head_parameters(model):
         p.requires_grad_(head_lr is not None)
     adapter = [p for p in model.parameters() if p.requires_grad and id(p) not in head]
-    groups = [{"params": adapter, "lr": lr}] + ([{"params": head_parameters(model), "lr": head_lr}] if head_lr is not None else [])
+    groups = [{"params": adapter, "lr": lr}] + (
+        [{"params": head_parameters(model), "lr": head_lr}] if head_lr is not None else []
+    )
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.999), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
-    torch.manual_seed(seed)   # the gates' noise stream
+    torch.manual_seed(seed)  # the gates' noise stream
     steps, losses, train = [0], [eval_loss(model, eval_set, loss_fn)], []
     diverged = None
     t = time.perf_counter()
@@ -61,5 +64,10 @@ def race(model, batches, eval_set, loss_fn, *, lr: float, head_lr: float | None,
                 diverged = step
                 break
     model.eval()
-    return {"steps": steps, "eval_loss": [x if math.isfinite(x) else None for x in losses], "train_loss": train,
-            "diverged_at": diverged, "wall_s": time.perf_counter() - t}
+    return {
+        "steps": steps,
+        "eval_loss": [x if math.isfinite(x) else None for x in losses],
+        "train_loss": train,
+        "diverged_at": diverged,
+        "wall_s": time.perf_counter() - t,
+    }
