@@ -79,6 +79,17 @@ def _preset(
     return cfg.name(state), replace(cfg, out=repo_path(OUT / f"{cfg.name(state)}.json"))
 
 
+def _full_settings(task, preset, state) -> dict:
+    """The full sweep's own settings: gates with 8 draws, and at the checkpoints with the penalty as trained;
+    MRPC's sentence pairs at 128 tokens."""
+    out = {"noise_draws": 8} if preset == "gates-all" else {}
+    if preset == "gates-all" and state == "converged":
+        out["penalty"] = "as-trained"
+    if task == "MRPC":
+        out["max_length"] = 128
+    return out
+
+
 def plan(checkpoints=CHECKPOINTS) -> dict[str, list[tuple[str, HessianConfig]]]:
     """part -> [(output name, config)]."""
     parts = {
@@ -103,18 +114,7 @@ def plan(checkpoints=CHECKPOINTS) -> dict[str, list[tuple[str, HessianConfig]]]:
     parts["slice"] = [_preset("SST-2", p, "init", 0, w) for w in (False, True) for p in ("gates-all", "lora-qv")]
     # full: 60 SLQ steps, as the slice's negative counts in theta and in dW (equal by Sylvester's law) differed by ~20%
     parts["full"] = [
-        _preset(
-            t,
-            p,
-            st,
-            seed,
-            w,
-            checkpoints,
-            60,
-            **({"noise_draws": 8} if p == "gates-all" else {}),
-            **({"penalty": "as-trained"} if st == "converged" and p == "gates-all" else {}),
-            **({"max_length": 128} if t == "MRPC" else {}),
-        )
+        _preset(t, p, st, seed, w, checkpoints, 60, **_full_settings(t, p, st))
         for t in ("SST-2", "MRPC")
         for seed in (0, 1, 2)
         for st in ("init", "converged")
