@@ -209,6 +209,20 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> Path:
     return path
 
 
+def replace_jsonl(path: str | os.PathLike, record: dict) -> Path:
+    """Rewrite the file atomically with `record` in place of the line(s) of its run_id (appended if none)."""
+    path = Path(path)
+    _warn_write(path, record)
+    rows = read_jsonl(path)
+    at = [i for i, r in enumerate(rows) if r.get("run_id") == record["run_id"]]
+    rows = [r for i, r in enumerate(rows) if i not in at[1:]]
+    rows = rows[:at[0]] + [record] + rows[at[0] + 1:] if at else rows + [record]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(r, default=_default) + "\n" for r in rows))
+    os.replace(tmp, path)
+    return path
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Every complete record; a torn final line (a killed writer) is ignored."""
     path = Path(path)

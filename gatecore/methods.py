@@ -20,7 +20,7 @@ from .inject import add_gates, add_lora, find_targets, mark_trainable
 from .parameters import gate_parameters, head_parameters, ids, lora_parameters
 
 __all__ = ["METHODS", "GATE_METHODS", "LORA_METHODS", "setup_method", "param_groups", "gate_parameters",
-           "lora_parameters", "head_parameters", "warmup_linear_schedule", "lam_ramp"]
+           "lora_parameters", "head_parameters", "warmup_linear_schedule", "warmup_constant_schedule", "lam_ramp"]
 
 METHODS = ("full", "lora", "bias", "head", "gates", "gates+lora")
 GATE_METHODS = ("gates", "gates+lora")
@@ -87,6 +87,12 @@ def warmup_linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, w
     warm = max(1, int(warmup * total) if warm_steps is None else int(warm_steps))
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / (total - warm + 1e-9))))
+
+
+def warmup_constant_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.06):
+    """Linear warm-up over `warmup` of the steps, then the peak lr to the end (the paper's GLUE schedule shape)."""
+    warm = max(1, int(warmup * max(1, int(total_steps))))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warm, 1.0))
 
 
 def lam_ramp(step: int, total: int, warmup: float) -> float:

@@ -104,3 +104,63 @@ def test_controller_anti_windup_and_freeze():
     l0 = sc.SparsityController("l0", asked=0.3)
     l0.update(5, 100, got=0.0)
     assert l0.target_sparsity is None and l0.lam_scale > 1.0  # l0: too little removed -> a larger lam
+
+
+def test_split_range_raises_lam_where_the_knob_alone_cannot_reach():
+    c = sc.SparsityController("target", asked=0.3, start=0.0, lam_gain=10.0, window=0.2, lam_max=100.0)
+    lo = c.feed_forward - 0.2
+    for step in range(5, 200, 5):
+        c.update(step, 1000, got=0.2)  # too little removed, always: knob to its window, then lam up to its cap
+    assert c.knob == pytest.approx(lo) and c.lam_scale == pytest.approx(100.0)
+    integral = c.integral
+    c.update(200, 1000, got=0.2)
+    assert c.integral == integral  # at the cap the integral stops (anti-windup)
+    path = []
+    for step in range(205, 800, 5):
+        c.update(step, 1000, got=0.4)  # too much removed: lam comes down first, then the knob moves up
+        path.append((c.lam_scale, c.knob))
+    first_free = next(i for i, (lam, _) in enumerate(path) if lam == 1.0)
+    assert all(a[0] >= b[0] for a, b in zip(path[:first_free], path[1:first_free + 1]))  # lam falls
+    assert all(knob == pytest.approx(lo) for _, knob in path[:first_free - 1])  # while the knob waits
+    assert path[-1][1] == sc.KNOB_RANGE["target"][1] and path[-1][0] > 1.0  # then the other end: lam pushes open
+    with pytest.raises(ValueError, match="lam_gain"):
+        sc.SparsityController("params", asked=0.3, lam_gain=-1.0)
+
+
+@pytest.fixture(scope="module")
+def gate_pushing():
+    """A regression task on which the task gradient itself closes gates (the tiny model over-removes): with
+    the knob alone the controller ends ~17 points past a 30% request (measured; STS-B's runs missed the other way)."""
+    rng = random.Random(0)
+    words = WORDS + ["short", "great", "poor", "story"]
+    value = {w: rng.gauss(0, 1) for w in words}
+
+    def split(n):
+        t = [" ".join(rng.choice(words) for _ in range(5)) for _ in range(n)]
+        return Split([(x,) for x in t], [3.0 * sum(value[w] for w in x.split()) for x in t])
+    tr, dev = split(640), split(100)
+    return Task("pushing", tr, dev, dev, "pearson", 1), encode(None, tr, 16, 64), encode(None, dev, 16, 64)
+
+
+def test_split_range_meets_the_request_without_the_correction(gate_pushing):
+    task, tr, dev = gate_pushing
+    torch.set_num_threads(1)
+    cfg = gate_cfg("target", 0.3, control_lam_gain=sc.LAM_GAIN, control_window=sc.WINDOW, control_lam_max=sc.LAM_MAX)
+    model, _ = build_model(cfg, 1)
+    res = train(model, cfg, task, tr, dev, 1, "cpu", curve_points=4, progress=False, val_enc=dev)
+    assert abs(res.correction["removed_before"] - 0.3) <= sc.TOL and res.correction["gates_changed"] == 0
+    assert max(p["lam_scale"] for p in res.curve) > 1.0  # lam did the work the knob could not
+
+
+def test_a_large_correction_is_measured_before_and_after_and_followed_by_recovery(gate_pushing):
+    task, tr, dev = gate_pushing
+    torch.set_num_threads(1)
+    cfg = gate_cfg("target", 0.3, recovery=0.1, recovery_min_changed=0.01)  # knob alone: misses, corrected
+    model, _ = build_model(cfg, 1)
+    res = train(model, cfg, task, tr, dev, 1, "cpu", curve_points=4, progress=False, val_enc=dev)
+    fix = res.correction
+    assert abs(fix["removed_before"] - 0.3) > sc.TOL and abs(fix["removed_after"] - 0.3) <= sc.TOL
+    assert fix["changed_fraction"] > 0.01 and {"val_main_before", "dev_main_before", "val_main_after"} <= set(fix)
+    assert fix["recovery"]["steps"] == max(20, round(0.1 * res.steps)) and "dev_main_after" in fix["recovery"]
+    assert sc.removed_got(model) == fix["removed_after"]  # the recovery trains around the pattern, never moves it
+    assert all(g.theta.requires_grad for m in gc.gated_layers(model).values() for g in m.gates())

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from gatecore import sparsity_control
+from gatecore.sparsity_control import KD, LAM_GAIN, LAM_MAX, WINDOW
 from gatecore.methods import GATE_METHODS
 from gatecore.pretrained import OFFLINE_MODEL
 
@@ -38,9 +39,11 @@ CONTROL = True         # steer the removed fraction to the request (gatecore/spa
 BUCKETED = True        # length-bucketed training batches (analysis/finetune/batching.py)
 CURVE_DEV_EXAMPLES = 500  # the dev curve along training uses this fixed-seed dev subset; the end, all of dev
 KURTOSIS_TAU = 100.0   # the paper's tau, for the kurtosis_keep runs when kurtosis_tau is not given
+RECOVERY = 0.1         # recovery steps after a correction that changed > 1% of the gates, x the run's steps
 DEFAULT_CHECKPOINTS = str(ROOT / "checkpoints")  # git-ignored
 SMALL = dict(train_examples=32, val_examples=16, dev_examples=32, epochs=1)  # small mode (CI, notebooks)
 SMALL_DIR = Path(tempfile.gettempdir()) / "gatecore-small"
+SCHEDULES = ("linear", "constant")
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,19 @@ class SweepConfig:
     keep: tuple = KEEPS                  # keep targets of gate runs with bias training
     no_bias_keep: tuple = ()             # keep targets of gate runs without bias training
     kurtosis_keep: tuple = ()            # keep targets of gate runs with the kurtosis-weighted target objective
+    combo_keep: tuple | None = None      # keep targets of gates+lora runs (bias on); None: `keep`
     kurtosis_tau: float | None = None    # kurtosis weighting of every gate run (target objective only)
     objective: str = OBJECTIVE
     lam_warmup: float = LAM_WARMUP
     sigma: float = SIGMA
     reg_sigma: float = REG_SIGMA
     control: bool = CONTROL
+    split_range: bool = True             # the controller also raises lam where the knob alone cannot reach the request
+    recovery: float = RECOVERY           # 0 = none; else steps (x the run's) after a correction changing > 1% of gates
+    schedule: str = "linear"             # lr after warm-up: linear decay to 0, or constant (the paper's shape)
+    extend_grids: bool = True            # the grid rule: a choice at a grid edge extends that grid (analysis/gridsearch.py)
+    grids_from_first_keep: bool = False  # other gate variants train the lrs the first keep target's run chose
+    reuse: tuple = ()                    # results files (names in results/finetune/) whose records of identical runs are copied, not rerun
     bucketed: bool = BUCKETED
     epochs: int | None = None            # None: task_epochs, else DEFAULT_EPOCHS
     task_epochs: dict = field(default_factory=dict)
@@ -103,6 +113,8 @@ class SweepConfig:
         return frozen(cls, {"protocol": name, **PROTOCOLS[name], **overrides})
 
     def __post_init__(self):
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.kurtosis_tau is not None and self.objective != "target":
             raise ValueError(f"kurtosis_tau weights the paper's `target` objective only; set objective='target' "
                              f"(got {self.objective!r})")
@@ -152,6 +164,8 @@ def expand(cfg: SweepConfig) -> list[dict]:
                             lr_grid=list(cfg.lr or cfg.lr_grids.get(method) or LR_GRID[method]),
                             head_lr=None if method == "head" else cfg.head_lr, bucketed=cfg.bucketed,
                             curve_dev_examples=cfg.curve_dev_examples)
+                if cfg.schedule != "linear":  # new keys only when set, so the run ids of earlier runs stay
+                    base.update(schedule=cfg.schedule)
                 if method in ("lora", "gates+lora"):
                     base.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
                 if method not in GATE_METHODS:
@@ -164,36 +178,72 @@ def expand(cfg: SweepConfig) -> list[dict]:
                             removed_tol=sparsity_control.TOL)
                 if cfg.kurtosis_tau is not None:  # only when set, so other run ids do not change
                     base.update(kurtosis_tau=cfg.kurtosis_tau)
+                if cfg.control and cfg.split_range:  # likewise
+                    base.update(control_lam_gain=LAM_GAIN, control_window=WINDOW, control_lam_max=LAM_MAX, control_kd=KD)
+                if cfg.control and cfg.recovery:
+                    base.update(recovery=cfg.recovery, recovery_min_changed=RECOVERY_MIN_CHANGED)
                 variants = [dict(keep=k, bias=True) for k in cfg.keep]
-                if i == 0 or "gates-no-bias" not in cfg.one_seed:
-                    variants += [dict(keep=k, bias=False) for k in cfg.no_bias_keep]
+                if method == "gates+lora" and cfg.combo_keep is not None:
+                    specs += [{**base, "keep": k, "bias": True} for k in cfg.combo_keep]
+                    continue
+                if i == 0 or "gates-no-bias" not in cfg.one_seed:  # without biases the lr grid has nothing to train
+                    variants += [dict(keep=k, bias=False, lr_grid=base["lr_grid"][:1]) for k in cfg.no_bias_keep]
                 variants += [dict(keep=k, bias=True, objective="target", kurtosis_tau=cfg.kurtosis_tau or KURTOSIS_TAU)
                              for k in cfg.kurtosis_keep]  # the paper's kurtosis-weighted objective is `target`
                 specs += [{**base, **v} for v in variants]
-    if cfg.grid_on_first_seed:  # marked here, resolved against the first seed's record by first_seed_choice
-        specs = [{**s, GRID_FROM: True} if s["seed"] != cfg.seeds[0] else s for s in specs]
+    if cfg.grids_from_first_keep and cfg.keep:  # other gate variants of the first seed: the first keep's choice
+        specs = [_mark_first_keep(s, specs, cfg.keep[0]) if s["seed"] == cfg.seeds[0] else s for s in specs]
+    if cfg.grid_on_first_seed:  # marked here, resolved against the first seed's record by inherit_choices
+        specs = [{**s, GRID_FROM: {"seed": cfg.seeds[0]}} if s["seed"] != cfg.seeds[0] else s for s in specs]
     return specs
 
 
-GRID_FROM = "grid_from_first_seed"
+def _mark_first_keep(s: dict, specs: list[dict], keep: float) -> dict:
+    """A gate variant (other keep, no bias) marked to train what the same method's `keep` run chose."""
+    if s["method"] not in GATE_METHODS or s.get("kurtosis_tau") is not None or (s["keep"], s["bias"]) == (keep, True):
+        return s
+    source = next((t for t in specs if (t["task"], t["method"], t["seed"], t.get("keep"), t.get("bias")) ==
+                   (s["task"], s["method"], s["seed"], keep, True) and t.get("kurtosis_tau") is None), None)
+    if source is None:
+        return s
+    return {**s, GRID_FROM: {k: v for k, v in source.items() if s.get(k) != v}}
+
+
+RECOVERY_MIN_CHANGED = 0.01
+GRID_FROM = "grid_source"  # a spec's mark: its grids come from the choice of the run these overrides name
 GRIDS = {"lr_grid": "lr", "lam_grid": "lam", "gate_lr_grid": "gate_lr"}
 
 
-def first_seed_choice(specs: list[dict], records: list[dict], first_seed: int) -> tuple[list[dict], list[dict]]:
-    """(ready, waiting): a later-seed spec marked by expand becomes ready once its first-seed run is recorded:
-    its grids shrink to the point that run chose on val, and it names that run (`grid_from`); specs without
-    the mark pass through. A run's id hashes the resolved spec, so it says what was trained."""
-    by_id = {r["run_id"]: r for r in records}
-    ready, waiting = [], []
+def spec_key(spec: dict) -> str:
+    """The id of a spec as expand() wrote it (marks included); equal to run_id for unmarked specs."""
+    return run_id(spec)
+
+
+def _unmarked(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k != GRID_FROM}
+
+
+def inherit_choices(specs: list[dict], records: list[dict], complete=lambda rec: True) -> tuple[list, list, dict]:
+    """(ready, waiting, keys): a spec marked by expand becomes ready once the run its mark names (the same spec with
+    the mark's overrides: the first seed, or the first keep target) is recorded and `complete` (its grid
+    search done): its grids shrink to the point that run chose on val, and it names that run (`grid_from`).
+    Unmarked specs pass through. A run's id hashes the resolved spec, so it says what was trained; a record
+    stores the key of its marked spec (`spec_key`, given in `keys` by run id) so marked runs can be sources too."""
+    by_key = {r.get("spec_key", r["run_id"]): r for r in records}
+    by_content = {run_id(_unmarked(t)): t for t in specs}
+    ready, waiting, keys = [], [], {}
     for s in specs:
-        if not s.get(GRID_FROM):
+        if GRID_FROM not in s:
             ready.append(s)
             continue
-        first = {k: v for k, v in s.items() if k != GRID_FROM} | {"seed": first_seed}
-        rec = by_id.get(run_id(first))
-        if rec is None:
+        source = by_content.get(run_id(_unmarked(s) | s[GRID_FROM]))
+        if source is None:
+            raise ValueError(f"no run in this sweep matches the grid source {s[GRID_FROM]} of {_unmarked(s)}")
+        rec = by_key.get(spec_key(source))
+        if rec is None or not complete(rec):
             waiting.append(s)
             continue
         chosen = {g: [rec["config"][k]] for g, k in GRIDS.items() if g in s}
-        ready.append({k: v for k, v in s.items() if k != GRID_FROM} | chosen | {"grid_from": rec["run_id"]})
-    return ready, waiting
+        ready.append(_unmarked(s) | chosen | {"grid_from": rec["run_id"]})
+        keys[run_id(ready[-1])] = spec_key(s)
+    return ready, waiting, keys

@@ -126,6 +126,10 @@ def protocol_section(p: Protocol, base: dict) -> list[str]:
     parts = [title, "", tables.describe(p), tables.glue_table(p, base), ""]
     for heading, table in (("Removed fraction of the gated weights, % asked → got (mean ± std over seeds)",
                             tables.removal_table(p)),
+                           ("The final correction, where it changed gates: before → after (→ after the recovery phase)",
+                            tables.correction_table(p)),
+                           ("Learning rates chosen on val by the grid rule (first seed; later seeds train the choice)",
+                            tables.search_table(p)),
                            ("Paired differences, gates minus reference (seed s minus seed s; dev points)",
                             tables.paired_table(p)),
                            ("Kurtosis-weighted vs plain target-keep gates (issue 16; seed s minus seed s)",

@@ -6,13 +6,14 @@ become the defaults and explicit options still win. Three fields have no option:
 (per method lr grid); `one_seed` lists methods (or "gates-no-bias") run on the first seed only;
 `grid_on_first_seed` searches the grids on the first seed only, and the later seeds train its choice.
 
-`estimate(specs, workers)` is the dry run's wall time: each run's training steps (every point of its
-grids) times a measured step time, plus its evaluations, scheduled longest first on `workers` workers
-exactly as analysis.finetune.schedule does. Step times come from files, not guesses:
-  - the MiniLM gates step per task, bucketed batches, 1 thread, CPU seconds (one worker per core):
-    results/bench/batching.json (analysis.bench.batching);
-  - the other methods' step relative to gates (bias on), median over tasks of the runner's own
-    measured step_time_s in results/finetune/cpu.jsonl (1 thread, same machine).
+`estimate(specs, sizes, workers)` is the dry run's wall time: each run's training steps (every point of
+its grids, before the grid rule extends any) times a measured step time, plus its evaluations, scheduled
+longest first on `workers` workers exactly as analysis.finetune.schedule does. Step times come from files,
+not guesses (`step_times`): the runner's own measured step_time_s per (task, method) in a protocol's records
+of the same model (the results file itself when it has some, else results/finetune/cpu-converged.jsonl:
+bucketed, 2 workers x 1 thread), and for a task without such a row (a CSV folder, rotten_tomatoes, hf:) the
+method's median seconds per token over the measured tasks (tokens per batch: results/bench/batching.json) times
+the task's own measured tokens per example.
 """
 from __future__ import annotations
 
@@ -29,20 +30,34 @@ CONVERGED_EPOCHS = {"SST-2": 2, "MRPC": 5, "RTE": 5, "CoLA": 2, "STS-B": 3}
 # the same grid size (2) for every method; for gates the gate-lr grid is the searched one
 CONVERGED_LR_GRIDS = {"head": [1e-3, 1e-2], "bias": [1e-3, 3e-3], "lora": [5e-4, 2e-3], "full": [3e-5, 1e-4],
                       "gates": [1e-3]}
+# The fair fight (issue 24): every searched lr by the grid rule (analysis/gridsearch.py), from these grids;
+# the gates also search the lr of the biases they train, from the bias control's grid (first value = start)
+FAIR_LR_GRIDS = {**CONVERGED_LR_GRIDS, "gates": [1e-3, 3e-3], "gates+lora": [2e-3, 6e-3]}
+FAIR_GATE_LR = [0.01, 0.03, 0.1, 0.3]
+# Settings of the protocols recorded before the grid rule, the split-range controller and the recovery phase,
+# spelled out so that their run ids, and what a rerun of them trains, stay as recorded
+LEGACY = dict(extend_grids=False, split_range=False, recovery=0.0)
+CONVERGED = dict(tasks=GLUE5, methods=["head", "bias", "lora", "full", "gates"], seeds=[0, 1, 2],
+                 keep=[0.7, 0.6], no_bias_keep=[0.7], one_seed=["full", "head", "gates-no-bias"],
+                 grid_on_first_seed=True, train_examples=None, task_train_examples={"SST-2": 20000}, val_examples=None,
+                 dev_examples=None, epochs=None, task_epochs=CONVERGED_EPOCHS, max_len=128,
+                 lr_grids=CONVERGED_LR_GRIDS, gate_lr=[0.1, 0.3], lam=[1.0], curve_points=8, objective="target",
+                 threads=1, workers=2)
 PROTOCOLS = {
     # the smoke-size protocol (~45 min on 2 shared cores): train subsets, one seed, one keep target
     "cpu": dict(tasks=GLUE5, methods=["head", "bias", "lora", "full", "gates"],
                 seeds=[0], keep=[0.7], no_bias_keep=[0.7], train_examples=800, val_examples=300,
-                dev_examples=None, epochs=3, max_len=64, curve_points=3,
-                threads=1),  # 1 thread: on busy shared cores 2 threads thrashed (0.6 s vs 17 s per MiniLM step)
+                dev_examples=None, epochs=3, max_len=64, curve_points=3, objective="params", gate_lr=[0.2],
+                lr_grids={"head": [1e-3, 1e-2], "bias": [1e-3], "lora": [1e-3], "full": [1e-4], "gates": [1e-3]},
+                threads=1, **LEGACY),  # 1 thread: on busy shared cores 2 threads thrashed (0.6 s vs 17 s per MiniLM step)
     # the converged CPU protocol of issue 9 (plan for ~4 h wall with --workers 2 --threads 1)
-    "cpu-converged": dict(tasks=GLUE5, methods=["head", "bias", "lora", "full", "gates"], seeds=[0, 1, 2],
-                          keep=[0.7, 0.6], no_bias_keep=[0.7], one_seed=["full", "head", "gates-no-bias"],
-                          grid_on_first_seed=True,
-                          train_examples=None, task_train_examples={"SST-2": 20000}, val_examples=None,
-                          dev_examples=None, epochs=None, task_epochs=CONVERGED_EPOCHS, max_len=128,
-                          lr_grids=CONVERGED_LR_GRIDS, gate_lr=[0.1, 0.3], lam=[1.0], curve_points=8, objective="target",
-                          threads=1, workers=2),
+    "cpu-converged": dict(CONVERGED, **LEGACY),
+    # its successor, the fair fight of issue 24: grids by the rule (the gates' bias lr searched too), gates+lora at
+    # 30% removed, the split-range controller and the recovery phase; the 40% and no-bias gate runs train what
+    # the 30% run chose; cpu-converged's records of identical runs (head, bias, lora, full) are reused
+    "cpu-fair": dict(CONVERGED, methods=["head", "bias", "lora", "full", "gates", "gates+lora"], combo_keep=[0.7],
+                     lr_grids=FAIR_LR_GRIDS, gate_lr=FAIR_GATE_LR, grids_from_first_keep=True, reuse=["cpu-converged"],
+                     extend_grids=True, split_range=True, recovery=0.1),
     # long runs with a dense curve on the bounded dev subset, to size cpu-converged's epochs
     # gates use the authors' `target` objective here, so `gates` and the kurtosis-weighted variant differ in the
     # weighting alone (issue 16's comparison); the controller holds both to the same removed fraction
@@ -50,18 +65,19 @@ PROTOCOLS = {
                               keep=[0.7], no_bias_keep=[], kurtosis_keep=[0.7], kurtosis_tau=None, objective="target",
                               train_examples=None, task_train_examples={"SST-2": 20000}, val_examples=None,
                               dev_examples=None, epochs=None, task_epochs={"SST-2": 2, "MRPC": 5}, max_len=128,
-                              curve_points=12, threads=1, workers=2),
+                              lr_grids={"lora": [1e-3], "bias": [1e-3], "gates": [1e-3]}, gate_lr=[0.2],
+                              curve_points=12, threads=1, workers=2, **LEGACY),
 }
 DEFAULT_EPOCHS = 3
 EVAL_VS_STEP = 1 / 3         # an example's forward in eval, relative to its share of a training step
 BENCH_S = 15.0               # compress + dense-vs-compressed latency of a gate run
+STEP_SOURCE = ROOT / "results" / "finetune" / "cpu-converged.jsonl"
+SAME_COST = {"gates+lora": "gates"}  # a method without measured steps costs about what this one does
 
 
 def grid_size(spec: dict) -> int:
-    n = 1
-    for k in ("lr_grid", "lam_grid", "gate_lr_grid"):
-        n *= len(spec.get(k) or [None])
-    return n
+    """Points the grid rule trains at least: one start, then every other value of each grid, one grid at a time."""
+    return 1 + sum(len(spec.get(k) or [None]) - 1 for k in ("lr_grid", "lam_grid", "gate_lr_grid"))
 
 
 def run_cost(spec: dict, n_train: int) -> float:
@@ -70,41 +86,65 @@ def run_cost(spec: dict, n_train: int) -> float:
     return grid_size(spec) * steps * (1.5 if spec["method"] == "full" else 1.0)
 
 
-def step_times(batching=ROOT / "results" / "bench" / "batching.json", runs=ROOT / "results" / "finetune" / "cpu.jsonl"):
-    """({task: gates step s, bucketed}, {method: step / gates step}) from the measured files, or None."""
+def _method(spec_or_config: dict) -> str:
+    m = spec_or_config["method"]
+    return m if m not in ("gates", "gates+lora") or spec_or_config.get("bias", True) else m + "-no-bias"
+
+
+def step_times(model: str, runs=STEP_SOURCE, batching=ROOT / "results" / "bench" / "batching.json"):
+    """Measured seconds per training step, or None: ({(task, method): median step_time_s} from a protocol's
+    records (bucketed, 1 thread per worker, 2 workers: the conditions the protocols run in), {method: seconds
+    per token}: the median over tasks of step / real tokens per bucketed batch (results/bench/batching.json), for
+    tasks without a measured row)."""
     import json
-    if not Path(batching).is_file():
-        return None
-    tasks = json.loads(Path(batching).read_text())["tasks"]
-    gates = {t: v.get("step_cpu_s", v["step_s"])["bucketed"] for t, v in tasks.items()}  # CPU time: steadier
-    by = {}
+    rows: dict = {}
     for r in read_jsonl(runs):
-        c = r["config"]
-        if c["method"] != "gates" or c.get("bias", True):
-            by.setdefault(c["task"], {})[c["method"]] = r["step_time_s"]
-    ratio = {m: statistics.median(v[m] / v["gates"] for v in by.values() if m in v and "gates" in v)
-             for m in {m for v in by.values() for m in v}}
-    return gates, ratio
+        if r.get("step_time_s") and r["config"].get("model") == model:
+            rows.setdefault((r["config"]["task"], _method(r["config"])), []).append(r["step_time_s"])
+    if not rows:
+        return None
+    rows = {k: statistics.median(v) for k, v in rows.items()}
+    tokens = {}
+    if Path(batching).is_file():
+        tokens = {t: v["tokens_per_batch"]["real"] for t, v in json.loads(Path(batching).read_text())["tasks"].items()}
+    per_token = {}
+    for (task, m), sec in rows.items():
+        if task in tokens:
+            per_token.setdefault(m, []).append(sec / tokens[task])
+    return rows, {m: statistics.median(v) for m, v in per_token.items()}
 
 
-def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4, times=None) -> dict:
-    """Seconds per run and the longest-first makespan on `workers` workers; `sizes[task]` = (train, val, dev)."""
-    times = times or step_times()
+def step_seconds(spec: dict, tokens_per_example: float, times) -> float:
+    """A spec's step time: its measured (task, method) row, else the method's per-token time x its tokens."""
+    rows, per_token = times
+    m = _method(spec)
+    for key in (m, SAME_COST.get(m.removesuffix("-no-bias"), m)):
+        if (spec["task"], key) in rows:
+            return rows[(spec["task"], key)]
+    rate = per_token.get(m) or per_token.get(SAME_COST.get(m, m)) or statistics.median(per_token.values())
+    return rate * tokens_per_example * spec["batch_size"]
+
+
+def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4, runs=None) -> dict:
+    """Seconds per run and the longest-first makespan on `workers` workers; `sizes[task]` = (train, val, dev,
+    mean tokens per example); step times from `runs` (a results file) if it has any of this model, else
+    from STEP_SOURCE."""
+    model = specs[0]["model"] if specs else None
+    times = (step_times(model, runs) if runs else None) or step_times(model)
     if times is None:
-        return {"source": "no results/bench/batching.json: run python -m analysis.bench.batching", "wall_s": None}
-    gates, ratio = times
+        return {"source": f"no measured step times of {model} in {STEP_SOURCE.relative_to(ROOT)}", "wall_s": None}
     per_run = []
     for s in specs:
-        n_train, n_val, n_dev = sizes[s["task"]]
-        step = gates[s["task"]] * ratio.get(s["method"].split("+")[0], 1.0)
+        n_train, n_val, n_dev, tok = sizes[s["task"]]
+        step = step_seconds(s, tok, times)
         steps = -(-n_train // s["batch_size"]) * s["epochs"]
-        per_ex = gates[s["task"]] / s["batch_size"] * EVAL_VS_STEP
+        per_ex = step / s["batch_size"] * EVAL_VS_STEP
         curve = curve_points * min(n_dev, s.get("curve_dev_examples") or n_dev)
         one = steps * step + (curve + n_val) * per_ex  # one grid point: training, its curve, its val score
         per_run.append(grid_size(s) * one + n_dev * per_ex + (BENCH_S + n_dev * per_ex) * (s["method"] == "gates"))
     load = [0.0] * max(1, workers)
     for t in sorted(per_run, reverse=True):  # what analysis.finetune.schedule does: longest first, to the first free worker
         load[load.index(min(load))] += t
-    return {"source": "results/bench/batching.json (gates CPU s per bucketed step, per task) x results/finetune/cpu.jsonl "
-                      "(method ratios)",
+    return {"source": "measured step_time_s per (task, method) of the protocol records; other tasks: the method's "
+                      "median seconds per token (results/bench/batching.json tokens) x their tokens",
             "run_s": per_run, "serial_s": sum(per_run), "wall_s": max(load), "workers": workers}

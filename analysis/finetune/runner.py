@@ -1,8 +1,11 @@
 """One finetuning run of a sweep: its grid searched on val, the record built (docs/design.md §1-3).
 
-For each run, every (lr, lam, gate_lr) of the grid is trained and scored on the val split carved from
-train, never on dev; a gate setting must also remove what was asked (|removed_got - removed_asked| <= 2
-points, which the sparsity control guarantees, gatecore/sparsity_control.py) to be chosen. The chosen
+For each run, the (gate_lr, lr, lam) grids are searched by the grid rule (analysis/gridsearch.py: one
+dimension at a time; a choice at an edge extends the grid by a factor 3 until it is interior or at a stated
+bound) and scored on the val split carved from train, never on dev; a gate setting must also remove what was
+asked (|removed_got - removed_asked| <= 2 points, which the sparsity control guarantees,
+gatecore/sparsity_control.py) to be chosen. The record lists every point tried (`hp_search`) and, per
+dimension, whether the choice is interior, at a bound, or fixed (`grid`). The chosen
 setting's dev metrics are reported, the whole search is recorded (the record contract of issue 6, read by
 analysis/finetune/results.py). Gate runs are then compressed, checked against the gated model on dev and
 timed against the dense one.
@@ -23,6 +26,7 @@ from gatecore.methods import GATE_METHODS
 from analysis.data import Task, load_task
 from analysis.finetune.config import SweepConfig, run_id
 from analysis.finetune.train import build_model, encode, evaluate, measured_keep, peak_mem_mb, train
+from analysis.gridsearch import FACTOR, MAX_STEPS, coordinate_search, point_key
 from analysis.provenance import ROOT, provenance
 
 BENCH_BATCH, BENCH_LEN, BENCH_REPEATS = 32, 128, 5  # speedup: dense vs compressed forward, same process
@@ -35,9 +39,10 @@ def spec_task(spec: dict, cfg: SweepConfig) -> Task:
                      val_examples=spec["val_examples"], dev_examples=spec["dev_examples"])
 
 
-def run_spec(spec: dict, cfg: SweepConfig, device) -> dict:
+def run_spec(spec: dict, cfg: SweepConfig, prior: dict | None, device) -> dict:
     """One run for analysis.finetune.schedule's workers (a module-level function, as spawned workers need)."""
-    return run_one(spec, cfg, device, progress=not cfg.quiet and mp.current_process().name == "MainProcess")
+    return run_one(spec, cfg, device, progress=not cfg.quiet and mp.current_process().name == "MainProcess",
+                   prior=prior)
 
 
 def compressed_info(model, spec, task, dev_enc, pad_id, device, gated_dev: dict, bench: bool) -> dict:
@@ -63,41 +68,82 @@ def compressed_info(model, spec, task, dev_enc, pad_id, device, gated_dev: dict,
     return info
 
 
-def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True) -> dict:
-    """Train every (lr, lam, gate_lr) of the grid, pick the best on val, and build the run's record."""
+# searched dimensions in search order: the gate lr first (it matters most), then the lr of the rest, then lam
+SEARCH_DIMS = (("gate_lr_grid", "gate_lr"), ("lr_grid", "lr"), ("lam_grid", "lam"))
+
+
+def search_grids(spec: dict) -> dict:
+    """{dim: grid} of a run, in search order; the first value of each grid is where the search starts."""
+    return {d: list(spec[g]) for g, d in SEARCH_DIMS if spec.get(g) is not None}
+
+
+def entry_point(entry: dict, dims) -> dict:
+    return {d: entry[d] for d in dims}
+
+
+def entry_score(entry: dict) -> tuple:
+    """What the search maximises: gate runs must first remove what was asked, then the val metric."""
+    return entry.get("meets_keep", True), entry["val_main"]
+
+
+def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: dict | None = None) -> dict:
+    """Search the run's grids on val by the grid rule (analysis/gridsearch.py), then build the record of the
+    chosen point. `prior`: an earlier record of this run whose search points are reused, not retrained (a grid
+    the rule extends); if one of them stays the choice, that record is kept and only its search grows."""
     task = spec_task(spec, cfg)
     gated = spec["method"] in GATE_METHODS
-    search, best = [], None
-    grid = [(lr, lam, glr) for lr in spec["lr_grid"] for lam in spec.get("lam_grid", [None])
-            for glr in spec.get("gate_lr_grid", [None])]
-    for lr, lam, glr in grid:
-        point = {k: v for k, v in spec.items() if not k.endswith("_grid")}
-        point.update(lr=lr, **({"lam": lam, "gate_lr": glr} if gated else {}))
+    grids = search_grids(spec)
+    old = (prior or {}).get("hp_search") or ([] if prior is None else [prior_entry(prior, grids)])
+    entries = {point_key(entry_point(e, grids)): e for e in old}
+    trained = {}  # point_key -> (point, model, res, enc, pad) of the best-scoring points trained here
+
+    def train_point(p: dict):
+        point = {k: v for k, v in spec.items() if not k.endswith("_grid")} | p
         model, tok = build_model(point, task.num_labels)
         pad = tok.pad_token_id if tok is not None else model.config.pad_token_id
         enc = {k: encode(tok, getattr(task, k), point["max_len"], model.config.vocab_size) for k in ("train", "val", "dev")}
-        res = train(model, point, task, enc["train"], enc["dev"], pad, device, cfg.curve_points, progress)
-        entry = {"lr": lr, "lam": lam, "val_main": evaluate(model, enc["val"], task, point["pooling"], pad, device)[task.metric]}
+        res = train(model, point, task, enc["train"], enc["dev"], pad, device, cfg.curve_points, progress, enc["val"])
+        entry = {"lr": point["lr"], "lam": point.get("lam"),
+                 "val_main": evaluate(model, enc["val"], task, point["pooling"], pad, device)[task.metric]}
         if gated:
             got = sparsity_control.removed_got(model)  # after the final correction, as are the val/dev scores
-            entry.update(gate_lr=glr, removed_fraction=got, removed_asked=res.removed_asked,
+            entry.update(gate_lr=point["gate_lr"], removed_fraction=got, removed_asked=res.removed_asked,
                          measured_keep=measured_keep(model, point["objective"]), correction=res.correction,
                          meets_keep=abs(got - res.removed_asked) <= point.get("removed_tol", sparsity_control.TOL))
-        search.append(entry)
-        # gate runs: the best val among the settings that removed what was asked (if any did)
-        key = (entry.get("meets_keep", True), entry["val_main"])
-        if best is None or key > best[0]:
-            best = (key, point, model, res, enc, pad)
-        else:
-            del model
-    (_, val_main), point, model, res, enc, pad = best
+        k = point_key(p)
+        entries[k] = entry
+        top = max(entry_score(e) for e in entries.values())
+        for other in [o for o in trained if entry_score(entries[o]) < top]:
+            del trained[other]  # only the best-scoring models stay in memory
+        if entry_score(entry) == top:
+            trained[k] = (point, model, res, enc, pad)
+        return entry_score(entry)
+
+    known = {k: entry_score(e) for k, e in entries.items()}
+    rule = {} if cfg.extend_grids else {"max_steps": 0}
+    found = coordinate_search(grids, train_point, known=known, **rule)
+    best = point_key(found.best)
+    search = [entries[point_key(p)] for p, _ in found.tried] + [e for k, e in entries.items()
+                                                              if k not in {point_key(p) for p, _ in found.tried}]
+    grid_info = {"tried": {d: sorted({e[d] for e in search}) for d in grids}, "line": found.grids,
+                 "status": found.status, "rule": {"factor": FACTOR, "max_steps": rule.get("max_steps", MAX_STEPS)}}
+    if best not in trained and prior is not None and best == point_key(entry_point(prior_entry(prior, grids), grids)):
+        return {**prior, "hp_search": search if len(search) > 1 else None, "grid": grid_info,
+                "extended": {"new_points": found.new, **provenance(spec, spec["seed"], device)}}
+    if best not in trained:  # a tie broken another way than the earlier record did: train the choice again
+        train_point(found.best)
+    point, model, res, enc, pad = trained[best]
+    val_main = entries[best]["val_main"]
     dev = evaluate(model, enc["dev"], task, point["pooling"], pad, device)
     rec = {"run_id": run_id(spec), **provenance(point, point["seed"], device), "spec": spec, "task_info": task.info(),
            "dev": dev, "dev_main": dev[task.metric], "val_main": val_main,
-           "hp_search": search if len(search) > 1 else None, "params": gatecore.count_parameters(model).as_dict(),
+           "hp_search": search if len(search) > 1 else None, "grid": grid_info,
+           "params": gatecore.count_parameters(model).as_dict(),
            "removed_fraction": 0.0, "layers": None, "curve": res.curve, "compressed": None,
            "train_time_s": res.train_time_s, "step_time_s": res.step_time_s, "steps": res.steps,
            "peak_mem_mb": peak_mem_mb(device), "checkpoint": None}
+    if prior is not None:
+        rec["extended"] = {"new_points": found.new, "replaces_date": prior.get("date")}
     if gated:
         report = gatecore.gate_report(model)
         rec.update(removed_fraction=report.removed_fraction, final_keep_target=res.final_keep_target,
@@ -111,3 +157,30 @@ def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True) -> dict
         gatecore.save_trainable(model, path, run_id=rec["run_id"], config=point, pooling=point["pooling"])
         rec["checkpoint"] = str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
     return rec
+
+
+def prior_entry(rec: dict, grids: dict) -> dict:
+    """The search entry of a record's chosen point (records of one-point grids have no hp_search)."""
+    c = rec["config"]
+    for e in rec.get("hp_search") or []:
+        if all(e.get(d) == c.get(d) for d in grids):
+            return e
+    entry = {d: c.get(d) for d in grids} | {"lr": c["lr"], "lam": c.get("lam"), "val_main": rec["val_main"]}
+    if "removed_asked" in rec and rec.get("removed_asked") is not None:
+        entry["meets_keep"] = abs(rec["removed_fraction"] - rec["removed_asked"]) <= sparsity_control.TOL
+    return entry
+
+
+def needs_search(rec: dict, extend: bool = True) -> bool:
+    """Whether the grid rule would train more points for this record (its choice sits at an unextended edge)."""
+    grids = search_grids(rec["spec"])
+    entries = rec.get("hp_search") or [prior_entry(rec, grids)]
+    known = {point_key(entry_point(e, grids)): entry_score(e) for e in entries}
+
+    def untrained(p):
+        raise LookupError(p)
+    try:
+        coordinate_search(grids, untrained, known=known, **({} if extend else {"max_steps": 0}))
+    except LookupError:
+        return True
+    return False

@@ -5,7 +5,8 @@
 Contract:
 - a job is (run_id, cost, args); `fn(*args, device)` runs it and returns its record (a dict with the
   same run_id). `fn` must be a module-level function (worker processes are spawned and import it);
-- jobs whose run_id is already in `out_file` are skipped (resumable); the rest start longest
+- jobs whose run_id is already in `out_file` are skipped (resumable), unless marked `replace` (their record
+  replaces the line of that run_id, atomically); the rest start longest
   (largest cost) first, ties in the given order, so the tail of a sweep is short runs;
 - `workers` = 1 runs them here, in this process; more run them in that many spawned processes (CUDA
   cannot be forked) with `threads` torch threads each;
@@ -25,13 +26,14 @@ from typing import Callable, NamedTuple
 
 from tqdm.auto import tqdm
 
-from analysis.provenance import append_jsonl, read_jsonl
+from analysis.provenance import append_jsonl, read_jsonl, replace_jsonl
 
 
 class Job(NamedTuple):
     run_id: str
     cost: float          # anything proportional to the run's time (e.g. training steps)
     args: tuple          # fn(*args, device) -> record
+    replace: bool = False  # the run is in out_file already and its new record replaces that line (a grid extended)
 
 
 def _call(fn, job: Job, device) -> tuple:
@@ -87,7 +89,8 @@ def run_jobs(jobs: list[Job], fn: Callable, out_file, workers: int = 1, threads:
     """Run what `out_file` lacks, longest first; returns the run_ids that failed. See the module docstring."""
     out_file = Path(out_file)
     done = {r.get("run_id") for r in read_jsonl(out_file)}
-    todo = sorted((j for j in jobs if j.run_id not in done), key=lambda j: -j.cost)[:max_runs]
+    todo = sorted((j for j in jobs if j.replace or j.run_id not in done), key=lambda j: -j.cost)[:max_runs]
+    replacing = {j.run_id for j in todo if j.replace}
     if not todo:
         return []
     n = max(1, min(workers, len(todo)))
@@ -104,7 +107,7 @@ def run_jobs(jobs: list[Job], fn: Callable, out_file, workers: int = 1, threads:
             else:
                 if annotate:
                     annotate(rec)
-                append_jsonl(out_file, rec)
+                (replace_jsonl if rid in replacing else append_jsonl)(out_file, rec)
             done_cost += cost[rid]
             elapsed = time.perf_counter() - t0
             bar.update(1)

@@ -22,12 +22,12 @@ import torch
 from gatecore.methods import METHODS
 from gatecore.penalty import KINDS
 
-from analysis.finetune.config import (DEFAULT_EPOCHS, GRID_FROM, GRIDS, KURTOSIS_TAU, SweepConfig, defaults, expand,
-                                      first_seed_choice, frozen, resolve, run_id)
+from analysis.finetune.config import (DEFAULT_EPOCHS, GRID_FROM, GRIDS, KURTOSIS_TAU, SCHEDULES, SweepConfig, defaults,
+                                      expand, frozen, inherit_choices, resolve, run_id)
 from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
-from analysis.finetune.runner import run_spec, spec_task
+from analysis.finetune.runner import needs_search, run_spec, spec_task
 from analysis.finetune.schedule import Job, run_jobs
-from analysis.provenance import read_jsonl
+from analysis.provenance import append_jsonl, read_jsonl
 
 
 def summary(records: list[dict]) -> str:
@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--sigma", type=float, help="gate forward-noise scale")
     opt("--reg-sigma", type=float, help="scale inside the regulariser's Phi")
     opt("--control", action=argparse.BooleanOptionalAction, help="steer the eval-gate removed fraction to the request, exactly at the end (gatecore/sparsity_control.py)")
+    opt("--split-range", action=argparse.BooleanOptionalAction, help="the controller raises lam where the knob alone cannot reach the request")
+    opt("--recovery", type=float, help="after a final correction that changed > 1%% of the gates: train this fraction of the run's steps more with the gate pattern frozen (0 = never)")
+    opt("--schedule", choices=SCHEDULES, help="lr after the 6%% warm-up: linear decay to 0, or constant")
+    opt("--extend-grids", action=argparse.BooleanOptionalAction, help="the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound (analysis/gridsearch.py)")
+    opt("--grids-from-first-keep", action=argparse.BooleanOptionalAction, help="other gate variants (keep targets, no bias) train the lrs the first --keep run chose")
+    opt("--reuse", nargs="*", help="results files (names in results/finetune/ or paths) whose records of identical runs are copied instead of rerun")
     opt("--bucketed", action=argparse.BooleanOptionalAction, help="length-bucketed training batches (analysis/finetune/batching.py)")
     opt("--epochs", type=int, help=f"training epochs (default: the protocol's per task, else {DEFAULT_EPOCHS})")
     opt("--batch-size", type=int, help="training batch size")
@@ -112,64 +118,117 @@ def parse_args(argv=None) -> SweepConfig:
 
 
 def task_sizes(cfg: SweepConfig, specs) -> dict:
-    """{task: (n_train, n_val, n_dev)} as the runs will see them (to order the runs and estimate their time)."""
+    """{task: (n_train, n_val, n_dev, mean tokens per train example)} as the runs will see them (to order the
+    runs and estimate their time); the tokens are counted on up to 500 train examples with the model's tokenizer."""
     out = {}
     for s in specs:
         if s["task"] not in out:
             t = spec_task(s, cfg)
-            out[s["task"]] = (len(t.train), len(t.val), len(t.dev))
+            out[s["task"]] = (len(t.train), len(t.val), len(t.dev), mean_tokens(s, t))
     return out
 
 
-def print_plan(cfg: SweepConfig, specs, todo, sizes) -> None:
-    for s in todo:  # a run waiting for its first seed's choice has no id yet
+def mean_tokens(spec: dict, task, n: int = 500) -> float:
+    from analysis.finetune.train import Encoded, encode, subset
+    tok = None
+    if not spec["model"].startswith("tiny-"):
+        from transformers import AutoTokenizer
+        from gatecore.pretrained import resolve_model
+        tok = AutoTokenizer.from_pretrained(resolve_model(spec["model"]))
+    sample = subset(Encoded(list(range(len(task.train))), list(task.train.labels)), n)  # a fixed-seed sample
+    texts = [task.train.texts[i] for i in sample.ids]
+    ids = encode(tok, type(task.train)(texts, [0] * len(texts)), spec["max_len"]).ids
+    return sum(map(len, ids)) / max(1, len(ids))
+
+
+def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=()) -> None:
+    for s in todo:  # a run waiting for its source's choice has no id yet
         print("(waits)     " if s.get(GRID_FROM) else run_id(s), json.dumps(s))
-    est = estimate(todo, sizes, cfg.workers, curve_points=cfg.curve_points)
-    steps = sum(run_cost(s, sizes[s["task"]][0]) / (1.5 if s["method"] == "full" else 1.0) for s in todo)
-    print(f"\nplan: {len(todo)} runs to do, {sum(grid_size(s) for s in todo)} trainings (grid points), "
+    for s in extend:
+        print(run_id(s), "(grid extension of a recorded run)")
+    stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items()} for s in extend]  # about one point each
+    est = estimate(todo + stand_in, sizes, cfg.workers, curve_points=cfg.curve_points, runs=cfg.out)
+    steps = sum(run_cost(s, sizes[s["task"]][0]) / (1.5 if s["method"] == "full" else 1.0) for s in todo + stand_in)
+    print(f"\nplan: {len(todo)} runs to do, {len(extend)} recorded runs whose grid the rule extends, "
+          f"{sum(grid_size(s) for s in todo + stand_in)} trainings (grid points, before extensions), "
           f"{steps:,.0f} training steps; epochs {dict((s['task'], s['epochs']) for s in specs)}")
     if est["wall_s"] is None:
         print(f"no time estimate: {est['source']}")
         return
     by_task = {}
-    for s, t in zip(todo, est["run_s"]):
+    for s, t in zip(todo + stand_in, est["run_s"]):
         by_task[s["task"]] = by_task.get(s["task"], 0.0) + t
     print("serial hours per task: " + ", ".join(f"{k} {v / 3600:.2f}" for k, v in by_task.items()))
     print(f"estimated wall time: {est['wall_s'] / 3600:.2f} h with --workers {cfg.workers} --threads {cfg.threads} "
-          f"({est['serial_s'] / 3600:.2f} h serial); step times from {est['source']}")
+          f"({est['serial_s'] / 3600:.2f} h serial; grid extensions not counted); step times from {est['source']}")
+
+
+def reusable(cfg: SweepConfig, specs: list[dict], recs: list[dict]) -> list[dict]:
+    """The records of `cfg.reuse` files whose run ids these specs need and `recs` lack (the same spec, so the
+    same training), each saying where it came from (`reused_from`)."""
+    have, want, out = {r["run_id"] for r in recs}, {run_id(s) for s in specs}, []
+    for name in cfg.reuse:
+        path = Path(name) if Path(name).suffix else cfg.out.parent / f"{name}.jsonl"
+        for r in read_jsonl(path):
+            if r["run_id"] in want - have:
+                out.append({**r, "reused_from": path.name})
+                have.add(r["run_id"])
+    return out
+
+
+def plan(cfg: SweepConfig, specs: list[dict]) -> tuple[list, list, list, dict]:
+    """(todo, extend, waiting, keys): specs to run, recorded runs whose grid the rule extends (with their
+    records), specs waiting for a source run, and {run_id: spec_key} of the ready marked specs. Reusable
+    records (cfg.reuse) are copied into cfg.out first (not in a dry run, which only counts them)."""
+    recs = read_jsonl(cfg.out)
+    complete = lambda rec: not needs_search(rec, cfg.extend_grids)  # noqa: E731
+    while True:  # a reused first seed can make its later seeds ready, and reusable in turn
+        ready, waiting, keys = inherit_choices(specs, recs, complete)
+        new = reusable(cfg, ready, recs) if cfg.reuse else []
+        if not new:
+            break
+        for r in new if not cfg.dry_run else []:
+            append_jsonl(cfg.out, r)
+        recs += new
+    by_id = {r["run_id"]: r for r in recs}
+    todo = [s for s in ready if run_id(s) not in by_id]
+    extend = [(s, by_id[run_id(s)]) for s in ready if run_id(s) in by_id and not complete(by_id[run_id(s)])]
+    return todo, extend, waiting, keys
 
 
 def run_sweep(cfg: SweepConfig) -> Path:
     """Run (or with dry_run, plan) every run of the sweep not yet in its results file; returns that file.
-    With grid_on_first_seed, the later seeds of a setting wait for its first-seed run: they run in a
-    second wave of the same call (or of a later call, if the first is cut short by --max-runs)."""
+    A run marked to train another run's choice (later seeds: the first seed's; with grids_from_first_keep, other
+    gate variants: the first keep target's) waits for that run: it runs in a later wave of the same call (or of
+    a later call, if the first is cut short by --max-runs). A recorded run whose choice sits at an edge the grid
+    rule would extend is searched further, reusing its recorded points, and its record is replaced."""
     cfg = resolve(cfg)
     torch.set_num_threads(cfg.threads)
     specs = expand(cfg)
-    recs = read_jsonl(cfg.out)
-    ready, waiting = first_seed_choice(specs, recs, cfg.seeds[0])
-    done = {r["run_id"] for r in recs}
-    todo = [s for s in ready if run_id(s) not in done]
-    print(f"{len(specs)} runs, {len(ready) - len(todo)} already in {cfg.out}, {len(todo) + len(waiting)} to do"
-          + (f" ({len(waiting)} wait for their first seed's grid choice)" if waiting else ""))
+    todo, extend, waiting, keys = plan(cfg, specs)
+    print(f"{len(specs)} runs, {len(specs) - len(todo) - len(waiting)} already in {cfg.out}, "
+          f"{len(todo) + len(waiting)} to do" + (f" ({len(waiting)} wait for their source's grid choice)" if waiting else "")
+          + (f", {len(extend)} recorded runs whose grid the rule extends" if extend else ""))
     if cfg.dry_run:  # a waiting run trains one grid point: its first one stands in for the cost
-        stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items()} for s in waiting]
-        plan = todo + stand_in
-        print_plan(cfg, specs, plan, task_sizes(cfg, plan))
+        stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items() if k != GRID_FROM} for s in waiting]
+        plan_specs = todo + stand_in
+        print_plan(cfg, specs, plan_specs, task_sizes(cfg, plan_specs + [s for s, _ in extend]), [s for s, _ in extend])
         return cfg.out
     errors = cfg.out.with_name(cfg.out.stem + ".errors.jsonl")
     failed, left = [], cfg.max_runs
-    while todo and (left is None or left > 0):
-        sizes = task_sizes(cfg, todo)
-        jobs = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, cfg)) for s in todo]
+    while (todo or extend) and (left is None or left > 0):
+        sizes = task_sizes(cfg, todo + [s for s, _ in extend])
+        jobs = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, cfg, None)) for s in todo]
+        jobs += [Job(run_id(s), run_cost(s, sizes[s["task"]][0]) / grid_size(s), (s, cfg, rec), replace=True)
+                 for s, rec in extend]
+        annotate = lambda rec: rec.update(spec_key=keys[rec["run_id"]]) if keys.get(rec["run_id"]) else None  # noqa: E731
         failed += run_jobs(jobs, run_spec, cfg.out, cfg.workers, cfg.threads, cfg.device, errors_file=errors,
-                           max_runs=left)
+                           max_runs=left, annotate=annotate)
         left = None if left is None else left - min(left, len(jobs))
-        recs = read_jsonl(cfg.out)
-        ready, waiting = first_seed_choice(specs, recs, cfg.seeds[0])
-        done = {r["run_id"] for r in recs} | set(failed)
-        todo = [s for s in ready if run_id(s) not in done]
-    ids = {run_id(s) for s in ready}
+        todo, extend, waiting, keys = plan(cfg, specs)
+        todo = [s for s in todo if run_id(s) not in failed]
+        extend = [(s, r) for s, r in extend if run_id(s) not in failed]
+    ids = {run_id(s) for s in inherit_choices(specs, read_jsonl(cfg.out))[0]}
     print(summary([r for r in read_jsonl(cfg.out) if r["run_id"] in ids]))
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed (see {errors}); rerun the same command to redo them")

@@ -3,6 +3,8 @@
     glue_table(p)        per method: dev metric per task (mean ± std over seeds), GLUE avg, asked -> got removed;
                          a first row with the trivial baseline, cells not clearly above it marked †
     removal_table(p)     per gate setting and task: removed fraction asked -> got, and what the final correction did
+    correction_table(p)  per gate run the correction changed: removed and val/dev before -> after it (and recovery)
+    search_table(p)      per method and task: the lrs chosen on val, the grid points tried, interior or at a bound
     paired_table(p)      gates minus lora / bias, per seed (seed s minus seed s), per task and task average
     kurtosis_table(p)    kurtosis-weighted minus plain target-keep gates, per task and seed (issue 16)
     plateau_table(p)     per task and method, the step where the mean dev curve reaches its final plateau
@@ -10,12 +12,15 @@
 from __future__ import annotations
 
 from analysis.constants import GLUE_TASKS
+from gatecore.sparsity_control import TOL
+
 from analysis.finetune.stats import (PLATEAU_TAIL, PLATEAU_TOL, TRIVIAL_MARGIN, at_trivial, baselines, mean,
                                      mean_curve, paired, plateau, plateau_step, pm, settled_step)
 
 KURTOSIS_SUFFIX = " (kurtosis tau={tau:g})"  # label suffix of the paper's kurtosis-weighted target objective
 TRIVIAL_LABEL = "trivial (constant prediction)"
 MARK = " †"
+BOUND_MARK = " ‡"  # a choice at a bound of the grid rule (analysis/gridsearch.py): the grid could not be extended
 REFERENCES = ("lora", "bias")  # what every gate setting is paired against
 MIN_CURVE_POINTS = 2 * PLATEAU_TAIL  # fewer curve points than this: no plateau table (the smoke protocol has 3)
 
@@ -87,7 +92,8 @@ def glue_table(p, base: dict | None = None) -> str:
             have = [c for c in cells if c is not None]
             avg = p.glue_average(label, keep)
             row = [label, "–" if keep is None else f"{keep:g}"]
-            row += [_marked(c.dev, base.get(t)) if c else "–" for t, c in zip(tasks, cells)]
+            row += [_marked(c.dev, base.get(t)) + (BOUND_MARK if at_bound(c) else "") if c else "–"
+                    for t, c in zip(tasks, cells)]
             row.append(_marked(avg.dev, avg_base) if avg else "–")
             row.append(_params_range([c.trainable for c in have]))
             asked, got = [x for c in have for x in c.asked], [x for c in have for x in c.removed]
@@ -98,7 +104,43 @@ def glue_table(p, base: dict | None = None) -> str:
             lines.append(_row(row))
     lines += ["", f"†: mean not clearly above the trivial baseline of its column: above it by at most {TRIVIAL_MARGIN:g} point "
               "or two standard errors over seeds, whichever is larger (or below it); the cell says nothing about the method."]
+    if any(at_bound(c) for c in p.cells):
+        lines.append("‡: a learning rate chosen at a bound of the grid rule (the grid could not be extended further).")
     return "\n".join(lines)
+
+
+def at_bound(cell) -> bool:
+    """Whether a cell's first-seed search chose a learning rate at a bound of the grid rule."""
+    return any("bound" in (r.get("grid") or {}).get("status", {}).values() for r in cell.records)
+
+
+def _lr(x: float) -> str:
+    return f"{x:.0e}".replace("e-0", "e-")
+
+
+def search_table(p) -> str | None:
+    """Per setting and task, the searched lrs of its first-seed run: chosen value, the values tried, and whether
+    the choice is interior, at a bound, or fixed; later seeds train that choice. None without grid records."""
+    rows = []
+    for label in p.labels:
+        for keep in p.keeps(label):
+            cells = [p.cell(t, label, keep) for t in p.tasks]
+            for c in cells:
+                rec = next((r for r in (c.records if c else []) if r.get("grid")), None)
+                if rec is None:
+                    continue
+                g = rec["grid"]
+                parts = []
+                for dim, status in g["status"].items():
+                    tried = " ".join(_lr(v) for v in g["tried"][dim])
+                    parts.append(f"{dim} **{_lr(rec['config'][dim])}** of {tried} ({status})")
+                source = "" if not rec["spec"].get("grid_from") else " (the choice of run " + rec["spec"]["grid_from"] + ")"
+                rows.append(_row([_setting(label, keep), c.task, "; ".join(parts) + source,
+                                  str(len(rec.get("hp_search") or [1]))]))
+    if not rows:
+        return None
+    return "\n".join(_header(["setting", "task", "chosen on val, of the values tried (status)", "points trained"])
+                     + rows)
 
 
 def removal_table(p) -> str | None:
@@ -108,7 +150,7 @@ def removal_table(p) -> str | None:
         return None
     tasks = p.tasks
     lines = _header(["gate setting", *tasks, "largest gap, got vs asked (points)", "before correction (controller alone)",
-                     "gates changed by correction"])
+                     "controller alone within 2 points", "gates changed by correction"])
     for label, keep in settings:
         cells = [p.cell(t, label, keep) for t in tasks]
         recs = [r for c in cells if c is not None for r in c.records]
@@ -117,9 +159,37 @@ def removal_table(p) -> str | None:
         row = [_setting(label, keep)] + [_asked_got(c.asked, c.removed) if c else "–" for c in cells]
         row.append(f"{100 * max(gaps):.1f}" if gaps else "–")
         row.append(pm([100 * x["removed_before"] for x in corr]) if corr else "– (not recorded)")
-        row.append(pm([x["gates_changed"] for x in corr], digits=0) if corr else "–")
+        alone = [abs(x["removed_before"] - r["removed_asked"]) <= TOL for r, x in zip(recs, corr)] if corr else []
+        row.append(f"{sum(alone)} of {len(alone)}" if alone else "–")
+        row.append(pm([x["gates_changed"] for x in corr], digits=0) + f" (max {max(x['gates_changed'] for x in corr)})"
+                   if corr else "–")
         lines.append(_row(row))
     return "\n".join(lines)
+
+
+def correction_table(p) -> str | None:
+    """Every gate run whose final correction changed gates: removed before -> after, and val / dev before ->
+    after it (-> after the recovery phase, where one ran). None when no correction acted or none was measured."""
+    rows = []
+    for label, keep in gate_settings(p):
+        for t in p.tasks:
+            c = p.cell(t, label, keep)
+            for r in (c.records if c else []):
+                x = r.get("correction") or {}
+                if not x.get("gates_changed") or "dev_main_before" not in x:
+                    continue
+                rec = x.get("recovery") or {}
+                arrow = lambda k: f"{x[k + '_before']:.1f} → {x[k + '_after']:.1f}" + (  # noqa: E731
+                    f" → {rec[k + '_after']:.1f}" if rec else "")
+                rows.append(_row([_setting(label, keep), t, str(r["config"].get("seed")),
+                                  f"{100 * x['removed_before']:.1f} → {100 * x['removed_after']:.1f}",
+                                  f"{x['gates_changed']} ({100 * x.get('changed_fraction', 0):.1f}%)",
+                                  arrow("val_main"), arrow("dev_main"), str(rec.get("steps", "–"))]))
+    if not rows:
+        return None
+    head = ["gate setting", "task", "seed", "% removed before → after", "gates changed",
+            "val before → after (→ after recovery)", "dev before → after (→ after recovery)", "recovery steps"]
+    return "\n".join(_header(head) + rows)
 
 
 def paired_table(p) -> str | None:

@@ -16,8 +16,15 @@ stock BertForSequenceClassification path through the [CLS] pooler. Either way th
 Sparsity (gate methods): loss = task + lam_t * penalty(objective, knob), lam_t ramped linearly from 0
 over the first `lam_warmup` fraction of the steps. The request is `keep`, the kept fraction of the gated
 weights (removed_asked = 1 - keep, whatever the objective); with `control` on, a PI controller moves the
-penalty's knob from the measured eval-gate removed fraction and a final exact correction brings it within
-2 points of the request (gatecore/sparsity_control.py says how; the record says what it changed).
+penalty's knob (and, with `control_lam_gain`, lam beyond the knob's window) from the measured eval-gate
+removed fraction and a final exact correction brings it within 2 points of the request
+(gatecore/sparsity_control.py says how). The record says what the correction changed and what val and dev
+were just before and after it; with `recovery` set, a correction that changed more than
+`recovery_min_changed` of the gates is followed by `recovery` x steps of training with the gate pattern
+frozen (eval gates, no gate gradient; biases, LoRA and head train), measured again after.
+
+Schedule: AdamW, linear warm-up over 6% of the steps, then linear decay to 0 ("linear", the default) or the
+peak lr to the end ("constant", the paper's GLUE schedule shape).
 
 Batches: length-bucketed when the spec says `bucketed` (analysis/finetune/batching.py), else random. The dev curve
 is measured on a fixed-seed subset of `curve_dev_examples` dev examples (None: all of dev).
@@ -36,7 +43,9 @@ from torch.nn.functional import cross_entropy, mse_loss
 from tqdm.auto import tqdm
 
 import gatecore
-from gatecore.methods import GATE_METHODS, METHODS, lam_ramp, param_groups, setup_method, warmup_linear_schedule
+from gatecore.accounting import gated_layers
+from gatecore.methods import (GATE_METHODS, METHODS, lam_ramp, param_groups, setup_method, warmup_constant_schedule,
+                              warmup_linear_schedule)
 from gatecore.pooling import pooled_logits
 from gatecore.sparsity_control import SparsityController, correct_removed, removed_asked, removed_got
 from gatecore.tiny import tiny_model
@@ -150,9 +159,13 @@ class TrainResult:
     correction: dict | None = None              # the final exact correction (sparsity_control.correct_removed)
 
 
+SCHEDULES = {"linear": warmup_linear_schedule, "constant": warmup_constant_schedule}
+SPLIT_RANGE_KEYS = ("control_lam_gain", "control_window", "control_lam_max", "control_kd")
+
+
 def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | None, pad_id: int, device,
-          curve_points: int = 4, progress: bool = True) -> TrainResult:
-    """AdamW, linear warm-up (6%) then linear decay; dev evaluated at `curve_points` steps for the curve.
+          curve_points: int = 4, progress: bool = True, val_enc: Encoded | None = None) -> TrainResult:
+    """AdamW with the spec's schedule (module docstring); dev evaluated at `curve_points` steps for the curve.
 
     Three lrs: `lr` for weights/biases/LoRA, `head_lr` for the fresh task head, `gate_lr` for gates (None = lr).
     Raises FloatingPointError (naming task, method and step) on a non-finite loss instead of training on.
@@ -161,14 +174,15 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
     opt = torch.optim.AdamW(param_groups(model, cfg["lr"], cfg.get("head_lr"), cfg.get("gate_lr")), weight_decay=0.0)
     per_epoch = math.ceil(len(train_enc.ids) / cfg["batch_size"])
     total = max(1, per_epoch * cfg["epochs"])
-    sched = warmup_linear_schedule(opt, total, 0.06)
+    sched = SCHEDULES[cfg.get("schedule", "linear")](opt, total, 0.06)
     at = sorted({round(total * (i + 1) / curve_points) for i in range(curve_points)}) if dev_enc else []
     curve_enc = subset(dev_enc, cfg.get("curve_dev_examples")) if dev_enc else None  # cheap curve, full dev at the end
     ctl = None
     if gated and cfg["lam"] > 0:
         ctl = SparsityController(cfg["objective"], removed_asked(cfg["keep"]), start=cfg["lam_warmup"],
                                  kp=cfg.get("control_kp", 1.0), ki=cfg.get("control_ki", 0.2),
-                                 every=cfg.get("control_every", 5), freeze=cfg.get("control_freeze", 0.15))
+                                 every=cfg.get("control_every", 5), freeze=cfg.get("control_freeze", 0.15),
+                                 **{k[len("control_"):]: cfg[k] for k in SPLIT_RANGE_KEYS if k in cfg})
     kurt = {"kurtosis_tau": cfg["kurtosis_tau"]} if cfg.get("kurtosis_tau") is not None else {}
     rng = random.Random(cfg["seed"])
     lengths = [len(x) for x in train_enc.ids]
@@ -201,6 +215,8 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
                 point = {"step": step, "dev_main": dev_main, "loss": loss_ema}
                 if gated:
                     point.update(removed_fraction=removed_got(model), keep_target=ctl.knob if ctl else None)
+                    if ctl is not None and ctl.split_range:
+                        point.update(lam_scale=ctl.lam_scale)
                 res.curve.append(point)
                 t0 += time.perf_counter() - t_eval  # curve evaluations are not training time
             bar.update(1)
@@ -213,8 +229,85 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
         res.final_keep_target = ctl.knob if ctl else None
         res.removed_asked = removed_asked(cfg["keep"]) if cfg.get("keep") is not None else None
         if cfg.get("control") and res.removed_asked is not None:
-            res.correction = correct_removed(model, res.removed_asked, cfg.get("removed_tol", 0.02))
+            scores = Scorer(model, task, cfg["pooling"], pad_id, device, val_enc, dev_enc)
+            res.correction = finish_removal(model, cfg, scores, res.removed_asked, train_enc, pad_id, device, rng)
     return res
+
+
+@dataclass
+class Scorer:
+    """val and dev metric of the model as it is now (eval mode), for the before/after of the correction."""
+    model: object
+    task: Task
+    pooling: str
+    pad_id: int
+    device: object
+    val: Encoded | None
+    dev: Encoded | None
+
+    def __call__(self) -> dict:
+        return {f"{k}_main": evaluate(self.model, enc, self.task, self.pooling, self.pad_id, self.device)[self.task.metric]
+                for k, enc in (("val", self.val), ("dev", self.dev)) if enc is not None}
+
+
+def finish_removal(model, cfg: dict, scores: Scorer, asked: float, train_enc: Encoded, pad_id: int, device,
+                   rng: random.Random) -> dict:
+    """The exact final correction, with val/dev just before and after it, and the recovery phase if one is due."""
+    before = removed_got(model)
+    acts = abs(before - asked) > cfg.get("removed_tol", 0.02)
+    pre = scores() if acts else {}
+    fix = correct_removed(model, asked, cfg.get("removed_tol", 0.02))
+    n_gates = sum(g.n for m in gated_layers(model).values() for g in m.gates())
+    fix.update(gates_total=n_gates, changed_fraction=fix["gates_changed"] / n_gates,
+               **{f"{k}_before": v for k, v in pre.items()})
+    if not acts:
+        return fix
+    fix.update({f"{k}_after": v for k, v in scores().items()})
+    if cfg.get("recovery") and fix["changed_fraction"] > cfg.get("recovery_min_changed", 0.01):
+        steps = max(RECOVERY_MIN_STEPS, round(cfg["recovery"] * math.ceil(len(train_enc.ids) / cfg["batch_size"])
+                                              * cfg["epochs"]))
+        loss = recover(model, cfg, train_enc, scores.task, pad_id, device, steps, rng)
+        fix["recovery"] = {"steps": steps, "loss": loss, **{f"{k}_after": v for k, v in scores().items()}}
+    return fix
+
+
+RECOVERY_MIN_STEPS = 20
+
+
+def recover(model, cfg: dict, train_enc: Encoded, task: Task, pad_id: int, device, steps: int,
+            rng: random.Random) -> float:
+    """`steps` steps of task loss with the gate pattern frozen: eval gates (no noise), no gate gradient; the
+    other trainable parameters (biases, LoRA, head) at the run's lrs, decaying linearly to 0. Returns the
+    mean loss of the last tenth of the steps."""
+    gates = [g for m in gated_layers(model).values() for g in m.gates()]
+    flags = [g.theta.requires_grad for g in gates]
+    for g in gates:
+        g.theta.requires_grad_(False)
+    opt = torch.optim.AdamW(param_groups(model, cfg["lr"], cfg.get("head_lr")), weight_decay=0.0)
+    sched = warmup_linear_schedule(opt, steps, warm_steps=1)
+    model.to(device).train()
+    for g in gates:
+        g.eval()  # deterministic eval gates: the pattern the compressed model keeps
+    lengths, losses, step = [len(x) for x in train_enc.ids], [], 0
+    try:
+        while step < steps:
+            for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed"))):
+                batch, labels = collate(train_enc, idx, pad_id, device)
+                loss = task_loss(pooled_logits(model, batch, cfg["pooling"]), labels, task.num_labels)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                step += 1
+                if step >= steps:
+                    break
+    finally:
+        for g, f in zip(gates, flags):
+            g.theta.requires_grad_(f)
+            g.train()
+    tail = losses[-max(1, steps // 10):]
+    return sum(tail) / len(tail)
 
 
 def peak_mem_mb(device) -> float:
