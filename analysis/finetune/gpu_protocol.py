@@ -185,7 +185,7 @@ def run_protocol(protocol: GPUProtocolConfig) -> Path:
                                "weights": "float16 copy upcast to float32, trained in float32"}
 
     t0 = time.perf_counter()
-    jobs = [Job(rid, cost[rid], (spec, cfg)) for rid, spec, cfg in todo]
+    jobs = [Job(rid, cost[rid], (spec, cfg, None)) for rid, spec, cfg in todo]  # run_spec(spec, cfg, prior, device)
     errors = len(run_jobs(jobs, run_spec, out_file, n, protocol.threads, protocol.device, errors_file=out / "errors.jsonl",
                           annotate=annotate))
     print(f"{len(todo) - errors} runs written to {out_file} in {time.perf_counter() - t0:.0f}s; {errors} failed"
