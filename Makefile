@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup base-model decoder-model onnx test figures experiments bench bench-runtimes notebooks lab clean
+.PHONY: setup base-model decoder-model onnx test lint figures experiments bench bench-runtimes notebooks lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ onnx: $(PY)
 test:
 	$(PY) -m pytest -q
 
+# ruff (pinned in requirements.txt, configured in pyproject.toml): lint and format check, no changes made.
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
 figures:
 	$(PY) -m analysis.figures
 
@@ -57,7 +62,7 @@ LEVERS = --protocol cpu-converged --tasks SST-2 --methods gates --seeds 0 --no-b
 # Inference latency, dense vs gated vs compressed MiniLM at 30% and 40% removed.
 bench:
 	$(PY) -m analysis.bench --repeats 20
-	$(PY) -m analysis.bench_train
+	$(PY) -m analysis.bench.train_cost
 
 # Eager PyTorch and ONNX Runtime, dense vs both compression layouts at 20/30/40% removed (needs `make onnx`).
 bench-runtimes:

@@ -22,9 +22,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from .constants import GLUE_TASKS, ROOT
 from .data_files import DataError, Split, open_text, read_folder, read_hf, undecodable
 from .metrics import MAIN_METRIC, task_metrics
-from .provenance import ROOT
 
 DEFAULT_GLUE_DIR = ROOT / "data" / "glue"  # carried by the repository (data/glue/README.md)
 SPLIT_SEED = 0        # val is carved from train with this seed, whatever the run's seed
@@ -41,7 +41,6 @@ GLUE = {
     "stsb": ("STS-B", True, 10, (7, 8), 9, None),
     "qnli": ("QNLI", True, 4, (1, 2), 3, ("entailment", "not_entailment")),
 }
-GLUE_TASKS = ("SST-2", "MRPC", "RTE", "CoLA", "STS-B")   # the GLUE tasks of the studies (folder names), in table order
 ALIASES = {"sst-2": "sst2", "sts-b": "stsb", "rt": "rotten_tomatoes", "rotten-tomatoes": "rotten_tomatoes"}
 
 

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 from analysis import provenance
-from analysis.provenance import ROOT
+from analysis.constants import FIGURES, RESULTS, repo_path
 
 STUDIES = {  # in the order they are drawn
     "convergence": "analysis.convergence.plots",
     "hessian": "analysis.hessian.plots",
-    "hessian-race": "analysis.hessian.race",
+    "hessian-race": "analysis.hessian.race.report",
     "finetune": "analysis.finetune.figures",
     "bench": "analysis.bench.latency",
     "decoder": "analysis.decoder.figures",
@@ -30,8 +30,8 @@ STUDIES = {  # in the order they are drawn
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--results", type=Path, default=ROOT / "results", help="folder of committed results (default: results/)")
-    ap.add_argument("--figures", type=Path, default=ROOT / "figures", help="output folder (default: figures/)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of committed results (default: results/)")
+    ap.add_argument("--figures", type=Path, default=FIGURES, help="output folder (default: figures/)")
     ap.add_argument("--only", nargs="*", default=None, choices=list(STUDIES), help="draw only these studies")
     args = ap.parse_args(argv)
     import matplotlib
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
         made = importlib.import_module(STUDIES[name]).make_figures(args.results, args.figures)
         print(f"{name}: {len(made)} figure(s) in {time.perf_counter() - t:.1f}s")
         for p in made:
-            print(f"  {Path(p).relative_to(ROOT) if Path(p).is_relative_to(ROOT) else p}")
+            print(f"  {repo_path(p)}")
     _summarise_dirty_sources()
     return 0
 

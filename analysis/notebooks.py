@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from analysis.provenance import ROOT
+from analysis.constants import ROOT, repo_path
 
 NOTEBOOKS_DIR = ROOT / "notebooks"
 KERNEL = "gatecore"
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     for name in args.names or names():
         t = time.perf_counter()
         nb = execute(name, args.small)
-        done = "ran (small mode, not written)" if args.small else f"wrote {write(name, nb).relative_to(ROOT)}"
+        done = "ran (small mode, not written)" if args.small else f"wrote {repo_path(write(name, nb))}"
         print(f"{name}: {done} in {time.perf_counter() - t:.0f}s")
     return 0
 

@@ -13,12 +13,17 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from analysis.constants import ROOT, repo_path
 
 
 def small_mode() -> bool:
     """True when GATECORE_SMALL=1: notebooks and CI run their smallest settings."""
     return os.environ.get("GATECORE_SMALL", "") == "1"
+
+
+def command(module: str, args=()) -> str:
+    """`python -m <module> <args>` quoted for a POSIX shell: the one way a command is written down."""
+    return shlex.join(["python", "-m", module, *map(str, args)])
 
 
 def command_line(argv=None) -> str:
@@ -30,8 +35,9 @@ def command_line(argv=None) -> str:
     argv = sys.argv if argv is None else argv
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     name = spec.name if spec is not None and spec.name else _package_main(argv[0] if argv else "")
-    head = ["python", "-m", name.removesuffix(".__main__")] if name else ["python", *argv[:1]]
-    return shlex.join(head + list(argv[1:]))
+    if name:
+        return command(name.removesuffix(".__main__"), argv[1:])
+    return shlex.join(["python", *argv])
 
 
 def _package_main(path: str) -> str | None:
@@ -132,11 +138,6 @@ def is_dirty(record) -> bool:
     return record.get("tree_clean") is False or str(commit or "").endswith("-dirty")
 
 
-def _shown(path) -> str:
-    p = Path(path).resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
-
-
 def _warn_write(path: Path, obj) -> None:
     """One stderr warning per file and process when a record written there comes from a dirty tree."""
     if not isinstance(obj, dict) or obj.get("tree_clean") is not False or str(path) in _WARNED_WRITES:
@@ -144,7 +145,7 @@ def _warn_write(path: Path, obj) -> None:
     _WARNED_WRITES.add(str(path))
     files = obj.get("dirty_files") or []
     shown = ", ".join(files[:6]) + (f", ... ({len(files)} in all)" if len(files) > 6 else "")
-    print(f"warning: {_shown(path)}: written from a working tree with uncommitted changes to tracked code "
+    print(f"warning: {repo_path(path)}: written from a working tree with uncommitted changes to tracked code "
           f"({shown}); the recorded commit {obj.get('versions', {}).get('gatecore_commit')} does not name "
           "the code that produced it. Commit, then rerun, for a reproducible result.", file=sys.stderr)
 
@@ -158,7 +159,7 @@ def warn_if_dirty(path, records) -> bool:
     dirty = sum(is_dirty(r) for r in records)
     if not dirty:
         return False
-    key = _shown(path)
+    key = repo_path(path)
     if key not in DIRTY_SOURCES:
         DIRTY_SOURCES[key] = f"{dirty} of {len(records)} record(s)"
         print(f"warning: {key}: {dirty} of {len(records)} record(s) written with uncommitted code changes "

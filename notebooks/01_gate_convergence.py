@@ -31,7 +31,8 @@ from dataclasses import replace
 from analysis.convergence.config import ConvergenceConfig
 from analysis.convergence.plots import make_figures, summary_table
 from analysis.convergence.study import run, write
-from analysis.provenance import ROOT, small_mode
+from analysis.constants import FIGURES, RESULTS, study_results
+from analysis.provenance import small_mode
 
 # small mode (CI): a tiny problem and few steps; default: the module defaults (a few minutes on 2 CPU cores)
 SMALL = dict(m=16, n=16, hidden=16, samples=128, steps=300, seeds=2, evals=20, polish_iters=30, draws=64)
@@ -46,7 +47,7 @@ print({k: getattr(cfg, k) for k in ("steps", "seeds", "m", "n", "optimizer", "si
 
 # %%
 def run_and_save(name, cfg, sweep=None, values=(None,)):
-    write(cfg, run(cfg, sweep, values, progress=False), out / f"convergence_{name}.json", sweep)
+    write(cfg, run(cfg, sweep, values, progress=False), out / "convergence" / f"{name}.json", sweep)
 
 for problem in ("linear", "mlp", "lowrank"):
     run_and_save(problem, replace(cfg, problem=problem))
@@ -70,18 +71,17 @@ for p in made:
 # %% [markdown]
 # ## 3. The committed full runs
 #
-# The figures under `figures/` come from `results/convergence_*.json`, made by the commands recorded in each file (`python -m analysis.convergence --seeds 5`, `--problem mlp --seeds 5`, `--problem lowrank --seeds 5`, and one sweep per file, e.g. `--methods gates --sweep lam --values 0 0.03 0.1 0.3 1 2 3 5`; `make figures` redraws them). Their measured numbers (medians over seeds; `decades` = log10 of the gap reduction over the run, `slope p` = gap ~ t^-p over the last decade of steps, `theta` = Lojasiewicz exponent in ||grad F|| ~ gap^theta, PL means theta = 1/2, `min PL` = smallest PL ratio after 1% of the steps):
+# The figures under `figures/` come from `results/convergence/*.json`, made by the commands recorded in each file (`python -m analysis.convergence --seeds 5`, `--problem mlp --seeds 5`, `--problem lowrank --seeds 5`, and one sweep per file, e.g. `--methods gates --sweep lam --values 0 0.03 0.1 0.3 1 2 3 5`; `make figures` redraws them). Their measured numbers (medians over seeds; `decades` = log10 of the gap reduction over the run, `slope p` = gap ~ t^-p over the last decade of steps, `theta` = Lojasiewicz exponent in ||grad F|| ~ gap^theta, PL means theta = 1/2, `min PL` = smallest PL ratio after 1% of the steps):
 
 # %%
-committed = ROOT / "results"
-print(summary_table(committed) if list(committed.glob("convergence_*.json")) else "no committed convergence results")
+print(summary_table(RESULTS) if list(study_results("convergence").glob("*.json")) else "no committed convergence results")
 for name in ("convergence_recovery", "convergence_lojasiewicz"):
-    path = ROOT / "figures" / f"{name}.png"
+    path = FIGURES / f"{name}.png"
     if path.exists():
         display(Image(filename=str(path)))
 
 # %% [markdown]
-# ## Conclusion, from the committed runs (the table above; commands in each `results/convergence_*.json`)
+# ## Conclusion, from the committed runs (the table above; commands in each `results/convergence/*.json`)
 #
 # **Convergence to the planted optimum holds when the gate noise reaches the clamp.** On the planted linear and MLP problems (5 seeds; Adam lr 0.05, sigma 0.1, reg_sigma 0.5, l0 with lam 0.1) the sampled gate process closes exactly the planted rows and columns in every seed: precision = recall = 1.000, every eval gate binary. It has found the support (mean precision and recall >= 0.95) by about step 50 of 2000. The same holds across n = 16..128, init mean 0.5..2, Adam lr 0.01..0.3, plain SGD and exact gradient descent on F.
 #

@@ -28,27 +28,29 @@ from pathlib import Path
 from IPython.display import Image, display
 import torch
 import analysis
-from analysis.provenance import ROOT, small_mode
-from analysis import hessian_toy, hessian_compare
+from analysis.constants import FIGURES, RESULTS
+from analysis.provenance import small_mode
+from analysis.hessian import compare, plots, tables
+from analysis.hessian.toy import plot_toy, toy_spectra
 torch.set_num_threads(1)   # on a busy 2-core machine 2 threads ran 20-30x slower
 SMALL = small_mode()
-FIG = Path(os.environ.get('GATECORE_FIGURES_DIR') or (tempfile.mkdtemp() if SMALL else ROOT / 'figures'))
+FIG = Path(os.environ.get('GATECORE_FIGURES_DIR') or (tempfile.mkdtemp() if SMALL else FIGURES))
 print('small mode:', SMALL, '| figures ->', FIG)
 
 # %% [markdown]
 # ## 1. The analytic toy
 #
-# A frozen linear map `W0` (6 x 5), squared loss on 40 samples whose targets a row and a column scaling of `W0` can reach. Gates: `W = diag(z_r) W0 diag(z_c)`, 11 parameters. LoRA: `W = W0 + B A`, r = 2, 22 parameters. Both Hessians are written in closed form in `analysis/hessian_toy.py` and tested against `torch.func.hessian`.
+# A frozen linear map `W0` (6 x 5), squared loss on 40 samples whose targets a row and a column scaling of `W0` can reach. Gates: `W = diag(z_r) W0 diag(z_c)`, 11 parameters. LoRA: `W = W0 + B A`, r = 2, 22 parameters. Both Hessians are written in closed form in `analysis/hessian/toy.py` and tested against `torch.func.hessian`.
 #
 # What to expect: LoRA's loss only sees `BA = (BK)(K^-1 A)`, so at a fitted point it has r^2 = 4 exact zeros (the GL(r) orbit), and at its own init (B = 0) the whole A block of the Hessian is zero and the spectrum is indefinite. Gates have one flat direction per matrix (`(c z_r, z_c / c)`) while every gate is open, and a saturated gate (clamped at 0 or 1) gives exactly one zero row.
 
 # %%
-toy = hessian_toy.toy_spectra(n_saturated=3)
+toy = toy_spectra(n_saturated=3)
 for k, v in toy.items():
     if k != 'config':
         print(f"{k:<24} lambda_max {v['lambda_max']:8.3f}  lambda_min {v['lambda_min']:10.3e}  "
               f"negative {v['n_negative']:2d}  zero {v['n_zero']:2d}  kappa_eff {v['kappa_eff'] or float('nan'):7.2f}")
-display(Image(str(hessian_toy.plot_toy(toy, FIG / 'hessian_toy.png'))))
+display(Image(str(plot_toy(toy, FIG / 'hessian_toy.png'))))
 
 # %% [markdown]
 # ## 2. The real model: all-MiniLM-L6-v2
@@ -56,8 +58,8 @@ display(Image(str(hessian_toy.plot_toy(toy, FIG / 'hessian_toy.png'))))
 # Gates (rows + columns) on the value matrix of the last layer, n = 384 + 384 = 768, against LoRA r = 1 on the same matrix, n = 768: the same parameter count, the same examples (SST-2 train), the same loss (cross-entropy on the **mean-pooled** encoder output, the pooling MiniLM was trained with), float64. The gate loss averages 2 fixed noise draws (sigma = 0.1): at init every eval gate is clamped at 1, so the eval-mode gate Hessian is exactly 0; only draws that fall below the clamp make a coordinate active. `n_saturated_gates` counts the coordinates that are clamped in every draw: provably zero rows.
 
 # %%
-recs = hessian_compare.demo(large=LARGE, small=SMALL)
-print(hessian_compare.records_table(recs))
+recs = compare.demo(large=LARGE, small=SMALL)
+print(tables.records_table(recs))
 for r in recs:
     print(r['name'], '| saturated gates:', r['setting']['n_saturated_gates'], '| tokens:', r['setting']['tokens'])
 
@@ -67,10 +69,10 @@ for r in recs:
 # `results/hessian/*.json` hold the runs of `python -m analysis.hessian.compare` (each file records its exact command). The earlier layer-5 runs (`--part exact lanczos r8 power seeds`): one value matrix (n = 768, exact spectra) or q, v of layer 5, at init and after 100 steps. Below them, the full adapter sets.
 
 # %%
-print(hessian_compare.summary_table(ROOT / 'results'))
+print(tables.summary_table(RESULTS))
 
 # %%
-for p in hessian_compare.make_figures(ROOT / 'results', FIG, table=False):
+for p in plots.make_figures(RESULTS, FIG, table=False):
     display(Image(str(p)))
 
 # %% [markdown]
@@ -81,7 +83,7 @@ for p in hessian_compare.make_figures(ROOT / 'results', FIG, table=False):
 # The last column applies item 1 of §11 to 14 points: kappa_eff at tolerances 1e-3, 1e-2, 1e-1 (an SLQ density cannot resolve smaller ones), lambda_1/lambda_k at k = 2 .. 256, lambda_1/lambda_k(f) at f = 0.5, 0.9, 0.99. "Better conditioned" needs the gates lower at all of them, in every seed.
 
 # %%
-print(hessian_compare.full_table(ROOT / 'results'))
+print(tables.full_table(RESULTS))
 
 # %%
 full = FIG / 'hessian_full_sets.png'   # drawn by make_figures above

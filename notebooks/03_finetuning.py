@@ -32,7 +32,8 @@ from analysis.finetune.config import SweepConfig
 from analysis.finetune.figures import make_figures
 from analysis.finetune.results import claim_check, describe, glue_table, load_protocols
 from analysis.finetune.sweep import run_sweep
-from analysis.provenance import ROOT, read_jsonl, small_mode
+from analysis.constants import ROOT
+from analysis.provenance import read_jsonl, small_mode
 from transformers.utils import logging as hf_logging
 hf_logging.disable_progress_bar()  # no "Loading weights" bar per run
 
@@ -66,8 +67,8 @@ for r in read_jsonl(live):
 #
 # Each file `results/finetune/<protocol>.jsonl` is one protocol: `convergence-check` (long runs on SST-2 and
 # MRPC that sized the epochs), `cpu-converged` (the converged five-task protocol), `cpu` (the smoke-size
-# protocol, kept for the record), `gpu` (the same protocol run with the offline GPU kit, `analysis.gpu_bundle` +
-# `analysis.gpu_protocol`, when one has been run). The table gives, per
+# protocol, kept for the record), `gpu` (the same protocol run with the offline GPU kit, `analysis.finetune.gpu_bundle` +
+# `analysis.finetune.gpu_protocol`, when one has been run). The table gives, per
 # task and method, the dev metric (mean ± std over seeds), the trainable parameters, the measured fraction of the
 # gated weights removed (eval gates) and the speedup of the compressed model. The commands that produced the
 # runs are listed above each table.

@@ -24,10 +24,10 @@ def test_measure_speedup_and_timing():
 
 
 def test_bench_cli_synthetic_and_checkpoint(tmp_path, minilm):
-    out = tmp_path / "results"
+    out = tmp_path / "results" / "bench"
     args = ["--batch", "1", "--seq", "16", "--repeats", "2", "--warmup", "0", "--device", "cpu", "--out", str(out)]
     assert bench.main(["--sparsity", "0.4", *args]) == 0
-    d = json.loads((out / "bench_cpu_s40.json").read_text())
+    d = json.loads((out / "latency_cpu_s40.json").read_text())
     assert d["command"].startswith("python") and d["versions"]["torch"] == torch.__version__ and d["threads"] >= 1
     run = d["runs"][0]
     assert abs(run["size"]["encoder_linear_removed"] - 0.4) < 0.02 and run["max_rel_diff_compressed_vs_gated"] < 1e-5
@@ -40,10 +40,10 @@ def test_bench_cli_synthetic_and_checkpoint(tmp_path, minilm):
     gc.random_gate_pattern(model, 0.3, seed=1)
     gc.save_trainable(model, tmp_path / "run.pt")
     assert bench.main(["--checkpoint", str(tmp_path / "run.pt"), "--no-gated", *args]) == 0
-    run = json.loads((out / "bench_cpu_run.json").read_text())["runs"][0]
+    run = json.loads((out / "latency_cpu_run.json").read_text())["runs"][0]
     assert abs(run["gate_removed_fraction"] - 0.3) < 0.02 and "gated" not in run["timings"][0]
 
-    figs = bench.make_figures(out, tmp_path / "figures")
+    figs = bench.make_figures(tmp_path / "results", tmp_path / "figures")
     assert len(figs) == 1 and figs[0].stat().st_size > 10_000
 
 
@@ -52,6 +52,6 @@ def test_bench_configured_in_python_runs_in_small_mode(tmp_path, monkeypatch, mi
     cfg = BenchConfig(sparsity=(0.3, 0.4), batch=(1,), seq=8, repeats=5, warmup=0, device="cpu", threads=1, out=tmp_path)
     path = bench.run(cfg)
     d = json.loads(path.read_text())
-    assert path.name == "bench_cpu_s30.json" and d["small_mode"] is True  # small mode: the first sparsity only
+    assert path.name == "latency_cpu_s30.json" and d["small_mode"] is True  # small mode: the first sparsity only
     assert d["config"]["repeats"] == 2 and d["config"]["sparsity"] == [0.3] and d["config"]["out"] == str(tmp_path)
     assert len(d["runs"]) == 1 and d["runs"][0]["timings"][0]["compressed"]["n"] == 2

@@ -117,7 +117,7 @@ def test_study_configured_in_python_sweeps_and_writes(tmp_path, monkeypatch):
     res = study.run(cfg, sweep="lam", values=[0.0, 0.1], progress=False)
     assert [g["value"] for g in res["groups"]] == [0.0, 0.1]
     assert [g["config"] for g in res["groups"]] == [asdict(replace(cfg, lam=v)) for v in (0.0, 0.1)]
-    path = study.write(cfg, res, tmp_path / "convergence_linear_lam.json", sweep="lam")
+    path = study.write(cfg, res, tmp_path / "convergence" / "linear_lam.json", sweep="lam")
     rec = json.loads(path.read_text())
     assert rec["config"] == asdict(cfg) and rec["seed"] == [0] and rec["small_mode"] is True
     assert set(rec["groups"][0]["methods"]) == {"gates"} and "lam" in study.summary_table(tmp_path)
@@ -135,10 +135,10 @@ def test_bad_arguments_are_refused():
 def test_cli_writes_results_and_figures(tmp_path):
     base = ["--m", "8", "--n", "8", "--samples", "32", "--seeds", "2", "--steps", "40", "--evals", "8",
             "--polish-iters", "10", "--no-progress"]
-    study.main(base + ["--out", str(tmp_path / "convergence_linear.json")])
+    study.main(base + ["--out", str(tmp_path / "convergence" / "linear.json")])
     study.main(base + ["--methods", "gates", "--sweep", "sigma", "--values", "0.1", "0.3",
-                    "--out", str(tmp_path / "convergence_linear_sigma.json")])
-    res = json.loads((tmp_path / "convergence_linear.json").read_text())
+                    "--out", str(tmp_path / "convergence" / "linear_sigma.json")])
+    res = json.loads((tmp_path / "convergence" / "linear.json").read_text())
     assert res["command"].startswith("python") and res["config"]["steps"] == 40 and "versions" in res
     assert set(res["groups"][0]["methods"]) == {"gates", "lora"}
     made = plots.make_figures(tmp_path, tmp_path / "fig")

@@ -1,7 +1,6 @@
 """Gradients vs finite differences, the training-mode gate law, what an optimizer step may touch."""
 import pytest
 import torch
-from torch.autograd import gradcheck
 
 import gatecore as gc
 from gatecore.tiny import tiny_batch, tiny_model

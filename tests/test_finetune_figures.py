@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from analysis.finetune.figures import kept_fractions, make_figures, module_type
+from analysis.finetune.figures import make_figures
+from analysis.finetune.plotting import kept_fractions, module_type
 from analysis.finetune.results import claim_check, glue_table, load_protocols
 from analysis.provenance import append_jsonl
 

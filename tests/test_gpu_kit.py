@@ -1,5 +1,4 @@
 """The offline GPU kit on the CPU: build a bundle, run the protocol in tiny mode from it, resume it."""
-import json
 import os
 import subprocess
 import sys
@@ -43,8 +42,8 @@ def test_bundle_contents(bundle):
     assert manifest["model"]["name"] == "all-MiniLM-L6-v2" and manifest["tasks"] == ["RTE"]
     for rel, digest in manifest["files"].items():
         assert gpu_bundle.sha256(path / rel) == digest, rel
-    assert {"gatecore/gates.py", "gatecore/hessian/operator.py", "analysis/finetune/sweep.py", "analysis/gpu_protocol.py",
-            "glue/RTE/train.tsv", "model/tokenizer.json"} <= set(manifest["files"])  # subpackages too
+    assert {"gatecore/gates.py", "gatecore/hessian/operator.py", "analysis/finetune/sweep.py",
+            "analysis/finetune/gpu_protocol.py", "glue/RTE/train.tsv", "model/tokenizer.json"} <= set(manifest["files"])
     half = load_file(path / "model" / "model.safetensors")
     assert {v.dtype for v in half.values() if v.is_floating_point()} == {torch.float16}
 
@@ -71,7 +70,7 @@ def test_size_limit_is_enforced(tmp_path):
 
 def _run(bundle_dir: Path, out: Path, *extra) -> str:
     env = {**os.environ, "PYTHONPATH": str(bundle_dir), "GATECORE_SMALL": ""}
-    cmd = [sys.executable, "-m", "analysis.gpu_protocol", "--bundle", ".", "--out", str(out), "--tiny",
+    cmd = [sys.executable, "-m", "analysis.finetune.gpu_protocol", "--bundle", ".", "--out", str(out), "--tiny",
            "--device", "cpu", "--workers", "2", *extra]
     done = subprocess.run(cmd, cwd=bundle_dir, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -88,7 +87,7 @@ def test_tiny_protocol_runs_from_the_bundle_and_resumes(bundle, tmp_path):
     for r in recs:
         assert not [k for k in REQUIRED if k not in r]
         assert r["config"]["model"].endswith("all-MiniLM-L6-v2") and r["config"]["task"] == "RTE"
-        assert r["command"].startswith("python -m analysis.gpu_protocol")
+        assert r["command"].startswith("python -m analysis.finetune.gpu_protocol")
         assert (out / "checkpoints" / f"{r['run_id']}.pt").is_file()
     gates = next(r for r in recs if r["config"]["method"] == "gates")
     assert gates["compressed"]["dev_main"] == gates["dev_main"]

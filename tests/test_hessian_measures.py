@@ -205,7 +205,7 @@ def test_a_coupling_penalty_is_not_deflated():
 
 def test_as_trained_penalty_from_a_finetuning_checkpoint(tmp_path):
     import json
-    from analysis.hessian.setup import as_trained_penalty
+    from analysis.hessian.penalty import as_trained_penalty
     cfg = {"objective": "target", "lam": 1.0, "keep": 0.7, "reg_sigma": 0.5, "control": True}
     (tmp_path / "x.jsonl").write_text(json.dumps({"run_id": "other", "final_keep_target": 0.5}) + "\n"
                                       + json.dumps({"run_id": "abc", "final_keep_target": 0.86}) + "\n")

@@ -1,11 +1,18 @@
 """The optimization race (analysis.hessian.race) on a tiny random BERT with MiniLM's tokenizer: same start, same
 batches, the lr pick, steps to a threshold, and the table / figure drawn from the record alone."""
+import dataclasses
+import json
 import math
 
 import pytest
 import torch
 
-from analysis.hessian import race as R
+from analysis.hessian.race.batches import batch_order
+from analysis.hessian.race.config import FIGURE, RaceConfig
+from analysis.hessian.race.loop import eval_loss
+from analysis.hessian.race.pick import criterion, pick_lr, spread, steps_to, steps_to_stay
+from analysis.hessian.race.report import make_figures, table
+from analysis.hessian.race.study import Study, analyze
 
 
 @pytest.fixture(scope="module")
@@ -24,23 +31,23 @@ def tiny_dir(tmp_path_factory):
 def _cfg(tiny_dir, **kw):
     base = dict(model=tiny_dir, task="synthetic", train_examples=40, eval_examples=16, batch=8, steps=6, warmup=2,
                 eval_every=2, gate_lrs=(0.1, 1.0), lora_lrs=(1e-3, 3e-2), seeds=(0, 1), thresholds=(0.69, 0.6, -1.0))
-    return R.RaceConfig(**{**base, **kw})
+    return RaceConfig(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")
 def record(tiny_dir):
     torch.set_num_threads(1)
-    return R.analyze(_cfg(tiny_dir), log=lambda s: None)
+    return analyze(_cfg(tiny_dir), log=lambda s: None)
 
 
 @pytest.mark.parametrize("head", ["frozen", "joint"])
 def test_both_methods_start_from_the_same_loss(tiny_dir, head):
-    study = R.Study(_cfg(tiny_dir, head=head))
+    study = Study(_cfg(tiny_dir, head=head))
     for seed in (0, 1):
-        g, l = (R.eval_loss(study.start(p, seed), study.eval_set, study.loss_fn) for p in ("gates-all", "lora-qv"))
+        g, l = (eval_loss(study.start(p, seed), study.eval_set, study.loss_fn) for p in ("gates-all", "lora-qv"))
         assert g == pytest.approx(l, abs=1e-6)
         if head == "frozen":   # the shared pre-fitted head: the same start for every seed too
-            assert g == pytest.approx(R.eval_loss(study.start("lora-qv", 0), study.eval_set, study.loss_fn), abs=1e-6)
+            assert g == pytest.approx(eval_loss(study.start("lora-qv", 0), study.eval_set, study.loss_fn), abs=1e-6)
 
 
 def test_record_same_start_and_same_batches_per_seed(record):
@@ -56,11 +63,11 @@ def test_record_same_start_and_same_batches_per_seed(record):
 
 
 def test_batch_order_is_a_permutation_per_epoch():
-    order = R.batch_order(10, steps=5, batch=4, seed=3)   # 20 examples: two epochs of 10
+    order = batch_order(10, steps=5, batch=4, seed=3)   # 20 examples: two epochs of 10
     flat = [int(i) for b in order for i in b]
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
-    assert [b.tolist() for b in R.batch_order(10, 5, 4, 3)] == [b.tolist() for b in order]
-    assert [b.tolist() for b in R.batch_order(10, 5, 4, 4)] != [b.tolist() for b in order]
+    assert [b.tolist() for b in batch_order(10, 5, 4, 3)] == [b.tolist() for b in order]
+    assert [b.tolist() for b in batch_order(10, 5, 4, 4)] != [b.tolist() for b in order]
 
 
 def test_best_lr_is_the_grid_point_with_the_lowest_criterion(record):
@@ -70,22 +77,22 @@ def test_best_lr_is_the_grid_point_with_the_lowest_criterion(record):
         at_best = [r for r in record["runs"] if r["adapters"] == preset and r["phase"] == "seed"]
         assert at_best and all(r["lr"] == s["best_lr"] for r in at_best)
         assert s["seeds"] == [0, 1]
-    assert R.pick_lr({0.1: 0.5, 0.3: 0.2, 1.0: math.inf, 3.0: None}) == 0.3
-    assert R.pick_lr({0.1: 0.2, 0.3: 0.2}) == 0.1
+    assert pick_lr({0.1: 0.5, 0.3: 0.2, 1.0: math.inf, 3.0: None}) == 0.3
+    assert pick_lr({0.1: 0.2, 0.3: 0.2}) == 0.1
     with pytest.raises(ValueError):
-        R.pick_lr({0.1: math.inf})
-    assert R.criterion({"eval_loss": [0.7, 0.1], "diverged_at": 5}) == math.inf
+        pick_lr({0.1: math.inf})
+    assert criterion({"eval_loss": [0.7, 0.1], "diverged_at": 5}) == math.inf
 
 
 def test_steps_to_threshold_on_a_synthetic_curve():
     steps = [0, 10, 20, 30, 40]
     loss = [0.7, 0.55, 0.5, None, 0.3]
-    assert R.steps_to(steps, loss, 0.6) == 10
-    assert R.steps_to(steps, loss, 0.5) == 20          # at the level counts
-    assert R.steps_to(steps, loss, 0.45) == 40         # a missing point is skipped
-    assert R.steps_to(steps, loss, 0.7) == 0
-    assert R.steps_to(steps, loss, 0.2) is None
-    s = R.spread([10, 20, None])
+    assert steps_to(steps, loss, 0.6) == 10
+    assert steps_to(steps, loss, 0.5) == 20          # at the level counts
+    assert steps_to(steps, loss, 0.45) == 40         # a missing point is skipped
+    assert steps_to(steps, loss, 0.7) == 0
+    assert steps_to(steps, loss, 0.2) is None
+    s = spread([10, 20, None])
     assert s["n"] == 2 and s["mean"] == 15 and s["std"] == pytest.approx(math.sqrt(50))
 
 
@@ -93,19 +100,19 @@ def test_summary_table_and_figure_from_the_record(record, tmp_path):
     s = record["summary"]["gates-all"]["steps_to"]
     assert s["-1"]["reached"] == 0 and s["-1"]["mean"] is None and s["-1"]["stays_below"]["reached"] == 0   # never reached
     assert s["0.69"]["of"] == 2
-    rec = {**record, "config": R.dataclasses.asdict(_cfg("tiny")), "command": "python -m analysis.hessian.race"}
-    md = R.table(rec, str(tmp_path / "hessian" / "race_x.json"))
+    rec = {**record, "config": dataclasses.asdict(_cfg("tiny")), "command": "python -m analysis.hessian.race"}
+    md = table(rec, str(tmp_path / "hessian" / "race_x.json"))
     assert "not reached (0/2); stays: not reached (0/2)" in md and "| gates-all |" in md and "| lora-qv |" in md
     (tmp_path / "hessian").mkdir()
-    (tmp_path / "hessian" / "race_x.json").write_text(R.json.dumps(rec))
-    made = R.make_figures(tmp_path, tmp_path)
-    assert [p.name for p in made] == [R.FIGURE] and made[0].stat().st_size > 0
+    (tmp_path / "hessian" / "race_x.json").write_text(json.dumps(rec))
+    made = make_figures(tmp_path, tmp_path)
+    assert [p.name for p in made] == [FIGURE] and made[0].stat().st_size > 0
     assert (tmp_path / "hessian" / "race_x.md").read_text() == md
 
 
 def test_steps_to_stay_below_ignores_a_dip():
     steps = [0, 10, 20, 30, 40]
-    assert R.steps_to_stay(steps, [0.7, 0.4, 0.8, 0.45, 0.3], 0.5) == 30    # the dip at 10 does not count
-    assert R.steps_to(steps, [0.7, 0.4, 0.8, 0.45, 0.3], 0.5) == 10
-    assert R.steps_to_stay(steps, [0.7, 0.4, 0.3, 0.2, 0.6], 0.5) is None   # ends above
-    assert R.steps_to_stay(steps, [0.7, 0.4, None, 0.2, 0.1], 0.5) == 30   # a missing point breaks the run
+    assert steps_to_stay(steps, [0.7, 0.4, 0.8, 0.45, 0.3], 0.5) == 30    # the dip at 10 does not count
+    assert steps_to(steps, [0.7, 0.4, 0.8, 0.45, 0.3], 0.5) == 10
+    assert steps_to_stay(steps, [0.7, 0.4, 0.3, 0.2, 0.6], 0.5) is None   # ends above
+    assert steps_to_stay(steps, [0.7, 0.4, None, 0.2, 0.1], 0.5) == 30   # a missing point breaks the run

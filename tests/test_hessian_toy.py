@@ -93,7 +93,7 @@ def test_cli_runs_all_spectra_with_training_and_checkpoint(tiny_dir, tmp_path, c
     assert rec["command"].startswith("python -m analysis.hessian") and rec["setting"]["state"].startswith("trained")
     assert {r["method"] for r in rec["reports"]} == {"exact", "lanczos", "slq", "pyhessian"}
     assert rec["setting"]["n"] == 32 and len(rec["eigenvalues"]["exact"]) == 32 and rec["setting"]["pooling"] == "mean"
-    from analysis.hessian.compare import summary_table
+    from analysis.hessian.tables import summary_table
     from analysis.hessian.plots import make_figures
     (tmp_path / "results" / "hessian").mkdir(parents=True)
     (tmp_path / "results" / "hessian" / "r.json").write_text(out.read_text())
@@ -158,7 +158,7 @@ def test_full_set_table_and_figure_compare_gates_and_lora(tiny_dir, tmp_path):
     from dataclasses import replace
 
     from analysis.hessian import HessianConfig, run
-    from analysis.hessian.compare import curve_points, dominance, full_table
+    from analysis.hessian.tables import curve_points, dominance, full_table
     from analysis.hessian.plots import make_figures
     res = tmp_path / "results" / "hessian"
     res.mkdir(parents=True)

@@ -183,7 +183,7 @@ def test_agrees_with_the_study_runner(tmp_path):
 
 
 def test_example_script_runs_from_a_config(tmp_path):
-    """analysis.hf_finetune with a config built in Python (no argv): MiniLM, a few Rotten Tomatoes steps."""
+    """analysis.finetune.hf_finetune with a config built in Python (no argv): MiniLM, a few Rotten Tomatoes steps."""
     from analysis.finetune.hf_finetune import HFFinetuneConfig, run as finetune
     res = finetune(HFFinetuneConfig(train_examples=32, dev_examples=32, max_steps=3, batch_size=8, out=str(tmp_path)))
     assert res["removed_asked"] == 0.3 and abs(res["removed_got"] - 0.3) <= 0.02

@@ -1,4 +1,4 @@
-"""analysis.bench_model_steps end to end at a tiny size, MiniLM standing in for the second model (the real one
+"""analysis.bench.model_steps end to end at a tiny size, MiniLM standing in for the second model (the real one
 is opt-in); bad input ends in one line before anything runs."""
 import json
 

@@ -111,15 +111,15 @@ def test_figures_warn_when_drawing_from_dirty_records(tmp_path, monkeypatch, cap
     """`make figures` names the results files that come from a dirty tree, and still draws them."""
     from analysis import figures
     monkeypatch.setattr(prov, "DIRTY_SOURCES", {})
-    src = json.loads((prov.ROOT / "results" / "bench_cpu_s30-40.json").read_text())
+    src = json.loads((prov.ROOT / "results" / "bench" / "latency_cpu_s30-40.json").read_text())
     results = tmp_path / "results"
-    results.mkdir()
+    (results / "bench").mkdir(parents=True)
     src["versions"]["gatecore_commit"] = "0" * 40 + "-dirty"
-    (results / "bench_cpu_dirty.json").write_text(json.dumps(src))
+    (results / "bench" / "latency_cpu_dirty.json").write_text(json.dumps(src))
     src["versions"]["gatecore_commit"], src["tree_clean"] = "0" * 40, True
-    (results / "bench_cpu_clean.json").write_text(json.dumps(src))
+    (results / "bench" / "latency_cpu_clean.json").write_text(json.dumps(src))
     assert figures.main(["--results", str(results), "--figures", str(tmp_path / "figs"), "--only", "bench"]) == 0
     err = capsys.readouterr().err
-    assert "bench_cpu_dirty.json" in err and "bench_cpu_clean.json" not in err
+    assert "latency_cpu_dirty.json" in err and "latency_cpu_clean.json" not in err
     assert "1 results file(s) drawn from records written with uncommitted code changes" in err
     assert list((tmp_path / "figs").glob("*.png"))

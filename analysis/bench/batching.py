@@ -1,6 +1,6 @@
 """Random vs length-bucketed training batches on the GLUE tasks: padding, and the MiniLM gates step time.
 
-    python -m analysis.bench_batching [--tasks SST-2 MRPC] [--rounds 3] [--steps 4]
+    python -m analysis.bench.batching [--tasks SST-2 MRPC] [--rounds 3] [--steps 4]
 
 Per task, over one epoch of the full training split (MiniLM tokenizer, MAX_LEN): tokens the batches
 carry (rows x longest row) over the real tokens, for random batches (the runner's old order) and for
@@ -10,7 +10,7 @@ random from the random epoch, one from the bucketed epoch, alternating step by s
 so machine noise hits both alike. Wall time and this process's CPU time are both recorded; on shared
 cores the CPU time is the steadier (other processes inflate wall time, not CPU time). The ratio
 random/bucketed is the result; the CPU seconds per bucketed step also feed `analysis.finetune
---dry-run`'s wall-time estimate (one worker per core). Writes results/batching.json.
+--dry-run`'s wall-time estimate (one worker per core). Writes results/bench/batching.json.
 """
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ import torch
 import gatecore
 from gatecore.pooling import pooled_logits
 
-from analysis.data import GLUE_TASKS, load_task
+from analysis.constants import GLUE_TASKS, study_results
+from analysis.data import load_task
 from analysis.finetune.batching import POOL, bucketed_batches, padding_ratio, random_batches
 from analysis.finetune.train import build_model, collate, encode, task_loss
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.provenance import provenance, write_json
 
 BATCH, MAX_LEN, ROUNDS, STEPS, WARMUP, SEED = 32, 128, 3, 4, 2, 0
-OUT = ROOT / "results" / "batching.json"
+OUT = study_results("bench") / "batching.json"
 
 
 def gates_model(num_labels: int):
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds (default: %(default)s)")
     ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per scheme per round (default: %(default)s)")
     ap.add_argument("--glue-dir", help="GLUE folder (default: analysis.data's)")
-    ap.add_argument("--out", default=OUT, help="results file (default: results/batching.json)")
+    ap.add_argument("--out", default=OUT, help="results file (default: results/bench/batching.json)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
@@ -105,3 +106,7 @@ def main(argv=None) -> int:
                                     SEED, "cpu"), "tasks": res})
     print(f"wrote {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

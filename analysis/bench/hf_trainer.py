@@ -1,11 +1,11 @@
 """Step-time overhead of the Trainer integration (gatecore.GateTrainer) against the study runner (analysis.finetune.train).
 
-    python -m analysis.bench_hf_trainer [--steps 8] [--rounds 3]
+    python -m analysis.bench.hf_trainer [--steps 8] [--rounds 3]
 
 Same model (MiniLM, gates on all six matrices, biases on), same synthetic batches (batch x seq random
 tokens, no padding), same optimizer, penalty and controller; the two loops alternate round by round in
 this one process, so a drift of the machine hits both alike. Reported: median wall and CPU time per step
-of each and their ratio (integration / runner). Writes results/hf_trainer_overhead.json.
+of each and their ratio (integration / runner). Writes results/bench/hf_trainer_overhead.json.
 """
 from __future__ import annotations
 
@@ -61,14 +61,15 @@ def time_trainer(data, batch: int) -> tuple[float, float]:
 def main(argv=None) -> int:
     from transformers.utils import logging as hf_logging
 
-    from analysis.provenance import ROOT, provenance, write_json
+    from analysis.constants import study_results
+    from analysis.provenance import provenance, write_json
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=BATCH)
     ap.add_argument("--seq", type=int, default=SEQ)
     ap.add_argument("--steps", type=int, default=STEPS, help="optimizer steps per timed run")
     ap.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds (runner, trainer)")
     ap.add_argument("--threads", type=int, default=THREADS)
-    ap.add_argument("--out", default=str(ROOT / "results" / "hf_trainer_overhead.json"))
+    ap.add_argument("--out", default=str(study_results("bench") / "hf_trainer_overhead.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
@@ -85,3 +86,7 @@ def main(argv=None) -> int:
     write_json(args.out, {**provenance(vars(args), 0, "cpu"), "median_s_per_step": med, "ratio_trainer_vs_runner": ratio,
                        "all": runs})
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Step-time overhead of the kurtosis-weighted target penalty on MiniLM (issue 16).
 
-    python -m analysis.bench_kurtosis [--batch 32] [--seq 64] [--steps 4] [--repeats 5] [--threads 1]
+    python -m analysis.bench.kurtosis [--batch 32] [--seq 64] [--steps 4] [--repeats 5] [--threads 1]
 
 Two copies of MiniLM with gates on all six matrices of every layer, trained side by side in this
 one process, interleaved round by round so machine noise hits both alike:
@@ -8,7 +8,7 @@ one process, interleaved round by round so machine noise hits both alike:
     kurtosis: the same with kurtosis_tau, input-mean recording on (gatecore.track_input_means)
 The result is the ratio of the median step times (wall and this process's CPU time). Also
 records how far from uniform the weights are at this tau (n_open * w per gate vector).
-Writes results/kurtosis_overhead.json.
+Writes results/bench/kurtosis_overhead.json.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import time
 import torch
 
 import gatecore
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.constants import study_results
+from analysis.provenance import provenance, write_json
 
 BATCH, SEQ, STEPS, REPEATS, WARMUP, THREADS = 32, 64, 4, 5, 2, 1
 TAU, TARGET, LAM, LR = 100.0, 0.3, 0.1, 1e-3
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=REPEATS, help="interleaved rounds (default %(default)s)")
     ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (default %(default)s)")
     ap.add_argument("--tau", type=float, default=TAU, help="kurtosis_tau of the weighted variant (default %(default)s)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "kurtosis_overhead.json"), help="results file")
+    ap.add_argument("--out", default=str(study_results("bench") / "kurtosis_overhead.json"), help="results file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     setups = {v: build(v) for v in VARIANTS}
@@ -120,3 +121,7 @@ def main(argv=None) -> int:
           f"(median max/min per vector {ws['max_over_min_median']:.4f})")
     print(f"wrote {args.out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -7,7 +7,7 @@
 Each setting: warm-up forwards, then `repeats` rounds that time dense, gated and compressed in turn
 (interleaved, so a drift of the shared machine hits all three alike); median and quartiles per model.
 CPU at batch 1 and 32, GPU at batch 1 and 128 when one is present, sequence length 128, random
-token ids with a full attention mask. Writes results/bench_<device>_<source>.json and prints the
+token ids with a full attention mask. Writes results/bench/latency_<device>_<source>.json and prints the
 speedup ratios next to the FLOP ratio (the ceiling).
 
 From Python: `run(BenchConfig(sparsity=(0.3,), repeats=5))`; argv is parsed in `main` only. docs/design.md §3, §5.
@@ -25,7 +25,8 @@ import torch
 from tqdm import tqdm
 
 import gatecore
-from analysis.provenance import ROOT, provenance, small_mode, warn_if_dirty, write_json
+from analysis.constants import study_results
+from analysis.provenance import provenance, small_mode, warn_if_dirty, write_json
 
 SPARSITIES = [0.3, 0.4]     # fraction of the encoder's gated linear weights removed by the synthetic pattern
 CPU_BATCHES = [1, 32]
@@ -54,7 +55,7 @@ class BenchConfig:
     no_gated: bool = False              # skip timing the model with gates still in place
     profile: bool = False
     seed: int = SEED
-    out: Path = ROOT / "results"        # output folder
+    out: Path = study_results("bench")  # output folder
 
 
 @dataclass
@@ -179,18 +180,18 @@ def bench_one(cfg: BenchConfig, sparsity, devices) -> dict:
 
 
 def make_figures(results_dir, figures_dir) -> list[Path]:
-    """Speedup vs removed fraction from results/bench_*.json, with the FLOP-ratio ceiling."""
+    """Speedup vs removed fraction from results/bench/latency_*.json, with the FLOP-ratio ceiling."""
     import json
 
     import matplotlib.pyplot as plt
-    files = sorted(Path(results_dir).glob("bench_*.json"))
+    files = sorted(study_results("bench", results_dir).glob("latency_*.json"))
     if not files:
         return []
     series, ceiling, threads = {}, [], set()
     for f in files:
         d = json.loads(f.read_text())
         if "runs" not in d or d["config"].get("profile"):
-            continue  # another benchmark's file (bench_runtimes_*), or a profiling rerun of a setting already drawn
+            continue  # another benchmark's file (runtimes_*), or a profiling rerun of a setting already drawn
         warn_if_dirty(f, d)
         threads.add(d.get("threads"))
         kind = "unstructured" if d["config"].get("unstructured") else "structured"
@@ -251,7 +252,7 @@ def run(cfg: BenchConfig) -> Path:
     out = {**provenance(config, cfg.seed, "cuda" if has_gpu and cfg.device != "cpu" else "cpu"),
            "gpu": gpu_note, "runs": runs}
     tag = "_".join(d for d, _ in devices) + ("_unstructured" if cfg.unstructured else "") + ("_profile" if cfg.profile else "")
-    path = write_json(Path(cfg.out) / f"bench_{tag}_{source}.json", out)
+    path = write_json(Path(cfg.out) / f"latency_{tag}_{source}.json", out)
     print(f"wrote {path}")
     return path
 
@@ -278,9 +279,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-gated", action="store_true", help="skip timing the model with gates still in place")
     ap.add_argument("--profile", action="store_true", help="also record where a CPU forward spends its time (torch.profiler)")
     ap.add_argument("--seed", type=int, default=SEED, help=f"seed of the synthetic pattern (default {SEED})")
-    ap.add_argument("--out", type=Path, default=ROOT / "results", help="output folder (default results/)")
+    ap.add_argument("--out", type=Path, default=study_results("bench"), help="output folder (default results/bench/)")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda asked for, but torch sees no GPU")
     run(BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()}))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

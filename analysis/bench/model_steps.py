@@ -1,6 +1,6 @@
 """Training-step time of each finetuning method on a second model against MiniLM, per task, in one process.
 
-    python -m analysis.bench_model_steps [--model all-mpnet-base-v2] [--tasks SST-2 MRPC] [--steps 3]
+    python -m analysis.bench.model_steps [--model all-mpnet-base-v2] [--tasks SST-2 MRPC] [--steps 3]
 
 For each task and method (head, bias, lora, full, gates, gates+lora), the runner's step (analysis/finetune
 train.py: mean pooling, its loss, plus the `params` sparsity penalty for gate methods; AdamW with the
@@ -14,7 +14,7 @@ Only two models are held at a time (one method, one task). Resumable in chunks: 
 rewritten after each task, a task already in it (same model, methods, batch and steps) is kept, not
 rerun (processes may run different tasks side by side: each reads the file back before writing it),
 and each task records its own command and provenance, plus the process's peak RSS (run one task per
-process for a per-task peak). Writes results/model_steps_<model>.json.
+process for a per-task peak). Writes results/bench/model_steps_<model>.json.
 """
 from __future__ import annotations
 
@@ -34,11 +34,13 @@ import gatecore
 from gatecore.methods import GATE_METHODS, METHODS, param_groups
 from gatecore.pooling import pooled_logits
 
-from analysis.data import GLUE_TASKS, load_task
+from analysis.constants import GLUE_TASKS
+from analysis.data import load_task
 from analysis.finetune.batching import POOL, bucketed_batches
 from analysis.finetune.config import GATE_LR, HEAD_LR, LR_GRID, OBJECTIVE, REG_SIGMA, SIGMA
 from analysis.finetune.train import build_model, collate, encode, task_loss
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.constants import study_results
+from analysis.provenance import provenance, write_json
 
 MODEL, BATCH, MAX_LEN, STEPS, WARMUP, SEED = "all-mpnet-base-v2", 32, 128, 3, 1, 0
 REMOVED = 0.3  # the penalty's target: what the runner asks by default (keep 0.7)
@@ -136,7 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=BATCH, help="batch size (default: %(default)s)")
     ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per model, method and task (default: %(default)s)")
     ap.add_argument("--glue-dir", help="GLUE folder (default: analysis.data's)")
-    ap.add_argument("--out", help="results file (default: results/model_steps_<model>.json)")
+    ap.add_argument("--out", help="results file (default: results/bench/model_steps_<model>.json)")
     args = ap.parse_args(argv)
     if args.batch < 1 or args.steps < 1:
         ap.error("--batch and --steps must be >= 1")
@@ -145,7 +147,7 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ImportError) as e:
         ap.error(str(e))
     torch.set_num_threads(1)
-    out = Path(args.out or ROOT / "results" / f"model_steps_{Path(args.model).name}.json")
+    out = Path(args.out or study_results("bench") / f"model_steps_{Path(args.model).name}.json")
     print(f"{'task':<6} {'method':<11} {'MiniLM':>9} {'model':>9} {'cpu':>7} {'wall':>7} {'tokens':>7}  (s per step, 1 thread)")
     tasks = kept_tasks(out, args)
     for t in args.tasks:
@@ -158,3 +160,7 @@ def main(argv=None) -> int:
     print("median over tasks, CPU-time ratio model / MiniLM: " + ", ".join(f"{m} {r:.2f}x" for m, r in ratios.items()))
     print(f"wrote {out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,7 +12,7 @@ PyTorch on real sentences (max abs logit difference, recorded).
 Timing, per (threads, batch): warm-up, then `repeats` rounds; each round runs every model once in every
 runtime, interleaved, so a drift of a shared machine hits all alike. A ratio is dense / compressed of the
 same round and runtime; reported: the median over rounds and its quartiles, next to the FLOP ceiling
-(dense / compressed FLOPs of that layout). Writes results/bench_runtimes_<tag>.json; needs the optional
+(dense / compressed FLOPs of that layout). Writes results/bench/runtimes_<tag>.json; needs the optional
 ONNX packages (`make onnx`). docs/design.md §3, §5.
 """
 from __future__ import annotations
@@ -26,12 +26,12 @@ import time
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import gatecore
 from analysis.bench.latency import random_inputs
-from analysis.provenance import ROOT, provenance, small_mode, write_json
+from analysis.constants import study_results
+from analysis.provenance import provenance, small_mode, write_json
 from gatecore.onnx_export import export_onnx, onnx_logits, onnx_session, require
 
 SPARSITIES = (0.2, 0.3, 0.4)   # fraction of the gated weights removed (the request)
@@ -58,7 +58,7 @@ class RuntimesConfig:
     warmup: int = WARMUP
     seed: int = SEED
     note: str = ""                 # recorded as is, e.g. "machine shared with a training run"
-    out: Path = ROOT / "results"
+    out: Path = study_results("bench")
 
 
 def n_threads(t: int) -> int:
@@ -153,18 +153,18 @@ def run(cfg: RuntimesConfig) -> Path:
            "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"), "onnxscript": _version("onnxscript")}
     tag = ("s" + "-".join(f"{round(100 * s)}" for s in cfg.sparsity)
            + "_t" + "-".join(str(t) if t > 0 else "all" for t in cfg.threads))
-    path = write_json(Path(cfg.out) / f"bench_runtimes_{tag}.json", out)
+    path = write_json(Path(cfg.out) / f"runtimes_{tag}.json", out)
     print(f"wrote {path}")
     return path
 
 
 def load_results(results_dir) -> tuple[dict, dict, set]:
-    """({(threads, batch): cell}, {model name: record}, {notes}) from results/bench_runtimes_*.json (not small mode)."""
+    """({(threads, batch): cell}, {model name: record}, {notes}) from <results>/bench/runtimes_*.json (not small mode)."""
     import json
 
     from analysis.provenance import warn_if_dirty
     cells, records, notes = {}, {}, set()
-    for f in sorted(Path(results_dir).glob("bench_runtimes_*.json")):
+    for f in sorted(study_results("bench", results_dir).glob("runtimes_*.json")):
         d = json.loads(f.read_text())
         if d.get("small_mode"):
             continue
@@ -195,7 +195,7 @@ def summary_table(results_dir) -> str:
 
 def make_figures(results_dir, figures_dir) -> list[Path]:
     """Speedup vs removed fraction, eager and ONNX Runtime, both layouts, with each layout's FLOP ceiling:
-    one panel per (threads, batch), from results/bench_runtimes_*.json only."""
+    one panel per (threads, batch), from results/bench/runtimes_*.json only."""
     import matplotlib.pyplot as plt
     cells, records, notes = load_results(results_dir)
     if not cells:
@@ -231,7 +231,7 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     axes[0][0].legend(fontsize=6)
     shared = any("shared" in n for n in notes)
     fig.suptitle("MiniLM, dense / compressed latency (median of per-round ratios, bars: quartiles)"
-                 + ("\nmeasured on a shared machine: see the notes in results/bench_runtimes_*.json" if shared else ""),
+                 + ("\nmeasured on a shared machine: see the notes in results/bench/runtimes_*.json" if shared else ""),
                  fontsize=8)
     fig.tight_layout()
     out = Path(figures_dir) / "bench_runtimes.png"
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=WARMUP, help="untimed rounds first")
     ap.add_argument("--seed", type=int, default=SEED, help="seed of the gate pattern")
     ap.add_argument("--note", default="", help="recorded as is (e.g. that the machine was shared)")
-    ap.add_argument("--out", type=Path, default=ROOT / "results", help="output folder")
+    ap.add_argument("--out", type=Path, default=study_results("bench"), help="output folder (default results/bench/)")
     args = ap.parse_args(argv)
     bad = ([f"--sparsity {s}" for s in args.sparsity if not 0 <= s < 1] + [f"--batch {b}" for b in args.batch if b < 1]
            + [f"--threads {t}" for t in args.threads if t < 0] + (["--seq"] if args.seq < 2 else [])

@@ -1,6 +1,6 @@
 """What "x% removed" removes: parameters, encoder-linear weights and FLOPs of compressed MiniLM, both layouts.
 
-    python -m analysis.bench.sizes          # the converged gate checkpoints + synthetic patterns -> results/compression_sizes.json
+    python -m analysis.bench.sizes          # the converged gate checkpoints + synthetic patterns -> results/bench/compression_sizes.json
 
 "x% removed" (the request, `gate_report(...).removed_fraction`) counts the gated weight entries whose row
 or column gate is closed. What that saves depends on where the gates closed: `size_report` gives the
@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 import gatecore
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.constants import ROOT, study_results
+from analysis.provenance import provenance, write_json
 
 CHECKPOINTS = ROOT / "results" / "hessian" / "checkpoints"
 SPARSITIES = (0.2, 0.3, 0.4)
@@ -31,7 +32,7 @@ class SizesConfig:
     sparsity: tuple = SPARSITIES
     seq: int = SEQ
     seed: int = 0
-    out: Path = ROOT / "results" / "compression_sizes.json"
+    out: Path = study_results("bench") / "compression_sizes.json"
 
 
 def row(dense, gated, source: str, seq: int) -> dict:

@@ -3,5 +3,5 @@
     config.py    ConvergenceConfig (typed, frozen), defaults and CLI help
     planted.py   planted problems with a known answer; exact and Monte Carlo expected objectives
     study.py     training, reference optimum F*, rates; the CLI
-    plots.py     figures and the summary table, from results/convergence_*.json alone
+    plots.py     figures and the summary table, from results/convergence/*.json alone
 """

@@ -1,4 +1,4 @@
-"""Figures of the gate-convergence study, drawn from results/convergence_*.json only."""
+"""Figures of the gate-convergence study, drawn from results/convergence/*.json only."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.constants import study_results
 from analysis.provenance import warn_if_dirty
 
 PROBLEMS = ("linear", "mlp", "lowrank")
@@ -15,7 +16,7 @@ COLORS = {"gates": "tab:blue", "lora": "tab:orange"}
 
 
 def _load(results_dir: Path, name: str) -> dict | None:
-    path = Path(results_dir) / f"convergence_{name}.json"
+    path = study_results("convergence", results_dir) / f"{name}.json"
     if not path.exists():
         return None
     rec = json.loads(path.read_text())
@@ -192,7 +193,7 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
 def summary_table(source) -> str:
     """One line per results file, setting and method: the measured rates and recovery (medians over seeds).
 
-    `source` is a results folder (every convergence_*.json in it) or one results file.
+    `source` is a results folder (every <source>/convergence/*.json) or one results file.
     """
     def med(v):
         with warnings.catch_warnings():  # all seeds undefined -> nan, printed as such
@@ -201,10 +202,10 @@ def summary_table(source) -> str:
     lines = [f"{'file / setting':42s} {'method':6s} {'decades':>7s} {'slope p':>7s} {'theta':>6s} {'min PL':>8s} "
              f"{'prec':>5s} {'rec':>5s} {'binary':>6s} {'found@':>6s}"]
     source = Path(source)
-    for path in [source] if source.is_file() else sorted(source.glob("convergence_*.json")):
+    for path in [source] if source.is_file() else sorted(study_results("convergence", source).glob("*.json")):
         res = json.loads(path.read_text())
         for g in res["groups"]:
-            name = path.stem.removeprefix("convergence_") + ("" if res["sweep"] is None else f" {res['sweep']}={g['value']}")
+            name = path.stem + ("" if res["sweep"] is None else f" {res['sweep']}={g['value']}")
             for m, s in g["methods"].items():
                 r = s["rates"]
                 row = (f"{name:42s} {m:6s} {med([x['decades_total'] for x in r]):7.1f} "

@@ -16,7 +16,7 @@ LoRA on a planted problem (analysis.convergence.planted) and measures along the 
     ||grad F||^2, PL ratio ||grad F||^2 / (2 gap), fraction of binary eval gates,
     precision / recall of the removed (eval gate == 0) rows+columns against the planted ones.
 
-Writes results/convergence_<problem>[_<sweep>].json with provenance; figures by
+Writes results/convergence/<problem>[_<sweep>].json with provenance; figures by
 analysis/convergence/plots.py (`make figures`). docs/design.md §1, §5.
 """
 from __future__ import annotations
@@ -34,11 +34,12 @@ from tqdm import tqdm
 
 from gatecore import sparsity_penalty
 
+from analysis.constants import study_results
 from analysis.convergence.config import HELP, LORA_LR, LR, ConvergenceConfig
 from analysis.convergence.planted import (ObjectiveSpec, Problem, expected_objective, gated_layer,
                                           gated_student, lora_optimum, lora_student, make_problem)
 from analysis.convergence.plots import summary_table
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.provenance import provenance, write_json
 
 THETA_CLOSED, THETA_OPEN = -20.0, 3.0        # tanh(-20) = -1 in float64: a closed gate at its limit
 
@@ -265,8 +266,8 @@ def run(cfg: ConvergenceConfig, sweep: str | None = None, values=(None,), progre
 
 
 def write(cfg: ConvergenceConfig, res: dict, out=None, sweep: str | None = None) -> Path:
-    """The results file of `run` (default results/convergence_<problem>[_<sweep>].json), with provenance."""
-    out = out or ROOT / "results" / f"convergence_{cfg.problem}{'_' + sweep if sweep else ''}.json"
+    """The results file of `run` (default results/convergence/<problem>[_<sweep>].json), with provenance."""
+    out = out or study_results("convergence") / f"{cfg.problem}{'_' + sweep if sweep else ''}.json"
     return write_json(out, {**provenance(asdict(cfg), seed=list(range(cfg.seeds)), device="cpu"), **res})
 
 
@@ -280,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="one option to vary, spelled with underscores (e.g. reg_sigma); the run repeats for each "
                          "of --values (default: no sweep)")
     ap.add_argument("--values", nargs="*", default=None, help="values of the --sweep option")
-    ap.add_argument("--out", default=None, help="results file (default: results/convergence_<problem>[_<sweep>].json)")
+    ap.add_argument("--out", default=None, help="results file (default: results/convergence/<problem>[_<sweep>].json)")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     return ap
 
@@ -297,3 +298,7 @@ def main(argv=None) -> int:
     print(summary_table(out))
     print(f"wrote {out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -28,7 +28,8 @@ import torch
 import gatecore
 from analysis.cli import add_options, from_args, option
 from analysis.decoder.models import QUANT_NOTE, TINY, compressed, exact_rmsnorm, gated_random, load
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.constants import study_results
+from analysis.provenance import provenance, write_json
 
 PROMPTS = ["The capital of France is", "Gradient descent converges when the learning rate",
            "In 1969, the first humans to walk on the Moon were", "A good recipe for bread needs flour, water,"]
@@ -43,7 +44,7 @@ class ExactnessConfig:
     new_tokens: int = option(32, "generated tokens per prompt")
     seed: int = option(0, "seed of the patterns and LoRA factors")
     threads: int = option(1, "torch CPU threads")
-    out: str = option(str(ROOT / "results" / "decoder"), "output folder")
+    out: str = option(str(study_results("decoder")), "output folder")
 
 
 def _batch(tok, model, left: bool) -> dict:

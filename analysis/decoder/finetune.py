@@ -37,7 +37,8 @@ from analysis.cli import add_options, from_args, option
 from analysis.data import read_glue
 from analysis.decoder.models import QUANT_NOTE, TINY, load
 from analysis.gridsearch import coordinate_search
-from analysis.provenance import ROOT, append_jsonl, provenance, read_jsonl
+from analysis.constants import study_results
+from analysis.provenance import append_jsonl, provenance, read_jsonl
 
 PROMPT = ("<|im_start|>user\nIs the sentiment of this movie review positive or negative? Answer with one word.\n"
           "Review: {text}<|im_end|>\n<|im_start|>assistant\n")
@@ -64,7 +65,7 @@ class FinetuneConfig:
     lora_alpha: float = option(16.0, "LoRA alpha")
     eval_batch: int = option(16, "examples per evaluation batch")
     threads: int = option(1, "torch CPU threads")
-    out: str = option(str(ROOT / "results" / "decoder" / "finetune.jsonl"), "results file (JSONL)")
+    out: str = option(str(study_results("decoder") / "finetune.jsonl"), "results file (JSONL)")
 
 
 def examples(cfg: FinetuneConfig) -> dict[str, list[tuple[str, int]]]:

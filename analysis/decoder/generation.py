@@ -26,9 +26,10 @@ import torch
 import gatecore
 from analysis.cli import add_options, from_args, option
 from analysis.decoder.models import QUANT_NOTE, TINY, compressed, gated_random, load
-from analysis.provenance import ROOT, provenance, small_mode, write_json
+from analysis.constants import study_results
+from analysis.provenance import provenance, small_mode, write_json
 
-TRAINED = ROOT / "results" / "decoder" / "gates" / "sparsify_s20.pt"   # committed trained gates (sparsify.py, 20% stage)
+TRAINED = study_results("decoder") / "gates" / "sparsify_s20.pt"   # committed trained gates (sparsify.py, 20% stage)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class GenerationConfig:
     threads: int = option(1, "torch CPU threads")
     device: str = option("cpu", "cpu or cuda")
     seed: int = option(0, "seed of the random patterns and prompts")
-    out: str = option(str(ROOT / "results" / "decoder"), "output folder")
+    out: str = option(str(study_results("decoder")), "output folder")
 
 
 def _sync(device) -> None:

@@ -34,9 +34,10 @@ from analysis.decoder.generation import sizes, time_generation
 from analysis.decoder.models import QUANT_NOTE, TINY, load
 from analysis.decoder.perplexity import perplexity
 from analysis.decoder.prune import activation_rms, closed_counts, open_gates_to_one, prune_like
-from analysis.provenance import ROOT, append_jsonl, provenance, read_jsonl
+from analysis.constants import ROOT, study_results
+from analysis.provenance import append_jsonl, provenance, read_jsonl
 
-OUT = ROOT / "results" / "decoder" / "sparsify.jsonl"
+OUT = study_results("decoder") / "sparsify.jsonl"
 CHECKPOINTS = ROOT / "checkpoints" / "decoder"
 
 

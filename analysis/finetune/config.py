@@ -20,7 +20,7 @@ import torch
 
 from gatecore import sparsity_control
 from gatecore.sparsity_control import KD, LAM_GAIN, LAM_MAX, WINDOW
-from gatecore.methods import GATE_METHODS, SCHEDULES
+from gatecore.methods import GATE_METHODS
 from gatecore.pretrained import OFFLINE_MODEL
 
 from analysis.finetune.protocols import DEFAULT_EPOCHS, PROTOCOLS

@@ -1,6 +1,6 @@
 """Figures and the GLUE table of the finetuning study, drawn from results/finetune/*.jsonl only.
 
-    python -m analysis.finetune_figures [--results results] [--figures figures]
+    python -m analysis.finetune.figures [--results results] [--figures figures]
 
 Per protocol file <p> (e.g. cpu, convergence-check, cpu-converged) it writes:
   figures/finetune_<p>_tradeoff.png   (a) dev metric vs % of gated weights removed, per task and GLUE average;
@@ -18,71 +18,20 @@ Per protocol file <p> (e.g. cpu, convergence-check, cpu-converged) it writes:
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
-import numpy as np
-import seaborn as sns
-
-from analysis.finetune import tables
-from analysis.finetune.results import REFERENCE_METHODS, Protocol, load_protocols
+from analysis.constants import FIGURES, REFERENCE_METHODS, RESULTS
+from analysis.finetune import curves, tables
+from analysis.finetune.plotting import (GATE_COLORS, REF_STYLE, TITLE_TAGS, heatmap, kept_fractions, metric, save, setting,
+                                        subplot_grid, trivial_line)
+from analysis.finetune.results import Protocol, load_protocols
 from analysis.finetune.stats import baselines
 
-DPI = 130
 CURVE_KEEP = 0.7  # the gate setting shown in (c): the keep target closest to this
-TRIVIAL_STYLE = dict(color="dimgray", ls=(0, (5, 3)), lw=1.3)
-TITLE_TAGS = {"cpu": "SMOKE-SIZE protocol, 75 steps per run, 1 seed"}  # said on every figure of that protocol
-REF_STYLE = {"lora": ("tab:blue", "-"), "full": ("black", "-"), "bias": ("tab:orange", "--"), "head": ("tab:gray", ":")}
-GATE_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
-# module type from the end of a gated layer's name (BERT and LLaMA names), in the order drawn
-MODULE_TYPES = (("query", r"query|q_proj"), ("key", r"key|k_proj"), ("value", r"value|v_proj"),
-                ("attn out", r"attention\.output\.dense|o_proj"), ("ffn gate", r"gate_proj"),
-                ("ffn up", r"intermediate\.dense|up_proj"), ("ffn down", r"(?<!attention\.)output\.dense|down_proj"))
-
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _grid(n: int, width=4.2, height=3.4):
-    plt = _plt()
-    cols = min(3, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(max(width * cols, 9.0), height * rows + 0.6), squeeze=False)  # room for the title
-    for ax in axes.flat[n:]:
-        ax.set_visible(False)
-    return fig, list(axes.flat[:n])
-
-
-def _train_examples(p: Protocol) -> str:
-    """'800 train examples', or per task where they differ ('train examples: SST-2 20000, MRPC all')."""
-    n = {}
-    for r in p.records:
-        n.setdefault(str(r["config"].get("task")), r["config"].get("train_examples"))
-    shown = {t: "all" if v is None else str(v) for t, v in n.items()}
-    if len(set(shown.values())) == 1:
-        return f"{shown.popitem()[1]} train examples"
-    return "train examples: " + ", ".join(f"{t} {v}" for t, v in shown.items())
-
-
-def _setting(p: Protocol) -> str:
-    r = p.records[0]
-    cfg = r["config"]
-    return (f"{Path(str(cfg.get('model', '?'))).name}, {_train_examples(p)}, "
-            f"pooling={cfg.get('pooling')}, {TITLE_TAGS.get(p.name, p.name + ' protocol')} on "
-            f"{r.get('gpu') or r.get('device', '?')}")
 
 
 def _gate_labels(p: Protocol) -> list[str]:
     return [l for l in p.labels if any(c.label == l and c.is_gates for c in p.cells)]
-
-
-def _metric(p: Protocol, task: str) -> str:
-    names = {(r.get("task_info") or {}).get("metric") for r in p.records if r["config"].get("task") == task}
-    return names.pop() if len(names) == 1 and None not in names else "main metric"
 
 
 def _panels(p: Protocol) -> list[tuple[str, callable]]:
@@ -93,27 +42,10 @@ def _panels(p: Protocol) -> list[tuple[str, callable]]:
     return out
 
 
-def _save(fig, path: Path, title: str) -> Path:
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    _plt().close(fig)
-    return path
-
-
-def trivial_line(ax, value: float | None) -> None:
-    """The trivial (constant-prediction) baseline of a panel, if known."""
-    if value is not None:
-        ax.axhline(value, **TRIVIAL_STYLE, label="trivial (constant prediction)")
-        ax.annotate(f"trivial {value:.1f}", xy=(0.99, value), xycoords=("axes fraction", "data"), ha="right",
-                    va="bottom", fontsize=7, color=TRIVIAL_STYLE["color"])
-
-
 def plot_tradeoff(p: Protocol, path: Path, base: dict) -> Path:
     """(a) dev metric vs % of gated weights removed; references as horizontal lines with +-std bands."""
     panels = _panels(p)
-    fig, axes = _grid(len(panels))
+    fig, axes = subplot_grid(len(panels))
     for ax, (title, get) in zip(axes, panels):
         trivial_line(ax, tables.glue_average_baseline(p, base) if title == tables.average_name(p) else base.get(title))
         for label in [l for l in p.labels if l.split()[0] in REFERENCE_METHODS]:
@@ -137,17 +69,17 @@ def plot_tradeoff(p: Protocol, path: Path, base: dict) -> Path:
             for c, xi in zip(cells, x):
                 ax.annotate(f"{c.keep:g}", (xi, c.mean()), textcoords="offset points", xytext=(3, 3), fontsize=7)
         ax.set_xlim(-2, max(50.0, x_max + 5))
-        ax.set(title=title, xlabel="% of gated weights removed (eval gates)", ylabel=f"dev {_metric(p, title)} (points)")
+        ax.set(title=title, xlabel="% of gated weights removed (eval gates)", ylabel=f"dev {metric(p, title)} (points)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    return _save(fig, path, "(a) Sparsity-accuracy trade-off: gates at keep targets (annotated) vs references "
-                 f"and the trivial baseline (dashed), mean ± std over seeds\n{_setting(p)}")
+    return save(fig, path, "(a) Sparsity-accuracy trade-off: gates at keep targets (annotated) vs references "
+                 f"and the trivial baseline (dashed), mean ± std over seeds\n{setting(p)}")
 
 
 def plot_params(p: Protocol, path: Path) -> Path:
     """(b) dev metric vs trainable parameters (log x), one marker per method label (and keep)."""
     panels = _panels(p)
-    fig, axes = _grid(len(panels))
+    fig, axes = subplot_grid(len(panels))
     gate_labels = _gate_labels(p)
     for ax, (title, get) in zip(axes, panels):
         for label in p.labels:
@@ -158,42 +90,11 @@ def plot_params(p: Protocol, path: Path) -> Path:
                             capsize=2, color=color, alpha=1.0 if not c.is_gates else 0.4 + 0.6 * (j + 1) / len(cells),
                             label=label if j == 0 else None)
         ax.set_xscale("log")
-        ax.set(title=title, xlabel="trainable parameters (log scale)", ylabel=f"dev {_metric(p, title)} (points)")
+        ax.set(title=title, xlabel="trainable parameters (log scale)", ylabel=f"dev {metric(p, title)} (points)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path, "(b) Dev metric vs trainable parameters, mean ± std over seeds "
-                 f"(gate markers: darker = lower keep target)\n{_setting(p)}")
-
-
-def module_type(name: str) -> tuple[int, str] | None:
-    """(layer index, module type) of a gated layer's dotted name, or None if it has no layer index."""
-    m = re.search(r"\.(\d+)\.(.+)$", name)
-    if m is None:
-        return None
-    for label, pat in MODULE_TYPES:
-        if re.search(r"(?:^|\.)(?:" + pat + r")$", m.group(2)):
-            return int(m.group(1)), label
-    return int(m.group(1)), m.group(2)
-
-
-def kept_fractions(records: list[dict]) -> tuple[list[str], int, np.ndarray]:
-    """Row labels '<type> rows|cols', layer count, and the mean kept fraction per (row label, layer)."""
-    acc: dict[tuple[str, int], list[float]] = {}
-    for r in records:
-        for l in r.get("layers") or []:
-            mt = module_type(l["name"])
-            if mt is None:
-                continue
-            layer, kind = mt
-            acc.setdefault((f"{kind} rows", layer), []).append(l["rows_kept"] / l["out_features"])
-            acc.setdefault((f"{kind} cols", layer), []).append(l["cols_kept"] / l["in_features"])
-    order = [f"{k} {side}" for k, _ in MODULE_TYPES for side in ("rows", "cols")]
-    names = sorted({k for k, _ in acc}, key=lambda k: (order.index(k) if k in order else len(order), k))
-    n_layers = max((layer for _, layer in acc), default=-1) + 1
-    grid = np.full((len(names), n_layers), np.nan)
-    for (k, layer), v in acc.items():
-        grid[names.index(k), layer] = float(np.mean(v))
-    return names, n_layers, grid
+    return save(fig, path, "(b) Dev metric vs trainable parameters, mean ± std over seeds "
+                 f"(gate markers: darker = lower keep target)\n{setting(p)}")
 
 
 def _curve_cell(p: Protocol, task: str):
@@ -205,29 +106,18 @@ def _curve_cell(p: Protocol, task: str):
     return min(cells, key=lambda c: (labels.index(c.label), abs(c.keep - CURVE_KEEP)))
 
 
-def heatmap(ax, grid: np.ndarray, names: list[str], title: str, diff: bool = False) -> None:
-    """One kept-fraction heatmap (module type x layer); `diff`: a difference of two, on a diverging scale."""
-    span = max(0.1, float(np.nanmax(np.abs(grid)))) if diff and np.isfinite(grid).any() else 0.5
-    kw = dict(vmin=-span, vmax=span, cmap="RdBu", center=0.0) if diff else dict(vmin=0, vmax=1, cmap="viridis")
-    sns.heatmap(grid, annot=True, fmt=".2f", annot_kws={"fontsize": 6}, xticklabels=range(grid.shape[1]),
-                yticklabels=names, cbar_kws={"label": "kept fraction" + (" difference" if diff else "")}, ax=ax, **kw)
-    ax.tick_params(axis="y", labelsize=7, rotation=0)
-    ax.set(xlabel="layer", title=title)
-    ax.title.set_fontsize(9)
-
-
 def plot_layers(p: Protocol, path: Path) -> Path | None:
     """(c) heatmap per task: kept fraction of rows / columns by module type (y) and layer (x)."""
     shown = [(t, c) for t in p.tasks if (c := _curve_cell(p, t)) is not None and any(r.get("layers") for r in c.records)]
     if not shown:
         print(f"finetune figures [{p.name}]: no per-layer gate records; skipping (c)")
         return None
-    fig, axes = _grid(len(shown), width=4.6, height=4.4)
+    fig, axes = subplot_grid(len(shown), width=4.6, height=4.4)
     for ax, (task, c) in zip(axes, shown):
         names, _, grid = kept_fractions(c.records)
         heatmap(ax, grid, names, f"{task}: {c.label}, keep {c.keep:g}\n{100 * c.mean('removed_fraction'):.0f}% "
                                  f"gated weights removed, {len(c.records)} seed(s)")
-    return _save(fig, path, f"(c) Per-layer kept fraction of rows and columns (eval gates), mean over seeds\n{_setting(p)}")
+    return save(fig, path, f"(c) Per-layer kept fraction of rows and columns (eval gates), mean over seeds\n{setting(p)}")
 
 
 def protocol_section(p: Protocol, base: dict) -> list[str]:
@@ -253,7 +143,7 @@ def write_glue_table(protocols: list[Protocol], path: Path, bases: dict) -> Path
     """(e) results/glue_table.md: one section per protocol, with where its numbers come from."""
     parts = ["# GLUE dev results of the finetuning protocols",
              "",
-             "Generated by `make figures` (`python -m analysis.finetune_figures`) from `results/finetune/*.jsonl`",
+             "Generated by `make figures` (`python -m analysis.finetune.figures`) from `results/finetune/*.jsonl`",
              "alone (do not edit). Cells: dev main metric in points (accuracy; F1 for MRPC; Matthews x100 for",
              "CoLA; Pearson x100 for STS-B), mean ± std over seeds. GLUE avg: per seed, the mean over the tasks",
              "of the protocol. Trivial row: the best constant prediction scored on the task's dev labels (majority",
@@ -275,7 +165,6 @@ def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
     if not protocols:
         print(f"finetune figures: no records in {results_dir / 'finetune'}/*.jsonl; skipping (run python -m analysis.finetune first)")
         return []
-    from analysis.finetune import curves  # imported here: it draws with this module's helpers
     bases = {p.name: baselines(p) for p in protocols}
     tables_dir = Path(table_dir or results_dir)
     made = [write_glue_table(protocols, tables_dir / "glue_table.md", bases)]
@@ -290,11 +179,14 @@ def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
 
 
 def main(argv=None) -> int:
-    from analysis.provenance import ROOT
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--results", type=Path, default=ROOT / "results", help="folder holding finetune/*.jsonl (default: results/)")
-    ap.add_argument("--figures", type=Path, default=ROOT / "figures", help="where the PNGs go (default: figures/)")
+    ap.add_argument("--results", type=Path, default=RESULTS, help="folder holding finetune/*.jsonl (default: results/)")
+    ap.add_argument("--figures", type=Path, default=FIGURES, help="where the PNGs go (default: figures/)")
     args = ap.parse_args(argv)
     for path in make_figures(args.results, args.figures):
         print(path)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

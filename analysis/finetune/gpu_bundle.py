@@ -1,11 +1,11 @@
 """Build the offline GPU kit: one folder (< 64 MiB) that runs the finetuning protocol on a host with no network.
 
-    python -m analysis.gpu_bundle --out bundle/        # here (about 10 s); then copy bundle/ to the host and run
-    cd bundle && python -m analysis.gpu_protocol --bundle . --out results_gpu --workers 12
+    python -m analysis.finetune.gpu_bundle --out bundle/        # here (about 10 s); then copy bundle/ to the host and run
+    cd bundle && python -m analysis.finetune.gpu_protocol --bundle . --out results_gpu --workers 12
 
 Contents (docs/design.md §6):
   model/      all-MiniLM-L6-v2 as float16 safetensors (45 MB; the float32 file is 91 MB) + config + tokenizer.
-              The host upcasts it to float32 once (analysis.gpu_protocol) and trains in float32.
+              The host upcasts it to float32 once (analysis.finetune.gpu_protocol) and trains in float32.
   glue/       <TASK>/train.tsv, dev.tsv of the protocol's tasks (~8 MB)
   gatecore/, analysis/   the project code (*.py, subpackages included)
   wheels/     wheels for packages the host lacks (none needed for a host with torch, transformers, numpy,
@@ -19,8 +19,9 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from analysis.data import GLUE_TASKS, glue_dir
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.constants import GLUE_TASKS, ROOT
+from analysis.data import glue_dir
+from analysis.provenance import provenance, write_json
 from gatecore.pretrained import OFFLINE_MODEL
 
 MAX_MB = 64                                               # the transfer limit of the kit, MiB
@@ -130,5 +131,9 @@ def main(argv=None) -> int:
     manifest = build(args.out, model_dir, glue, args.tasks, args.wheel, args.max_mb)
     print(f"bundle {args.out}: {manifest['size_mb']} MiB, {len(manifest['files'])} files, model "
           f"{manifest['model']['parameters']:,} parameters stored as float16, tasks {', '.join(manifest['tasks'])}")
-    print(f"on the host:  cd {args.out.name} && python -m analysis.gpu_protocol --bundle . --out results_gpu --workers 12")
+    print(f"on the host:  cd {args.out.name} && python -m analysis.finetune.gpu_protocol --bundle . --out results_gpu --workers 12")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
-"""Run the whole finetuning protocol on an offline GPU host, from a bundle made by analysis.gpu_bundle.
+"""Run the whole finetuning protocol on an offline GPU host, from a bundle made by analysis.finetune.gpu_bundle.
 
-    cd bundle && python -m analysis.gpu_protocol --bundle . --out results_gpu --workers 12
+    cd bundle && python -m analysis.finetune.gpu_protocol --bundle . --out results_gpu --workers 12
     # back home: cp results_gpu/finetune/gpu.jsonl results/finetune/ && make figures
 
 The protocol: SST-2, MRPC, RTE, CoLA, STS-B on their full training sets (val carved from train, dev
@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from analysis.data import GLUE_TASKS
+from analysis.constants import GLUE_TASKS
 from analysis.finetune.config import SweepConfig, expand, frozen, resolve, run_id
 from analysis.finetune.protocols import run_cost
 
@@ -159,7 +159,7 @@ def run_protocol(protocol: GPUProtocolConfig) -> Path:
     bundle, out = Path(protocol.bundle).resolve(), Path(protocol.out).resolve()
     if not (bundle / "manifest.json").is_file():
         raise FileNotFoundError(f"{bundle} is not a bundle (no manifest.json); build one with "
-                                "`python -m analysis.gpu_bundle --out DIR` in the repository")
+                                "`python -m analysis.finetune.gpu_bundle --out DIR` in the repository")
     manifest = json.loads((bundle / "manifest.json").read_text())
     protocol = resolved(protocol, bundle)
     print(f"host: {check_host(protocol.device)}; bundle built {manifest.get('date')} at commit "
@@ -185,7 +185,7 @@ def run_protocol(protocol: GPUProtocolConfig) -> Path:
                                "weights": "float16 copy upcast to float32, trained in float32"}
 
     t0 = time.perf_counter()
-    jobs = [Job(rid, cost[rid], (spec, cfg, None)) for rid, spec, cfg in todo]
+    jobs = [Job(rid, cost[rid], (spec, cfg, None)) for rid, spec, cfg in todo]  # run_spec(spec, cfg, prior, device)
     errors = len(run_jobs(jobs, run_spec, out_file, n, protocol.threads, protocol.device, errors_file=out / "errors.jsonl",
                           annotate=annotate))
     print(f"{len(todo) - errors} runs written to {out_file} in {time.perf_counter() - t0:.0f}s; {errors} failed"
@@ -197,7 +197,7 @@ def run_protocol(protocol: GPUProtocolConfig) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bundle", type=Path, required=True, help="the bundle folder made by analysis.gpu_bundle")
+    ap.add_argument("--bundle", type=Path, required=True, help="the bundle folder made by analysis.finetune.gpu_bundle")
     ap.add_argument("--out", type=Path, required=True, help="results folder; records go to OUT/finetune/gpu.jsonl")
     ap.add_argument("--workers", type=int, default=WORKERS, help="parallel worker processes on the one device (default: %(default)s)")
     ap.add_argument("--device", default="cuda", help="torch device of every worker (default: cuda)")
@@ -227,3 +227,7 @@ def parse_args(argv=None) -> GPUProtocolConfig:
 def main(argv=None) -> int:
     run_protocol(parse_args(argv))
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

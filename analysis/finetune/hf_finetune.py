@@ -1,10 +1,10 @@
 """Finetune a sequence-classification model with gates, LoRA or both through the Hugging Face Trainer.
 
-    python -m analysis.hf_finetune                                     # MiniLM, Rotten Tomatoes, gates, 30% removed
-    python -m analysis.hf_finetune --task SST-2 --method gates+lora --removed 0.4 --epochs 2
-    python -m analysis.hf_finetune --model roberta-base --task csv --data DIR --text-cols review --label-col stars
-    torchrun --nproc_per_node=2 -m analysis.hf_finetune --out runs/hf_ddp                  # DDP, same script
-    accelerate launch --multi_gpu --num_processes 2 -m analysis.hf_finetune --out runs/hf_ddp  # the same, via Accelerate
+    python -m analysis.finetune.hf_finetune                                     # MiniLM, Rotten Tomatoes, gates, 30% removed
+    python -m analysis.finetune.hf_finetune --task SST-2 --method gates+lora --removed 0.4 --epochs 2
+    python -m analysis.finetune.hf_finetune --model roberta-base --task csv --data DIR --text-cols review --label-col stars
+    torchrun --nproc_per_node=2 -m analysis.finetune.hf_finetune --out runs/hf_ddp                  # DDP, same script
+    accelerate launch --multi_gpu --num_processes 2 -m analysis.finetune.hf_finetune --out runs/hf_ddp  # the same, via Accelerate
 
 This is the script to copy: data through `analysis.data` (GLUE, rotten_tomatoes, a CSV/TSV folder, or
 `hf:<dataset>` online), the model through `gatecore.setup_method`, training through `gatecore.GateTrainer`

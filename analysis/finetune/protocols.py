@@ -12,7 +12,7 @@ longest first on `workers` workers exactly as analysis.finetune.schedule does. S
 not guesses (`step_times`): the runner's own measured step_time_s per (task, method) in a protocol's records
 of the same model (the results file itself when it has some, else results/finetune/cpu-converged.jsonl:
 bucketed, 2 workers x 1 thread), and for a task without such a row (a CSV folder, rotten_tomatoes, hf:) the
-method's median seconds per token over the measured tasks (tokens per batch: results/batching.json) times
+method's median seconds per token over the measured tasks (tokens per batch: results/bench/batching.json) times
 the task's own measured tokens per example.
 """
 from __future__ import annotations
@@ -98,10 +98,10 @@ def _method(spec_or_config: dict) -> str:
     return m if m not in ("gates", "gates+lora") or spec_or_config.get("bias", True) else m + "-no-bias"
 
 
-def step_times(model: str, runs=STEP_SOURCE, batching=ROOT / "results" / "batching.json"):
+def step_times(model: str, runs=STEP_SOURCE, batching=ROOT / "results" / "bench" / "batching.json"):
     """Measured seconds per training step, or None: ({(task, method): median step_time_s} from a protocol's
     records (bucketed, 1 thread per worker, 2 workers: the conditions the protocols run in), {method: seconds
-    per token}: the median over tasks of step / real tokens per bucketed batch (results/batching.json), for
+    per token}: the median over tasks of step / real tokens per bucketed batch (results/bench/batching.json), for
     tasks without a measured row)."""
     import json
     rows: dict = {}
@@ -153,5 +153,5 @@ def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4
     for t in sorted(per_run, reverse=True):  # what analysis.finetune.schedule does: longest first, to the first free worker
         load[load.index(min(load))] += t
     return {"source": "measured step_time_s per (task, method) of the protocol records; other tasks: the method's "
-                      "median seconds per token (results/batching.json tokens) x their tokens",
+                      "median seconds per token (results/bench/batching.json tokens) x their tokens",
             "run_s": per_run, "serial_s": sum(per_run), "wall_s": max(load), "workers": workers}

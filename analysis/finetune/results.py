@@ -11,18 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analysis.constants import GLUE_TASKS, METHOD_ORDER
+
 # claim_check, describe and glue_table are imported from here by notebook 03
 from analysis.finetune.stats import CLAIM_GAP, CLAIM_REMOVED, ClaimCheck, claim_check  # noqa: F401
 from analysis.finetune.stats import mean as _mean, std as _std
 from analysis.finetune.tables import KURTOSIS_SUFFIX, describe, glue_table  # noqa: F401
 from analysis.provenance import read_jsonl, warn_if_dirty
+from gatecore.methods import GATE_METHODS
 
-TASK_ORDER = ("SST-2", "MRPC", "RTE", "CoLA", "STS-B")  # GLUE tasks first, in this order; others follow
 DISPLAY = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "stsb": "STS-B", "sts-b": "STS-B",
            "rotten_tomatoes": "Rotten Tomatoes"}
-METHOD_ORDER = ("head", "bias", "lora", "full", "gates", "gates+lora")
-REFERENCE_METHODS = ("lora", "full", "bias", "head")
-GATE_METHODS = ("gates", "gates+lora")
 # what each known protocol is, shown beside its numbers; known protocols first, in this order
 PROTOCOL_NOTES = {
     "cpu-converged": "the converged CPU protocol of issue 9 (full train sets, SST-2 capped; "
@@ -115,7 +114,7 @@ class Protocol:
     @property
     def tasks(self) -> list[str]:
         found = {c.task for c in self.cells}
-        return [t for t in TASK_ORDER if t in found] + sorted(found - set(TASK_ORDER))
+        return [t for t in GLUE_TASKS if t in found] + sorted(found - set(GLUE_TASKS))  # GLUE first
 
     @property
     def labels(self) -> list[str]:
@@ -135,7 +134,7 @@ class Protocol:
 
     @property
     def glue_tasks(self) -> list[str]:
-        return [t for t in self.tasks if t in TASK_ORDER]
+        return [t for t in self.tasks if t in GLUE_TASKS]
 
     def glue_average(self, label, keep=None) -> Cell | None:
         """Per seed, the mean dev_main over the protocol's GLUE tasks; None unless every one has the cell."""

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from gatecore.methods import METHODS
+from gatecore.methods import METHODS, SCHEDULES
 from gatecore.penalty import KINDS
 
-from analysis.finetune.config import (DEFAULT_EPOCHS, GRID_FROM, GRIDS, KURTOSIS_TAU, SCHEDULES, SweepConfig, defaults,
+from analysis.finetune.config import (DEFAULT_EPOCHS, GRID_FROM, GRIDS, KURTOSIS_TAU, SweepConfig, defaults,
                                       expand, frozen, inherit_choices, resolve, run_id, take_choices)
 from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
 from analysis.finetune.runner import needs_search, run_spec, spec_task

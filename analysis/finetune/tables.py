@@ -11,7 +11,7 @@
 """
 from __future__ import annotations
 
-from analysis.finetune.protocols import GLUE5
+from analysis.constants import GLUE_TASKS
 from gatecore.sparsity_control import TOL
 
 from analysis.finetune.stats import (PLATEAU_TAIL, PLATEAU_TOL, TRIVIAL_MARGIN, at_trivial, baselines, mean,
@@ -74,7 +74,7 @@ def glue_average_baseline(p, base: dict) -> float | None:
 
 def average_name(p) -> str:
     """'GLUE avg' over all five tasks; over fewer (a protocol still running) the column names its tasks."""
-    return "GLUE avg" if set(GLUE5) <= set(p.glue_tasks) else f"avg ({', '.join(p.glue_tasks)})"
+    return "GLUE avg" if set(GLUE_TASKS) <= set(p.glue_tasks) else f"avg ({', '.join(p.glue_tasks)})"
 
 
 def glue_table(p, base: dict | None = None) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-import shlex
 import sys
 import tempfile
 import time
@@ -26,28 +25,30 @@ from pathlib import Path
 import torch
 
 from analysis.cli import add_options, from_args, option, to_argv
-from analysis.provenance import ROOT, provenance, write_json
-from gatecore import load_model, load_trainable, save_trainable
+from analysis.constants import ROOT, repo_path, study_results
+from analysis.provenance import command, provenance, write_json
+from gatecore import OFFLINE_MODEL, load_model, load_trainable, save_trainable
 from gatecore.checkpoint import adapter_layout
 from gatecore.hessian import (MAX_EXACT_N, METHODS, SLQ_PROBES, SLQ_STEPS, TOL, HessianOperator, Restricted, deflated, deflated_values, flat_vs_draws,
                               lanczos, planned_products, products_to_accuracy, report_conditioning, saturated_mask,
                               weight_scaled)
 from gatecore.pooling import pooled_loss
 
-from .setup import PRESETS, as_trained_penalty, build, encode, penalty_fn, penalty_kink, read_task, train_short
+from .penalty import as_trained_penalty, penalty_fn, penalty_kink
+from .setup import PRESETS, build, encode, read_task
+from .train import train_short
 
 # ---- defaults -------------------------------------------------------------------------------------------
-MODEL = "all-MiniLM-L6-v2"
 TARGETS = (r"attention\.self\.(query|value)",)   # without --adapters: the common LoRA layers, gates on the same
-OUT_DIR = ROOT / "results" / "hessian"
 FLAT_DRAWS = (1, 2, 8, 64, 256)
+PRESET_NAMES = {"gates-all": "gatesall", "lora-qv": "loraqv", "matched": "lora1all"}   # in file names
 ADAPTER_SUFFIX = re.compile(r"\.(row_gate\.theta|col_gate\.theta|lora_A|lora_B)$")
 
 
 @dataclass(frozen=True)
 class HessianConfig:
     """One Hessian run; every field is a flag of the CLI (`--` + name with dashes)."""
-    model: str = option(MODEL, 'model name or local folder')
+    model: str = option(OFFLINE_MODEL, 'model name or local folder')
     task: str = option("SST-2", "GLUE task folder name, or 'synthetic'")
     adapters: str = option("", 'preset: gates-all | lora-qv | matched (sets method, targets, lora_r)')
     method: str = option("gates", 'gates | lora (without --adapters)')
@@ -80,7 +81,7 @@ class HessianConfig:
     compare_power: bool = option(False, "also count products: pyhessian power iteration vs ARPACK (the CLI's Lanczos)")
     seed: int = option(0, 'seed for examples, init, noise draws and probes')
     threads: int = option(1, 'torch CPU threads (1: 2 threads ran 20-30x slower on a busy 2-core machine)')
-    out: str = option("", 'results JSON (default results/hessian/<task>_<adapters>_<state>_seed<k>.json)')
+    out: str = option("", 'results JSON (default results/hessian/<name>.json, HessianConfig.name)')
 
     def resolved(self) -> tuple[str, str | None, int]:
         """(method, preset kind for gatecore.families or None, lora_r) after the --adapters preset."""
@@ -90,15 +91,15 @@ class HessianConfig:
             return PRESETS[self.adapters]
         return self.method, None, self.lora_r
 
-    def label(self) -> str:
+    def name(self, state: str) -> str:
+        """<task>_<adapters>[_dW][_K<draws>][_S<SLQ steps>]_<state>_seed<k>: a results file name that carries every
+        setting the sweep varies (K: gates only; S: when SLQ runs)."""
         method, _, r = self.resolved()
-        return self.adapters or (method if method == "gates" else f"lora{r}")
-
-
-def repo_path(path) -> str:
-    """A path relative to the repository when inside it (results must not hold machine-specific paths)."""
-    p = Path(path).resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
+        adapters = PRESET_NAMES.get(self.adapters) or (method if method == "gates" else f"lora{r}")
+        dw = "_dW" if self.precondition == "weight" else ""
+        draws = f"_K{self.noise_draws}" if method == "gates" else ""
+        slq = f"_S{self.slq_steps}" if {"slq", "all"} & set(self.spectrum) else ""
+        return f"{self.task}_{adapters}{dw}{draws}{slq}_{state}_seed{self.seed}"
 
 
 def _penalty(cfg: HessianConfig, meta: dict | None):
@@ -219,8 +220,7 @@ def analyze(cfg: HessianConfig, progress: bool = True) -> dict:
 
 def default_out(cfg: HessianConfig, record: dict) -> Path:
     state = record["setting"]["state"].split(" ")[0]   # init | trained | converged | checkpoint
-    pre = "_weight" if cfg.precondition == "weight" else ""
-    return OUT_DIR / f"{cfg.task}_{cfg.label()}{pre}_{state}_seed{cfg.seed}.json"
+    return study_results("hessian") / f"{cfg.name(state)}.json"
 
 
 def run(cfg: HessianConfig, progress: bool = True) -> Path:
@@ -229,7 +229,7 @@ def run(cfg: HessianConfig, progress: bool = True) -> Path:
     record = analyze(cfg, progress)
     out = Path(cfg.out) if cfg.out else default_out(cfg, record)
     head = provenance(dataclasses.asdict(cfg), cfg.seed, "cpu")
-    head["command"] = shlex.join(["python", "-m", "analysis.hessian", *to_argv(cfg)])
+    head["command"] = command("analysis.hessian", to_argv(cfg))
     path = write_json(out if out.is_absolute() else ROOT / out, {**head, **record})
     for x in record["reports"]:
         print(f"{x['method']:>9}: n={x['n']} products={x['products']} wall={x['wall_s']:.1f}s lambda_max={x['lambda_max']} "

@@ -194,8 +194,8 @@ def toy_spectra(r: int = RANK, seed: int = 0, n_saturated: int = 3, tol: float =
     return out
 
 
-def plot_toy(out: dict, path) -> "Path":
-    """Sorted eigenvalues of every toy case, symlog scale, zeros and negatives visible."""
+def plot_toy(out: dict, path):
+    """Sorted eigenvalues of every toy case, symlog scale, zeros and negatives visible; returns the figure's path."""
     from pathlib import Path
     import matplotlib.pyplot as plt
     import numpy as np

@@ -19,7 +19,8 @@ import warnings
 import numpy as np
 import torch
 
-from .spectrum import LANCZOS_TOL, SLQ_STEPS, TOL, SpectrumReport, _linear_operator, lanczos, lanczos_tridiag, ritz
+from .spectrum import (LANCZOS_TOL, SLQ_STEPS, TOL, SpectrumReport, as_linear_operator, lanczos, lanczos_tridiag,
+                       ritz)
 
 
 class LossModule(torch.nn.Module):
@@ -102,7 +103,7 @@ def arpack_end(op, reference: float, eig_tol: float, seed: int = 0, ncv: int = 2
     from scipy.sparse.linalg import eigsh
     p0 = op.products
     v0 = np.random.default_rng(seed).standard_normal(op.n)
-    val = float(eigsh(_linear_operator(op), k=1, which="LA" if reference >= 0 else "SA", tol=eig_tol, v0=v0,
+    val = float(eigsh(as_linear_operator(op), k=1, which="LA" if reference >= 0 else "SA", tol=eig_tol, v0=v0,
                       ncv=min(ncv, op.n - 1), return_eigenvectors=False)[0])
     return op.products - p0, abs(val - reference) / abs(reference)
 

@@ -101,7 +101,8 @@ def exact(op, tol: float = TOL, max_n: int = MAX_EXACT_N, chunk: int = 64, progr
                           extra={"asymmetry": asym}, **s)
 
 
-def _linear_operator(op, progress=None):
+def as_linear_operator(op, progress=None):
+    """`op` (n x n, products through op.matvec) as a float64 scipy LinearOperator for ARPACK; `progress` counts Hv."""
     from scipy.sparse.linalg import LinearOperator
 
     def mv(v):
@@ -118,7 +119,7 @@ def lanczos(op, tol: float = TOL, eig_tol: float = LANCZOS_TOL, seed: int = 0, n
     t, p0 = time.perf_counter(), op.products
     v0 = np.random.default_rng(seed).standard_normal(op.n)
     with tqdm(desc=f"lanczos (n={op.n})", disable=not progress, leave=False, unit="Hv") as bar:
-        A = _linear_operator(op, bar)
+        A = as_linear_operator(op, bar)
         ends = {w: float(eigsh(A, k=1, which=w, tol=eig_tol, v0=v0, ncv=min(ncv, op.n - 1),
                                return_eigenvectors=False)[0]) for w in ("LA", "SA")}
     lmax, lmin = ends["LA"], ends["SA"]

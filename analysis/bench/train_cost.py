@@ -1,13 +1,13 @@
 """Training-step cost of gates vs LoRA (at equal coverage and at their usual settings), biases and full.
 
-    python -m analysis.bench_train [--batches 8 32] [--seqs 64 128] [--steps 3] [--repeats 3] [--device cpu]
+    python -m analysis.bench.train_cost [--batches 8 32] [--seqs 64 128] [--steps 3] [--repeats 3] [--device cpu]
 
 Settings (MiniLM, every one with its task head trained):
     gates      gates on all six matrices of every layer + their biases       (the usual gates setting)
     gates_qv   gates on query and value + their biases
     lora       LoRA r = 8, alpha = 16 on query and value                      (the usual LoRA setting)
     lora_all   LoRA r = 8, alpha = 16 on all six matrices
-    bias       the biases of the six matrices gates would wrap, as analysis.train's `bias` method
+    bias       the biases of the six matrices gates would wrap, as gatecore.setup_method's `bias` method
                (LayerNorm biases stay frozen, unlike mark_trainable(bias="all"))
     full       every parameter
 Comparisons, gates setting / LoRA setting: equal coverage gates / lora_all and gates_qv / lora;
@@ -20,7 +20,7 @@ Memory: what training holds beyond the inference model, counted exactly: the ten
 for backward (deduplicated by storage), plus gradients and AdamW state of the trainable parameters.
 (CPU peak RSS cannot be compared in one process.) With --device cuda, also the allocator's peak
 during one step above what was allocated before it, plus the optimizer state.
-Writes results/train_cost.json.
+Writes results/bench/train_cost.json.
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ import torch
 
 import gatecore
 import gatecore.families
-from analysis.provenance import ROOT, provenance, write_json
+from analysis.constants import study_results
+from analysis.provenance import provenance, write_json
 
 BATCHES, SEQS, STEPS, REPEATS, WARMUP = (8, 32), (64, 128), 3, 3, 2
 QV = [r"attention\.self\.(query|value)"]
@@ -137,7 +138,7 @@ def ratios(res: dict) -> dict:
     return out
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batches", nargs="+", type=int, default=list(BATCHES), help="sequences per step (default %(default)s)")
     ap.add_argument("--seqs", nargs="+", type=int, default=list(SEQS), help="tokens per sequence (default %(default)s)")
@@ -147,7 +148,7 @@ def main(argv=None):
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), help="settings to run")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
     ap.add_argument("--no-memory", action="store_true", help="skip the training-memory count")
-    ap.add_argument("--out", default=str(ROOT / "results" / "train_cost.json"), help="results file")
+    ap.add_argument("--out", default=str(study_results("bench") / "train_cost.json"), help="results file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     dev = args.device
@@ -191,6 +192,7 @@ def main(argv=None):
                           "runs": runs})
     print_table(runs, args.threads, dev)
     print(f"wrote {args.out}")
+    return 0
 
 
 def print_table(runs: dict, threads: int, device: str) -> None:
@@ -210,4 +212,4 @@ def print_table(runs: dict, threads: int, device: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
