@@ -37,14 +37,14 @@ def test_small_run_and_figure(tmp_path, monkeypatch, minilm):
     model.save_pretrained(tmp_path / "tiny")
     minilm[1].save_pretrained(tmp_path / "tiny")
     monkeypatch.setenv("GATECORE_SMALL", "1")
-    path = runtimes.run(runtimes.RuntimesConfig(model=str(tmp_path / "tiny"), seq=32, out=tmp_path / "results"))
+    path = runtimes.run(runtimes.RuntimesConfig(model=str(tmp_path / "tiny"), seq=32, out=tmp_path / "results" / "bench"))
     d = json.loads(path.read_text())
     assert d["small_mode"] and set(d["models"]) == {"dense", "inner_20", "hidden_20"}
     assert all(r["onnx_max_abs_diff_vs_torch"] < 1e-5 for r in d["models"].values())
     cell = d["cells"][0]
     assert cell["threads"] == 1 and set(cell) >= {"eager", "onnx"} and cell["onnx"]["hidden_20"]["speedup"] > 0
     d["small_mode"] = False  # the figure skips small-mode runs
-    (tmp_path / "results" / path.name).write_text(json.dumps(d))
+    path.write_text(json.dumps(d))
     figs = runtimes.make_figures(tmp_path / "results", tmp_path / "figures")
     assert len(figs) == 1 and figs[0].stat().st_size > 10_000
     assert "| ONNX Runtime | 1 | 1 |" in runtimes.summary_table(tmp_path / "results")

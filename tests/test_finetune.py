@@ -339,3 +339,15 @@ def test_a_search_killed_part_way_resumes_from_its_trained_points(folder, tmp_pa
     assert 1e-3 in trained and set(trained) - {1e-3} <= {rec["config"]["lr"]} and len(trained) <= 2
     assert [h["val_main"] for h in rec["hp_search"] if h["lr"] in first] == \
         [p["entry"]["val_main"] for p in read_jsonl(runner.points_path(out)) if p["point"]["lr"] in first][:len(first)]
+
+
+def test_the_search_prefers_a_gate_setting_whose_controller_met_the_request():
+    """A setting that left the removal to the final correction (the STS-B cliff: 8% removed by training, 30% after)
+    loses to one that removed it while training, whatever their val scores; among those, val decides."""
+    def entry(before, val):
+        return {"val_main": val, "removed_asked": 0.3, "meets_keep": True,
+                "correction": {"removed_before": before, "removed_after": 0.3, "gates_changed": 1}}
+    cliff, trained, close = entry(0.083, 84.6), entry(0.311, 83.8), entry(0.29, 83.9)
+    assert not runner.controller_met(cliff) and runner.controller_met(trained) and runner.controller_met(close)
+    assert max([cliff, trained, close], key=runner.entry_score) is close
+    assert runner.controller_met({"val_main": 1.0})  # runs without gates

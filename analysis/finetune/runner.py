@@ -88,8 +88,20 @@ def entry_point(entry: dict, dims) -> dict:
 
 
 def entry_score(entry: dict) -> tuple:
-    """What the search maximises: gate runs must first remove what was asked, then the val metric."""
-    return entry.get("meets_keep", True), entry["val_main"]
+    """What the search maximises: a gate setting must first have removed what was asked by training, the
+    controller alone within tolerance before any final correction (a setting that leaves the removal to the
+    post-hoc correction wins on val by not sparsifying while it trains: the cliff of issue 24), then the val
+    metric after every adjustment."""
+    return entry.get("meets_keep", True) and controller_met(entry), entry["val_main"]
+
+
+def controller_met(entry: dict, tol: float = sparsity_control.TOL) -> bool:
+    """Whether the removed fraction before the final correction was within `tol` of the request (True for runs
+    without gates or without a recorded correction)."""
+    corr = entry.get("correction")
+    if not isinstance(corr, dict) or corr.get("removed_before") is None or entry.get("removed_asked") is None:
+        return True
+    return abs(corr["removed_before"] - entry["removed_asked"]) <= tol
 
 
 def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: dict | None = None,
@@ -179,6 +191,7 @@ def prior_entry(rec: dict, grids: dict) -> dict:
             return e
     entry = {d: c.get(d) for d in grids} | {"lr": c["lr"], "lam": c.get("lam"), "val_main": rec["val_main"]}
     if "removed_asked" in rec and rec.get("removed_asked") is not None:
+        entry.update(removed_asked=rec["removed_asked"], correction=rec.get("correction"))
         entry["meets_keep"] = abs(rec["removed_fraction"] - rec["removed_asked"]) <= sparsity_control.TOL
     return entry
 
