@@ -34,6 +34,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
+from . import defaults
 from .accounting import check_finite_gates, gate_report, gated_layers
 from .checks import check_bool, check_fraction, check_positive, check_real
 from .compress import compress
@@ -49,12 +50,12 @@ NOISE_SEED_STRIDE = 1  # rank r draws gate noise from seed + r
 @dataclass(frozen=True)
 class GateConfig:
     """The sparsity side of a gates run; learning rate, epochs, batch size stay in TrainingArguments."""
-    removed: float = 0.3             # the request: fraction of the gated weights to remove, in [0, 1)
-    objective: str = "params"        # params | target | l0 (docs/design.md §1)
-    lam: float = 1.0                 # weight of the penalty once warmed up
-    lam_warmup: float = 0.2          # fraction of the steps over which lam ramps from 0
-    gate_lr: float | None = 0.2      # None = args.learning_rate
-    head_lr: float | None = 1e-2     # None = args.learning_rate
+    removed: float = defaults.REMOVED    # the request: fraction of the gated weights to remove, in [0, 1)
+    objective: str = defaults.OBJECTIVE  # params | target | l0 (docs/design.md §1)
+    lam: float = defaults.LAM            # weight of the penalty once warmed up
+    lam_warmup: float = defaults.LAM_WARMUP  # fraction of the steps over which lam ramps from 0
+    gate_lr: float | None = defaults.GATE_LR  # None = args.learning_rate
+    head_lr: float | None = defaults.HEAD_LR  # None = args.learning_rate
     control: bool = True             # steer the penalty so the eval-gate removed fraction meets `removed`
     split_range: bool = True         # the controller also raises lam where the knob alone cannot get there
     correct_at_end: bool = True      # exact final correction to within `tol` (needs control)

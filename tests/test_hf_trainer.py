@@ -161,7 +161,7 @@ def test_agrees_with_the_study_runner(tmp_path):
                 batch_size=bs, lam=1.0, lam_warmup=0.0, objective="params", keep=0.7, control=True,
                 pooling="cls", bucketed=False, control_lam_gain=sc.LAM_GAIN, control_window=sc.WINDOW,
                 control_lam_max=sc.LAM_MAX, control_kd=sc.KD)  # GateConfig's default split-range controller
-    cfg = GateConfig(removed=0.3, lam=1.0, lam_warmup=0.0, gate_lr=0.5, head_lr=1e-2)
+    cfg = GateConfig(removed=0.3, objective="params", lam=1.0, lam_warmup=0.0, gate_lr=0.5, head_lr=1e-2)
     total = len(data) // bs
     task = Task("planted", None, None, None, "accuracy", 2, ("0", "1"), "test")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from gatecore import sparsity_control
+from gatecore import defaults, sparsity_control
 from gatecore.sparsity_control import KD, LAM_GAIN, LAM_MAX, WINDOW
 from gatecore.methods import GATE_METHODS
 from gatecore.pretrained import OFFLINE_MODEL
@@ -29,13 +29,14 @@ from analysis.provenance import ROOT, small_mode
 
 # defaults, visible: per-method lr grids (searched on val), gate settings (docs/design.md §1)
 LR_GRID = {"full": [1e-4], "lora": [1e-3], "bias": [1e-3], "head": [1e-3, 1e-2], "gates": [1e-3], "gates+lora": [1e-3]}
-HEAD_LR = 1e-2         # the fresh task head of every method but `head` (whose lr is its grid); None = lr
-GATE_LR = (0.2,)       # a gate's theta moves from 1 to below -0.55 to close: far more than other weights move
-LAM_GRID = (1.0,)
-KEEPS = (0.7,)         # params objective: keep 70% of the gated weights, i.e. ask for 30% removed
-OBJECTIVE = "params"
-SIGMA, REG_SIGMA = 0.1, 0.5
-LAM_WARMUP = 0.2       # fraction of the steps over which lam ramps from 0
+# the gate settings of a user's sweep are the library's defaults (gatecore/defaults.py), as one-value grids
+HEAD_LR = defaults.HEAD_LR  # the fresh task head of every method but `head` (whose lr is its grid); None = lr
+GATE_LR = (defaults.GATE_LR,)
+LAM_GRID = (defaults.LAM,)
+KEEPS = (round(1 - defaults.REMOVED, 10),)  # keep 70% of the gated weights, i.e. ask for 30% removed
+OBJECTIVE = defaults.OBJECTIVE
+SIGMA, REG_SIGMA = defaults.SIGMA, defaults.REG_SIGMA
+LAM_WARMUP = defaults.LAM_WARMUP
 CONTROL = True         # steer the removed fraction to the request (gatecore/sparsity_control.py)
 BUCKETED = True        # length-bucketed training batches (analysis/finetune/batching.py)
 CURVE_DEV_EXAMPLES = 500  # the dev curve along training uses this fixed-seed dev subset; the end, all of dev

@@ -23,15 +23,16 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline unless the user clears it
 
-from analysis.finetune.validate import ArgumentParser, ConfigError, cli  # after the offline default: it loads transformers
+from gatecore import defaults  # noqa: E402 (after the offline default: gatecore loads transformers)
+from analysis.finetune.validate import ArgumentParser, ConfigError, cli  # noqa: E402
 
 # defaults, visible
 MODEL = None            # None: the offline all-MiniLM-L6-v2; any local folder or hub name
 TASK = "rotten_tomatoes"
 METHOD = "gates"
-REMOVED = 0.3           # fraction of the gated weights to remove
+REMOVED, OBJECTIVE = defaults.REMOVED, defaults.OBJECTIVE  # the gate settings: the library's (gatecore/defaults.py)
 EPOCHS, BATCH_SIZE, MAX_LEN = 1, 32, 64
-LR, HEAD_LR, GATE_LR, LAM = 1e-3, 1e-2, 0.2, 1.0
+LR, HEAD_LR, GATE_LR, LAM = 1e-3, defaults.HEAD_LR, defaults.GATE_LR, defaults.LAM
 TRAIN_EXAMPLES, DEV_EXAMPLES = 2000, None
 OUT = "runs/hf_finetune"
 
@@ -42,7 +43,7 @@ class HFFinetuneConfig:
     task: str = TASK
     method: str = METHOD
     removed: float = REMOVED
-    objective: str = "params"
+    objective: str = OBJECTIVE
     epochs: float = EPOCHS
     batch_size: int = BATCH_SIZE
     max_len: int = MAX_LEN
