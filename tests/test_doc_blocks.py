@@ -27,16 +27,20 @@ kept body
 def test_fill_rewrites_only_the_marked_parts():
     new, kept = doc_blocks.fill(DOC, {"table": "| new |\n|---|\n| 1 |\n", "unused": "x"})
     assert kept == ["missing"]
-    assert "| old | table |" not in new and "<!-- generated: table -->\n| new |\n|---|\n| 1 |\n<!-- end generated -->" in new
+    assert "| old | table |" not in new
+    assert "<!-- generated: table -->\n| new |\n|---|\n| 1 |\n<!-- end generated -->" in new
     assert new.replace("| new |\n|---|\n| 1 |", "| old | table |") == DOC  # nothing else changed
     assert doc_blocks.fill(new, {"table": "| new |\n|---|\n| 1 |"})[0] == new  # idempotent
 
 
-@pytest.mark.parametrize("text, message", [
-    ("<!-- generated: a -->\nbody\n", "no '<!-- end generated -->' line"),
-    ("body\n<!-- end generated -->\n", "without a '<!-- generated: NAME -->'"),
-    ("<!-- generated: a -->\n<!-- generated: b -->\n<!-- end generated -->\n", "starts inside part 'a'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("<!-- generated: a -->\nbody\n", "no '<!-- end generated -->' line"),
+        ("body\n<!-- end generated -->\n", "without a '<!-- generated: NAME -->'"),
+        ("<!-- generated: a -->\n<!-- generated: b -->\n<!-- end generated -->\n", "starts inside part 'a'"),
+    ],
+)
 def test_fill_refuses_broken_markers(text, message):
     with pytest.raises(ValueError, match=message):
         doc_blocks.fill(text, {"a": "x"})
@@ -53,8 +57,11 @@ def test_update_writes_only_on_change(tmp_path):
 def test_dirty_warning_names_the_run_ids(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(prov, "DIRTY_SOURCES", {})
     monkeypatch.setattr(prov, "READ_SOURCES", set())
-    recs = [{"run_id": "clean-run", "tree_clean": True}, {"run_id": "dirty-run", "tree_clean": False},
-            {"run_id": "old-run", "versions": {"gatecore_commit": "abc-dirty"}}]
+    recs = [
+        {"run_id": "clean-run", "tree_clean": True},
+        {"run_id": "dirty-run", "tree_clean": False},
+        {"run_id": "old-run", "versions": {"gatecore_commit": "abc-dirty"}},
+    ]
     assert prov.warn_if_dirty(tmp_path / "runs.jsonl", recs)
     err = capsys.readouterr().err
     assert "2 of 3 record(s) (run ids: dirty-run, old-run)" in err and "clean-run" not in err
@@ -66,9 +73,14 @@ def test_make_figures_rewrites_the_doc_and_warns_about_dirty_records_and_orphans
     latency file named, the file nothing reads listed as an orphan, the files drawn from not."""
     monkeypatch.setattr(prov, "DIRTY_SOURCES", {})
     monkeypatch.setattr(prov, "READ_SOURCES", set())
-    monkeypatch.setattr(figures, "DOC_BLOCKS", {"table": ("analysis.bench.runtimes", "summary_table", {}),
-                                                "missing": ("analysis.finetune.figures", "glue_block",
-                                                            {"protocol": "cpu-converged"})})
+    monkeypatch.setattr(
+        figures,
+        "DOC_BLOCKS",
+        {
+            "table": ("analysis.bench.runtimes", "summary_table", {}),
+            "missing": ("analysis.finetune.figures", "glue_block", {"protocol": "cpu-converged"}),
+        },
+    )
     bench = tmp_path / "results" / "bench"
     bench.mkdir(parents=True)
     shutil.copy(prov.ROOT / "results" / "bench" / "runtimes_s20-30-40_t1.json", bench)
