@@ -2,9 +2,11 @@
 
 Each module listed in STUDIES (study name -> module) provides `make_figures(results_dir, figures_dir)
 -> list[Path]` and reads nothing but results/ (docs/design.md §5). A study whose results are not
-committed yet is reported, not faked. A results file holding records written from a tree with
-uncommitted code changes (a commit id ending in -dirty, or tree_clean false) is named in a warning on
-stderr; it is still drawn.
+committed yet is reported, not faked. Then the generated parts of docs/results.md (DOC_BLOCKS, between
+`<!-- generated: NAME -->` and `<!-- end generated -->`, analysis.doc_blocks) are rewritten from the same
+results. Warnings on stderr, not failures: a results file holding records written from a tree with uncommitted
+code changes (a commit id ending in -dirty, or tree_clean false; its run ids named), which is still drawn; and,
+after a full run, every results file (RECORD_SUFFIXES) that no figure or table read: an orphan.
 """
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from analysis import provenance
-from analysis.constants import FIGURES, RESULTS, repo_path
+from analysis import doc_blocks, provenance
+from analysis.constants import FIGURES, RESULTS, ROOT, repo_path
 
 STUDIES = {  # in the order they are drawn
     "convergence": "analysis.convergence.plots",
@@ -26,6 +28,11 @@ STUDIES = {  # in the order they are drawn
     "decoder": "analysis.decoder.figures",
     "bench-runtimes": "analysis.bench.runtimes",
 }
+DOC = ROOT / "docs" / "results.md"
+DOC_BLOCKS = {  # generated part of DOC -> (module, function, keyword arguments); the function takes results_dir
+    "glue-cpu-converged": ("analysis.finetune.figures", "glue_block", {"protocol": "cpu-converged"}),
+}
+RECORD_SUFFIXES = (".json", ".jsonl", ".csv")  # results files that hold records (checkpoints and tables are not)
 
 
 def main(argv=None) -> int:
@@ -33,6 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of committed results (default: results/)")
     ap.add_argument("--figures", type=Path, default=FIGURES, help="output folder (default: figures/)")
     ap.add_argument("--only", nargs="*", default=None, choices=list(STUDIES), help="draw only these studies")
+    ap.add_argument("--doc", type=Path, default=None,
+                    help="document whose generated parts to rewrite (default: docs/results.md with the default "
+                         "--results; none with another results folder)")
     args = ap.parse_args(argv)
     import matplotlib
     matplotlib.use("Agg")
@@ -40,22 +50,56 @@ def main(argv=None) -> int:
     studies = list(STUDIES) if not args.only else [s for s in STUDIES if s in args.only]
     if not studies:
         print("no figure studies registered yet")
+    made = []
     for name in studies:
         t = time.perf_counter()
-        made = importlib.import_module(STUDIES[name]).make_figures(args.results, args.figures)
-        print(f"{name}: {len(made)} figure(s) in {time.perf_counter() - t:.1f}s")
-        for p in made:
+        drawn = importlib.import_module(STUDIES[name]).make_figures(args.results, args.figures)
+        print(f"{name}: {len(drawn)} figure(s) in {time.perf_counter() - t:.1f}s")
+        for p in drawn:
             print(f"  {repo_path(p)}")
-    _summarise_dirty_sources()
+        made += drawn
+    doc = args.doc or (DOC if args.results == RESULTS else None)
+    if doc is not None:
+        write_doc_blocks(doc, args.results)
+    summarise_dirty_sources()
+    if not args.only:
+        warn_orphans(orphans(args.results, provenance.READ_SOURCES, made))
     return 0
 
 
-def _summarise_dirty_sources() -> None:
+def write_doc_blocks(doc: Path, results_dir) -> None:
+    """Rewrite the generated parts of `doc` from results_dir; a part without records keeps its text (a warning)."""
+    blocks = {}
+    for name, (module, function, kwargs) in DOC_BLOCKS.items():
+        text = getattr(importlib.import_module(module), function)(results_dir, **kwargs)
+        if text is not None:
+            blocks[name] = text
+    changed, kept = doc_blocks.update(doc, blocks)
+    print(f"{repo_path(doc)}: generated parts {'rewritten' if changed else 'unchanged'}")
+    if kept:
+        print(f"warning: {repo_path(doc)}: generated part(s) left as they were (no results or no generator): "
+              f"{', '.join(kept)}", file=sys.stderr)
+
+
+def summarise_dirty_sources() -> None:
     """Repeat at the end, on stderr, which results files came from a dirty tree (each reader warned on its own)."""
     dirty = provenance.DIRTY_SOURCES  # read now: the readers fill it while drawing
     if dirty:
         print(f"warning: {len(dirty)} results file(s) drawn from records written with uncommitted code "
-              f"changes (-dirty): {', '.join(dirty)}", file=sys.stderr)
+              f"changes (-dirty): " + "; ".join(f"{k}: {v}" for k, v in dirty.items()), file=sys.stderr)
+
+
+def orphans(results_dir, read: set[str], made=()) -> list[str]:
+    """The record files under results_dir (RECORD_SUFFIXES) that no figure or table read, and none wrote."""
+    skip = read | {str(Path(p).resolve()) for p in made}
+    files = sorted(p for p in Path(results_dir).rglob("*") if p.is_file() and p.suffix in RECORD_SUFFIXES)
+    return [repo_path(p) for p in files if str(p.resolve()) not in skip]
+
+
+def warn_orphans(names: list[str]) -> None:
+    if names:
+        print(f"warning: {len(names)} results file(s) read by no figure or table (orphans; cited in docs, or to be "
+              f"drawn, rerun or deleted): {', '.join(names)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

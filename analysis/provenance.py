@@ -127,6 +127,7 @@ def provenance(config: dict, seed=None, device=None, argv=None) -> dict:
 
 _WARNED_WRITES: set[str] = set()
 DIRTY_SOURCES: dict[str, str] = {}  # results file -> what was found, for the summary of `make figures`
+READ_SOURCES: set[str] = set()  # every results file a figure or table drew from (resolved paths): orphans are the rest
 
 
 def is_dirty(record) -> bool:
@@ -151,18 +152,22 @@ def _warn_write(path: Path, obj) -> None:
 
 
 def warn_if_dirty(path, records) -> bool:
-    """Warn (stderr, once per file) when a results file drawn from holds dirty-tree records; True if so.
+    """Note `path` as drawn from (READ_SOURCES); warn (stderr, once per file) when it holds dirty-tree records,
+    naming their run ids where they have them; True if so.
 
     `records`: the file's record, or a list of them. A warning, not an error: the figure is still drawn.
     """
+    READ_SOURCES.add(str(Path(path).resolve()))
     records = records if isinstance(records, list) else [records]
-    dirty = sum(is_dirty(r) for r in records)
+    dirty = [r for r in records if is_dirty(r)]
     if not dirty:
         return False
     key = repo_path(path)
     if key not in DIRTY_SOURCES:
-        DIRTY_SOURCES[key] = f"{dirty} of {len(records)} record(s)"
-        print(f"warning: {key}: {dirty} of {len(records)} record(s) written with uncommitted code changes "
+        ids = [str(r["run_id"]) for r in dirty if r.get("run_id") is not None]
+        named = f" (run ids: {', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})" if ids else ""
+        DIRTY_SOURCES[key] = f"{len(dirty)} of {len(records)} record(s){named}"
+        print(f"warning: {key}: {DIRTY_SOURCES[key]} written with uncommitted code changes "
               "(-dirty commit id or tree_clean false): they may not match the recorded commit", file=sys.stderr)
     return True
 

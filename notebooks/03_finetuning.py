@@ -30,7 +30,9 @@ from pathlib import Path
 from IPython.display import Image, Markdown, display
 from analysis.finetune.config import SweepConfig
 from analysis.finetune.figures import make_figures
-from analysis.finetune.results import claim_check, describe, glue_table, load_protocols
+from analysis.finetune.results import load_protocols
+from analysis.finetune.stats import claim_check
+from analysis.finetune.tables import describe, glue_table
 from analysis.finetune.sweep import run_sweep
 from analysis.constants import ROOT
 from analysis.provenance import read_jsonl, small_mode

@@ -6,7 +6,9 @@ import pytest
 
 from analysis.finetune.figures import make_figures
 from analysis.finetune.plotting import kept_fractions, module_type
-from analysis.finetune.results import claim_check, glue_table, load_protocols
+from analysis.finetune.results import load_protocols
+from analysis.finetune.stats import claim_check
+from analysis.finetune.tables import glue_table
 from analysis.provenance import append_jsonl
 
 TASKS = {"SST-2": "accuracy", "MRPC": "f1", "STS-B": "pearson"}

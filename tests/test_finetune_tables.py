@@ -8,8 +8,8 @@ import pytest
 
 from analysis.data import DataError, load_task
 from analysis.finetune.curves import write_plateau_table
-from analysis.finetune.results import Protocol, claim_check, group
-from analysis.finetune.stats import (at_trivial, mean_curve, paired, plateau_step, settled_step,
+from analysis.finetune.results import Protocol, group
+from analysis.finetune.stats import (at_trivial, claim_check, mean_curve, paired, plateau_step, settled_step,
                                      trivial_baseline)
 from analysis.finetune.tables import TRIVIAL_LABEL, glue_table, kurtosis_pairs, kurtosis_table, paired_table
 

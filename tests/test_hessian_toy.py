@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.func import hessian
 
-from analysis.hessian import main, parser, read_task
+from analysis.hessian.setup import read_task
+from analysis.hessian.study import main, parser
 from analysis.hessian import toy as T
 
 
@@ -136,7 +137,7 @@ def test_cli_clear_errors(tiny_dir, tmp_path, capsys):
 def test_cli_presets_penalty_weight_scaling_and_temporary_checkpoint(tiny_dir, tmp_path, capsys):
     from dataclasses import replace
 
-    from analysis.hessian import HessianConfig, analyze, config_from_args, to_argv
+    from analysis.hessian.study import HessianConfig, analyze, config_from_args, to_argv
     base = HessianConfig(model=str(tiny_dir), task="synthetic", examples=6, noise_draws=2, spectrum=("lanczos", "slq"),
                          slq_steps=8, slq_probes=2)
     assert config_from_args(parser().parse_args(to_argv(base))) == base   # the recorded command gives the config back
@@ -157,7 +158,7 @@ def test_cli_presets_penalty_weight_scaling_and_temporary_checkpoint(tiny_dir, t
 def test_full_set_table_and_figure_compare_gates_and_lora(tiny_dir, tmp_path):
     from dataclasses import replace
 
-    from analysis.hessian import HessianConfig, run
+    from analysis.hessian.study import HessianConfig, run
     from analysis.hessian.tables import curve_points, dominance, full_table
     from analysis.hessian.plots import make_figures
     res = tmp_path / "results" / "hessian"

@@ -157,6 +157,12 @@ def write_glue_table(protocols: list[Protocol], path: Path, bases: dict) -> Path
     return path
 
 
+def glue_block(results_dir, protocol: str) -> str | None:
+    """One protocol's GLUE table, as docs/results.md shows it (its generated part), or None without its records."""
+    p = next((p for p in load_protocols(results_dir) if p.name == protocol), None)
+    return None if p is None else tables.glue_table(p, baselines(p))
+
+
 def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
     """Draw (a)-(d), (f) per protocol and write (e) and the plateau tables under table_dir (default: results_dir);
     skip (printing why) without records."""

@@ -3,7 +3,7 @@
 One jsonl file is one protocol (e.g. cpu.jsonl, gpu.jsonl). Inside a protocol, runs that differ only
 in their seed form one `Cell`; a cell's `label` names the method and any setting that varies inside
 that method (e.g. "gates (no bias)", "gates (kurtosis tau=100)", "gates lam=2"), and gate cells also
-carry their keep target. The GLUE table (analysis.finetune.tables, re-exported here as `glue_table`)
+carry their keep target. The GLUE table (analysis.finetune.tables)
 and every finetuning figure are built from these cells alone.
 """
 from __future__ import annotations
@@ -13,10 +13,8 @@ from pathlib import Path
 
 from analysis.constants import GLUE_TASKS, METHOD_ORDER
 
-# claim_check, describe and glue_table are imported from here by notebook 03
-from analysis.finetune.stats import CLAIM_GAP, CLAIM_REMOVED, ClaimCheck, claim_check  # noqa: F401
 from analysis.finetune.stats import mean as _mean, std as _std
-from analysis.finetune.tables import KURTOSIS_SUFFIX, describe, glue_table  # noqa: F401
+from analysis.finetune.tables import KURTOSIS_SUFFIX
 from analysis.provenance import read_jsonl, warn_if_dirty
 from gatecore.methods import GATE_METHODS
 

@@ -11,20 +11,3 @@ plots.py     figures from results/hessian/*.json (`make figures`)
 toy.py       the analytic toy: closed-form Hessians, and the closed-form expected gate loss
 race/        steps to a training loss, gates vs LoRA; `python -m analysis.hessian.race`
 """
-
-from .setup import PRESETS, build, encode, read_task
-from .study import HessianConfig, analyze, config_from_args, main, parser, run, to_argv
-
-__all__ = [
-    "HessianConfig",
-    "analyze",
-    "run",
-    "main",
-    "parser",
-    "config_from_args",
-    "to_argv",
-    "read_task",
-    "encode",
-    "build",
-    "PRESETS",
-]
