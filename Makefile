@@ -46,13 +46,16 @@ figures:
 	$(PY) -m analysis.figures
 
 # The finetuning protocols (2 workers x 1 thread, resumable: a rerun does only the missing runs; plan with
-# --dry-run): first the convergence check that sized the epochs, then the converged CPU protocol and its levers; then
-# `make figures`. results/finetune/cpu.jsonl is the frozen 75-step smoke-size protocol of an earlier stop.
+# --dry-run): first the convergence check that sized the epochs, then the converged CPU protocol and its levers,
+# then its successor cpu-fair (issue 24; it reuses cpu-converged's identical runs) and the 4x-longer runs; then
+# `make figures`.
 experiments:
 	$(PY) -m analysis.finetune --protocol convergence-check --quiet
 	$(PY) -m analysis.finetune --protocol cpu-converged --quiet
 	$(PY) -m analysis.finetune $(LEVERS) --keep 0.9 1.0
 	$(PY) -m analysis.finetune $(LEVERS) --keep 0.7 --objective params
+	$(PY) -m analysis.finetune --protocol cpu-fair --quiet
+	$(PY) -m analysis.finetune --protocol cpu-fair-long --quiet
 
 # Levers on SST-2 seed 0 with cpu-converged's settings and the gate lr its seed 0 chose: what removing
 # nothing / 10% gives (against bias only), and the params objective (gates may close unevenly).

@@ -68,8 +68,8 @@ for r in read_jsonl(live):
 # ## 2 · The committed protocol results
 #
 # Each file `results/finetune/<protocol>.jsonl` is one protocol: `convergence-check` (long runs on SST-2 and
-# MRPC that sized the epochs), `cpu-converged` (the converged five-task protocol), `cpu` (the smoke-size
-# protocol, kept for the record), `gpu` (the same protocol run with the offline GPU kit, `analysis.finetune.gpu_bundle` +
+# MRPC that sized the epochs), `cpu-converged` (the converged five-task protocol), `cpu-fair` (its
+# successor with the grid rule, issue 24; in progress), `cpu-fair-long` (4x longer runs), `gpu` (the same protocol run with the offline GPU kit, `analysis.finetune.gpu_bundle` +
 # `analysis.finetune.gpu_protocol`, when one has been run). The table gives, per
 # task and method, the dev metric (mean ± std over seeds), the trainable parameters, the measured fraction of the
 # gated weights removed (eval gates) and the speedup of the compressed model. The commands that produced the
@@ -139,6 +139,4 @@ for p in protocols:
 # kurtosis weighting changes which rows and columns close (query/key rather than FFN) but not the accuracy
 # (−0.6 ± 1.4 on SST-2, +0.3 ± 0.5 on MRPC, both variants at the trivial level there).
 #
-# What this cannot say: it is one small model (MiniLM-L6, 22M parameters). The smoke-size protocol (`cpu`,
-# 75 steps, one seed) is kept only for the record: on three of its five tasks every method sat at the
-# trivial level.
+# What this cannot say: it is one small model (MiniLM-L6, 22M parameters).

@@ -133,13 +133,14 @@ def test_mean_pooling_ignores_padding():
 
 def test_small_mode_never_writes_into_results(monkeypatch):
     monkeypatch.setenv("GATECORE_SMALL", "1")
-    cfg = sweep.parse_args(["--protocol", "cpu"])
+    cfg = sweep.parse_args(["--protocol", "cpu-converged"])
     assert cfg.train_examples == 32 and cfg.epochs == 1
     assert not cfg.out.resolve().is_relative_to(ROOT / "results") and not cfg.checkpoint_dir.startswith(DEFAULT_CHECKPOINTS)
     monkeypatch.delenv("GATECORE_SMALL")
-    cfg = sweep.parse_args(["--protocol", "cpu", "--tasks", "RTE"])  # protocol settings are defaults; explicit options win
-    assert cfg.tasks == ("RTE",) and cfg.train_examples == 800 and cfg.out == ROOT / "results" / "finetune" / "cpu.jsonl"
-    assert cfg == resolve(SweepConfig.of_protocol("cpu", tasks=("RTE",)))  # the same config, built in Python
+    cfg = sweep.parse_args(["--protocol", "cpu-converged", "--tasks", "RTE", "--epochs", "2"])  # explicit options win
+    assert cfg.tasks == ("RTE",) and cfg.epochs == 2 and cfg.objective == "target"  # the protocol's, not the default
+    assert cfg.out == ROOT / "results" / "finetune" / "cpu-converged.jsonl"
+    assert cfg == resolve(SweepConfig.of_protocol("cpu-converged", tasks=("RTE",), epochs=2))  # the same config, built in Python
 
 
 def test_non_finite_loss_stops_the_run_with_a_clear_error(folder):

@@ -32,13 +32,13 @@ def test_write_json_records_provenance(tmp_path):
 def test_command_names_a_package_run_with_dash_m(monkeypatch):
     """`python -m analysis.finetune` runs analysis/finetune/__main__.py: recorded under the package's name, in
     the main process and in a spawned worker (whose main module has no spec; argv[0] is that file)."""
-    argv = [str(prov.ROOT / "analysis" / "finetune" / "__main__.py"), "--protocol", "cpu"]
+    argv = [str(prov.ROOT / "analysis" / "finetune" / "__main__.py"), "--protocol", "cpu-fair"]
     main = types.ModuleType("__main__")
     main.__spec__ = types.SimpleNamespace(name="analysis.finetune.__main__")
     monkeypatch.setitem(sys.modules, "__main__", main)
-    assert command_line(argv) == "python -m analysis.finetune --protocol cpu"
+    assert command_line(argv) == "python -m analysis.finetune --protocol cpu-fair"
     main.__spec__ = None
-    assert command_line(argv) == "python -m analysis.finetune --protocol cpu"
+    assert command_line(argv) == "python -m analysis.finetune --protocol cpu-fair"
     assert command_line(["/elsewhere/run.py", "-v"]) == "python /elsewhere/run.py -v"
 
 

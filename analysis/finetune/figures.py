@@ -22,7 +22,7 @@ from pathlib import Path
 
 from analysis.constants import FIGURES, REFERENCE_METHODS, RESULTS
 from analysis.finetune import curves, tables
-from analysis.finetune.plotting import (GATE_COLORS, REF_STYLE, TITLE_TAGS, heatmap, kept_fractions, metric, save, setting,
+from analysis.finetune.plotting import (GATE_COLORS, REF_STYLE, heatmap, kept_fractions, metric, save, setting,
                                         subplot_grid, trivial_line)
 from analysis.finetune.results import Protocol, load_protocols
 from analysis.finetune.stats import baselines
@@ -122,7 +122,7 @@ def plot_layers(p: Protocol, path: Path) -> Path | None:
 
 def protocol_section(p: Protocol, base: dict) -> list[str]:
     """The markdown of one protocol in glue_table.md: what produced it, its table, then its comparisons."""
-    title = f"## Protocol `{p.name}`" + (f" ({TITLE_TAGS[p.name]})" if p.name in TITLE_TAGS else "")
+    title = f"## Protocol `{p.name}`"
     parts = [title, "", tables.describe(p), tables.glue_table(p, base), ""]
     for heading, table in (("Removed fraction of the gated weights, % asked → got (mean ± std over seeds)",
                             tables.removal_table(p)),

@@ -13,7 +13,6 @@ from analysis.finetune.results import Protocol
 
 DPI = 130
 TRIVIAL_STYLE = dict(color="dimgray", ls=(0, (5, 3)), lw=1.3)
-TITLE_TAGS = {"cpu": "SMOKE-SIZE protocol, 75 steps per run, 1 seed"}  # said on every figure of that protocol
 REF_STYLE = {"lora": ("tab:blue", "-"), "full": ("black", "-"), "bias": ("tab:orange", "--"), "head": ("tab:gray", ":")}
 GATE_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
 # module type from the end of a gated layer's name (BERT and LLaMA names), in the order drawn
@@ -67,7 +66,7 @@ def setting(p: Protocol) -> str:
     cfg = r["config"]
     return (
         f"{Path(str(cfg.get('model', '?'))).name}, {train_examples(p)}, "
-        f"pooling={cfg.get('pooling')}, {TITLE_TAGS.get(p.name, p.name + ' protocol')} on "
+        f"pooling={cfg.get('pooling')}, {p.name} protocol on "
         f"{r.get('gpu') or r.get('device', '?')}"
     )
 

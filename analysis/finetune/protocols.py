@@ -44,12 +44,6 @@ CONVERGED = dict(tasks=GLUE5, methods=["head", "bias", "lora", "full", "gates"],
                  lr_grids=CONVERGED_LR_GRIDS, gate_lr=[0.1, 0.3], lam=[1.0], curve_points=8, objective="target",
                  threads=1, workers=2)
 PROTOCOLS = {
-    # the smoke-size protocol (~45 min on 2 shared cores): train subsets, one seed, one keep target
-    "cpu": dict(tasks=GLUE5, methods=["head", "bias", "lora", "full", "gates"],
-                seeds=[0], keep=[0.7], no_bias_keep=[0.7], train_examples=800, val_examples=300,
-                dev_examples=None, epochs=3, max_len=64, curve_points=3, objective="params", gate_lr=[0.2],
-                lr_grids={"head": [1e-3, 1e-2], "bias": [1e-3], "lora": [1e-3], "full": [1e-4], "gates": [1e-3]},
-                threads=1, **LEGACY),  # 1 thread: on busy shared cores 2 threads thrashed (0.6 s vs 17 s per MiniLM step)
     # the converged CPU protocol of issue 9 (plan for ~4 h wall with --workers 2 --threads 1)
     "cpu-converged": dict(CONVERGED, **LEGACY),
     # its successor, the fair fight of issue 24: grids by the rule (the gates' bias lr searched too), gates+lora at

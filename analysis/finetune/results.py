@@ -1,6 +1,6 @@
 """Read the finetuning records (results/finetune/*.jsonl) and aggregate them over seeds.
 
-One jsonl file is one protocol (e.g. cpu.jsonl, gpu.jsonl). Inside a protocol, runs that differ only
+One jsonl file is one protocol (e.g. cpu-converged.jsonl, gpu.jsonl). Inside a protocol, runs that differ only
 in their seed form one `Cell`; a cell's `label` names the method and any setting that varies inside
 that method (e.g. "gates (no bias)", "gates (kurtosis tau=100)", "gates lam=2"), and gate cells also
 carry their keep target. The GLUE table (analysis.finetune.tables)
@@ -29,8 +29,9 @@ PROTOCOL_NOTES = {
     "levers": "levers on SST-2, seed 0, cpu-converged's settings with the gate lr its seed 0 chose (0.1): gates "
               "removing nothing or 10% (what the removal costs), and the params objective",
     "gpu": "the GPU protocol",
-    "cpu": "SMOKE-SIZE protocol: 800 train examples x 3 epochs = 75 optimizer steps per run, one seed; "
-           "too small to separate the methods (issue 9), kept for the record",
+    "cpu-fair": "the fair fight of issue 24: every lr grid extended by the grid rule until its choice is interior, "
+                "the gates' bias lr searched, the split-range controller, gates+lora",
+    "cpu-fair-long": "SST-2 and STS-B at 4x cpu-fair's epochs, constant lr after warm-up, at cpu-fair's choices",
 }
 # config keys that may tell two settings of one method apart (lr is chosen per run by the search, so it is not one)
 LABEL_KEYS = ("objective", "lam", "lam_warmup", "sigma", "reg_sigma", "epochs", "lora_r", "lora_alpha",

@@ -1,11 +1,11 @@
 """Finetuning sweep: model x task x method x seed (x keep, bias for gates); lr/lam chosen on val.
 
     python -m analysis.finetune --tasks rotten_tomatoes --methods lora gates --train-examples 500
-    python -m analysis.finetune --protocol cpu          # the reduced CPU protocol (make experiments)
+    python -m analysis.finetune --protocol cpu-fair --tasks RTE   # a named protocol's part (make experiments)
     python -m analysis.finetune --protocol cpu-converged --workers 2 --threads 1 --dry-run   # plan + wall time
 
 From Python: `run_sweep(SweepConfig(tasks=("SST-2",), methods=("lora", "gates")))` or
-`run_sweep(SweepConfig.of_protocol("cpu"))` (analysis/finetune/config.py; argv is parsed here only).
+`run_sweep(SweepConfig.of_protocol("cpu-fair"))` (analysis/finetune/config.py; argv is parsed here only).
 One record per finished run (analysis/finetune/runner.py) is appended to results/finetune/<protocol or
 'runs'>.jsonl; a rerun skips run_ids already there (the run_id hashes the run's spec, grids included), so a
 killed sweep loses at most the run in flight. Runs go through analysis.finetune.schedule (longest first,
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = ArgumentParser(prog="python -m analysis.finetune", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     opt = ap.add_argument
-    opt("--protocol", choices=sorted(PROTOCOLS), help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu --tasks RTE runs its RTE part")
+    opt("--protocol", choices=sorted(PROTOCOLS), help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu-fair --tasks RTE runs its RTE part")
     opt("--out", type=Path, help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")
     opt("--model", help="model name/folder, or tiny-bert for a random tiny model")
     opt("--tasks", nargs="+", help="GLUE names (SST-2, MRPC, RTE, CoLA, STS-B), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
