@@ -130,6 +130,8 @@ def protocol_section(p: Protocol, base: dict) -> list[str]:
                             tables.correction_table(p)),
                            ("Learning rates chosen on val by the grid rule (first seed; later seeds train the choice)",
                             tables.search_table(p)),
+                           ("The gate settings searched (first seed): what training removed, what the correction did",
+                            tables.gate_search_table(p)),
                            ("Paired differences, gates minus reference (seed s minus seed s; dev points)",
                             tables.paired_table(p)),
                            ("Kurtosis-weighted vs plain target-keep gates (issue 16; seed s minus seed s)",

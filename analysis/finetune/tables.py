@@ -143,6 +143,32 @@ def search_table(p) -> str | None:
                      + rows)
 
 
+def gate_search_table(p) -> str | None:
+    """Every point the first-seed search of each gate setting trained: gate lr, lr, the removed fraction the
+    controller reached alone (before the final correction), the gates the correction changed, and val after
+    every adjustment. A point whose controller missed the request by more than its tolerance is not chosen
+    (analysis/finetune/runner.py entry_score), however high its val."""
+    rows = []
+    for label, keep in gate_settings(p):
+        for t in p.tasks:
+            c = p.cell(t, label, keep)
+            rec = next((r for r in (c.records if c else []) if r.get("grid") and r.get("hp_search")), None)
+            if rec is None:
+                continue
+            chosen = (rec["config"].get("gate_lr"), rec["config"]["lr"])
+            for e in sorted(rec["hp_search"], key=lambda e: (e.get("gate_lr") or 0, e["lr"])):
+                x = e.get("correction") if isinstance(e.get("correction"), dict) else {}
+                before = x.get("removed_before", e.get("removed_fraction"))
+                rows.append(_row([_setting(label, keep), t, f"{e.get('gate_lr', '–')}", _lr(e["lr"]),
+                                  "–" if before is None else f"{100 * before:.1f}", str(x.get("gates_changed", 0)),
+                                  f"{e['val_main']:.1f}" + (" ◀" if (e.get("gate_lr"), e["lr"]) == chosen else "")]))
+    if not rows:
+        return None
+    head = ["gate setting", "task", "gate lr", "lr", "% removed by training (before correction)", "gates the correction changed",
+            "val after every adjustment (◀ chosen)"]
+    return "\n".join(_header(head) + rows)
+
+
 def removal_table(p) -> str | None:
     """Per gate setting and task: % removed asked -> got (mean ± std over seeds), and the final exact correction."""
     settings = gate_settings(p)
