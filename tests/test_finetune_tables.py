@@ -11,7 +11,8 @@ from analysis.finetune.curves import write_plateau_table
 from analysis.finetune.results import Protocol, group
 from analysis.finetune.stats import (at_trivial, claim_check, mean_curve, paired, plateau_step, settled_step,
                                      trivial_baseline)
-from analysis.finetune.tables import TRIVIAL_LABEL, glue_table, kurtosis_pairs, kurtosis_table, paired_table
+from analysis.finetune.tables import (TRIVIAL_LABEL, gate_search_table, glue_table, kurtosis_pairs, kurtosis_table,
+                                     paired_table)
 
 
 def rec(task, method, seed, dev, keep=None, tau=None, curve=None):
@@ -164,3 +165,17 @@ def test_claim_check_counts_removal_at_the_tables_precision():
         if r["config"]["method"] == "gates":
             r["removed_fraction"] = 0.2994          # 29.9: short of the goal
     assert claim_check(protocol(rs)).gate_label is None
+
+
+def test_gate_search_table_lists_every_point_with_what_training_removed_alone():
+    r = rec("STS-B", "gates", 0, 83.0, keep=0.7)
+    r["config"].update(gate_lr=0.1, lr=1e-3)
+    r["grid"] = {"status": {"gate_lr": "interior", "lr": "bound"}, "tried": {}}
+    cliff = {"gate_lr": 0.01, "lr": 1e-3, "val_main": 84.6, "removed_fraction": 0.3,
+             "correction": {"removed_before": 0.083, "removed_after": 0.3, "gates_changed": 5496}}
+    r["hp_search"] = [{"gate_lr": 0.1, "lr": 1e-3, "val_main": 83.8, "removed_fraction": 0.311,
+                       "correction": {"removed_before": 0.311, "removed_after": 0.311, "gates_changed": 0}}, cliff]
+    table = gate_search_table(protocol([r]))
+    assert "| gates keep 0.7 | STS-B | 0.01 | 1e-3 | 8.3 | 5496 | 84.6 |" in table
+    assert "| gates keep 0.7 | STS-B | 0.1 | 1e-3 | 31.1 | 0 | 83.8 ◀ |" in table
+    assert gate_search_table(protocol([rec("STS-B", "lora", 0, 85.0)])) is None
