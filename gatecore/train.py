@@ -10,7 +10,8 @@ The objective of step s (s = steps already done, of `total`):
     ramp(s) = min(1, s / (lam_warmup * total))        (1 when lam_warmup = 0)
 with (target, scale) = (controller.target_sparsity, controller.lam_scale) when a controller steers it, else
 (Objective.target, 1). `Objective` is frozen and plain data (`to_dict`/`from_dict`), so it travels with a
-checkpoint's meta (`gatecore.save_trainable(model, path, objective=obj.to_dict())`). lam = 0 adds no term.
+checkpoint's meta (`gatecore.save_trainable(model, path, objective=obj.to_dict())`). A run without the
+sparsity term passes objective=None.
 """
 from __future__ import annotations
 
@@ -67,9 +68,7 @@ class Objective:
         return sparsity_penalty(model, self.objective, target=target, reg_sigma=self.reg_sigma, **kurt)
 
     def term(self, model, step: int = 0, total: int = 1, controller: SparsityController | None = None):
-        """(weight * penalty, penalty), or (None, None) when lam = 0."""
-        if self.lam == 0:
-            return None, None
+        """(weight * penalty, penalty) at `step` of `total`."""
         pen = self.penalty(model, controller)
         scale = controller.lam_scale if controller is not None else 1.0
         return self.weight(step, total, scale) * pen, pen

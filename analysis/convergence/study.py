@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gatecore import sparsity_penalty
+from gatecore.train import Objective, train_loop
 
 from analysis.constants import study_results
 from analysis.convergence.config import HELP, LORA_LR, LR, ConvergenceConfig
@@ -162,8 +162,8 @@ def train(cfg: ConvergenceConfig, seed: int, method: str, progress: bool = True)
     tr, marks = Trace(method, seed), set(eval_steps(cfg.steps, cfg.evals))
     g = torch.Generator().manual_seed(10_000 + seed)
     student.train()
-    for t in tqdm(range(cfg.steps + 1), desc=f"{cfg.problem} {method} seed {seed}", disable=not progress,
-                  leave=False):
+
+    def record(t: int) -> None:
         if t in marks:
             F, se, gsq = objective_and_grad(student, p, spec)
             tr.step.append(t), tr.F.append(F), tr.se.append(se), tr.grad_sq.append(gsq)
@@ -171,18 +171,20 @@ def train(cfg: ConvergenceConfig, seed: int, method: str, progress: bool = True)
                 b, pr, rc = recovery(student, p)
                 tr.binary.append(b), tr.precision.append(pr), tr.recall.append(rc)
                 tr.gates.append(torch.cat(gated_layer(student).eval_gates())[track].tolist())
-        if t == cfg.steps:
-            break
-        if cfg.grad == "exact":
-            loss = expected_objective(student, p, spec)[0]
-        else:
-            idx = torch.randperm(p.X.shape[0], generator=g)[:cfg.batch] if cfg.batch else slice(None)
-            loss = ((student(p.X[idx]) - p.Y[idx]) ** 2).mean()
-            if gates and spec.lam:
-                loss = loss + spec.lam * sparsity_penalty(student, spec.objective, None if spec.objective == "l0" else spec.target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+    if cfg.grad == "exact":
+        batches, loss_fn, objective = (None for _ in range(cfg.steps)), lambda s, _: expected_objective(s, p, spec)[0], None
+    else:
+        batches = (torch.randperm(p.X.shape[0], generator=g)[:cfg.batch] if cfg.batch else slice(None)
+                   for _ in range(cfg.steps))
+        loss_fn = lambda s, idx: ((s(p.X[idx]) - p.Y[idx]) ** 2).mean()  # noqa: E731
+        objective = (Objective(spec.lam, spec.objective, None if spec.objective == "l0" else spec.target)
+                     if gates and spec.lam else None)
+    bar = tqdm(total=cfg.steps, desc=f"{cfg.problem} {method} seed {seed}", disable=not progress, leave=False)
+    record(0)
+    train_loop(student, batches, loss_fn, opt, objective=objective, total=cfg.steps,
+               after=lambda out: record(out.step) or bar.update(1), label=f"{cfg.problem} {method} seed {seed}")
+    bar.close()
     if gates:
         tr.gates = {"planted_closed": planted[track].tolist(), "values": tr.gates}
     reference(tr, student, p, cfg, spec)
