@@ -144,3 +144,19 @@ def train_loop(model, batches: Iterable, loss_fn: Callable, optimizer, *, schedu
         if after is not None and after(out):
             break
     return LoopEnd(step - start)
+
+
+def lbfgs_minimize(params, loss_fn: Callable, **options) -> torch.optim.LBFGS:
+    """One L-BFGS `step(closure)` on loss_fn() (up to `max_iter` iterations; `options` go to torch.optim.LBFGS):
+    the studies' deterministic fits (a head on fixed features, a stationary point, a reference minimum). Returns
+    the optimizer, whose state says how many iterations ran."""
+    opt = torch.optim.LBFGS(params, **options)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return opt

@@ -248,3 +248,129 @@ def test_loop_raises_on_a_non_finite_loss_naming_the_run_and_step():
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
     with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 1/2 of toy run"):
         train_loop(model, toy_batches(2), pooled_loss("mean"), opt, label="toy run")
+
+
+def old_convergence_loop(cfg, seed, method):
+    """analysis/convergence/study.py `train`'s loop before the move (the polished references left out)."""
+    from analysis.convergence import study
+    from analysis.convergence.planted import expected_objective, gated_layer, gated_student, lora_student, make_problem
+    p = make_problem(cfg.problem, cfg.m, cfg.n, cfg.hidden, cfg.samples, cfg.rows_off, cfg.cols_off, cfg.noise,
+                     cfg.rank, seed)
+    spec = study.spec_of(cfg, p)
+    torch.manual_seed(seed)
+    gates = method == "gates"
+    if gates:
+        student = gated_student(p, cfg.sigma, cfg.reg_sigma, cfg.init_mean, cfg.init_std)
+        planted = torch.cat([p.rows_off, p.cols_off])
+        track = torch.cat([planted.nonzero()[:6, 0], (~planted).nonzero()[:6, 0]])
+    else:
+        student = lora_student(p, cfg.lora_r, cfg.lora_alpha)
+    lr = (cfg.lr or study.LR[cfg.optimizer]) if gates else (cfg.lora_lr or study.LORA_LR[cfg.optimizer])
+    params = [q for q in student.parameters() if q.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr) if cfg.optimizer == "adam" else torch.optim.SGD(params, lr=lr)
+    tr, marks = study.Trace(method, seed), set(study.eval_steps(cfg.steps, cfg.evals))
+    g = torch.Generator().manual_seed(10_000 + seed)
+    student.train()
+    for t in range(cfg.steps + 1):
+        if t in marks:
+            F, se, gsq = study.objective_and_grad(student, p, spec)
+            tr.step.append(t), tr.F.append(F), tr.se.append(se), tr.grad_sq.append(gsq)
+            if gates:
+                b, pr, rc = study.recovery(student, p)
+                tr.binary.append(b), tr.precision.append(pr), tr.recall.append(rc)
+                tr.gates.append(torch.cat(gated_layer(student).eval_gates())[track].tolist())
+        if t == cfg.steps:
+            break
+        if cfg.grad == "exact":
+            loss = expected_objective(student, p, spec)[0]
+        else:
+            idx = torch.randperm(p.X.shape[0], generator=g)[:cfg.batch] if cfg.batch else slice(None)
+            loss = ((student(p.X[idx]) - p.Y[idx]) ** 2).mean()
+            if gates and spec.lam:
+                target = None if spec.objective == "l0" else spec.target
+                loss = loss + spec.lam * gc.sparsity_penalty(student, spec.objective, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return tr
+
+
+@pytest.mark.parametrize("method,changes", [("gates", dict(batch=32)), ("gates", dict(objective="target")),
+                                            ("gates", dict(grad="exact", problem="mlp", optimizer="sgd")),
+                                            ("lora", dict())])
+def test_convergence_run_replays_the_old_loop(method, changes):
+    from dataclasses import replace
+
+    from analysis.convergence import study
+    from analysis.convergence.config import ConvergenceConfig
+    cfg = replace(ConvergenceConfig(m=8, n=8, hidden=8, samples=64, seeds=1, steps=30, evals=6, polish_iters=5,
+                                    draws=16), **changes)
+    old = old_convergence_loop(cfg, 1, method)
+    new = study.train(cfg, 1, method, progress=False)
+    for name in ("step", "F", "se", "grad_sq", "binary", "precision", "recall"):
+        assert getattr(new, name) == getattr(old, name), name
+    if method == "gates":
+        assert new.gates["values"] == old.gates
+
+
+def test_lbfgs_minimize_is_the_closure_step_it_replaced():
+    from gatecore.train import lbfgs_minimize
+    x = torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    y = x @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.1
+    loss_of = lambda w: ((x @ w[:3] + w[3] - y) ** 2).mean() + 0.01 * w.pow(4).sum()  # noqa: E731
+    opts = dict(lr=1, max_iter=15, history_size=5, line_search_fn="strong_wolfe")
+    a = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([a], **opts)
+
+    def closure():
+        opt.zero_grad()
+        loss = loss_of(a)
+        loss.backward()
+        return loss
+    opt.step(closure)
+    b = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    lbfgs_minimize([b], lambda: loss_of(b), **opts)
+    assert torch.equal(a, b) and loss_of(b) < loss_of(torch.zeros(4, dtype=torch.float64))
+
+
+def old_sparsify_stage(model, chunks, asked, cfg, gen):
+    """analysis/decoder/sparsify.py `train_stage`'s loop before the move."""
+    opt = torch.optim.AdamW(gc.gate_parameters(model), lr=cfg.gate_lr, weight_decay=0.0)
+    sched = warmup_linear_schedule(opt, cfg.steps)
+    ctrl = SparsityController(cfg.objective, asked, start=cfg.lam_warmup)
+    curve = []
+    model.train()
+    for step in range(cfg.steps):
+        ids = chunks[torch.randint(len(chunks), (cfg.batch,), generator=gen)]
+        lm = model(input_ids=ids, labels=ids).loss
+        pen = gc.sparsity_penalty(model, cfg.objective, target=ctrl.target_sparsity, reg_sigma=cfg.reg_sigma)
+        loss = lm + cfg.lam * lam_ramp(step, cfg.steps, cfg.lam_warmup) * ctrl.lam_scale * pen
+        loss.backward()
+        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+        got = removed_got(model)
+        ctrl.update(step + 1, cfg.steps, got)
+        if step % 10 == 0 or step == cfg.steps - 1:
+            curve.append({"step": step + 1, "lm_loss": lm.item(), "penalty": pen.item(), "removed": got,
+                          "knob": ctrl.knob})
+    model.eval()
+    return {"curve": curve, "final_keep_target": ctrl.knob}
+
+
+def test_decoder_sparsify_stage_replays_the_old_loop(capsys):
+    from transformers import AutoModelForCausalLM
+
+    from analysis.decoder.sparsify import SparsifyConfig, train_stage
+    from gatecore.tiny import tiny_config
+    torch.manual_seed(0)
+    old = AutoModelForCausalLM.from_config(tiny_config("llama")).double()
+    gc.add_gates(old, sigma=0.1, reg_sigma=0.5)
+    gc.mark_trainable(old, gates=True, lora=False, bias="none", head=False)
+    new = copy.deepcopy(old)
+    chunks = torch.randint(3, 64, (10, 8), generator=torch.Generator().manual_seed(1))
+    cfg = SparsifyConfig(model="tiny-llama", steps=12, batch=3, seq=8, lam_warmup=0.25)
+    torch.manual_seed(2)
+    a = old_sparsify_stage(old, chunks, 0.3, cfg, torch.Generator().manual_seed(3))
+    torch.manual_seed(2)
+    b = train_stage(new, chunks, 0.3, cfg, torch.Generator().manual_seed(3))
+    assert [{k: v for k, v in p.items() if k != "seconds"} for p in b["curve"]] == a["curve"]
+    assert b["final_keep_target"] == a["final_keep_target"] and same_params(old, new)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gatecore.train import Objective, train_loop
+from gatecore.train import Objective, lbfgs_minimize, train_loop
 
 from analysis.constants import study_results
 from analysis.convergence.config import HELP, LORA_LR, LR, ConvergenceConfig
@@ -95,15 +95,8 @@ def objective_and_grad(student, p, spec) -> tuple[float, float, float]:
 def polish(student, p, spec, iters: int) -> float:
     """F after L-BFGS on the exact / fixed-draw objective: an upper bound on inf F near this point."""
     params = [q for q in student.parameters() if q.requires_grad]
-    opt = torch.optim.LBFGS(params, lr=1, max_iter=iters, history_size=50, tolerance_grad=1e-14,
-                            tolerance_change=1e-16, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        F = expected_objective(student, p, spec)[0]
-        F.backward()
-        return F
-    opt.step(closure)
+    lbfgs_minimize(params, lambda: expected_objective(student, p, spec)[0], lr=1, max_iter=iters, history_size=50,
+                   tolerance_grad=1e-14, tolerance_change=1e-16, line_search_fn="strong_wolfe")
     with torch.no_grad():
         return float(expected_objective(student, p, spec)[0])
 

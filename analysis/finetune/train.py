@@ -193,13 +193,13 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
                           kurtosis_tau=cfg.get("kurtosis_tau")) if ctl is not None else None
     rng = random.Random(cfg["seed"])
     lengths = [len(x) for x in train_enc.ids]
-    res, t0, ema = TrainResult(), time.perf_counter(), {}
+    res, t0, loss_ema = TrainResult(), time.perf_counter(), None
     model.to(device).train()
     bar = tqdm(total=total, desc=f"{cfg['task']}/{cfg['method']} lr={cfg['lr']:g}", disable=not progress, leave=False)
 
     def after(out):
-        nonlocal t0
-        loss_ema = ema["loss"] = out.loss if not ema else 0.9 * ema["loss"] + 0.1 * out.loss
+        nonlocal t0, loss_ema
+        loss_ema = out.loss if loss_ema is None else 0.9 * loss_ema + 0.1 * out.loss
         if out.step in at:
             t_eval = time.perf_counter()
             dev_main = evaluate(model, curve_enc, task, cfg["pooling"], pad_id, device)[task.metric]
