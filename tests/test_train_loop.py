@@ -374,3 +374,54 @@ def test_decoder_sparsify_stage_replays_the_old_loop(capsys):
     b = train_stage(new, chunks, 0.3, cfg, torch.Generator().manual_seed(3))
     assert [{k: v for k, v in p.items() if k != "seconds"} for p in b["curve"]] == a["curve"]
     assert b["final_keep_target"] == a["final_keep_target"] and same_params(old, new)
+
+
+def old_decoder_train_run(base, tok, data, label_ids, pad_id, method, lr, seed, cfg):
+    """analysis/decoder/finetune.py `train_run` before the move (timings left out)."""
+    from torch.nn.functional import cross_entropy
+
+    from analysis.decoder.finetune import answer_logits, encode, evaluate, setup
+    torch.manual_seed(seed)
+    model = copy.deepcopy(base)
+    opt = torch.optim.AdamW(setup(model, method, cfg), lr=lr, weight_decay=0.0)
+    sched = warmup_linear_schedule(opt, cfg.steps)
+    ctrl = SparsityController("params", cfg.removed, start=cfg.lam_warmup) if method == "gates" else None
+    rng, curve = random.Random(seed), []
+    model.train()
+    for step in range(cfg.steps):
+        enc = encode(tok, rng.sample(data["train"], cfg.batch), pad_id)
+        loss = cross_entropy(answer_logits(model, enc).float(), label_ids[enc["labels"]])
+        total = loss
+        if ctrl is not None:
+            pen = gc.sparsity_penalty(model, "params", target=ctrl.target_sparsity)
+            total = loss + cfg.lam * lam_ramp(step, cfg.steps, cfg.lam_warmup) * pen
+        total.backward()
+        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+        if ctrl is not None:
+            ctrl.update(step + 1, cfg.steps, removed_got(model))
+        curve.append(round(loss.item(), 4))
+    rec = {"train_loss": curve}
+    if ctrl is not None:
+        rec["correction"] = correct_removed(model, cfg.removed)
+        rec["removed_asked"], rec["removed_got"] = cfg.removed, removed_got(model)
+    for split in ("val", "dev"):
+        ev = evaluate(model, tok, data[split], label_ids, pad_id, cfg.eval_batch)
+        rec[f"{split}_acc"], rec[f"{split}_loss"] = ev["acc"], ev["loss"]
+    return rec, model
+
+
+@pytest.mark.parametrize("method", ["gates", "lora-qv"])
+def test_decoder_finetune_replays_the_old_loop(method):
+    from analysis.decoder.finetune import FinetuneConfig, train_run
+    from analysis.decoder.models import TINY, load
+    base, tok = load(TINY)
+    base.double()
+    rng = random.Random(0)
+    words = ["good", "bad", "fine", "dull", "great", "awful", "movie", "plot"]
+    data = {s: [(" ".join(rng.choice(words) for _ in range(rng.randrange(2, 6))), rng.randrange(2)) for _ in range(n)]
+            for s, n in (("train", 12), ("val", 4), ("dev", 4))}
+    label_ids = torch.tensor([tok.encode(w, add_special_tokens=False)[0] for w in ("good", "bad")])
+    cfg = FinetuneConfig(model=TINY, steps=8, batch=4, removed=0.3, lam_warmup=0.25, eval_batch=4)
+    old, model = old_decoder_train_run(base, tok, data, label_ids, 0, method, 5e-2, 1, cfg)
+    new = train_run(base, tok, data, label_ids, 0, method, 5e-2, 1, cfg)
+    assert {k: new[k] for k in old} == old
