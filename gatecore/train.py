@@ -16,7 +16,7 @@ sparsity term passes objective=None.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Callable, Iterable
 
 import torch
@@ -56,6 +56,11 @@ class Objective:
     def from_dict(cls, d: dict) -> Objective:
         """From `to_dict`'s output; other keys (e.g. a note on where it came from) are ignored."""
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+    def as_trained(self, controller: SparsityController) -> Objective:
+        """The objective a controlled run ends on, as a fixed one: ramp done, the controller's target and lam
+        scale folded in (for l0 the knob multiplies lam). What a checkpoint should carry for the Hessian study."""
+        return replace(self, lam=self.lam * controller.lam_scale, target=controller.target_sparsity, lam_warmup=0.0)
 
     def weight(self, step: int, total: int, scale: float = 1.0) -> float:
         """lam * scale * ramp(step): the penalty's factor at `step` of `total`."""

@@ -80,6 +80,9 @@ def test_finetune_train_replays_the_old_loop(objective, lam_gain):
     torch.manual_seed(11)
     res = train(new, cfg, TASK, enc, None, 1, "cpu", progress=False)
     assert res.steps == 10 and res.final_keep_target == ctl.knob
+    assert res.objective == Objective(2.0 * ctl.lam_scale, objective, ctl.target_sparsity).to_dict()
+    from analysis.hessian.penalty import as_trained_penalty
+    assert Objective.from_dict(as_trained_penalty({"objective": res.objective})) == Objective(**res.objective)
     assert removed_got(old) > 0  # the penalty and controller did something: the replay is not of a no-op
     fix = correct_removed(old, removed_asked(cfg["keep"]), 0.02)  # what train() ends with
     assert {k: res.correction[k] for k in fix} == fix

@@ -164,6 +164,7 @@ class TrainResult:
     final_keep_target: float | None = None      # the controller's last knob (gate methods)
     removed_asked: float | None = None          # gate methods: 1 - keep
     correction: dict | None = None              # the final exact correction (sparsity_control.correct_removed)
+    objective: dict | None = None               # gate methods: the objective as trained (Objective.as_trained)
 
 
 SPLIT_RANGE_KEYS = ("control_lam_gain", "control_window", "control_lam_max", "control_kd")
@@ -225,6 +226,7 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
     res.step_time_s = res.train_time_s / max(1, step)
     if gated:
         res.final_keep_target = ctl.knob if ctl else None
+        res.objective = objective.as_trained(ctl).to_dict() if ctl else None
         res.removed_asked = removed_asked(cfg["keep"]) if cfg.get("keep") is not None else None
         if cfg.get("control") and res.removed_asked is not None:
             scores = Scorer(model, task, cfg["pooling"], pad_id, device, val_enc, dev_enc)
