@@ -1,5 +1,5 @@
 """The one training loop: task loss + the sparsity objective, backward, optimizer and scheduler step, controller
-update (docs/design.md §1, "One training loop").
+update (docs/design.md §8, "One training loop").
 
     objective = Objective(lam=1.0, objective="params", lam_warmup=0.2)
     ctl = SparsityController("params", removed=0.3, start=0.2)

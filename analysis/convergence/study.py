@@ -166,7 +166,8 @@ def train(cfg: ConvergenceConfig, seed: int, method: str, progress: bool = True)
                 tr.gates.append(torch.cat(gated_layer(student).eval_gates())[track].tolist())
 
     if cfg.grad == "exact":
-        batches, loss_fn, objective = (None for _ in range(cfg.steps)), lambda s, _: expected_objective(s, p, spec)[0], None
+        batches, objective = (None for _ in range(cfg.steps)), None  # descent on F itself (it holds the penalty)
+        loss_fn = lambda s, _: expected_objective(s, p, spec)[0]  # noqa: E731
     else:
         batches = (torch.randperm(p.X.shape[0], generator=g)[:cfg.batch] if cfg.batch else slice(None)
                    for _ in range(cfg.steps))

@@ -28,12 +28,12 @@ from analysis.cli import add_options, from_args, option, to_argv
 from analysis.constants import ROOT, repo_path, study_results
 from analysis.provenance import command, provenance, write_json
 from gatecore import OFFLINE_MODEL, load_model, load_trainable, save_trainable
-from gatecore.train import Objective
 from gatecore.checkpoint import adapter_layout
 from gatecore.hessian import (MAX_EXACT_N, METHODS, SLQ_PROBES, SLQ_STEPS, TOL, HessianOperator, Restricted, deflated, deflated_values, flat_vs_draws,
                               lanczos, planned_products, products_to_accuracy, report_conditioning, saturated_mask,
                               weight_scaled)
 from gatecore.pooling import pooled_loss
+from gatecore.train import Objective
 
 from .penalty import as_trained_penalty, penalty_fn, penalty_kink
 from .setup import PRESETS, build, encode, read_task
