@@ -18,10 +18,11 @@ from .penalty import expected_kept_fraction, kurtosis_weights, sparsity_penalty
 from .pretrained import (DECODER_MODEL, OFFLINE_MODEL, decoder_gguf_path, load_causal_lm, load_model, local_model_dir,
                          resolve_model)
 from .size import SizeReport, size_report
+from .train import Objective, train_loop, train_step
 
 __all__ = [
     "setup_method", "METHODS", "GATE_METHODS", "param_groups", "gate_parameters", "lora_parameters", "head_parameters",
-    "GateTrainer", "GateConfig",
+    "GateTrainer", "GateConfig", "Objective", "train_loop", "train_step",
     "Gate", "GatedLinear", "LoRALinear", "add_gates", "add_lora", "merge_lora", "mark_trainable", "find_head",
     "find_targets", "count_parameters", "ParamCount", "gate_report", "GateReport", "LayerGates", "gated_layers",
     "sparsity_penalty", "expected_kept_fraction", "local_model_dir", "resolve_model", "load_model", "OFFLINE_MODEL",

@@ -6,8 +6,11 @@
     trainer.save_compressed("out/compressed")        # an ordinary Hugging Face folder, smaller matrices
 
 What the integration adds to the Trainer (docs/design.md §1):
-- the loss: task loss (the model's own) + lam * ramp(step) * scale * penalty(objective, target), where the
-  ramp warms lam up linearly and (target, scale) come from the sparsity controller;
+- the loss: task loss (the model's own) + lam * scale * ramp(step) * penalty(objective, target), where the
+  ramp warms lam up linearly and (target, scale) come from the sparsity controller: gatecore.train's
+  `Objective` (`GateConfig.training_objective()`), the term every study loop adds. The Trainer's own loop
+  still owns the forward/backward, gradient accumulation, clipping, the optimizer and scheduler steps;
+  the controller is updated from `on_step_end`;
 - the controller (`SparsityController`, the same object the study runner uses, split range by default), updated after every
   optimizer step from the measured eval-gate removed fraction, so the removed fraction meets the request;
   with `correct_at_end` the exact final correction (`correct_removed`) runs when training ends;
@@ -40,9 +43,10 @@ from .checks import check_bool, check_fraction, check_positive, check_real
 from .compress import compress
 from .export import save_compressed
 from .gates import Gate, track_input_means
-from .methods import lam_ramp, param_groups, warmup_linear_schedule
-from .penalty import KINDS, sparsity_penalty
+from .methods import param_groups, warmup_linear_schedule
+from .penalty import KINDS
 from .sparsity_control import LAM_GAIN, SparsityController, correct_removed
+from .train import Objective
 
 NOISE_SEED_STRIDE = 1  # rank r draws gate noise from seed + r
 
@@ -75,6 +79,10 @@ class GateConfig:
         check_bool("split_range", self.split_range)
         check_bool("correct_at_end", self.correct_at_end)
         check_positive("tol", self.tol)
+
+    def training_objective(self) -> Objective:
+        """The sparsity term as gatecore.train's Objective (target and lam scale come from the controller)."""
+        return Objective(self.lam, self.objective, lam_warmup=self.lam_warmup, kurtosis_tau=self.kurtosis_tau)
 
 
 class GateSparsityCallback(TrainerCallback, ExportableState):
@@ -165,12 +173,11 @@ class GateTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
-        cfg, ctl = self.gate_config, self.sparsity.controller
-        if model.training and cfg.lam > 0:
-            ramp = lam_ramp(self.state.global_step, max(1, self.state.max_steps), cfg.lam_warmup)
-            kurt = {} if cfg.kurtosis_tau is None else {"kurtosis_tau": cfg.kurtosis_tau}
-            pen = sparsity_penalty(self.accelerator.unwrap_model(model), cfg.objective, target=ctl.target_sparsity, **kurt)
-            loss = loss + cfg.lam * ctl.lam_scale * ramp * pen
+        cfg = self.gate_config
+        if model.training and cfg.lam > 0:  # the term gatecore.train_step adds
+            term, _ = cfg.training_objective().term(self.accelerator.unwrap_model(model), self.state.global_step,
+                                                    max(1, self.state.max_steps), self.sparsity.controller)
+            loss = loss + term
         if not torch.isfinite(loss.detach()).all():
             raise FloatingPointError(f"non-finite loss at step {self.state.global_step}: stopping before the gates "
                                      "are corrupted (lower the learning rates or lam)")

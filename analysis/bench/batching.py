@@ -22,13 +22,12 @@ import time
 import torch
 
 import gatecore
-from gatecore.pooling import pooled_logits
-
 from analysis.constants import GLUE_TASKS, study_results
 from analysis.data import load_task
 from analysis.finetune.batching import POOL, bucketed_batches, padding_ratio, random_batches
-from analysis.finetune.train import build_model, collate, encode, task_loss
+from analysis.finetune.train import build_model, collate, encode, task_loss_fn
 from analysis.provenance import provenance, write_json
+from gatecore.train import Objective, train_step
 
 BATCH, MAX_LEN, ROUNDS, STEPS, WARMUP, SEED = 32, 128, 3, 4, 2, 0
 OUT = study_results("bench") / "batching.json"
@@ -42,11 +41,8 @@ def gates_model(num_labels: int):
 
 
 def step(model, opt, batch, labels, num_labels) -> None:
-    loss = task_loss(pooled_logits(model, batch, "mean"), labels, num_labels)
-    loss = loss + gatecore.sparsity_penalty(model, "params", target=0.3)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    train_step(model, (batch, labels), task_loss_fn("mean", num_labels), opt,
+               objective=Objective(1.0, "params", target=0.3))
 
 
 def bench_task(name: str, args) -> dict:

@@ -21,6 +21,7 @@ import torch
 import gatecore
 from analysis.constants import study_results
 from analysis.provenance import provenance, write_json
+from gatecore.train import Objective, train_step
 
 BATCH, SEQ, STEPS, REPEATS, WARMUP, THREADS = 32, 64, 4, 5, 2, 1
 TAU, TARGET, LAM, LR = 100.0, 0.3, 0.1, 1e-3
@@ -45,11 +46,8 @@ def make_batch(vocab_size: int, batch: int, seq: int, seed: int = 0):
 
 
 def step(model, opt, inputs, labels, tau):
-    loss = torch.nn.functional.cross_entropy(model(**inputs).logits, labels)
-    loss = loss + LAM * gatecore.sparsity_penalty(model, "target", target=TARGET, kurtosis_tau=tau)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    train_step(model, inputs, lambda m, b: torch.nn.functional.cross_entropy(m(**b).logits, labels), opt,
+               objective=Objective(LAM, "target", target=TARGET, kurtosis_tau=tau))
 
 
 def weight_spread(model, tau: float) -> dict:

@@ -31,16 +31,14 @@ import torch
 from transformers import AutoTokenizer
 
 import gatecore
-from gatecore.methods import GATE_METHODS, METHODS, param_groups
-from gatecore.pooling import pooled_logits
-
-from analysis.constants import GLUE_TASKS
+from analysis.constants import GLUE_TASKS, study_results
 from analysis.data import load_task
 from analysis.finetune.batching import POOL, bucketed_batches
 from analysis.finetune.config import GATE_LR, HEAD_LR, LR_GRID, OBJECTIVE, REG_SIGMA, SIGMA
-from analysis.finetune.train import build_model, collate, encode, task_loss
-from analysis.constants import study_results
+from analysis.finetune.train import build_model, collate, encode, task_loss_fn
 from analysis.provenance import provenance, write_json
+from gatecore.methods import GATE_METHODS, METHODS, param_groups
+from gatecore.train import Objective, train_step
 
 MODEL, BATCH, MAX_LEN, STEPS, WARMUP, SEED = "all-mpnet-base-v2", 32, 128, 3, 1, 0
 REMOVED = 0.3  # the penalty's target: what the runner asks by default (keep 0.7)
@@ -57,12 +55,8 @@ def method_model(name: str, method: str, num_labels: int):
 
 
 def step(model, opt, method, inputs, labels, num_labels) -> None:
-    loss = task_loss(pooled_logits(model, inputs, "mean"), labels, num_labels)
-    if method in GATE_METHODS:
-        loss = loss + gatecore.sparsity_penalty(model, OBJECTIVE, target=REMOVED)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    objective = Objective(1.0, OBJECTIVE, target=REMOVED) if method in GATE_METHODS else None
+    train_step(model, (inputs, labels), task_loss_fn("mean", num_labels), opt, objective=objective)
 
 
 def bench_method(task, method: str, batches: list, enc: dict) -> dict:

@@ -34,6 +34,7 @@ import gatecore
 import gatecore.families
 from analysis.constants import study_results
 from analysis.provenance import provenance, write_json
+from gatecore.train import Objective, train_step
 
 BATCHES, SEQS, STEPS, REPEATS, WARMUP = (8, 32), (64, 128), 3, 3, 2
 QV = [r"attention\.self\.(query|value)"]
@@ -77,12 +78,9 @@ def make_batch(model, batch: int, seq: int, device: str = "cpu", seed: int = 0):
 
 
 def step(model, opt, inputs, labels, setting):
-    loss = torch.nn.functional.cross_entropy(model(**inputs).logits, labels)
-    if setting.startswith("gates"):
-        loss = loss + 0.1 * gatecore.sparsity_penalty(model, "target", target=0.3)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    objective = Objective(0.1, "target", target=0.3) if setting.startswith("gates") else None
+    train_step(model, inputs, lambda m, b: torch.nn.functional.cross_entropy(m(**b).logits, labels), opt,
+               objective=objective)
 
 
 def _sync(device: str) -> None:

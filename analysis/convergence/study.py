@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gatecore import sparsity_penalty
+from gatecore.train import Objective, lbfgs_minimize, train_loop
 
 from analysis.constants import study_results
 from analysis.convergence.config import HELP, LORA_LR, LR, ConvergenceConfig
@@ -95,15 +95,8 @@ def objective_and_grad(student, p, spec) -> tuple[float, float, float]:
 def polish(student, p, spec, iters: int) -> float:
     """F after L-BFGS on the exact / fixed-draw objective: an upper bound on inf F near this point."""
     params = [q for q in student.parameters() if q.requires_grad]
-    opt = torch.optim.LBFGS(params, lr=1, max_iter=iters, history_size=50, tolerance_grad=1e-14,
-                            tolerance_change=1e-16, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        F = expected_objective(student, p, spec)[0]
-        F.backward()
-        return F
-    opt.step(closure)
+    lbfgs_minimize(params, lambda: expected_objective(student, p, spec)[0], lr=1, max_iter=iters, history_size=50,
+                   tolerance_grad=1e-14, tolerance_change=1e-16, line_search_fn="strong_wolfe")
     with torch.no_grad():
         return float(expected_objective(student, p, spec)[0])
 
@@ -162,8 +155,8 @@ def train(cfg: ConvergenceConfig, seed: int, method: str, progress: bool = True)
     tr, marks = Trace(method, seed), set(eval_steps(cfg.steps, cfg.evals))
     g = torch.Generator().manual_seed(10_000 + seed)
     student.train()
-    for t in tqdm(range(cfg.steps + 1), desc=f"{cfg.problem} {method} seed {seed}", disable=not progress,
-                  leave=False):
+
+    def record(t: int) -> None:
         if t in marks:
             F, se, gsq = objective_and_grad(student, p, spec)
             tr.step.append(t), tr.F.append(F), tr.se.append(se), tr.grad_sq.append(gsq)
@@ -171,18 +164,21 @@ def train(cfg: ConvergenceConfig, seed: int, method: str, progress: bool = True)
                 b, pr, rc = recovery(student, p)
                 tr.binary.append(b), tr.precision.append(pr), tr.recall.append(rc)
                 tr.gates.append(torch.cat(gated_layer(student).eval_gates())[track].tolist())
-        if t == cfg.steps:
-            break
-        if cfg.grad == "exact":
-            loss = expected_objective(student, p, spec)[0]
-        else:
-            idx = torch.randperm(p.X.shape[0], generator=g)[:cfg.batch] if cfg.batch else slice(None)
-            loss = ((student(p.X[idx]) - p.Y[idx]) ** 2).mean()
-            if gates and spec.lam:
-                loss = loss + spec.lam * sparsity_penalty(student, spec.objective, None if spec.objective == "l0" else spec.target)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+
+    if cfg.grad == "exact":
+        batches, objective = (None for _ in range(cfg.steps)), None  # descent on F itself (it holds the penalty)
+        loss_fn = lambda s, _: expected_objective(s, p, spec)[0]  # noqa: E731
+    else:
+        batches = (torch.randperm(p.X.shape[0], generator=g)[:cfg.batch] if cfg.batch else slice(None)
+                   for _ in range(cfg.steps))
+        loss_fn = lambda s, idx: ((s(p.X[idx]) - p.Y[idx]) ** 2).mean()  # noqa: E731
+        objective = (Objective(spec.lam, spec.objective, None if spec.objective == "l0" else spec.target)
+                     if gates and spec.lam else None)
+    bar = tqdm(total=cfg.steps, desc=f"{cfg.problem} {method} seed {seed}", disable=not progress, leave=False)
+    record(0)
+    train_loop(student, batches, loss_fn, opt, objective=objective, total=cfg.steps,
+               after=lambda out: record(out.step) or bar.update(1), label=f"{cfg.problem} {method} seed {seed}")
+    bar.close()
     if gates:
         tr.gates = {"planted_closed": planted[track].tolist(), "values": tr.gates}
     reference(tr, student, p, cfg, spec)

@@ -31,8 +31,9 @@ import torch.nn.functional as F
 
 import gatecore
 from gatecore.families import gate_targets
-from gatecore.methods import lam_ramp, warmup_linear_schedule
+from gatecore.methods import warmup_linear_schedule
 from gatecore.sparsity_control import SparsityController, correct_removed, removed_got
+from gatecore.train import Objective, train_loop
 from analysis.cli import add_options, from_args, option
 from analysis.data import read_glue
 from analysis.decoder.models import QUANT_NOTE, TINY, load
@@ -123,22 +124,21 @@ def train_run(base, tok, data, label_ids, pad_id, method: str, lr: float, seed: 
     opt = torch.optim.AdamW(groups, lr=lr, weight_decay=0.0)
     sched = warmup_linear_schedule(opt, cfg.steps)
     ctrl = SparsityController("params", cfg.removed, start=cfg.lam_warmup) if method == "gates" else None
+    objective = Objective(cfg.lam, "params", lam_warmup=cfg.lam_warmup) if ctrl is not None else None
     rng, answer = random.Random(seed), label_ids
     curve, t0 = [], time.perf_counter()
     model.train()
-    for step in range(cfg.steps):
-        enc = encode(tok, rng.sample(data["train"], cfg.batch), pad_id)
-        loss = F.cross_entropy(answer_logits(model, enc).float(), answer[enc["labels"]])
-        total = loss
-        if ctrl is not None:
-            pen = gatecore.sparsity_penalty(model, "params", target=ctrl.target_sparsity)
-            total = loss + cfg.lam * lam_ramp(step, cfg.steps, cfg.lam_warmup) * pen
-        total.backward()
-        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+
+    def after(out):
         if ctrl is not None:
             gatecore.check_finite_gates(model)
-            ctrl.update(step + 1, cfg.steps, removed_got(model))
-        curve.append(round(loss.item(), 4))
+            ctrl.update(out.step, cfg.steps, removed_got(model))
+        curve.append(round(out.task.item(), 4))
+
+    train_loop(model, (encode(tok, rng.sample(data["train"], cfg.batch), pad_id) for _ in range(cfg.steps)),
+               lambda m, enc: F.cross_entropy(answer_logits(m, enc).float(), answer[enc["labels"]]), opt,
+               scheduler=sched, objective=objective, controller=ctrl, control=False, total=cfg.steps, after=after,
+               label=f"{method} lr={lr:g} seed={seed}")
     rec = {"train_loss": curve, "train_seconds": time.perf_counter() - t0, "trainable_params": trainable}
     if ctrl is not None:
         rec["correction"] = correct_removed(model, cfg.removed)

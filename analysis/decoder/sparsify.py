@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 
 import gatecore
-from gatecore.methods import lam_ramp, warmup_linear_schedule
+from gatecore.methods import warmup_linear_schedule
 from gatecore.sparsity_control import SparsityController, correct_removed, removed_got
+from gatecore.train import Objective, train_loop
 from analysis.cli import add_options, from_args, option
 from analysis.decoder.corpus import corpus_texts, token_chunks
 from analysis.decoder.generation import sizes, time_generation
@@ -80,23 +81,24 @@ def train_stage(model, chunks: torch.Tensor, asked: float, cfg: SparsifyConfig, 
     opt = torch.optim.AdamW(params, lr=cfg.gate_lr, weight_decay=0.0)
     sched = warmup_linear_schedule(opt, cfg.steps)
     ctrl = SparsityController(cfg.objective, asked, start=cfg.lam_warmup)
+    objective = Objective(cfg.lam, cfg.objective, lam_warmup=cfg.lam_warmup, reg_sigma=cfg.reg_sigma)
     curve, t0 = [], time.perf_counter()
     model.train()
-    for step in range(cfg.steps):
-        ids = chunks[torch.randint(len(chunks), (cfg.batch,), generator=gen)]
-        lm = model(input_ids=ids, labels=ids).loss
-        pen = gatecore.sparsity_penalty(model, cfg.objective, target=ctrl.target_sparsity, reg_sigma=cfg.reg_sigma)
-        loss = lm + cfg.lam * lam_ramp(step, cfg.steps, cfg.lam_warmup) * ctrl.lam_scale * pen
-        loss.backward()
-        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+
+    def after(out):
         gatecore.check_finite_gates(model)
         got = removed_got(model)
-        ctrl.update(step + 1, cfg.steps, got)
-        if step % 10 == 0 or step == cfg.steps - 1:
-            curve.append({"step": step + 1, "lm_loss": lm.item(), "penalty": pen.item(), "removed": got,
+        ctrl.update(out.step, cfg.steps, got)
+        if out.step % 10 == 1 or out.step == cfg.steps:
+            lm = out.task.item()
+            curve.append({"step": out.step, "lm_loss": lm, "penalty": out.penalty.item(), "removed": got,
                           "knob": ctrl.knob, "seconds": time.perf_counter() - t0})
-            print(f"  step {step + 1:4d}  lm {lm.item():.3f}  removed {got:.3f}  knob {ctrl.knob:.3f}  "
-                  f"{(time.perf_counter() - t0) / (step + 1):.1f} s/step", flush=True)
+            print(f"  step {out.step:4d}  lm {lm:.3f}  removed {got:.3f}  knob {ctrl.knob:.3f}  "
+                  f"{(time.perf_counter() - t0) / out.step:.1f} s/step", flush=True)
+
+    train_loop(model, (chunks[torch.randint(len(chunks), (cfg.batch,), generator=gen)] for _ in range(cfg.steps)),
+               lambda m, ids: m(input_ids=ids, labels=ids).loss, opt, scheduler=sched, objective=objective,
+               controller=ctrl, control=False, total=cfg.steps, after=after, label=f"sparsify to {asked:g} removed")
     model.eval()
     return {"curve": curve, "train_seconds": time.perf_counter() - t0, "final_keep_target": ctrl.knob}
 

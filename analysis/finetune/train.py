@@ -32,6 +32,7 @@ is measured on a fixed-seed subset of `curve_dev_examples` dev examples (None: a
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import resource
@@ -45,10 +46,11 @@ from tqdm.auto import tqdm
 
 import gatecore
 from gatecore.accounting import gated_layers
-from gatecore.methods import SCHEDULES, GATE_METHODS, METHODS, lam_ramp, param_groups, setup_method, warmup_linear_schedule
+from gatecore.methods import SCHEDULES, GATE_METHODS, METHODS, param_groups, setup_method, warmup_linear_schedule
 from gatecore.pooling import pooled_logits
 from gatecore.sparsity_control import SparsityController, correct_removed, removed_asked, removed_got
 from gatecore.tiny import tiny_model
+from gatecore.train import Objective, train_loop
 
 from analysis.data import Split, Task
 from analysis.finetune.batching import epoch_batches
@@ -114,6 +116,11 @@ def subset(enc: Encoded, n: int | None, seed: int = 0) -> Encoded:
     return Encoded([enc.ids[j] for j in idx], [enc.labels[j] for j in idx])
 
 
+def task_loss_fn(pooling: str, num_labels: int):
+    """loss_fn(model, (inputs, labels)) for gatecore.train_loop: the task loss of the pooled logits."""
+    return lambda model, batch: task_loss(pooled_logits(model, batch[0], pooling), batch[1], num_labels)
+
+
 def task_loss(logits, labels, num_labels: int):
     if num_labels == 1:
         return mse_loss(logits.squeeze(-1).float(), torch.tensor(labels, dtype=torch.float, device=logits.device))
@@ -157,6 +164,7 @@ class TrainResult:
     final_keep_target: float | None = None      # the controller's last knob (gate methods)
     removed_asked: float | None = None          # gate methods: 1 - keep
     correction: dict | None = None              # the final exact correction (sparsity_control.correct_removed)
+    objective: dict | None = None               # gate methods: the objective as trained (Objective.as_trained)
 
 
 SPLIT_RANGE_KEYS = ("control_lam_gain", "control_window", "control_lam_max", "control_kd")
@@ -182,50 +190,43 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
                                  kp=cfg.get("control_kp", 1.0), ki=cfg.get("control_ki", 0.2),
                                  every=cfg.get("control_every", 5), freeze=cfg.get("control_freeze", 0.15),
                                  **{k[len("control_"):]: cfg[k] for k in SPLIT_RANGE_KEYS if k in cfg})
-    kurt = {"kurtosis_tau": cfg["kurtosis_tau"]} if cfg.get("kurtosis_tau") is not None else {}
+    objective = Objective(cfg["lam"], cfg["objective"], lam_warmup=cfg["lam_warmup"],
+                          kurtosis_tau=cfg.get("kurtosis_tau")) if ctl is not None else None
     rng = random.Random(cfg["seed"])
     lengths = [len(x) for x in train_enc.ids]
-    res, step, t0, loss_ema = TrainResult(), 0, time.perf_counter(), None
+    res, t0, loss_ema = TrainResult(), time.perf_counter(), None
     model.to(device).train()
     bar = tqdm(total=total, desc=f"{cfg['task']}/{cfg['method']} lr={cfg['lr']:g}", disable=not progress, leave=False)
-    for _ in range(cfg["epochs"]):
-        for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed"))):
-            batch, labels = collate(train_enc, idx, pad_id, device)
-            loss = task_loss(pooled_logits(model, batch, cfg["pooling"]), labels, task.num_labels)
-            if ctl is not None:
-                ramp = lam_ramp(step, total, cfg["lam_warmup"])
-                pen = gatecore.sparsity_penalty(model, cfg["objective"], target=ctl.target_sparsity, **kurt)
-                loss = loss + cfg["lam"] * ctl.lam_scale * ramp * pen
-            value = loss.item()
-            if not math.isfinite(value):  # stop here rather than record NaN results
-                raise FloatingPointError(f"non-finite loss {value} at step {step + 1}/{total} of {cfg['task']}/"
-                                         f"{cfg['method']} (lr={cfg['lr']:g}, seed={cfg['seed']})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            loss_ema = value if loss_ema is None else 0.9 * loss_ema + 0.1 * value
-            if ctl is not None and cfg.get("control"):
-                ctl.update(step, total, removed_got(model))
-            if step in at:
-                t_eval = time.perf_counter()
-                dev_main = evaluate(model, curve_enc, task, cfg["pooling"], pad_id, device)[task.metric]
-                point = {"step": step, "dev_main": dev_main, "loss": loss_ema}
-                if gated:
-                    point.update(removed_fraction=removed_got(model), keep_target=ctl.knob if ctl else None)
-                    if ctl is not None and ctl.split_range:
-                        point.update(lam_scale=ctl.lam_scale)
-                res.curve.append(point)
-                t0 += time.perf_counter() - t_eval  # curve evaluations are not training time
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_ema:.3f}")
+
+    def after(out):
+        nonlocal t0, loss_ema
+        loss_ema = out.loss if loss_ema is None else 0.9 * loss_ema + 0.1 * out.loss
+        if out.step in at:
+            t_eval = time.perf_counter()
+            dev_main = evaluate(model, curve_enc, task, cfg["pooling"], pad_id, device)[task.metric]
+            point = {"step": out.step, "dev_main": dev_main, "loss": loss_ema}
+            if gated:
+                point.update(removed_fraction=removed_got(model), keep_target=ctl.knob if ctl else None)
+                if ctl is not None and ctl.split_range:
+                    point.update(lam_scale=ctl.lam_scale)
+            res.curve.append(point)
+            t0 += time.perf_counter() - t_eval  # curve evaluations are not training time
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss_ema:.3f}")
+
+    epochs = (collate(train_enc, idx, pad_id, device) for _ in range(cfg["epochs"])
+              for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed"))))
+    label = f"{cfg['task']}/{cfg['method']} (lr={cfg['lr']:g}, seed={cfg['seed']})"
+    step = train_loop(model, epochs, task_loss_fn(cfg["pooling"], task.num_labels), opt, scheduler=sched,
+                      objective=objective, controller=ctl, control=bool(cfg.get("control")), total=total,
+                      after=after, label=label).steps
     bar.close()
     res.train_time_s = time.perf_counter() - t0
     res.steps = step
     res.step_time_s = res.train_time_s / max(1, step)
     if gated:
         res.final_keep_target = ctl.knob if ctl else None
+        res.objective = objective.as_trained(ctl).to_dict() if ctl else None
         res.removed_asked = removed_asked(cfg["keep"]) if cfg.get("keep") is not None else None
         if cfg.get("control") and res.removed_asked is not None:
             scores = Scorer(model, task, cfg["pooling"], pad_id, device, val_enc, dev_enc)
@@ -295,20 +296,16 @@ def recover(model, cfg: dict, train_enc: Encoded, task: Task, pad_id: int, devic
     model.to(device).train()
     for g in gates:
         g.eval()  # deterministic eval gates: the pattern the compressed model keeps
-    lengths, losses, step = [len(x) for x in train_enc.ids], [], 0
+    lengths, losses = [len(x) for x in train_enc.ids], []
+
+    def draws():  # epochs of batches, as many as the steps need
+        while True:
+            yield from (collate(train_enc, idx, pad_id, device)
+                        for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed"))))
+
     try:
-        while step < steps:
-            for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed"))):
-                batch, labels = collate(train_enc, idx, pad_id, device)
-                loss = task_loss(pooled_logits(model, batch, cfg["pooling"]), labels, task.num_labels)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-                step += 1
-                if step >= steps:
-                    break
+        train_loop(model, itertools.islice(draws(), steps), task_loss_fn(cfg["pooling"], task.num_labels), opt,
+                   scheduler=sched, total=steps, after=lambda out: losses.append(out.loss), label="recovery")
     finally:
         for g, f in zip(gates, flags):
             g.theta.requires_grad_(f)

@@ -60,7 +60,9 @@ def as_trained_penalty(meta: dict | None, results_dir: Path = FINETUNE_RESULTS) 
     """The sparsity term at the end of training, {lam, objective, target, reg_sigma, kurtosis_tau, source}, from a
     checkpoint's meta (`--penalty as-trained`).
 
-    - meta["penalty"] (what `--train-steps` saves) as it is;
+    - meta["penalty"] (what `--train-steps` saves: gatecore.train.Objective.to_dict()) as it is;
+    - meta["objective"] (a checkpoint saved with a finetuning run's TrainResult.objective: the objective as trained,
+      gatecore.train.Objective.as_trained) as it is;
     - a finetuning-runner checkpoint (meta run_id + config, analysis.finetune): lam, objective, reg_sigma and
       kurtosis_tau from the config; the target from the run's record (results/finetune/*.jsonl, by run_id). The
       runner adds lam * ramp * sparsity_penalty(objective, target = 1 - knob) with the sparsity controller's knob
@@ -70,6 +72,8 @@ def as_trained_penalty(meta: dict | None, results_dir: Path = FINETUNE_RESULTS) 
     meta = meta or {}
     if meta.get("penalty"):
         return dict(meta["penalty"])
+    if meta.get("objective"):
+        return {**meta["objective"], "source": "checkpoint meta: the objective as trained"}
     cfg = meta.get("config") or {}
     if not (meta.get("run_id") and cfg.get("objective")):
         raise ValueError(

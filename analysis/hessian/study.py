@@ -33,6 +33,7 @@ from gatecore.hessian import (MAX_EXACT_N, METHODS, SLQ_PROBES, SLQ_STEPS, TOL, 
                               lanczos, planned_products, products_to_accuracy, report_conditioning, saturated_mask,
                               weight_scaled)
 from gatecore.pooling import pooled_loss
+from gatecore.train import Objective
 
 from .penalty import as_trained_penalty, penalty_fn, penalty_kink
 from .setup import PRESETS, build, encode, read_task
@@ -119,11 +120,11 @@ def _prepare(cfg: HessianConfig, progress: bool):
     model, tok = build(cfg.model, num_labels, method, cfg.targets, r, cfg.seed, kind, cfg.lora_alpha, reg_sigma=cfg.reg_sigma)
     ckpt, training, tmp = cfg.checkpoint, None, None
     if cfg.train_steps and not ckpt:
-        train_spec = dict(lam=cfg.lam, objective="target", target=cfg.target_sparsity, reg_sigma=cfg.reg_sigma)
+        objective = Objective(lam=cfg.lam, objective="target", target=cfg.target_sparsity, reg_sigma=cfg.reg_sigma)
+        train_spec = objective.to_dict()   # saved with the checkpoint: --penalty as-trained reads it back
         tt, tl, _ = read_task(cfg.task, cfg.train_examples, cfg.seed, skip=cfg.examples)   # disjoint from the analysed ones
         losses = train_short(model, pooled_loss(cfg.pooling), encode(tok, tt, tl, cfg.train_batch, cfg.max_length), cfg.train_steps,
-                             cfg.lr_adapter, cfg.lr_head, penalty_fn(**{k: train_spec[k] for k in ("lam", "objective", "target", "reg_sigma")}),
-                             progress)
+                             cfg.lr_adapter, cfg.lr_head, objective, progress)
         if not cfg.save_checkpoint:
             tmp = tempfile.TemporaryDirectory(prefix="hessian-ckpt-")
         ckpt = save_trainable(model, cfg.save_checkpoint or Path(tmp.name) / "trainable.pt", train_steps=cfg.train_steps,

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gatecore.train import lbfgs_minimize
+
 D_OUT, D_IN, N_SAMPLES, RANK = 6, 5, 40, 2
 
 
@@ -156,15 +158,8 @@ def expected_gate_loss(layer, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 def fit(loss_fn, theta0, steps: int = 200) -> torch.Tensor:
     """A stationary point by L-BFGS (float64), so that symmetry zeros are exact to rounding."""
     theta = theta0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([theta], lr=1.0, max_iter=steps, tolerance_grad=1e-13, tolerance_change=0,
-                            history_size=50, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = loss_fn(theta)
-        loss.backward()
-        return loss
-    opt.step(closure)
+    lbfgs_minimize([theta], lambda: loss_fn(theta), lr=1.0, max_iter=steps, tolerance_grad=1e-13, tolerance_change=0,
+                   history_size=50, line_search_fn="strong_wolfe")
     return theta.detach()
 
 

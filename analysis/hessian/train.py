@@ -1,5 +1,6 @@
 """The Hessian study's short training run (`--train-steps`): AdamW on the adapters and the head, the gates with the
-sparsity penalty, before the spectrum of the trained state is taken (docs/design.md §4).
+sparsity objective, before the spectrum of the trained state is taken (docs/design.md §4). The loop is
+gatecore.train_loop's.
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from tqdm.auto import tqdm
 
 from gatecore import Gate
 from gatecore.parameters import head_parameters, ids
+from gatecore.train import Objective, train_loop
 
 
-def train_short(model, loss_fn, batches, steps: int, lr_adapter: float, lr_head: float, penalty=None, progress=True):
-    """AdamW on adapters (+ head), the gates with `penalty`; train mode only on the gates (fresh noise)."""
+def train_short(model, loss_fn, batches, steps: int, lr_adapter: float, lr_head: float,
+                objective: Objective | None = None, progress=True):
+    """AdamW on adapters (+ head), the gates with `objective`'s term (no ramp: lam_warmup 0); train mode only on the
+    gates (fresh noise). Returns the loss of every step."""
     head = ids(head_parameters(model))
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(
@@ -26,13 +30,10 @@ def train_short(model, loss_fn, batches, steps: int, lr_adapter: float, lr_head:
     for g in gates:
         g.train()
     losses = []
-    for step in tqdm(range(steps), desc="short training", disable=not progress, leave=False):
-        loss = loss_fn(model, batches[step % len(batches)])
-        if gates and penalty is not None:
-            loss = loss + penalty(model)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    bar = tqdm(total=steps, desc="short training", disable=not progress, leave=False)
+    train_loop(model, (batches[step % len(batches)] for step in range(steps)), loss_fn, opt,
+               objective=objective if gates else None, total=steps,
+               after=lambda out: losses.append(out.loss) or bar.update(1), label="short training")
+    bar.close()
     model.eval()
     return losses

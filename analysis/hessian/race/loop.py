@@ -1,5 +1,5 @@
-"""The race's optimizer loop: AdamW with a linear warm-up on the adapters (and the head when it trains), the gates
-with fresh noise each forward, the eval loss every few steps."""
+"""The race's optimizer loop (gatecore.train_loop): AdamW with a linear warm-up on the adapters (and the head when
+it trains), the gates with fresh noise each forward, the eval loss every few steps."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 
 from gatecore import Gate
 from gatecore.parameters import head_parameters, ids
+from gatecore.train import train_loop
 
 
 @torch.no_grad()
@@ -46,23 +47,21 @@ def race(
     steps, losses, train = [0], [eval_loss(model, eval_set, loss_fn)], []
     diverged = None
     t = time.perf_counter()
-    for step, b in enumerate(batches, start=1):
-        gates_train(model)
-        loss = loss_fn(model, b)
-        if not torch.isfinite(loss):
-            diverged = step
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        train.append(loss.item())
-        if step % eval_every == 0 or step == len(batches):
-            steps.append(step)
+
+    def after(out) -> bool:
+        nonlocal diverged
+        train.append(out.loss)
+        if out.step % eval_every == 0 or out.step == len(batches):
+            steps.append(out.step)
             losses.append(eval_loss(model, eval_set, loss_fn))
             if not math.isfinite(losses[-1]):
-                diverged = step
-                break
+                diverged = out.step
+                return True
+        return False
+
+    end = train_loop(model, batches, loss_fn, opt, scheduler=sched, before=lambda step: gates_train(model),
+                     after=after, stop_on_nonfinite=True, label="race")
+    diverged = end.diverged_at or diverged
     model.eval()
     return {
         "steps": steps,

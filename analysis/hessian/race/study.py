@@ -14,6 +14,7 @@ from torch import nn
 from analysis.constants import ROOT, repo_path
 from analysis.provenance import provenance, write_json
 from gatecore.pooling import pooled_logits, pooled_loss
+from gatecore.train import lbfgs_minimize
 
 from ..setup import PRESETS, build, encode, read_task
 from .batches import digest, eval_batches, make_batches
@@ -42,8 +43,9 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, num_labels: int, l2: float, iters
     head = nn.Linear(x.shape[1], num_labels).to(x.dtype)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    opt = torch.optim.LBFGS(
+    lbfgs_minimize(
         head.parameters(),
+        lambda: nn.functional.cross_entropy(head(x), y) + 0.5 * l2 * head.weight.pow(2).sum(),
         lr=1,
         max_iter=iters,
         tolerance_grad=1e-9,
@@ -51,14 +53,6 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, num_labels: int, l2: float, iters
         history_size=20,
         line_search_fn="strong_wolfe",
     )
-
-    def closure():
-        opt.zero_grad()
-        loss = nn.functional.cross_entropy(head(x), y) + 0.5 * l2 * head.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
     with torch.no_grad():
         logits = head(x)
         summary = {
