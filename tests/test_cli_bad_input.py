@@ -81,7 +81,7 @@ ROWS = [
     ("not an integer", {"--epochs": ["abc"]}, [], r"argument --epochs: invalid int value: 'abc'"),
     ("unknown method", {"--methods": ["gatez"]}, [], r"argument --methods: invalid choice: 'gatez' \(choose from .*full.*gates\+lora"),
     ("unknown option", {}, ["--kep", "0.5"], r"unrecognized arguments: --kep 0\.5"),
-    ("unknown protocol", {}, ["--protocol", "gpu"], r"argument --protocol: invalid choice: 'gpu' \(choose from"),
+    ("unknown protocol", {}, ["--protocol", "tpu"], r"argument --protocol: invalid choice: 'tpu' \(choose from"),
     ("negative lr", {}, ["--lr", "-0.001"], r"--lr must be a positive finite number in \(0, inf\), got -0\.001"),
     ("zero gate lr", {}, ["--gate-lr", "0"], r"--gate-lr must be a positive finite number in \(0, inf\), got 0\.0"),
     ("nan lam", {}, ["--lam", "nan"], r"--lam must be a finite number in \[0, inf\), got nan"),
@@ -103,6 +103,7 @@ ROWS = [
      r"--methods lora on --model tiny-bert: LoRA rank r .* must be a positive integer in \[1, 16\], got 100"),
     ("no GPU here", {}, ["--device", "cuda"], r"--device cuda: this machine has 0 CUDA device\(s\)"),
     ("not a device", {}, ["--device", "gpu0"], r"--device: 'gpu0' is not a torch device"),
+    ("missing root folder", {}, ["--root", "{tmp}/nowhere"], r"--root .*nowhere: folder not found"),
 ]
 
 

@@ -18,8 +18,10 @@ Per protocol file <p> (e.g. cpu, convergence-check, cpu-converged) it writes:
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.cli import add_options, from_args, option
 from analysis.constants import FIGURES, REFERENCE_METHODS, RESULTS
 from analysis.finetune import curves, tables
 from analysis.finetune.plotting import (GATE_COLORS, REF_STYLE, TITLE_TAGS, heatmap, kept_fractions, metric, save, setting,
@@ -178,12 +180,17 @@ def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
     return [m for m in made if m is not None]
 
 
+@dataclass(frozen=True)
+class FiguresConfig:
+    results: Path = option(RESULTS, "folder holding finetune/*.jsonl")
+    figures: Path = option(FIGURES, "where the PNGs go")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--results", type=Path, default=RESULTS, help="folder holding finetune/*.jsonl (default: results/)")
-    ap.add_argument("--figures", type=Path, default=FIGURES, help="where the PNGs go (default: figures/)")
-    args = ap.parse_args(argv)
-    for path in make_figures(args.results, args.figures):
+    add_options(ap, FiguresConfig)
+    cfg = from_args(FiguresConfig, ap.parse_args(argv))
+    for path in make_figures(cfg.results, cfg.figures):
         print(path)
     return 0
 

@@ -27,7 +27,7 @@ from analysis.finetune.config import (DEFAULT_EPOCHS, GRID_FROM, GRIDS, KURTOSIS
 from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
 from analysis.finetune.runner import needs_search, run_spec, spec_task
 from analysis.finetune.schedule import Job, run_jobs
-from analysis.finetune.validate import ArgumentParser, cli, validate
+from analysis.finetune.validate import ArgumentParser, cli, model_source, validate
 from analysis.provenance import append_jsonl, read_jsonl
 
 
@@ -47,10 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     task_train_examples, lr_grids come from --protocol)."""
     ap = ArgumentParser(prog="python -m analysis.finetune", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    opt = ap.add_argument
+    add_options(ap)
+    return ap
+
+
+def add_options(ap: argparse.ArgumentParser, skip=()) -> None:
+    """SweepConfig's options on `ap`, but the flags in `skip` (a driver that gives them another meaning);
+    their defaults are SweepConfig's."""
+    def opt(*names, **kw):
+        if names[0] not in skip:
+            ap.add_argument(*names, **kw)
     opt("--protocol", choices=sorted(PROTOCOLS), help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu --tasks RTE runs its RTE part")
     opt("--out", type=Path, help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")
     opt("--model", help="model name/folder, or tiny-bert for a random tiny model")
+    opt("--root", help="folder a relative --model folder is read from (a GPU bundle: run ids keep the relative path)")
     opt("--tasks", nargs="+", help="GLUE names (SST-2, MRPC, RTE, CoLA, STS-B), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
     opt("--methods", nargs="+", choices=METHODS, help="methods to run")
     opt("--seeds", nargs="+", type=int, help="seeds")
@@ -106,7 +116,6 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--quiet", action="store_true", help="no per-run progress bars")
     opt("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error")
     ap.set_defaults(**defaults())
-    return ap
 
 
 def parse_args(argv=None) -> SweepConfig:
@@ -128,17 +137,17 @@ def task_sizes(cfg: SweepConfig, specs) -> dict:
     for s in specs:
         if s["task"] not in out:
             t = spec_task(s, cfg)
-            out[s["task"]] = (len(t.train), len(t.val), len(t.dev), mean_tokens(s, t))
+            out[s["task"]] = (len(t.train), len(t.val), len(t.dev), mean_tokens(s, t, cfg.root))
     return out
 
 
-def mean_tokens(spec: dict, task, n: int = 500) -> float:
+def mean_tokens(spec: dict, task, root: str | None = None, n: int = 500) -> float:
     from analysis.finetune.train import Encoded, encode, subset
     tok = None
     if not spec["model"].startswith("tiny-"):
         from transformers import AutoTokenizer
         from gatecore.pretrained import resolve_model
-        tok = AutoTokenizer.from_pretrained(resolve_model(spec["model"]))
+        tok = AutoTokenizer.from_pretrained(resolve_model(model_source(spec["model"], root)))
     sample = subset(Encoded(list(range(len(task.train))), list(task.train.labels)), n)  # a fixed-seed sample
     texts = [task.train.texts[i] for i in sample.ids]
     ids = encode(tok, type(task.train)(texts, [0] * len(texts)), spec["max_len"]).ids
@@ -211,12 +220,13 @@ def choices_path(cfg: SweepConfig) -> Path:
     return Path(cfg.choices_from) if Path(cfg.choices_from).suffix else cfg.out.parent / f"{cfg.choices_from}.jsonl"
 
 
-def run_sweep(cfg: SweepConfig) -> Path:
+def run_sweep(cfg: SweepConfig, extra: dict | None = None) -> Path:
     """Run (or with dry_run, plan) every run of the sweep not yet in its results file; returns that file.
     A run marked to train another run's choice (later seeds: the first seed's; with grids_from_first_keep, other
     gate variants: the first keep target's) waits for that run: it runs in a later wave of the same call (or of
     a later call, if the first is cut short by --max-runs). A recorded run whose choice sits at an edge the grid
-    rule would extend is searched further, reusing its recorded points, and its record is replaced."""
+    rule would extend is searched further, reusing its recorded points, and its record is replaced. `extra`: fields
+    added to every record this call writes (the GPU driver: the bundle the runs came from)."""
     cfg = resolve(cfg)
     validate(cfg)  # everything, the data included, before anything is scheduled or written
     torch.set_num_threads(cfg.threads)
@@ -233,12 +243,16 @@ def run_sweep(cfg: SweepConfig) -> Path:
         return cfg.out
     errors = cfg.out.with_name(cfg.out.stem + ".errors.jsonl")
     failed, left = [], cfg.max_runs
+
+    def annotate(rec):  # `keys` of the current wave
+        rec.update(extra or {})
+        if keys.get(rec["run_id"]):
+            rec["spec_key"] = keys[rec["run_id"]]
     while (todo or extend) and (left is None or left > 0):
         sizes = task_sizes(cfg, todo + [s for s, _ in extend])
         jobs = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, cfg, None)) for s in todo]
         jobs += [Job(run_id(s), run_cost(s, sizes[s["task"]][0]) / grid_size(s), (s, cfg, rec), replace=True)
                  for s, rec in extend]
-        annotate = lambda rec: rec.update(spec_key=keys[rec["run_id"]]) if keys.get(rec["run_id"]) else None  # noqa: E731
         failed += run_jobs(jobs, run_spec, cfg.out, cfg.workers, cfg.threads, cfg.device, errors_file=errors,
                            max_runs=left, annotate=annotate)
         left = None if left is None else left - min(left, len(jobs))

@@ -158,6 +158,14 @@ def check_device(device) -> None:
             raise ConfigError(f"--device {device}: no {dev.type} device here; use --device cpu")
 
 
+def model_source(model: str, root: str | None) -> str:
+    """What a spec's model is loaded from: a relative folder under `root` when one is given (a GPU bundle: the spec,
+    hence the run id, keeps the path relative to the bundle, wherever it lies), else the model as named."""
+    if root is None or model.startswith("tiny-"):
+        return model
+    return str(Path(root).expanduser() / model)
+
+
 def check_model(cfg) -> None:
     """The model exists here (a folder, the offline model, tiny-<kind>, or a hub id when online) and every method
     can be set up on it with these options: built on the meta device from its config, no weights read."""
@@ -167,7 +175,7 @@ def check_model(cfg) -> None:
     if tiny and cfg.model[5:] not in TINY_KINDS:
         raise ConfigError(f"--model {cfg.model}: expected one of {', '.join('tiny-' + k for k in TINY_KINDS)}")
     try:  # the path first: transformers takes seconds to import
-        path = None if tiny else resolve_model(cfg.model)
+        path = None if tiny else resolve_model(model_source(cfg.model, cfg.root))
         from transformers import AutoConfig, AutoModelForSequenceClassification
         mcfg = tiny_config(cfg.model[5:], num_labels=2) if tiny else AutoConfig.from_pretrained(path, num_labels=2)
     except (OSError, ValueError, TypeError) as e:  # FileNotFoundError: a missing folder, or offline with a hub id
@@ -193,6 +201,8 @@ def validate(cfg) -> None:
     check_options(cfg)
     if cfg.out is not None and Path(cfg.out).is_dir():
         raise ConfigError(f"--out {cfg.out}: is a folder; expected a results file (.jsonl)")
+    if cfg.root is not None and not Path(cfg.root).expanduser().is_dir():
+        raise ConfigError(f"--root {cfg.root}: folder not found")
     if cfg.glue_dir is not None and not Path(cfg.glue_dir).expanduser().is_dir():
         raise ConfigError(f"--glue-dir {cfg.glue_dir}: folder not found")
     if cfg.checkpoint_dir and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
