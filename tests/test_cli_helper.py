@@ -11,6 +11,7 @@ from analysis.bench.batching import BatchingBenchConfig
 from analysis.bench.kurtosis import KurtosisBenchConfig
 from analysis.bench.sizes import SizesConfig
 from analysis.cli import add_options, from_args, option, to_argv
+from analysis.decoder.demo import DemoConfig
 from analysis.finetune.figures import FiguresConfig
 
 
@@ -37,7 +38,7 @@ def test_round_trip_keeps_types():
 
 
 @pytest.mark.parametrize("cls, items", [(SizesConfig, {"sparsity": float}), (KurtosisBenchConfig, None),
-                                        (BatchingBenchConfig, None), (FiguresConfig, None)])
+                                        (BatchingBenchConfig, None), (FiguresConfig, None), (DemoConfig, None)])
 def test_converted_commands_default_to_their_config(cls, items):
     got, ap = parse(cls, [], items)
     assert got == cls()
