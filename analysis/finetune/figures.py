@@ -24,8 +24,18 @@ from pathlib import Path
 from analysis.cli import add_options, from_args, option
 from analysis.constants import FIGURES, REFERENCE_METHODS, RESULTS
 from analysis.finetune import curves, tables
-from analysis.finetune.plotting import (GATE_COLORS, REF_STYLE, TITLE_TAGS, heatmap, kept_fractions, metric, save, setting,
-                                        subplot_grid, trivial_line)
+from analysis.finetune.plotting import (
+    GATE_COLORS,
+    REF_STYLE,
+    TITLE_TAGS,
+    heatmap,
+    kept_fractions,
+    metric,
+    save,
+    setting,
+    subplot_grid,
+    trivial_line,
+)
 from analysis.finetune.results import Protocol, load_protocols
 from analysis.finetune.stats import baselines
 
@@ -33,7 +43,7 @@ CURVE_KEEP = 0.7  # the gate setting shown in (c): the keep target closest to th
 
 
 def _gate_labels(p: Protocol) -> list[str]:
-    return [l for l in p.labels if any(c.label == l and c.is_gates for c in p.cells)]
+    return [lab for lab in p.labels if any(c.label == lab and c.is_gates for c in p.cells)]
 
 
 def _panels(p: Protocol) -> list[tuple[str, callable]]:
@@ -50,7 +60,7 @@ def plot_tradeoff(p: Protocol, path: Path, base: dict) -> Path:
     fig, axes = subplot_grid(len(panels))
     for ax, (title, get) in zip(axes, panels):
         trivial_line(ax, tables.glue_average_baseline(p, base) if title == tables.average_name(p) else base.get(title))
-        for label in [l for l in p.labels if l.split()[0] in REFERENCE_METHODS]:
+        for label in [lab for lab in p.labels if lab.split()[0] in REFERENCE_METHODS]:
             c = get(label)
             if c is None or not c.dev:
                 continue
@@ -87,7 +97,8 @@ def plot_params(p: Protocol, path: Path) -> Path:
         for label in p.labels:
             cells = [c for c in (get(label, k) for k in p.keeps(label)) if c is not None and c.dev]
             for j, c in enumerate(cells):
-                color = REF_STYLE[c.method][0] if not c.is_gates else GATE_COLORS[gate_labels.index(label) % len(GATE_COLORS)]
+                color = (GATE_COLORS[gate_labels.index(label) % len(GATE_COLORS)] if c.is_gates
+                         else REF_STYLE[c.method][0])
                 ax.errorbar([c.trainable], [c.mean()], yerr=[c.std()], marker="s" if c.is_gates else "o", ms=5,
                             capsize=2, color=color, alpha=1.0 if not c.is_gates else 0.4 + 0.6 * (j + 1) / len(cells),
                             label=label if j == 0 else None)
@@ -110,7 +121,8 @@ def _curve_cell(p: Protocol, task: str):
 
 def plot_layers(p: Protocol, path: Path) -> Path | None:
     """(c) heatmap per task: kept fraction of rows / columns by module type (y) and layer (x)."""
-    shown = [(t, c) for t in p.tasks if (c := _curve_cell(p, t)) is not None and any(r.get("layers") for r in c.records)]
+    shown = [(t, c) for t in p.tasks
+             if (c := _curve_cell(p, t)) is not None and any(r.get("layers") for r in c.records)]
     if not shown:
         print(f"finetune figures [{p.name}]: no per-layer gate records; skipping (c)")
         return None
@@ -119,7 +131,8 @@ def plot_layers(p: Protocol, path: Path) -> Path | None:
         names, _, grid = kept_fractions(c.records)
         heatmap(ax, grid, names, f"{task}: {c.label}, keep {c.keep:g}\n{100 * c.mean('removed_fraction'):.0f}% "
                                  f"gated weights removed, {len(c.records)} seed(s)")
-    return save(fig, path, f"(c) Per-layer kept fraction of rows and columns (eval gates), mean over seeds\n{setting(p)}")
+    return save(fig, path,
+                f"(c) Per-layer kept fraction of rows and columns (eval gates), mean over seeds\n{setting(p)}")
 
 
 def protocol_section(p: Protocol, base: dict) -> list[str]:
@@ -165,7 +178,8 @@ def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
     results_dir, figures_dir = Path(results_dir), Path(figures_dir)
     protocols = load_protocols(results_dir)
     if not protocols:
-        print(f"finetune figures: no records in {results_dir / 'finetune'}/*.jsonl; skipping (run python -m analysis.finetune first)")
+        print(f"finetune figures: no records in {results_dir / 'finetune'}/*.jsonl; "
+              "skipping (run python -m analysis.finetune first)")
         return []
     bases = {p.name: baselines(p) for p in protocols}
     tables_dir = Path(table_dir or results_dir)

@@ -19,20 +19,32 @@ from pathlib import Path
 
 import torch
 
-from gatecore.methods import METHODS, SCHEDULES
-from gatecore.penalty import KINDS
-
-from analysis.finetune.config import (DEFAULT_EPOCHS, GRID_FROM, GRIDS, KURTOSIS_TAU, SweepConfig, defaults,
-                                      expand, frozen, inherit_choices, resolve, run_id, take_choices)
+from analysis.finetune.config import (
+    DEFAULT_EPOCHS,
+    GRID_FROM,
+    GRIDS,
+    KURTOSIS_TAU,
+    SweepConfig,
+    defaults,
+    expand,
+    frozen,
+    inherit_choices,
+    resolve,
+    run_id,
+    take_choices,
+)
 from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
 from analysis.finetune.runner import needs_search, run_spec, spec_task
 from analysis.finetune.schedule import Job, run_jobs
 from analysis.finetune.validate import ArgumentParser, cli, model_source, validate
 from analysis.provenance import append_jsonl, read_jsonl
+from gatecore.methods import METHODS, SCHEDULES
+from gatecore.penalty import KINDS
 
 
 def summary(records: list[dict]) -> str:
-    rows = [f"{'task':<16} {'method':<11} {'keep':>5} {'bias':>5} {'lr':>8} {'val':>6} {'dev':>6} {'removed':>8} {'asked':>6} {'trainable':>10}"]
+    rows = [f"{'task':<16} {'method':<11} {'keep':>5} {'bias':>5} {'lr':>8} {'val':>6} {'dev':>6} {'removed':>8} "
+            f"{'asked':>6} {'trainable':>10}"]
     for r in records:
         c = r["config"]
         rows.append(f"{c['task']:<16} {c['method']:<11} {c.get('keep', ''):>5} {str(c.get('bias', '')):>5} "
@@ -57,8 +69,11 @@ def add_options(ap: argparse.ArgumentParser, skip=()) -> None:
     def opt(*names, **kw):
         if names[0] not in skip:
             ap.add_argument(*names, **kw)
-    opt("--protocol", choices=sorted(PROTOCOLS), help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu --tasks RTE runs its RTE part")
-    opt("--out", type=Path, help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")
+    opt("--protocol", choices=sorted(PROTOCOLS),
+        help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu --tasks RTE runs "
+             "its RTE part")
+    opt("--out", type=Path,
+        help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")
     opt("--model", help="model name/folder, or tiny-bert for a random tiny model")
     opt("--root", help="folder a relative --model folder is read from (a GPU bundle: run ids keep the relative path)")
     opt("--tasks", nargs="+", help="GLUE names (SST-2, MRPC, RTE, CoLA, STS-B), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
@@ -68,23 +83,41 @@ def add_options(ap: argparse.ArgumentParser, skip=()) -> None:
     opt("--head-lr", type=float, help="lr of the fresh task head (all methods but head)")
     opt("--gate-lr", nargs="+", type=float, help="lr grid of the gate parameters, searched on val")
     opt("--lam", nargs="+", type=float, help="sparsity weight grid searched on val")
-    opt("--keep", nargs="+", type=float, help="keep targets, one run each (bias on): the kept fraction of the gated weights, i.e. removed_asked = 1 - keep, for every objective")
+    opt("--keep", nargs="+", type=float,
+        help="keep targets, one run each (bias on): the kept fraction of the gated weights, i.e. "
+             "removed_asked = 1 - keep, for every objective")
     opt("--no-bias-keep", nargs="*", type=float, help="keep targets of extra gate runs without bias training")
-    opt("--kurtosis-keep", nargs="*", type=float, help="keep targets of extra gate runs (bias on) with the paper's kurtosis-weighted target objective")
-    opt("--kurtosis-tau", type=float, help="kurtosis weighting tau of the penalty of every gate run (default: off; --kurtosis-keep runs use %g)" % KURTOSIS_TAU)
+    opt("--kurtosis-keep", nargs="*", type=float,
+        help="keep targets of extra gate runs (bias on) with the paper's kurtosis-weighted target objective")
+    opt("--kurtosis-tau", type=float,
+        help="kurtosis weighting tau of the penalty of every gate run (default: off; --kurtosis-keep runs use "
+             "%g)" % KURTOSIS_TAU)
     opt("--objective", choices=KINDS, help="sparsity objective (docs/design.md §1)")
     opt("--lam-warmup", type=float, help="fraction of steps over which lam ramps up from 0")
     opt("--sigma", type=float, help="gate forward-noise scale")
     opt("--reg-sigma", type=float, help="scale inside the regulariser's Phi")
-    opt("--control", action=argparse.BooleanOptionalAction, help="steer the eval-gate removed fraction to the request, exactly at the end (gatecore/sparsity_control.py)")
-    opt("--split-range", action=argparse.BooleanOptionalAction, help="the controller raises lam where the knob alone cannot reach the request")
-    opt("--recovery", type=float, help="after a final correction that changed > 1%% of the gates: train this fraction of the run's steps more with the gate pattern frozen (0 = never)")
+    opt("--control", action=argparse.BooleanOptionalAction,
+        help="steer the eval-gate removed fraction to the request, exactly at the end "
+             "(gatecore/sparsity_control.py)")
+    opt("--split-range", action=argparse.BooleanOptionalAction,
+        help="the controller raises lam where the knob alone cannot reach the request")
+    opt("--recovery", type=float,
+        help="after a final correction that changed > 1%% of the gates: train this fraction of the run's steps "
+             "more with the gate pattern frozen (0 = never)")
     opt("--schedule", choices=list(SCHEDULES), help="lr after the 6%% warm-up: linear decay to 0, or constant")
-    opt("--extend-grids", action=argparse.BooleanOptionalAction, help="the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound (analysis/gridsearch.py)")
-    opt("--grids-from-first-keep", action=argparse.BooleanOptionalAction, help="other gate variants (keep targets, no bias) train the lrs the first --keep run chose")
-    opt("--choices-from", help="results file (a name in results/finetune/ or a path) whose first-seed lr choices these runs train instead of searching")
-    opt("--reuse", nargs="*", help="results files (names in results/finetune/ or paths) whose records of identical runs are copied instead of rerun")
-    opt("--bucketed", action=argparse.BooleanOptionalAction, help="length-bucketed training batches (analysis/finetune/batching.py)")
+    opt("--extend-grids", action=argparse.BooleanOptionalAction,
+        help="the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound "
+             "(analysis/gridsearch.py)")
+    opt("--grids-from-first-keep", action=argparse.BooleanOptionalAction,
+        help="other gate variants (keep targets, no bias) train the lrs the first --keep run chose")
+    opt("--choices-from",
+        help="results file (a name in results/finetune/ or a path) whose first-seed lr choices these runs train "
+             "instead of searching")
+    opt("--reuse", nargs="*",
+        help="results files (names in results/finetune/ or paths) whose records of identical runs are copied "
+             "instead of rerun")
+    opt("--bucketed", action=argparse.BooleanOptionalAction,
+        help="length-bucketed training batches (analysis/finetune/batching.py)")
     opt("--epochs", type=int, help=f"training epochs (default: the protocol's per task, else {DEFAULT_EPOCHS})")
     opt("--batch-size", type=int, help="training batch size")
     opt("--max-len", type=int, help="max tokens per example (pairs truncated together)")
@@ -95,7 +128,8 @@ def add_options(ap: argparse.ArgumentParser, skip=()) -> None:
     opt("--lora-r", type=int, help="LoRA rank")
     opt("--lora-alpha", type=float, help="LoRA alpha")
     opt("--curve-points", type=int, help="dev evaluations during training (the curve)")
-    opt("--curve-dev-examples", type=int, help="fixed-seed dev subset of the curve (0 = all of dev); the end uses all of dev")
+    opt("--curve-dev-examples", type=int,
+        help="fixed-seed dev subset of the curve (0 = all of dev); the end uses all of dev")
     opt("--checkpoint-dir", help="trainable-state checkpoints ('' = none)")
     opt("--glue-dir", help="GLUE folder (default: $GLUE_DIR or data/glue)")
     opt("--data", help="folder of train/dev CSV/TSV files (task 'csv')")
@@ -146,6 +180,7 @@ def mean_tokens(spec: dict, task, root: str | None = None, n: int = 500) -> floa
     tok = None
     if not spec["model"].startswith("tiny-"):
         from transformers import AutoTokenizer
+
         from gatecore.pretrained import resolve_model
         tok = AutoTokenizer.from_pretrained(resolve_model(model_source(spec["model"], root)))
     sample = subset(Encoded(list(range(len(task.train))), list(task.train.labels)), n)  # a fixed-seed sample
@@ -233,7 +268,8 @@ def run_sweep(cfg: SweepConfig, extra: dict | None = None) -> Path:
     specs = expand(cfg)
     todo, extend, waiting, keys, _ = plan(cfg, specs)
     print(f"{len(specs)} runs, {len(specs) - len(todo) - len(waiting)} already in {cfg.out}, "
-          f"{len(todo) + len(waiting)} to do" + (f" ({len(waiting)} wait for their source's grid choice)" if waiting else "")
+          f"{len(todo) + len(waiting)} to do"
+          + (f" ({len(waiting)} wait for their source's grid choice)" if waiting else "")
           + (f", {len(extend)} recorded runs whose grid the rule extends" if extend else ""))
     if cfg.dry_run:  # a waiting run trains one grid point: its first one stands in for the cost
         stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items() if k != GRID_FROM} for s in waiting]

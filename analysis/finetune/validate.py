@@ -19,14 +19,13 @@ from pathlib import Path
 
 import torch
 
+from analysis.data import DataError, load_task, task_key
+from analysis.finetune.protocols import PROTOCOLS
 from gatecore.checks import check_bool, check_int, check_positive, check_real
 from gatecore.methods import GATE_METHODS, METHODS, SCHEDULES, setup_method
 from gatecore.penalty import KINDS
 from gatecore.pretrained import resolve_model
 from gatecore.tiny import TINY_KINDS, tiny_config
-
-from analysis.data import DataError, load_task, task_key
-from analysis.finetune.protocols import PROTOCOLS
 
 POOLINGS = ("mean", "cls")
 MIN_LEN = 4  # tokens: the special tokens of a sentence pair and one of text
@@ -126,7 +125,8 @@ def check_options(cfg) -> None:
         raise ConfigError(f"--kurtosis-tau weights the paper's `target` objective only; set --objective target "
                           f"(got {cfg.objective!r})")
     if set(methods) & set(GATE_METHODS) and not (cfg.keep or cfg.no_bias_keep or cfg.kurtosis_keep):
-        raise ConfigError("--keep: gate methods need at least one keep target (--keep, --no-bias-keep or --kurtosis-keep)")
+        raise ConfigError("--keep: gate methods need at least one keep target "
+                          "(--keep, --no-bias-keep or --kurtosis-keep)")
     kinds = [task_key(t) for t in cfg.tasks]
     if "csv" in kinds and not cfg.data:
         raise ConfigError("--data: task csv needs a folder of train/dev CSV/TSV files (--data DIR)")
@@ -206,7 +206,8 @@ def validate(cfg) -> None:
     if cfg.glue_dir is not None and not Path(cfg.glue_dir).expanduser().is_dir():
         raise ConfigError(f"--glue-dir {cfg.glue_dir}: folder not found")
     if cfg.checkpoint_dir and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
-        raise ConfigError(f"--checkpoint-dir {cfg.checkpoint_dir}: is a file; expected a folder ('' for no checkpoints)")
+        raise ConfigError(f"--checkpoint-dir {cfg.checkpoint_dir}: is a file; "
+                          "expected a folder ('' for no checkpoints)")
     if not cfg.dry_run:  # a plan may be made on another machine than the run
         check_device(cfg.device)
     for task in cfg.tasks:
