@@ -18,8 +18,8 @@ runs name that folder relative to the bundle (the sweep's `root` is the bundle),
 on where the bundle lies, and the working directory is never changed (a relative --out is relative to it).
 
 Time: the target is about 8 minutes on one H200. `--dry-run` prints the plan's training steps (every point
-of the lr/lam grids before the grid rule extends any): ~1.4e5 at the time of writing, so it needs ~290
-steps/s over all workers (~24 per worker at 12 workers, batch 32). That rate is NOT measured: no GPU was
+of the lr/lam grids before the grid rule extends any): 125,664 at the time of writing, so it needs ~260
+steps/s over all workers (~22 per worker at 12 workers, batch 32). That rate is NOT measured: no GPU was
 available when this kit was written. The progress bar prints an ETA from the steps done; if it is far
 over, the levers are MPS (`nvidia-cuda-mps-control -d`), more `--workers`, `--batch-size 64`, or
 `--train-examples` (a subset). `--tiny` runs two runs on a few examples (tests, or a first check on the host).
