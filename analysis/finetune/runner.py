@@ -20,17 +20,17 @@ from pathlib import Path
 import torch
 
 import gatecore
+from gatecore import sparsity_control
+from gatecore.methods import GATE_METHODS
+
 from analysis.data import Task, load_task
 from analysis.finetune.config import SweepConfig, run_id
 from analysis.finetune.train import build_model, encode, evaluate, measured_keep, peak_mem_mb, train
 from analysis.finetune.validate import model_source
 from analysis.gridsearch import FACTOR, MAX_STEPS, coordinate_search, point_key
 from analysis.provenance import ROOT, append_jsonl, provenance, read_jsonl
-from gatecore import sparsity_control
-from gatecore.methods import GATE_METHODS
 
 BENCH_BATCH, BENCH_LEN, BENCH_REPEATS = 32, 128, 5  # speedup: dense vs compressed forward, same process
-LAYER_KEYS = ("name", "out_features", "in_features", "rows_kept", "cols_kept")  # of each gated layer in a record
 
 
 def spec_task(spec: dict, cfg: SweepConfig) -> Task:
@@ -66,8 +66,7 @@ def compressed_info(model, spec, task, dev_enc, pad_id, device, gated_dev: dict,
             "dev_main": dev[task.metric], "dev": dev, "matches_gated": dev == gated_dev, "size": size.as_dict(),
             "speedup_cpu": None, "bench": None}
     if dev != gated_dev:  # the invariant of docs/design.md §3; a float32 near-tie can flip a prediction
-        print(f"warning: compressed dev {dev} != gated dev {gated_dev} ({spec['task']}, {spec['method']})",
-              file=sys.stderr)
+        print(f"warning: compressed dev {dev} != gated dev {gated_dev} ({spec['task']}, {spec['method']})", file=sys.stderr)
     if bench:
         dense, _ = build_model({**spec, "method": "head"}, task.num_labels)
         info["bench"] = measure_speedup(dense, compressed, batch=BENCH_BATCH, seq=seq, repeats=BENCH_REPEATS,
@@ -114,8 +113,7 @@ def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: 
         point = {k: v for k, v in spec.items() if not k.endswith("_grid")} | p
         model, tok = build_model(point | weights, task.num_labels)
         pad = tok.pad_token_id if tok is not None else model.config.pad_token_id
-        enc = {k: encode(tok, getattr(task, k), point["max_len"], model.config.vocab_size)
-               for k in ("train", "val", "dev")}
+        enc = {k: encode(tok, getattr(task, k), point["max_len"], model.config.vocab_size) for k in ("train", "val", "dev")}
         res = train(model, point, task, enc["train"], enc["dev"], pad, device, cfg.curve_points, progress, enc["val"])
         entry = {"lr": point["lr"], "lam": point.get("lam"),
                  "val_main": evaluate(model, enc["val"], task, point["pooling"], pad, device)[task.metric]}
@@ -164,7 +162,8 @@ def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: 
         report = gatecore.gate_report(model)
         rec.update(removed_fraction=report.removed_fraction, final_keep_target=res.final_keep_target,
                    removed_asked=res.removed_asked, removed_got=report.removed_fraction, correction=res.correction,
-                   layers=[{k: getattr(layer, k) for k in LAYER_KEYS} for layer in report.layers])
+                   layers=[{k: getattr(layer, k) for k in ("name", "out_features", "in_features", "rows_kept", "cols_kept")}
+                           for layer in report.layers])
         if cfg.compress:
             rec["compressed"] = compressed_info(model, point | weights, task, enc["dev"], pad, device, dev, cfg.bench)
     if point["method"] != "full" and cfg.checkpoint_dir:
