@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import fields
+from pathlib import Path
 
-SCALARS = {"int": int, "float": float}
+SCALARS = {"int": int, "float": float, "Path": Path}  # by annotation (a string: `from __future__ import annotations`)
 
 
 def option(default, help_: str):
@@ -17,9 +18,14 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def scalar(annotation: str):
+    """The argparse type of a field annotated `T` or `T | None` (int, float, Path; anything else: str)."""
+    return SCALARS.get(annotation.removesuffix(" | None"), str)
+
+
 def add_options(ap: argparse.ArgumentParser, cls, choices: dict | None = None, items: dict | None = None) -> None:
     """One flag per field of `cls`: bool -> store_true, tuple -> nargs='+' of `items[name]` (default str),
-    int/float/str -> one value; `choices[name]` restricts the values."""
+    int/float/Path/str (or None) -> one value; `choices[name]` restricts the values."""
     choices, items = choices or {}, items or {}
     for f in fields(cls):
         name, help_ = flag(f.name), f.metadata["help"] + " (default: %(default)s)"
@@ -29,7 +35,7 @@ def add_options(ap: argparse.ArgumentParser, cls, choices: dict | None = None, i
             ap.add_argument(name, nargs="+", type=items.get(f.name, str), default=list(f.default),
                             choices=choices.get(f.name), help=help_)
         else:
-            ap.add_argument(name, type=SCALARS.get(f.type, str), default=f.default, choices=choices.get(f.name), help=help_)
+            ap.add_argument(name, type=scalar(f.type), default=f.default, choices=choices.get(f.name), help=help_)
 
 
 def from_args(cls, args: argparse.Namespace):

@@ -50,10 +50,12 @@ ROWS = [
     # the cases of issue 28's "Why", in its order
     ("missing label column", {"--label-col": ["stars"]}, [],
      r"good/train\.csv, line 1: expected a header with columns \['stars'\], got \['text', 'label'\]"),
-    ("ragged row", {"--data": ["{ragged}"]}, [], r"ragged/train\.csv, line 3: expected 2 columns as in the header, got 3"),
+    ("ragged row", {"--data": ["{ragged}"]}, [],
+     r"ragged/train\.csv, line 3: expected 2 columns as in the header, got 3"),
     ("missing folder", {"--data": ["{tmp}/nope"]}, [], r"--data .*nope: folder not found"),
     ("csv without --data", {"--data": None}, [], r"--data: task csv needs a folder of train/dev CSV/TSV files"),
-    ("unknown GLUE name", {"--tasks": ["SST3"]}, [], r"--tasks: unknown task 'SST3'; expected a GLUE name \(SST-2, MRPC"),
+    ("unknown GLUE name", {"--tasks": ["SST3"]}, [],
+     r"--tasks: unknown task 'SST3'; expected a GLUE name \(SST-2, MRPC"),
     ("train with a header and no rows", {"--data": ["{header_only}"]}, [],
      r"header_only/train\.csv: no examples after the header line"),
     ("a single class in train", {"--data": ["{single_class}"]}, [],
@@ -62,7 +64,8 @@ ROWS = [
      r"latin1/train\.csv, line 4, column 4: bytes b'\\xe9' are not utf-8; .*--encoding latin-1"),
     ("keep above 1", {"--keep": ["1.5"]}, [], r"--keep must be a kept fraction in \(0, 1\], got 1\.5"),
     ("keep below 0", {"--keep": ["-0.2"]}, [], r"--keep must be a kept fraction in \(0, 1\], got -0\.2"),
-    ("missing model folder", {"--model": ["./folder/"]}, [], r"--model \./folder/: model folder '\./folder/' does not exist"),
+    ("missing model folder", {"--model": ["./folder/"]}, [],
+     r"--model \./folder/: model folder '\./folder/' does not exist"),
     ("zero epochs", {"--epochs": ["0"]}, [], r"--epochs must be an integer in \[1, inf\), got 0"),
     ("zero workers", {"--workers": ["0"]}, [], r"--workers must be an integer in \[1, inf\), got 0"),
     ("zero batch size", {"--batch-size": ["0"]}, [], r"--batch-size must be an integer in \[1, inf\), got 0"),
@@ -77,11 +80,13 @@ ROWS = [
     ("no dev file", {"--data": ["{no_dev}"]}, [], r"no_dev: expected train\.csv\|tsv and dev\|validation\|test"),
     ("unknown encoding", {}, ["--encoding", "klingon"], r"--encoding: unknown encoding 'klingon'"),
     ("text columns missing", {"--text-cols": None}, [], r"--text-cols and --label-col: task csv needs"),
-    ("three text columns", {"--text-cols": ["text", "label", "text"]}, [], r"--text-cols takes one or two column names"),
+    ("three text columns", {"--text-cols": ["text", "label", "text"]}, [],
+     r"--text-cols takes one or two column names"),
     ("not an integer", {"--epochs": ["abc"]}, [], r"argument --epochs: invalid int value: 'abc'"),
-    ("unknown method", {"--methods": ["gatez"]}, [], r"argument --methods: invalid choice: 'gatez' \(choose from .*full.*gates\+lora"),
+    ("unknown method", {"--methods": ["gatez"]}, [],
+     r"argument --methods: invalid choice: 'gatez' \(choose from .*full.*gates\+lora"),
     ("unknown option", {}, ["--kep", "0.5"], r"unrecognized arguments: --kep 0\.5"),
-    ("unknown protocol", {}, ["--protocol", "gpu"], r"argument --protocol: invalid choice: 'gpu' \(choose from"),
+    ("unknown protocol", {}, ["--protocol", "tpu"], r"argument --protocol: invalid choice: 'tpu' \(choose from"),
     ("negative lr", {}, ["--lr", "-0.001"], r"--lr must be a positive finite number in \(0, inf\), got -0\.001"),
     ("zero gate lr", {}, ["--gate-lr", "0"], r"--gate-lr must be a positive finite number in \(0, inf\), got 0\.0"),
     ("nan lam", {}, ["--lam", "nan"], r"--lam must be a finite number in \[0, inf\), got nan"),
@@ -96,13 +101,15 @@ ROWS = [
     ("missing GLUE folder", {"--tasks": ["RTE"]}, ["--glue-dir", "{tmp}/glue"], r"--glue-dir .*glue: folder not found"),
     ("results path is a folder", {"--out": ["{tmp}"]}, [], r"--out .*: is a folder; expected a results file"),
     ("checkpoint folder is a file", {"--checkpoint-dir": ["{out}"]}, [], r"--checkpoint-dir .*runs\.jsonl: is a file"),
-    ("unknown tiny model", {"--model": ["tiny-gpt"]}, [], r"--model tiny-gpt: expected one of tiny-bert, tiny-roberta, tiny-llama"),
+    ("unknown tiny model", {"--model": ["tiny-gpt"]}, [],
+     r"--model tiny-gpt: expected one of tiny-bert, tiny-roberta, tiny-llama"),
     ("max-len beyond the model's positions", {"--max-len": ["128"]}, [],
      r"--max-len 128: the model has 64 positions; use --max-len 4\.\.64"),
     ("LoRA rank beyond the matrix", {"--methods": ["lora"]}, ["--lora-r", "100"],
      r"--methods lora on --model tiny-bert: LoRA rank r .* must be a positive integer in \[1, 16\], got 100"),
     ("no GPU here", {}, ["--device", "cuda"], r"--device cuda: this machine has 0 CUDA device\(s\)"),
     ("not a device", {}, ["--device", "gpu0"], r"--device: 'gpu0' is not a torch device"),
+    ("missing root folder", {}, ["--root", "{tmp}/nowhere"], r"--root .*nowhere: folder not found"),
 ]
 
 
@@ -189,8 +196,9 @@ def test_python_callers_get_the_same_checks(place):
 
 
 @pytest.mark.parametrize("task", ["RTE", *(pytest.param(t, marks=pytest.mark.xfail(
-    raises=KeyError, strict=True, reason="protocols.estimate knows step times of the GLUE tasks only; issue 24 fixes "
-                                         "the dry run's estimate for csv / rotten_tomatoes / hf: tasks (then drop this mark)"))
+    raises=KeyError, strict=True, reason="protocols.estimate knows step times of the GLUE tasks only; issue 24 "
+                                         "fixes the dry run's estimate for csv / rotten_tomatoes / hf: tasks "
+                                         "(then drop this mark)"))
     for t in ("csv", "rotten_tomatoes"))])
 def test_dry_run_works_for_every_task_kind(task, place, capsys):
     before = files(place["tmp"])

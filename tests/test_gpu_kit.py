@@ -1,5 +1,7 @@
 """The offline GPU kit on the CPU: build a bundle, run the protocol in tiny mode from it, resume it."""
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from analysis.finetune import gpu_bundle, gpu_protocol
+from analysis.finetune.config import expand, run_id
 from analysis.provenance import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,13 +84,14 @@ def test_tiny_protocol_runs_from_the_bundle_and_resumes(bundle, tmp_path):
     path, _ = bundle
     out = tmp_path / "results_gpu"
     log = _run(path, out)
-    assert "2 runs in the protocol, 0 already" in log
+    assert "2 runs, 0 already in" in log
     recs = read_jsonl(out / "finetune" / "gpu.jsonl")
     assert sorted(r["config"]["method"] for r in recs) == ["gates", "lora"]
     for r in recs:
         assert not [k for k in REQUIRED if k not in r]
         assert r["config"]["model"].endswith("all-MiniLM-L6-v2") and r["config"]["task"] == "RTE"
         assert r["command"].startswith("python -m analysis.finetune.gpu_protocol")
+        assert r["config"]["model"] == ".work/all-MiniLM-L6-v2" and r["gpu_protocol"]["workers"] == 2
         assert (out / "checkpoints" / f"{r['run_id']}.pt").is_file()
     gates = next(r for r in recs if r["config"]["method"] == "gates")
     assert gates["compressed"]["dev_main"] == gates["dev_main"]
@@ -99,17 +103,38 @@ def test_tiny_protocol_runs_from_the_bundle_and_resumes(bundle, tmp_path):
     assert len(read_jsonl(out / "finetune" / "gpu.jsonl")) == 2
 
 
-def test_dry_run_plans_the_full_protocol(bundle):
+def test_dry_run_plans_the_full_protocol(bundle, capsys):
     path, _ = bundle
-    cwd = os.getcwd()
-    try:
-        p = gpu_protocol.parse_args(["--bundle", str(path), "--out", str(path / "o"), "--dry-run", "--device", "cpu"])
-        gpu_protocol.run_protocol(p)
-    finally:
-        os.chdir(cwd)
+    argv = ["--bundle", str(path), "--out", str(path / "o"), "--dry-run", "--device", "cpu"]
+    where, cfg = gpu_protocol.parse_args(argv)
+    assert (cfg.protocol, cfg.root, cfg.tasks) == ("gpu", str(path.resolve()), ("RTE",))
+    assert cfg.model == ".work/all-MiniLM-L6-v2"  # relative to the bundle: in the spec, hence in the run id
+    assert gpu_protocol.run_bundle(where, cfg) == path / "o" / "finetune" / "gpu.jsonl"
     # per task: 3 seeds x (full, lora, bias, head + gates at 5 keeps + gates without bias at 1 keep)
-    ids = [r[0] for r in gpu_protocol.plan(p, Path("m"), path / "o.jsonl", path)]
+    ids = [run_id(s) for s in expand(cfg)]
     assert len(ids) == len(set(ids)) == 3 * (4 + 5 + 1)
+    assert "30 runs, 0 already in" in capsys.readouterr().out and not (path / "o").exists()
+
+
+def test_run_ids_do_not_depend_on_where_the_bundle_lies(bundle, tmp_path):
+    path, _ = bundle
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy2(path / "manifest.json", tmp_path / "elsewhere")
+    here, there = (gpu_protocol.bundle_config(p, tmp_path / "o") for p in (path, tmp_path / "elsewhere"))
+    assert here.root != there.root
+    assert [run_id(s) for s in expand(here)] == [run_id(s) for s in expand(there)]
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "the following arguments are required: --bundle, --out"),
+    (["--bundle", "{tmp}", "--out", "{tmp}/o"], "--bundle .*: not a bundle \\(no manifest.json\\)"),
+    (["--bundle", "{bundle}", "--out", "{tmp}/o", "--keep", "1.5"], "--keep must be a kept fraction"),
+])
+def test_bad_input_is_one_line(bundle, tmp_path, capsys, argv, message):
+    rc = gpu_protocol.main([a.format(tmp=tmp_path, bundle=bundle[0]) for a in argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and re.match("error: " + message, err[0]), err
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("module", [gpu_bundle, gpu_protocol], ids=["gpu_bundle", "gpu_protocol"])

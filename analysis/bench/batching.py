@@ -18,10 +18,13 @@ import argparse
 import random
 import statistics
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 import gatecore
+from analysis.cli import add_options, from_args, option
 from analysis.constants import GLUE_TASKS, study_results
 from analysis.data import load_task
 from analysis.finetune.batching import POOL, bucketed_batches, padding_ratio, random_batches
@@ -31,6 +34,17 @@ from gatecore.train import Objective, train_step
 
 BATCH, MAX_LEN, ROUNDS, STEPS, WARMUP, SEED = 32, 128, 3, 4, 2, 0
 OUT = study_results("bench") / "batching.json"
+
+
+@dataclass(frozen=True)
+class BatchingBenchConfig:
+    tasks: tuple = option(GLUE_TASKS, "GLUE tasks")
+    batch: int = option(BATCH, "batch size")
+    max_len: int = option(MAX_LEN, "max tokens per example")
+    rounds: int = option(ROUNDS, "interleaved rounds")
+    steps: int = option(STEPS, "timed steps per scheme per round")
+    glue_dir: str | None = option(None, "GLUE folder (None: analysis.data's)")
+    out: Path = option(OUT, "results file")
 
 
 def gates_model(num_labels: int):
@@ -67,10 +81,12 @@ def bench_task(name: str, args) -> dict:
             tokens[k].append(inputs["input_ids"].numel())
     out = {"n_train": len(lengths), "mean_len": statistics.fmean(lengths),
            "padding_ratio": {k: padding_ratio(lengths, b) for k, b in schemes.items()},
-           "tokens_per_batch": {k: sum(len(x) * max(lengths[j] for j in x) for x in b) / len(b) for k, b in schemes.items()},
+           "tokens_per_batch": {k: sum(len(x) * max(lengths[j] for j in x) for x in b) / len(b)
+                                for k, b in schemes.items()},
            "step_s": {k: statistics.fmean(v) for k, v in times.items()},
            "step_cpu_s": {k: statistics.fmean(v) for k, v in cpu.items()},
-           "step_s_all": times, "step_cpu_s_all": cpu, "timed_batch_tokens": {k: statistics.fmean(v) for k, v in tokens.items()}}
+           "step_s_all": times, "step_cpu_s_all": cpu,
+           "timed_batch_tokens": {k: statistics.fmean(v) for k, v in tokens.items()}}
     out["tokens_per_batch"]["real"] = sum(lengths) / len(schemes["random"])
     out["step_ratio_random_over_bucketed"] = out["step_s"]["random"] / out["step_s"]["bucketed"]
     out["cpu_ratio_random_over_bucketed"] = out["step_cpu_s"]["random"] / out["step_cpu_s"]["bucketed"]
@@ -79,14 +95,8 @@ def bench_task(name: str, args) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", nargs="+", default=list(GLUE_TASKS), help="GLUE tasks (default: %(default)s)")
-    ap.add_argument("--batch", type=int, default=BATCH, help="batch size (default: %(default)s)")
-    ap.add_argument("--max-len", type=int, default=MAX_LEN, help="max tokens per example (default: %(default)s)")
-    ap.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds (default: %(default)s)")
-    ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per scheme per round (default: %(default)s)")
-    ap.add_argument("--glue-dir", help="GLUE folder (default: analysis.data's)")
-    ap.add_argument("--out", default=OUT, help="results file (default: results/bench/batching.json)")
-    args = ap.parse_args(argv)
+    add_options(ap, BatchingBenchConfig)
+    args = from_args(BatchingBenchConfig, ap.parse_args(argv))
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
     res = {}
@@ -95,11 +105,13 @@ def main(argv=None) -> int:
     for t in args.tasks:
         r = res[t] = bench_task(t, args)
         print(f"{t:<6} {r['padding_ratio']['random']:>10.2f} {r['padding_ratio']['bucketed']:>12.2f} "
-              f"{r['step_s']['random']:>10.3f}s {r['step_s']['bucketed']:>12.3f}s {r['step_ratio_random_over_bucketed']:>6.2f} "
-              f"{r['step_cpu_s']['random']:>9.3f}s {r['step_cpu_s']['bucketed']:>11.3f}s {r['cpu_ratio_random_over_bucketed']:>6.2f}")
+              f"{r['step_s']['random']:>10.3f}s {r['step_s']['bucketed']:>12.3f}s "
+              f"{r['step_ratio_random_over_bucketed']:>6.2f} "
+              f"{r['step_cpu_s']['random']:>9.3f}s {r['step_cpu_s']['bucketed']:>11.3f}s "
+              f"{r['cpu_ratio_random_over_bucketed']:>6.2f}")
     cfg = {k: getattr(args, k) for k in ("tasks", "batch", "max_len", "rounds", "steps")}
-    write_json(args.out, {**provenance({**cfg, "pool": POOL, "warmup": WARMUP, "method": "gates (bias, params penalty)"},
-                                    SEED, "cpu"), "tasks": res})
+    cfg |= {"pool": POOL, "warmup": WARMUP, "method": "gates (bias, params penalty)"}
+    write_json(args.out, {**provenance(cfg, SEED, "cpu"), "tasks": res})
     print(f"wrote {args.out}")
     return 0
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass, fields
 
 import torch
 
 import gatecore
+from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
 from analysis.provenance import provenance, write_json
 from gatecore.train import Objective, train_step
@@ -26,6 +28,17 @@ from gatecore.train import Objective, train_step
 BATCH, SEQ, STEPS, REPEATS, WARMUP, THREADS = 32, 64, 4, 5, 2, 1
 TAU, TARGET, LAM, LR = 100.0, 0.3, 0.1, 1e-3
 VARIANTS = ("plain", "kurtosis")
+
+
+@dataclass(frozen=True)
+class KurtosisBenchConfig:
+    batch: int = option(BATCH, "sequences per step")
+    seq: int = option(SEQ, "tokens per sequence")
+    steps: int = option(STEPS, "timed steps per variant per round")
+    repeats: int = option(REPEATS, "interleaved rounds")
+    threads: int = option(THREADS, "torch threads")
+    tau: float = option(TAU, "kurtosis_tau of the weighted variant")
+    out: str = option(str(study_results("bench") / "kurtosis_overhead.json"), "results file")
 
 
 def build(variant: str, seed: int = 0):
@@ -67,14 +80,8 @@ def weight_spread(model, tau: float) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=BATCH, help="sequences per step (default %(default)s)")
-    ap.add_argument("--seq", type=int, default=SEQ, help="tokens per sequence (default %(default)s)")
-    ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per variant per round (default %(default)s)")
-    ap.add_argument("--repeats", type=int, default=REPEATS, help="interleaved rounds (default %(default)s)")
-    ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (default %(default)s)")
-    ap.add_argument("--tau", type=float, default=TAU, help="kurtosis_tau of the weighted variant (default %(default)s)")
-    ap.add_argument("--out", default=str(study_results("bench") / "kurtosis_overhead.json"), help="results file")
-    args = ap.parse_args(argv)
+    add_options(ap, KurtosisBenchConfig)
+    args = from_args(KurtosisBenchConfig, ap.parse_args(argv))
     torch.set_num_threads(args.threads)
     setups = {v: build(v) for v in VARIANTS}
     taus = {"plain": None, "kurtosis": args.tau}
@@ -105,8 +112,8 @@ def main(argv=None) -> int:
         pen_ms[v] = (time.perf_counter() - t) / 5 * 1e3
     res = {v: {"step_ms_median": med[v][0], "step_ms_all": wall[v], "cpu_ms_median": med[v][1], "cpu_ms_all": cpu[v],
                "penalty_call_ms": pen_ms[v]} for v in VARIANTS}
-    out = {**provenance({k: v for k, v in vars(args).items() if k != "out"} | {"target": TARGET, "lam": LAM, "lr": LR,
-                                                                                 "warmup": WARMUP}, seed=0),
+    config = {f.name: getattr(args, f.name) for f in fields(args) if f.name != "out"}
+    out = {**provenance(config | {"target": TARGET, "lam": LAM, "lr": LR, "warmup": WARMUP}, seed=0),
            "results": res, "step_time_ratio_wall": ratio_wall, "step_time_ratio_cpu": ratio_cpu,
            "weight_spread": weight_spread(model, args.tau)}
     write_json(args.out, out)

@@ -1,6 +1,6 @@
 """What "x% removed" removes: parameters, encoder-linear weights and FLOPs of compressed MiniLM, both layouts.
 
-    python -m analysis.bench.sizes          # the converged gate checkpoints + synthetic patterns -> results/bench/compression_sizes.json
+    python -m analysis.bench.sizes   # gate checkpoints + synthetic patterns -> results/bench/compression_sizes.json
 
 "x% removed" (the request, `gate_report(...).removed_fraction`) counts the gated weight entries whose row
 or column gate is closed. What that saves depends on where the gates closed: `size_report` gives the
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 import gatecore
+from analysis.cli import add_options, from_args, option
 from analysis.constants import ROOT, study_results
 from analysis.provenance import provenance, write_json
 
@@ -28,11 +29,11 @@ SEQ = 128
 
 @dataclass(frozen=True)
 class SizesConfig:
-    checkpoints: Path = CHECKPOINTS   # every *gates-all*.pt in it
-    sparsity: tuple = SPARSITIES
-    seq: int = SEQ
-    seed: int = 0
-    out: Path = study_results("bench") / "compression_sizes.json"
+    checkpoints: Path = option(CHECKPOINTS, "folder of gates-all checkpoints (every *gates-all*.pt in it)")
+    sparsity: tuple = option(SPARSITIES, "removed fractions of the synthetic patterns")
+    seq: int = option(SEQ, "sequence length of the FLOP count")
+    seed: int = option(0, "seed of the synthetic patterns")
+    out: Path = option(study_results("bench") / "compression_sizes.json", "results file")
 
 
 def row(dense, gated, source: str, seq: int) -> dict:
@@ -55,7 +56,8 @@ def run(cfg: SizesConfig) -> Path:
             gated = copy.deepcopy(dense)
             gatecore.add_gates(gated)
             gatecore.random_gate_pattern(gated, s, seed=cfg.seed, hidden=hidden)
-            rows.append(row(dense, gated, f"synthetic {'spread over both widths' if hidden else 'structured'} {s}", cfg.seq))
+            kind = "spread over both widths" if hidden else "structured"
+            rows.append(row(dense, gated, f"synthetic {kind} {s}", cfg.seq))
     for r in rows:
         print(f"{r['source']:<45} asked/got {r['removed_asked_got']:.3f}  " + "  ".join(
             f"{layout}: params {r[layout]['params_removed']:.3f} linear {r[layout]['encoder_linear_removed']:.3f} "
@@ -68,12 +70,11 @@ def run(cfg: SizesConfig) -> Path:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.bench.sizes", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoints", type=Path, default=CHECKPOINTS, help="folder of gates-all checkpoints")
-    ap.add_argument("--out", type=Path, default=SizesConfig.out, help="results file")
-    args = ap.parse_args(argv)
-    if not args.checkpoints.is_dir():
-        ap.error(f"--checkpoints {args.checkpoints} is not a folder")
-    print(f"wrote {run(SizesConfig(checkpoints=args.checkpoints, out=args.out))}")
+    add_options(ap, SizesConfig, items={"sparsity": float})
+    cfg = from_args(SizesConfig, ap.parse_args(argv))
+    if not cfg.checkpoints.is_dir():
+        ap.error(f"--checkpoints {cfg.checkpoints} is not a folder")
+    print(f"wrote {run(cfg)}")
     return 0
 
 

@@ -13,13 +13,25 @@ from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import gatecore
+from analysis.cli import add_options, from_args, option
 from analysis.decoder.generation import TRAINED, sizes, time_generation
 from analysis.decoder.models import QUANT_NOTE
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    gates: str = option(str(TRAINED), "trained gates (gatecore.save_trainable); '' for a random structured pattern")
+    sparsity: float = option(0.3, "removed fraction of the random pattern")
+    prompt: str = option("What is the capital of France?", "the question to answer")
+    new_tokens: int = option(24, "tokens to generate")
+    repeats: int = option(3, "interleaved timed generations per model")
+    threads: int = option(1, "torch CPU threads")
 
 
 def chat(model, tok, prompt: str, new_tokens: int) -> str:
@@ -33,14 +45,8 @@ def chat(model, tok, prompt: str, new_tokens: int) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m analysis.decoder.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--gates", default=str(TRAINED), help="trained gates (gatecore.save_trainable); '' for a random "
-                    "structured pattern (default: %(default)s)")
-    ap.add_argument("--sparsity", type=float, default=0.3, help="removed fraction of the random pattern (default 0.3)")
-    ap.add_argument("--prompt", default="What is the capital of France?", help="the question to answer")
-    ap.add_argument("--new-tokens", type=int, default=24, help="tokens to generate (default 24)")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved timed generations per model (default 3)")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    args = ap.parse_args(argv)
+    add_options(ap, DemoConfig)
+    args = from_args(DemoConfig, ap.parse_args(argv))
     if args.gates and not Path(args.gates).is_file():
         ap.error(f"--gates {args.gates}: no such file (pass --gates '' for a random pattern)")
     if not 0 <= args.sparsity < 1 or args.new_tokens < 1 or args.repeats < 1 or args.threads < 1:
@@ -60,14 +66,15 @@ def main(argv=None) -> int:
     print(f"gates: {source}; removed {gatecore.gate_report(gated).removed_fraction:.1%} of the gated weights")
     small = gatecore.compress(copy.deepcopy(gated))
     sz = sizes(dense, small, 128)
-    print(f"compressed: {sz['all_params_removed']:.1%} of all parameters and {sz['flops_removed_with_head']:.1%} of the "
-          f"FLOPs per token removed (the tied embedding / LM head is not gated)")
+    print(f"compressed: {sz['all_params_removed']:.1%} of all parameters and {sz['flops_removed_with_head']:.1%} "
+          f"of the FLOPs per token removed (the tied embedding / LM head is not gated)")
     for name, m in (("dense", dense), ("gated", gated), ("compressed", small)):
         print(f"{name:>10}: {chat(m, tok, args.prompt, args.new_tokens)!r}")
     t = time_generation({"dense": dense, "compressed": small}, 1, 128, 64, args.repeats)
     speed = t["compressed"]["decode_tokens_per_s"] / t["dense"]["decode_tokens_per_s"]
     print(f"decode (batch 1, prompt 128, 64 new tokens, {args.threads} thread(s)): dense "
-          f"{t['dense']['decode_tokens_per_s']:.1f} tok/s, compressed {t['compressed']['decode_tokens_per_s']:.1f} tok/s "
+          f"{t['dense']['decode_tokens_per_s']:.1f} tok/s, "
+          f"compressed {t['compressed']['decode_tokens_per_s']:.1f} tok/s "
           f"-> speedup {speed:.2f}x; prefill speedup {t['dense']['prefill_ms'] / t['compressed']['prefill_ms']:.2f}x")
     return 0
 

@@ -53,6 +53,7 @@ class SweepConfig:
     protocol: str | None = None          # the named protocol these values came from (names the results file)
     out: Path | None = None              # results file; None: results/finetune/<protocol or 'runs'>.jsonl
     model: str = OFFLINE_MODEL           # name/folder, or tiny-bert for a random tiny model
+    root: str | None = None              # folder a relative model folder is read from (a GPU bundle); not in run ids
     tasks: tuple = ("rotten_tomatoes",)
     methods: tuple = ("lora", "gates")
     seeds: tuple = (0,)

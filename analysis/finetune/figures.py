@@ -18,8 +18,10 @@ Per protocol file <p> (e.g. cpu, convergence-check, cpu-converged) it writes:
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.cli import add_options, from_args, option
 from analysis.constants import FIGURES, REFERENCE_METHODS, RESULTS
 from analysis.finetune import curves, tables
 from analysis.finetune.plotting import (GATE_COLORS, REF_STYLE, heatmap, kept_fractions, metric, save, setting,
@@ -31,7 +33,7 @@ CURVE_KEEP = 0.7  # the gate setting shown in (c): the keep target closest to th
 
 
 def _gate_labels(p: Protocol) -> list[str]:
-    return [l for l in p.labels if any(c.label == l and c.is_gates for c in p.cells)]
+    return [lab for lab in p.labels if any(c.label == lab and c.is_gates for c in p.cells)]
 
 
 def _panels(p: Protocol) -> list[tuple[str, callable]]:
@@ -48,7 +50,7 @@ def plot_tradeoff(p: Protocol, path: Path, base: dict) -> Path:
     fig, axes = subplot_grid(len(panels))
     for ax, (title, get) in zip(axes, panels):
         trivial_line(ax, tables.glue_average_baseline(p, base) if title == tables.average_name(p) else base.get(title))
-        for label in [l for l in p.labels if l.split()[0] in REFERENCE_METHODS]:
+        for label in [lab for lab in p.labels if lab.split()[0] in REFERENCE_METHODS]:
             c = get(label)
             if c is None or not c.dev:
                 continue
@@ -85,7 +87,8 @@ def plot_params(p: Protocol, path: Path) -> Path:
         for label in p.labels:
             cells = [c for c in (get(label, k) for k in p.keeps(label)) if c is not None and c.dev]
             for j, c in enumerate(cells):
-                color = REF_STYLE[c.method][0] if not c.is_gates else GATE_COLORS[gate_labels.index(label) % len(GATE_COLORS)]
+                color = (GATE_COLORS[gate_labels.index(label) % len(GATE_COLORS)] if c.is_gates
+                         else REF_STYLE[c.method][0])
                 ax.errorbar([c.trainable], [c.mean()], yerr=[c.std()], marker="s" if c.is_gates else "o", ms=5,
                             capsize=2, color=color, alpha=1.0 if not c.is_gates else 0.4 + 0.6 * (j + 1) / len(cells),
                             label=label if j == 0 else None)
@@ -108,7 +111,8 @@ def _curve_cell(p: Protocol, task: str):
 
 def plot_layers(p: Protocol, path: Path) -> Path | None:
     """(c) heatmap per task: kept fraction of rows / columns by module type (y) and layer (x)."""
-    shown = [(t, c) for t in p.tasks if (c := _curve_cell(p, t)) is not None and any(r.get("layers") for r in c.records)]
+    shown = [(t, c) for t in p.tasks
+             if (c := _curve_cell(p, t)) is not None and any(r.get("layers") for r in c.records)]
     if not shown:
         print(f"finetune figures [{p.name}]: no per-layer gate records; skipping (c)")
         return None
@@ -117,7 +121,8 @@ def plot_layers(p: Protocol, path: Path) -> Path | None:
         names, _, grid = kept_fractions(c.records)
         heatmap(ax, grid, names, f"{task}: {c.label}, keep {c.keep:g}\n{100 * c.mean('removed_fraction'):.0f}% "
                                  f"gated weights removed, {len(c.records)} seed(s)")
-    return save(fig, path, f"(c) Per-layer kept fraction of rows and columns (eval gates), mean over seeds\n{setting(p)}")
+    return save(fig, path,
+                f"(c) Per-layer kept fraction of rows and columns (eval gates), mean over seeds\n{setting(p)}")
 
 
 def protocol_section(p: Protocol, base: dict) -> list[str]:
@@ -171,7 +176,8 @@ def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
     results_dir, figures_dir = Path(results_dir), Path(figures_dir)
     protocols = load_protocols(results_dir)
     if not protocols:
-        print(f"finetune figures: no records in {results_dir / 'finetune'}/*.jsonl; skipping (run python -m analysis.finetune first)")
+        print(f"finetune figures: no records in {results_dir / 'finetune'}/*.jsonl; "
+              "skipping (run python -m analysis.finetune first)")
         return []
     bases = {p.name: baselines(p) for p in protocols}
     tables_dir = Path(table_dir or results_dir)
@@ -186,12 +192,17 @@ def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
     return [m for m in made if m is not None]
 
 
+@dataclass(frozen=True)
+class FiguresConfig:
+    results: Path = option(RESULTS, "folder holding finetune/*.jsonl")
+    figures: Path = option(FIGURES, "where the PNGs go")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--results", type=Path, default=RESULTS, help="folder holding finetune/*.jsonl (default: results/)")
-    ap.add_argument("--figures", type=Path, default=FIGURES, help="where the PNGs go (default: figures/)")
-    args = ap.parse_args(argv)
-    for path in make_figures(args.results, args.figures):
+    add_options(ap, FiguresConfig)
+    cfg = from_args(FiguresConfig, ap.parse_args(argv))
+    for path in make_figures(cfg.results, cfg.figures):
         print(path)
     return 0
 

@@ -68,6 +68,12 @@ PROTOCOLS = {
                               dev_examples=None, epochs=None, task_epochs={"SST-2": 2, "MRPC": 5}, max_len=128,
                               lr_grids={"lora": [1e-3], "bias": [1e-3], "gates": [1e-3]}, gate_lr=[0.2],
                               curve_points=12, threads=1, workers=2, **LEGACY),
+    # the GPU protocol (python -m analysis.finetune.gpu_protocol runs it from an offline bundle): full training sets,
+    # gates at five keep targets (bias on) and at 0.7 without bias, 3 seeds: 150 runs; the sweep's defaults otherwise
+    "gpu": dict(tasks=GLUE5, methods=["full", "lora", "bias", "head", "gates"], seeds=[0, 1, 2],
+                keep=[0.9, 0.8, 0.7, 0.6, 0.5], no_bias_keep=[0.7], epochs=None, task_epochs={"SST-2": 1},
+                batch_size=32, max_len=128, train_examples=None, val_examples=None, dev_examples=None,
+                device="cuda", threads=1, workers=12, quiet=True),
 }
 DEFAULT_EPOCHS = 3
 EVAL_VS_STEP = 1 / 3         # an example's forward in eval, relative to its share of a training step

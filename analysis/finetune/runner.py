@@ -26,6 +26,7 @@ from gatecore.methods import GATE_METHODS
 from analysis.data import Task, load_task
 from analysis.finetune.config import SweepConfig, run_id
 from analysis.finetune.train import build_model, encode, evaluate, measured_keep, peak_mem_mb, train
+from analysis.finetune.validate import model_source
 from analysis.gridsearch import FACTOR, MAX_STEPS, coordinate_search, point_key
 from analysis.provenance import ROOT, append_jsonl, provenance, read_jsonl
 
@@ -114,6 +115,7 @@ def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: 
     gated = spec["method"] in GATE_METHODS
     grids = search_grids(spec)
     rid = run_id(spec)
+    weights = {"model": model_source(spec["model"], cfg.root)}  # where the model is read (a bundle's folder)
     old = (prior or {}).get("hp_search") or ([] if prior is None else [prior_entry(prior, grids)])
     old += [line["entry"] for line in (read_jsonl(points_file) if points_file else []) if line["run_id"] == rid]
     entries = {point_key(entry_point(e, grids)): e for e in old}
@@ -121,7 +123,7 @@ def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: 
 
     def train_point(p: dict):
         point = {k: v for k, v in spec.items() if not k.endswith("_grid")} | p
-        model, tok = build_model(point, task.num_labels)
+        model, tok = build_model(point | weights, task.num_labels)
         pad = tok.pad_token_id if tok is not None else model.config.pad_token_id
         enc = {k: encode(tok, getattr(task, k), point["max_len"], model.config.vocab_size) for k in ("train", "val", "dev")}
         res = train(model, point, task, enc["train"], enc["dev"], pad, device, cfg.curve_points, progress, enc["val"])
@@ -175,7 +177,7 @@ def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: 
                    layers=[{k: getattr(layer, k) for k in ("name", "out_features", "in_features", "rows_kept", "cols_kept")}
                            for layer in report.layers])
         if cfg.compress:
-            rec["compressed"] = compressed_info(model, point, task, enc["dev"], pad, device, dev, cfg.bench)
+            rec["compressed"] = compressed_info(model, point | weights, task, enc["dev"], pad, device, dev, cfg.bench)
     if point["method"] != "full" and cfg.checkpoint_dir:
         path = Path(cfg.checkpoint_dir) / f"{rec['run_id']}.pt"
         gatecore.save_trainable(model, path, run_id=rec["run_id"], config=point, pooling=point["pooling"])

@@ -19,20 +19,32 @@ from pathlib import Path
 
 import torch
 
-from gatecore.methods import METHODS, SCHEDULES
-from gatecore.penalty import KINDS
-
-from analysis.finetune.config import (DEFAULT_EPOCHS, GRID_FROM, GRIDS, KURTOSIS_TAU, SweepConfig, defaults,
-                                      expand, frozen, inherit_choices, resolve, run_id, take_choices)
+from analysis.finetune.config import (
+    DEFAULT_EPOCHS,
+    GRID_FROM,
+    GRIDS,
+    KURTOSIS_TAU,
+    SweepConfig,
+    defaults,
+    expand,
+    frozen,
+    inherit_choices,
+    resolve,
+    run_id,
+    take_choices,
+)
 from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
 from analysis.finetune.runner import needs_search, run_spec, spec_task
 from analysis.finetune.schedule import Job, run_jobs
-from analysis.finetune.validate import ArgumentParser, cli, validate
+from analysis.finetune.validate import ArgumentParser, cli, model_source, validate
 from analysis.provenance import append_jsonl, read_jsonl
+from gatecore.methods import METHODS, SCHEDULES
+from gatecore.penalty import KINDS
 
 
 def summary(records: list[dict]) -> str:
-    rows = [f"{'task':<16} {'method':<11} {'keep':>5} {'bias':>5} {'lr':>8} {'val':>6} {'dev':>6} {'removed':>8} {'asked':>6} {'trainable':>10}"]
+    rows = [f"{'task':<16} {'method':<11} {'keep':>5} {'bias':>5} {'lr':>8} {'val':>6} {'dev':>6} {'removed':>8} "
+            f"{'asked':>6} {'trainable':>10}"]
     for r in records:
         c = r["config"]
         rows.append(f"{c['task']:<16} {c['method']:<11} {c.get('keep', ''):>5} {str(c.get('bias', '')):>5} "
@@ -47,10 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     task_train_examples, lr_grids come from --protocol)."""
     ap = ArgumentParser(prog="python -m analysis.finetune", description=__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    opt = ap.add_argument
-    opt("--protocol", choices=sorted(PROTOCOLS), help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu-fair --tasks RTE runs its RTE part")
-    opt("--out", type=Path, help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")
+    add_options(ap)
+    return ap
+
+
+def add_options(ap: argparse.ArgumentParser, skip=()) -> None:
+    """SweepConfig's options on `ap`, but the flags in `skip` (a driver that gives them another meaning);
+    their defaults are SweepConfig's."""
+    def opt(*names, **kw):
+        if names[0] not in skip:
+            ap.add_argument(*names, **kw)
+    opt("--protocol", choices=sorted(PROTOCOLS),
+        help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu-fair --tasks RTE runs "
+             "its RTE part")
+    opt("--out", type=Path,
+        help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")
     opt("--model", help="model name/folder, or tiny-bert for a random tiny model")
+    opt("--root", help="folder a relative --model folder is read from (a GPU bundle: run ids keep the relative path)")
     opt("--tasks", nargs="+", help="GLUE names (SST-2, MRPC, RTE, CoLA, STS-B), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
     opt("--methods", nargs="+", choices=METHODS, help="methods to run")
     opt("--seeds", nargs="+", type=int, help="seeds")
@@ -58,23 +83,41 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--head-lr", type=float, help="lr of the fresh task head (all methods but head)")
     opt("--gate-lr", nargs="+", type=float, help="lr grid of the gate parameters, searched on val")
     opt("--lam", nargs="+", type=float, help="sparsity weight grid searched on val")
-    opt("--keep", nargs="+", type=float, help="keep targets, one run each (bias on): the kept fraction of the gated weights, i.e. removed_asked = 1 - keep, for every objective")
+    opt("--keep", nargs="+", type=float,
+        help="keep targets, one run each (bias on): the kept fraction of the gated weights, i.e. "
+             "removed_asked = 1 - keep, for every objective")
     opt("--no-bias-keep", nargs="*", type=float, help="keep targets of extra gate runs without bias training")
-    opt("--kurtosis-keep", nargs="*", type=float, help="keep targets of extra gate runs (bias on) with the paper's kurtosis-weighted target objective")
-    opt("--kurtosis-tau", type=float, help="kurtosis weighting tau of the penalty of every gate run (default: off; --kurtosis-keep runs use %g)" % KURTOSIS_TAU)
+    opt("--kurtosis-keep", nargs="*", type=float,
+        help="keep targets of extra gate runs (bias on) with the paper's kurtosis-weighted target objective")
+    opt("--kurtosis-tau", type=float,
+        help="kurtosis weighting tau of the penalty of every gate run (default: off; --kurtosis-keep runs use "
+             "%g)" % KURTOSIS_TAU)
     opt("--objective", choices=KINDS, help="sparsity objective (docs/design.md §1)")
     opt("--lam-warmup", type=float, help="fraction of steps over which lam ramps up from 0")
     opt("--sigma", type=float, help="gate forward-noise scale")
     opt("--reg-sigma", type=float, help="scale inside the regulariser's Phi")
-    opt("--control", action=argparse.BooleanOptionalAction, help="steer the eval-gate removed fraction to the request, exactly at the end (gatecore/sparsity_control.py)")
-    opt("--split-range", action=argparse.BooleanOptionalAction, help="the controller raises lam where the knob alone cannot reach the request")
-    opt("--recovery", type=float, help="after a final correction that changed > 1%% of the gates: train this fraction of the run's steps more with the gate pattern frozen (0 = never)")
+    opt("--control", action=argparse.BooleanOptionalAction,
+        help="steer the eval-gate removed fraction to the request, exactly at the end "
+             "(gatecore/sparsity_control.py)")
+    opt("--split-range", action=argparse.BooleanOptionalAction,
+        help="the controller raises lam where the knob alone cannot reach the request")
+    opt("--recovery", type=float,
+        help="after a final correction that changed > 1%% of the gates: train this fraction of the run's steps "
+             "more with the gate pattern frozen (0 = never)")
     opt("--schedule", choices=list(SCHEDULES), help="lr after the 6%% warm-up: linear decay to 0, or constant")
-    opt("--extend-grids", action=argparse.BooleanOptionalAction, help="the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound (analysis/gridsearch.py)")
-    opt("--grids-from-first-keep", action=argparse.BooleanOptionalAction, help="other gate variants (keep targets, no bias) train the lrs the first --keep run chose")
-    opt("--choices-from", help="results file (a name in results/finetune/ or a path) whose first-seed lr choices these runs train instead of searching")
-    opt("--reuse", nargs="*", help="results files (names in results/finetune/ or paths) whose records of identical runs are copied instead of rerun")
-    opt("--bucketed", action=argparse.BooleanOptionalAction, help="length-bucketed training batches (analysis/finetune/batching.py)")
+    opt("--extend-grids", action=argparse.BooleanOptionalAction,
+        help="the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound "
+             "(analysis/gridsearch.py)")
+    opt("--grids-from-first-keep", action=argparse.BooleanOptionalAction,
+        help="other gate variants (keep targets, no bias) train the lrs the first --keep run chose")
+    opt("--choices-from",
+        help="results file (a name in results/finetune/ or a path) whose first-seed lr choices these runs train "
+             "instead of searching")
+    opt("--reuse", nargs="*",
+        help="results files (names in results/finetune/ or paths) whose records of identical runs are copied "
+             "instead of rerun")
+    opt("--bucketed", action=argparse.BooleanOptionalAction,
+        help="length-bucketed training batches (analysis/finetune/batching.py)")
     opt("--epochs", type=int, help=f"training epochs (default: the protocol's per task, else {DEFAULT_EPOCHS})")
     opt("--batch-size", type=int, help="training batch size")
     opt("--max-len", type=int, help="max tokens per example (pairs truncated together)")
@@ -85,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--lora-r", type=int, help="LoRA rank")
     opt("--lora-alpha", type=float, help="LoRA alpha")
     opt("--curve-points", type=int, help="dev evaluations during training (the curve)")
-    opt("--curve-dev-examples", type=int, help="fixed-seed dev subset of the curve (0 = all of dev); the end uses all of dev")
+    opt("--curve-dev-examples", type=int,
+        help="fixed-seed dev subset of the curve (0 = all of dev); the end uses all of dev")
     opt("--checkpoint-dir", help="trainable-state checkpoints ('' = none)")
     opt("--glue-dir", help="GLUE folder (default: $GLUE_DIR or data/glue)")
     opt("--data", help="folder of train/dev CSV/TSV files (task 'csv')")
@@ -106,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     opt("--quiet", action="store_true", help="no per-run progress bars")
     opt("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error")
     ap.set_defaults(**defaults())
-    return ap
 
 
 def parse_args(argv=None) -> SweepConfig:
@@ -128,17 +171,18 @@ def task_sizes(cfg: SweepConfig, specs) -> dict:
     for s in specs:
         if s["task"] not in out:
             t = spec_task(s, cfg)
-            out[s["task"]] = (len(t.train), len(t.val), len(t.dev), mean_tokens(s, t))
+            out[s["task"]] = (len(t.train), len(t.val), len(t.dev), mean_tokens(s, t, cfg.root))
     return out
 
 
-def mean_tokens(spec: dict, task, n: int = 500) -> float:
+def mean_tokens(spec: dict, task, root: str | None = None, n: int = 500) -> float:
     from analysis.finetune.train import Encoded, encode, subset
     tok = None
     if not spec["model"].startswith("tiny-"):
         from transformers import AutoTokenizer
+
         from gatecore.pretrained import resolve_model
-        tok = AutoTokenizer.from_pretrained(resolve_model(spec["model"]))
+        tok = AutoTokenizer.from_pretrained(resolve_model(model_source(spec["model"], root)))
     sample = subset(Encoded(list(range(len(task.train))), list(task.train.labels)), n)  # a fixed-seed sample
     texts = [task.train.texts[i] for i in sample.ids]
     ids = encode(tok, type(task.train)(texts, [0] * len(texts)), spec["max_len"]).ids
@@ -211,19 +255,21 @@ def choices_path(cfg: SweepConfig) -> Path:
     return Path(cfg.choices_from) if Path(cfg.choices_from).suffix else cfg.out.parent / f"{cfg.choices_from}.jsonl"
 
 
-def run_sweep(cfg: SweepConfig) -> Path:
+def run_sweep(cfg: SweepConfig, extra: dict | None = None) -> Path:
     """Run (or with dry_run, plan) every run of the sweep not yet in its results file; returns that file.
     A run marked to train another run's choice (later seeds: the first seed's; with grids_from_first_keep, other
     gate variants: the first keep target's) waits for that run: it runs in a later wave of the same call (or of
     a later call, if the first is cut short by --max-runs). A recorded run whose choice sits at an edge the grid
-    rule would extend is searched further, reusing its recorded points, and its record is replaced."""
+    rule would extend is searched further, reusing its recorded points, and its record is replaced. `extra`: fields
+    added to every record this call writes (the GPU driver: the bundle the runs came from)."""
     cfg = resolve(cfg)
     validate(cfg)  # everything, the data included, before anything is scheduled or written
     torch.set_num_threads(cfg.threads)
     specs = expand(cfg)
     todo, extend, waiting, keys, _ = plan(cfg, specs)
     print(f"{len(specs)} runs, {len(specs) - len(todo) - len(waiting)} already in {cfg.out}, "
-          f"{len(todo) + len(waiting)} to do" + (f" ({len(waiting)} wait for their source's grid choice)" if waiting else "")
+          f"{len(todo) + len(waiting)} to do"
+          + (f" ({len(waiting)} wait for their source's grid choice)" if waiting else "")
           + (f", {len(extend)} recorded runs whose grid the rule extends" if extend else ""))
     if cfg.dry_run:  # a waiting run trains one grid point: its first one stands in for the cost
         stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items() if k != GRID_FROM} for s in waiting]
@@ -233,12 +279,16 @@ def run_sweep(cfg: SweepConfig) -> Path:
         return cfg.out
     errors = cfg.out.with_name(cfg.out.stem + ".errors.jsonl")
     failed, left = [], cfg.max_runs
+
+    def annotate(rec):  # `keys` of the current wave
+        rec.update(extra or {})
+        if keys.get(rec["run_id"]):
+            rec["spec_key"] = keys[rec["run_id"]]
     while (todo or extend) and (left is None or left > 0):
         sizes = task_sizes(cfg, todo + [s for s, _ in extend])
         jobs = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, cfg, None)) for s in todo]
         jobs += [Job(run_id(s), run_cost(s, sizes[s["task"]][0]) / grid_size(s), (s, cfg, rec), replace=True)
                  for s, rec in extend]
-        annotate = lambda rec: rec.update(spec_key=keys[rec["run_id"]]) if keys.get(rec["run_id"]) else None  # noqa: E731
         failed += run_jobs(jobs, run_spec, cfg.out, cfg.workers, cfg.threads, cfg.device, errors_file=errors,
                            max_runs=left, annotate=annotate)
         left = None if left is None else left - min(left, len(jobs))

@@ -19,14 +19,13 @@ from pathlib import Path
 
 import torch
 
+from analysis.data import DataError, load_task, task_key
+from analysis.finetune.protocols import PROTOCOLS
 from gatecore.checks import check_bool, check_int, check_positive, check_real
 from gatecore.methods import GATE_METHODS, METHODS, SCHEDULES, setup_method
 from gatecore.penalty import KINDS
 from gatecore.pretrained import resolve_model
 from gatecore.tiny import TINY_KINDS, tiny_config
-
-from analysis.data import DataError, load_task, task_key
-from analysis.finetune.protocols import PROTOCOLS
 
 POOLINGS = ("mean", "cls")
 MIN_LEN = 4  # tokens: the special tokens of a sentence pair and one of text
@@ -126,7 +125,8 @@ def check_options(cfg) -> None:
         raise ConfigError(f"--kurtosis-tau weights the paper's `target` objective only; set --objective target "
                           f"(got {cfg.objective!r})")
     if set(methods) & set(GATE_METHODS) and not (cfg.keep or cfg.no_bias_keep or cfg.kurtosis_keep):
-        raise ConfigError("--keep: gate methods need at least one keep target (--keep, --no-bias-keep or --kurtosis-keep)")
+        raise ConfigError("--keep: gate methods need at least one keep target "
+                          "(--keep, --no-bias-keep or --kurtosis-keep)")
     kinds = [task_key(t) for t in cfg.tasks]
     if "csv" in kinds and not cfg.data:
         raise ConfigError("--data: task csv needs a folder of train/dev CSV/TSV files (--data DIR)")
@@ -158,6 +158,14 @@ def check_device(device) -> None:
             raise ConfigError(f"--device {device}: no {dev.type} device here; use --device cpu")
 
 
+def model_source(model: str, root: str | None) -> str:
+    """What a spec's model is loaded from: a relative folder under `root` when one is given (a GPU bundle: the spec,
+    hence the run id, keeps the path relative to the bundle, wherever it lies), else the model as named."""
+    if root is None or model.startswith("tiny-"):
+        return model
+    return str(Path(root).expanduser() / model)
+
+
 def check_model(cfg) -> None:
     """The model exists here (a folder, the offline model, tiny-<kind>, or a hub id when online) and every method
     can be set up on it with these options: built on the meta device from its config, no weights read."""
@@ -167,7 +175,7 @@ def check_model(cfg) -> None:
     if tiny and cfg.model[5:] not in TINY_KINDS:
         raise ConfigError(f"--model {cfg.model}: expected one of {', '.join('tiny-' + k for k in TINY_KINDS)}")
     try:  # the path first: transformers takes seconds to import
-        path = None if tiny else resolve_model(cfg.model)
+        path = None if tiny else resolve_model(model_source(cfg.model, cfg.root))
         from transformers import AutoConfig, AutoModelForSequenceClassification
         mcfg = tiny_config(cfg.model[5:], num_labels=2) if tiny else AutoConfig.from_pretrained(path, num_labels=2)
     except (OSError, ValueError, TypeError) as e:  # FileNotFoundError: a missing folder, or offline with a hub id
@@ -193,10 +201,13 @@ def validate(cfg) -> None:
     check_options(cfg)
     if cfg.out is not None and Path(cfg.out).is_dir():
         raise ConfigError(f"--out {cfg.out}: is a folder; expected a results file (.jsonl)")
+    if cfg.root is not None and not Path(cfg.root).expanduser().is_dir():
+        raise ConfigError(f"--root {cfg.root}: folder not found")
     if cfg.glue_dir is not None and not Path(cfg.glue_dir).expanduser().is_dir():
         raise ConfigError(f"--glue-dir {cfg.glue_dir}: folder not found")
     if cfg.checkpoint_dir and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
-        raise ConfigError(f"--checkpoint-dir {cfg.checkpoint_dir}: is a file; expected a folder ('' for no checkpoints)")
+        raise ConfigError(f"--checkpoint-dir {cfg.checkpoint_dir}: is a file; "
+                          "expected a folder ('' for no checkpoints)")
     if not cfg.dry_run:  # a plan may be made on another machine than the run
         check_device(cfg.device)
     for task in cfg.tasks:

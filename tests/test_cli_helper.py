@@ -1,0 +1,48 @@
+"""analysis.cli: a frozen config's fields become its command line, and the command line gives the config back."""
+from __future__ import annotations  # the helper reads annotations as strings, as in every analysis module
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from analysis.bench.batching import BatchingBenchConfig
+from analysis.bench.kurtosis import KurtosisBenchConfig
+from analysis.bench.sizes import SizesConfig
+from analysis.cli import add_options, from_args, option, to_argv
+from analysis.decoder.demo import DemoConfig
+from analysis.finetune.figures import FiguresConfig
+
+
+@dataclass(frozen=True)
+class Example:
+    folder: Path = option(Path("results"), "a folder")
+    limit: int | None = option(None, "an optional count")
+    scale: float = option(1.0, "a number")
+    names: tuple = option(("a", "b"), "names")
+    quiet: bool = option(False, "a switch")
+
+
+def parse(cls, argv, items=None):
+    ap = argparse.ArgumentParser()
+    add_options(ap, cls, items=items)
+    return from_args(cls, ap.parse_args(argv)), ap
+
+
+def test_round_trip_keeps_types():
+    cfg = Example(folder=Path("/tmp/x"), limit=3, scale=0.5, names=("c",), quiet=True)
+    got, _ = parse(Example, to_argv(cfg))
+    assert got == cfg and isinstance(got.folder, Path) and isinstance(got.limit, int)
+    assert parse(Example, [])[0] == Example()
+
+
+@pytest.mark.parametrize("cls, items", [(SizesConfig, {"sparsity": float}), (KurtosisBenchConfig, None),
+                                        (BatchingBenchConfig, None), (FiguresConfig, None), (DemoConfig, None)])
+def test_converted_commands_default_to_their_config(cls, items):
+    got, ap = parse(cls, [], items)
+    assert got == cls()
+    assert all((a.help or "").strip() for a in ap._actions)
+    first = next(f for f in cls.__dataclass_fields__.values() if f.type in ("int", "Path"))
+    changed = replace(cls(), **{first.name: (7 if first.type == "int" else Path("/tmp/elsewhere"))})
+    assert parse(cls, to_argv(changed), items)[0] == changed
