@@ -195,11 +195,7 @@ def test_python_callers_get_the_same_checks(place):
     validate(resolve(replace(cfg, encoding="latin-1")))  # the same file with its encoding stated is accepted
 
 
-@pytest.mark.parametrize("task", ["RTE", *(pytest.param(t, marks=pytest.mark.xfail(
-    raises=KeyError, strict=True, reason="protocols.estimate knows step times of the GLUE tasks only; issue 24 "
-                                         "fixes the dry run's estimate for csv / rotten_tomatoes / hf: tasks "
-                                         "(then drop this mark)"))
-    for t in ("csv", "rotten_tomatoes"))])
+@pytest.mark.parametrize("task", ["RTE", "csv", "rotten_tomatoes"])
 def test_dry_run_works_for_every_task_kind(task, place, capsys):
     before = files(place["tmp"])
     rc = sweep.main(argv(place, {"--tasks": [task]}, ["--dry-run"]))
