@@ -180,7 +180,7 @@ def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: 
             rec["compressed"] = compressed_info(model, point | weights, task, enc["dev"], pad, device, dev, cfg.bench)
     if point["method"] != "full" and cfg.checkpoint_dir:
         path = Path(cfg.checkpoint_dir) / f"{rec['run_id']}.pt"
-        objective = {"objective": res.objective.to_dict()} if getattr(res, "objective", None) else {}
+        objective = {"objective": res.objective} if res.objective else {}  # the Hessian study reads it
         gatecore.save_trainable(model, path, run_id=rec["run_id"], config=point, pooling=point["pooling"], **objective)
         rec["checkpoint"] = str(path.resolve().relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
     return rec
