@@ -34,7 +34,7 @@ decoder-model: $(PY)
 onnx: $(PY)
 	$(PY) -m pip install -q -r requirements-onnx.txt
 
-test:
+test: lint
 	$(PY) -m pytest -q
 
 # ruff (pinned in requirements.txt, configured in pyproject.toml): lint and format check, no changes made.

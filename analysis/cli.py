@@ -1,4 +1,5 @@
 """Frozen config dataclasses as command lines: each field carries its help; parser and argv come from the fields."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,14 @@ def add_options(ap: argparse.ArgumentParser, cls, choices: dict | None = None, i
         if f.type == "bool":
             ap.add_argument(name, action="store_true", help=help_)
         elif f.type == "tuple":
-            ap.add_argument(name, nargs="+", type=items.get(f.name, str), default=list(f.default),
-                            choices=choices.get(f.name), help=help_)
+            ap.add_argument(
+                name,
+                nargs="+",
+                type=items.get(f.name, str),
+                default=list(f.default),
+                choices=choices.get(f.name),
+                help=help_,
+            )
         else:
             ap.add_argument(name, type=scalar(f.type), default=f.default, choices=choices.get(f.name), help=help_)
 

@@ -11,6 +11,7 @@ are chosen on it), dev is the reported set. GLUE TSVs are read with QUOTE_NONE: 
 The data is checked as it is read (analysis/data_files.py): every problem is a `DataError` naming the
 file and line, and a train split too small to carve val from is one too.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -27,7 +28,7 @@ from .data_files import DataError, Split, open_text, read_folder, read_hf, undec
 from .metrics import MAIN_METRIC, task_metrics
 
 DEFAULT_GLUE_DIR = ROOT / "data" / "glue"  # carried by the repository (data/glue/README.md)
-SPLIT_SEED = 0        # val is carved from train with this seed, whatever the run's seed
+SPLIT_SEED = 0  # val is carved from train with this seed, whatever the run's seed
 VAL_FRACTION = 0.1
 VAL_MAX = 1000
 RT_DEV_FRACTION = 0.2  # Rotten Tomatoes has no official dev split
@@ -50,14 +51,19 @@ class Task:
     train: Split
     val: Split
     dev: Split
-    metric: str                 # main metric name (a key of metrics.task_metrics' output)
-    num_labels: int             # 1 = regression
+    metric: str  # main metric name (a key of metrics.task_metrics' output)
+    num_labels: int  # 1 = regression
     label_names: tuple | None = None
     source: str = ""
 
     def info(self) -> dict:
-        return {"metric": self.metric, "n_train": len(self.train), "n_val": len(self.val), "n_dev": len(self.dev),
-                "num_labels": self.num_labels}
+        return {
+            "metric": self.metric,
+            "n_train": len(self.train),
+            "n_val": len(self.val),
+            "n_dev": len(self.dev),
+            "num_labels": self.num_labels,
+        }
 
     def score(self, preds, labels) -> dict:
         """{metric: points} on the main metric and those reported beside it."""
@@ -153,13 +159,24 @@ def task_key(name: str) -> str:
         return key
     if name.startswith("hf:") and len(name) > 3:
         return name
-    raise DataError(f"unknown task {name!r}; expected a GLUE name ({', '.join(GLUE_TASKS)}), rotten_tomatoes, csv "
-                    "or hf:PATH[:CONFIG]")
+    raise DataError(
+        f"unknown task {name!r}; expected a GLUE name ({', '.join(GLUE_TASKS)}), rotten_tomatoes, csv "
+        "or hf:PATH[:CONFIG]"
+    )
 
 
-def load_task(name: str, glue: str | os.PathLike | None = None, data_dir=None, text_cols=None, label_col=None,
-              regression: bool = False, train_examples: int | None = None, val_examples: int | None = None,
-              dev_examples: int | None = None, encoding: str = "utf-8") -> Task:
+def load_task(
+    name: str,
+    glue: str | os.PathLike | None = None,
+    data_dir=None,
+    text_cols=None,
+    label_col=None,
+    regression: bool = False,
+    train_examples: int | None = None,
+    val_examples: int | None = None,
+    dev_examples: int | None = None,
+    encoding: str = "utf-8",
+) -> Task:
     """A task by name: a GLUE name, `rotten_tomatoes`, `csv` (with data_dir), or `hf:PATH[:CONFIG]`.
 
     `*_examples` take fixed-seed subsets (None = all); val is carved from the full train split first.
@@ -188,5 +205,13 @@ def load_task(name: str, glue: str | os.PathLike | None = None, data_dir=None, t
     train, val = carve(full)
     num_labels = 1 if names is None else len(names)
     shown = GLUE[key][0] if key in GLUE else (Path(source).name if key == "csv" else key)  # GLUE: "SST-2", ...
-    return Task(shown, _take(train, train_examples, SPLIT_SEED),
-                _take(val, val_examples, SPLIT_SEED), _take(dev, dev_examples, SPLIT_SEED), metric, num_labels, names, source)
+    return Task(
+        shown,
+        _take(train, train_examples, SPLIT_SEED),
+        _take(val, val_examples, SPLIT_SEED),
+        _take(dev, dev_examples, SPLIT_SEED),
+        metric,
+        num_labels,
+        names,
+        source,
+    )

@@ -7,6 +7,7 @@ Every problem is a `DataError` naming the file and line (and, for bytes that do 
 a missing folder, file or column, a ragged row, undecodable bytes, a split without examples, a single
 class in train, a non-numeric regression label, a dev label that train never has.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -23,7 +24,7 @@ class DataError(ValueError):
 @dataclass
 class Split:
     texts: list[tuple[str, ...]] = field(default_factory=list)  # one or two segments per example
-    labels: list = field(default_factory=list)                   # int class ids, or float scores
+    labels: list = field(default_factory=list)  # int class ids, or float scores
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -51,8 +52,10 @@ def undecodable(path: Path, encoding: str) -> DataError:
             try:
                 raw.decode(encoding)
             except UnicodeDecodeError as e:
-                return DataError(f"{path}, line {line_no}, column {e.start + 1}: bytes {raw[e.start:e.end]!r} are not "
-                                 f"{encoding}; save the file as UTF-8 or state its encoding (e.g. --encoding latin-1)")
+                return DataError(
+                    f"{path}, line {line_no}, column {e.start + 1}: bytes {raw[e.start : e.end]!r} are not "
+                    f"{encoding}; save the file as UTF-8 or state its encoding (e.g. --encoding latin-1)"
+                )
     return DataError(f"{path}: not readable as {encoding}; save it as UTF-8 or state its encoding")
 
 
@@ -70,7 +73,9 @@ def read_table(path: Path, text_cols, label_col: str, encoding: str = "utf-8") -
     with open_text(path, "table", encoding) as f:
         tsv = path.suffix == ".tsv"
         try:
-            rows = list(csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL))
+            rows = list(
+                csv.reader(f, delimiter="\t" if tsv else ",", quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+            )
         except UnicodeDecodeError:
             raise undecodable(path, encoding) from None
         except csv.Error as e:  # e.g. a NUL byte: not a text table
@@ -87,7 +92,9 @@ def read_table(path: Path, text_cols, label_col: str, encoding: str = "utf-8") -
             if not row:
                 continue
             if len(row) != len(head):
-                raise DataError(f"{path}, line {line_no}: expected {len(head)} columns as in the header, got {len(row)}")
+                raise DataError(
+                    f"{path}, line {line_no}: expected {len(head)} columns as in the header, got {len(row)}"
+                )
             texts.append(tuple(row[i].strip() for i in idx))
             labels.append(row[li].strip())
             lines.append(line_no)
@@ -101,6 +108,7 @@ def encode_labels(raw_splits: dict, regression: bool):
 
     raw_splits: {"train"|"dev": (source, texts, labels, line numbers or None for row numbers)}.
     """
+
     def where(source, lines, i):
         return f"{source}, line {lines[i]}" if lines else f"{source}, row {i + 1}"
 
@@ -117,18 +125,23 @@ def encode_labels(raw_splits: dict, regression: bool):
                 except ValueError:
                     values.append(math.nan)
                 if not math.isfinite(values[-1]):
-                    raise DataError(f"{where(source, lines, i)}: expected a numeric {k} label for regression, got {x!r}")
+                    raise DataError(
+                        f"{where(source, lines, i)}: expected a numeric {k} label for regression, got {x!r}"
+                    )
             out[k] = Split(texts, values)
         return out, None
     names = tuple(sorted({str(x) for x in raw_splits["train"][2]}))
     if len(names) < 2:
-        raise DataError(f"{raw_splits['train'][0]}: every train label is {names[0]!r}; classification needs at least "
-                        "two classes (numeric scores: --regression)")
+        raise DataError(
+            f"{raw_splits['train'][0]}: every train label is {names[0]!r}; classification needs at least "
+            "two classes (numeric scores: --regression)"
+        )
     for k, (source, texts, raw, lines) in raw_splits.items():
         bad = next((i for i, x in enumerate(raw) if str(x) not in names), None)
         if bad is not None:
-            raise DataError(f"{where(source, lines, bad)}: {k} label {raw[bad]!r} does not occur in train "
-                            f"(labels: {list(names)})")
+            raise DataError(
+                f"{where(source, lines, bad)}: {k} label {raw[bad]!r} does not occur in train (labels: {list(names)})"
+            )
         out[k] = Split(texts, [names.index(str(x)) for x in raw])
     return out, names
 
@@ -149,10 +162,17 @@ def read_folder(data_dir, text_cols, label_col: str, regression: bool = False, e
     train = find_file(data_dir, ["train"])
     dev = find_file(data_dir, ["dev", "validation", "test"])
     if train is None or dev is None:
-        raise DataError(f"{data_dir}: expected train.csv|tsv and dev|validation|test.csv|tsv, found "
-                        f"{sorted(p.name for p in data_dir.glob('*'))[:20]}")
-    return encode_labels({k: (str(path), *read_table(path, text_cols, label_col, encoding))
-                           for k, path in (("train", train), ("dev", dev))}, regression)
+        raise DataError(
+            f"{data_dir}: expected train.csv|tsv and dev|validation|test.csv|tsv, found "
+            f"{sorted(p.name for p in data_dir.glob('*'))[:20]}"
+        )
+    return encode_labels(
+        {
+            k: (str(path), *read_table(path, text_cols, label_col, encoding))
+            for k, path in (("train", train), ("dev", dev))
+        },
+        regression,
+    )
 
 
 def read_hf(spec: str, text_cols, label_col: str, regression: bool = False):
@@ -161,14 +181,18 @@ def read_hf(spec: str, text_cols, label_col: str, regression: bool = False):
     try:
         import datasets
     except ImportError:
-        raise DataError("hf: tasks need the Hugging Face `datasets` package (pip install datasets); "
-                        "offline, use a GLUE folder, rotten_tomatoes or --data DIR") from None
-    path, _, config = spec[len("hf:"):].partition(":")
+        raise DataError(
+            "hf: tasks need the Hugging Face `datasets` package (pip install datasets); "
+            "offline, use a GLUE folder, rotten_tomatoes or --data DIR"
+        ) from None
+    path, _, config = spec[len("hf:") :].partition(":")
     try:
         ds = datasets.load_dataset(path, config or None)
     except Exception as e:  # not found, offline, a bad config name: whatever `datasets` raises, in one line
-        raise DataError(f"{spec}: datasets.load_dataset({path!r}, {config or None!r}) failed: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        raise DataError(
+            f"{spec}: datasets.load_dataset({path!r}, {config or None!r}) failed: {type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
     dev_key = next((k for k in ("validation", "dev", "test") if k in ds), None)
     if "train" not in ds or dev_key is None:
         raise DataError(f"{spec}: expected a 'train' and a 'validation'/'test' split, got {list(ds)}")

@@ -8,6 +8,7 @@ results. Warnings on stderr, not failures: a results file holding records writte
 code changes (a commit id ending in -dirty, or tree_clean false; its run ids named), which is still drawn; and,
 after a full run, every results file (RECORD_SUFFIXES) that no figure or table read: an orphan.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,11 +41,16 @@ def main(argv=None) -> int:
     ap.add_argument("--results", type=Path, default=RESULTS, help="folder of committed results (default: results/)")
     ap.add_argument("--figures", type=Path, default=FIGURES, help="output folder (default: figures/)")
     ap.add_argument("--only", nargs="*", default=None, choices=list(STUDIES), help="draw only these studies")
-    ap.add_argument("--doc", type=Path, default=None,
-                    help="document whose generated parts to rewrite (default: docs/results.md with the default "
-                         "--results; none with another results folder)")
+    ap.add_argument(
+        "--doc",
+        type=Path,
+        default=None,
+        help="document whose generated parts to rewrite (default: docs/results.md with the default "
+        "--results; none with another results folder)",
+    )
     args = ap.parse_args(argv)
     import matplotlib
+
     matplotlib.use("Agg")
     args.figures.mkdir(parents=True, exist_ok=True)
     studies = list(STUDIES) if not args.only else [s for s in STUDIES if s in args.only]
@@ -77,16 +83,22 @@ def write_doc_blocks(doc: Path, results_dir) -> None:
     changed, kept = doc_blocks.update(doc, blocks)
     print(f"{repo_path(doc)}: generated parts {'rewritten' if changed else 'unchanged'}")
     if kept:
-        print(f"warning: {repo_path(doc)}: generated part(s) left as they were (no results or no generator): "
-              f"{', '.join(kept)}", file=sys.stderr)
+        print(
+            f"warning: {repo_path(doc)}: generated part(s) left as they were (no results or no generator): "
+            f"{', '.join(kept)}",
+            file=sys.stderr,
+        )
 
 
 def summarise_dirty_sources() -> None:
     """Repeat at the end, on stderr, which results files came from a dirty tree (each reader warned on its own)."""
     dirty = provenance.DIRTY_SOURCES  # read now: the readers fill it while drawing
     if dirty:
-        print(f"warning: {len(dirty)} results file(s) drawn from records written with uncommitted code "
-              f"changes (-dirty): " + "; ".join(f"{k}: {v}" for k, v in dirty.items()), file=sys.stderr)
+        print(
+            f"warning: {len(dirty)} results file(s) drawn from records written with uncommitted code "
+            f"changes (-dirty): " + "; ".join(f"{k}: {v}" for k, v in dirty.items()),
+            file=sys.stderr,
+        )
 
 
 def orphans(results_dir, read: set[str], made=()) -> list[str]:
@@ -98,8 +110,11 @@ def orphans(results_dir, read: set[str], made=()) -> list[str]:
 
 def warn_orphans(names: list[str]) -> None:
     if names:
-        print(f"warning: {len(names)} results file(s) read by no figure or table (orphans; cited in docs, or to be "
-              f"drawn, rerun or deleted): {', '.join(names)}", file=sys.stderr)
+        print(
+            f"warning: {len(names)} results file(s) read by no figure or table (orphans; cited in docs, or to be "
+            f"drawn, rerun or deleted): {', '.join(names)}",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

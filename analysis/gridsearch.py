@@ -15,6 +15,7 @@ of the grid wins, so a flat line (e.g. every point at the trivial baseline) is n
 Already scored points (`known`, e.g. from an earlier record of the same run) are never trained again, so
 a search that was cut short, or that an older, narrower grid left at an edge, resumes where it stood.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,19 +23,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 FACTOR = 3.0
-MAX_STEPS = 3                       # extensions per direction per dimension: the grid may grow by 3^3 = 27x
+MAX_STEPS = 3  # extensions per direction per dimension: the grid may grow by 3^3 = 27x
 BOUNDS = {"lr": (1e-6, 0.1), "gate_lr": (1e-3, 3.0), "lam": (1e-3, 100.0)}
 INTERIOR, BOUND, FIXED = "interior", "bound", "fixed"
 
 
 @dataclass(frozen=True)
 class GridResult:
-    best: dict                       # {dim: chosen value}
+    best: dict  # {dim: chosen value}
     best_score: Any
-    tried: list = field(default_factory=list)   # [(point, score)] in the order scored (known points included)
-    grids: dict = field(default_factory=dict)   # {dim: sorted values along the line the choice was made on}
+    tried: list = field(default_factory=list)  # [(point, score)] in the order scored (known points included)
+    grids: dict = field(default_factory=dict)  # {dim: sorted values along the line the choice was made on}
     status: dict = field(default_factory=dict)  # {dim: interior | bound | fixed}
-    new: int = 0                     # points trained by this call (not known before)
+    new: int = 0  # points trained by this call (not known before)
 
 
 def _key(point: dict) -> tuple:
@@ -48,9 +49,15 @@ def _pick(values: list[float], scores: list) -> int:
     return min((i for i, s in enumerate(scores) if s == top), key=lambda i: (abs(i - mid), i))
 
 
-def coordinate_search(grids: dict[str, list[float]], score: Callable[[dict], Any], *, factor: float = FACTOR,
-                      bounds: dict | None = None, max_steps: int = MAX_STEPS,
-                      known: dict[tuple, Any] | None = None) -> GridResult:
+def coordinate_search(
+    grids: dict[str, list[float]],
+    score: Callable[[dict], Any],
+    *,
+    factor: float = FACTOR,
+    bounds: dict | None = None,
+    max_steps: int = MAX_STEPS,
+    known: dict[tuple, Any] | None = None,
+) -> GridResult:
     """The module docstring's rule; `known` maps `point_key(point)` to an earlier score."""
     if not grids or any(not v for v in grids.values()):
         raise ValueError(f"every grid needs at least one value, got {grids!r}")
@@ -88,7 +95,9 @@ def coordinate_search(grids: dict[str, list[float]], score: Callable[[dict], Any
             if edge is None:
                 status[dim] = INTERIOR
                 break
-            nxt = float(f"{values[0] / factor if edge == 'down' else values[-1] * factor:.12g}")  # 9e-3, not 0.009000000000000001
+            nxt = float(
+                f"{values[0] / factor if edge == 'down' else values[-1] * factor:.12g}"
+            )  # 9e-3, not 0.009000000000000001
             if steps[edge] >= max_steps or not (lo * (1 - 1e-9) <= nxt <= hi * (1 + 1e-9)):
                 status[dim] = BOUND
                 break

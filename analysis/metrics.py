@@ -2,15 +2,27 @@
 
 Each function returns a fraction; `task_metrics` returns points (x 100), as GLUE tables report them.
 """
+
 from __future__ import annotations
 
 import math
 
-MAIN_METRIC = {"sst2": "accuracy", "cola": "matthews", "mrpc": "f1", "rte": "accuracy", "stsb": "pearson",
-               "qnli": "accuracy", "rotten_tomatoes": "accuracy"}
+MAIN_METRIC = {
+    "sst2": "accuracy",
+    "cola": "matthews",
+    "mrpc": "f1",
+    "rte": "accuracy",
+    "stsb": "pearson",
+    "qnli": "accuracy",
+    "rotten_tomatoes": "accuracy",
+}
 # the main metric and the ones reported beside it
-REPORTED = {"accuracy": ("accuracy",), "f1": ("f1", "accuracy"), "matthews": ("matthews", "accuracy"),
-            "pearson": ("pearson", "spearman")}
+REPORTED = {
+    "accuracy": ("accuracy",),
+    "f1": ("f1", "accuracy"),
+    "matthews": ("matthews", "accuracy"),
+    "pearson": ("pearson", "spearman"),
+}
 
 
 def _check(preds, labels):

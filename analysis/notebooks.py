@@ -10,6 +10,7 @@ opens). A run reads NAME.py, executes it on the project's kernel "gatecore" (`ma
 notebooks/ folder, as Jupyter does, and in default mode writes NAME.ipynb with the new outputs. Small mode
 only checks that the notebook runs: its outputs would replace the committed ones, so they are not written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,7 @@ def names() -> list[str]:
 def read_source(name: str):
     """NAME.py as a notebook (no outputs), with the kernel the project runs it on."""
     import jupytext
+
     nb = jupytext.read(NOTEBOOKS_DIR / f"{name}.py")
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "gatecore (.venv)", "language": "python"}
     return nb
@@ -40,10 +42,13 @@ def read_source(name: str):
 def execute(name: str, small: bool, timeout: int = TIMEOUT_S):
     """Run NAME.py top to bottom from notebooks/ (small: GATECORE_SMALL=1) and return the executed notebook."""
     from nbclient import NotebookClient
+
     nb = read_source(name)
     env = {**os.environ, "GATECORE_SMALL": "1" if small else ""}
     env.pop("PYTHONPATH", None)  # the imports must work because the project is installed, as in Jupyter
-    client = NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}})
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name=KERNEL, resources={"metadata": {"path": str(NOTEBOOKS_DIR)}}
+    )
     client.execute(env=env)
     return nb
 
@@ -52,6 +57,7 @@ def write(name: str, nb) -> Path:
     """The executed notebook as NAME.ipynb (its source is NAME.py, so the pair stays in sync); the cell ids of
     the previous NAME.ipynb are kept, so a rerun's diff shows what changed, not new ids."""
     import nbformat
+
     path = NOTEBOOKS_DIR / f"{name}.ipynb"
     if path.is_file():
         before = nbformat.read(path, as_version=4)

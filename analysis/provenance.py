@@ -1,5 +1,6 @@
 """What every results file records: the exact command, config, versions, seed, device, whether the code
 was committed (tree_clean); atomic writes; loud warnings about records from a dirty tree."""
+
 from __future__ import annotations
 
 import json
@@ -71,8 +72,9 @@ def git_state(root: Path = ROOT) -> dict:
     """
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        diff = subprocess.run(["git", "-C", str(root), "diff", "--name-only", "HEAD", "--"],
-                              capture_output=True, text=True, timeout=5)
+        diff = subprocess.run(
+            ["git", "-C", str(root), "diff", "--name-only", "HEAD", "--"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return _unknown_tree()
     if head.returncode != 0:
@@ -96,8 +98,12 @@ def _git_commit() -> str | None:
 
 def device_info(device: str | torch.device | None = None) -> dict:
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    info = {"device": str(dev), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count()}
+    info = {
+        "device": str(dev),
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+    }
     if dev.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(dev)
     return info
@@ -106,9 +112,15 @@ def device_info(device: str | torch.device | None = None) -> dict:
 def versions(git: dict | None = None) -> dict:
     import numpy
     import transformers
+
     commit = commit_id(git if git is not None else git_state())
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "numpy": numpy.__version__, "gatecore_commit": commit}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "numpy": numpy.__version__,
+        "gatecore_commit": commit,
+    }
 
 
 def provenance(config: dict, seed=None, device=None, argv=None) -> dict:
@@ -118,9 +130,17 @@ def provenance(config: dict, seed=None, device=None, argv=None) -> dict:
     then ends in "-dirty", and dirty_files lists those files; None outside a git checkout.
     """
     git = git_state()
-    return {"command": command_line(argv), "config": config, "seed": seed, "versions": versions(git),
-            "tree_clean": git["tree_clean"], "dirty_files": git["dirty_files"],
-            **device_info(device), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "small_mode": small_mode()}
+    return {
+        "command": command_line(argv),
+        "config": config,
+        "seed": seed,
+        "versions": versions(git),
+        "tree_clean": git["tree_clean"],
+        "dirty_files": git["dirty_files"],
+        **device_info(device),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "small_mode": small_mode(),
+    }
 
 
 # ---- dirty-tree warnings: when writing a record, and when a figure draws from one -----------------------
@@ -146,9 +166,12 @@ def _warn_write(path: Path, obj) -> None:
     _WARNED_WRITES.add(str(path))
     files = obj.get("dirty_files") or []
     shown = ", ".join(files[:6]) + (f", ... ({len(files)} in all)" if len(files) > 6 else "")
-    print(f"warning: {repo_path(path)}: written from a working tree with uncommitted changes to tracked code "
-          f"({shown}); the recorded commit {obj.get('versions', {}).get('gatecore_commit')} does not name "
-          "the code that produced it. Commit, then rerun, for a reproducible result.", file=sys.stderr)
+    print(
+        f"warning: {repo_path(path)}: written from a working tree with uncommitted changes to tracked code "
+        f"({shown}); the recorded commit {obj.get('versions', {}).get('gatecore_commit')} does not name "
+        "the code that produced it. Commit, then rerun, for a reproducible result.",
+        file=sys.stderr,
+    )
 
 
 def warn_if_dirty(path, records) -> bool:
@@ -167,8 +190,11 @@ def warn_if_dirty(path, records) -> bool:
         ids = [str(r["run_id"]) for r in dirty if r.get("run_id") is not None]
         named = f" (run ids: {', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})" if ids else ""
         DIRTY_SOURCES[key] = f"{len(dirty)} of {len(records)} record(s){named}"
-        print(f"warning: {key}: {DIRTY_SOURCES[key]} written with uncommitted code changes "
-              "(-dirty commit id or tree_clean false): they may not match the recorded commit", file=sys.stderr)
+        print(
+            f"warning: {key}: {DIRTY_SOURCES[key]} written with uncommitted code changes "
+            "(-dirty commit id or tree_clean false): they may not match the recorded commit",
+            file=sys.stderr,
+        )
     return True
 
 
@@ -221,7 +247,7 @@ def replace_jsonl(path: str | os.PathLike, record: dict) -> Path:
     rows = read_jsonl(path)
     at = [i for i, r in enumerate(rows) if r.get("run_id") == record["run_id"]]
     rows = [r for i, r in enumerate(rows) if i not in at[1:]]
-    rows = rows[:at[0]] + [record] + rows[at[0] + 1:] if at else rows + [record]
+    rows = rows[: at[0]] + [record] + rows[at[0] + 1 :] if at else rows + [record]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text("".join(json.dumps(r, default=_default) + "\n" for r in rows))
     os.replace(tmp, path)

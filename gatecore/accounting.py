@@ -1,4 +1,5 @@
 """Parameter accounting and the per-matrix gate report."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -13,6 +14,7 @@ from .parameters import gate_parameters, head_parameters, ids, lora_parameters
 @dataclass
 class ParamCount:
     """Trainable parameters by group (gate, lora, bias, head, other_trainable), then frozen and total."""
+
     gate: int = 0
     lora: int = 0
     bias: int = 0
@@ -78,8 +80,10 @@ def check_finite_gates(model: nn.Module) -> None:
     bad = nonfinite_gates(model)
     if bad:
         shown = ", ".join(f"{n} ({k})" for n, k in list(bad.items())[:8]) + (", ..." if len(bad) > 8 else "")
-        raise ValueError(f"non-finite (NaN/inf) gate parameters in {len(bad)} gated layer(s): {shown}; "
-                         "the run diverged (try a smaller learning rate or lam)")
+        raise ValueError(
+            f"non-finite (NaN/inf) gate parameters in {len(bad)} gated layer(s): {shown}; "
+            "the run diverged (try a smaller learning rate or lam)"
+        )
 
 
 @dataclass
@@ -114,17 +118,24 @@ class GateReport:
         return self.removable_weights / self.gated_weights if self.layers else 0.0
 
     def as_dict(self) -> dict:
-        return {"removed_fraction": self.removed_fraction, "gated_weights": self.gated_weights,
-                "removable_weights": self.removable_weights,
-                "layers": [{**asdict(l), "removed_fraction": l.removed_fraction} for l in self.layers]}
+        return {
+            "removed_fraction": self.removed_fraction,
+            "gated_weights": self.gated_weights,
+            "removable_weights": self.removable_weights,
+            "layers": [{**asdict(l), "removed_fraction": l.removed_fraction} for l in self.layers],
+        }
 
     def __str__(self) -> str:
         w = max([len(l.name) for l in self.layers] + [5])
         lines = [f"{'layer':<{w}}  {'rows kept':>12}  {'cols kept':>12}  removed"]
         for l in self.layers:
-            lines.append(f"{l.name:<{w}}  {l.rows_kept:>5}/{l.out_features:<6}  {l.cols_kept:>5}/{l.in_features:<6}  "
-                         f"{l.removed_fraction:6.1%}")
-        lines.append(f"gated weights removable: {self.removable_weights}/{self.gated_weights} = {self.removed_fraction:.1%}")
+            lines.append(
+                f"{l.name:<{w}}  {l.rows_kept:>5}/{l.out_features:<6}  {l.cols_kept:>5}/{l.in_features:<6}  "
+                f"{l.removed_fraction:6.1%}"
+            )
+        lines.append(
+            f"gated weights removable: {self.removable_weights}/{self.gated_weights} = {self.removed_fraction:.1%}"
+        )
         return "\n".join(lines)
 
 

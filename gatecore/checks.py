@@ -7,6 +7,7 @@ what is allowed, e.g. "alpha must be a finite number in (0, inf), got nan".
 A value of the wrong type raises `WrongType`, which is a TypeError and also a ValueError, so
 code that catches ValueError for bad input catches it too.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,15 @@ def _type_name(value) -> str:
     return type(value).__name__
 
 
-def check_real(name: str, value, low=None, high=None, low_open: bool = False, high_open: bool = False,
-               what: str = "a finite number") -> float:
+def check_real(
+    name: str,
+    value,
+    low=None,
+    high=None,
+    low_open: bool = False,
+    high_open: bool = False,
+    what: str = "a finite number",
+) -> float:
     """`value` as a float: a real number (not a bool, not a str), finite, inside the interval.
 
     low/high None means unbounded; *_open excludes the bound itself.
@@ -84,12 +92,15 @@ def check_patterns(targets) -> list[str]:
     try:
         items = list(targets)
     except TypeError:
-        raise WrongType(f"targets must be a name pattern (str) or a list of them, got {targets!r} "
-                        f"({_type_name(targets)})") from None
+        raise WrongType(
+            f"targets must be a name pattern (str) or a list of them, got {targets!r} ({_type_name(targets)})"
+        ) from None
     bad = [t for t in items if not isinstance(t, str)]
     if bad:
-        raise WrongType(f"targets must be name patterns (str), got {bad[0]!r} ({_type_name(bad[0])}) "
-                        f"in {items!r}; e.g. targets=['query', 'value'] or [r'layer\\.0\\..*']")
+        raise WrongType(
+            f"targets must be name patterns (str), got {bad[0]!r} ({_type_name(bad[0])}) "
+            f"in {items!r}; e.g. targets=['query', 'value'] or [r'layer\\.0\\..*']"
+        )
     if not items:
         raise ValueError("targets is empty; pass name patterns, or None for the model type's preset")
     return items
@@ -109,8 +120,10 @@ def check_adapter_dtype(weight_dtype, dtype=None):
     if dtype is None:
         return torch.float32 if weight_dtype in HALF_DTYPES else weight_dtype
     if not isinstance(dtype, torch.dtype):
-        raise WrongType(f"adapter_dtype must be None or a floating torch.dtype (e.g. torch.float32), got {dtype!r} "
-                        f"({_type_name(dtype)})")
+        raise WrongType(
+            f"adapter_dtype must be None or a floating torch.dtype (e.g. torch.float32), got {dtype!r} "
+            f"({_type_name(dtype)})"
+        )
     if not dtype.is_floating_point:
         raise ValueError(f"adapter_dtype must be a floating torch.dtype (e.g. torch.float32), got {dtype}")
     return dtype

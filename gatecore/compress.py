@@ -34,6 +34,7 @@ width is never changed. Every layer keeps at least one head and one neuron.
 Layouts: "inner" (the default) stops here, residual-stream gates folded into zero columns/rows;
 "hidden" then drops those columns/rows by per-layer gathers and scatters (compress_hidden.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -64,12 +65,17 @@ def _update_config(model: nn.Module, kind: str, sizes: list[LayerSizes], layout:
     """Per-layer sizes go to config.gatecore_layers; the global fields only where they describe every layer."""
     cfg = model.config
     first = sizes[0]
-    same = all((s.heads, s.kv_heads, s.head_dim, s.intermediate, s.rope_dims)
-               == (first.heads, first.kv_heads, first.head_dim, first.intermediate, first.rope_dims) for s in sizes)
+    same = all(
+        (s.heads, s.kv_heads, s.head_dim, s.intermediate, s.rope_dims)
+        == (first.heads, first.kv_heads, first.head_dim, first.intermediate, first.rope_dims)
+        for s in sizes
+    )
     if all(s.intermediate == first.intermediate for s in sizes):
         cfg.intermediate_size = first.intermediate
     if kind != "llama":  # bert, mpnet
-        full_attention = all(s.heads == cfg.num_attention_heads and s.head_dim * s.heads == cfg.hidden_size for s in sizes)
+        full_attention = all(
+            s.heads == cfg.num_attention_heads and s.head_dim * s.heads == cfg.hidden_size for s in sizes
+        )
         loadable = same and full_attention
     else:
         loadable = same and first.rope_dims is None and first.head_dim == getattr(cfg, "head_dim", first.head_dim)
@@ -109,13 +115,17 @@ def compress(model: nn.Module, layout: str = "inner") -> nn.Module:
             if layout == "hidden" and apply_hidden_layout(model):
                 cfg.gatecore_layout, cfg.gatecore_uniform = "hidden", False
             return model
-        raise ValueError("compress needs a gated model (gatecore.add_gates) with some gates closed; "
-                         "this model has no GatedLinear layers")
+        raise ValueError(
+            "compress needs a gated model (gatecore.add_gates) with some gates closed; "
+            "this model has no GatedLinear layers"
+        )
     kind = family(model)
     check_layout(model, layout)
     if _has_hidden_wrappers(model):
-        raise ValueError("this model was compressed in the hidden layout, whose gathered/scattered layers cannot "
-                         "be compressed again; compress the gated model, or gate an inner-layout compressed model")
+        raise ValueError(
+            "this model was compressed in the hidden layout, whose gathered/scattered layers cannot "
+            "be compressed again; compress the gated model, or gate an inner-layout compressed model"
+        )
     check_finite_gates(model)
     merge_lora(model)
     sizes = [LAYER_COMPRESSORS[kind](layer) for layer in encoder_layers(model)]

@@ -1,4 +1,5 @@
 """Compress one BERT/RoBERTa layer: attention heads and dims, FFN neurons (rules in compress.py)."""
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,7 @@ def set_attention_sizes(att: nn.Module, heads: int, head_dim: int) -> None:
     """What BertSelfAttention derives from its config, for this layer's own sizes."""
     att.num_attention_heads, att.attention_head_size = heads, head_dim
     att.all_head_size = heads * head_dim
-    att.scaling = head_dim ** -0.5
+    att.scaling = head_dim**-0.5
 
 
 def compress_ffn(up: Folded, down: Folded, act) -> tuple[torch.Tensor, int]:
@@ -57,5 +58,10 @@ def compress_bert_layer(layer: nn.Module) -> LayerSizes:
     neurons, ffn_padding = compress_ffn(up, down, layer.intermediate.intermediate_act_fn)
     layer.intermediate.dense = make_linear(up, rows=neurons)
     layer.output.dense = make_linear(down, cols=neurons)
-    return LayerSizes(heads=len(heads), kv_heads=len(heads), head_dim=d_new, intermediate=len(neurons),
-                      padding_weights=padding + ffn_padding)
+    return LayerSizes(
+        heads=len(heads),
+        kv_heads=len(heads),
+        head_dim=d_new,
+        intermediate=len(neurons),
+        padding_weights=padding + ffn_padding,
+    )

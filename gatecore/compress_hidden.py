@@ -19,6 +19,7 @@ almost nothing.
 
 A family plugs in by listing its readers and writers in `HIDDEN_SITES` (paths inside one layer).
 """
+
 from __future__ import annotations
 
 import torch
@@ -33,10 +34,23 @@ LAYOUTS = ("inner", "hidden")
 
 # per family: linear layers that read ("in") or write ("out") the residual stream, relative to a layer
 HIDDEN_SITES = {
-    "bert": {"attention.self.query": "in", "attention.self.key": "in", "attention.self.value": "in",
-             "attention.output.dense": "out", "intermediate.dense": "in", "output.dense": "out"},
-    "llama": {"self_attn.q_proj": "in", "self_attn.k_proj": "in", "self_attn.v_proj": "in",
-              "self_attn.o_proj": "out", "mlp.gate_proj": "in", "mlp.up_proj": "in", "mlp.down_proj": "out"},
+    "bert": {
+        "attention.self.query": "in",
+        "attention.self.key": "in",
+        "attention.self.value": "in",
+        "attention.output.dense": "out",
+        "intermediate.dense": "in",
+        "output.dense": "out",
+    },
+    "llama": {
+        "self_attn.q_proj": "in",
+        "self_attn.k_proj": "in",
+        "self_attn.v_proj": "in",
+        "self_attn.o_proj": "out",
+        "mlp.gate_proj": "in",
+        "mlp.up_proj": "in",
+        "mlp.down_proj": "out",
+    },
 }
 
 
@@ -91,8 +105,10 @@ def check_layout(model: nn.Module, layout: str) -> None:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     kind = family(model)
     if layout == "hidden" and kind not in HIDDEN_SITES:
-        raise ValueError(f"the hidden-width layout has no sites for the {kind!r} family; list its readers and "
-                         "writers in gatecore.compress_hidden.HIDDEN_SITES")
+        raise ValueError(
+            f"the hidden-width layout has no sites for the {kind!r} family; list its readers and "
+            "writers in gatecore.compress_hidden.HIDDEN_SITES"
+        )
 
 
 def hidden_sites(model: nn.Module):

@@ -1,4 +1,5 @@
 """Compress one LLaMA-like layer: grouped heads, RoPE pairs, value dims, SwiGLU neurons (rules in compress.py)."""
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,7 @@ def set_rope_dims(att: nn.Module, dims: torch.Tensor | None) -> None:
 
 def set_attention_sizes(att: nn.Module, head_dim: int, groups: int, rope_dims) -> None:
     """What LlamaAttention derives from its config, for this layer's own sizes."""
-    att.head_dim, att.num_key_value_groups, att.scaling = head_dim, groups, head_dim ** -0.5
+    att.head_dim, att.num_key_value_groups, att.scaling = head_dim, groups, head_dim**-0.5
     set_rope_dims(att, None if rope_dims is None else torch.as_tensor(rope_dims, device=att.q_proj.weight.device))
 
 
@@ -59,15 +60,15 @@ def compress_llama_layer(layer: nn.Module) -> LayerSizes:
     # RoPE mixes dims j and j + d/2: a pair is dead when both query rows or both key rows are
     q_pair = q.row_live().view(H, 2, half).any(1)
     k_pair = k.row_live().view(KV, 2, half).any(1)
-    pair = q_pair & k_pair.repeat_interleave(G, 0)                     # (H, half)
-    vo = v.row_live().view(KV, 1, d) & o.col_live().view(KV, G, d)     # (KV, G, d) per query head
-    alive = vo.any(-1)                                                 # (KV, G)
+    pair = q_pair & k_pair.repeat_interleave(G, 0)  # (H, half)
+    vo = v.row_live().view(KV, 1, d) & o.col_live().view(KV, G, d)  # (KV, G, d) per query head
+    alive = vo.any(-1)  # (KV, G)
     groups = [g for g in range(KV) if alive[g].any()] or [0]
     per_group = max(1, max(int(alive[g].sum()) for g in groups))
     heads = torch.cat([g * G + pick(alive[g], per_group) for g in groups])
-    v_need = {g: vo[g][alive[g]].any(0) for g in groups}               # value dims some live head reads
+    v_need = {g: vo[g][alive[g]].any(0) for g in groups}  # value dims some live head reads
 
-    live_pairs = (pair & alive.flatten()[:, None]).any(0)              # cos/sin are shared by the layer's heads
+    live_pairs = (pair & alive.flatten()[:, None]).any(0)  # cos/sin are shared by the layer's heads
     d_new = max(2, 2 * int(live_pairs.sum()), max(int(m.sum()) for m in v_need.values()))
     d_new += d_new % 2
     pairs = pick(live_pairs, d_new // 2)
@@ -80,9 +81,12 @@ def compress_llama_layer(layer: nn.Module) -> LayerSizes:
 
     # cost of the uniform rule: rows/columns of q, k, v, o kept beyond what some live head needs
     live = alive.flatten()
-    need = (2 * pair[live].sum()                                                       # q rows
-            + sum(2 * pair[g * G:(g + 1) * G][alive[g]].any(0).sum() for g in groups)  # k rows
-            + sum(m.sum() for m in v_need.values()) + vo.view(H, d)[live].sum())       # v rows, o columns
+    need = (
+        2 * pair[live].sum()  # q rows
+        + sum(2 * pair[g * G : (g + 1) * G][alive[g]].any(0).sum() for g in groups)  # k rows
+        + sum(m.sum() for m in v_need.values())
+        + vo.view(H, d)[live].sum()
+    )  # v rows, o columns
     padding = (2 * (len(heads) + len(groups)) * d_new - int(need)) * hidden
 
     att.q_proj = make_linear(q, rows=q_rows, row_scale=math.sqrt(d_new / d))  # keeps the 1/sqrt(d) softmax scale
@@ -101,5 +105,11 @@ def compress_llama_layer(layer: nn.Module) -> LayerSizes:
     mlp.down_proj = make_linear(down, cols=neurons)
     if hasattr(mlp, "intermediate_size"):
         mlp.intermediate_size = len(neurons)
-    return LayerSizes(heads=len(heads), kv_heads=len(groups), head_dim=d_new, intermediate=len(neurons),
-                      padding_weights=padding + ffn_padding, rope_dims=None if full else rope.tolist())
+    return LayerSizes(
+        heads=len(heads),
+        kv_heads=len(groups),
+        head_dim=d_new,
+        intermediate=len(neurons),
+        padding_weights=padding + ffn_padding,
+        rope_dims=None if full else rope.tolist(),
+    )

@@ -12,6 +12,7 @@ recorded per layer as `LayerSizes.heads_kept`). The shared embedding itself is l
 bias is exact in every layer. MPNet scales the scores by the module's own `attention_head_size`, so
 the query rows carry sqrt(d'/d) as for BERT.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,9 @@ def set_attention_sizes(att: nn.Module, heads: int, head_dim: int, heads_kept) -
         delattr(att, "gatecore_heads")
     if heads_kept is None:
         return
-    att.register_buffer("gatecore_heads", torch.as_tensor(heads_kept, dtype=torch.long, device=att.q.weight.device),
-                        persistent=False)
+    att.register_buffer(
+        "gatecore_heads", torch.as_tensor(heads_kept, dtype=torch.long, device=att.q.weight.device), persistent=False
+    )
     att.gatecore_heads_hook = att.register_forward_pre_hook(head_bias_hook, with_kwargs=True)
 
 
@@ -82,5 +84,11 @@ def compress_mpnet_layer(layer: nn.Module) -> LayerSizes:
     neurons, ffn_padding = compress_ffn(up, down, layer.intermediate.intermediate_act_fn)
     layer.intermediate.dense = make_linear(up, rows=neurons)
     layer.output.dense = make_linear(down, cols=neurons)
-    return LayerSizes(heads=len(heads), kv_heads=len(heads), head_dim=d_new, intermediate=len(neurons),
-                      padding_weights=padding + ffn_padding, heads_kept=None if full else kept)
+    return LayerSizes(
+        heads=len(heads),
+        kv_heads=len(heads),
+        head_dim=d_new,
+        intermediate=len(neurons),
+        padding_weights=padding + ffn_padding,
+        heads_kept=None if full else kept,
+    )

@@ -8,6 +8,7 @@ safetensors). When every layer has the same sizes and they are expressible by th
 tensor and every attention module the sizes recorded in `config.gatecore_layers`, re-creates the hidden
 layout's gathers and scatters from their saved indices (`*.in_index`, `*.out_index`), then loads the tensors.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,10 @@ from .inject import set_module
 def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -> Path:
     """`model.save_pretrained(path)` for a model returned by `gatecore.compress` (and the tokenizer, if given)."""
     if not getattr(getattr(model, "config", None), "gatecore_compressed", False):
-        raise ValueError("save_compressed expects a model returned by gatecore.compress; "
-                         "for gates or LoRA before compression use gatecore.save_trainable")
+        raise ValueError(
+            "save_compressed expects a model returned by gatecore.compress; "
+            "for gates or LoRA before compression use gatecore.save_trainable"
+        )
     path = Path(path)
     model.save_pretrained(path)
     if tokenizer is not None:
@@ -39,6 +42,7 @@ def save_compressed(model: nn.Module, path: str | os.PathLike, tokenizer=None) -
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
+
     files = sorted(path.glob("*.safetensors"))
     if not files:
         raise FileNotFoundError(f"{path} has no *.safetensors file; was it written by save_compressed?")
@@ -85,11 +89,13 @@ def _saved_folder(path) -> Path:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         what = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise FileNotFoundError(f"load_compressed: {str(path)!r} {what}; expected a folder written by "
-                                "gatecore.save_compressed")
+        raise FileNotFoundError(
+            f"load_compressed: {str(path)!r} {what}; expected a folder written by gatecore.save_compressed"
+        )
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"load_compressed: {str(path)!r} has no config.json; expected a folder written by "
-                                "gatecore.save_compressed")
+        raise FileNotFoundError(
+            f"load_compressed: {str(path)!r} has no config.json; expected a folder written by gatecore.save_compressed"
+        )
     return folder
 
 
@@ -102,6 +108,7 @@ def load_compressed(path: str | os.PathLike, device=None, attn_implementation: s
     `attn_implementation` ("eager", "sdpa", ...) as in `from_pretrained`; None: the transformers default.
     """
     import transformers
+
     path = _saved_folder(path)
     cfg = transformers.AutoConfig.from_pretrained(path)
     if not getattr(cfg, "gatecore_compressed", False):

@@ -13,6 +13,7 @@ Three families of transformer blocks:
 `random_gate_pattern` and `load_compressed` accept a type only if it is also compressible: a listed
 type that is not says why in `NOT_COMPRESSIBLE` (checked before anything changes).
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -29,24 +30,42 @@ NOT_COMPRESSIBLE = {
     "phi3": "fused qkv_proj and gate_up_proj",
 }
 
-_BERT_GATES = [r"attention\.self\.(query|key|value)", r"attention\.output\.dense",
-               r"layer\.\d+\.intermediate\.dense", r"layer\.\d+\.output\.dense"]
+_BERT_GATES = [
+    r"attention\.self\.(query|key|value)",
+    r"attention\.output\.dense",
+    r"layer\.\d+\.intermediate\.dense",
+    r"layer\.\d+\.output\.dense",
+]
 _MPNET_GATES = [r"attention\.attn\.(q|k|v|o)", r"layer\.\d+\.intermediate\.dense", r"layer\.\d+\.output\.dense"]
 _LLAMA_GATES = [r"self_attn\.(q|k|v|o)_proj", r"mlp\.(gate|up|down)_proj"]
-_PHI3_GATES = [r"self_attn\.(qkv|o)_proj", r"mlp\.(gate_up|down)_proj"]   # phi3 fuses q, k, v and gate, up
+_PHI3_GATES = [r"self_attn\.(qkv|o)_proj", r"mlp\.(gate_up|down)_proj"]  # phi3 fuses q, k, v and gate, up
 
 # every attention and FFN matrix (gates); q and v, the common LoRA setting (docs/design.md §2)
-GATE_PRESETS = {**{t: _BERT_GATES for t in BERT_LIKE}, **{t: _MPNET_GATES for t in MPNET_LIKE},
-                **{t: _LLAMA_GATES for t in LLAMA_LIKE}, "phi3": _PHI3_GATES}
-LORA_PRESETS = {**{t: [r"attention\.self\.(query|value)"] for t in BERT_LIKE},
-                **{t: [r"attention\.attn\.(q|v)"] for t in MPNET_LIKE},
-                **{t: [r"self_attn\.(q|v)_proj"] for t in LLAMA_LIKE}, "phi3": [r"self_attn\.qkv_proj"]}
+GATE_PRESETS = {
+    **{t: _BERT_GATES for t in BERT_LIKE},
+    **{t: _MPNET_GATES for t in MPNET_LIKE},
+    **{t: _LLAMA_GATES for t in LLAMA_LIKE},
+    "phi3": _PHI3_GATES,
+}
+LORA_PRESETS = {
+    **{t: [r"attention\.self\.(query|value)"] for t in BERT_LIKE},
+    **{t: [r"attention\.attn\.(q|v)"] for t in MPNET_LIKE},
+    **{t: [r"self_attn\.(q|v)_proj"] for t in LLAMA_LIKE},
+    "phi3": [r"self_attn\.qkv_proj"],
+}
 
 # per family, the paths inside one block of: the attention module, q, k, v, o (gates and compress agree on them)
-ATTENTION = {"bert": ("attention.self", "attention.self.query", "attention.self.key", "attention.self.value",
-                      "attention.output.dense"),
-             "mpnet": ("attention.attn", "attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o"),
-             "llama": ("self_attn", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj")}
+ATTENTION = {
+    "bert": (
+        "attention.self",
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+    ),
+    "mpnet": ("attention.attn", "attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o"),
+    "llama": ("self_attn", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"),
+}
 
 HEAD_NAMES = ("classifier", "score", "qa_outputs", "lm_head", "cls", "head")
 
@@ -69,8 +88,10 @@ def lora_targets(model: nn.Module) -> list[str]:
 def _preset(model: nn.Module, presets: dict, what: str) -> list[str]:
     mtype = model_type(model)
     if mtype not in presets:
-        raise ValueError(f"no default {what} targets for model_type={mtype!r}; presets exist for "
-                         f"{sorted(presets)}. Pass targets=[...] (name patterns) to use any model.")
+        raise ValueError(
+            f"no default {what} targets for model_type={mtype!r}; presets exist for "
+            f"{sorted(presets)}. Pass targets=[...] (name patterns) to use any model."
+        )
     return presets[mtype]
 
 
@@ -82,8 +103,10 @@ def family(model: nn.Module) -> str:
     """'bert', 'mpnet' or 'llama' for a type compress can rebuild; ValueError (saying why) for any other."""
     mtype = model_type(model)
     if mtype in NOT_COMPRESSIBLE:
-        raise ValueError(f"compress does not support model_type={mtype!r} ({NOT_COMPRESSIBLE[mtype]}); "
-                         f"it supports {compressible_types()}")
+        raise ValueError(
+            f"compress does not support model_type={mtype!r} ({NOT_COMPRESSIBLE[mtype]}); "
+            f"it supports {compressible_types()}"
+        )
     if mtype in BERT_LIKE:
         return "bert"
     if mtype in MPNET_LIKE:

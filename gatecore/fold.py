@@ -4,6 +4,7 @@
 
 `compress_bert`, `compress_mpnet` and `compress_llama` build their smaller layers from these; `compress` drives them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from .gates import GatedLinear
 @dataclass
 class Folded:
     """A linear layer with its gates (and LoRA) folded into plain tensors."""
+
     weight: torch.Tensor
     bias: torch.Tensor | None
     requires_grad: bool
@@ -42,11 +44,15 @@ def fold(mod: nn.Module) -> Folded:
         z_r, z_c = mod.eval_gates()
         w, b = mod.base.weight, mod.base.bias
         # float32 gates of a half-precision layer: folded in float32, rounded once to the layer's dtype
-        return Folded((z_r[:, None] * w * z_c[None, :]).to(w.dtype), None if b is None else (b * z_r).to(b.dtype),
-                      w.requires_grad)
+        return Folded(
+            (z_r[:, None] * w * z_c[None, :]).to(w.dtype), None if b is None else (b * z_r).to(b.dtype), w.requires_grad
+        )
     if isinstance(mod, nn.Linear):
-        return Folded(mod.weight.detach().clone(), None if mod.bias is None else mod.bias.detach().clone(),
-                      mod.weight.requires_grad)
+        return Folded(
+            mod.weight.detach().clone(),
+            None if mod.bias is None else mod.bias.detach().clone(),
+            mod.weight.requires_grad,
+        )
     raise TypeError(f"expected an nn.Linear or GatedLinear, got {type(mod).__name__}")
 
 
@@ -87,6 +93,7 @@ def fold_constants(down: Folded, const: torch.Tensor, values: torch.Tensor) -> N
 @dataclass
 class LayerSizes:
     """What one compressed layer kept; `padding_weights` is the cost of the uniform head rule."""
+
     heads: int
     kv_heads: int
     head_dim: int

@@ -20,6 +20,7 @@ each product and each rebuilt chunk stays in cache, and no full-size x is ever a
 Every step is a differentiable torch op and the rebuild sources enter as inputs of the function,
 so double backward (Hessian-vector products) sees the same function of the same leaves.
 """
+
 from __future__ import annotations
 
 import torch
@@ -43,8 +44,13 @@ def rebuild_recipe(x: torch.Tensor):
     if name == "GeluBackward0":
         return ("gelu", node._saved_approximate), (node._saved_self,)
     if name == "NativeLayerNormBackward0" and len(node._saved_normalized_shape) == 1:
-        return ("layer_norm",), (node._saved_input, node._saved_result1, node._saved_result2,
-                                 node._saved_weight, node._saved_bias)
+        return ("layer_norm",), (
+            node._saved_input,
+            node._saved_result1,
+            node._saved_result2,
+            node._saved_weight,
+            node._saved_bias,
+        )
     return None
 
 
@@ -104,8 +110,10 @@ def _sum_tokens(a: torch.Tensor, b, rows: int) -> torch.Tensor:
     product; per chunk it stays in cache (4096 tokens, one thread, 2**16-number chunks: 1.1 -> 0.9 ms
     at 384 features, 7.5 -> 4.4 ms at 1536), and a rebuilt x is never allocated at full size.
     """
-    parts = [(a[s:s + rows] * (b(s, s + rows) if callable(b) else b[s:s + rows])).sum(0)
-             for s in range(0, a.shape[0], rows)]
+    parts = [
+        (a[s : s + rows] * (b(s, s + rows) if callable(b) else b[s : s + rows])).sum(0)
+        for s in range(0, a.shape[0], rows)
+    ]
     return parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
 
 
@@ -119,6 +127,7 @@ def _chunk_rows(features: int, tokens: int, device: torch.device) -> int:
 
 class GatedLinearFunction(torch.autograd.Function):
     """apply(x, weight, bias, z_r, z_c, kind, *sources): kind None keeps x; else x is rebuilt from sources."""
+
     generate_vmap_rule = True  # with setup_context: usable under torch.func (vmap of products)
 
     @staticmethod
@@ -147,8 +156,9 @@ class GatedLinearFunction(torch.autograd.Function):
             if closed.any():  # y_pre of closed rows is not in the output: recompute those rows
                 idx = closed.nonzero().squeeze(1)
                 w_idx, b_idx = weight[idx] * z_c, None if bias is None else bias[idx]
-                gr = gr.index_put((idx,), _sum_tokens(g2[:, idx], lambda s, e: F.linear(x_rows(s, e), w_idx, b_idx),
-                                                      rows_in))
+                gr = gr.index_put(
+                    (idx,), _sum_tokens(g2[:, idx], lambda s, e: F.linear(x_rows(s, e), w_idx, b_idx), rows_in)
+                )
         if need_x or need_c:
             gx2 = g2 @ (weight * z_c * z_r.unsqueeze(1))
             if need_c:
@@ -163,7 +173,7 @@ class GatedLinearFunction(torch.autograd.Function):
         if need_b:
             gb = g2.sum(0) * z_r
         if need_w:
-            gw = ((g2 * z_r).T @ (x_rows.all() * z_c))
+            gw = (g2 * z_r).T @ (x_rows.all() * z_c)
         return (gx, gw, gb, gr, gc, None) + (None,) * ctx.n_sources
 
 
@@ -180,8 +190,9 @@ def gated_linear(x, weight, bias, z_r, z_c, rebuild_input: bool = True):
     if torch.is_autocast_enabled(device):
         dt = torch.get_autocast_dtype(device)
         with torch.autocast(device, enabled=False):
-            return gated_linear(x.to(dt), weight.to(dt), None if bias is None else bias.to(dt), z_r.to(dt), z_c.to(dt),
-                                rebuild_input)
+            return gated_linear(
+                x.to(dt), weight.to(dt), None if bias is None else bias.to(dt), z_r.to(dt), z_c.to(dt), rebuild_input
+            )
     recipe = rebuild_recipe(x) if rebuild_input and torch.is_grad_enabled() else None
     if recipe is None:
         return GatedLinearFunction.apply(x, weight, bias, z_r, z_c, None)

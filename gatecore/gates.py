@@ -14,6 +14,7 @@ Dtypes: theta is float32 on a half-precision layer (`checks.check_adapter_dtype`
 gates are cast to the weight's dtype where they meet it, so the matmuls run in the model's dtype and
 a float32/float64 layer computes exactly as it would without the casts.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,16 @@ class Gate(nn.Module):
     products.
     """
 
-    def __init__(self, n: int, sigma: float = DEFAULT_SIGMA, reg_sigma: float | None = None,
-                 init_mean: float = 1.0, init_std: float = 0.1, device=None, dtype=None):
+    def __init__(
+        self,
+        n: int,
+        sigma: float = DEFAULT_SIGMA,
+        reg_sigma: float | None = None,
+        init_mean: float = 1.0,
+        init_std: float = 0.1,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.sigma = _check_positive("sigma", sigma)
         self.reg_sigma = _check_positive("reg_sigma", DEFAULT_REG_SIGMA if reg_sigma is None else reg_sigma)
@@ -54,8 +63,9 @@ class Gate(nn.Module):
             raise ValueError(f"init_mean must be finite and init_std >= 0, got {init_mean!r}, {init_std!r}")
         theta = torch.empty(n, device=device, dtype=dtype)
         if init_std > 0:
-            nn.init.trunc_normal_(theta, init_mean, init_std,
-                                  init_mean - _INIT_TRUNC * init_std, init_mean + _INIT_TRUNC * init_std)
+            nn.init.trunc_normal_(
+                theta, init_mean, init_std, init_mean - _INIT_TRUNC * init_std, init_mean + _INIT_TRUNC * init_std
+            )
         else:
             theta.fill_(init_mean)
         self.theta = nn.Parameter(theta)
@@ -80,7 +90,9 @@ class Gate(nn.Module):
         if self.fixed_eps is not None:
             eps = self.fixed_eps
         elif self.generator is not None:
-            eps = torch.randn(self.theta.shape, generator=self.generator, device=self.theta.device, dtype=self.theta.dtype)
+            eps = torch.randn(
+                self.theta.shape, generator=self.generator, device=self.theta.device, dtype=self.theta.dtype
+            )
         else:
             eps = torch.randn_like(self.theta)
         return torch.clamp(self.mu + 0.5 + self.sigma * eps, 0.0, 1.0)
@@ -130,16 +142,30 @@ class GatedLinear(nn.Module):
     as in docs/design.md §1, and a layer without bias stays without one.
     """
 
-    def __init__(self, base: nn.Module, rows: bool = True, cols: bool = True, sigma: float = DEFAULT_SIGMA,
-                 reg_sigma: float | None = None, init_mean: float = 1.0, init_std: float = 0.1,
-                 adapter_dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        base: nn.Module,
+        rows: bool = True,
+        cols: bool = True,
+        sigma: float = DEFAULT_SIGMA,
+        reg_sigma: float | None = None,
+        init_mean: float = 1.0,
+        init_std: float = 0.1,
+        adapter_dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         if not (rows or cols):
             raise ValueError("GatedLinear needs rows=True, cols=True or both")
         self.base = base
         w = base.weight
-        kw = dict(sigma=sigma, reg_sigma=reg_sigma, init_mean=init_mean, init_std=init_std,
-                  device=w.device, dtype=check_adapter_dtype(w.dtype, adapter_dtype))
+        kw = dict(
+            sigma=sigma,
+            reg_sigma=reg_sigma,
+            init_mean=init_mean,
+            init_std=init_std,
+            device=w.device,
+            dtype=check_adapter_dtype(w.dtype, adapter_dtype),
+        )
         self.row_gate = Gate(base.out_features, **kw) if rows else None
         self.col_gate = Gate(base.in_features, **kw) if cols else None
         # x_bar for the kurtosis weights (gatecore.kurtosis): switched on by track_input_means

@@ -26,6 +26,7 @@ their gradients are all-reduced and every rank holds the same thetas after each 
 the eval gates (a function of theta only) and so measures the same value on every rank. Gate noise is drawn
 per rank from its own generator, seeded `args.seed + rank`, so ranks do not share noise draws.
 """
+
 from __future__ import annotations
 
 import base64
@@ -54,15 +55,16 @@ NOISE_SEED_STRIDE = 1  # rank r draws gate noise from seed + r
 @dataclass(frozen=True)
 class GateConfig:
     """The sparsity side of a gates run; learning rate, epochs, batch size stay in TrainingArguments."""
-    removed: float = defaults.REMOVED    # the request: fraction of the gated weights to remove, in [0, 1)
+
+    removed: float = defaults.REMOVED  # the request: fraction of the gated weights to remove, in [0, 1)
     objective: str = defaults.OBJECTIVE  # params | target | l0 (docs/design.md §1)
-    lam: float = defaults.LAM            # weight of the penalty once warmed up
+    lam: float = defaults.LAM  # weight of the penalty once warmed up
     lam_warmup: float = defaults.LAM_WARMUP  # fraction of the steps over which lam ramps from 0
     gate_lr: float | None = defaults.GATE_LR  # None = args.learning_rate
     head_lr: float | None = defaults.HEAD_LR  # None = args.learning_rate
-    control: bool = True             # steer the penalty so the eval-gate removed fraction meets `removed`
-    split_range: bool = True         # the controller also raises lam where the knob alone cannot get there
-    correct_at_end: bool = True      # exact final correction to within `tol` (needs control)
+    control: bool = True  # steer the penalty so the eval-gate removed fraction meets `removed`
+    split_range: bool = True  # the controller also raises lam where the knob alone cannot get there
+    correct_at_end: bool = True  # exact final correction to within `tol` (needs control)
     tol: float = 0.02
     kurtosis_tau: float | None = None
 
@@ -88,22 +90,42 @@ class GateConfig:
 class GateSparsityCallback(TrainerCallback, ExportableState):
     """Holds the controller and the per-rank noise generator; its state travels in trainer_state.json."""
 
-    def __init__(self, objective: str = "params", removed: float = 0.3, lam_warmup: float = 0.2,
-                 control: bool = True, split_range: bool = True):
-        self.controller = SparsityController(objective, removed, start=lam_warmup,
-                                             lam_gain=LAM_GAIN if split_range else 0.0)
+    def __init__(
+        self,
+        objective: str = "params",
+        removed: float = 0.3,
+        lam_warmup: float = 0.2,
+        control: bool = True,
+        split_range: bool = True,
+    ):
+        self.controller = SparsityController(
+            objective, removed, start=lam_warmup, lam_gain=LAM_GAIN if split_range else 0.0
+        )
         self.control_on = control
-        self.noise_state: str | None = None   # the rank's gate-noise generator state, base64 (for resume)
+        self.noise_state: str | None = None  # the rank's gate-noise generator state, base64 (for resume)
         self.generator: torch.Generator | None = None
-        self._init = {"objective": objective, "removed": removed, "lam_warmup": lam_warmup, "control": control,
-                      "split_range": split_range}
+        self._init = {
+            "objective": objective,
+            "removed": removed,
+            "lam_warmup": lam_warmup,
+            "control": control,
+            "split_range": split_range,
+        }
 
     def state(self) -> dict:
         if self.generator is not None:
             self.noise_state = base64.b64encode(self.generator.get_state().numpy().tobytes()).decode()
         c = self.controller
-        return {"args": dict(self._init), "attributes": {"integral": c.integral, "knob": c.knob, "escalation": c.escalation,
-                                                         "last_got": c.last_got, "noise_state": self.noise_state}}
+        return {
+            "args": dict(self._init),
+            "attributes": {
+                "integral": c.integral,
+                "knob": c.knob,
+                "escalation": c.escalation,
+                "last_got": c.last_got,
+                "noise_state": self.noise_state,
+            },
+        }
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
@@ -136,12 +158,15 @@ class GateTrainer(Trainer):
             raise TypeError(f"gate_config must be a gatecore.GateConfig, got {type(cfg).__name__}")
         model = kwargs.get("model", args[0] if args else None)
         if model is None or not gated_layers(model):
-            raise ValueError("GateTrainer needs a model with gates: call gatecore.setup_method(model, 'gates') "
-                             "(or gatecore.add_gates) before building the trainer")
+            raise ValueError(
+                "GateTrainer needs a model with gates: call gatecore.setup_method(model, 'gates') "
+                "(or gatecore.add_gates) before building the trainer"
+            )
         check_finite_gates(model)
         if cfg.kurtosis_tau is not None and cfg.objective != "target":
-            raise ValueError("kurtosis_tau weights the 'target' objective (as in the paper); got objective="
-                             f"{cfg.objective!r}")
+            raise ValueError(
+                f"kurtosis_tau weights the 'target' objective (as in the paper); got objective={cfg.objective!r}"
+            )
         super().__init__(*args, **kwargs)
         # The penalty is added to the model's per-batch mean loss. Trainer's token-count path would rescale the
         # task loss by the number of processes (and skip the accumulation division) whenever the forward takes
@@ -149,7 +174,9 @@ class GateTrainer(Trainer):
         # change lam's weight with the world size. The mean path keeps task:penalty fixed on 1 or N processes.
         self.model_accepts_loss_kwargs = False
         self.gate_config = cfg
-        self.add_callback(GateSparsityCallback(cfg.objective, cfg.removed, cfg.lam_warmup, cfg.control, cfg.split_range))
+        self.add_callback(
+            GateSparsityCallback(cfg.objective, cfg.removed, cfg.lam_warmup, cfg.control, cfg.split_range)
+        )
         if cfg.kurtosis_tau is not None:
             track_input_means(self.model)
 
@@ -167,27 +194,40 @@ class GateTrainer(Trainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None:
-            self.lr_scheduler = warmup_linear_schedule(optimizer or self.optimizer, num_training_steps,
-                                                       warm_steps=self.args.get_warmup_steps(num_training_steps))
+            self.lr_scheduler = warmup_linear_schedule(
+                optimizer or self.optimizer,
+                num_training_steps,
+                warm_steps=self.args.get_warmup_steps(num_training_steps),
+            )
         return self.lr_scheduler
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         cfg = self.gate_config
         if model.training and cfg.lam > 0:  # the term gatecore.train_step adds
-            term, _ = cfg.training_objective().term(self.accelerator.unwrap_model(model), self.state.global_step,
-                                                    max(1, self.state.max_steps), self.sparsity.controller)
+            term, _ = cfg.training_objective().term(
+                self.accelerator.unwrap_model(model),
+                self.state.global_step,
+                max(1, self.state.max_steps),
+                self.sparsity.controller,
+            )
             loss = loss + term
         if not torch.isfinite(loss.detach()).all():
-            raise FloatingPointError(f"non-finite loss at step {self.state.global_step}: stopping before the gates "
-                                     "are corrupted (lower the learning rates or lam)")
+            raise FloatingPointError(
+                f"non-finite loss at step {self.state.global_step}: stopping before the gates "
+                "are corrupted (lower the learning rates or lam)"
+            )
         return (loss, outputs) if return_outputs else loss
 
     def gate_stats(self) -> dict:
         """Removed fraction asked vs got, the controller's knob, and kept rows/columns per module type."""
         rep = gate_report(self.accelerator.unwrap_model(self.model))
-        stats = {"gates/removed_asked": self.gate_config.removed, "gates/removed_got": rep.removed_fraction,
-                 "gates/knob": self.sparsity.controller.knob, "gates/lam_scale": self.sparsity.controller.lam_scale}
+        stats = {
+            "gates/removed_asked": self.gate_config.removed,
+            "gates/removed_got": rep.removed_fraction,
+            "gates/knob": self.sparsity.controller.knob,
+            "gates/lam_scale": self.sparsity.controller.lam_scale,
+        }
         by_type: dict[str, list[float]] = {}
         for l in rep.layers:
             kind = re.sub(r"^.*?\.\d+\.", "", l.name)  # the name inside its layer: attention.self.query, ...

@@ -6,6 +6,7 @@ module's dotted name at a dot boundary: "query" matches
 module under layer 0. `targets=None` uses the preset of the model's type
 (gatecore.families: every attention/FFN matrix for gates, q and v for LoRA).
 """
+
 from __future__ import annotations
 
 import re
@@ -14,10 +15,19 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .checks import check_adapter_dtype, check_bool, check_fraction, check_int, check_patterns, check_positive, check_real
+from .checks import (
+    check_adapter_dtype,
+    check_bool,
+    check_fraction,
+    check_int,
+    check_patterns,
+    check_positive,
+    check_real,
+)
 from .families import HEAD_NAMES, find_head, gate_targets, lora_targets
 from .gates import GatedLinear
 from .lora import LoRALinear
+
 
 def _matches(pattern: str, name: str) -> bool:
     return re.search(r"(?:^|\.)(?:" + pattern + r")$", name) is not None
@@ -43,8 +53,11 @@ def find_targets(model: nn.Module, targets: Iterable[str] | str) -> dict[str, nn
         except re.error as e:
             raise ValueError(f"target pattern {p!r} is not a valid regular expression: {e}") from None
         if not hits:
-            linear = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, GatedLinear, LoRALinear))
-                      and not _inside_wrapper(model, n)]
+            linear = [
+                n
+                for n, m in model.named_modules()
+                if isinstance(m, (nn.Linear, GatedLinear, LoRALinear)) and not _inside_wrapper(model, n)
+            ]
             shown = ", ".join(linear[:40]) + (f", ... ({len(linear)} in all)" if len(linear) > 40 else "")
             raise ValueError(f"target pattern {p!r} matches no module. Linear modules: {shown}")
         for n in hits:
@@ -70,9 +83,17 @@ def _check_gate_options(rows, cols, sigma, reg_sigma, init_mean, init_std) -> No
     check_real("init_std", init_std, low=0)
 
 
-def add_gates(model: nn.Module, targets=None, rows: bool = True, cols: bool = True, sigma: float = 0.1,
-              reg_sigma: float | None = None, init_mean: float = 1.0, init_std: float = 0.1,
-              adapter_dtype: torch.dtype | None = None) -> dict[str, GatedLinear]:
+def add_gates(
+    model: nn.Module,
+    targets=None,
+    rows: bool = True,
+    cols: bool = True,
+    sigma: float = 0.1,
+    reg_sigma: float | None = None,
+    init_mean: float = 1.0,
+    init_std: float = 0.1,
+    adapter_dtype: torch.dtype | None = None,
+) -> dict[str, GatedLinear]:
     """Wrap each targeted `nn.Linear` (or `LoRALinear`) in a `GatedLinear`, in place.
 
     `targets=None` uses the preset for `model.config.model_type` (BERT-like:
@@ -90,15 +111,32 @@ def add_gates(model: nn.Module, targets=None, rows: bool = True, cols: bool = Tr
             raise ValueError(f"{name} already has gates; wrapping it twice is not allowed")
         if not isinstance(mod, (nn.Linear, LoRALinear)):
             raise TypeError(f"target {name} is a {type(mod).__name__}, not an nn.Linear")
-    wrapped = {n: GatedLinear(m, rows=rows, cols=cols, sigma=sigma, reg_sigma=reg_sigma, init_mean=init_mean,
-                              init_std=init_std, adapter_dtype=adapter_dtype) for n, m in found.items()}
+    wrapped = {
+        n: GatedLinear(
+            m,
+            rows=rows,
+            cols=cols,
+            sigma=sigma,
+            reg_sigma=reg_sigma,
+            init_mean=init_mean,
+            init_std=init_std,
+            adapter_dtype=adapter_dtype,
+        )
+        for n, m in found.items()
+    }
     for n, g in wrapped.items():
         set_module(model, n, g)
     return wrapped
 
 
-def add_lora(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, dropout: float = 0.0,
-             adapter_dtype: torch.dtype | None = None) -> dict[str, LoRALinear]:
+def add_lora(
+    model: nn.Module,
+    targets=None,
+    r: int = 8,
+    alpha: float = 16,
+    dropout: float = 0.0,
+    adapter_dtype: torch.dtype | None = None,
+) -> dict[str, LoRALinear]:
     """Give each targeted `nn.Linear` a LoRA update, in place (default: q and v).
 
     A `GatedLinear` target gets LoRA inside its gates (gates around W + BA).
@@ -118,10 +156,17 @@ def add_lora(model: nn.Module, targets=None, r: int = 8, alpha: float = 16, drop
             raise ValueError(f"{name} already has LoRA; wrapping it twice is not allowed")
         if not isinstance(base, nn.Linear):
             raise TypeError(f"target {name} is a {type(mod).__name__}, not an nn.Linear")
-        check_int(f"LoRA rank r for {name} ({base.out_features} x {base.in_features})", r,
-                  1, min(base.in_features, base.out_features), what="a positive integer")
+        check_int(
+            f"LoRA rank r for {name} ({base.out_features} x {base.in_features})",
+            r,
+            1,
+            min(base.in_features, base.out_features),
+            what="a positive integer",
+        )
         inner[inner_name] = base
-    plan = {n: LoRALinear(base, r=r, alpha=alpha, dropout=dropout, adapter_dtype=adapter_dtype) for n, base in inner.items()}
+    plan = {
+        n: LoRALinear(base, r=r, alpha=alpha, dropout=dropout, adapter_dtype=adapter_dtype) for n, base in inner.items()
+    }
     for n, l in plan.items():
         set_module(model, n, l)
     return plan
@@ -134,8 +179,9 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def mark_trainable(model: nn.Module, gates: bool = True, lora: bool = True, bias: str = "gated",
-                   head: bool = True) -> nn.Module:
+def mark_trainable(
+    model: nn.Module, gates: bool = True, lora: bool = True, bias: str = "gated", head: bool = True
+) -> nn.Module:
     """Freeze everything, then unfreeze the chosen groups (all options are checked first).
 
     bias: "gated" (biases of gated layers, as the authors train them),
@@ -147,8 +193,10 @@ def mark_trainable(model: nn.Module, gates: bool = True, lora: bool = True, bias
         check_bool(name, flag)
     h = find_head(model) if head else None
     if head and h is None:  # checked before anything is frozen
-        raise ValueError(f"head=True but no task head found; looked for children named {HEAD_NAMES}. "
-                         "Pass head=False for a model without one.")
+        raise ValueError(
+            f"head=True but no task head found; looked for children named {HEAD_NAMES}. "
+            "Pass head=False for a model without one."
+        )
     model.requires_grad_(False)
     for mod in model.modules():
         if isinstance(mod, GatedLinear):

@@ -21,6 +21,7 @@ the weights stay within tens of percent of uniform.
 Everything here is a pure function without gradient. Vectors come back full length: closed
 positions hold kappa = 0 and w = 0 (the weights of the open positions sum to 1).
 """
+
 from __future__ import annotations
 
 import math
@@ -73,16 +74,19 @@ def sqrt_kurtosis(a: torch.Tensor, dim: int, mask: torch.Tensor | None = None, o
 
 
 @torch.no_grad()
-def channel_kurtosis(weight: torch.Tensor, x_bar: torch.Tensor, open_rows: torch.Tensor,
-                     open_cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_kurtosis(
+    weight: torch.Tensor, x_bar: torch.Tensor, open_rows: torch.Tensor, open_cols: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(kappa_r, kappa_c): lengths out and in, 0 at closed positions.
 
     `open_rows`, `open_cols` are boolean masks (eval gate > 0).
     """
     out_f, in_f = weight.shape
     if x_bar.shape != (in_f,) or open_rows.shape != (out_f,) or open_cols.shape != (in_f,):
-        raise ValueError(f"shapes do not fit a weight of {tuple(weight.shape)}: x_bar {tuple(x_bar.shape)}, "
-                         f"open_rows {tuple(open_rows.shape)}, open_cols {tuple(open_cols.shape)}")
+        raise ValueError(
+            f"shapes do not fit a weight of {tuple(weight.shape)}: x_bar {tuple(x_bar.shape)}, "
+            f"open_rows {tuple(open_rows.shape)}, open_cols {tuple(open_cols.shape)}"
+        )
     dt = _stat_dtype(weight.dtype)
     rows, cols = open_rows.to(dt), open_cols.to(dt)
     a = weight.detach().to(dt) * x_bar.detach().to(dt)  # A_ij = W_ij x_bar_j
@@ -101,8 +105,13 @@ def masked_softmax_weights(kappa: torch.Tensor, open_mask: torch.Tensor, tau: fl
 
 
 @torch.no_grad()
-def channel_weights(weight: torch.Tensor, x_bar: torch.Tensor, open_rows: torch.Tensor, open_cols: torch.Tensor,
-                    tau: float = DEFAULT_TAU) -> tuple[torch.Tensor, torch.Tensor]:
+def channel_weights(
+    weight: torch.Tensor,
+    x_bar: torch.Tensor,
+    open_rows: torch.Tensor,
+    open_cols: torch.Tensor,
+    tau: float = DEFAULT_TAU,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(w_r, w_c) = softmax(-kappa / tau) over the open rows / columns; 0 at closed positions."""
     tau = check_tau(tau)
     kappa_r, kappa_c = channel_kurtosis(weight, x_bar, open_rows, open_cols)

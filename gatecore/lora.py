@@ -6,6 +6,7 @@
 A and B are float32 on a half-precision layer (PEFT's convention, `checks.check_adapter_dtype`) and are
 cast to the weight's dtype in the forward, so the matmuls run in the model's dtype.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,8 +24,14 @@ class LoRALinear(nn.Module):
     half-precision layer, else the layer's dtype.
     """
 
-    def __init__(self, base: nn.Linear, r: int = 8, alpha: float = 16, dropout: float = 0.0,
-                 adapter_dtype: torch.dtype | None = None):
+    def __init__(
+        self,
+        base: nn.Linear,
+        r: int = 8,
+        alpha: float = 16,
+        dropout: float = 0.0,
+        adapter_dtype: torch.dtype | None = None,
+    ):
         super().__init__()
         if not isinstance(base, nn.Linear):
             raise TypeError(f"LoRALinear wraps an nn.Linear, got {type(base).__name__}")
@@ -58,7 +65,9 @@ class LoRALinear(nn.Module):
     def merge(self) -> nn.Linear:
         """A plain `nn.Linear` with weight W + (alpha/r) B A and the same bias."""
         b = self.base
-        out = nn.Linear(b.in_features, b.out_features, bias=b.bias is not None, device=b.weight.device, dtype=b.weight.dtype)
+        out = nn.Linear(
+            b.in_features, b.out_features, bias=b.bias is not None, device=b.weight.device, dtype=b.weight.dtype
+        )
         out.weight.copy_(b.weight + self.delta_weight())
         if b.bias is not None:
             out.bias.copy_(b.bias)

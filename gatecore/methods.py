@@ -10,6 +10,7 @@
 Every study, benchmark and the Trainer integration builds its model through `setup_method`, so a
 method means the same thing everywhere.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,17 +21,39 @@ from .families import GATE_PRESETS, find_head, model_type
 from .inject import add_gates, add_lora, find_targets, mark_trainable
 from .parameters import gate_parameters, head_parameters, ids, lora_parameters
 
-__all__ = ["METHODS", "GATE_METHODS", "LORA_METHODS", "setup_method", "param_groups", "gate_parameters",
-           "lora_parameters", "head_parameters", "warmup_linear_schedule", "warmup_constant_schedule", "SCHEDULES", "lam_ramp"]
+__all__ = [
+    "METHODS",
+    "GATE_METHODS",
+    "LORA_METHODS",
+    "setup_method",
+    "param_groups",
+    "gate_parameters",
+    "lora_parameters",
+    "head_parameters",
+    "warmup_linear_schedule",
+    "warmup_constant_schedule",
+    "SCHEDULES",
+    "lam_ramp",
+]
 
 METHODS = ("full", "lora", "bias", "head", "gates", "gates+lora")
 GATE_METHODS = ("gates", "gates+lora")
 LORA_METHODS = ("lora", "gates+lora")
 
 
-def setup_method(model: nn.Module, method: str, *, lora_r: int = 8, lora_alpha: float = 16, sigma: float = 0.1,
-                 reg_sigma: float | None = None, bias: bool = True, gate_targets=None, lora_targets=None,
-                 adapter_dtype: torch.dtype | None = None) -> nn.Module:
+def setup_method(
+    model: nn.Module,
+    method: str,
+    *,
+    lora_r: int = 8,
+    lora_alpha: float = 16,
+    sigma: float = 0.1,
+    reg_sigma: float | None = None,
+    bias: bool = True,
+    gate_targets=None,
+    lora_targets=None,
+    adapter_dtype: torch.dtype | None = None,
+) -> nn.Module:
     """Add the method's adapters to `model` and set its trainable parameters; returns the model.
 
     `bias` only matters for gate methods: train the gated layers' biases too (the paper's setting).
@@ -45,12 +68,16 @@ def setup_method(model: nn.Module, method: str, *, lora_r: int = 8, lora_alpha: 
         raise TypeError(f"bias must be True or False, got {bias!r}")
     check_adapter_dtype(None, adapter_dtype)
     if method != "full" and find_head(model) is None:
-        raise ValueError(f"method {method!r} trains a task head, but {type(model).__name__} has none "
-                         "(expected a module named classifier/score/...): load a *ForSequenceClassification model")
+        raise ValueError(
+            f"method {method!r} trains a task head, but {type(model).__name__} has none "
+            "(expected a module named classifier/score/...): load a *ForSequenceClassification model"
+        )
     mtype = model_type(model)
     if (method in GATE_METHODS or method == "bias") and gate_targets is None and mtype not in GATE_PRESETS:
-        raise ValueError(f"no gate preset for model_type={mtype!r} (presets: {sorted(GATE_PRESETS)}); "
-                         "pass gate_targets=[...] (name patterns) for other models")
+        raise ValueError(
+            f"no gate preset for model_type={mtype!r} (presets: {sorted(GATE_PRESETS)}); "
+            "pass gate_targets=[...] (name patterns) for other models"
+        )
     gate_targets = GATE_PRESETS[mtype] if gate_targets is None and mtype in GATE_PRESETS else gate_targets
     if method in GATE_METHODS or method == "bias":
         find_targets(model, gate_targets)  # every pattern must match, before any change
@@ -78,19 +105,23 @@ def param_groups(model: nn.Module, lr: float, head_lr: float | None = None, gate
     """
     gate_ids, head_ids = ids(gate_parameters(model)), ids(head_parameters(model))
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if id(p) not in gate_ids | head_ids], "lr": lr},
-              {"params": [p for p in params if id(p) in head_ids], "lr": head_lr or lr},
-              {"params": [p for p in params if id(p) in gate_ids], "lr": gate_lr or lr}]
+    groups = [
+        {"params": [p for p in params if id(p) not in gate_ids | head_ids], "lr": lr},
+        {"params": [p for p in params if id(p) in head_ids], "lr": head_lr or lr},
+        {"params": [p for p in params if id(p) in gate_ids], "lr": gate_lr or lr},
+    ]
     return [g for g in groups if g["params"]]
 
 
-def warmup_linear_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.06,
-                           warm_steps: int | None = None):
+def warmup_linear_schedule(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.06, warm_steps: int | None = None
+):
     """Linear warm-up over `warmup` of the steps (or `warm_steps`), then linear decay to 0 (the studies' schedule)."""
     total = max(1, int(total_steps))
     warm = max(1, int(warmup * total) if warm_steps is None else int(warm_steps))
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / (total - warm + 1e-9))))
+        optimizer, lambda s: min((s + 1) / warm, max(0.0, (total - s) / (total - warm + 1e-9)))
+    )
 
 
 def warmup_constant_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float = 0.06):

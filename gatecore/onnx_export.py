@@ -9,6 +9,7 @@ exporter) from the model in eval mode, so a gated model is exported with its det
 Needs the optional packages onnx, onnxscript (export) and onnxruntime (sessions): `make onnx` or
 `pip install -e .[onnx]`; without them these calls raise an ImportError saying so.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,10 +26,13 @@ INPUTS = ("input_ids", "attention_mask")
 def require(*modules: str) -> None:
     """ImportError naming the missing optional packages and how to install them."""
     import importlib.util
+
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise ImportError(f"ONNX export/runtime needs the optional package(s) {', '.join(missing)}: "
-                          "`make onnx` or `pip install -r requirements-onnx.txt`")
+        raise ImportError(
+            f"ONNX export/runtime needs the optional package(s) {', '.join(missing)}: "
+            "`make onnx` or `pip install -r requirements-onnx.txt`"
+        )
 
 
 class _Logits(nn.Module):
@@ -61,9 +65,16 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, opset: int = OPSET) -
     dims = {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO}
     tmp = path.with_name(path.name + ".tmp")
     with torch.no_grad():
-        program = torch.onnx.export(traced, example, dynamo=True, opset_version=opset, input_names=list(INPUTS),
-                                    output_names=["logits"], dynamic_shapes={"input_ids": dims, "attention_mask": dims},
-                                    external_data=False)
+        program = torch.onnx.export(
+            traced,
+            example,
+            dynamo=True,
+            opset_version=opset,
+            input_names=list(INPUTS),
+            output_names=["logits"],
+            dynamic_shapes={"input_ids": dims, "attention_mask": dims},
+            external_data=False,
+        )
     program.save(str(tmp), external_data=False)
     os.replace(tmp, path)
     return path
@@ -77,6 +88,7 @@ def onnx_session(path: str | os.PathLike, threads: int = 0):
     """An ONNX Runtime CPU InferenceSession with `threads` intra-op threads (0: ONNX Runtime's default, all cores)."""
     require("onnxruntime")
     import onnxruntime as ort
+
     if not Path(path).is_file():
         raise FileNotFoundError(f"onnx_session: {str(path)!r} is not a file; write one with gatecore.export_onnx")
     opts = ort.SessionOptions()

@@ -1,5 +1,6 @@
 """The parameter groups every report and optimiser separates (docs/design.md §2: gate parameters, LoRA
 parameters, biases and task head are always counted apart): one definition of each group."""
+
 from __future__ import annotations
 
 from torch import nn

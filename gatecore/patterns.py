@@ -1,4 +1,5 @@
 """Synthetic gate patterns: close gates so a known fraction of the gated weights becomes removable."""
+
 from __future__ import annotations
 
 import math
@@ -50,7 +51,7 @@ def _llama_layer(layer: nn.Module, s: float, g: torch.Generator) -> None:
     d = att.head_dim
     H, KV, half = att.q_proj.out_features // d, att.k_proj.out_features // d, d // 2
     G = H // KV
-    pairs = _choose(half, round(s * half), g)           # the same RoPE pairs in every head: no padding
+    pairs = _choose(half, round(s * half), g)  # the same RoPE pairs in every head: no padding
     dims = torch.cat([pairs, pairs + half])
     _close(att.q_proj, "row", torch.cat([h * d + dims for h in range(H)]))
     _close(att.k_proj, "row", torch.cat([h * d + dims for h in range(KV)]))
@@ -69,8 +70,9 @@ def _hidden_width(model: nn.Module, frac: float, g: torch.Generator) -> None:
 
 
 @torch.no_grad()
-def random_gate_pattern(model: nn.Module, sparsity: float, seed: int = 0, structured: bool = True,
-                        hidden: bool = False) -> GateReport:
+def random_gate_pattern(
+    model: nn.Module, sparsity: float, seed: int = 0, structured: bool = True, hidden: bool = False
+) -> GateReport:
     """Close gates of a gated model at random, in place; returns its `gate_report`.
 
     structured=True: in every layer, a fraction `sparsity` of the FFN neurons (up row and down

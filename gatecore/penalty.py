@@ -9,6 +9,7 @@ With P = Phi((mu + 0.5) / reg_sigma) per gate and keep = 1 - target:
 sum_open(w * P), w = softmax(-kappa / tau) from gatecore.kurtosis (the paper's kurtosis-informed
 sparsity); it needs the input means that `gatecore.track_input_means(model)` records.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -53,7 +54,9 @@ def _layers(model):
     return layers
 
 
-def kurtosis_weights(model: nn.Module, tau: float = DEFAULT_TAU) -> dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]:
+def kurtosis_weights(
+    model: nn.Module, tau: float = DEFAULT_TAU
+) -> dict[str, tuple[torch.Tensor | None, torch.Tensor | None]]:
     """Per gated layer name, (w_r, w_c) = softmax(-kappa / tau) over the open rows / columns.
 
     Computed without gradient from the frozen weight, the recorded input mean x_bar and the
@@ -64,9 +67,11 @@ def kurtosis_weights(model: nn.Module, tau: float = DEFAULT_TAU) -> dict[str, tu
     layers = _layers(model)
     missing = [name for name, m in layers.items() if m.input_mean is None]
     if missing:
-        raise RuntimeError(f"no recorded input mean for {len(missing)} gated layer(s) (e.g. {missing[0]!r}); "
-                           "call gatecore.track_input_means(model) and run a forward pass before the "
-                           "kurtosis-weighted penalty")
+        raise RuntimeError(
+            f"no recorded input mean for {len(missing)} gated layer(s) (e.g. {missing[0]!r}); "
+            "call gatecore.track_input_means(model) and run a forward pass before the "
+            "kurtosis-weighted penalty"
+        )
     out = {}
     with torch.no_grad():
         for name, m in layers.items():
@@ -89,8 +94,13 @@ def _kurtosis_target(model: nn.Module, keep: float, tau: float, reg_sigma: float
     return torch.stack(terms).mean()
 
 
-def sparsity_penalty(model: nn.Module, kind: str = "target", target: float | None = None,
-                     reg_sigma: float | None = None, kurtosis_tau: float | None = None) -> torch.Tensor:
+def sparsity_penalty(
+    model: nn.Module,
+    kind: str = "target",
+    target: float | None = None,
+    reg_sigma: float | None = None,
+    kurtosis_tau: float | None = None,
+) -> torch.Tensor:
     """Differentiable scalar penalty; `target` is the requested sparsity (1 - keep).
 
     `reg_sigma` overrides every gate's own value (e.g. for annealing); it must be positive and finite.
@@ -115,13 +125,18 @@ def sparsity_penalty(model: nn.Module, kind: str = "target", target: float | Non
     if kurtosis_tau is not None:
         tau = check_tau(kurtosis_tau)
         if kind != "target":
-            raise ValueError(f"kurtosis_tau works with kind='target' only (the paper's objective), got kind={kind!r}; "
-                             "pass kurtosis_tau=None for 'l0' and 'params'")
+            raise ValueError(
+                f"kurtosis_tau works with kind='target' only (the paper's objective), got kind={kind!r}; "
+                "pass kurtosis_tau=None for 'l0' and 'params'"
+            )
         return _kurtosis_target(model, 1.0 - _check_target(target), tau, reg_sigma)
     if kind == "l0" and target is not None:  # l0 pushes every gate shut: say so rather than drop target silently
         _check_target(target)
-        warnings.warn(f"sparsity_penalty: kind='l0' ignores target={target!r} (it pushes every gate shut); "
-                      "use kind='target' or 'params' to aim at a sparsity, or pass target=None", stacklevel=2)
+        warnings.warn(
+            f"sparsity_penalty: kind='l0' ignores target={target!r} (it pushes every gate shut); "
+            "use kind='target' or 'params' to aim at a sparsity, or pass target=None",
+            stacklevel=2,
+        )
     if kind == "params":
         return (expected_kept_fraction(model, reg_sigma) - (1.0 - _check_target(target))).abs()
     gates = [g for m in _layers(model).values() for g in m.gates()]

@@ -13,6 +13,7 @@ sentence-transformers configs: `pooling_mode_mean_tokens`), so "mean" is what th
 (docs/design.md §6). Either way the model stays a `*ForSequenceClassification`, so `gatecore.compress`
 applies to it.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -26,7 +27,9 @@ POOLINGS = ("mean", "cls")
 
 def is_two_layer_head(head) -> bool:
     """The RoBERTa/MPNet classification head: dense -> tanh -> out_proj on the first position."""
-    return isinstance(head, nn.Module) and all(isinstance(getattr(head, n, None), nn.Module) for n in ("dense", "out_proj"))
+    return isinstance(head, nn.Module) and all(
+        isinstance(getattr(head, n, None), nn.Module) for n in ("dense", "out_proj")
+    )
 
 
 def pooled_logits(model: nn.Module, batch: dict, pooling: str) -> torch.Tensor:
@@ -38,8 +41,10 @@ def pooled_logits(model: nn.Module, batch: dict, pooling: str) -> torch.Tensor:
     head = getattr(model, "classifier", None)
     linear = isinstance(head, nn.Linear)
     if not (linear or is_two_layer_head(head)):
-        raise ValueError(f"mean pooling needs a `classifier` head that is linear (BERT-like) or dense -> out_proj "
-                         f"(RoBERTa, MPNet); {type(model).__name__} has none: use pooling='cls'")
+        raise ValueError(
+            f"mean pooling needs a `classifier` head that is linear (BERT-like) or dense -> out_proj "
+            f"(RoBERTa, MPNet); {type(model).__name__} has none: use pooling='cls'"
+        )
     h = getattr(model, model.base_model_prefix)(**batch).last_hidden_state
     m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)
     pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
@@ -57,5 +62,8 @@ def pooled_loss(pooling: str) -> Callable[[nn.Module, dict], torch.Tensor]:
     def loss_fn(model, batch):
         logits = pooled_logits(model, {k: v for k, v in batch.items() if k != "labels"}, pooling)
         y = batch["labels"]
-        return F.mse_loss(logits.squeeze(-1), y.to(logits.dtype)) if logits.shape[-1] == 1 else F.cross_entropy(logits, y)
+        return (
+            F.mse_loss(logits.squeeze(-1), y.to(logits.dtype)) if logits.shape[-1] == 1 else F.cross_entropy(logits, y)
+        )
+
     return loss_fn

@@ -44,6 +44,7 @@ How the contract holds, by construction (three parts, loop-independent objects):
    before and after; the runner records them and evaluates val/dev *after* it, so scores are honest.
 3. The runner records `removed_asked` and `removed_got` (measured after 2) in every gate record.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,13 +54,16 @@ import torch
 
 from .accounting import gate_report, gated_layers
 
-TOL = 0.02                                  # the contract: |removed_got - removed_asked| <= TOL
-KP, KI, EVERY, FREEZE = 1.0, 0.2, 5, 0.15   # gains per update, update every EVERY steps, frozen last 15%
-CLOSE_THETA = -0.6                          # tanh(-0.6) = -0.54 < -0.5: eval gate exactly 0
-OPEN_THETA = math.atanh(0.5)                # mu = 0.5: eval gate exactly 1 (the pretrained row/column)
+TOL = 0.02  # the contract: |removed_got - removed_asked| <= TOL
+KP, KI, EVERY, FREEZE = 1.0, 0.2, 5, 0.15  # gains per update, update every EVERY steps, frozen last 15%
+CLOSE_THETA = -0.6  # tanh(-0.6) = -0.54 < -0.5: eval gate exactly 0
+OPEN_THETA = math.atanh(0.5)  # mu = 0.5: eval gate exactly 1 (the pretrained row/column)
 KNOB_RANGE = {"params": (0.001, 0.999), "target": (0.001, 0.999), "l0": (0.0, 20.0)}
 WINDOW, LAM_GAIN, LAM_MAX, KD = 0.2, 10.0, 100.0, 6.0  # split range (lam_gain > 0): the knob's window, then lam
-PACE, UNWIND = 0.5, 3.0  # split range: lam rises only while half the current pace would not reach the request; falls 3x faster
+PACE, UNWIND = (
+    0.5,
+    3.0,
+)  # split range: lam rises only while half the current pace would not reach the request; falls 3x faster
 
 
 def removed_asked(keep: float) -> float:
@@ -82,28 +86,31 @@ class SparsityController:
     (params/target) or the lam multiplier (l0). `target_sparsity` is what `gatecore.sparsity_penalty`
     takes as `target` (None for l0).
     """
+
     objective: str
     asked: float
-    start: float = 0.2          # fraction of the steps before the integral runs (the lam warm-up)
+    start: float = 0.2  # fraction of the steps before the integral runs (the lam warm-up)
     kp: float = KP
     ki: float = KI
     every: int = EVERY
     freeze: float = FREEZE
-    lam_gain: float = 0.0       # split range off (0) or on (> 0; not for l0, whose knob is lam already)
+    lam_gain: float = 0.0  # split range off (0) or on (> 0; not for l0, whose knob is lam already)
     window: float = WINDOW
     lam_max: float = LAM_MAX
-    kd: float = KD              # split range: act on the removal `kd` updates ahead (got + kd * its last change)
+    kd: float = KD  # split range: act on the removal `kd` updates ahead (got + kd * its last change)
     integral: float = 0.0
     knob: float = float("nan")
-    escalation: float = 1.0     # the split range's lam multiplier
+    escalation: float = 1.0  # the split range's lam multiplier
     last_got: float | None = None
 
     def __post_init__(self):
         if self.objective not in KNOB_RANGE:
             raise ValueError(f"objective must be one of {tuple(KNOB_RANGE)}, got {self.objective!r}")
         if self.lam_gain < 0 or self.window <= 0 or self.lam_max < 1:
-            raise ValueError(f"need lam_gain >= 0, window > 0, lam_max >= 1; got {self.lam_gain!r}, {self.window!r}, "
-                             f"{self.lam_max!r}")
+            raise ValueError(
+                f"need lam_gain >= 0, window > 0, lam_max >= 1; got {self.lam_gain!r}, {self.window!r}, "
+                f"{self.lam_max!r}"
+            )
         self.knob = self.feed_forward
 
     @property
@@ -135,26 +142,28 @@ class SparsityController:
         """Move the knob (and, split range, lam) from the measured removed fraction `got`; returns whether it moved."""
         if step % self.every or step >= (1.0 - self.freeze) * total:
             return False
-        sign = 1.0 if self.objective == "l0" else -1.0      # l0: more removal = larger multiplier
+        sign = 1.0 if self.objective == "l0" else -1.0  # l0: more removal = larger multiplier
         change = 0.0 if self.last_got is None else got - self.last_got
         self.last_got = got
-        e = sign * (self.asked - got)                        # in the knob's direction
+        e = sign * (self.asked - got)  # in the knob's direction
         lo, hi, room = self._range()
-        u = self.feed_forward + self.ki * self.integral      # the integral's part: the only one lam sees
+        u = self.feed_forward + self.ki * self.integral  # the integral's part: the only one lam sees
         step_i = e
         if self.split_range:
             ahead = sign * (self.asked - got - self.kd * change)  # the error where the removal is heading
             saturated = (u >= hi + room and ahead > 0) or (u <= lo - room and ahead < 0)
-            if u < lo or u > hi:                             # lam's range: raise lam only where the removal would
-                back = (u < lo) == (ahead > 0)               # not get there; lower it fast (gates reopen slowly)
+            if u < lo or u > hi:  # lam's range: raise lam only where the removal would
+                back = (u < lo) == (ahead > 0)  # not get there; lower it fast (gates reopen slowly)
                 left = max(0.0, ((1.0 - self.freeze) * total - step) / self.every)  # updates before the freeze
-                gap = self.asked - got                       # reopening is slow anyway: no hold on that side
-                short = u > hi or gap * change <= 0 or abs(gap) > abs(change) * left * PACE  # not moving there, or too slowly
+                gap = self.asked - got  # reopening is slow anyway: no hold on that side
+                short = (
+                    u > hi or gap * change <= 0 or abs(gap) > abs(change) * left * PACE
+                )  # not moving there, or too slowly
                 step_i = ahead * UNWIND if back else (ahead if short else 0.0)
         else:
             v = u + self.kp * e
             saturated = (v >= hi and e > 0) or (v <= lo and e < 0)
-        if step >= self.start * total and not saturated:    # anti-windup: no integral during the ramp or at a bound
+        if step >= self.start * total and not saturated:  # anti-windup: no integral during the ramp or at a bound
             self.integral += step_i
         u = self.feed_forward + self.ki * self.integral
         self.knob = min(hi, max(lo, u + self.kp * e))
@@ -186,16 +195,16 @@ def correct_removed(model, asked: float, tol: float = TOL) -> dict:
     kept = {l.name: [l.rows_kept, l.cols_kept] for l in rep.layers}
     total, removed = rep.gated_weights, rep.removable_weights
     closing = before < asked
-    entries = [e for e in _gate_entries(model) if (e[0] > -0.5) == closing]       # open ones to close, or closed to reopen
+    entries = [e for e in _gate_entries(model) if (e[0] > -0.5) == closing]  # open ones to close, or closed to reopen
     entries.sort(key=lambda e: e[0], reverse=not closing)
     changed = 0
     for _, name, side, gate, i in entries:
         if (removed / total >= asked) if closing else (removed / total <= asked):
             break
         r, c = kept[name]
-        delta = c if side == "row" else r                      # weights this row/column carries right now
+        delta = c if side == "row" else r  # weights this row/column carries right now
         if delta == 0:
-            continue                                           # its matrix side is already empty: no change
+            continue  # its matrix side is already empty: no change
         kept[name][0 if side == "row" else 1] += -1 if closing else 1
         removed += delta if closing else -delta
         gate.theta[i] = CLOSE_THETA if closing else OPEN_THETA

@@ -1,17 +1,26 @@
 """Tiny randomly initialised models for tests and smoke runs (no download)."""
+
 from __future__ import annotations
 
 import torch
 
 TINY_KINDS = ("bert", "roberta", "llama")  # the kinds the shared test fixture runs every architecture test on
-MORE_KINDS = ("mpnet",)                      # tested in their own files (tests/test_mpnet.py)
+MORE_KINDS = ("mpnet",)  # tested in their own files (tests/test_mpnet.py)
 
 
 def tiny_config(kind: str, **overrides):
     from transformers import BertConfig, LlamaConfig, MPNetConfig, RobertaConfig
-    common = dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4,
-                  intermediate_size=32, max_position_embeddings=64, pad_token_id=1,
-                  initializer_range=0.2)  # large init: outputs of order 1, so differences show
+
+    common = dict(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        pad_token_id=1,
+        initializer_range=0.2,
+    )  # large init: outputs of order 1, so differences show
     if kind == "bert":
         cfg = BertConfig(**common, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     elif kind == "roberta":
@@ -30,6 +39,7 @@ def tiny_config(kind: str, **overrides):
 def tiny_model(kind: str = "bert", num_labels: int = 2, seed: int = 0, dtype=torch.float32, **overrides):
     """A `*ForSequenceClassification` with hidden 16, 2 layers, 4 heads, eval mode."""
     from transformers import AutoModelForSequenceClassification
+
     torch.manual_seed(seed)
     cfg = tiny_config(kind, num_labels=num_labels, **overrides)
     model = AutoModelForSequenceClassification.from_config(cfg, attn_implementation="eager")

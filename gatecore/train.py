@@ -13,6 +13,7 @@ with (target, scale) = (controller.target_sparsity, controller.lam_scale) when a
 checkpoint's meta (`gatecore.save_trainable(model, path, objective=obj.to_dict())`). A run without the
 sparsity term passes objective=None.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,12 +32,13 @@ from .sparsity_control import SparsityController, removed_got
 class Objective:
     """The sparsity side of the training loss (module docstring); `target` is the requested sparsity (1 - keep)
     when no controller steers it (None for l0)."""
+
     lam: float = 0.0
-    objective: str = "params"           # the penalty kind: target | l0 | params (gatecore.sparsity_penalty)
+    objective: str = "params"  # the penalty kind: target | l0 | params (gatecore.sparsity_penalty)
     target: float | None = None
-    lam_warmup: float = 0.0             # fraction of the steps over which lam ramps up from 0
-    reg_sigma: float | None = None      # None: each gate's own
-    kurtosis_tau: float | None = None   # None: off (target only)
+    lam_warmup: float = 0.0  # fraction of the steps over which lam ramps up from 0
+    reg_sigma: float | None = None  # None: each gate's own
+    kurtosis_tau: float | None = None  # None: off (target only)
 
     def __post_init__(self):
         if self.objective not in KINDS:
@@ -83,6 +85,7 @@ class Objective:
 class StepOut:
     """What one step did: `step` counts it; `loss` is what was minimised (task + term), `task` and `penalty`
     the parts (tensors without graph; penalty None when no term)."""
+
     step: int
     loss: float
     task: torch.Tensor
@@ -93,9 +96,20 @@ class NonFiniteLoss(FloatingPointError):
     """The loss of a step is NaN or infinite; raised before backward, so nothing was updated."""
 
 
-def train_step(model, batch, loss_fn: Callable, optimizer, *, scheduler=None, objective: Objective | None = None,
-               controller: SparsityController | None = None, control: bool = True, step: int = 0, total: int = 1,
-               label: str = "training") -> StepOut:
+def train_step(
+    model,
+    batch,
+    loss_fn: Callable,
+    optimizer,
+    *,
+    scheduler=None,
+    objective: Objective | None = None,
+    controller: SparsityController | None = None,
+    control: bool = True,
+    step: int = 0,
+    total: int = 1,
+    label: str = "training",
+) -> StepOut:
     """One step: loss = loss_fn(model, batch) + objective term; zero_grad, backward, optimizer and scheduler step;
     then, with `control`, the controller reads the eval-gate removed fraction. Raises NonFiniteLoss (naming
     `label` and the step) on a non-finite loss before anything is updated."""
@@ -119,14 +133,27 @@ def train_step(model, batch, loss_fn: Callable, optimizer, *, scheduler=None, ob
 
 @dataclass
 class LoopEnd:
-    steps: int                       # steps taken
-    diverged_at: int | None = None   # the step whose loss was non-finite (stop_on_nonfinite), else None
+    steps: int  # steps taken
+    diverged_at: int | None = None  # the step whose loss was non-finite (stop_on_nonfinite), else None
 
 
-def train_loop(model, batches: Iterable, loss_fn: Callable, optimizer, *, scheduler=None,
-               objective: Objective | None = None, controller: SparsityController | None = None, control: bool = True,
-               total: int | None = None, start: int = 0, before: Callable | None = None,
-               after: Callable | None = None, stop_on_nonfinite: bool = False, label: str = "training") -> LoopEnd:
+def train_loop(
+    model,
+    batches: Iterable,
+    loss_fn: Callable,
+    optimizer,
+    *,
+    scheduler=None,
+    objective: Objective | None = None,
+    controller: SparsityController | None = None,
+    control: bool = True,
+    total: int | None = None,
+    start: int = 0,
+    before: Callable | None = None,
+    after: Callable | None = None,
+    stop_on_nonfinite: bool = False,
+    label: str = "training",
+) -> LoopEnd:
     """`train_step` over `batches` (any iterable, drawn lazily: one batch per step), steps counted from `start` of
     `total` (default: len(batches)) for the ramp and the controller.
 
@@ -139,8 +166,19 @@ def train_loop(model, batches: Iterable, loss_fn: Callable, optimizer, *, schedu
         if before is not None:
             before(step)
         try:
-            out = train_step(model, batch, loss_fn, optimizer, scheduler=scheduler, objective=objective,
-                             controller=controller, control=control, step=step, total=total, label=label)
+            out = train_step(
+                model,
+                batch,
+                loss_fn,
+                optimizer,
+                scheduler=scheduler,
+                objective=objective,
+                controller=controller,
+                control=control,
+                step=step,
+                total=total,
+                label=label,
+            )
         except NonFiniteLoss:
             if stop_on_nonfinite:
                 return LoopEnd(step - start, diverged_at=step + 1)

@@ -25,18 +25,22 @@
 # With `GATECORE_SMALL=1` (CI) the live run is tiny and nothing is written to `results/` or `figures/`.
 
 # %%
-import os, tempfile
+import os
+import tempfile
 from pathlib import Path
+
 from IPython.display import Image, Markdown, display
+from transformers.utils import logging as hf_logging
+
+from analysis.constants import ROOT
 from analysis.finetune.config import SweepConfig
 from analysis.finetune.figures import make_figures
 from analysis.finetune.results import load_protocols
 from analysis.finetune.stats import claim_check
-from analysis.finetune.tables import describe, glue_table
 from analysis.finetune.sweep import run_sweep
-from analysis.constants import ROOT
+from analysis.finetune.tables import describe, glue_table
 from analysis.provenance import read_jsonl, small_mode
-from transformers.utils import logging as hf_logging
+
 hf_logging.disable_progress_bar()  # no "Loading weights" bar per run
 
 SMALL = small_mode()

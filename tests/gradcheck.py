@@ -1,4 +1,5 @@
 """Shared test helper: gate-theta gradients against central finite differences."""
+
 import torch
 
 

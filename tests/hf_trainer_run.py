@@ -5,6 +5,7 @@
 Writes OUT_DIR/thetas_rank<r>.pt: the gate thetas after every optimizer step (and the controller's knob),
 so the test can compare ranks with each other and with a single-process emulation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,10 @@ def planted_dataset(n: int = N_EXAMPLES, vocab: int = 64, seed: int = 0) -> list
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, vocab, (n, SEQ), generator=g)
     ids[: n // 2, 0] = 5
-    return [{"input_ids": row, "attention_mask": torch.ones(SEQ, dtype=torch.long), "labels": int((row == 5).any())}
-            for row in ids]
+    return [
+        {"input_ids": row, "attention_mask": torch.ones(SEQ, dtype=torch.long), "labels": int((row == 5).any())}
+        for row in ids
+    ]
 
 
 def gated_tiny(seed: int = 0, dtype=torch.float32):
@@ -53,17 +56,44 @@ class RecordThetas(TrainerCallback):
         self.steps.append(thetas)
 
 
-def make_trainer(out: Path, steps: int, per_device: int, seed: int = 0, save_steps: int | None = None,
-                 gate_config: GateConfig | None = None, callbacks=(), dtype=torch.float32):
-    args = TrainingArguments(output_dir=str(out), max_steps=steps, per_device_train_batch_size=per_device,
-                             learning_rate=1e-3, warmup_steps=0, weight_decay=0.0, seed=seed, use_cpu=True,
-                             report_to=[], logging_steps=1, disable_tqdm=True, dataloader_num_workers=0,
-                             ddp_find_unused_parameters=False, max_grad_norm=0.0,
-                             save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500)
-    cfg = gate_config or GateConfig(removed=0.3, lam=1.0, lam_warmup=0.0, gate_lr=0.5, head_lr=1e-2,
-                                    correct_at_end=False)
-    return Sequential(model=gated_tiny(seed, dtype), args=args, train_dataset=planted_dataset(), gate_config=cfg,
-                      callbacks=list(callbacks))
+def make_trainer(
+    out: Path,
+    steps: int,
+    per_device: int,
+    seed: int = 0,
+    save_steps: int | None = None,
+    gate_config: GateConfig | None = None,
+    callbacks=(),
+    dtype=torch.float32,
+):
+    args = TrainingArguments(
+        output_dir=str(out),
+        max_steps=steps,
+        per_device_train_batch_size=per_device,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        weight_decay=0.0,
+        seed=seed,
+        use_cpu=True,
+        report_to=[],
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+        max_grad_norm=0.0,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+    )
+    cfg = gate_config or GateConfig(
+        removed=0.3, lam=1.0, lam_warmup=0.0, gate_lr=0.5, head_lr=1e-2, correct_at_end=False
+    )
+    return Sequential(
+        model=gated_tiny(seed, dtype),
+        args=args,
+        train_dataset=planted_dataset(),
+        gate_config=cfg,
+        callbacks=list(callbacks),
+    )
 
 
 def main() -> None:
@@ -77,8 +107,10 @@ def main() -> None:
     trainer = make_trainer(a.out, a.steps, a.per_device, callbacks=[rec])
     trainer.train()
     rank = int(os.environ.get("RANK", 0))
-    torch.save({"thetas": rec.steps, "knob": trainer.sparsity.controller.knob,
-                "world_size": trainer.args.world_size}, a.out / f"thetas_rank{rank}.pt")
+    torch.save(
+        {"thetas": rec.steps, "knob": trainer.sparsity.controller.knob, "world_size": trainer.args.world_size},
+        a.out / f"thetas_rank{rank}.pt",
+    )
     if torch.distributed.is_initialized():
         # Both ranks have written their files; skip interpreter teardown: gloo's threads there aborted a rank once (CI)
         # and destroy_process_group hung rank 0 once (locally).

@@ -1,4 +1,5 @@
 """`make base-model`'s verify steps on a small synthetic split zip (gatecore.base_model), and the name resolving."""
+
 import hashlib
 import io
 import zipfile
@@ -23,7 +24,7 @@ def split_zip(tmp_path, weights=WEIGHTS, n=3):
     pieces = []
     for i in range(n):
         p = tmp_path / f"m.zip.{i + 1:03d}"
-        p.write_bytes(data[i * step:(i + 1) * step])
+        p.write_bytes(data[i * step : (i + 1) * step])
         pieces.append((f"part-{i + 1}", p, hashlib.sha256(p.read_bytes()).hexdigest()))
     return pieces
 
@@ -47,7 +48,9 @@ def test_a_corrupted_piece_is_named_and_nothing_is_installed(tmp_path):
     corrupt(pieces[1][1], 100)
     dest = tmp_path / "out" / "m"
     dest.parent.mkdir()
-    with pytest.raises(bm.InstallError, match=r"piece part-2 .* is corrupt: sha256 [0-9a-f]{64}, expected .*make base-model"):
+    with pytest.raises(
+        bm.InstallError, match=r"piece part-2 .* is corrupt: sha256 [0-9a-f]{64}, expected .*make base-model"
+    ):
         bm.install_pieces(pieces, dest, "m", hashlib.sha256(WEIGHTS).hexdigest())
     assert list(dest.parent.iterdir()) == []
 

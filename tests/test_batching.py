@@ -1,4 +1,5 @@
 """analysis.finetune.batching: bucketed batches cover every example once per epoch, reproducibly, and pad little."""
+
 import random
 
 import pytest

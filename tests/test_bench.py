@@ -1,5 +1,6 @@
 """analysis.bench (latency): timing helpers on a tiny model; the CLI end to end on MiniLM at a tiny size; the
 benchmark configured in Python (no argv) in small mode."""
+
 import copy
 import json
 
@@ -49,7 +50,9 @@ def test_bench_cli_synthetic_and_checkpoint(tmp_path, minilm):
 
 def test_bench_configured_in_python_runs_in_small_mode(tmp_path, monkeypatch, minilm):
     monkeypatch.setenv("GATECORE_SMALL", "1")
-    cfg = BenchConfig(sparsity=(0.3, 0.4), batch=(1,), seq=8, repeats=5, warmup=0, device="cpu", threads=1, out=tmp_path)
+    cfg = BenchConfig(
+        sparsity=(0.3, 0.4), batch=(1,), seq=8, repeats=5, warmup=0, device="cpu", threads=1, out=tmp_path
+    )
     path = bench.run(cfg)
     d = json.loads(path.read_text())
     assert path.name == "latency_cpu_s30.json" and d["small_mode"] is True  # small mode: the first sparsity only

@@ -1,5 +1,6 @@
 """analysis.bench.runtimes: per-round ratios on tiny models (no ONNX needed), bad CLI input, and, with the ONNX
 extra installed, the whole run in small mode on a tiny local model plus its figure."""
+
 import copy
 import json
 
@@ -22,8 +23,10 @@ def test_time_cell_ratios_per_round():
     assert "speedup" not in cell["eager"]["dense"] and "onnx" not in cell
 
 
-@pytest.mark.parametrize("args,msg", [(["--sparsity", "1.5"], "--sparsity 1.5"), (["--threads", "-1"], "--threads -1"),
-                                      (["--batch", "0"], "--batch 0")])
+@pytest.mark.parametrize(
+    "args,msg",
+    [(["--sparsity", "1.5"], "--sparsity 1.5"), (["--threads", "-1"], "--threads -1"), (["--batch", "0"], "--batch 0")],
+)
 def test_cli_refuses_bad_numbers(args, msg, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         runtimes.main([*args, "--out", str(tmp_path)])
@@ -37,7 +40,9 @@ def test_small_run_and_figure(tmp_path, monkeypatch, minilm):
     model.save_pretrained(tmp_path / "tiny")
     minilm[1].save_pretrained(tmp_path / "tiny")
     monkeypatch.setenv("GATECORE_SMALL", "1")
-    path = runtimes.run(runtimes.RuntimesConfig(model=str(tmp_path / "tiny"), seq=32, out=tmp_path / "results" / "bench"))
+    path = runtimes.run(
+        runtimes.RuntimesConfig(model=str(tmp_path / "tiny"), seq=32, out=tmp_path / "results" / "bench")
+    )
     d = json.loads(path.read_text())
     assert d["small_mode"] and set(d["models"]) == {"dense", "inner_20", "hidden_20"}
     assert all(r["onnx_max_abs_diff_vs_torch"] < 1e-5 for r in d["models"].values())

@@ -1,4 +1,5 @@
 """Trainable-state checkpoints: round trip onto a fresh model, and a clear refusal of a mismatch."""
+
 import pytest
 import torch
 
@@ -52,6 +53,7 @@ def test_checkpoint_is_safetensors_and_old_torch_files_load(tmp_path, minilm):
     from safetensors import safe_open
 
     from gatecore.checkpoint import TORCH_FORMAT, adapter_layout
+
     model = trained("bert")
     path = gc.save_trainable(model, tmp_path / "run.safetensors", config={"keep": 0.7, "tasks": ("SST-2",)})
     with safe_open(str(path), framework="pt") as f:  # a plain safetensors file: any reader sees the tensors
@@ -63,8 +65,10 @@ def test_checkpoint_is_safetensors_and_old_torch_files_load(tmp_path, minilm):
 
     # a file in the torch format written before (v1) still loads, with its tuples
     state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    torch.save({"format": TORCH_FORMAT, "state": state, "layout": adapter_layout(model), "meta": {"t": (1, 2)}},
-               tmp_path / "old.pt")
+    torch.save(
+        {"format": TORCH_FORMAT, "state": state, "layout": adapter_layout(model), "meta": {"t": (1, 2)}},
+        tmp_path / "old.pt",
+    )
     old = tiny_model("bert")
     assert gc.load_trainable(old, tmp_path / "old.pt") == {"t": (1, 2)}
     assert torch.equal(old(**batch).logits, model(**batch).logits)

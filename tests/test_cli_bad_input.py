@@ -7,6 +7,7 @@ all. Rows run `main(argv)` in-process (fast); two run the real command line in a
 refusal takes is measured, not asserted here (these machines are shared and noisy; the interpreter's start,
 mostly `import torch`, is most of it).
 """
+
 import os
 import re
 import subprocess
@@ -48,43 +49,91 @@ FOLDERS = {  # name -> {file: content}; "good" is what every row starts from
 # (row id, argv changes: {option: values, None = drop the option}, extra args, message regex)
 ROWS = [
     # the cases of issue 28's "Why", in its order
-    ("missing label column", {"--label-col": ["stars"]}, [],
-     r"good/train\.csv, line 1: expected a header with columns \['stars'\], got \['text', 'label'\]"),
-    ("ragged row", {"--data": ["{ragged}"]}, [],
-     r"ragged/train\.csv, line 3: expected 2 columns as in the header, got 3"),
+    (
+        "missing label column",
+        {"--label-col": ["stars"]},
+        [],
+        r"good/train\.csv, line 1: expected a header with columns \['stars'\], got \['text', 'label'\]",
+    ),
+    (
+        "ragged row",
+        {"--data": ["{ragged}"]},
+        [],
+        r"ragged/train\.csv, line 3: expected 2 columns as in the header, got 3",
+    ),
     ("missing folder", {"--data": ["{tmp}/nope"]}, [], r"--data .*nope: folder not found"),
     ("csv without --data", {"--data": None}, [], r"--data: task csv needs a folder of train/dev CSV/TSV files"),
-    ("unknown GLUE name", {"--tasks": ["SST3"]}, [],
-     r"--tasks: unknown task 'SST3'; expected a GLUE name \(SST-2, MRPC"),
-    ("train with a header and no rows", {"--data": ["{header_only}"]}, [],
-     r"header_only/train\.csv: no examples after the header line"),
-    ("a single class in train", {"--data": ["{single_class}"]}, [],
-     r"single_class/train\.csv: every train label is 'pos'; classification needs at least two classes"),
-    ("bytes that are not UTF-8", {"--data": ["{latin1}"]}, [],
-     r"latin1/train\.csv, line 4, column 4: bytes b'\\xe9' are not utf-8; .*--encoding latin-1"),
+    (
+        "unknown GLUE name",
+        {"--tasks": ["SST3"]},
+        [],
+        r"--tasks: unknown task 'SST3'; expected a GLUE name \(SST-2, MRPC",
+    ),
+    (
+        "train with a header and no rows",
+        {"--data": ["{header_only}"]},
+        [],
+        r"header_only/train\.csv: no examples after the header line",
+    ),
+    (
+        "a single class in train",
+        {"--data": ["{single_class}"]},
+        [],
+        r"single_class/train\.csv: every train label is 'pos'; classification needs at least two classes",
+    ),
+    (
+        "bytes that are not UTF-8",
+        {"--data": ["{latin1}"]},
+        [],
+        r"latin1/train\.csv, line 4, column 4: bytes b'\\xe9' are not utf-8; .*--encoding latin-1",
+    ),
     ("keep above 1", {"--keep": ["1.5"]}, [], r"--keep must be a kept fraction in \(0, 1\], got 1\.5"),
     ("keep below 0", {"--keep": ["-0.2"]}, [], r"--keep must be a kept fraction in \(0, 1\], got -0\.2"),
-    ("missing model folder", {"--model": ["./folder/"]}, [],
-     r"--model \./folder/: model folder '\./folder/' does not exist"),
+    (
+        "missing model folder",
+        {"--model": ["./folder/"]},
+        [],
+        r"--model \./folder/: model folder '\./folder/' does not exist",
+    ),
     ("zero epochs", {"--epochs": ["0"]}, [], r"--epochs must be an integer in \[1, inf\), got 0"),
     ("zero workers", {"--workers": ["0"]}, [], r"--workers must be an integer in \[1, inf\), got 0"),
     ("zero batch size", {"--batch-size": ["0"]}, [], r"--batch-size must be an integer in \[1, inf\), got 0"),
     # more of the same kinds: data, numbers, names, paths, the model
     ("empty dev split", {"--data": ["{empty_dev}"]}, [], r"empty_dev/dev\.csv: no examples after the header line"),
-    ("dev label unseen in train", {"--data": ["{unseen_dev}"]}, [],
-     r"unseen_dev/dev\.csv, line 3: dev label 'meh' does not occur in train \(labels: \['neg', 'pos'\]\)"),
-    ("non-numeric regression label", {"--data": ["{regression}"]}, ["--regression"],
-     r"regression/train\.csv, line 3: expected a numeric train label for regression, got 'high'"),
-    ("train too small to carve val", {"--data": ["{one_row}"]}, ["--regression"],
-     r"one_row: train has 1 example; val is carved from it, so it needs at least 2"),
+    (
+        "dev label unseen in train",
+        {"--data": ["{unseen_dev}"]},
+        [],
+        r"unseen_dev/dev\.csv, line 3: dev label 'meh' does not occur in train \(labels: \['neg', 'pos'\]\)",
+    ),
+    (
+        "non-numeric regression label",
+        {"--data": ["{regression}"]},
+        ["--regression"],
+        r"regression/train\.csv, line 3: expected a numeric train label for regression, got 'high'",
+    ),
+    (
+        "train too small to carve val",
+        {"--data": ["{one_row}"]},
+        ["--regression"],
+        r"one_row: train has 1 example; val is carved from it, so it needs at least 2",
+    ),
     ("no dev file", {"--data": ["{no_dev}"]}, [], r"no_dev: expected train\.csv\|tsv and dev\|validation\|test"),
     ("unknown encoding", {}, ["--encoding", "klingon"], r"--encoding: unknown encoding 'klingon'"),
     ("text columns missing", {"--text-cols": None}, [], r"--text-cols and --label-col: task csv needs"),
-    ("three text columns", {"--text-cols": ["text", "label", "text"]}, [],
-     r"--text-cols takes one or two column names"),
+    (
+        "three text columns",
+        {"--text-cols": ["text", "label", "text"]},
+        [],
+        r"--text-cols takes one or two column names",
+    ),
     ("not an integer", {"--epochs": ["abc"]}, [], r"argument --epochs: invalid int value: 'abc'"),
-    ("unknown method", {"--methods": ["gatez"]}, [],
-     r"argument --methods: invalid choice: 'gatez' \(choose from .*full.*gates\+lora"),
+    (
+        "unknown method",
+        {"--methods": ["gatez"]},
+        [],
+        r"argument --methods: invalid choice: 'gatez' \(choose from .*full.*gates\+lora",
+    ),
     ("unknown option", {}, ["--kep", "0.5"], r"unrecognized arguments: --kep 0\.5"),
     ("unknown protocol", {}, ["--protocol", "tpu"], r"argument --protocol: invalid choice: 'tpu' \(choose from"),
     ("negative lr", {}, ["--lr", "-0.001"], r"--lr must be a positive finite number in \(0, inf\), got -0\.001"),
@@ -95,18 +144,34 @@ ROWS = [
     ("zero threads", {}, ["--threads", "0"], r"--threads must be an integer in \[1, inf\), got 0"),
     ("a seed twice", {}, ["--seeds", "0", "0"], r"--seeds lists a value twice: \[0, 0\]"),
     ("negative curve points", {}, ["--curve-points", "-1"], r"--curve-points must be an integer in \[0, inf\), got -1"),
-    ("kurtosis tau without the target objective", {}, ["--kurtosis-tau", "100"],
-     r"--kurtosis-tau weights the paper's `target` objective only; set --objective target"),
+    (
+        "kurtosis tau without the target objective",
+        {},
+        ["--kurtosis-tau", "100"],
+        r"--kurtosis-tau weights the paper's `target` objective only; set --objective target",
+    ),
     ("QNLI has no train split", {"--tasks": ["QNLI"]}, [], r"--tasks: QNLI has no train\.tsv in GLUE \(only dev\)"),
     ("missing GLUE folder", {"--tasks": ["RTE"]}, ["--glue-dir", "{tmp}/glue"], r"--glue-dir .*glue: folder not found"),
     ("results path is a folder", {"--out": ["{tmp}"]}, [], r"--out .*: is a folder; expected a results file"),
     ("checkpoint folder is a file", {"--checkpoint-dir": ["{out}"]}, [], r"--checkpoint-dir .*runs\.jsonl: is a file"),
-    ("unknown tiny model", {"--model": ["tiny-gpt"]}, [],
-     r"--model tiny-gpt: expected one of tiny-bert, tiny-roberta, tiny-llama"),
-    ("max-len beyond the model's positions", {"--max-len": ["128"]}, [],
-     r"--max-len 128: the model has 64 positions; use --max-len 4\.\.64"),
-    ("LoRA rank beyond the matrix", {"--methods": ["lora"]}, ["--lora-r", "100"],
-     r"--methods lora on --model tiny-bert: LoRA rank r .* must be a positive integer in \[1, 16\], got 100"),
+    (
+        "unknown tiny model",
+        {"--model": ["tiny-gpt"]},
+        [],
+        r"--model tiny-gpt: expected one of tiny-bert, tiny-roberta, tiny-llama",
+    ),
+    (
+        "max-len beyond the model's positions",
+        {"--max-len": ["128"]},
+        [],
+        r"--max-len 128: the model has 64 positions; use --max-len 4\.\.64",
+    ),
+    (
+        "LoRA rank beyond the matrix",
+        {"--methods": ["lora"]},
+        ["--lora-r", "100"],
+        r"--methods lora on --model tiny-bert: LoRA rank r .* must be a positive integer in \[1, 16\], got 100",
+    ),
     ("no GPU here", {}, ["--device", "cuda"], r"--device cuda: this machine has 0 CUDA device\(s\)"),
     ("not a device", {}, ["--device", "gpu0"], r"--device: 'gpu0' is not a torch device"),
     ("missing root folder", {}, ["--root", "{tmp}/nowhere"], r"--root .*nowhere: folder not found"),
@@ -125,9 +190,20 @@ def place(tmp_path):
 
 
 def argv(place, changes=None, extra=()) -> list[str]:
-    opts = {"--model": ["tiny-bert"], "--tasks": ["csv"], "--data": ["{good}"], "--text-cols": ["text"],
-            "--label-col": ["label"], "--methods": ["gates"], "--keep": ["0.7"], "--max-len": ["16"], "--epochs": ["1"],
-            "--batch-size": ["2"], "--out": ["{out}"], "--checkpoint-dir": ["{tmp}/checkpoints"]}
+    opts = {
+        "--model": ["tiny-bert"],
+        "--tasks": ["csv"],
+        "--data": ["{good}"],
+        "--text-cols": ["text"],
+        "--label-col": ["label"],
+        "--methods": ["gates"],
+        "--keep": ["0.7"],
+        "--max-len": ["16"],
+        "--epochs": ["1"],
+        "--batch-size": ["2"],
+        "--out": ["{out}"],
+        "--checkpoint-dir": ["{tmp}/checkpoints"],
+    }
     opts.update(changes or {})
     args = [a for k, v in opts.items() if v is not None for a in (k, *v)] + list(extra) + ["--quiet", "--no-bench"]
     return [a.format(**place) for a in args]
@@ -167,8 +243,14 @@ def test_the_real_command_line(row, place):
     _, changes, extra, message = row
     before = files(place["tmp"])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "analysis.finetune", *argv(place, changes, extra)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)  # a guard against a hang, not a speed test
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis.finetune", *argv(place, changes, extra)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # a guard against a hang, not a speed test
     check_refused(proc.returncode, proc.stdout, proc.stderr, message, before, place["tmp"])
 
 
@@ -186,9 +268,18 @@ def test_python_callers_get_the_same_checks(place):
     with pytest.raises(ConfigError, match="gate methods need at least one keep target"):
         SweepConfig(methods=("gates",), keep=())
     before = files(place["tmp"])
-    cfg = SweepConfig(model="tiny-bert", tasks=("csv",), data=str(place["latin1"]), text_cols=("text",),
-                      label_col="label", methods=("gates",), max_len=16, out=place["out"],
-                      checkpoint_dir=str(place["tmp"] / "checkpoints"), quiet=True)
+    cfg = SweepConfig(
+        model="tiny-bert",
+        tasks=("csv",),
+        data=str(place["latin1"]),
+        text_cols=("text",),
+        label_col="label",
+        methods=("gates",),
+        max_len=16,
+        out=place["out"],
+        checkpoint_dir=str(place["tmp"] / "checkpoints"),
+        quiet=True,
+    )
     with pytest.raises(DataError, match=r"latin1/train\.csv, line 4, column 4"):
         sweep.run_sweep(cfg)
     assert files(place["tmp"]) == before

@@ -1,4 +1,5 @@
 """analysis.cli: a frozen config's fields become its command line, and the command line gives the config back."""
+
 from __future__ import annotations  # the helper reads annotations as strings, as in every analysis module
 
 import argparse
@@ -37,8 +38,16 @@ def test_round_trip_keeps_types():
     assert parse(Example, [])[0] == Example()
 
 
-@pytest.mark.parametrize("cls, items", [(SizesConfig, {"sparsity": float}), (KurtosisBenchConfig, None),
-                                        (BatchingBenchConfig, None), (FiguresConfig, None), (DemoConfig, None)])
+@pytest.mark.parametrize(
+    "cls, items",
+    [
+        (SizesConfig, {"sparsity": float}),
+        (KurtosisBenchConfig, None),
+        (BatchingBenchConfig, None),
+        (FiguresConfig, None),
+        (DemoConfig, None),
+    ],
+)
 def test_converted_commands_default_to_their_config(cls, items):
     got, ap = parse(cls, [], items)
     assert got == cls()

@@ -1,4 +1,5 @@
 """compress == gated eval model on tiny BERT/RoBERTa/LLaMA, with hard gate patterns; export round trips."""
+
 import copy
 
 import pytest
@@ -8,16 +9,6 @@ import gatecore as gc
 from gatecore.families import encoder_layers
 from gatecore.patterns import CLOSED_THETA
 from gatecore.tiny import tiny_batch, tiny_model
-
-
-@pytest.fixture
-def exact_rmsnorm(monkeypatch):
-    """LLaMA's RMSNorm rounds through float32 even in a float64 model; keep it float64 so 1e-10 means something."""
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm
-
-    def forward(self, x):
-        return self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon))
-    monkeypatch.setattr(LlamaRMSNorm, "forward", forward)
 
 
 def make(kind, dtype=torch.float64, seed=0):
@@ -48,19 +39,19 @@ def hard_pattern(model, kind, seed=0):
     l0, l1 = encoder_layers(model)
     if kind == "llama":
         a, d = l0.self_attn, 8
-        close(a.o_proj, "col", torch.arange(0, d))                  # query head 0: output dims all closed
-        close(a.v_proj, "row", torch.arange(d, 2 * d))              # KV group 1: heads 2, 3 see zero values
-        close(a.q_proj, "row", torch.tensor([9, 13]))               # one RoPE pair of head 1 (both halves)
-        close(a.v_proj, "row", torch.tensor([0, 1]))                # two value dims of KV group 0 -> head dim 6
+        close(a.o_proj, "col", torch.arange(0, d))  # query head 0: output dims all closed
+        close(a.v_proj, "row", torch.arange(d, 2 * d))  # KV group 1: heads 2, 3 see zero values
+        close(a.q_proj, "row", torch.tensor([9, 13]))  # one RoPE pair of head 1 (both halves)
+        close(a.v_proj, "row", torch.tensor([0, 1]))  # two value dims of KV group 0 -> head dim 6
         close(l0.mlp.gate_proj, "col", torch.arange(16)), close(l0.mlp.up_proj, "col", torch.arange(16))  # constants
-        close(l1.mlp.down_proj, "col", torch.arange(32))            # FFN of layer 1 fully closed
-        l1.mlp.up_proj.base.weight[:3] = 0                          # weightless rows, alive by their bias
+        close(l1.mlp.down_proj, "col", torch.arange(32))  # FFN of layer 1 fully closed
+        l1.mlp.up_proj.base.weight[:3] = 0  # weightless rows, alive by their bias
     else:
         a = l0.attention.self
-        close(a.value, "row", torch.arange(4, 8))                   # head 1: all value dims closed
-        close(a.query, "row", torch.arange(8, 12))                  # head 2: all query dims closed -> mean(V), kept
-        close(l0.intermediate.dense, "col", torch.arange(16))       # layer 0: every neuron is act(bias)
-        close(l1.intermediate.dense, "row", torch.arange(32))       # layer 1: FFN fully closed
+        close(a.value, "row", torch.arange(4, 8))  # head 1: all value dims closed
+        close(a.query, "row", torch.arange(8, 12))  # head 2: all query dims closed -> mean(V), kept
+        close(l0.intermediate.dense, "col", torch.arange(16))  # layer 0: every neuron is act(bias)
+        close(l1.intermediate.dense, "row", torch.arange(32))  # layer 1: FFN fully closed
         l1.attention.self.key.base.weight[:2] = 0
     lora = gc.add_lora(model, targets=["q_proj" if kind == "llama" else "query"], r=2)
     for m in lora.values():
@@ -99,7 +90,7 @@ def test_scale_and_heads_recorded(kind):
     small = gc.compress(model)
     for layer, s in zip(encoder_layers(small), gc.layer_sizes(small)):
         att = layer.self_attn if kind == "llama" else layer.attention.self
-        assert att.scaling == pytest.approx(s.head_dim ** -0.5)  # what transformers would compute; q carries the rest
+        assert att.scaling == pytest.approx(s.head_dim**-0.5)  # what transformers would compute; q carries the rest
         assert s.head_dim < (8 if kind == "llama" else 4) and s.padding_weights == 0
 
 
@@ -108,7 +99,8 @@ def test_no_closed_gates_keeps_shapes_and_twice_is_idempotent(kind):
     shapes = {n: p.shape for n, p in model.named_parameters() if "theta" not in n}
     small = gc.compress(copy.deepcopy(model))
     assert {n.replace(".base", ""): p.shape for n, p in small.named_parameters()} == {
-        n.replace(".base", ""): s for n, s in shapes.items()}
+        n.replace(".base", ""): s for n, s in shapes.items()
+    }
     assert small.config.gatecore_uniform
     assert gc.compress(small) is small  # nothing to do on a compressed model
 
@@ -122,7 +114,9 @@ def test_regate_and_compress_again(kind, exact_rmsnorm):
         ref = small(**batch).logits
         gc.add_gates(small)  # all gates open
         again = gc.compress(copy.deepcopy(small))
-        assert [p.shape for p in again.parameters()] == [p.shape for n, p in small.named_parameters() if "theta" not in n]
+        assert [p.shape for p in again.parameters()] == [
+            p.shape for n, p in small.named_parameters() if "theta" not in n
+        ]
         assert rel_err(again(**batch).logits, ref) < 1e-10
         gc.random_gate_pattern(small, 0.3, seed=3)  # a second round of removal on top of the first
         ref2 = small(**batch).logits
@@ -167,6 +161,7 @@ def test_save_load_round_trip(kind, tmp_path, exact_rmsnorm):
 @torch.no_grad()
 def test_uniform_loads_with_from_pretrained(kind, tmp_path):
     from transformers import AutoModelForSequenceClassification
+
     model = make(kind)
     for layer in encoder_layers(model):
         if kind == "llama":
@@ -187,7 +182,11 @@ def test_padding_cost_of_uniform_heads(kind):
     """Two query rows closed in one head only: the head keeps them as zero padding, and the cost is counted."""
     model = make(kind)
     layer = encoder_layers(model)[0]
-    close(layer.self_attn.q_proj if kind == "llama" else layer.attention.self.query, "row", torch.tensor([0, 4 if kind == "llama" else 1]))
+    close(
+        layer.self_attn.q_proj if kind == "llama" else layer.attention.self.query,
+        "row",
+        torch.tensor([0, 4 if kind == "llama" else 1]),
+    )
     small = gc.compress(model)
     s = gc.layer_sizes(small)[0]
     assert s.head_dim == (8 if kind == "llama" else 4)

@@ -1,14 +1,15 @@
 """The hidden-width layout: compress(layout="hidden") == gated eval model (float64 1e-10) on tiny BERT/RoBERTa/LLaMA
 and MiniLM; both layouts in size_report; save/load; conversion; refusals."""
+
 import copy
 
 import pytest
 import torch
+from test_compress import hard_pattern, make, rel_err
 
 import gatecore as gc
 from gatecore.compress_hidden import InputGather, OutputScatter
 from gatecore.tiny import tiny_batch, tiny_model
-from test_compress import exact_rmsnorm, hard_pattern, make, rel_err  # noqa: F401 (fixture)
 
 
 def wrappers(model):
@@ -41,8 +42,8 @@ def test_hidden_pattern_and_size_report(kind):
     """hidden=True closes f = 1 - sqrt(1 - s) of both widths (f = 1/4: whole counts in the tiny sizes), so s of
     the gated weights; the hidden layout removes s, the inner layout f."""
     model = make(kind)
-    rep = gc.random_gate_pattern(model, 1 - 0.75 ** 2, seed=1, hidden=True)
-    assert rep.removed_fraction == pytest.approx(1 - 0.75 ** 2)
+    rep = gc.random_gate_pattern(model, 1 - 0.75**2, seed=1, hidden=True)
+    assert rep.removed_fraction == pytest.approx(1 - 0.75**2)
     size = gc.size_report(model, gc.compress(copy.deepcopy(model), layout="hidden"))
     assert abs(size.removed("hidden")["encoder_linear_removed"] - rep.removed_fraction) < 0.02  # biases: the rest
     assert abs(size.removed("inner")["encoder_linear_removed"] - 0.25) < 0.02

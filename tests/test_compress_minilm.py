@@ -1,4 +1,5 @@
 """The real all-MiniLM-L6-v2 (float32): compressed == gated at a ~30% removal pattern."""
+
 import copy
 
 import torch

@@ -1,5 +1,6 @@
 """Issue 5: the planted problems, the expected-objective estimators and the convergence run; the study
 configured in Python (no argv) in small mode."""
+
 import json
 import math
 from dataclasses import asdict, fields, replace
@@ -9,9 +10,18 @@ import torch
 
 from analysis.convergence import plots, study
 from analysis.convergence.config import HELP, ConvergenceConfig
-from analysis.convergence.planted import (ObjectiveSpec, censored_moments, closed_form_loss, expected_objective,
-                                          gated_layer, gated_student, lora_optimum, lora_student, make_problem,
-                                          mc_losses)
+from analysis.convergence.planted import (
+    ObjectiveSpec,
+    censored_moments,
+    closed_form_loss,
+    expected_objective,
+    gated_layer,
+    gated_student,
+    lora_optimum,
+    lora_student,
+    make_problem,
+    mc_losses,
+)
 
 SMALL = ConvergenceConfig(m=16, n=16, hidden=16, samples=128, seeds=1, steps=600, evals=25, polish_iters=60, draws=64)
 
@@ -28,8 +38,9 @@ def _random_gates(student, seed=0):
 @pytest.mark.parametrize("sigma", [0.05, 0.3, 1.0])
 def test_censored_moments_match_sampling(sigma):
     u = torch.linspace(-0.6, 1.6, 12, dtype=torch.float64)
-    z = torch.clamp(u + sigma * torch.randn(200_000, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1)),
-                    0, 1)
+    z = torch.clamp(
+        u + sigma * torch.randn(200_000, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), 0, 1
+    )
     m1, m2 = censored_moments(u, sigma)
     for exact, s in ((m1, z), (m2, z * z)):
         se = s.std(0) / math.sqrt(s.shape[0])
@@ -133,15 +144,48 @@ def test_bad_arguments_are_refused():
 
 
 def test_cli_writes_results_and_figures(tmp_path):
-    base = ["--m", "8", "--n", "8", "--samples", "32", "--seeds", "2", "--steps", "40", "--evals", "8",
-            "--polish-iters", "10", "--no-progress"]
+    base = [
+        "--m",
+        "8",
+        "--n",
+        "8",
+        "--samples",
+        "32",
+        "--seeds",
+        "2",
+        "--steps",
+        "40",
+        "--evals",
+        "8",
+        "--polish-iters",
+        "10",
+        "--no-progress",
+    ]
     study.main(base + ["--out", str(tmp_path / "convergence" / "linear.json")])
-    study.main(base + ["--methods", "gates", "--sweep", "sigma", "--values", "0.1", "0.3",
-                    "--out", str(tmp_path / "convergence" / "linear_sigma.json")])
+    study.main(
+        base
+        + [
+            "--methods",
+            "gates",
+            "--sweep",
+            "sigma",
+            "--values",
+            "0.1",
+            "0.3",
+            "--out",
+            str(tmp_path / "convergence" / "linear_sigma.json"),
+        ]
+    )
     res = json.loads((tmp_path / "convergence" / "linear.json").read_text())
     assert res["command"].startswith("python") and res["config"]["steps"] == 40 and "versions" in res
     assert set(res["groups"][0]["methods"]) == {"gates", "lora"}
     made = plots.make_figures(tmp_path, tmp_path / "fig")
-    assert {p.name for p in made} == {"convergence_gap.png", "convergence_grad_pl.png", "convergence_gate_trajectories.png",
-                                      "convergence_recovery.png", "convergence_rates.png", "convergence_lojasiewicz.png"}
+    assert {p.name for p in made} == {
+        "convergence_gap.png",
+        "convergence_grad_pl.png",
+        "convergence_gate_trajectories.png",
+        "convergence_recovery.png",
+        "convergence_rates.png",
+        "convergence_lojasiewicz.png",
+    }
     assert all(p.stat().st_size > 10_000 for p in made)

@@ -1,4 +1,5 @@
 """Exact equivalences: gates at init and LoRA with B = 0 leave the model unchanged; merge == unmerged."""
+
 import copy
 
 import pytest

@@ -1,4 +1,5 @@
 """Bad input: a clear error of the documented type, and the model left unchanged."""
+
 import re
 
 import pytest
@@ -9,7 +10,9 @@ from gatecore.tiny import tiny_model
 
 
 def snapshot(model):
-    return [(n, type(m).__name__) for n, m in model.named_modules()], {n: p.clone() for n, p in model.state_dict().items()}
+    return [(n, type(m).__name__) for n, m in model.named_modules()], {
+        n: p.clone() for n, p in model.state_dict().items()
+    }
 
 
 def assert_unchanged(model, snap):
@@ -18,17 +21,24 @@ def assert_unchanged(model, snap):
     assert state.keys() == snap[1].keys() and all(torch.equal(state[k], snap[1][k]) for k in state)
 
 
-@pytest.mark.parametrize("call,err,msg", [
-    (lambda m: gc.add_gates(m, targets=["query", "no_such_layer"]), ValueError, r"no_such_layer.*matches no module.*attention\.self\.query"),
-    (lambda m: gc.add_gates(m, targets=["query", "LayerNorm"]), TypeError, r"not an nn\.Linear"),
-    (lambda m: gc.add_gates(m, sigma=0), ValueError, r"sigma must be a positive"),
-    (lambda m: gc.add_gates(m, sigma=-0.1), ValueError, r"sigma must be a positive"),
-    (lambda m: gc.add_gates(m, reg_sigma=0.0), ValueError, r"reg_sigma must be a positive"),
-    (lambda m: gc.add_gates(m, targets=["(unclosed"]), ValueError, r"not a valid regular expression"),
-    (lambda m: gc.add_lora(m, r=0), ValueError, r"rank r must be a positive integer"),
-    (lambda m: gc.add_lora(m, r=2.5), ValueError, r"rank r must be a positive integer"),
-    (lambda m: gc.add_lora(m, targets=["query", "LayerNorm"]), TypeError, r"not an nn\.Linear"),
-])
+@pytest.mark.parametrize(
+    "call,err,msg",
+    [
+        (
+            lambda m: gc.add_gates(m, targets=["query", "no_such_layer"]),
+            ValueError,
+            r"no_such_layer.*matches no module.*attention\.self\.query",
+        ),
+        (lambda m: gc.add_gates(m, targets=["query", "LayerNorm"]), TypeError, r"not an nn\.Linear"),
+        (lambda m: gc.add_gates(m, sigma=0), ValueError, r"sigma must be a positive"),
+        (lambda m: gc.add_gates(m, sigma=-0.1), ValueError, r"sigma must be a positive"),
+        (lambda m: gc.add_gates(m, reg_sigma=0.0), ValueError, r"reg_sigma must be a positive"),
+        (lambda m: gc.add_gates(m, targets=["(unclosed"]), ValueError, r"not a valid regular expression"),
+        (lambda m: gc.add_lora(m, r=0), ValueError, r"rank r must be a positive integer"),
+        (lambda m: gc.add_lora(m, r=2.5), ValueError, r"rank r must be a positive integer"),
+        (lambda m: gc.add_lora(m, targets=["query", "LayerNorm"]), TypeError, r"not an nn\.Linear"),
+    ],
+)
 def test_bad_input_raises_and_leaves_model_unchanged(call, err, msg):
     model = tiny_model("bert")
     snap = snapshot(model)
@@ -55,6 +65,7 @@ def test_unsupported_model_type_lists_presets():
         def __init__(self):
             super().__init__()
             self.fc = torch.nn.Linear(3, 3)
+
     toy = Toy()
     with pytest.raises(ValueError, match=re.escape("presets exist for") + r".*bert.*llama.*targets="):
         gc.add_gates(toy)
@@ -98,3 +109,46 @@ def test_missing_local_model_folder_is_a_clear_error(tmp_path, monkeypatch):
         gc.resolve_model(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE=1"):
         gc.resolve_model("some-org/some-model")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "out_typo/",
+        "./run",
+        "../x",
+        "/no/such/model",
+        "~/no_such_model_here",
+        "a/b/c",
+        "runs\\model",
+        "existing/missing",
+    ],
+)
+def test_local_looking_names_never_reach_the_hub(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "existing").mkdir()
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # online: a hub lookup would be tried
+
+    def no_hub(*a, **k):
+        raise AssertionError("the model hub was asked")
+
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", no_hub)
+    monkeypatch.setattr(transformers.AutoModelForSequenceClassification, "from_pretrained", no_hub)
+    assert gc.pretrained.looks_local(name)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        gc.resolve_model(name)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        gc.load_model(name)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        gc.load_compressed(name)
+
+
+@pytest.mark.parametrize("name", ["bert-base-uncased", "sentence-transformers/all-mpnet-base-v2"])
+def test_hub_ids_still_look_like_hub_ids(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert not gc.pretrained.looks_local(name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE=1"):
+        gc.resolve_model(name)

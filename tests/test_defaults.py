@@ -1,19 +1,22 @@
 """The gate settings a user gets are stated once (gatecore/defaults.py): GateConfig, a user's sweep and the
 HF command line all start from them, and no named protocol depends on them (its run ids would move)."""
+
 import dataclasses
 
 import gatecore
-from gatecore import defaults
 from analysis.finetune.config import SweepConfig
 from analysis.finetune.hf_finetune import HFFinetuneConfig
 from analysis.finetune.protocols import PROTOCOLS
+from gatecore import defaults
 
 
 def test_every_entry_point_starts_from_the_library_defaults():
     gate, sweep, hf = gatecore.GateConfig(), SweepConfig(), HFFinetuneConfig()
     assert gate.objective == sweep.objective == hf.objective == defaults.OBJECTIVE
     assert gate.gate_lr == hf.gate_lr == defaults.GATE_LR and tuple(sweep.gate_lr) == (defaults.GATE_LR,)
-    assert gate.removed == hf.removed == defaults.REMOVED and [round(1 - k, 10) for k in sweep.keep] == [defaults.REMOVED]
+    assert gate.removed == hf.removed == defaults.REMOVED and [round(1 - k, 10) for k in sweep.keep] == [
+        defaults.REMOVED
+    ]
     assert gate.head_lr == sweep.head_lr == hf.head_lr == defaults.HEAD_LR
     assert gate.lam == hf.lam == defaults.LAM and tuple(sweep.lam) == (defaults.LAM,)
     assert gate.lam_warmup == sweep.lam_warmup == defaults.LAM_WARMUP

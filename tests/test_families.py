@@ -1,4 +1,5 @@
 """One model-family registry (gatecore.families): inject and compress agree on the model types."""
+
 import dataclasses
 
 import pytest
@@ -9,9 +10,18 @@ import gatecore as gc
 from gatecore import families
 from gatecore.hessian import SpectrumReport
 
-COMMON = dict(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
-              max_position_embeddings=64, pad_token_id=1, initializer_range=0.2, num_labels=2)
-CONFIGS = {   # tiny configs of the registry's types beyond tiny.TINY_KINDS
+COMMON = dict(
+    vocab_size=64,
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=32,
+    max_position_embeddings=64,
+    pad_token_id=1,
+    initializer_range=0.2,
+    num_labels=2,
+)
+CONFIGS = {  # tiny configs of the registry's types beyond tiny.TINY_KINDS
     "ernie": lambda: transformers.ErnieConfig(**COMMON, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
     "gemma": lambda: transformers.GemmaConfig(**COMMON, num_key_value_heads=2, head_dim=4),
     "olmo": lambda: transformers.OlmoConfig(**COMMON, num_key_value_heads=2),
@@ -22,8 +32,11 @@ CONFIGS = {   # tiny configs of the registry's types beyond tiny.TINY_KINDS
 
 def tiny(kind):
     torch.manual_seed(0)
-    return transformers.AutoModelForSequenceClassification.from_config(
-        CONFIGS[kind](), attn_implementation="eager").double().eval()
+    return (
+        transformers.AutoModelForSequenceClassification.from_config(CONFIGS[kind](), attn_implementation="eager")
+        .double()
+        .eval()
+    )
 
 
 def test_every_listed_type_has_both_presets_and_a_compress_verdict():
@@ -34,8 +47,23 @@ def test_every_listed_type_has_both_presets_and_a_compress_verdict():
 
 
 # what the registry accepted before MPNet joined it (issue 25), written out so a change cannot drop one silently
-ACCEPTED_BEFORE = ("bert", "roberta", "xlm-roberta", "camembert", "electra", "ernie", "llama", "mistral", "qwen2",
-                   "qwen3", "gemma", "gemma2", "phi3", "olmo", "olmo2")
+ACCEPTED_BEFORE = (
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "electra",
+    "ernie",
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "phi3",
+    "olmo",
+    "olmo2",
+)
 COMPRESSIBLE_BEFORE = tuple(t for t in ACCEPTED_BEFORE if t not in ("qwen3", "olmo2", "gemma2", "phi3"))
 
 
@@ -73,7 +101,12 @@ def test_listed_but_not_compressible_types_are_refused_before_any_change(kind):
 
 def test_phi3_presets_cover_its_fused_matrices():
     names = sorted(gc.add_gates(tiny("phi3")))
-    assert len(names) == 4 * 2 and {n.rsplit(".", 1)[-1] for n in names} == {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
+    assert len(names) == 4 * 2 and {n.rsplit(".", 1)[-1] for n in names} == {
+        "qkv_proj",
+        "o_proj",
+        "gate_up_proj",
+        "down_proj",
+    }
     assert {n.rsplit(".", 1)[-1] for n in gc.add_lora(tiny("phi3"))} == {"qkv_proj"}
 
 

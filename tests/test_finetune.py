@@ -1,6 +1,5 @@
 """analysis.finetune: a tiny end-to-end sweep writes valid records; a killed sweep resumes; compressed == gated;
 a sweep configured in Python (no argv) runs in small mode."""
-import random
 
 import pytest
 import torch
@@ -11,37 +10,89 @@ from analysis.finetune.config import DEFAULT_CHECKPOINTS, SweepConfig, expand, r
 from analysis.finetune.train import build_model, encode, evaluate
 from analysis.provenance import ROOT, read_jsonl
 
-CONTRACT = ["run_id", "command", "config", "seed", "versions", "device", "threads", "date", "small_mode", "task_info",
-            "dev", "dev_main", "val_main", "hp_search", "params", "removed_fraction", "layers", "curve", "compressed",
-            "train_time_s", "step_time_s", "peak_mem_mb", "checkpoint"]
+CONTRACT = [
+    "run_id",
+    "command",
+    "config",
+    "seed",
+    "versions",
+    "device",
+    "threads",
+    "date",
+    "small_mode",
+    "task_info",
+    "dev",
+    "dev_main",
+    "val_main",
+    "hp_search",
+    "params",
+    "removed_fraction",
+    "layers",
+    "curve",
+    "compressed",
+    "train_time_s",
+    "step_time_s",
+    "peak_mem_mb",
+    "checkpoint",
+]
 CONFIG = ["model", "task", "method", "seed", "lr", "epochs", "batch_size", "max_len", "train_examples", "pooling"]
 GATE_CONFIG = ["objective", "keep", "lam", "lam_warmup", "sigma", "reg_sigma", "bias"]
 
 
-@pytest.fixture
-def folder(tmp_path):
-    """A word-level toy task the tiny model can learn a little: label = 'good' in the text."""
-    rng = random.Random(0)
-    words = ["good", "bad", "film", "plot", "dull", "fine", "acting", "long"]
-    for name, n in (("train", 96), ("dev", 40)):
-        lines = ["text,label"]
-        for _ in range(n):
-            t = " ".join(rng.choice(words) for _ in range(5))
-            lines.append(f"{t},{int('good' in t)}")
-        (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
-    return tmp_path
-
-
 def argv(folder, out, *extra):
-    return ["--model", "tiny-bert", "--tasks", "csv", "--data", str(folder), "--text-cols", "text", "--label-col", "label",
-            "--epochs", "3", "--batch-size", "16", "--max-len", "16", "--val-examples", "16", "--curve-points", "2",
-            "--out", str(out), "--checkpoint-dir", str(out.parent / "ck"), "--quiet", *extra]
+    return [
+        "--model",
+        "tiny-bert",
+        "--tasks",
+        "csv",
+        "--data",
+        str(folder),
+        "--text-cols",
+        "text",
+        "--label-col",
+        "label",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--max-len",
+        "16",
+        "--val-examples",
+        "16",
+        "--curve-points",
+        "2",
+        "--out",
+        str(out),
+        "--checkpoint-dir",
+        str(out.parent / "ck"),
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_path):
     out = tmp_path / "runs.jsonl"
-    sweep.main(argv(folder, out, "--methods", "lora", "gates", "--lr", "1e-3", "3e-3", "--gate-lr", "0.5",
-                "--keep", "0.5", "--no-bias-keep", "0.5", "--curve-dev-examples", "10", "--no-extend-grids"))
+    sweep.main(
+        argv(
+            folder,
+            out,
+            "--methods",
+            "lora",
+            "gates",
+            "--lr",
+            "1e-3",
+            "3e-3",
+            "--gate-lr",
+            "0.5",
+            "--keep",
+            "0.5",
+            "--no-bias-keep",
+            "0.5",
+            "--curve-dev-examples",
+            "10",
+            "--no-extend-grids",
+        )
+    )
     recs = read_jsonl(out)
     assert [r["config"]["method"] for r in recs] == ["lora", "gates", "gates"]
     for r in recs:
@@ -69,13 +120,18 @@ def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_p
     for g in (gates, no_bias):  # the sparsity contract: the eval gates remove what was asked, within 2 points
         assert g["removed_asked"] == 0.5 and g["removed_got"] == g["removed_fraction"]
         assert abs(g["removed_got"] - g["removed_asked"]) <= 0.02
-        assert {"gates_changed", "removed_before", "removed_after", "gates_total", "changed_fraction"} <= set(g["correction"])
+        assert {"gates_changed", "removed_before", "removed_after", "gates_total", "changed_fraction"} <= set(
+            g["correction"]
+        )
         assert g["correction"]["removed_after"] == g["removed_got"]
     assert c["dev_main"] == gates["dev_main"] and c["dev"] == gates["dev"] and c["matches_gated"]
     # the checkpoint re-creates the gated model on a fresh tiny model, with the same dev predictions
     fresh, _ = build_model({**gates["config"], "method": "head"}, 2)
-    gc.load_trainable(fresh, ROOT / gates["checkpoint"] if not gates["checkpoint"].startswith("/") else gates["checkpoint"])
+    gc.load_trainable(
+        fresh, ROOT / gates["checkpoint"] if not gates["checkpoint"].startswith("/") else gates["checkpoint"]
+    )
     from analysis.data import load_task
+
     task = load_task("csv", data_dir=folder, text_cols=["text"], label_col="label")
     enc = encode(None, task.dev, 16, fresh.config.vocab_size)
     assert evaluate(fresh, enc, task, "mean", fresh.config.pad_token_id, "cpu") == gates["dev"]
@@ -83,8 +139,21 @@ def test_tiny_sweep_writes_contract_records_and_compresses_exactly(folder, tmp_p
 
 def test_killed_sweep_resumes_without_duplicates_or_losses(folder, tmp_path, monkeypatch):
     out = tmp_path / "runs.jsonl"
-    args = argv(folder, out, "--methods", "head", "bias", "gates", "--seeds", "0", "1", "--no-compress", "--epochs", "1",
-                "--no-extend-grids")
+    args = argv(
+        folder,
+        out,
+        "--methods",
+        "head",
+        "bias",
+        "gates",
+        "--seeds",
+        "0",
+        "1",
+        "--no-compress",
+        "--epochs",
+        "1",
+        "--no-extend-grids",
+    )
     real, calls = runner.run_one, []
 
     def dies_on_third(spec, cfg, device, progress=True, prior=None, points_file=None):
@@ -125,8 +194,11 @@ def test_methods_train_what_they_say():
 def test_mean_pooling_ignores_padding():
     model, _ = build_model(dict(model="tiny-bert", seed=0, method="head"), 2)
     from gatecore.pooling import pooled_logits
+
     ids = torch.tensor([[5, 6, 7, 1, 1]])
-    full = pooled_logits(model.eval(), {"input_ids": ids[:, :3], "attention_mask": torch.ones(1, 3, dtype=torch.long)}, "mean")
+    full = pooled_logits(
+        model.eval(), {"input_ids": ids[:, :3], "attention_mask": torch.ones(1, 3, dtype=torch.long)}, "mean"
+    )
     padded = pooled_logits(model, {"input_ids": ids, "attention_mask": torch.tensor([[1, 1, 1, 0, 0]])}, "mean")
     assert torch.allclose(full, padded, atol=1e-6)
 
@@ -135,17 +207,22 @@ def test_small_mode_never_writes_into_results(monkeypatch):
     monkeypatch.setenv("GATECORE_SMALL", "1")
     cfg = sweep.parse_args(["--protocol", "cpu-converged"])
     assert cfg.train_examples == 32 and cfg.epochs == 1
-    assert not cfg.out.resolve().is_relative_to(ROOT / "results") and not cfg.checkpoint_dir.startswith(DEFAULT_CHECKPOINTS)
+    assert not cfg.out.resolve().is_relative_to(ROOT / "results") and not cfg.checkpoint_dir.startswith(
+        DEFAULT_CHECKPOINTS
+    )
     monkeypatch.delenv("GATECORE_SMALL")
     cfg = sweep.parse_args(["--protocol", "cpu-converged", "--tasks", "RTE", "--epochs", "2"])  # explicit options win
     assert cfg.tasks == ("RTE",) and cfg.epochs == 2 and cfg.objective == "target"  # the protocol's, not the default
     assert cfg.out == ROOT / "results" / "finetune" / "cpu-converged.jsonl"
-    assert cfg == resolve(SweepConfig.of_protocol("cpu-converged", tasks=("RTE",), epochs=2))  # the same config, built in Python
+    assert cfg == resolve(
+        SweepConfig.of_protocol("cpu-converged", tasks=("RTE",), epochs=2)
+    )  # the same config, built in Python
 
 
 def test_non_finite_loss_stops_the_run_with_a_clear_error(folder):
     from analysis.data import load_task
     from analysis.finetune.train import train
+
     task = load_task("csv", data_dir=folder, text_cols=["text"], label_col="label")
     cfg = dict(model="tiny-bert", task="csv", method="head", seed=0, epochs=1, batch_size=16, pooling="mean", lr=1e-3)
     model, _ = build_model(cfg, 2)
@@ -164,8 +241,21 @@ def test_kurtosis_tau_passes_through_only_when_set(folder, tmp_path):
         sweep.parse_args(argv(folder, tmp_path / "o.jsonl", "--kurtosis-tau", "100"))
     with pytest.raises(ValueError, match="target"):  # the same check on a config built in Python
         SweepConfig(kurtosis_tau=100.0)
-    cfg = sweep.parse_args(argv(folder, tmp_path / "o.jsonl", "--methods", "gates", "--objective", "target",
-                                "--kurtosis-tau", "100", "--epochs", "1", "--no-compress"))
+    cfg = sweep.parse_args(
+        argv(
+            folder,
+            tmp_path / "o.jsonl",
+            "--methods",
+            "gates",
+            "--objective",
+            "target",
+            "--kurtosis-tau",
+            "100",
+            "--epochs",
+            "1",
+            "--no-compress",
+        )
+    )
     spec = expand(cfg)[0]
     assert spec["kurtosis_tau"] == 100 and run_id(spec) != run_id(plain[0])
     model, _ = build_model({**spec, "lr": 1e-3, "lam": 1.0, "gate_lr": 0.5}, 2)
@@ -179,11 +269,15 @@ def test_named_protocols_plan_what_the_issue_asks():
     specs = expand(cfg)
     assert cfg.workers == 2 and cfg.threads == 1 and cfg.out.name == "cpu-converged.jsonl"
     from analysis.finetune.protocols import CONVERGED_EPOCHS, grid_size
+
     assert {grid_size(s) for s in specs} == {2}  # the same lr (or gate-lr) grid size for every method
     assert cfg.grid_on_first_seed and all(bool(s.get("grid_source")) == (s["seed"] > 0) for s in specs)
     for task in ["SST-2", "MRPC", "RTE", "CoLA", "STS-B"]:
         t = [s for s in specs if s["task"] == task]
-        seeds = lambda m, **kw: sorted(s["seed"] for s in t if s["method"] == m and all(s.get(k) == v for k, v in kw.items()))
+
+        def seeds(m, t=t, **kw):
+            return sorted(s["seed"] for s in t if s["method"] == m and all(s.get(k) == v for k, v in kw.items()))
+
         assert seeds("bias") == seeds("lora") == [0, 1, 2] and seeds("full") == seeds("head") == [0]
         assert seeds("gates", keep=0.7, bias=True) == seeds("gates", keep=0.6, bias=True) == [0, 1, 2]
         assert seeds("gates", keep=0.7, bias=False) == [0]
@@ -192,6 +286,7 @@ def test_named_protocols_plan_what_the_issue_asks():
     assert len(specs) == 5 * 15
     c = expand(sweep.parse_args(["--protocol", "convergence-check"]))
     from analysis.finetune.protocols import PROTOCOLS
+
     epochs = PROTOCOLS["convergence-check"]["task_epochs"]
     assert len(c) == 2 * 3 * 4 and {(s["task"], s["epochs"]) for s in c} == set(epochs.items())
     assert {s["objective"] for s in c if s["method"] == "gates"} == {"target"}  # gates vs kurtosis: weighting only
@@ -203,19 +298,22 @@ def test_named_protocols_plan_what_the_issue_asks():
     assert fair.extend_grids and fair.split_range and fair.recovery > 0 and fair.reuse == ("cpu-converged",)
     gates = [s for s in f if s["method"] == "gates"]
     assert {tuple(s["gate_lr_grid"]) for s in gates if s["seed"] == 0 and s["keep"] == 0.7 and s["bias"]} == {
-        (0.01, 0.03, 0.1, 0.3)}
+        (0.01, 0.03, 0.1, 0.3)
+    }
     assert all(len(s["lr_grid"]) == 2 for s in gates if s["seed"] == 0 and s["bias"])  # the biases' lr is searched too
     combo = [s for s in f if s["method"] == "gates+lora"]
     assert {(s["keep"], s["bias"]) for s in combo} == {(0.7, True)} and len(combo) == 15
     marked = [s for s in f if s["seed"] == 0 and "grid_source" in s]  # 40% and no-bias train the 30% choice
-    assert len(marked) == 10 and all((s | s["grid_source"])["keep"] == 0.7 and (s | s["grid_source"])["bias"]
-                                     for s in marked)
+    assert len(marked) == 10 and all(
+        (s | s["grid_source"])["keep"] == 0.7 and (s | s["grid_source"])["bias"] for s in marked
+    )
 
 
 @pytest.mark.parametrize("name", ["cpu-converged", "convergence-check", "cpu-fair"])
 def test_committed_records_keep_the_run_ids_their_protocol_expands_to(name):
     """Every committed record is a run of its protocol as the code expands it today (no run id drifted)."""
     from analysis.finetune.config import inherit_choices
+
     path = ROOT / "results" / "finetune" / f"{name}.jsonl"
     recs = read_jsonl(path)
     if not recs:
@@ -226,9 +324,29 @@ def test_committed_records_keep_the_run_ids_their_protocol_expands_to(name):
 
 def test_later_seeds_train_the_grid_point_the_first_seed_chose(folder, tmp_path):
     out = tmp_path / "runs.jsonl"
-    args = argv(folder, out, "--methods", "bias", "gates", "--seeds", "0", "1", "--lr", "1e-3", "3e-2",
-                "--gate-lr", "0.1", "0.5", "--keep", "0.6", "--epochs", "1", "--no-compress", "--grid-on-first-seed",
-                "--no-extend-grids")
+    args = argv(
+        folder,
+        out,
+        "--methods",
+        "bias",
+        "gates",
+        "--seeds",
+        "0",
+        "1",
+        "--lr",
+        "1e-3",
+        "3e-2",
+        "--gate-lr",
+        "0.1",
+        "0.5",
+        "--keep",
+        "0.6",
+        "--epochs",
+        "1",
+        "--no-compress",
+        "--grid-on-first-seed",
+        "--no-extend-grids",
+    )
     sweep.main(args + ["--max-runs", "1"])  # cut short: the later seeds wait, nothing half-done
     assert len(read_jsonl(out)) == 1
     sweep.main(args)  # the rest: the second first-seed run, then (second wave) both later seeds
@@ -249,11 +367,23 @@ def test_later_seeds_train_the_grid_point_the_first_seed_chose(folder, tmp_path)
 def test_sweep_configured_in_python_runs_in_small_mode(folder, tmp_path, monkeypatch):
     """The study's config built directly (as the notebooks and the GPU driver do), small mode, no argv."""
     from analysis.finetune import config
+
     monkeypatch.setenv("GATECORE_SMALL", "1")
     monkeypatch.setattr(config, "SMALL_DIR", tmp_path / "small")
-    cfg = SweepConfig(model="tiny-bert", tasks=("csv",), data=str(folder), text_cols=("text",), label_col="label",
-                      methods=("head", "gates"), keep=(0.6,), batch_size=16, max_len=16, curve_points=1,
-                      bench=False, quiet=True)
+    cfg = SweepConfig(
+        model="tiny-bert",
+        tasks=("csv",),
+        data=str(folder),
+        text_cols=("text",),
+        label_col="label",
+        methods=("head", "gates"),
+        keep=(0.6,),
+        batch_size=16,
+        max_len=16,
+        curve_points=1,
+        bench=False,
+        quiet=True,
+    )
     out = sweep.run_sweep(cfg)
     assert out == tmp_path / "small" / "runs.jsonl"
     recs = {r["run_id"]: r for r in read_jsonl(out)}
@@ -264,91 +394,3 @@ def test_sweep_configured_in_python_runs_in_small_mode(folder, tmp_path, monkeyp
         assert r["task_info"]["n_train"] <= 32 and r["config"]["epochs"] == 1 and r["command"].startswith("python")
     gates = next(recs[run_id(s)] for s in specs if s["method"] == "gates")
     assert gates["compressed"]["matches_gated"] and abs(gates["removed_got"] - 0.4) <= 0.02
-
-
-def test_grid_rule_extends_a_recorded_edge_choice_reusing_its_points(folder, tmp_path, monkeypatch):
-    """An older record whose choice sits at a grid edge is searched further, its points not retrained, and its
-    line replaced in place; another results file reuses identical runs instead of training them."""
-    out = tmp_path / "runs.jsonl"
-    args = argv(folder, out, "--methods", "lora", "--lr", "1e-4", "3e-4", "--epochs", "1")
-    sweep.main(args + ["--no-extend-grids"])
-    old = read_jsonl(out)[0]
-    assert [h["lr"] for h in old["hp_search"]] == [1e-4, 3e-4] and old["grid"]["status"] == {"lr": "bound"}
-    trained = []
-    real = runner.train
-    monkeypatch.setattr(runner, "train", lambda model, point, *a, **k: trained.append(point["lr"]) or real(model, point, *a, **k))
-    sweep.main(args)  # the rule: the edge choice extends the grid
-    recs = read_jsonl(out)
-    assert len(recs) == 1 and recs[0]["run_id"] == old["run_id"] and 1e-4 not in trained and 3e-4 not in trained
-    new = recs[0]
-    assert new["grid"]["status"]["lr"] in ("interior", "bound") and len(new["hp_search"]) == 2 + len(trained)
-    assert [h["val_main"] for h in new["hp_search"] if h["lr"] in (1e-4, 3e-4)] == [h["val_main"] for h in old["hp_search"]]
-    assert new["val_main"] == max(h["val_main"] for h in new["hp_search"])
-    assert new.get("extended", {}).get("new_points") == len(trained)
-    n = len(trained)
-    sweep.main(args)  # complete now: nothing more
-    assert len(trained) == n and read_jsonl(out) == recs
-    other = tmp_path / "other.jsonl"
-    sweep.main(argv(folder, other, "--methods", "lora", "--lr", "1e-4", "3e-4", "--epochs", "1", "--reuse", str(out)))
-    copied = read_jsonl(other)
-    assert len(trained) == n and len(copied) == 1 and copied[0]["reused_from"] == out.name
-    assert {k: v for k, v in copied[0].items() if k != "reused_from"} == new
-
-
-def test_other_gate_variants_train_what_the_first_keep_chose(folder, tmp_path):
-    out = tmp_path / "runs.jsonl"
-    sweep.main(argv(folder, out, "--methods", "gates", "--lr", "1e-3", "--gate-lr", "0.1", "0.5", "--keep", "0.6", "0.5",
-                    "--no-bias-keep", "0.6", "--epochs", "1", "--no-compress", "--grids-from-first-keep",
-                    "--no-extend-grids"))
-    recs = read_jsonl(out)
-    first = next(r for r in recs if r["config"]["keep"] == 0.6 and r["config"]["bias"])
-    others = [r for r in recs if r is not first]
-    assert len(recs) == 3 and len(first["hp_search"]) == 2
-    for r in others:
-        assert r["spec"]["grid_from"] == first["run_id"] and r["spec"]["gate_lr_grid"] == [first["config"]["gate_lr"]]
-        assert r["spec_key"] != r["run_id"] and r["hp_search"] is None
-
-
-def test_dry_run_plans_a_csv_task_from_measured_per_token_step_times(folder, capsys):
-    sweep.main(["--tasks", "csv", "--data", str(folder), "--text-cols", "text", "--label-col", "label", "--methods",
-                "lora", "gates", "gates+lora", "--dry-run"])
-    out = capsys.readouterr().out
-    assert "plan: 3 runs to do" in out and "estimated wall time" in out and "seconds per token" in out
-
-
-def test_a_search_killed_part_way_resumes_from_its_trained_points(folder, tmp_path, monkeypatch):
-    """Each trained search point is kept as it finishes (<out>.points.jsonl): a rerun after a kill mid-search
-    trains only the missing points (and the chosen one again, to build its record) and records the same search."""
-    out = tmp_path / "runs.jsonl"
-    args = argv(folder, out, "--methods", "lora", "--lr", "1e-4", "3e-4", "1e-3", "--epochs", "1", "--no-extend-grids")
-    trained, real = [], runner.train
-
-    def dies_on_third(model, point, *a, **k):
-        if len(trained) == 2:
-            raise KeyboardInterrupt  # a session stopped mid-search
-        trained.append(point["lr"])
-        return real(model, point, *a, **k)
-    monkeypatch.setattr(runner, "train", dies_on_third)
-    with pytest.raises(KeyboardInterrupt):
-        sweep.main(args)
-    assert not read_jsonl(out) and [p["point"]["lr"] for p in read_jsonl(runner.points_path(out))] == trained
-    first, trained[:] = list(trained), []
-    monkeypatch.setattr(runner, "train", lambda model, point, *a, **k: trained.append(point["lr"]) or real(model, point, *a, **k))
-    sweep.main(args)
-    rec = read_jsonl(out)[0]
-    assert sorted(h["lr"] for h in rec["hp_search"]) == [1e-4, 3e-4, 1e-3]
-    assert 1e-3 in trained and set(trained) - {1e-3} <= {rec["config"]["lr"]} and len(trained) <= 2
-    assert [h["val_main"] for h in rec["hp_search"] if h["lr"] in first] == \
-        [p["entry"]["val_main"] for p in read_jsonl(runner.points_path(out)) if p["point"]["lr"] in first][:len(first)]
-
-
-def test_the_search_prefers_a_gate_setting_whose_controller_met_the_request():
-    """A setting that left the removal to the final correction (the STS-B cliff: 8% removed by training, 30% after)
-    loses to one that removed it while training, whatever their val scores; among those, val decides."""
-    def entry(before, val):
-        return {"val_main": val, "removed_asked": 0.3, "meets_keep": True,
-                "correction": {"removed_before": before, "removed_after": 0.3, "gates_changed": 1}}
-    cliff, trained, close = entry(0.083, 84.6), entry(0.311, 83.8), entry(0.29, 83.9)
-    assert not runner.controller_met(cliff) and runner.controller_met(trained) and runner.controller_met(close)
-    assert max([cliff, trained, close], key=runner.entry_score) is close
-    assert runner.controller_met({"val_main": 1.0})  # runs without gates

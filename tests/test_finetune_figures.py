@@ -1,4 +1,5 @@
 """Figures (a)-(d) and the GLUE table (e) on a fixture of records written here, never committed as results."""
+
 import json
 import random
 
@@ -12,34 +13,81 @@ from analysis.finetune.tables import glue_table
 from analysis.provenance import append_jsonl
 
 TASKS = {"SST-2": "accuracy", "MRPC": "f1", "STS-B": "pearson"}
-NAMES = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-         "intermediate.dense", "output.dense")
+NAMES = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
 
 
 def fake_record(task, method, seed, keep=None, bias=True, lam=1.0, rng=None):
     """A record in the runner's format with made-up numbers (the figures must not care where they come from)."""
     rng = rng or random.Random(0)
-    cfg = {"model": "all-MiniLM-L6-v2", "task": task, "method": method, "seed": seed, "lr": 1e-3, "epochs": 1,
-           "batch_size": 32, "max_len": 64, "train_examples": 256, "pooling": "mean"}
+    cfg = {
+        "model": "all-MiniLM-L6-v2",
+        "task": task,
+        "method": method,
+        "seed": seed,
+        "lr": 1e-3,
+        "epochs": 1,
+        "batch_size": 32,
+        "max_len": 64,
+        "train_examples": 256,
+        "pooling": "mean",
+    }
     gated = method.startswith("gates")
     if gated:
         cfg.update(objective="target", keep=keep, lam=lam, lam_warmup=0.1, sigma=0.1, reg_sigma=0.5, bias=bias)
     base = {"head": 60, "bias": 70, "lora": 80, "full": 82}.get(method, 78 - 20 * (0.7 - (keep or 0.7)))
     dev = base + rng.uniform(-1, 1)
-    layers = [{"name": f"bert.encoder.layer.{i}.{n}", "out_features": 8, "in_features": 4,
-               "rows_kept": rng.randint(2, 8), "cols_kept": rng.randint(1, 4)} for i in range(2) for n in NAMES]
+    layers = [
+        {
+            "name": f"bert.encoder.layer.{i}.{n}",
+            "out_features": 8,
+            "in_features": 4,
+            "rows_kept": rng.randint(2, 8),
+            "cols_kept": rng.randint(1, 4),
+        }
+        for i in range(2)
+        for n in NAMES
+    ]
     removed = (1 - (keep or 1.0)) * 1.1 if gated else 0.0
-    return {"run_id": f"{task}-{method}-{keep}-{bias}-{lam}-{seed}", "command": "python -m analysis.finetune --fake",
-            "config": cfg, "seed": seed, "device": "cpu", "threads": 2, "date": "2026-01-01", "small_mode": False,
-            "task_info": {"metric": TASKS[task], "n_train": 200, "n_val": 56, "n_dev": 100, "num_labels": 2},
-            "dev": {TASKS[task]: dev / 100}, "dev_main": dev, "val_main": dev, "hp_search": None,
-            "params": {"gate": 1000 if gated else 0, "lora": 500 * (method == "lora"), "bias": 100, "head": 770,
-                       "other_trainable": 0, "frozen": 22_000_000, "total": 22_000_000,
-                       "trainable": {"head": 770, "bias": 870, "lora": 1370, "full": 22_000_000}.get(method, 1870)},
-            "removed_fraction": removed, "layers": layers if gated else None,
-            "curve": [{"step": s, "dev_main": dev * s / 30, "loss": 1.0 / s} for s in (10, 20, 30)],
-            "compressed": {"params_total": 20_000_000, "dev_main": dev, "speedup_cpu": 1.0 + removed} if gated else None,
-            "train_time_s": 1.0, "step_time_s": 0.1, "peak_mem_mb": 100.0, "checkpoint": None}
+    return {
+        "run_id": f"{task}-{method}-{keep}-{bias}-{lam}-{seed}",
+        "command": "python -m analysis.finetune --fake",
+        "config": cfg,
+        "seed": seed,
+        "device": "cpu",
+        "threads": 2,
+        "date": "2026-01-01",
+        "small_mode": False,
+        "task_info": {"metric": TASKS[task], "n_train": 200, "n_val": 56, "n_dev": 100, "num_labels": 2},
+        "dev": {TASKS[task]: dev / 100},
+        "dev_main": dev,
+        "val_main": dev,
+        "hp_search": None,
+        "params": {
+            "gate": 1000 if gated else 0,
+            "lora": 500 * (method == "lora"),
+            "bias": 100,
+            "head": 770,
+            "other_trainable": 0,
+            "frozen": 22_000_000,
+            "total": 22_000_000,
+            "trainable": {"head": 770, "bias": 870, "lora": 1370, "full": 22_000_000}.get(method, 1870),
+        },
+        "removed_fraction": removed,
+        "layers": layers if gated else None,
+        "curve": [{"step": s, "dev_main": dev * s / 30, "loss": 1.0 / s} for s in (10, 20, 30)],
+        "compressed": {"params_total": 20_000_000, "dev_main": dev, "speedup_cpu": 1.0 + removed} if gated else None,
+        "train_time_s": 1.0,
+        "step_time_s": 0.1,
+        "peak_mem_mb": 100.0,
+        "checkpoint": None,
+    }
 
 
 @pytest.fixture
@@ -59,8 +107,13 @@ def results(tmp_path):
 def test_make_figures_draws_everything(results, tmp_path):
     made = make_figures(results, tmp_path / "figures")
     names = sorted(p.name for p in made)
-    assert names == ["finetune_cpu_curves.png", "finetune_cpu_layers.png", "finetune_cpu_params.png",
-                     "finetune_cpu_tradeoff.png", "glue_table.md"]
+    assert names == [
+        "finetune_cpu_curves.png",
+        "finetune_cpu_layers.png",
+        "finetune_cpu_params.png",
+        "finetune_cpu_tradeoff.png",
+        "glue_table.md",
+    ]
     for p in made:
         assert p.stat().st_size > 1000, p
 
@@ -69,16 +122,30 @@ def test_glue_table_numbers(results):
     (p,) = load_protocols(results)
     assert len(p.records) == 3 * 2 * 8
     table = glue_table(p)
-    rows = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in table.splitlines()[2:]
-            if line.startswith("| ")}
-    assert set(rows) == {("trivial (constant prediction)", "–"), ("head", "–"), ("bias", "–"), ("lora", "–"), ("full", "–"), ("gates", "0.9"), ("gates", "0.7"),
-                         ("gates", "0.5"), ("gates (no bias)", "0.7")}
+    rows = {
+        tuple(c.strip() for c in line.strip("|").split("|")[:2]): line
+        for line in table.splitlines()[2:]
+        if line.startswith("| ")
+    }
+    assert set(rows) == {
+        ("trivial (constant prediction)", "–"),
+        ("head", "–"),
+        ("bias", "–"),
+        ("lora", "–"),
+        ("full", "–"),
+        ("gates", "0.9"),
+        ("gates", "0.7"),
+        ("gates", "0.5"),
+        ("gates (no bias)", "0.7"),
+    }
     lora = [r for r in p.records if r["config"]["method"] == "lora" and r["config"]["task"] == "MRPC"]
     m = sum(r["dev_main"] for r in lora) / 2
-    sd = abs(lora[0]["dev_main"] - lora[1]["dev_main"]) / 2 ** 0.5
+    sd = abs(lora[0]["dev_main"] - lora[1]["dev_main"]) / 2**0.5
     assert f"{m:.1f} ± {sd:.1f}" in rows[("lora", "–")]
     avg = p.glue_average("lora")
-    by_seed = [sum(r["dev_main"] for r in p.records if r["config"]["method"] == "lora" and r["seed"] == s) / 3 for s in (0, 1)]
+    by_seed = [
+        sum(r["dev_main"] for r in p.records if r["config"]["method"] == "lora" and r["seed"] == s) / 3 for s in (0, 1)
+    ]
     assert avg.dev == pytest.approx(by_seed)
     assert "1.33x" in rows[("gates", "0.7")]  # speedup 1 + 0.3 * 1.1 in the fixture
 
@@ -134,6 +201,7 @@ def test_convergence_check_curves_kurtosis_maps_and_plateau_table(tmp_path):
     """A convergence-check-like fixture: long curves, plain and kurtosis-weighted gates -> (d), (f), plateau table."""
     from analysis.finetune.curves import plot_curves, plot_kurtosis_layers, write_plateau_table
     from analysis.finetune.results import Protocol, group
+
     rng, recs = random.Random(2), []
     for task in ("SST-2", "MRPC"):
         for seed in (0, 1):
@@ -141,12 +209,21 @@ def test_convergence_check_curves_kurtosis_maps_and_plateau_table(tmp_path):
                 r = fake_record(task, method, seed, 0.7 if method == "gates" else None, rng=rng)
                 if tau is not None:
                     r["config"]["kurtosis_tau"] = tau
-                r["curve"] = [{"step": 10 * i, "dev_main": 70 + min(i, 5), "loss": 1.0,
-                               **({"removed_fraction": 0.06 * min(i, 5)} if method == "gates" else {})} for i in range(1, 9)]
+                r["curve"] = [
+                    {
+                        "step": 10 * i,
+                        "dev_main": 70 + min(i, 5),
+                        "loss": 1.0,
+                        **({"removed_fraction": 0.06 * min(i, 5)} if method == "gates" else {}),
+                    }
+                    for i in range(1, 9)
+                ]
                 recs.append(r)
     p = Protocol("convergence-check", tmp_path / "convergence-check.jsonl", recs, group(recs))
-    for path in (plot_curves(p, tmp_path / "curves.png", {"SST-2": 50.9, "MRPC": 81.2}),
-                 plot_kurtosis_layers(p, tmp_path / "kurtosis_layers.png")):
+    for path in (
+        plot_curves(p, tmp_path / "curves.png", {"SST-2": 50.9, "MRPC": 81.2}),
+        plot_kurtosis_layers(p, tmp_path / "kurtosis_layers.png"),
+    ):
         assert path.stat().st_size > 1000
     text = write_plateau_table(p, tmp_path / "plateau.md").read_text()
     # the curve reaches 75 at step 50 and stays; the fixture's 80 steps are 1 epoch

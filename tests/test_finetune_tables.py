@@ -2,6 +2,7 @@
 
 The records below are small dicts written for these tests (test fixtures, not results).
 """
+
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,23 @@ import pytest
 from analysis.data import DataError, load_task
 from analysis.finetune.curves import write_plateau_table
 from analysis.finetune.results import Protocol, group
-from analysis.finetune.stats import (at_trivial, claim_check, mean_curve, paired, plateau_step, settled_step,
-                                     trivial_baseline)
-from analysis.finetune.tables import (TRIVIAL_LABEL, gate_search_table, glue_table, kurtosis_pairs, kurtosis_table,
-                                     paired_table)
+from analysis.finetune.search_tables import gate_search_table
+from analysis.finetune.stats import (
+    at_trivial,
+    claim_check,
+    mean_curve,
+    paired,
+    plateau_step,
+    settled_step,
+    trivial_baseline,
+)
+from analysis.finetune.tables import (
+    TRIVIAL_LABEL,
+    glue_table,
+    kurtosis_pairs,
+    kurtosis_table,
+    paired_table,
+)
 
 
 def rec(task, method, seed, dev, keep=None, tau=None, curve=None):
@@ -23,8 +37,11 @@ def rec(task, method, seed, dev, keep=None, tau=None, curve=None):
         cfg.update(keep=keep, bias=True, objective="target")
         if tau is not None:
             cfg["kurtosis_tau"] = tau
-        r.update(removed_fraction=1 - keep + 0.01, removed_asked=1 - keep,
-                 correction={"gates_changed": 3, "removed_before": 1 - keep + 0.05, "removed_after": 1 - keep + 0.01})
+        r.update(
+            removed_fraction=1 - keep + 0.01,
+            removed_asked=1 - keep,
+            correction={"gates_changed": 3, "removed_before": 1 - keep + 0.05, "removed_after": 1 - keep + 0.01},
+        )
     return r
 
 
@@ -33,6 +50,7 @@ def protocol(records, name="fixture") -> Protocol:
 
 
 # ---- trivial baseline -----------------------------------------------------------------------------------
+
 
 def test_trivial_baseline_from_fixture_labels():
     labels = [0, 0, 0, 1]
@@ -62,13 +80,20 @@ def test_at_trivial_margin():
 
 # ---- paired differences ---------------------------------------------------------------------------------
 
+
 def paired_fixture():
     rs = []
-    for s, (g_a, g_b, l_a, l_b, b_a, b_b) in enumerate([(80, 70, 82, 71, 79, 69), (81, 72, 81, 70, 80, 70),
-                                                        (79, 71, 83, 73, 78, 68)]):
-        rs += [rec("SST-2", "gates", s, g_a, keep=0.7), rec("MRPC", "gates", s, g_b, keep=0.7),
-               rec("SST-2", "lora", s, l_a), rec("MRPC", "lora", s, l_b),
-               rec("SST-2", "bias", s, b_a), rec("MRPC", "bias", s, b_b)]
+    for s, (g_a, g_b, l_a, l_b, b_a, b_b) in enumerate(
+        [(80, 70, 82, 71, 79, 69), (81, 72, 81, 70, 80, 70), (79, 71, 83, 73, 78, 68)]
+    ):
+        rs += [
+            rec("SST-2", "gates", s, g_a, keep=0.7),
+            rec("MRPC", "gates", s, g_b, keep=0.7),
+            rec("SST-2", "lora", s, l_a),
+            rec("MRPC", "lora", s, l_b),
+            rec("SST-2", "bias", s, b_a),
+            rec("MRPC", "bias", s, b_b),
+        ]
     return rs
 
 
@@ -84,8 +109,11 @@ def test_paired_difference_of_the_task_average_per_seed():
 
 
 def test_paired_difference_uses_only_seeds_every_task_has():
-    rs = [r for r in paired_fixture() if not (r["config"]["task"] == "MRPC" and r["config"]["method"] == "lora"
-                                               and r["config"]["seed"] == 2)]
+    rs = [
+        r
+        for r in paired_fixture()
+        if not (r["config"]["task"] == "MRPC" and r["config"]["method"] == "lora" and r["config"]["seed"] == 2)
+    ]
     p = protocol(rs)
     assert paired(p, ("gates", 0.7), ("lora", None)).seeds == [0, 1]
     assert paired(p, ("gates", 0.7), ("lora", None), tasks=["SST-2"]).seeds == [0, 1, 2]
@@ -99,27 +127,33 @@ def test_paired_table_rows():
 
 
 def test_kurtosis_variant_is_its_own_setting_and_is_paired_with_plain():
-    rs = paired_fixture() + [rec(t, "gates", s, dev + 0.5, keep=0.7, tau=100.0)
-                             for s in range(3) for t, dev in (("SST-2", 80), ("MRPC", 70))]
+    rs = paired_fixture() + [
+        rec(t, "gates", s, dev + 0.5, keep=0.7, tau=100.0) for s in range(3) for t, dev in (("SST-2", 80), ("MRPC", 70))
+    ]
     p = protocol(rs)
     assert "gates (kurtosis tau=100)" in p.labels and "gates" in p.labels
     assert kurtosis_pairs(p) == [(("gates (kurtosis tau=100)", 0.7), ("gates", 0.7))]
     table = kurtosis_table(p)
-    assert "| SST-2 | gates keep 0.7 | 80.0 ± 1.0 | gates (kurtosis tau=100) keep 0.7 | 80.5 ± 0.0 | +0.5 ± 1.0 |" in table
+    assert (
+        "| SST-2 | gates keep 0.7 | 80.0 ± 1.0 | gates (kurtosis tau=100) keep 0.7 | 80.5 ± 0.0 | +0.5 ± 1.0 |" in table
+    )
 
 
 # ---- plateau --------------------------------------------------------------------------------------------
 
+
 def test_plateau_step_on_a_synthetic_curve():
     steps = [100, 200, 300, 400, 500, 600, 700]
     values = [60.0, 75.0, 79.8, 81.0, 80.1, 79.9, 80.0]  # plateau = mean of the last 3 = 80.0
-    assert plateau_step(steps, values) == 300            # 79.8 is the first within 0.5
-    assert settled_step(steps, values) == 500            # 81.0 at step 400 leaves the band again
+    assert plateau_step(steps, values) == 300  # 79.8 is the first within 0.5
+    assert settled_step(steps, values) == 500  # 81.0 at step 400 leaves the band again
     assert plateau_step([], []) is None
 
 
 def test_mean_curve_and_plateau_table(tmp_path):
-    curve = lambda off: [{"step": 10 * i, "dev_main": min(80.0, 50 + 10 * i) + off} for i in range(1, 9)]
+    def curve(off):
+        return [{"step": 10 * i, "dev_main": min(80.0, 50 + 10 * i) + off} for i in range(1, 9)]
+
     rs = [rec("SST-2", "lora", s, 80.0, curve=curve(s)) for s in range(3)]
     steps, m, sd = mean_curve(rs)
     assert steps[:2] == [10, 20] and m[0] == pytest.approx(61.0) and sd[0] == pytest.approx(1.0)
@@ -131,26 +165,29 @@ def test_mean_curve_and_plateau_table(tmp_path):
 
 # ---- the GLUE table marks what the trivial baseline already reaches ------------------------------------
 
+
 def test_glue_table_marks_cells_at_the_trivial_level():
     rs = paired_fixture()
     table = glue_table(protocol(rs), base={"SST-2": 50.9, "MRPC": 81.3})
     rows = {line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| ")}
     assert rows[TRIVIAL_LABEL].startswith(f"| {TRIVIAL_LABEL} | – | 50.9 | 81.3 | 66.1 |")
-    assert "| 80.0 ± 1.0 | 71.0 ± 1.0 † |" in rows["gates"]   # MRPC mean 71 is below 81.3
+    assert "| 80.0 ± 1.0 | 71.0 ± 1.0 † |" in rows["gates"]  # MRPC mean 71 is below 81.3
     assert " 82.0 ± 1.0 | 71.3 ± 1.5 † |" in rows["lora"]
-    assert "30 → 31.0 ± 0.0" in rows["gates"]                 # asked -> got
+    assert "30 → 31.0 ± 0.0" in rows["gates"]  # asked -> got
     assert table.count("†") == 3 + 1  # the MRPC cell of each method (GLUE avgs ~76 > 66.1 + 1), + the footnote
     # two of the five GLUE tasks: the average column names them instead of claiming a GLUE average
     assert "| avg (SST-2, MRPC) |" in table.splitlines()[0] and "GLUE avg" not in table
 
 
 def test_glue_table_gives_the_range_of_trainable_params_over_tasks():
-    rs = [dict(rec("SST-2", "head", 0, 80.0), params={"trainable": 770}),
-          dict(rec("STS-B", "head", 0, 40.0), params={"trainable": 385}),
-          dict(rec("SST-2", "lora", 0, 86.0), params={"trainable": 74_500}),
-          dict(rec("STS-B", "lora", 0, 85.0), params={"trainable": 74_500})]
+    rs = [
+        dict(rec("SST-2", "head", 0, 80.0), params={"trainable": 770}),
+        dict(rec("STS-B", "head", 0, 40.0), params={"trainable": 385}),
+        dict(rec("SST-2", "lora", 0, 86.0), params={"trainable": 74_500}),
+        dict(rec("STS-B", "lora", 0, 85.0), params={"trainable": 74_500}),
+    ]
     rows = {line.split("|")[1].strip(): line for line in glue_table(protocol(rs)).splitlines() if line.startswith("| ")}
-    assert "| 385–770 |" in rows["head"]       # not their mean, which no run has
+    assert "| 385–770 |" in rows["head"]  # not their mean, which no run has
     assert "| 74.5k |" in rows["lora"]
 
 
@@ -158,12 +195,12 @@ def test_claim_check_counts_removal_at_the_tables_precision():
     rs = paired_fixture()
     for r in rs:
         if r["config"]["method"] == "gates":
-            r["removed_fraction"] = 0.2998          # shown as 30.0 in every table
+            r["removed_fraction"] = 0.2998  # shown as 30.0 in every table
     c = claim_check(protocol(rs))
-    assert c.gate_keep == 0.7 and c.gate_dev == pytest.approx(75.5)   # mean of the seeds' (SST-2 + MRPC) / 2
+    assert c.gate_keep == 0.7 and c.gate_dev == pytest.approx(75.5)  # mean of the seeds' (SST-2 + MRPC) / 2
     for r in rs:
         if r["config"]["method"] == "gates":
-            r["removed_fraction"] = 0.2994          # 29.9: short of the goal
+            r["removed_fraction"] = 0.2994  # 29.9: short of the goal
     assert claim_check(protocol(rs)).gate_label is None
 
 
@@ -171,10 +208,23 @@ def test_gate_search_table_lists_every_point_with_what_training_removed_alone():
     r = rec("STS-B", "gates", 0, 83.0, keep=0.7)
     r["config"].update(gate_lr=0.1, lr=1e-3)
     r["grid"] = {"status": {"gate_lr": "interior", "lr": "bound"}, "tried": {}}
-    cliff = {"gate_lr": 0.01, "lr": 1e-3, "val_main": 84.6, "removed_fraction": 0.3,
-             "correction": {"removed_before": 0.083, "removed_after": 0.3, "gates_changed": 5496}}
-    r["hp_search"] = [{"gate_lr": 0.1, "lr": 1e-3, "val_main": 83.8, "removed_fraction": 0.311,
-                       "correction": {"removed_before": 0.311, "removed_after": 0.311, "gates_changed": 0}}, cliff]
+    cliff = {
+        "gate_lr": 0.01,
+        "lr": 1e-3,
+        "val_main": 84.6,
+        "removed_fraction": 0.3,
+        "correction": {"removed_before": 0.083, "removed_after": 0.3, "gates_changed": 5496},
+    }
+    r["hp_search"] = [
+        {
+            "gate_lr": 0.1,
+            "lr": 1e-3,
+            "val_main": 83.8,
+            "removed_fraction": 0.311,
+            "correction": {"removed_before": 0.311, "removed_after": 0.311, "gates_changed": 0},
+        },
+        cliff,
+    ]
     table = gate_search_table(protocol([r]))
     assert "| gates keep 0.7 | STS-B | 0.01 | 1e-3 | 8.3 | 5496 | 84.6 |" in table
     assert "| gates keep 0.7 | STS-B | 0.1 | 1e-3 | 31.1 | 0 | 83.8 ◀ |" in table

@@ -1,4 +1,5 @@
 """The fused gated linear equals its definition, in value, gradient and second derivative."""
+
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
@@ -72,7 +73,9 @@ def test_both_forward_paths_of_gated_linear_match_the_definition(tokens):
     y = m(x)
     assert torch.allclose(y, reference(x, m.weight, m.bias, z_r, z_c), atol=1e-14, rtol=0)
     g = torch.autograd.grad(y.square().sum(), m.row_gate.theta)[0]
-    g_ref = torch.autograd.grad(reference(x, m.weight, m.bias, m.row_gate.eval_gate(), z_c).square().sum(), m.row_gate.theta)[0]
+    g_ref = torch.autograd.grad(
+        reference(x, m.weight, m.bias, m.row_gate.eval_gate(), z_c).square().sum(), m.row_gate.theta
+    )[0]
     assert torch.allclose(g, g_ref, atol=1e-13, rtol=0)
 
 
@@ -89,6 +92,7 @@ def test_batched_second_derivative_products_match_one_at_a_time():
 
 
 # ---- inputs rebuilt in backward from what their producer keeps (LayerNorm, GELU) ------------------------
+
 
 def _producer(kind):
     """x = producer(u, gamma, beta): the four recipes gated_linear rebuilds instead of keeping x."""
@@ -126,6 +130,7 @@ def test_rebuilt_input_value_gradient_and_second_derivative(kind, bias):
 
     def ref(u, gm, bt, w, b, z_r, z_c):
         return reference(prod(u, gm, bt), w, b, z_r, z_c)
+
     args = (u, gm, bt, w, b, z_r, z_c)
     assert torch.allclose(fused(*args), ref(*args), atol=1e-14, rtol=0)
     assert gradcheck(fused, args)
@@ -147,6 +152,7 @@ def test_rebuilt_input_value_gradient_and_second_derivative(kind, bias):
 
 def gatecore_recipe(x):
     from gatecore.gated_matmul import rebuild_recipe
+
     return rebuild_recipe(x)
 
 
@@ -156,6 +162,7 @@ def _saved_storages(fn):
     def pack(t):
         ptrs.add(t.untyped_storage().data_ptr())
         return t
+
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return ptrs
@@ -178,7 +185,9 @@ def test_rebuilt_input_batched_second_derivative_products(kind):
     """vmap over the backward (is_grads_batched) through the rebuild path equals one product at a time."""
     prod = _producer(kind)
     u, gm, bt, w, b, z_r, z_c = _rebuild_inputs(True)
-    gr = torch.autograd.grad(gated_linear(prod(u, gm, bt), w, b, z_r, z_c).square().sum(), (z_r, z_c), create_graph=True)
+    gr = torch.autograd.grad(
+        gated_linear(prod(u, gm, bt), w, b, z_r, z_c).square().sum(), (z_r, z_c), create_graph=True
+    )
     vs = [torch.randn(3, *t.shape, dtype=t.dtype, generator=torch.Generator().manual_seed(5)) for t in (z_r, z_c)]
     batched = torch.autograd.grad(gr, (z_r, z_c, u), grad_outputs=vs, is_grads_batched=True, retain_graph=True)
     for i in range(3):
@@ -202,19 +211,25 @@ def test_many_tokens_chunked_reductions_match_the_reference(kind, monkeypatch):
     """More tokens than one reduction chunk (several chunks and a ragged last one): gate gradients
     and a Hessian-vector product of the gate gradients equal the reference."""
     import gatecore.gated_matmul as gm
+
     monkeypatch.setattr(gm, "_CHUNK", 2**16 // torch.get_num_threads())  # 218 rows at 300 features, 327 at 200
     g = torch.Generator().manual_seed(3)
     d = torch.float64
     T, n_in, n_out = 700, 300, 200
     u = torch.randn(T, n_in, generator=g, dtype=d, requires_grad=True)
-    w = torch.randn(n_out, n_in, generator=g, dtype=d) / n_in ** 0.5
+    w = torch.randn(n_out, n_in, generator=g, dtype=d) / n_in**0.5
     b = torch.randn(n_out, generator=g, dtype=d, requires_grad=True)
     z_r = torch.rand(n_out, generator=g, dtype=d)
     z_c = torch.rand(n_in, generator=g, dtype=d)
     z_r[::7], z_c[::5], z_r[1::7] = 0.0, 0.0, 1.0
     z_r.requires_grad_(True), z_c.requires_grad_(True)
-    prod = (lambda t: t) if kind is None else (lambda t: _producer(kind)(t, None, None) if kind == "gelu"
-                                              else torch.nn.functional.layer_norm(t, (n_in,)))
+    prod = (
+        (lambda t: t)
+        if kind is None
+        else (
+            lambda t: _producer(kind)(t, None, None) if kind == "gelu" else torch.nn.functional.layer_norm(t, (n_in,))
+        )
+    )
     out = torch.randn(T, n_out, generator=g, dtype=d)
     leaves = (u, b, z_r, z_c)
     g1 = torch.autograd.grad((gated_linear(prod(u), w, b, z_r, z_c) * out).sum(), leaves, create_graph=True)
@@ -235,6 +250,7 @@ def test_whole_model_gradient_and_hessian_products_equal_plain_autograd(monkeypa
     the plain autograd definition, float64."""
     import gatecore.gated_matmul as gm
     from gatecore.tiny import tiny_batch, tiny_model
+
     model = tiny_model("bert", dtype=torch.float64)
     gc.add_gates(model, init_mean=0.5, init_std=0.6)  # mu spread over (-0.5, 1): closed, fractional, open
     gc.mark_trainable(model, gates=True, bias="gated")
@@ -254,6 +270,7 @@ def test_whole_model_gradient_and_hessian_products_equal_plain_autograd(monkeypa
         loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels)
         g = torch.autograd.grad(loss, params, create_graph=True)
         return g, torch.autograd.grad(g, params, grad_outputs=v)
+
     recipe = gm.rebuild_recipe
     monkeypatch.setattr(gm, "rebuild_recipe", spy)
     g1, h1 = grad_and_hvp()

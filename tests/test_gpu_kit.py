@@ -1,4 +1,5 @@
 """The offline GPU kit on the CPU: build a bundle, run the protocol in tiny mode from it, resume it."""
+
 import os
 import re
 import shutil
@@ -15,9 +16,31 @@ from analysis.finetune.config import expand, run_id
 from analysis.provenance import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUIRED = ("run_id", "command", "config", "seed", "versions", "device", "threads", "date", "small_mode", "task_info",
-            "dev", "dev_main", "val_main", "hp_search", "params", "removed_fraction", "layers", "curve", "compressed",
-            "train_time_s", "step_time_s", "peak_mem_mb", "checkpoint")
+REQUIRED = (
+    "run_id",
+    "command",
+    "config",
+    "seed",
+    "versions",
+    "device",
+    "threads",
+    "date",
+    "small_mode",
+    "task_info",
+    "dev",
+    "dev_main",
+    "val_main",
+    "hp_search",
+    "params",
+    "removed_fraction",
+    "layers",
+    "curve",
+    "compressed",
+    "train_time_s",
+    "step_time_s",
+    "peak_mem_mb",
+    "checkpoint",
+)
 
 
 def write_rte(folder: Path, n: int) -> None:
@@ -25,8 +48,10 @@ def write_rte(folder: Path, n: int) -> None:
     folder.mkdir(parents=True)
     for split, rows in (("train.tsv", n), ("dev.tsv", n // 2)):
         lines = ["index\tsentence1\tsentence2\tlabel"]
-        lines += [f'{i}\tthe "cat" sat on mat {i} .\ta cat sat {i % 3} .\t{"entailment" if i % 2 else "not_entailment"}'
-                  for i in range(rows)]
+        lines += [
+            f'{i}\tthe "cat" sat on mat {i} .\ta cat sat {i % 3} .\t{"entailment" if i % 2 else "not_entailment"}'
+            for i in range(rows)
+        ]
         (folder / split).write_text("\n".join(lines) + "\n")
 
 
@@ -35,6 +60,7 @@ def bundle(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kit")
     write_rte(tmp / "glue" / "RTE", 60)
     import gatecore
+
     manifest = gpu_bundle.build(tmp / "bundle", gatecore.local_model_dir(), tmp / "glue", tasks=("RTE",))
     return tmp / "bundle", manifest
 
@@ -45,8 +71,14 @@ def test_bundle_contents(bundle):
     assert manifest["model"]["name"] == "all-MiniLM-L6-v2" and manifest["tasks"] == ["RTE"]
     for rel, digest in manifest["files"].items():
         assert gpu_bundle.sha256(path / rel) == digest, rel
-    assert {"gatecore/gates.py", "gatecore/hessian/operator.py", "analysis/finetune/sweep.py",
-            "analysis/finetune/gpu_protocol.py", "glue/RTE/train.tsv", "model/tokenizer.json"} <= set(manifest["files"])
+    assert {
+        "gatecore/gates.py",
+        "gatecore/hessian/operator.py",
+        "analysis/finetune/sweep.py",
+        "analysis/finetune/gpu_protocol.py",
+        "glue/RTE/train.tsv",
+        "model/tokenizer.json",
+    } <= set(manifest["files"])
     half = load_file(path / "model" / "model.safetensors")
     assert {v.dtype for v in half.values() if v.is_floating_point()} == {torch.float16}
 
@@ -64,6 +96,7 @@ def test_upcast_is_exact(bundle, tmp_path):
 
 def test_size_limit_is_enforced(tmp_path):
     import gatecore
+
     write_rte(tmp_path / "glue" / "RTE", 4)
     with pytest.raises(RuntimeError, match="over the 1 MiB limit"):
         gpu_bundle.build(tmp_path / "b", gatecore.local_model_dir(), tmp_path / "glue", tasks=("RTE",), max_mb=1)
@@ -73,8 +106,21 @@ def test_size_limit_is_enforced(tmp_path):
 
 def _run(bundle_dir: Path, out: Path, *extra) -> str:
     env = {**os.environ, "PYTHONPATH": str(bundle_dir), "GATECORE_SMALL": ""}
-    cmd = [sys.executable, "-m", "analysis.finetune.gpu_protocol", "--bundle", ".", "--out", str(out), "--tiny",
-           "--device", "cpu", "--workers", "2", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "analysis.finetune.gpu_protocol",
+        "--bundle",
+        ".",
+        "--out",
+        str(out),
+        "--tiny",
+        "--device",
+        "cpu",
+        "--workers",
+        "2",
+        *extra,
+    ]
     done = subprocess.run(cmd, cwd=bundle_dir, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
@@ -125,11 +171,14 @@ def test_run_ids_do_not_depend_on_where_the_bundle_lies(bundle, tmp_path):
     assert [run_id(s) for s in expand(here)] == [run_id(s) for s in expand(there)]
 
 
-@pytest.mark.parametrize("argv, message", [
-    ([], "the following arguments are required: --bundle, --out"),
-    (["--bundle", "{tmp}", "--out", "{tmp}/o"], "--bundle .*: not a bundle \\(no manifest.json\\)"),
-    (["--bundle", "{bundle}", "--out", "{tmp}/o", "--keep", "1.5"], "--keep must be a kept fraction"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "the following arguments are required: --bundle, --out"),
+        (["--bundle", "{tmp}", "--out", "{tmp}/o"], "--bundle .*: not a bundle \\(no manifest.json\\)"),
+        (["--bundle", "{bundle}", "--out", "{tmp}/o", "--keep", "1.5"], "--keep must be a kept fraction"),
+    ],
+)
 def test_bad_input_is_one_line(bundle, tmp_path, capsys, argv, message):
     rc = gpu_protocol.main([a.format(tmp=tmp_path, bundle=bundle[0]) for a in argv])
     err = capsys.readouterr().err.strip().splitlines()

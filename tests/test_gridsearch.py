@@ -1,4 +1,5 @@
 """The grid rule (analysis/gridsearch.py): a choice at a grid edge extends the grid until it is interior."""
+
 import math
 
 import pytest
@@ -8,9 +9,11 @@ from analysis.gridsearch import BOUND, FIXED, INTERIOR, coordinate_search, point
 
 def peaked(opt: dict, calls: list):
     """A stub objective: -sum of squared log-distances to `opt`; records every point it trains."""
+
     def score(p):
         calls.append(dict(p))
         return -sum(math.log(p[d] / opt[d]) ** 2 for d in p)
+
     return score
 
 
@@ -44,8 +47,10 @@ def test_stated_bounds_stop_the_extension_and_say_so():
 
 def test_dimensions_one_at_a_time_from_the_first_value_and_fixed_grids_not_searched():
     calls = []
-    res = coordinate_search({"gate_lr": [0.01, 0.03, 0.1, 0.3], "lr": [1e-3, 3e-3], "lam": [1.0]},
-                            peaked({"gate_lr": 0.1, "lr": 3e-3, "lam": 1.0}, calls))
+    res = coordinate_search(
+        {"gate_lr": [0.01, 0.03, 0.1, 0.3], "lr": [1e-3, 3e-3], "lam": [1.0]},
+        peaked({"gate_lr": 0.1, "lr": 3e-3, "lam": 1.0}, calls),
+    )
     assert [c["lr"] for c in calls[:4]] == [1e-3] * 4  # the gate-lr line at the lr grid's first value
     assert res.best == {"gate_lr": 0.1, "lr": 3e-3, "lam": 1.0}
     assert res.status == {"gate_lr": INTERIOR, "lr": INTERIOR, "lam": FIXED}
@@ -53,7 +58,9 @@ def test_dimensions_one_at_a_time_from_the_first_value_and_fixed_grids_not_searc
 
 
 def test_resume_from_known_points_trains_nothing_twice():
-    first = coordinate_search({"lr": [1e-3, 3e-3]}, peaked({"lr": 0.05}, []), max_steps=0)  # an older, unextended search
+    first = coordinate_search(
+        {"lr": [1e-3, 3e-3]}, peaked({"lr": 0.05}, []), max_steps=0
+    )  # an older, unextended search
     assert first.status["lr"] == BOUND and first.best["lr"] == 3e-3
     known = {point_key(p): s for p, s in first.tried}
     calls = []

@@ -4,6 +4,7 @@ A bfloat16 theta near 1 moves in steps of 2^-7, so Adam updates below ~0.004 are
 LoRA therefore get float32 parameters on a float16/bfloat16 model unless `adapter_dtype` says otherwise.
 Tolerances are stated against bfloat16's unit roundoff u = 2^-8 ~ 0.004.
 """
+
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import hf_trainer_run as run  # tests/ is on sys.path under pytest; explicit for direct runs
 
 HALF = (torch.bfloat16, torch.float16)
-GRAD_MEDIAN, GRAD_WORST = 0.03, 0.06   # relative gradient error per gate vector vs float32 (~8 u and ~16 u)
+GRAD_MEDIAN, GRAD_WORST = 0.03, 0.06  # relative gradient error per gate vector vs float32 (~8 u and ~16 u)
 
 
 def adapters(model) -> dict:
@@ -46,9 +47,12 @@ def test_adapters_are_float32_on_half_precision_models_and_can_stay_in_its_dtype
 def test_bad_adapter_dtype_is_refused_before_any_change(bad, err):
     model = tiny_model("bert", dtype=torch.bfloat16)
     before = {n: (p.dtype, p.detach().clone()) for n, p in model.named_parameters()}
-    for call in (lambda: gc.setup_method(model, "gates+lora", adapter_dtype=bad),
-                 lambda: gc.setup_method(model, "head", adapter_dtype=bad),
-                 lambda: gc.add_gates(model, adapter_dtype=bad), lambda: gc.add_lora(model, adapter_dtype=bad)):
+    for call in (
+        lambda: gc.setup_method(model, "gates+lora", adapter_dtype=bad),
+        lambda: gc.setup_method(model, "head", adapter_dtype=bad),
+        lambda: gc.add_gates(model, adapter_dtype=bad),
+        lambda: gc.add_lora(model, adapter_dtype=bad),
+    ):
         with pytest.raises(err, match="adapter_dtype must be"):
             call()
     after = dict(model.named_parameters())
@@ -169,13 +173,26 @@ def test_compress_and_save_of_a_bfloat16_model_keep_its_dtype(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gate_trainer_with_bf16_runs_on_the_cpu(tmp_path, dtype):
     """TrainingArguments(bf16=True) on the CPU: autocast around a float32 model, or a bfloat16 model."""
-    args = TrainingArguments(output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=8, learning_rate=1e-3,
-                             use_cpu=True, bf16=True, report_to=[], logging_steps=1, disable_tqdm=True,
-                             save_strategy="no")
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=4,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        use_cpu=True,
+        bf16=True,
+        report_to=[],
+        logging_steps=1,
+        disable_tqdm=True,
+        save_strategy="no",
+    )
     model = run.gated_tiny(0, dtype)
     before = torch.cat([p.detach().flatten().clone() for p in gc.gate_parameters(model)])
-    trainer = run.Sequential(model=model, args=args, train_dataset=run.planted_dataset(),
-                             gate_config=gc.GateConfig(removed=0.3, lam_warmup=0.0, gate_lr=0.5))
+    trainer = run.Sequential(
+        model=model,
+        args=args,
+        train_dataset=run.planted_dataset(),
+        gate_config=gc.GateConfig(removed=0.3, lam_warmup=0.0, gate_lr=0.5),
+    )
     assert trainer.train().global_step == 4
     after = torch.cat([p.detach().flatten() for p in gc.gate_parameters(trainer.model)])
     assert after.dtype == torch.float32 and (after != before).all()

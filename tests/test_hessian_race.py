@@ -1,5 +1,6 @@
 """The optimization race (analysis.hessian.race) on a tiny random BERT with MiniLM's tokenizer: same start, same
 batches, the lr pick, steps to a threshold, and the table / figure drawn from the record alone."""
+
 import dataclasses
 import json
 import math
@@ -22,6 +23,7 @@ def tiny_dir(tmp_path_factory):
 
     from gatecore.pretrained import local_model_dir
     from gatecore.tiny import tiny_model
+
     d = tmp_path_factory.mktemp("tiny-bert")
     tiny_model("bert", vocab_size=30522, pad_token_id=0).save_pretrained(d)
     AutoTokenizer.from_pretrained(local_model_dir()).save_pretrained(d)
@@ -29,8 +31,20 @@ def tiny_dir(tmp_path_factory):
 
 
 def _cfg(tiny_dir, **kw):
-    base = dict(model=tiny_dir, task="synthetic", train_examples=40, eval_examples=16, batch=8, steps=6, warmup=2,
-                eval_every=2, gate_lrs=(0.1, 1.0), lora_lrs=(1e-3, 3e-2), seeds=(0, 1), thresholds=(0.69, 0.6, -1.0))
+    base = dict(
+        model=tiny_dir,
+        task="synthetic",
+        train_examples=40,
+        eval_examples=16,
+        batch=8,
+        steps=6,
+        warmup=2,
+        eval_every=2,
+        gate_lrs=(0.1, 1.0),
+        lora_lrs=(1e-3, 3e-2),
+        seeds=(0, 1),
+        thresholds=(0.69, 0.6, -1.0),
+    )
     return RaceConfig(**{**base, **kw})
 
 
@@ -46,7 +60,7 @@ def test_both_methods_start_from_the_same_loss(tiny_dir, head):
     for seed in (0, 1):
         g, l = (eval_loss(study.start(p, seed), study.eval_set, study.loss_fn) for p in ("gates-all", "lora-qv"))
         assert g == pytest.approx(l, abs=1e-6)
-        if head == "frozen":   # the shared pre-fitted head: the same start for every seed too
+        if head == "frozen":  # the shared pre-fitted head: the same start for every seed too
             assert g == pytest.approx(eval_loss(study.start("lora-qv", 0), study.eval_set, study.loss_fn), abs=1e-6)
 
 
@@ -58,12 +72,12 @@ def test_record_same_start_and_same_batches_per_seed(record):
         assert {r["adapters"] for r in mine} == {"gates-all", "lora-qv"}
         assert len({r["batch_digest"] for r in mine}) == 1
         assert max(r["eval_loss"][0] for r in mine) - min(r["eval_loss"][0] for r in mine) < 1e-6
-    assert len({r["batch_digest"] for r in runs}) == 2   # another seed, another order
+    assert len({r["batch_digest"] for r in runs}) == 2  # another seed, another order
     assert all(r["steps"] == [0, 2, 4, 6] and len(r["train_loss"]) == 6 for r in runs if not r["diverged_at"])
 
 
 def test_batch_order_is_a_permutation_per_epoch():
-    order = batch_order(10, steps=5, batch=4, seed=3)   # 20 examples: two epochs of 10
+    order = batch_order(10, steps=5, batch=4, seed=3)  # 20 examples: two epochs of 10
     flat = [int(i) for b in order for i in b]
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:]) == list(range(10))
     assert [b.tolist() for b in batch_order(10, 5, 4, 3)] == [b.tolist() for b in order]
@@ -88,8 +102,8 @@ def test_steps_to_threshold_on_a_synthetic_curve():
     steps = [0, 10, 20, 30, 40]
     loss = [0.7, 0.55, 0.5, None, 0.3]
     assert steps_to(steps, loss, 0.6) == 10
-    assert steps_to(steps, loss, 0.5) == 20          # at the level counts
-    assert steps_to(steps, loss, 0.45) == 40         # a missing point is skipped
+    assert steps_to(steps, loss, 0.5) == 20  # at the level counts
+    assert steps_to(steps, loss, 0.45) == 40  # a missing point is skipped
     assert steps_to(steps, loss, 0.7) == 0
     assert steps_to(steps, loss, 0.2) is None
     s = spread([10, 20, None])
@@ -98,7 +112,9 @@ def test_steps_to_threshold_on_a_synthetic_curve():
 
 def test_summary_table_and_figure_from_the_record(record, tmp_path):
     s = record["summary"]["gates-all"]["steps_to"]
-    assert s["-1"]["reached"] == 0 and s["-1"]["mean"] is None and s["-1"]["stays_below"]["reached"] == 0   # never reached
+    assert (
+        s["-1"]["reached"] == 0 and s["-1"]["mean"] is None and s["-1"]["stays_below"]["reached"] == 0
+    )  # never reached
     assert s["0.69"]["of"] == 2
     rec = {**record, "config": dataclasses.asdict(_cfg("tiny")), "command": "python -m analysis.hessian.race"}
     md = table(rec, str(tmp_path / "hessian" / "race_x.json"))
@@ -112,7 +128,7 @@ def test_summary_table_and_figure_from_the_record(record, tmp_path):
 
 def test_steps_to_stay_below_ignores_a_dip():
     steps = [0, 10, 20, 30, 40]
-    assert steps_to_stay(steps, [0.7, 0.4, 0.8, 0.45, 0.3], 0.5) == 30    # the dip at 10 does not count
+    assert steps_to_stay(steps, [0.7, 0.4, 0.8, 0.45, 0.3], 0.5) == 30  # the dip at 10 does not count
     assert steps_to(steps, [0.7, 0.4, 0.8, 0.45, 0.3], 0.5) == 10
-    assert steps_to_stay(steps, [0.7, 0.4, 0.3, 0.2, 0.6], 0.5) is None   # ends above
-    assert steps_to_stay(steps, [0.7, 0.4, None, 0.2, 0.1], 0.5) == 30   # a missing point breaks the run
+    assert steps_to_stay(steps, [0.7, 0.4, 0.3, 0.2, 0.6], 0.5) is None  # ends above
+    assert steps_to_stay(steps, [0.7, 0.4, None, 0.2, 0.1], 0.5) == 30  # a missing point breaks the run

@@ -1,4 +1,5 @@
 """analysis.finetune.hf_finetune at the command line: one summary line from rank 0 only; bad input in one line."""
+
 import re
 
 import pytest
@@ -6,8 +7,15 @@ import torch.distributed as dist
 
 from analysis.finetune import hf_finetune
 
-RESULT = {"task": "rotten_tomatoes", "method": "gates", "metric": "accuracy", "dev": {"eval_accuracy": 0.75},
-          "removed_got": 0.3, "removed_asked": 0.3, "dev_compressed": {"eval_accuracy": 0.75}}
+RESULT = {
+    "task": "rotten_tomatoes",
+    "method": "gates",
+    "metric": "accuracy",
+    "dev": {"eval_accuracy": 0.75},
+    "removed_got": 0.3,
+    "removed_asked": 0.3,
+    "dev_compressed": {"eval_accuracy": 0.75},
+}
 
 
 @pytest.mark.parametrize("rank", [0, 1])
@@ -23,12 +31,15 @@ def test_only_rank_zero_prints_the_summary(rank, monkeypatch, capsys):
     assert out == (expected if rank == 0 else "")
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--removed", "1.5"], r"^error: removed must be a number in \[0, 1\), got 1\.5$"),
-    (["--model", "./folder/"], r"^error: model folder '\./folder/' does not exist"),
-    (["--task", "csv"], r"^error: task 'csv' needs a folder of train/dev files: --data DIR"),
-    (["--epochs", "x"], r"^error: argument --epochs: invalid float value: 'x'$"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--removed", "1.5"], r"^error: removed must be a number in \[0, 1\), got 1\.5$"),
+        (["--model", "./folder/"], r"^error: model folder '\./folder/' does not exist"),
+        (["--task", "csv"], r"^error: task 'csv' needs a folder of train/dev files: --data DIR"),
+        (["--epochs", "x"], r"^error: argument --epochs: invalid float value: 'x'$"),
+    ],
+)
 def test_bad_input_ends_in_one_line(args, message, capsys, tmp_path):
     assert hf_finetune.main([*args, "--out", str(tmp_path / "out")]) == 2
     got = capsys.readouterr()

@@ -1,5 +1,6 @@
 """GateTrainer: DDP ranks agree, resume is exact, the compressed export reloads, bad setups fail at start,
 and it trains the same gates as the study runner."""
+
 import os
 import random
 import socket
@@ -7,18 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hf_trainer_run as run  # the script torchrun runs (tests/ is on sys.path under pytest)
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 import gatecore
+from gatecore import sparsity_control as sc
 from gatecore.hf_trainer import GateConfig, GateTrainer
 from gatecore.methods import gate_parameters, lam_ramp, param_groups, warmup_linear_schedule
-from gatecore import sparsity_control as sc
 from gatecore.sparsity_control import SparsityController
 from gatecore.tiny import tiny_model
-
-import hf_trainer_run as run  # the script torchrun runs (tests/ is on sys.path under pytest)
 
 SCRIPT = Path(run.__file__)
 
@@ -29,8 +29,21 @@ def thetas(model) -> torch.Tensor:
 
 LAUNCHERS = {  # the same script, unchanged, under both launchers (gloo on the CPU)
     "torchrun": lambda port: ["torchrun", "--nproc_per_node=2", f"--master_port={port}"],
-    "accelerate": lambda port: ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)],
+    "accelerate": lambda port: [
+        "accelerate",
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+    ],
 }
 
 
@@ -41,8 +54,16 @@ def test_ddp_two_ranks_agree_and_equal_a_single_process_emulation(tmp_path, laun
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     head = LAUNCHERS[launcher](port)
-    cmd = [str(Path(sys.executable).parent / head[0]), *head[1:], str(SCRIPT), str(tmp_path), "--steps", "4",
-           "--per-device", "4"]
+    cmd = [
+        str(Path(sys.executable).parent / head[0]),
+        *head[1:],
+        str(SCRIPT),
+        str(tmp_path),
+        "--steps",
+        "4",
+        "--per-device",
+        "4",
+    ]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"thetas_rank{r}.pt") for r in (0, 1))
@@ -64,10 +85,11 @@ def test_ddp_two_ranks_agree_and_equal_a_single_process_emulation(tmp_path, laun
             for g in model.modules():
                 if isinstance(g, gatecore.Gate):
                     g.generator = gens[r]
-            rows = data[8 * step + 4 * r: 8 * step + 4 * r + 4]
+            rows = data[8 * step + 4 * r : 8 * step + 4 * r + 4]
             batch = {k: torch.stack([torch.as_tensor(x[k]) for x in rows]) for k in rows[0]}
-            loss = model(**batch).loss + cfg.lam * ctl.lam_scale * lam_ramp(step, 4, cfg.lam_warmup) * \
-                gatecore.sparsity_penalty(model, cfg.objective, target=ctl.target_sparsity)
+            loss = model(**batch).loss + cfg.lam * ctl.lam_scale * lam_ramp(
+                step, 4, cfg.lam_warmup
+            ) * gatecore.sparsity_penalty(model, cfg.objective, target=ctl.target_sparsity)
             (loss / 2).backward()
         opt.step()
         sched.step()
@@ -113,7 +135,10 @@ def test_compressed_export_reloads_and_equals_gated_eval(tmp_path):
     logs = [l for l in trainer.state.log_history if "gates/removed_got" in l]
     assert logs and logs[0]["gates/removed_asked"] == 0.3 and "gates/rows_kept/attention.self.query" in logs[0]
     small = trainer.save_compressed(str(tmp_path / "small"))
-    batch = {k: torch.stack([torch.as_tensor(x[k]) for x in run.planted_dataset()[:6]]) for k in ("input_ids", "attention_mask")}
+    batch = {
+        k: torch.stack([torch.as_tensor(x[k]) for x in run.planted_dataset()[:6]])
+        for k in ("input_ids", "attention_mask")
+    }
     model = trainer.model.eval()
     with torch.no_grad():
         ref = model(**batch).logits
@@ -126,10 +151,17 @@ def test_compressed_export_reloads_and_equals_gated_eval(tmp_path):
     assert got.knob == got.knob  # finite
 
 
-@pytest.mark.parametrize("bad,match", [
-    (dict(removed=1.0), "removed"), (dict(removed=-0.1), "removed"), (dict(objective="l1"), "objective"),
-    (dict(lam=float("nan")), "lam"), (dict(gate_lr=0.0), "gate_lr"), (dict(lam_warmup=1.5), "lam_warmup"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(removed=1.0), "removed"),
+        (dict(removed=-0.1), "removed"),
+        (dict(objective="l1"), "objective"),
+        (dict(lam=float("nan")), "lam"),
+        (dict(gate_lr=0.0), "gate_lr"),
+        (dict(lam_warmup=1.5), "lam_warmup"),
+    ],
+)
 def test_bad_gate_config_fails_at_construction(bad, match):
     with pytest.raises((ValueError, TypeError), match=match):
         GateConfig(**bad)
@@ -141,26 +173,47 @@ def test_bad_setups_fail_before_any_step(tmp_path):
     with pytest.raises(ValueError, match="needs a model with gates"):
         GateTrainer(model=plain, args=args, train_dataset=run.planted_dataset())
     from transformers import BertModel
+
     headless = BertModel(plain.config)
     before = {n: p.detach().clone() for n, p in headless.named_parameters()}
     with pytest.raises(ValueError, match="task head"):
         gatecore.setup_method(headless, "gates")
     assert {n for n, _ in headless.named_parameters()} == set(before)  # untouched
     with pytest.raises(TypeError, match="GateConfig"):
-        GateTrainer(model=run.gated_tiny(), args=args, train_dataset=run.planted_dataset(), gate_config={"removed": 0.3})
+        GateTrainer(
+            model=run.gated_tiny(), args=args, train_dataset=run.planted_dataset(), gate_config={"removed": 0.3}
+        )
 
 
 def test_agrees_with_the_study_runner(tmp_path):
     """Same model, data order, seed, noise draws and hyperparameters: the same gates after a few steps."""
     from analysis.data import Task
     from analysis.finetune.train import Encoded, train
+
     data, bs, seed = run.planted_dataset(), 4, 0
     order = list(range(len(data)))
     random.Random(seed).shuffle(order)  # the runner's unbucketed epoch order
-    spec = dict(task="planted", method="gates", seed=seed, lr=1e-3, head_lr=1e-2, gate_lr=0.5, epochs=1,
-                batch_size=bs, lam=1.0, lam_warmup=0.0, objective="params", keep=0.7, control=True,
-                pooling="cls", bucketed=False, control_lam_gain=sc.LAM_GAIN, control_window=sc.WINDOW,
-                control_lam_max=sc.LAM_MAX, control_kd=sc.KD)  # GateConfig's default split-range controller
+    spec = dict(
+        task="planted",
+        method="gates",
+        seed=seed,
+        lr=1e-3,
+        head_lr=1e-2,
+        gate_lr=0.5,
+        epochs=1,
+        batch_size=bs,
+        lam=1.0,
+        lam_warmup=0.0,
+        objective="params",
+        keep=0.7,
+        control=True,
+        pooling="cls",
+        bucketed=False,
+        control_lam_gain=sc.LAM_GAIN,
+        control_window=sc.WINDOW,
+        control_lam_max=sc.LAM_MAX,
+        control_kd=sc.KD,
+    )  # GateConfig's default split-range controller
     cfg = GateConfig(removed=0.3, objective="params", lam=1.0, lam_warmup=0.0, gate_lr=0.5, head_lr=1e-2)
     total = len(data) // bs
     task = Task("planted", None, None, None, "accuracy", 2, ("0", "1"), "test")
@@ -184,7 +237,9 @@ def test_agrees_with_the_study_runner(tmp_path):
 
 def test_example_script_runs_from_a_config(tmp_path):
     """analysis.finetune.hf_finetune with a config built in Python (no argv): MiniLM, a few Rotten Tomatoes steps."""
-    from analysis.finetune.hf_finetune import HFFinetuneConfig, run as finetune
+    from analysis.finetune.hf_finetune import HFFinetuneConfig
+    from analysis.finetune.hf_finetune import run as finetune
+
     res = finetune(HFFinetuneConfig(train_examples=32, dev_examples=32, max_steps=3, batch_size=8, out=str(tmp_path)))
     assert res["removed_asked"] == 0.3 and abs(res["removed_got"] - 0.3) <= 0.02
     assert res["dev"]["eval_accuracy"] == res["dev_compressed"]["eval_accuracy"]  # compressed == gated

@@ -1,16 +1,17 @@
 """Kurtosis-informed weighting of the target-keep penalty: statistics, weights, penalty, recording, errors."""
+
 import math
 
 import numpy as np
 import pytest
 import scipy.stats
 import torch
+from gradcheck import theta_gradcheck  # tests/ is on sys.path under pytest
 from torch import nn
 
 import gatecore as gc
 from gatecore.kurtosis import channel_kurtosis, channel_weights
 from gatecore.tiny import tiny_batch, tiny_model
-from gradcheck import theta_gradcheck  # tests/ is on sys.path under pytest
 
 CLOSED_THETA = -1.0  # tanh(-1) = -0.76 < -0.5: eval gate exactly 0
 
@@ -22,7 +23,7 @@ def _np_sqrt_kurtosis(a):
     if s == 0:
         return 0.0
     z = (a - a.mean()) / s
-    return math.sqrt(np.mean(z ** 4))
+    return math.sqrt(np.mean(z**4))
 
 
 def _np_softmax(v):
@@ -44,12 +45,16 @@ def _np_weights(W, x_bar, open_rows, open_cols, tau):
 
 def _hand_built():
     """W 6 x 5 with a constant column (zero variance), one outlier row, one closed row and column."""
-    W = np.array([[0.3, -1.2, 0.5, 2.0, 0.1],
-                  [-0.7, 0.4, 0.5, -0.2, 0.9],
-                  [1.1, 0.0, 0.5, 0.3, -0.4],
-                  [0.2, 0.8, 0.5, -1.5, 0.6],
-                  [9.0, -0.1, 0.5, 0.2, 0.0],   # an outlier in column 0
-                  [-0.5, 0.3, 0.5, 0.7, -0.8]])
+    W = np.array(
+        [
+            [0.3, -1.2, 0.5, 2.0, 0.1],
+            [-0.7, 0.4, 0.5, -0.2, 0.9],
+            [1.1, 0.0, 0.5, 0.3, -0.4],
+            [0.2, 0.8, 0.5, -1.5, 0.6],
+            [9.0, -0.1, 0.5, 0.2, 0.0],  # an outlier in column 0
+            [-0.5, 0.3, 0.5, 0.7, -0.8],
+        ]
+    )
     x_bar = np.array([0.9, -0.4, 1.3, 0.25, -2.0])
     open_rows = np.array([True, True, False, True, True, True])
     open_cols = np.array([True, True, True, True, False])
@@ -99,7 +104,7 @@ def test_layer_weights_from_recorded_forward():
     model(x)
     x_bar = x.mean((0, 1)).numpy()
     w_r_ref, w_c_ref, _, _ = _np_weights(W, x_bar, open_rows, open_cols, 100.0)
-    (w_r, w_c), = gc.kurtosis_weights(model, 100.0).values()
+    ((w_r, w_c),) = gc.kurtosis_weights(model, 100.0).values()
     np.testing.assert_allclose(w_r.numpy(), w_r_ref, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(w_c.numpy(), w_c_ref, rtol=1e-12, atol=1e-15)
 
@@ -161,8 +166,9 @@ def test_finite_tau_penalty_is_the_weighted_sum():
     uniform = gc.sparsity_penalty(model, "target", target=1 - keep, kurtosis_tau=1e12)
     assert not torch.isclose(pen, uniform, rtol=1e-6)
     # reg_sigma override reaches the weighted penalty too
-    assert not torch.isclose(gc.sparsity_penalty(model, "target", target=1 - keep, reg_sigma=0.1, kurtosis_tau=tau),
-                             pen, rtol=1e-6)
+    assert not torch.isclose(
+        gc.sparsity_penalty(model, "target", target=1 - keep, reg_sigma=0.1, kurtosis_tau=tau), pen, rtol=1e-6
+    )
 
 
 def test_gradients_flow_to_open_thetas_only():
@@ -172,7 +178,7 @@ def test_gradients_flow_to_open_thetas_only():
     gates = [g for m in layers.values() for g in m.gates()]
     others = [p for n, p in model.named_parameters() if not n.endswith("theta")]
     grads = torch.autograd.grad(pen, [g.theta for g in gates] + others, allow_unused=True)
-    g_theta, g_other = grads[:len(gates)], grads[len(gates):]
+    g_theta, g_other = grads[: len(gates)], grads[len(gates) :]
     assert all(g is None for g in g_other)
     for gate, g in zip(gates, g_theta):
         closed = gate.eval_gate() == 0

@@ -1,5 +1,6 @@
 """analysis.bench.model_steps end to end at a tiny size, MiniLM standing in for the second model (the real one
 is opt-in); bad input ends in one line before anything runs."""
+
 import json
 
 import pytest
@@ -10,8 +11,20 @@ from gatecore import local_model_dir
 
 def test_steps_interleaved_ratios_recorded_and_resumed(tmp_path, capsys):
     out = tmp_path / "steps.json"
-    args = ["--model", str(local_model_dir()), "--tasks", "RTE", "--methods", "gates", "--batch", "4",
-            "--steps", "1", "--out", str(out)]
+    args = [
+        "--model",
+        str(local_model_dir()),
+        "--tasks",
+        "RTE",
+        "--methods",
+        "gates",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert model_steps.main(args) == 0
     d = json.loads(out.read_text())
     run = d["tasks"]["RTE"]

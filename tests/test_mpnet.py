@@ -1,6 +1,7 @@
 """MPNet (all-mpnet-base-v2's architecture) in the family registry: gates, LoRA, compress with the shared
 relative-position bias, export, mean pooling through its two-layer head; tiny random configs in float64,
 the real checkpoint in float32 when `make base-model` has installed it."""
+
 import copy
 
 import pytest
@@ -49,10 +50,10 @@ def hard_pattern(model, seed=0):
             frac = torch.rand(gate.n, generator=g) < 0.3
             gate.theta.data[frac] = torch.where(gate.theta.data[frac] > 0, 0.3, gate.theta.data[frac])
     l0, l1 = encoder_layers(model)
-    close(l0.attention.attn.v, "row", torch.arange(4, 8))       # head 1: all value dims closed -> removed
-    close(l0.attention.attn.q, "row", torch.arange(8, 12))      # head 2: all query dims closed -> bias + mean(V), kept
-    close(l0.intermediate.dense, "col", torch.arange(16))       # layer 0: every neuron is act(bias)
-    close(l1.intermediate.dense, "row", torch.arange(32))       # layer 1: FFN fully closed
+    close(l0.attention.attn.v, "row", torch.arange(4, 8))  # head 1: all value dims closed -> removed
+    close(l0.attention.attn.q, "row", torch.arange(8, 12))  # head 2: all query dims closed -> bias + mean(V), kept
+    close(l0.intermediate.dense, "col", torch.arange(16))  # layer 0: every neuron is act(bias)
+    close(l1.intermediate.dense, "row", torch.arange(32))  # layer 1: FFN fully closed
     for m in gc.add_lora(model, r=2).values():
         m.lora_B.normal_(generator=g)
 
@@ -62,7 +63,13 @@ def test_presets_gate_every_matrix_and_lora_q_v():
     names = sorted(gc.add_gates(model))
     assert len(names) == 6 * 2
     assert {n.split("layer.0.")[-1] for n in names if ".layer.0." in n} == {
-        "attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o", "intermediate.dense", "output.dense"}
+        "attention.attn.q",
+        "attention.attn.k",
+        "attention.attn.v",
+        "attention.attn.o",
+        "intermediate.dense",
+        "output.dense",
+    }
     assert {n.rsplit(".", 1)[-1] for n in gc.add_lora(tiny_model("mpnet"))} == {"q", "v"}
     for method in gc.METHODS:  # every method sets up without explicit targets
         gc.setup_method(tiny_model("mpnet"), method)
@@ -121,7 +128,9 @@ def test_regate_and_compress_again_composes_the_kept_heads():
     small = gc.compress(model)
     batch = batch_with_padding(small)
     gc.add_gates(small)
-    close(encoder_layers(small)[0].attention.attn.o, "col", torch.arange(0, small.config.gatecore_layers[0]["head_dim"]))
+    close(
+        encoder_layers(small)[0].attention.attn.o, "col", torch.arange(0, small.config.gatecore_layers[0]["head_dim"])
+    )
     ref = small(**batch).logits  # layer 0 now also loses its first kept head (original head 0)
     again = gc.compress(small)
     assert gc.layer_sizes(again)[0].heads_kept == [2, 3]
@@ -153,6 +162,7 @@ def test_structured_pattern_size_report_and_export_round_trip(tmp_path):
 @torch.no_grad()
 def test_uniform_compressed_mpnet_loads_with_from_pretrained(tmp_path):
     from transformers import AutoModelForSequenceClassification
+
     model = make()
     gc.add_gates(model)
     for layer in encoder_layers(model):
@@ -174,6 +184,7 @@ def test_mean_pooling_refuses_a_head_it_cannot_feed():
 
 def _base_model():
     from gatecore.base_model import base_model_dir
+
     try:
         base_model_dir()
     except FileNotFoundError as e:
@@ -186,8 +197,13 @@ def test_all_mpnet_base_v2_gates_at_init_and_compressed_equal_gated_float32():
     model, tok = _base_model()
     model.eval()
     assert type(model).__name__ == "MPNetForSequenceClassification" and model.config.num_hidden_layers == 12
-    batch = dict(tok(["a gripping, beautifully acted film .", "the plot is thin and the jokes fall flat"],
-                     padding=True, return_tensors="pt"))
+    batch = dict(
+        tok(
+            ["a gripping, beautifully acted film .", "the plot is thin and the jokes fall flat"],
+            padding=True,
+            return_tensors="pt",
+        )
+    )
     embed = lambda m: m.mpnet(**batch).last_hidden_state  # noqa: E731  (the encoder output mean pooling reads)
     ref = embed(model)
     gc.add_gates(model)

@@ -4,6 +4,7 @@ Each notebook executes top to bottom in small mode (GATECORE_SMALL=1) through an
 way to run them) on the project's kernel "gatecore" (installed by `make setup`), with the working directory
 notebooks/ and no PYTHONPATH: the imports work only because the project is installed (`pip install -e .`).
 """
+
 import json
 import os
 import secrets
@@ -25,6 +26,7 @@ KERNEL = notebooks.KERNEL
 
 def test_project_kernel_runs_this_environment():
     from jupyter_client.kernelspec import KernelSpecManager
+
     spec = KernelSpecManager().get_kernel_spec(KERNEL)  # raises NoSuchKernel without `make setup`
     assert Path(spec.argv[0]).resolve() == Path(sys.executable).resolve()
     for path in NOTEBOOKS:
@@ -34,6 +36,7 @@ def test_project_kernel_runs_this_environment():
 def test_every_notebook_is_a_pair_with_the_same_cells():
     """NAME.ipynb (with outputs) and NAME.py (percent format) hold the same cells, source for source."""
     import jupytext
+
     assert notebooks.names() == [p.stem for p in NOTEBOOKS] and len(NOTEBOOKS) == 3
     assert "py:percent" in (ROOT / "notebooks" / "jupytext.toml").read_text()
     for path in NOTEBOOKS:
@@ -66,10 +69,23 @@ def _get(url: str):
 
 def test_jupyter_lab_starts_and_lists_the_notebooks(tmp_path):
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+    }
     env.pop("PYTHONPATH", None)
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT / 'notebooks'}", "--allow-root"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={ROOT / 'notebooks'}",
+        "--allow-root",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -80,7 +96,9 @@ def test_jupyter_lab_starts_and_lists_the_notebooks(tmp_path):
                 break
             except OSError:
                 time.sleep(0.5)
-        assert status is not None, f"Jupyter Lab did not answer on port {port}: {proc.stderr.read() if proc.poll() is not None else 'still starting'}"
+        assert status is not None, (
+            f"Jupyter Lab did not answer on port {port}: {proc.stderr.read() if proc.poll() is not None else 'still starting'}"
+        )
         listed = {item["name"] for item in _get(f"{base}/api/contents?token={token}")["content"]}
         assert {p.name for p in NOTEBOOKS} <= listed and len(NOTEBOOKS) == 3
         assert KERNEL in _get(f"{base}/api/kernelspecs?token={token}")["kernelspecs"]

@@ -1,5 +1,6 @@
 """ONNX export (optional packages): dense, gated-eval and compressed models in both layouts give the PyTorch
 outputs in ONNX Runtime, with dynamic batch and sequence axes; a compressed MiniLM within 1e-4."""
+
 import copy
 
 import pytest
@@ -20,8 +21,12 @@ def models(kind):
     gc.add_gates(gated)
     gc.random_gate_pattern(gated, 0.4, hidden=True)
     gated.eval()
-    return {"dense": dense, "gated": gated, "inner": gc.compress(copy.deepcopy(gated)),
-            "hidden": gc.compress(copy.deepcopy(gated), layout="hidden")}
+    return {
+        "dense": dense,
+        "gated": gated,
+        "inner": gc.compress(copy.deepcopy(gated)),
+        "hidden": gc.compress(copy.deepcopy(gated), layout="hidden"),
+    }
 
 
 @pytest.mark.parametrize("kind,names", [("bert", ("dense", "gated", "inner", "hidden")), ("llama", ("hidden",))])

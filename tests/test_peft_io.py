@@ -1,5 +1,6 @@
 """LoRA adapters in PEFT's format: gatecore -> PEFT folder -> PeftModel.from_pretrained, and a PEFT folder ->
 gatecore LoRALinear, with the same outputs; the committed MiniLM LoRA checkpoint through PEFT; refusals."""
+
 import copy
 import json
 

@@ -1,4 +1,5 @@
 """Results-file plumbing: the recorded command, atomic JSON, JSONL that survives a killed writer, dirty-tree flags."""
+
 import json
 import shutil
 import subprocess
@@ -48,8 +49,9 @@ DIRTY = {"commit": "abc123", "tree_clean": False, "dirty_files": ["gatecore/gate
 
 
 def _git(root, *args):
-    subprocess.run(["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True, capture_output=True
+    )
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
@@ -61,8 +63,8 @@ def test_git_state_counts_tracked_code_only(tmp_path):
     _git(tmp_path, "add", ".")
     _git(tmp_path, "commit", "-q", "-m", "init")
     assert prov.git_state(tmp_path)["tree_clean"] is True
-    (tmp_path / "results" / "r.json").write_text('{"more": 1}\n')   # a run appending results: still clean
-    (tmp_path / "new.py").write_text("untracked = True\n")            # untracked: not part of the commit's code
+    (tmp_path / "results" / "r.json").write_text('{"more": 1}\n')  # a run appending results: still clean
+    (tmp_path / "new.py").write_text("untracked = True\n")  # untracked: not part of the commit's code
     state = prov.git_state(tmp_path)
     assert state["tree_clean"] is True and state["dirty_files"] == []
     assert not prov.commit_id(state).endswith("-dirty")
@@ -92,7 +94,9 @@ def test_dirty_header_is_loud_and_writing_it_warns(tmp_path, monkeypatch, capsys
 
 
 def test_clean_header_writes_quietly(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(prov, "git_state", lambda root=prov.ROOT: {"commit": "abc", "tree_clean": True, "dirty_files": []})
+    monkeypatch.setattr(
+        prov, "git_state", lambda root=prov.ROOT: {"commit": "abc", "tree_clean": True, "dirty_files": []}
+    )
     head = prov.provenance({})
     assert head["tree_clean"] is True and head["versions"]["gatecore_commit"] == "abc"
     write_json(tmp_path / "r.json", head)
@@ -110,6 +114,7 @@ def test_is_dirty_reads_old_and_new_headers():
 def test_figures_warn_when_drawing_from_dirty_records(tmp_path, monkeypatch, capsys):
     """`make figures` names the results files that come from a dirty tree, and still draws them."""
     from analysis import figures
+
     monkeypatch.setattr(prov, "DIRTY_SOURCES", {})
     src = json.loads((prov.ROOT / "results" / "bench" / "latency_cpu_s30-40.json").read_text())
     results = tmp_path / "results"

@@ -1,4 +1,5 @@
 """gate_report, the offline model helper, and the two environment files."""
+
 import re
 from pathlib import Path
 
@@ -16,9 +17,9 @@ def test_gate_report_counts_closed_rows_and_columns():
     layers = gc.add_gates(model)
     q = layers["bert.encoder.layer.0.attention.self.query"]
     with torch.no_grad():
-        q.row_gate.theta[:4] = -1.0   # tanh(-1) + 0.5 < 0: closed
-        q.col_gate.theta[:2] = -0.6   # closed
-        q.col_gate.theta[2] = -0.5    # tanh(-0.5) + 0.5 = 0.04: open, fractional
+        q.row_gate.theta[:4] = -1.0  # tanh(-1) + 0.5 < 0: closed
+        q.col_gate.theta[:2] = -0.6  # closed
+        q.col_gate.theta[2] = -0.5  # tanh(-0.5) + 0.5 = 0.04: open, fractional
     rep = gc.gate_report(model)
     lq = next(l for l in rep.layers if l.name.endswith("layer.0.attention.self.query"))
     assert (lq.rows_kept, lq.cols_kept) == (12, 14)

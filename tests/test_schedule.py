@@ -1,4 +1,5 @@
 """analysis.finetune.schedule: longest first, one writer, resumable, failures logged; 2 workers == 1 worker."""
+
 import random
 
 from analysis.finetune import sweep
@@ -30,8 +31,9 @@ def toy_folder(tmp_path):
     rng = random.Random(0)
     words = ["good", "bad", "film", "plot", "dull", "fine", "acting", "long"]
     for name, n in (("train", 96), ("dev", 40)):
-        lines = ["text,label"] + [f"{t},{int('good' in t)}" for t in
-                                  (" ".join(rng.choice(words) for _ in range(5)) for _ in range(n))]
+        lines = ["text,label"] + [
+            f"{t},{int('good' in t)}" for t in (" ".join(rng.choice(words) for _ in range(5)) for _ in range(n))
+        ]
         (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
     return tmp_path
 
@@ -41,10 +43,47 @@ def test_two_workers_write_the_same_records_as_one(tmp_path):
     recs = {}
     for w in (1, 2):
         out = tmp_path / f"w{w}.jsonl"
-        sweep.main(["--model", "tiny-bert", "--tasks", "csv", "--data", str(data), "--text-cols", "text", "--label-col",
-                "label", "--methods", "gates", "--seeds", "0", "1", "--epochs", "2", "--batch-size", "16",
-                "--max-len", "16", "--val-examples", "16", "--curve-points", "2", "--keep", "0.6", "--no-compress",
-                "--out", str(out), "--checkpoint-dir", "", "--quiet", "--workers", str(w), "--threads", "1"])
+        sweep.main(
+            [
+                "--model",
+                "tiny-bert",
+                "--tasks",
+                "csv",
+                "--data",
+                str(data),
+                "--text-cols",
+                "text",
+                "--label-col",
+                "label",
+                "--methods",
+                "gates",
+                "--seeds",
+                "0",
+                "1",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16",
+                "--max-len",
+                "16",
+                "--val-examples",
+                "16",
+                "--curve-points",
+                "2",
+                "--keep",
+                "0.6",
+                "--no-compress",
+                "--out",
+                str(out),
+                "--checkpoint-dir",
+                "",
+                "--quiet",
+                "--workers",
+                str(w),
+                "--threads",
+                "1",
+            ]
+        )
         recs[w] = {r["run_id"]: {k: v for k, v in r.items() if k not in VOLATILE} for r in read_jsonl(out)}
     assert len(recs[1]) == 2 and recs[1] == recs[2]  # metrics, curves, gates, corrections: all equal
     gates = [r for r in recs[2].values() if r["config"]["method"] == "gates"]

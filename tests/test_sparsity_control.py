@@ -1,13 +1,14 @@
 """gatecore.sparsity_control: gate runs end within 2 points of the requested removed fraction."""
+
 import random
 
 import pytest
 import torch
 
 import gatecore as gc
-from gatecore import sparsity_control as sc
 from analysis.data import Split, Task
 from analysis.finetune.train import build_model, encode, train
+from gatecore import sparsity_control as sc
 
 WORDS = ["good", "bad", "film", "plot", "dull", "fine", "acting", "long"]
 
@@ -20,14 +21,34 @@ def planted():
     def split(n):
         t = [" ".join(rng.choice(WORDS) for _ in range(5)) for _ in range(n)]
         return Split([(x,) for x in t], [int("good" in x) for x in t])
+
     tr, dev = split(640), split(100)
     return Task("planted", tr, dev, dev, "accuracy", 2), encode(None, tr, 16, 64), encode(None, dev, 16, 64)
 
 
 def gate_cfg(objective, asked, **kw):
-    return dict(model="tiny-bert", task="planted", method="gates", seed=0, epochs=5, batch_size=32, pooling="mean",
-                lr=1e-3, head_lr=1e-2, gate_lr=0.2, lam=1.0, lam_warmup=0.2, objective=objective, keep=1 - asked,
-                sigma=0.1, reg_sigma=0.5, bias=True, control=True, bucketed=True, **kw)
+    return dict(
+        model="tiny-bert",
+        task="planted",
+        method="gates",
+        seed=0,
+        epochs=5,
+        batch_size=32,
+        pooling="mean",
+        lr=1e-3,
+        head_lr=1e-2,
+        gate_lr=0.2,
+        lam=1.0,
+        lam_warmup=0.2,
+        objective=objective,
+        keep=1 - asked,
+        sigma=0.1,
+        reg_sigma=0.5,
+        bias=True,
+        control=True,
+        bucketed=True,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("objective", ["params", "target"])
@@ -81,10 +102,14 @@ def test_correction_reaches_the_request_in_either_direction(asked):
 
 def test_correction_closes_the_smallest_mu_first():
     model = random_gates(1)
-    open_mu = sorted(float(x) for m in gc.gated_layers(model).values() for g in m.gates() for x in g.mu.detach() if x > -0.5)
+    open_mu = sorted(
+        float(x) for m in gc.gated_layers(model).values() for g in m.gates() for x in g.mu.detach() if x > -0.5
+    )
     sc.correct_removed(model, sc.removed_got(model) + 0.05)
-    still_open = sorted(float(x) for m in gc.gated_layers(model).values() for g in m.gates() for x in g.mu.detach() if x > -0.5)
-    assert still_open == open_mu[len(open_mu) - len(still_open):]
+    still_open = sorted(
+        float(x) for m in gc.gated_layers(model).values() for g in m.gates() for x in g.mu.detach() if x > -0.5
+    )
+    assert still_open == open_mu[len(open_mu) - len(still_open) :]
 
 
 def test_controller_anti_windup_and_freeze():
@@ -129,8 +154,8 @@ def test_split_range_raises_lam_where_the_knob_alone_cannot_reach():
         c.update(step, 1000, got=got)
         path.append((c.lam_scale, c.knob))
     free = next(i for i, (x, _) in enumerate(path) if x == 1.0)
-    assert all(a[0] >= b[0] for a, b in zip(path[:free], path[1:free + 1]))  # lam falls
-    assert all(knob == pytest.approx(lo) for _, knob in path[:free - 1]) and path[-1][1] > lo + 0.1
+    assert all(a[0] >= b[0] for a, b in zip(path[:free], path[1 : free + 1]))  # lam falls
+    assert all(knob == pytest.approx(lo) for _, knob in path[: free - 1]) and path[-1][1] > lo + 0.1
     with pytest.raises(ValueError, match="lam_gain"):
         sc.SparsityController("params", asked=0.3, lam_gain=-1.0)
 
@@ -145,8 +170,14 @@ def test_split_range_meets_the_request_where_the_knob_alone_stalls(planted):
     model, _ = build_model(knob_alone, 2)
     res = train(model, {**knob_alone, **weak}, task, tr, dev, 1, "cpu", curve_points=4, progress=False)
     assert res.correction["removed_before"] < 0.3 - 0.05 and res.final_keep_target == sc.KNOB_RANGE["target"][0]
-    split = gate_cfg("target", 0.3, control_lam_gain=sc.LAM_GAIN, control_window=sc.WINDOW, control_lam_max=sc.LAM_MAX,
-                     control_kd=4.0)  # this tiny model closes gates in fewer steps than MiniLM: a shorter look-ahead
+    split = gate_cfg(
+        "target",
+        0.3,
+        control_lam_gain=sc.LAM_GAIN,
+        control_window=sc.WINDOW,
+        control_lam_max=sc.LAM_MAX,
+        control_kd=4.0,
+    )  # this tiny model closes gates in fewer steps than MiniLM: a shorter look-ahead
     model, _ = build_model(split, 2)
     res = train(model, {**split, **weak}, task, tr, dev, 1, "cpu", curve_points=4, progress=False, val_enc=dev)
     assert abs(res.correction["removed_before"] - 0.3) <= sc.TOL and res.correction["gates_changed"] == 0
@@ -164,6 +195,7 @@ def gate_pushing():
     def split(n):
         t = [" ".join(rng.choice(words) for _ in range(5)) for _ in range(n)]
         return Split([(x,) for x in t], [3.0 * sum(value[w] for w in x.split()) for x in t])
+
     tr, dev = split(640), split(100)
     return Task("pushing", tr, dev, dev, "pearson", 1), encode(None, tr, 16, 64), encode(None, dev, 16, 64)
 

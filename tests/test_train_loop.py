@@ -5,6 +5,7 @@ here as the reference: same model, same seeds, float64, a few steps; parameters,
 must be identical (torch.equal, not a tolerance), which also pins the order of the random draws (gate noise,
 dropout, batch order).
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,8 +32,10 @@ TASK = SimpleNamespace(num_labels=2, metric="accuracy")
 
 def toy_encoded(n: int = 24, seed: int = 0) -> Encoded:
     rng = random.Random(seed)
-    return Encoded([[rng.randrange(3, 64) for _ in range(rng.randrange(3, 9))] for _ in range(n)],
-                   [rng.randrange(2) for _ in range(n)])
+    return Encoded(
+        [[rng.randrange(3, 64) for _ in range(rng.randrange(3, 9))] for _ in range(n)],
+        [rng.randrange(2) for _ in range(n)],
+    )
 
 
 def same_params(a, b) -> bool:
@@ -45,8 +48,16 @@ def old_finetune_loop(model, cfg, task, train_enc, pad_id, device):
     opt = torch.optim.AdamW(param_groups(model, cfg["lr"], cfg.get("head_lr"), cfg.get("gate_lr")), weight_decay=0.0)
     total = max(1, math.ceil(len(train_enc.ids) / cfg["batch_size"]) * cfg["epochs"])
     sched = SCHEDULES[cfg.get("schedule", "linear")](opt, total, 0.06)
-    ctl = SparsityController(cfg["objective"], removed_asked(cfg["keep"]), start=cfg["lam_warmup"], kp=1.0, ki=0.2,
-                             every=cfg["control_every"], freeze=0.15, lam_gain=cfg["control_lam_gain"])
+    ctl = SparsityController(
+        cfg["objective"],
+        removed_asked(cfg["keep"]),
+        start=cfg["lam_warmup"],
+        kp=1.0,
+        ki=0.2,
+        every=cfg["control_every"],
+        freeze=0.15,
+        lam_gain=cfg["control_lam_gain"],
+    )
     rng, lengths, step, losses = random.Random(cfg["seed"]), [len(x) for x in train_enc.ids], 0, []
     model.to(device).train()
     for _ in range(cfg["epochs"]):
@@ -68,9 +79,28 @@ def old_finetune_loop(model, cfg, task, train_enc, pad_id, device):
 
 @pytest.mark.parametrize("objective,lam_gain", [("params", 10.0), ("target", 0.0), ("l0", 0.0)])
 def test_finetune_train_replays_the_old_loop(objective, lam_gain):
-    cfg = dict(model="tiny-bert", task="toy", method="gates+lora", seed=3, lora_r=2, lora_alpha=4, epochs=2,
-               batch_size=5, pooling="mean", lr=1e-2, head_lr=3e-2, gate_lr=0.3, lam=2.0, lam_warmup=0.25,
-               objective=objective, keep=0.6, control=True, control_every=1, control_lam_gain=lam_gain, bucketed=True)
+    cfg = dict(
+        model="tiny-bert",
+        task="toy",
+        method="gates+lora",
+        seed=3,
+        lora_r=2,
+        lora_alpha=4,
+        epochs=2,
+        batch_size=5,
+        pooling="mean",
+        lr=1e-2,
+        head_lr=3e-2,
+        gate_lr=0.3,
+        lam=2.0,
+        lam_warmup=0.25,
+        objective=objective,
+        keep=0.6,
+        control=True,
+        control_every=1,
+        control_lam_gain=lam_gain,
+        bucketed=True,
+    )
     enc = toy_encoded()
     old, _ = build_model(cfg, 2)
     old.double()
@@ -82,6 +112,7 @@ def test_finetune_train_replays_the_old_loop(objective, lam_gain):
     assert res.steps == 10 and res.final_keep_target == ctl.knob
     assert res.objective == Objective(2.0 * ctl.lam_scale, objective, ctl.target_sparsity).to_dict()
     from analysis.hessian.penalty import as_trained_penalty
+
     assert Objective.from_dict(as_trained_penalty({"objective": res.objective})) == Objective(**res.objective)
     assert removed_got(old) > 0  # the penalty and controller did something: the replay is not of a no-op
     fix = correct_removed(old, removed_asked(cfg["keep"]), 0.02)  # what train() ends with
@@ -118,7 +149,7 @@ def old_recover(model, cfg, train_enc, task, pad_id, device, steps, rng):
         for g, f in zip(gates, flags):
             g.theta.requires_grad_(f)
             g.train()
-    tail = losses[-max(1, steps // 10):]
+    tail = losses[-max(1, steps // 10) :]
     return sum(tail) / len(tail)
 
 
@@ -136,9 +167,14 @@ def test_recovery_phase_replays_the_old_loop():
 
 def toy_batches(n: int, batch: int = 4, seq: int = 6, seed: int = 0) -> list[dict]:
     g = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(3, 64, (batch, seq), generator=g),
-             "attention_mask": torch.ones(batch, seq, dtype=torch.long),
-             "labels": torch.randint(0, 2, (batch,), generator=g)} for _ in range(n)]
+    return [
+        {
+            "input_ids": torch.randint(3, 64, (batch, seq), generator=g),
+            "attention_mask": torch.ones(batch, seq, dtype=torch.long),
+            "labels": torch.randint(0, 2, (batch,), generator=g),
+        }
+        for _ in range(n)
+    ]
 
 
 def gated_tiny(seed: int = 0):
@@ -153,8 +189,13 @@ def old_train_short(model, loss_fn, batches, steps, lr_adapter, lr_head, penalty
     """analysis/hessian/train.py `train_short` before the move."""
     head = ids(head_parameters(model))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW([{"params": [p for p in params if id(p) not in head], "lr": lr_adapter},
-                             {"params": [p for p in params if id(p) in head], "lr": lr_head}], weight_decay=0.0)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if id(p) not in head], "lr": lr_adapter},
+            {"params": [p for p in params if id(p) in head], "lr": lr_head},
+        ],
+        weight_decay=0.0,
+    )
     gates = [m for m in model.modules() if isinstance(m, gc.Gate)]
     for g in gates:
         g.train()
@@ -173,6 +214,7 @@ def old_train_short(model, loss_fn, batches, steps, lr_adapter, lr_head, penalty
 
 def test_hessian_short_training_replays_the_old_loop():
     from analysis.hessian.train import train_short
+
     old = gated_tiny()
     new = copy.deepcopy(old)
     batches, loss_fn = toy_batches(3), pooled_loss("mean")
@@ -190,8 +232,9 @@ def old_race(model, batches, loss_fn, lr, head_lr, warmup, seed):
     for p in head_parameters(model):
         p.requires_grad_(head_lr is not None)
     adapter = [p for p in model.parameters() if p.requires_grad and id(p) not in head]
-    groups = [{"params": adapter, "lr": lr}] + ([{"params": head_parameters(model), "lr": head_lr}]
-                                                if head_lr is not None else [])
+    groups = [{"params": adapter, "lr": lr}] + (
+        [{"params": head_parameters(model), "lr": head_lr}] if head_lr is not None else []
+    )
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.999), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup)))
     torch.manual_seed(seed)
@@ -214,6 +257,7 @@ def old_race(model, batches, loss_fn, lr, head_lr, warmup, seed):
 @pytest.mark.parametrize("head_lr", [None, 3e-2])
 def test_race_replays_the_old_loop(head_lr):
     from analysis.hessian.race.loop import race
+
     old = gated_tiny(seed=2)
     new = copy.deepcopy(old)
     batches, loss_fn = toy_batches(6, seed=1), pooled_loss("mean")
@@ -225,12 +269,22 @@ def test_race_replays_the_old_loop(head_lr):
 
 def test_race_stops_at_a_non_finite_loss_before_updating():
     from analysis.hessian.race.loop import race
+
     model = gated_tiny()
     with torch.no_grad():
         gc.find_head(model)[1].weight[0, 0] = float("inf")
     before = {k: v.clone() for k, v in model.named_parameters()}
-    out = race(model, toy_batches(3), toy_batches(1), pooled_loss("mean"), lr=1e-2, head_lr=1e-2, warmup=1,
-               eval_every=1, seed=0)
+    out = race(
+        model,
+        toy_batches(3),
+        toy_batches(1),
+        pooled_loss("mean"),
+        lr=1e-2,
+        head_lr=1e-2,
+        warmup=1,
+        eval_every=1,
+        seed=0,
+    )
     assert out["diverged_at"] == 1 and out["train_loss"] == []
     assert all(torch.equal(before[k], v) for k, v in model.named_parameters())
 
@@ -255,6 +309,7 @@ def test_loop_raises_on_a_non_finite_loss_naming_the_run_and_step():
 
 def test_lbfgs_minimize_is_the_closure_step_it_replaced():
     from gatecore.train import lbfgs_minimize
+
     x = torch.randn(20, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     y = x @ torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64) + 0.1
     loss_of = lambda w: ((x @ w[:3] + w[3] - y) ** 2).mean() + 0.01 * w.pow(4).sum()  # noqa: E731
@@ -267,8 +322,8 @@ def test_lbfgs_minimize_is_the_closure_step_it_replaced():
         loss = loss_of(a)
         loss.backward()
         return loss
+
     opt.step(closure)
     b = torch.zeros(4, dtype=torch.float64, requires_grad=True)
     lbfgs_minimize([b], lambda: loss_of(b), **opts)
     assert torch.equal(a, b) and loss_of(b) < loss_of(torch.zeros(4, dtype=torch.float64))
-

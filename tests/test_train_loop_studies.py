@@ -1,5 +1,6 @@
 """gatecore.train in the convergence study and the decoder studies: each replays the loop it replaced bit for bit
 (the `old_*` references are those loops as they were at main 0bf2da5; tests/test_train_loop.py says why)."""
+
 from __future__ import annotations
 
 import copy
@@ -22,8 +23,10 @@ def old_convergence_loop(cfg, seed, method):
     """analysis/convergence/study.py `train`'s loop before the move (the polished references left out)."""
     from analysis.convergence import study
     from analysis.convergence.planted import expected_objective, gated_layer, gated_student, lora_student, make_problem
-    p = make_problem(cfg.problem, cfg.m, cfg.n, cfg.hidden, cfg.samples, cfg.rows_off, cfg.cols_off, cfg.noise,
-                     cfg.rank, seed)
+
+    p = make_problem(
+        cfg.problem, cfg.m, cfg.n, cfg.hidden, cfg.samples, cfg.rows_off, cfg.cols_off, cfg.noise, cfg.rank, seed
+    )
     spec = study.spec_of(cfg, p)
     torch.manual_seed(seed)
     gates = method == "gates"
@@ -52,7 +55,7 @@ def old_convergence_loop(cfg, seed, method):
         if cfg.grad == "exact":
             loss = expected_objective(student, p, spec)[0]
         else:
-            idx = torch.randperm(p.X.shape[0], generator=g)[:cfg.batch] if cfg.batch else slice(None)
+            idx = torch.randperm(p.X.shape[0], generator=g)[: cfg.batch] if cfg.batch else slice(None)
             loss = ((student(p.X[idx]) - p.Y[idx]) ** 2).mean()
             if gates and spec.lam:
                 target = None if spec.objective == "l0" else spec.target
@@ -63,16 +66,25 @@ def old_convergence_loop(cfg, seed, method):
     return tr
 
 
-@pytest.mark.parametrize("method,changes", [("gates", dict(batch=32)), ("gates", dict(objective="target")),
-                                            ("gates", dict(grad="exact", problem="mlp", optimizer="sgd")),
-                                            ("lora", dict())])
+@pytest.mark.parametrize(
+    "method,changes",
+    [
+        ("gates", dict(batch=32)),
+        ("gates", dict(objective="target")),
+        ("gates", dict(grad="exact", problem="mlp", optimizer="sgd")),
+        ("lora", dict()),
+    ],
+)
 def test_convergence_run_replays_the_old_loop(method, changes):
     from dataclasses import replace
 
     from analysis.convergence import study
     from analysis.convergence.config import ConvergenceConfig
-    cfg = replace(ConvergenceConfig(m=8, n=8, hidden=8, samples=64, seeds=1, steps=30, evals=6, polish_iters=5,
-                                    draws=16), **changes)
+
+    cfg = replace(
+        ConvergenceConfig(m=8, n=8, hidden=8, samples=64, seeds=1, steps=30, evals=6, polish_iters=5, draws=16),
+        **changes,
+    )
     old = old_convergence_loop(cfg, 1, method)
     new = study.train(cfg, 1, method, progress=False)
     for name in ("step", "F", "se", "grad_sq", "binary", "precision", "recall"):
@@ -98,8 +110,9 @@ def old_sparsify_stage(model, chunks, asked, cfg, gen):
         got = removed_got(model)
         ctrl.update(step + 1, cfg.steps, got)
         if step % 10 == 0 or step == cfg.steps - 1:
-            curve.append({"step": step + 1, "lm_loss": lm.item(), "penalty": pen.item(), "removed": got,
-                          "knob": ctrl.knob})
+            curve.append(
+                {"step": step + 1, "lm_loss": lm.item(), "penalty": pen.item(), "removed": got, "knob": ctrl.knob}
+            )
     model.eval()
     return {"curve": curve, "final_keep_target": ctrl.knob}
 
@@ -109,6 +122,7 @@ def test_decoder_sparsify_stage_replays_the_old_loop(capsys):
 
     from analysis.decoder.sparsify import SparsifyConfig, train_stage
     from gatecore.tiny import tiny_config
+
     torch.manual_seed(0)
     old = AutoModelForCausalLM.from_config(tiny_config("llama")).double()
     gc.add_gates(old, sigma=0.1, reg_sigma=0.5)
@@ -129,6 +143,7 @@ def old_decoder_train_run(base, tok, data, label_ids, pad_id, method, lr, seed, 
     from torch.nn.functional import cross_entropy
 
     from analysis.decoder.finetune import answer_logits, encode, evaluate, setup
+
     torch.manual_seed(seed)
     model = copy.deepcopy(base)
     opt = torch.optim.AdamW(setup(model, method, cfg), lr=lr, weight_decay=0.0)
@@ -162,12 +177,15 @@ def old_decoder_train_run(base, tok, data, label_ids, pad_id, method, lr, seed, 
 def test_decoder_finetune_replays_the_old_loop(method):
     from analysis.decoder.finetune import FinetuneConfig, train_run
     from analysis.decoder.models import TINY, load
+
     base, tok = load(TINY)
     base.double()
     rng = random.Random(0)
     words = ["good", "bad", "fine", "dull", "great", "awful", "movie", "plot"]
-    data = {s: [(" ".join(rng.choice(words) for _ in range(rng.randrange(2, 6))), rng.randrange(2)) for _ in range(n)]
-            for s, n in (("train", 12), ("val", 4), ("dev", 4))}
+    data = {
+        s: [(" ".join(rng.choice(words) for _ in range(rng.randrange(2, 6))), rng.randrange(2)) for _ in range(n)]
+        for s, n in (("train", 12), ("val", 4), ("dev", 4))
+    }
     label_ids = torch.tensor([tok.encode(w, add_special_tokens=False)[0] for w in ("good", "bad")])
     cfg = FinetuneConfig(model=TINY, steps=8, batch=4, removed=0.3, lam_warmup=0.25, eval_batch=4)
     old, model = old_decoder_train_run(base, tok, data, label_ids, 0, method, 5e-2, 1, cfg)

@@ -12,6 +12,7 @@ cores the CPU time is the steadier (other processes inflate wall time, not CPU t
 random/bucketed is the result; the CPU seconds per bucketed step also feed `analysis.finetune
 --dry-run`'s wall-time estimate (one worker per core). Writes results/bench/batching.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,9 @@ def gates_model(num_labels: int):
 
 
 def step(model, opt, batch, labels, num_labels) -> None:
-    train_step(model, (batch, labels), task_loss_fn("mean", num_labels), opt,
-               objective=Objective(1.0, "params", target=0.3))
+    train_step(
+        model, (batch, labels), task_loss_fn("mean", num_labels), opt, objective=Objective(1.0, "params", target=0.3)
+    )
 
 
 def bench_task(name: str, args) -> dict:
@@ -64,8 +66,10 @@ def bench_task(name: str, args) -> dict:
     model, tok, opt = gates_model(task.num_labels)
     enc = encode(tok, task.train, args.max_len)
     lengths = [len(x) for x in enc.ids]
-    schemes = {"random": random_batches(len(lengths), args.batch, random.Random(SEED)),
-               "bucketed": bucketed_batches(lengths, args.batch, random.Random(SEED), POOL)}
+    schemes = {
+        "random": random_batches(len(lengths), args.batch, random.Random(SEED)),
+        "bucketed": bucketed_batches(lengths, args.batch, random.Random(SEED), POOL),
+    }
     pick = random.Random(SEED + 1)
     times, cpu, tokens = ({k: [] for k in schemes} for _ in range(3))
     for b in pick.sample(schemes["random"], WARMUP):
@@ -79,14 +83,19 @@ def bench_task(name: str, args) -> dict:
             times[k].append(time.perf_counter() - t)
             cpu[k].append(time.process_time() - c)
             tokens[k].append(inputs["input_ids"].numel())
-    out = {"n_train": len(lengths), "mean_len": statistics.fmean(lengths),
-           "padding_ratio": {k: padding_ratio(lengths, b) for k, b in schemes.items()},
-           "tokens_per_batch": {k: sum(len(x) * max(lengths[j] for j in x) for x in b) / len(b)
-                                for k, b in schemes.items()},
-           "step_s": {k: statistics.fmean(v) for k, v in times.items()},
-           "step_cpu_s": {k: statistics.fmean(v) for k, v in cpu.items()},
-           "step_s_all": times, "step_cpu_s_all": cpu,
-           "timed_batch_tokens": {k: statistics.fmean(v) for k, v in tokens.items()}}
+    out = {
+        "n_train": len(lengths),
+        "mean_len": statistics.fmean(lengths),
+        "padding_ratio": {k: padding_ratio(lengths, b) for k, b in schemes.items()},
+        "tokens_per_batch": {
+            k: sum(len(x) * max(lengths[j] for j in x) for x in b) / len(b) for k, b in schemes.items()
+        },
+        "step_s": {k: statistics.fmean(v) for k, v in times.items()},
+        "step_cpu_s": {k: statistics.fmean(v) for k, v in cpu.items()},
+        "step_s_all": times,
+        "step_cpu_s_all": cpu,
+        "timed_batch_tokens": {k: statistics.fmean(v) for k, v in tokens.items()},
+    }
     out["tokens_per_batch"]["real"] = sum(lengths) / len(schemes["random"])
     out["step_ratio_random_over_bucketed"] = out["step_s"]["random"] / out["step_s"]["bucketed"]
     out["cpu_ratio_random_over_bucketed"] = out["step_cpu_s"]["random"] / out["step_cpu_s"]["bucketed"]
@@ -100,15 +109,19 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     torch.manual_seed(SEED)
     res = {}
-    print(f"{'task':<6} {'pad random':>10} {'pad bucketed':>12} {'step random':>11} {'step bucketed':>13} {'ratio':>6} "
-          f"{'cpu random':>10} {'cpu bucketed':>12} {'ratio':>6}")
+    print(
+        f"{'task':<6} {'pad random':>10} {'pad bucketed':>12} {'step random':>11} {'step bucketed':>13} {'ratio':>6} "
+        f"{'cpu random':>10} {'cpu bucketed':>12} {'ratio':>6}"
+    )
     for t in args.tasks:
         r = res[t] = bench_task(t, args)
-        print(f"{t:<6} {r['padding_ratio']['random']:>10.2f} {r['padding_ratio']['bucketed']:>12.2f} "
-              f"{r['step_s']['random']:>10.3f}s {r['step_s']['bucketed']:>12.3f}s "
-              f"{r['step_ratio_random_over_bucketed']:>6.2f} "
-              f"{r['step_cpu_s']['random']:>9.3f}s {r['step_cpu_s']['bucketed']:>11.3f}s "
-              f"{r['cpu_ratio_random_over_bucketed']:>6.2f}")
+        print(
+            f"{t:<6} {r['padding_ratio']['random']:>10.2f} {r['padding_ratio']['bucketed']:>12.2f} "
+            f"{r['step_s']['random']:>10.3f}s {r['step_s']['bucketed']:>12.3f}s "
+            f"{r['step_ratio_random_over_bucketed']:>6.2f} "
+            f"{r['step_cpu_s']['random']:>9.3f}s {r['step_cpu_s']['bucketed']:>11.3f}s "
+            f"{r['cpu_ratio_random_over_bucketed']:>6.2f}"
+        )
     cfg = {k: getattr(args, k) for k in ("tasks", "batch", "max_len", "rounds", "steps")}
     cfg |= {"pool": POOL, "warmup": WARMUP, "method": "gates (bias, params penalty)"}
     write_json(args.out, {**provenance(cfg, SEED, "cpu"), "tasks": res})

@@ -7,6 +7,7 @@ tokens, no padding), same optimizer, penalty and controller; the two loops alter
 this one process, so a drift of the machine hits both alike. Reported: median wall and CPU time per step
 of each and their ratio (integration / runner). Writes results/bench/hf_trainer_overhead.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,6 +28,7 @@ def _data(n: int, seq: int, vocab: int, seed: int = 0) -> list[dict]:
 
 def _model():
     import gatecore
+
     model, _ = gatecore.load_model(num_labels=2)
     return gatecore.setup_method(model, "gates")
 
@@ -34,10 +36,26 @@ def _model():
 def time_runner(data, batch: int) -> tuple[float, float]:
     from analysis.data import Task
     from analysis.finetune.train import Encoded, train
+
     model = _model()
     enc = Encoded([x["input_ids"].tolist() for x in data], [x["labels"] for x in data])
-    spec = dict(task="bench", method="gates", seed=0, lr=1e-3, head_lr=1e-2, gate_lr=0.2, epochs=1, batch_size=batch,
-                lam=1.0, lam_warmup=0.2, objective="params", keep=0.7, control=True, pooling="cls", bucketed=False)
+    spec = dict(
+        task="bench",
+        method="gates",
+        seed=0,
+        lr=1e-3,
+        head_lr=1e-2,
+        gate_lr=0.2,
+        epochs=1,
+        batch_size=batch,
+        lam=1.0,
+        lam_warmup=0.2,
+        objective="params",
+        keep=0.7,
+        control=True,
+        pooling="cls",
+        bucketed=False,
+    )
     task = Task("bench", None, None, None, "accuracy", 2, ("0", "1"), "bench")
     w, c = time.perf_counter(), time.process_time()
     res = train(model, spec, task, enc, None, pad_id=0, device="cpu", curve_points=0, progress=False)
@@ -46,12 +64,26 @@ def time_runner(data, batch: int) -> tuple[float, float]:
 
 def time_trainer(data, batch: int) -> tuple[float, float]:
     from transformers import TrainingArguments
+
     from gatecore.hf_trainer import GateConfig, GateTrainer
+
     steps = len(data) // batch
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-3,
-                                 warmup_steps=0.06, weight_decay=0.0, use_cpu=True, report_to=[], logging_steps=steps,
-                                 save_strategy="no", disable_tqdm=True, max_grad_norm=0.0, dataloader_num_workers=0)
+        args = TrainingArguments(
+            output_dir=out,
+            max_steps=steps,
+            per_device_train_batch_size=batch,
+            learning_rate=1e-3,
+            warmup_steps=0.06,
+            weight_decay=0.0,
+            use_cpu=True,
+            report_to=[],
+            logging_steps=steps,
+            save_strategy="no",
+            disable_tqdm=True,
+            max_grad_norm=0.0,
+            dataloader_num_workers=0,
+        )
         trainer = GateTrainer(model=_model(), args=args, train_dataset=data, gate_config=GateConfig(removed=0.3))
         w, c = time.perf_counter(), time.process_time()
         trainer.train()
@@ -63,6 +95,7 @@ def main(argv=None) -> int:
 
     from analysis.constants import study_results
     from analysis.provenance import provenance, write_json
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=BATCH)
     ap.add_argument("--seq", type=int, default=SEQ)
@@ -76,15 +109,20 @@ def main(argv=None) -> int:
     data = _data(args.batch * args.steps, args.seq, 30000)
     runs = {"runner": [], "trainer": []}
     for r in range(args.rounds):
-        for name, fn in (("runner", time_runner), ("trainer", time_trainer)) if r % 2 == 0 else \
-                (("trainer", time_trainer), ("runner", time_runner)):
+        for name, fn in (
+            (("runner", time_runner), ("trainer", time_trainer))
+            if r % 2 == 0
+            else (("trainer", time_trainer), ("runner", time_runner))
+        ):
             runs[name].append(fn(data, args.batch))
             print(f"round {r}: {name} {runs[name][-1][0] * 1e3:.0f} ms/step wall, {runs[name][-1][1] * 1e3:.0f} ms CPU")
     med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in runs.items()}
     ratio = {"wall": med["trainer"][0] / med["runner"][0], "cpu": med["trainer"][1] / med["runner"][1]}
     print(f"GateTrainer / study runner per step: {ratio['wall']:.3f}x wall, {ratio['cpu']:.3f}x CPU")
-    write_json(args.out, {**provenance(vars(args), 0, "cpu"), "median_s_per_step": med, "ratio_trainer_vs_runner": ratio,
-                       "all": runs})
+    write_json(
+        args.out,
+        {**provenance(vars(args), 0, "cpu"), "median_s_per_step": med, "ratio_trainer_vs_runner": ratio, "all": runs},
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ The result is the ratio of the median step times (wall and this process's CPU ti
 records how far from uniform the weights are at this tau (n_open * w per gate vector).
 Writes results/bench/kurtosis_overhead.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,13 @@ def make_batch(vocab_size: int, batch: int, seq: int, seed: int = 0):
 
 
 def step(model, opt, inputs, labels, tau):
-    train_step(model, inputs, lambda m, b: torch.nn.functional.cross_entropy(m(**b).logits, labels), opt,
-               objective=Objective(LAM, "target", target=TARGET, kurtosis_tau=tau))
+    train_step(
+        model,
+        inputs,
+        lambda m, b: torch.nn.functional.cross_entropy(m(**b).logits, labels),
+        opt,
+        objective=Objective(LAM, "target", target=TARGET, kurtosis_tau=tau),
+    )
 
 
 def weight_spread(model, tau: float) -> dict:
@@ -74,8 +80,13 @@ def weight_spread(model, tau: float) -> dict:
             lo.append(v.min().item())
             hi.append(v.max().item())
             ratios.append(hi[-1] / lo[-1])
-    return {"n_times_w_min": min(lo), "n_times_w_max": max(hi), "max_over_min_median": statistics.median(ratios),
-            "max_over_min_max": max(ratios), "vectors": len(ratios)}
+    return {
+        "n_times_w_min": min(lo),
+        "n_times_w_max": max(hi),
+        "max_over_min_median": statistics.median(ratios),
+        "max_over_min_max": max(ratios),
+        "vectors": len(ratios),
+    }
 
 
 def main(argv=None) -> int:
@@ -97,8 +108,10 @@ def main(argv=None) -> int:
                 step(model, opt, inputs, labels, taus[v])
             wall[v].append((time.perf_counter() - t) / args.steps * 1e3)
             cpu[v].append((time.process_time() - c) / args.steps * 1e3)
-        print(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{v} {wall[v][-1]:.0f} ms wall / {cpu[v][-1]:.0f} ms cpu"
-                                                          for v in VARIANTS))
+        print(
+            f"round {r + 1}/{args.repeats}: "
+            + ", ".join(f"{v} {wall[v][-1]:.0f} ms wall / {cpu[v][-1]:.0f} ms cpu" for v in VARIANTS)
+        )
     med = {v: (statistics.median(wall[v]), statistics.median(cpu[v])) for v in VARIANTS}
     ratio_wall = med["kurtosis"][0] / med["plain"][0]
     ratio_cpu = med["kurtosis"][1] / med["plain"][1]
@@ -110,20 +123,34 @@ def main(argv=None) -> int:
         for _ in range(5):
             gatecore.sparsity_penalty(model, "target", target=TARGET, kurtosis_tau=taus[v])
         pen_ms[v] = (time.perf_counter() - t) / 5 * 1e3
-    res = {v: {"step_ms_median": med[v][0], "step_ms_all": wall[v], "cpu_ms_median": med[v][1], "cpu_ms_all": cpu[v],
-               "penalty_call_ms": pen_ms[v]} for v in VARIANTS}
+    res = {
+        v: {
+            "step_ms_median": med[v][0],
+            "step_ms_all": wall[v],
+            "cpu_ms_median": med[v][1],
+            "cpu_ms_all": cpu[v],
+            "penalty_call_ms": pen_ms[v],
+        }
+        for v in VARIANTS
+    }
     config = {f.name: getattr(args, f.name) for f in fields(args) if f.name != "out"}
-    out = {**provenance(config | {"target": TARGET, "lam": LAM, "lr": LR, "warmup": WARMUP}, seed=0),
-           "results": res, "step_time_ratio_wall": ratio_wall, "step_time_ratio_cpu": ratio_cpu,
-           "weight_spread": weight_spread(model, args.tau)}
+    out = {
+        **provenance(config | {"target": TARGET, "lam": LAM, "lr": LR, "warmup": WARMUP}, seed=0),
+        "results": res,
+        "step_time_ratio_wall": ratio_wall,
+        "step_time_ratio_cpu": ratio_cpu,
+        "weight_spread": weight_spread(model, args.tau),
+    }
     write_json(args.out, out)
     print(f"\nMiniLM, gates on all six matrices, batch {args.batch} x {args.seq} tokens, {args.threads} thread(s):")
     for v in VARIANTS:
         print(f"  {v:8s} {med[v][0]:7.0f} ms wall, {med[v][1]:7.0f} ms cpu per step; penalty call {pen_ms[v]:.1f} ms")
     print(f"kurtosis / plain step time: {ratio_wall:.3f} (wall), {ratio_cpu:.3f} (cpu)")
     ws = out["weight_spread"]
-    print(f"n_open * w at tau={args.tau:g}: {ws['n_times_w_min']:.4f} .. {ws['n_times_w_max']:.4f} "
-          f"(median max/min per vector {ws['max_over_min_median']:.4f})")
+    print(
+        f"n_open * w at tau={args.tau:g}: {ws['n_times_w_min']:.4f} .. {ws['n_times_w_max']:.4f} "
+        f"(median max/min per vector {ws['max_over_min_median']:.4f})"
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -12,6 +12,7 @@ speedup ratios next to the FLOP ratio (the ceiling).
 
 From Python: `run(BenchConfig(sparsity=(0.3,), repeats=5))`; argv is parsed in `main` only. docs/design.md §3, §5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,31 +29,32 @@ import gatecore
 from analysis.constants import study_results
 from analysis.provenance import provenance, small_mode, warn_if_dirty, write_json
 
-SPARSITIES = [0.3, 0.4]     # fraction of the encoder's gated linear weights removed by the synthetic pattern
+SPARSITIES = [0.3, 0.4]  # fraction of the encoder's gated linear weights removed by the synthetic pattern
 CPU_BATCHES = [1, 32]
 GPU_BATCHES = [1, 128]
 SEQ = 128
 REPEATS = 10
 WARMUP = 2
-THREADS = 2                 # the shared CI/dev machine has 2 cores
+THREADS = 2  # the shared CI/dev machine has 2 cores
 SEED = 0
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     """One benchmark; see the CLI help for each field. Recorded as a dict (paths as strings)."""
-    model: str | None = None            # None: the offline all-MiniLM-L6-v2
-    checkpoint: Path | None = None      # a gated checkpoint (gatecore.save_trainable) instead of synthetic patterns
+
+    model: str | None = None  # None: the offline all-MiniLM-L6-v2
+    checkpoint: Path | None = None  # a gated checkpoint (gatecore.save_trainable) instead of synthetic patterns
     num_labels: int = 2
     sparsity: tuple = tuple(SPARSITIES)
     unstructured: bool = False
-    batch: tuple | None = None          # None: CPU_BATCHES, GPU_BATCHES
+    batch: tuple | None = None  # None: CPU_BATCHES, GPU_BATCHES
     seq: int = SEQ
     repeats: int = REPEATS
     warmup: int = WARMUP
     threads: int = THREADS
-    device: str = "auto"                # auto: CPU, plus the GPU when one is present
-    no_gated: bool = False              # skip timing the model with gates still in place
+    device: str = "auto"  # auto: CPU, plus the GPU when one is present
+    no_gated: bool = False  # skip timing the model with gates still in place
     profile: bool = False
     seed: int = SEED
     out: Path = study_results("bench")  # output folder
@@ -61,6 +63,7 @@ class BenchConfig:
 @dataclass
 class Timing:
     """Milliseconds per forward over `n` repeats."""
+
     median_ms: float
     q25_ms: float
     q75_ms: float
@@ -87,8 +90,15 @@ def _sync(device) -> None:
 
 
 @torch.inference_mode()
-def time_models(models: dict, batch: int = 32, seq: int = SEQ, repeats: int = REPEATS, warmup: int = WARMUP,
-                device="cpu", progress: bool = False) -> dict[str, Timing]:
+def time_models(
+    models: dict,
+    batch: int = 32,
+    seq: int = SEQ,
+    repeats: int = REPEATS,
+    warmup: int = WARMUP,
+    device="cpu",
+    progress: bool = False,
+) -> dict[str, Timing]:
     """Interleaved timing of several eval-mode models on the same random batch; {name: Timing}."""
     inputs = random_inputs(next(iter(models.values())), batch, seq, device)
     for m in models.values():
@@ -112,15 +122,23 @@ def measure_speedup(dense, compressed, batch: int = 32, seq: int = SEQ, repeats:
     Returns {"dense_ms", "compressed_ms", "speedup", "batch", "seq", "repeats", "device", "threads"}.
     """
     t = time_models({"dense": dense, "compressed": compressed}, batch, seq, repeats, WARMUP, device)
-    return {"dense_ms": t["dense"].median_ms, "compressed_ms": t["compressed"].median_ms,
-            "speedup": t["dense"].median_ms / t["compressed"].median_ms, "batch": batch, "seq": seq,
-            "repeats": repeats, "device": str(device), "threads": torch.get_num_threads()}
+    return {
+        "dense_ms": t["dense"].median_ms,
+        "compressed_ms": t["compressed"].median_ms,
+        "speedup": t["dense"].median_ms / t["compressed"].median_ms,
+        "batch": batch,
+        "seq": seq,
+        "repeats": repeats,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
 
 
 @torch.inference_mode()
 def profile_ops(model, inputs, top: int = 8, forwards: int = 3) -> dict[str, float]:
     """Self time (ms per forward, mean of `forwards`) of the `top` most expensive ops (torch.profiler), plus the total."""
     from torch.profiler import ProfilerActivity, profile
+
     model(**inputs)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(forwards):
@@ -152,17 +170,30 @@ def build(model_name, checkpoint, sparsity, structured, seed, num_labels=2):
 def bench_one(cfg: BenchConfig, sparsity, devices) -> dict:
     dense, gated, small = build(cfg.model, cfg.checkpoint, sparsity, not cfg.unstructured, cfg.seed, cfg.num_labels)
     size = gatecore.size_report(dense, small, seq=cfg.seq)
-    run = {"sparsity": sparsity, "gate_removed_fraction": gatecore.gate_report(gated).removed_fraction,
-           "size": size.as_dict(), "max_rel_diff_compressed_vs_gated": max_rel_diff(small, gated, random_inputs(dense, 2, 32, "cpu")),
-           "timings": []}
+    run = {
+        "sparsity": sparsity,
+        "gate_removed_fraction": gatecore.gate_report(gated).removed_fraction,
+        "size": size.as_dict(),
+        "max_rel_diff_compressed_vs_gated": max_rel_diff(small, gated, random_inputs(dense, 2, 32, "cpu")),
+        "timings": [],
+    }
     print(f"\n== {cfg.checkpoint or f'synthetic pattern, sparsity {sparsity}'}\n{size}")
     for device, batches in devices:
         for batch in batches:
-            models = {"dense": dense, "gated": gated, "compressed": small} if not cfg.no_gated else {"dense": dense, "compressed": small}
+            models = (
+                {"dense": dense, "gated": gated, "compressed": small}
+                if not cfg.no_gated
+                else {"dense": dense, "compressed": small}
+            )
             t = time_models(models, batch, cfg.seq, cfg.repeats, cfg.warmup, device, progress=True)
-            row = {"device": device, "batch": batch, "seq": cfg.seq, **{k: asdict(v) for k, v in t.items()},
-                   "speedup_compressed": t["dense"].median_ms / t["compressed"].median_ms,
-                   "speedup_compressed_min": t["dense"].min_ms / t["compressed"].min_ms}  # least disturbed runs
+            row = {
+                "device": device,
+                "batch": batch,
+                "seq": cfg.seq,
+                **{k: asdict(v) for k, v in t.items()},
+                "speedup_compressed": t["dense"].median_ms / t["compressed"].median_ms,
+                "speedup_compressed_min": t["dense"].min_ms / t["compressed"].min_ms,
+            }  # least disturbed runs
             if "gated" in t:
                 row["speedup_gated"] = t["dense"].median_ms / t["gated"].median_ms
             if cfg.profile and device == "cpu":
@@ -171,9 +202,15 @@ def bench_one(cfg: BenchConfig, sparsity, devices) -> dict:
                 for name, ops in row["profile_ms"].items():
                     print(f"  {name:>10}: " + ", ".join(f"{k} {v:.0f}" for k, v in ops.items()))
             run["timings"].append(row)
-            print(f"{device:>4} batch {batch:>3}: dense {t['dense'].median_ms:8.1f} ms, compressed {t['compressed'].median_ms:8.1f} ms"
-                  f" -> {row['speedup_compressed']:.2f}x (FLOP ceiling {size.flop_speedup_ceiling:.2f}x)"
-                  + (f"; gated in place {t['gated'].median_ms:8.1f} ms ({row['speedup_gated']:.2f}x)" if "gated" in t else ""))
+            print(
+                f"{device:>4} batch {batch:>3}: dense {t['dense'].median_ms:8.1f} ms, compressed {t['compressed'].median_ms:8.1f} ms"
+                f" -> {row['speedup_compressed']:.2f}x (FLOP ceiling {size.flop_speedup_ceiling:.2f}x)"
+                + (
+                    f"; gated in place {t['gated'].median_ms:8.1f} ms ({row['speedup_gated']:.2f}x)"
+                    if "gated" in t
+                    else ""
+                )
+            )
     for m in (dense, gated, small):
         m.to("cpu")
     return run
@@ -184,6 +221,7 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     import json
 
     import matplotlib.pyplot as plt
+
     files = sorted(study_results("bench", results_dir).glob("latency_*.json"))
     if not files:
         return []
@@ -206,22 +244,35 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     cx, cy = zip(*sorted(set(ceiling) | {(0.0, 1.0)}))  # no removal: no speedup
     ax.plot(cx, cy, "k--", marker="_", label="FLOP ratio (ceiling)")
-    colors = {k: f"C{i}" for i, k in enumerate(sorted({k.split(" (")[0] for k in series}))}  # one colour per device/batch
+    colors = {
+        k: f"C{i}" for i, k in enumerate(sorted({k.split(" (")[0] for k in series}))
+    }  # one colour per device/batch
     for key, pts in sorted(series.items()):
         pts.sort()
         xs, ys, lo, hi, gated = zip(*pts)
         err = [[y - l for y, l in zip(ys, lo)], [h - y for y, h in zip(ys, hi)]]
         color, marker = colors[key.split(" (")[0]], "s" if "unstructured" in key else "o"
-        ax.errorbar(xs, ys, yerr=err, marker=marker, capsize=3, color=color, mfc="none" if marker == "s" else color,
-                    label=f"compressed, {key}")
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=err,
+            marker=marker,
+            capsize=3,
+            color=color,
+            mfc="none" if marker == "s" else color,
+            label=f"compressed, {key}",
+        )
         if all(g is not None for g in gated):
             ax.plot(xs, gated, marker="x", ls=":", color=color, alpha=0.6, label=f"gates in place, {key}")
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xlim(0, max(cx) + 0.05)
     ax.set_xlabel("fraction of encoder linear weights removed")
     ax.set_ylabel("speedup over dense (median latency ratio)")
-    ax.set_title(f"MiniLM inference speedup after compression\n(seq 128, {', '.join(str(t) for t in sorted(threads))} CPU threads; "
-                 "bars: quartiles)", fontsize=10)
+    ax.set_title(
+        f"MiniLM inference speedup after compression\n(seq 128, {', '.join(str(t) for t in sorted(threads))} CPU threads; "
+        "bars: quartiles)",
+        fontsize=10,
+    )
     ax.legend(fontsize=7)
     fig.tight_layout()
     out = Path(figures_dir) / "bench_speedup.png"
@@ -249,9 +300,16 @@ def run(cfg: BenchConfig) -> Path:
     runs = [bench_one(cfg, s, devices) for s in settings]
     source = Path(cfg.checkpoint).stem if cfg.checkpoint else "s" + "-".join(f"{round(100 * s)}" for s in cfg.sparsity)
     config = {f.name: _recorded(getattr(cfg, f.name)) for f in fields(cfg)}
-    out = {**provenance(config, cfg.seed, "cuda" if has_gpu and cfg.device != "cpu" else "cpu"),
-           "gpu": gpu_note, "runs": runs}
-    tag = "_".join(d for d, _ in devices) + ("_unstructured" if cfg.unstructured else "") + ("_profile" if cfg.profile else "")
+    out = {
+        **provenance(config, cfg.seed, "cuda" if has_gpu and cfg.device != "cpu" else "cpu"),
+        "gpu": gpu_note,
+        "runs": runs,
+    }
+    tag = (
+        "_".join(d for d, _ in devices)
+        + ("_unstructured" if cfg.unstructured else "")
+        + ("_profile" if cfg.profile else "")
+    )
     path = write_json(Path(cfg.out) / f"latency_{tag}_{source}.json", out)
     print(f"wrote {path}")
     return path
@@ -263,21 +321,41 @@ def _recorded(value):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.bench", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default=None, help="model name or local folder (default: the offline all-MiniLM-L6-v2)")
-    ap.add_argument("--checkpoint", type=Path, default=None, help="gated checkpoint from gatecore.save_trainable (overrides --sparsity)")
-    ap.add_argument("--num-labels", type=int, default=2, help="classes of the checkpoint's task head (default 2; 1 = regression)")
-    ap.add_argument("--sparsity", type=float, nargs="+", default=SPARSITIES, help=f"synthetic removed fractions (default {SPARSITIES})")
+    ap.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="gated checkpoint from gatecore.save_trainable (overrides --sparsity)",
+    )
+    ap.add_argument(
+        "--num-labels", type=int, default=2, help="classes of the checkpoint's task head (default 2; 1 = regression)"
+    )
+    ap.add_argument(
+        "--sparsity",
+        type=float,
+        nargs="+",
+        default=SPARSITIES,
+        help=f"synthetic removed fractions (default {SPARSITIES})",
+    )
     ap.add_argument("--unstructured", action="store_true", help="close gates independently instead of whole structures")
-    ap.add_argument("--batch", type=int, nargs="+", default=None, help=f"batch sizes (default CPU {CPU_BATCHES}, GPU {GPU_BATCHES})")
+    ap.add_argument(
+        "--batch", type=int, nargs="+", default=None, help=f"batch sizes (default CPU {CPU_BATCHES}, GPU {GPU_BATCHES})"
+    )
     ap.add_argument("--seq", type=int, default=SEQ, help=f"sequence length (default {SEQ})")
     ap.add_argument("--repeats", type=int, default=REPEATS, help=f"timed forwards per model (default {REPEATS})")
     ap.add_argument("--warmup", type=int, default=WARMUP, help=f"untimed forwards first (default {WARMUP})")
     ap.add_argument("--threads", type=int, default=THREADS, help=f"torch CPU threads (default {THREADS})")
-    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CPU, plus the GPU when one is present")
+    ap.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CPU, plus the GPU when one is present"
+    )
     ap.add_argument("--no-gated", action="store_true", help="skip timing the model with gates still in place")
-    ap.add_argument("--profile", action="store_true", help="also record where a CPU forward spends its time (torch.profiler)")
+    ap.add_argument(
+        "--profile", action="store_true", help="also record where a CPU forward spends its time (torch.profiler)"
+    )
     ap.add_argument("--seed", type=int, default=SEED, help=f"seed of the synthetic pattern (default {SEED})")
     ap.add_argument("--out", type=Path, default=study_results("bench"), help="output folder (default results/bench/)")
     args = ap.parse_args(argv)

@@ -16,6 +16,7 @@ rerun (processes may run different tasks side by side: each reads the file back 
 and each task records its own command and provenance, plus the process's peak RSS (run one task per
 process for a per-task peak). Writes results/bench/model_steps_<model>.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,11 +47,15 @@ REMOVED = 0.3  # the penalty's target: what the runner asks by default (keep 0.7
 
 def method_model(name: str, method: str, num_labels: int):
     """(model in train mode, tokenizer, AdamW) for `method`, built as the finetuning runner builds it."""
-    cfg = dict(model=name, method=method, seed=SEED, sigma=SIGMA, reg_sigma=REG_SIGMA, bias=True, lora_r=8, lora_alpha=16)
+    cfg = dict(
+        model=name, method=method, seed=SEED, sigma=SIGMA, reg_sigma=REG_SIGMA, bias=True, lora_r=8, lora_alpha=16
+    )
     model, tok = build_model(cfg, num_labels)
     lr = LR_GRID[method][0]
-    opt = torch.optim.AdamW(param_groups(model, lr, None if method == "head" else HEAD_LR,
-                                         GATE_LR[0] if method in GATE_METHODS else None), weight_decay=0.0)
+    opt = torch.optim.AdamW(
+        param_groups(model, lr, None if method == "head" else HEAD_LR, GATE_LR[0] if method in GATE_METHODS else None),
+        weight_decay=0.0,
+    )
     return model.train(), tok, opt
 
 
@@ -75,9 +80,17 @@ def bench_method(task, method: str, batches: list, enc: dict) -> dict:
                 cpu[n].append(time.process_time() - c)
                 tokens[n].append(inputs["input_ids"].numel())
     base, other = names
-    out = {n: {"cpu_s": statistics.fmean(cpu[n]), "wall_s": statistics.fmean(wall[n]), "cpu_s_all": cpu[n],
-               "wall_s_all": wall[n], "tokens_per_batch": statistics.fmean(tokens[n]),
-               "trainable": gatecore.count_parameters(built[n][0]).as_dict()} for n in names}
+    out = {
+        n: {
+            "cpu_s": statistics.fmean(cpu[n]),
+            "wall_s": statistics.fmean(wall[n]),
+            "cpu_s_all": cpu[n],
+            "wall_s_all": wall[n],
+            "tokens_per_batch": statistics.fmean(tokens[n]),
+            "trainable": gatecore.count_parameters(built[n][0]).as_dict(),
+        }
+        for n in names
+    }
     out["ratio_cpu"] = out[other]["cpu_s"] / out[base]["cpu_s"]
     out["ratio_wall"] = out[other]["wall_s"] / out[base]["wall_s"]
     del built
@@ -95,8 +108,11 @@ def bench_task(name: str, args) -> dict:
     res = {"n_train": len(lengths), "methods": {}, **provenance(chunk_config(args), SEED, "cpu")}
     for method in args.methods:
         r = res["methods"][method] = bench_method(task, method, batches, enc)
-        print(f"{name:<6} {method:<11} {r[gatecore.OFFLINE_MODEL]['cpu_s']:>8.2f}s {r[args.model]['cpu_s']:>8.2f}s "
-              f"{r['ratio_cpu']:>6.2f}x {r['ratio_wall']:>6.2f}x {r[args.model]['tokens_per_batch']:>7.0f}", flush=True)
+        print(
+            f"{name:<6} {method:<11} {r[gatecore.OFFLINE_MODEL]['cpu_s']:>8.2f}s {r[args.model]['cpu_s']:>8.2f}s "
+            f"{r['ratio_cpu']:>6.2f}x {r['ratio_wall']:>6.2f}x {r[args.model]['tokens_per_batch']:>7.0f}",
+            flush=True,
+        )
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return res
 
@@ -109,9 +125,19 @@ def kept_tasks(out: Path, args) -> dict:
 
 
 def chunk_config(args) -> dict:
-    return {"model": args.model, "methods": list(args.methods), "batch": args.batch, "steps": args.steps,
-            "max_len": MAX_LEN, "warmup": WARMUP, "pool": POOL, "threads": 1, "pooling": "mean",
-            "gate_penalty": f"{OBJECTIVE}, target {REMOVED}", "baseline": gatecore.OFFLINE_MODEL}
+    return {
+        "model": args.model,
+        "methods": list(args.methods),
+        "batch": args.batch,
+        "steps": args.steps,
+        "max_len": MAX_LEN,
+        "warmup": WARMUP,
+        "pool": POOL,
+        "threads": 1,
+        "pooling": "mean",
+        "gate_penalty": f"{OBJECTIVE}, target {REMOVED}",
+        "baseline": gatecore.OFFLINE_MODEL,
+    }
 
 
 def write(out, args, tasks: dict) -> dict:
@@ -119,8 +145,14 @@ def write(out, args, tasks: dict) -> dict:
     tasks are read back first), the median ratio per method over them."""
     tasks.update({t: r for t, r in kept_tasks(out, args).items() if t not in tasks})
     ratios = {m: statistics.median(t["methods"][m]["ratio_cpu"] for t in tasks.values()) for m in args.methods}
-    write_json(out, {**provenance({**chunk_config(args), "tasks": list(tasks)}, SEED, "cpu"),
-                     "median_ratio_cpu": ratios, "tasks": tasks})
+    write_json(
+        out,
+        {
+            **provenance({**chunk_config(args), "tasks": list(tasks)}, SEED, "cpu"),
+            "median_ratio_cpu": ratios,
+            "tasks": tasks,
+        },
+    )
     return ratios
 
 
@@ -130,7 +162,9 @@ def main(argv=None) -> int:
     ap.add_argument("--tasks", nargs="+", default=list(GLUE_TASKS), help="GLUE tasks (default: %(default)s)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods (default: all)")
     ap.add_argument("--batch", type=int, default=BATCH, help="batch size (default: %(default)s)")
-    ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per model, method and task (default: %(default)s)")
+    ap.add_argument(
+        "--steps", type=int, default=STEPS, help="timed steps per model, method and task (default: %(default)s)"
+    )
     ap.add_argument("--glue-dir", help="GLUE folder (default: analysis.data's)")
     ap.add_argument("--out", help="results file (default: results/bench/model_steps_<model>.json)")
     args = ap.parse_args(argv)
@@ -142,7 +176,9 @@ def main(argv=None) -> int:
         ap.error(str(e))
     torch.set_num_threads(1)
     out = Path(args.out or study_results("bench") / f"model_steps_{Path(args.model).name}.json")
-    print(f"{'task':<6} {'method':<11} {'MiniLM':>9} {'model':>9} {'cpu':>7} {'wall':>7} {'tokens':>7}  (s per step, 1 thread)")
+    print(
+        f"{'task':<6} {'method':<11} {'MiniLM':>9} {'model':>9} {'cpu':>7} {'wall':>7} {'tokens':>7}  (s per step, 1 thread)"
+    )
     tasks = kept_tasks(out, args)
     for t in args.tasks:
         if t in tasks:

@@ -15,6 +15,7 @@ same round and runtime; reported: the median over rounds and its quartiles, next
 (dense / compressed FLOPs of that layout). Writes results/bench/runtimes_<tag>.json; needs the optional
 ONNX packages (`make onnx`). docs/design.md §3, §5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,30 +35,35 @@ from analysis.constants import study_results
 from analysis.provenance import provenance, small_mode, write_json
 from gatecore.onnx_export import export_onnx, onnx_logits, onnx_session, require
 
-SPARSITIES = (0.2, 0.3, 0.4)   # fraction of the gated weights removed (the request)
+SPARSITIES = (0.2, 0.3, 0.4)  # fraction of the gated weights removed (the request)
 BATCHES = (1, 32)
-THREADS = (1, 0)               # 0: all cores
+THREADS = (1, 0)  # 0: all cores
 SEQ = 128
-REPEATS = {1: 20, 32: 5}       # rounds per batch size (batch 32 costs ~30x batch 1)
+REPEATS = {1: 20, 32: 5}  # rounds per batch size (batch 32 costs ~30x batch 1)
 WARMUP = 1
 SEED = 0
 LAYOUTS = ("inner", "hidden")
-SENTENCES = ["a gripping, beautifully acted film .", "the plot is thin and the jokes fall flat",
-             "an hour and a half of my life i will not get back", "it 's a charming and often affecting journey ."]
+SENTENCES = [
+    "a gripping, beautifully acted film .",
+    "the plot is thin and the jokes fall flat",
+    "an hour and a half of my life i will not get back",
+    "it 's a charming and often affecting journey .",
+]
 
 
 @dataclass(frozen=True)
 class RuntimesConfig:
     """One benchmark run; see the CLI help for each field."""
-    model: str | None = None       # None: the offline all-MiniLM-L6-v2
+
+    model: str | None = None  # None: the offline all-MiniLM-L6-v2
     sparsity: tuple = SPARSITIES
     batch: tuple = BATCHES
     threads: tuple = THREADS
     seq: int = SEQ
-    repeats: int | None = None     # None: REPEATS per batch size
+    repeats: int | None = None  # None: REPEATS per batch size
     warmup: int = WARMUP
     seed: int = SEED
-    note: str = ""                 # recorded as is, e.g. "machine shared with a training run"
+    note: str = ""  # recorded as is, e.g. "machine shared with a training run"
     out: Path = study_results("bench")
 
 
@@ -80,16 +86,24 @@ def build_models(cfg: RuntimesConfig, folder: Path) -> tuple[dict, dict, dict]:
             name = f"{layout}_{round(100 * s)}"
             models[name] = gatecore.compress(copy.deepcopy(gated), layout=layout)
             size = gatecore.size_report(dense, models[name], seq=cfg.seq)
-            records[name] = {"sparsity_asked": s, "removed_got": report.removed_fraction, "layout": layout,
-                             "size": size.as_dict(), "max_abs_diff_vs_gated": _max_diff(models[name], gated, real)}
+            records[name] = {
+                "sparsity_asked": s,
+                "removed_got": report.removed_fraction,
+                "layout": layout,
+                "size": size.as_dict(),
+                "max_abs_diff_vs_gated": _max_diff(models[name], gated, real),
+            }
     for name, m in models.items():
         t = time.perf_counter()
         paths[name] = export_onnx(m, folder / f"{name}.onnx")
         with torch.no_grad():
             ref = m(**real).logits
         diff = (onnx_logits(onnx_session(paths[name], 1), real["input_ids"], real["attention_mask"]) - ref).abs().max()
-        records.setdefault(name, {}).update(onnx_max_abs_diff_vs_torch=diff.item(), onnx_export_s=time.perf_counter() - t,
-                                            onnx_mb=paths[name].stat().st_size / 2 ** 20)
+        records.setdefault(name, {}).update(
+            onnx_max_abs_diff_vs_torch=diff.item(),
+            onnx_export_s=time.perf_counter() - t,
+            onnx_mb=paths[name].stat().st_size / 2**20,
+        )
         print(f"{name}: exported in {time.perf_counter() - t:.0f}s, ONNX vs PyTorch max |diff| {diff.item():.2e}")
     return models, paths, records
 
@@ -121,8 +135,12 @@ def time_cell(models: dict, sessions: dict, batch: int, seq: int, repeats: int, 
         if name != "dense":
             ratios = [d / t for d, t in zip(times[(rt, "dense")], ts)]
             q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-            row.update(speedup=statistics.median(ratios), speedup_q25=q[0], speedup_q75=q[2],
-                       speedup_of_medians=statistics.median(times[(rt, "dense")]) / statistics.median(ts))
+            row.update(
+                speedup=statistics.median(ratios),
+                speedup_q25=q[0],
+                speedup_q75=q[2],
+                speedup_of_medians=statistics.median(times[(rt, "dense")]) / statistics.median(ts),
+            )
         out.setdefault(rt, {})[name] = row
     return out
 
@@ -145,14 +163,32 @@ def run(cfg: RuntimesConfig) -> Path:
                 t = time.perf_counter()
                 cell = time_cell(models, sessions, batch, cfg.seq, reps, cfg.warmup)
                 cells.append({"threads": n_threads(threads), "batch": batch, "seq": cfg.seq, "repeats": reps, **cell})
-                print(f"threads {n_threads(threads)}, batch {batch} ({time.perf_counter() - t:.0f}s): " + "; ".join(
-                    f"{rt} {n} {r['speedup']:.2f}x" for rt in ("eager", "onnx") for n, r in cell[rt].items() if n != "dense"))
+                print(
+                    f"threads {n_threads(threads)}, batch {batch} ({time.perf_counter() - t:.0f}s): "
+                    + "; ".join(
+                        f"{rt} {n} {r['speedup']:.2f}x"
+                        for rt in ("eager", "onnx")
+                        for n, r in cell[rt].items()
+                        if n != "dense"
+                    )
+                )
             del sessions
     config = {f.name: _recorded(getattr(cfg, f.name)) for f in fields(cfg)}
-    out = {**provenance(config, cfg.seed, "cpu"), "cpu_count": os.cpu_count(), "models": records, "cells": cells,
-           "onnxruntime": _version("onnxruntime"), "onnx": _version("onnx"), "onnxscript": _version("onnxscript")}
-    tag = ("s" + "-".join(f"{round(100 * s)}" for s in cfg.sparsity)
-           + "_t" + "-".join(str(t) if t > 0 else "all" for t in cfg.threads))
+    out = {
+        **provenance(config, cfg.seed, "cpu"),
+        "cpu_count": os.cpu_count(),
+        "models": records,
+        "cells": cells,
+        "onnxruntime": _version("onnxruntime"),
+        "onnx": _version("onnx"),
+        "onnxscript": _version("onnxscript"),
+    }
+    tag = (
+        "s"
+        + "-".join(f"{round(100 * s)}" for s in cfg.sparsity)
+        + "_t"
+        + "-".join(str(t) if t > 0 else "all" for t in cfg.threads)
+    )
     path = write_json(Path(cfg.out) / f"runtimes_{tag}.json", out)
     print(f"wrote {path}")
     return path
@@ -163,6 +199,7 @@ def load_results(results_dir) -> tuple[dict, dict, set]:
     import json
 
     from analysis.provenance import warn_if_dirty
+
     cells, records, notes = {}, {}, set()
     for f in sorted(study_results("bench", results_dir).glob("runtimes_*.json")):
         d = json.loads(f.read_text())
@@ -179,17 +216,27 @@ def load_results(results_dir) -> tuple[dict, dict, set]:
 def summary_table(results_dir) -> str:
     """Markdown: speedup (median of per-round ratios) per runtime, threads, batch and layout, with the FLOP ceilings."""
     cells, records, _ = load_results(results_dir)
-    names = {layout: sorted((n for n in records if n.startswith(layout + "_")), key=lambda n: records[n]["sparsity_asked"])
-             for layout in LAYOUTS}
+    names = {
+        layout: sorted((n for n in records if n.startswith(layout + "_")), key=lambda n: records[n]["sparsity_asked"])
+        for layout in LAYOUTS
+    }
     fracs = [f"{records[n]['sparsity_asked']:.0%}" for n in names["inner"]]
-    lines = ["| runtime | threads | batch | " + " | ".join(f"{lay} {f}" for lay in LAYOUTS for f in fracs) + " |",
-             "|---|---|---|" + "---|" * (len(LAYOUTS) * len(fracs))]
+    lines = [
+        "| runtime | threads | batch | " + " | ".join(f"{lay} {f}" for lay in LAYOUTS for f in fracs) + " |",
+        "|---|---|---|" + "---|" * (len(LAYOUTS) * len(fracs)),
+    ]
     for (t, b), cell in sorted(cells.items()):
         for rt in ("eager", "onnx"):
-            lines.append(f"| {'eager PyTorch' if rt == 'eager' else 'ONNX Runtime'} | {t} | {b} | " + " | ".join(
-                f"{cell[rt][n]['speedup']:.2f}x" for lay in LAYOUTS for n in names[lay]) + " |")
-    lines.append("| FLOP ceiling | | | " + " | ".join(
-        f"{records[n]['size'][lay]['flop_speedup_ceiling']:.2f}x" for lay in LAYOUTS for n in names[lay]) + " |")
+            lines.append(
+                f"| {'eager PyTorch' if rt == 'eager' else 'ONNX Runtime'} | {t} | {b} | "
+                + " | ".join(f"{cell[rt][n]['speedup']:.2f}x" for lay in LAYOUTS for n in names[lay])
+                + " |"
+            )
+    lines.append(
+        "| FLOP ceiling | | | "
+        + " | ".join(f"{records[n]['size'][lay]['flop_speedup_ceiling']:.2f}x" for lay in LAYOUTS for n in names[lay])
+        + " |"
+    )
     return "\n".join(lines)
 
 
@@ -197,29 +244,53 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     """Speedup vs removed fraction, eager and ONNX Runtime, both layouts, with each layout's FLOP ceiling:
     one panel per (threads, batch), from results/bench/runtimes_*.json only."""
     import matplotlib.pyplot as plt
+
     cells, records, notes = load_results(results_dir)
     if not cells:
         return []
     keys = sorted(cells)
     threads, batches = sorted({t for t, _ in keys}), sorted({b for _, b in keys})
-    fig, axes = plt.subplots(len(threads), len(batches), figsize=(4.2 * len(batches), 3.4 * len(threads)),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(threads), len(batches), figsize=(4.2 * len(batches), 3.4 * len(threads)), squeeze=False, sharex=True
+    )
     style = {"inner": "-", "hidden": "--"}
     for (t, b), cell in cells.items():
         ax = axes[threads.index(t)][batches.index(b)]
         for layout in LAYOUTS:
-            names = sorted((n for n in records if n.startswith(layout + "_")), key=lambda n: records[n]["sparsity_asked"])
+            names = sorted(
+                (n for n in records if n.startswith(layout + "_")), key=lambda n: records[n]["sparsity_asked"]
+            )
             xs = [records[n]["sparsity_asked"] for n in names]
-            ax.plot(xs, [records[n]["size"][layout]["flop_speedup_ceiling"] for n in names], color="k", ls=style[layout],
-                    lw=0.9, alpha=0.6, label=f"FLOP ceiling, {layout}")
+            ax.plot(
+                xs,
+                [records[n]["size"][layout]["flop_speedup_ceiling"] for n in names],
+                color="k",
+                ls=style[layout],
+                lw=0.9,
+                alpha=0.6,
+                label=f"FLOP ceiling, {layout}",
+            )
             for rt, color in (("eager", "C0"), ("onnx", "C1")):
                 rows = [cell[rt][n] for n in names]
                 ys = [r["speedup"] for r in rows]
-                err = [[y - r["speedup_q25"] for y, r in zip(ys, rows)], [r["speedup_q75"] - y for y, r in zip(ys, rows)]]
-                ax.errorbar(xs, ys, yerr=err, color=color, ls=style[layout], marker="o" if layout == "inner" else "s",
-                            capsize=2, label=f"{'eager PyTorch' if rt == 'eager' else 'ONNX Runtime'}, {layout}")
+                err = [
+                    [y - r["speedup_q25"] for y, r in zip(ys, rows)],
+                    [r["speedup_q75"] - y for y, r in zip(ys, rows)],
+                ]
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=err,
+                    color=color,
+                    ls=style[layout],
+                    marker="o" if layout == "inner" else "s",
+                    capsize=2,
+                    label=f"{'eager PyTorch' if rt == 'eager' else 'ONNX Runtime'}, {layout}",
+                )
         ax.axhline(1.0, color="grey", lw=0.6)
-        ax.set_title(f"{t} thread{'s' if t > 1 else ''}, batch {b}, seq {cell['seq']} ({cell['repeats']} rounds)", fontsize=9)
+        ax.set_title(
+            f"{t} thread{'s' if t > 1 else ''}, batch {b}, seq {cell['seq']} ({cell['repeats']} rounds)", fontsize=9
+        )
         ax.set_xlabel("fraction of the gated weights removed")
         ax.set_ylabel("speedup over dense")
     for t in threads:
@@ -230,9 +301,11 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
                 ax.text(0.5, 0.5, f"{t} threads, batch {b}: not run", ha="center", transform=ax.transAxes)
     axes[0][0].legend(fontsize=6)
     shared = any("shared" in n for n in notes)
-    fig.suptitle("MiniLM, dense / compressed latency (median of per-round ratios, bars: quartiles)"
-                 + ("\nmeasured on a shared machine: see the notes in results/bench/runtimes_*.json" if shared else ""),
-                 fontsize=8)
+    fig.suptitle(
+        "MiniLM, dense / compressed latency (median of per-round ratios, bars: quartiles)"
+        + ("\nmeasured on a shared machine: see the notes in results/bench/runtimes_*.json" if shared else ""),
+        fontsize=8,
+    )
     fig.tight_layout()
     out = Path(figures_dir) / "bench_runtimes.png"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -243,6 +316,7 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
 
 def _version(module: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version(module)
     except PackageNotFoundError:
@@ -254,12 +328,19 @@ def _recorded(value):
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.bench.runtimes", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.bench.runtimes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--model", default=None, help="model name or local folder (default: the offline all-MiniLM-L6-v2)")
-    ap.add_argument("--sparsity", type=float, nargs="+", default=list(SPARSITIES), help="fractions of the gated weights removed")
+    ap.add_argument(
+        "--sparsity", type=float, nargs="+", default=list(SPARSITIES), help="fractions of the gated weights removed"
+    )
     ap.add_argument("--batch", type=int, nargs="+", default=list(BATCHES), help="batch sizes")
-    ap.add_argument("--threads", type=int, nargs="+", default=list(THREADS), help="CPU threads per runtime (0: all cores)")
+    ap.add_argument(
+        "--threads", type=int, nargs="+", default=list(THREADS), help="CPU threads per runtime (0: all cores)"
+    )
     ap.add_argument("--seq", type=int, default=SEQ, help="sequence length")
     ap.add_argument("--repeats", type=int, default=None, help=f"rounds per cell (default {REPEATS} by batch size)")
     ap.add_argument("--warmup", type=int, default=WARMUP, help="untimed rounds first")
@@ -267,9 +348,14 @@ def main(argv=None) -> int:
     ap.add_argument("--note", default="", help="recorded as is (e.g. that the machine was shared)")
     ap.add_argument("--out", type=Path, default=study_results("bench"), help="output folder (default results/bench/)")
     args = ap.parse_args(argv)
-    bad = ([f"--sparsity {s}" for s in args.sparsity if not 0 <= s < 1] + [f"--batch {b}" for b in args.batch if b < 1]
-           + [f"--threads {t}" for t in args.threads if t < 0] + (["--seq"] if args.seq < 2 else [])
-           + (["--repeats"] if args.repeats is not None and args.repeats < 1 else []) + (["--warmup"] if args.warmup < 0 else []))
+    bad = (
+        [f"--sparsity {s}" for s in args.sparsity if not 0 <= s < 1]
+        + [f"--batch {b}" for b in args.batch if b < 1]
+        + [f"--threads {t}" for t in args.threads if t < 0]
+        + (["--seq"] if args.seq < 2 else [])
+        + (["--repeats"] if args.repeats is not None and args.repeats < 1 else [])
+        + (["--warmup"] if args.warmup < 0 else [])
+    )
     if bad:
         ap.error("out of range: " + ", ".join(bad))
     try:

@@ -8,6 +8,7 @@ parameters, encoder-linear weights and FLOPs removed in the inner layout (compre
 hidden layout (docs/design.md §3). Rows: every trained gates-all checkpoint in results/hessian/checkpoints
 (~30% asked), and synthetic patterns (structured; spread over both widths, `hidden=True`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,12 @@ class SizesConfig:
 def row(dense, gated, source: str, seq: int) -> dict:
     rep = gatecore.gate_report(gated)
     size = gatecore.size_report(dense, gatecore.compress(copy.deepcopy(gated)), seq=seq)
-    return {"source": source, "removed_asked_got": rep.removed_fraction,
-            **{layout: size.removed(layout) for layout in ("inner", "hidden")}, "size": size.as_dict()}
+    return {
+        "source": source,
+        "removed_asked_got": rep.removed_fraction,
+        **{layout: size.removed(layout) for layout in ("inner", "hidden")},
+        "size": size.as_dict(),
+    }
 
 
 def run(cfg: SizesConfig) -> Path:
@@ -59,17 +64,25 @@ def run(cfg: SizesConfig) -> Path:
             kind = "spread over both widths" if hidden else "structured"
             rows.append(row(dense, gated, f"synthetic {kind} {s}", cfg.seq))
     for r in rows:
-        print(f"{r['source']:<45} asked/got {r['removed_asked_got']:.3f}  " + "  ".join(
-            f"{layout}: params {r[layout]['params_removed']:.3f} linear {r[layout]['encoder_linear_removed']:.3f} "
-            f"FLOPs {r[layout]['flops_removed']:.3f}" for layout in ("inner", "hidden")))
-    config = {f.name: str(getattr(cfg, f.name)) if isinstance(getattr(cfg, f.name), Path) else getattr(cfg, f.name)
-              for f in fields(cfg)}
+        print(
+            f"{r['source']:<45} asked/got {r['removed_asked_got']:.3f}  "
+            + "  ".join(
+                f"{layout}: params {r[layout]['params_removed']:.3f} linear {r[layout]['encoder_linear_removed']:.3f} "
+                f"FLOPs {r[layout]['flops_removed']:.3f}"
+                for layout in ("inner", "hidden")
+            )
+        )
+    config = {
+        f.name: str(getattr(cfg, f.name)) if isinstance(getattr(cfg, f.name), Path) else getattr(cfg, f.name)
+        for f in fields(cfg)
+    }
     return write_json(cfg.out, {**provenance(config, cfg.seed, "cpu"), "rows": rows})
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.bench.sizes", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.bench.sizes", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_options(ap, SizesConfig, items={"sparsity": float})
     cfg = from_args(SizesConfig, ap.parse_args(argv))
     if not cfg.checkpoints.is_dir():

@@ -22,6 +22,7 @@ for backward (deduplicated by storage), plus gradients and AdamW state of the tr
 during one step above what was allocated before it, plus the optimizer state.
 Writes results/bench/train_cost.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,12 @@ def build(setting: str, device: str = "cpu", seed: int = 0):
     if setting not in ("gates", "gates_qv", "lora", "lora_all", "bias", "full"):
         raise ValueError(f"setting must be one of {list(SETTINGS)}, got {setting!r}")
     everything = gatecore.families.gate_targets(model)  # the six matrices gates cover by default
-    gatecore.setup_method(model, setting.split("_")[0], gate_targets=QV if setting == "gates_qv" else None,
-                          lora_targets=everything if setting == "lora_all" else None)
+    gatecore.setup_method(
+        model,
+        setting.split("_")[0],
+        gate_targets=QV if setting == "gates_qv" else None,
+        lora_targets=everything if setting == "lora_all" else None,
+    )
     model.to(device).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     return model, opt
@@ -79,8 +84,9 @@ def make_batch(model, batch: int, seq: int, device: str = "cpu", seed: int = 0):
 
 def step(model, opt, inputs, labels, setting):
     objective = Objective(0.1, "target", target=0.3) if setting.startswith("gates") else None
-    train_step(model, inputs, lambda m, b: torch.nn.functional.cross_entropy(m(**b).logits, labels), opt,
-               objective=objective)
+    train_step(
+        model, inputs, lambda m, b: torch.nn.functional.cross_entropy(m(**b).logits, labels), opt, objective=objective
+    )
 
 
 def _sync(device: str) -> None:
@@ -96,6 +102,7 @@ def training_memory(model, opt, inputs, labels) -> dict:
         st = t.untyped_storage()
         seen[st.data_ptr()] = max(seen.get(st.data_ptr(), 0), st.nbytes())
         return t
+
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = torch.nn.functional.cross_entropy(model(**inputs).logits, labels)
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -105,8 +112,12 @@ def training_memory(model, opt, inputs, labels) -> dict:
     opt.zero_grad(set_to_none=True)
     state = sum(v.nbytes for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor))
     mb = 1 / 2**20
-    return {"saved_activations_mb": saved * mb, "grads_mb": grads * mb, "optimizer_state_mb": state * mb,
-            "total_mb": (saved + grads + state) * mb}
+    return {
+        "saved_activations_mb": saved * mb,
+        "grads_mb": grads * mb,
+        "optimizer_state_mb": state * mb,
+        "total_mb": (saved + grads + state) * mb,
+    }
 
 
 def cuda_peak_mb(model, opt, inputs, labels, setting, device) -> float:
@@ -125,9 +136,13 @@ def ratios(res: dict) -> dict:
     out = {}
     for name, (a, b, what) in COMPARISONS.items():
         if a in res and b in res:
-            r = {"gates_setting": a, "lora_setting": b, "what": what,
-                 "time": res[a]["step_ms_median"] / res[b]["step_ms_median"],
-                 "cpu_time": res[a]["cpu_ms_median"] / res[b]["cpu_ms_median"]}
+            r = {
+                "gates_setting": a,
+                "lora_setting": b,
+                "what": what,
+                "time": res[a]["step_ms_median"] / res[b]["step_ms_median"],
+                "cpu_time": res[a]["cpu_ms_median"] / res[b]["cpu_ms_median"],
+            }
             for key in ("memory", "cuda_peak_mb"):
                 if key in res[a]:
                     va, vb = (res[x][key]["total_mb"] if key == "memory" else res[x][key] for x in (a, b))
@@ -138,9 +153,13 @@ def ratios(res: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batches", nargs="+", type=int, default=list(BATCHES), help="sequences per step (default %(default)s)")
+    ap.add_argument(
+        "--batches", nargs="+", type=int, default=list(BATCHES), help="sequences per step (default %(default)s)"
+    )
     ap.add_argument("--seqs", nargs="+", type=int, default=list(SEQS), help="tokens per sequence (default %(default)s)")
-    ap.add_argument("--steps", type=int, default=STEPS, help="timed steps per setting per shape per round (default %(default)s)")
+    ap.add_argument(
+        "--steps", type=int, default=STEPS, help="timed steps per setting per shape per round (default %(default)s)"
+    )
     ap.add_argument("--repeats", type=int, default=REPEATS, help="interleaved rounds (default %(default)s)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: all)")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), help="settings to run")
@@ -175,27 +194,40 @@ def main(argv=None) -> int:
     for sh in shapes:
         res = {}
         for s, (model, opt) in setups.items():
-            res[s] = {"step_ms_median": statistics.median(wall[sh, s]), "step_ms_all": wall[sh, s],
-                      "cpu_ms_median": statistics.median(cpu[sh, s]), "cpu_ms_all": cpu[sh, s],
-                      "params": gatecore.count_parameters(model).as_dict()}
+            res[s] = {
+                "step_ms_median": statistics.median(wall[sh, s]),
+                "step_ms_all": wall[sh, s],
+                "cpu_ms_median": statistics.median(cpu[sh, s]),
+                "cpu_ms_all": cpu[sh, s],
+                "params": gatecore.count_parameters(model).as_dict(),
+            }
             if not args.no_memory:
                 res[s]["memory"] = training_memory(model, opt, *batches[sh])
             if dev.startswith("cuda"):
                 res[s]["cuda_peak_mb"] = cuda_peak_mb(model, opt, *batches[sh], s, dev)
         runs[f"{sh[0]}x{sh[1]}"] = {"batch": sh[0], "seq": sh[1], "results": res, "ratios": ratios(res)}
     cfg = {k: v for k, v in vars(args).items() if k != "out"}
-    write_json(args.out, {**provenance(cfg, seed=0, device=dev), "settings": SETTINGS,
-                          "comparisons": {k: {"gates_setting": a, "lora_setting": b, "what": w}
-                                          for k, (a, b, w) in COMPARISONS.items()},
-                          "runs": runs})
+    write_json(
+        args.out,
+        {
+            **provenance(cfg, seed=0, device=dev),
+            "settings": SETTINGS,
+            "comparisons": {
+                k: {"gates_setting": a, "lora_setting": b, "what": w} for k, (a, b, w) in COMPARISONS.items()
+            },
+            "runs": runs,
+        },
+    )
     print_table(runs, args.threads, dev)
     print(f"wrote {args.out}")
     return 0
 
 
 def print_table(runs: dict, threads: int, device: str) -> None:
-    print(f"\nMiniLM training step on {device}, {threads} threads; ratios = gates setting / LoRA setting "
-          "(wall time, CPU time, training memory)")
+    print(
+        f"\nMiniLM training step on {device}, {threads} threads; ratios = gates setting / LoRA setting "
+        "(wall time, CPU time, training memory)"
+    )
     for key, run in runs.items():
         print(f"\nbatch {run['batch']} x {run['seq']} tokens")
         for s, r in run["results"].items():
@@ -205,8 +237,10 @@ def print_table(runs: dict, threads: int, device: str) -> None:
         for name, q in run["ratios"].items():
             mem = f"  memory {q['memory']:.2f}x" if "memory" in q else ""
             peak = f"  cuda peak {q['cuda_peak_mb']:.2f}x" if "cuda_peak_mb" in q else ""
-            print(f"  {name:24s} {q['gates_setting']:>8s} / {q['lora_setting']:<8s} wall {q['time']:.2f}x  "
-                  f"cpu {q['cpu_time']:.2f}x{mem}{peak}")
+            print(
+                f"  {name:24s} {q['gates_setting']:>8s} / {q['lora_setting']:<8s} wall {q['time']:.2f}x  "
+                f"cpu {q['cpu_time']:.2f}x{mem}{peak}"
+            )
 
 
 if __name__ == "__main__":

@@ -3,19 +3,21 @@
 `ConvergenceConfig` is one setting of analysis/convergence/study.py; results files record it as a dict
 (`dataclasses.asdict`), under "config" and per sweep group.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from analysis.convergence.planted import KINDS
 
-LR = {"adam": 0.05, "sgd": 20.0}            # used when --lr / --lora-lr is 0
+LR = {"adam": 0.05, "sgd": 20.0}  # used when --lr / --lora-lr is 0
 LORA_LR = {"adam": 0.01, "sgd": 0.5}
 
 
 @dataclass(frozen=True)
 class ConvergenceConfig:
     """One setting of the study (the defaults, visible; HELP says what each is). Recorded as a dict."""
+
     problem: str = "linear"
     m: int = 32
     n: int = 32
@@ -49,19 +51,32 @@ class ConvergenceConfig:
 
 HELP = dict(
     problem=f"planted problem: {', '.join(KINDS)} (lowrank = the counter-case where LoRA is well specified)",
-    m="outputs of the gated matrix", n="inputs of the gated matrix", hidden="hidden units of the mlp teacher",
-    samples="data points N", rows_off="planted fraction of closed rows (mlp: hidden units)",
-    cols_off="planted fraction of closed columns (input features)", noise="label noise std",
-    rank="rank of the lowrank target change", methods="comma list of gates, lora",
-    seeds="seeds 0..S-1 (each a new problem, init and noise)", steps="optimizer steps",
-    evals="log-spaced steps at which F, grad F, recovery are measured", optimizer="adam or sgd",
-    lr=f"gate learning rate (0: {LR})", lora_lr=f"LoRA learning rate (0: {LORA_LR})",
+    m="outputs of the gated matrix",
+    n="inputs of the gated matrix",
+    hidden="hidden units of the mlp teacher",
+    samples="data points N",
+    rows_off="planted fraction of closed rows (mlp: hidden units)",
+    cols_off="planted fraction of closed columns (input features)",
+    noise="label noise std",
+    rank="rank of the lowrank target change",
+    methods="comma list of gates, lora",
+    seeds="seeds 0..S-1 (each a new problem, init and noise)",
+    steps="optimizer steps",
+    evals="log-spaced steps at which F, grad F, recovery are measured",
+    optimizer="adam or sgd",
+    lr=f"gate learning rate (0: {LR})",
+    lora_lr=f"LoRA learning rate (0: {LORA_LR})",
     batch="minibatch size (0: full batch; the gate noise is the only randomness)",
     grad="sampled: the library's process (fresh gate noise each step); exact: descent on F (mlp: CRN estimate)",
-    sigma="forward gate noise scale", reg_sigma="scale inside the regulariser's Phi (docs/design.md §1)",
-    lam="weight of the sparsity objective", objective="sparsity objective: target, l0 or params",
+    sigma="forward gate noise scale",
+    reg_sigma="scale inside the regulariser's Phi (docs/design.md §1)",
+    lam="weight of the sparsity objective",
+    objective="sparsity objective: target, l0 or params",
     target="target sparsity for target/params (<0: the planted fraction of closed gates / weights)",
-    init_mean="gate theta init mean (mu = tanh(theta))", init_std="gate theta init std",
-    lora_r="LoRA rank", lora_alpha="LoRA alpha", draws="Monte Carlo noise draws for F where no closed form",
+    init_mean="gate theta init mean (mu = tanh(theta))",
+    init_std="gate theta init std",
+    lora_r="LoRA rank",
+    lora_alpha="LoRA alpha",
+    draws="Monte Carlo noise draws for F where no closed form",
     polish_iters="L-BFGS iterations used to find F*",
 )

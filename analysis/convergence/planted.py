@@ -15,6 +15,7 @@ z = clamp(u + sigma*eps, 0, 1), u = mu + 0.5). Otherwise it is a Monte Carlo
 average over K common-random-number draws pushed through the library gate at
 once (`mc_losses`), with standard error std/sqrt(K).
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,11 +33,11 @@ KINDS = ("linear", "mlp", "lowrank")
 @dataclass
 class Problem:
     kind: str
-    X: torch.Tensor             # (N, n) inputs
-    Y: torch.Tensor             # (N, m) targets
-    teacher: nn.Module          # the frozen network the student starts from (no gates)
-    rows_off: torch.Tensor      # planted closed row gates of the gated layer (bool); all False for lowrank
-    cols_off: torch.Tensor      # planted closed column gates (bool)
+    X: torch.Tensor  # (N, n) inputs
+    Y: torch.Tensor  # (N, m) targets
+    teacher: nn.Module  # the frozen network the student starts from (no gates)
+    rows_off: torch.Tensor  # planted closed row gates of the gated layer (bool); all False for lowrank
+    cols_off: torch.Tensor  # planted closed column gates (bool)
     noise: float
 
     @property
@@ -54,9 +55,19 @@ def _planted_mask(n: int, frac: float, g: torch.Generator) -> torch.Tensor:
     return mask
 
 
-def make_problem(kind: str = "linear", m: int = 32, n: int = 32, hidden: int = 64, samples: int = 256,
-                 rows_off: float = 0.25, cols_off: float = 0.25, noise: float = 0.0, rank: int = 2,
-                 seed: int = 0, dtype=torch.float64) -> Problem:
+def make_problem(
+    kind: str = "linear",
+    m: int = 32,
+    n: int = 32,
+    hidden: int = 64,
+    samples: int = 256,
+    rows_off: float = 0.25,
+    cols_off: float = 0.25,
+    noise: float = 0.0,
+    rank: int = 2,
+    seed: int = 0,
+    dtype=torch.float64,
+) -> Problem:
     """A planted instance; W ~ N(0, 1/fan_in) so outputs are of order 1 and one column matters ~1/n."""
     if kind not in KINDS:
         raise ValueError(f"problem kind must be one of {KINDS}, got {kind!r}")
@@ -100,11 +111,13 @@ def _wrap_first(p: Problem, wrap) -> nn.Module:
     return layer
 
 
-def gated_student(p: Problem, sigma: float, reg_sigma: float | None, init_mean: float = 1.0,
-                  init_std: float = 0.1) -> nn.Module:
+def gated_student(
+    p: Problem, sigma: float, reg_sigma: float | None, init_mean: float = 1.0, init_std: float = 0.1
+) -> nn.Module:
     """The teacher with row and column gates on its first linear layer."""
-    return _wrap_first(p, lambda lin: GatedLinear(lin, sigma=sigma, reg_sigma=reg_sigma, init_mean=init_mean,
-                                                  init_std=init_std))
+    return _wrap_first(
+        p, lambda lin: GatedLinear(lin, sigma=sigma, reg_sigma=reg_sigma, init_mean=init_mean, init_std=init_std)
+    )
 
 
 def lora_student(p: Problem, r: int = 8, alpha: float = 16) -> nn.Module:
@@ -127,7 +140,7 @@ def censored_moments(u: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch
     Phi, phi = torch.special.ndtr, lambda t: torch.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)  # noqa: E731
     P, d, top = Phi(b) - Phi(a), phi(a) - phi(b), 1.0 - Phi(b)
     m1 = top + u * P + sigma * d
-    m2 = top + u * u * P + 2 * u * sigma * d + sigma ** 2 * (P + a * phi(a) - b * phi(b))
+    m2 = top + u * u * P + 2 * u * sigma * d + sigma**2 * (P + a * phi(a) - b * phi(b))
     return m1, m2
 
 
@@ -164,13 +177,16 @@ def mc_losses(student: nn.Module, X: torch.Tensor, Y: torch.Tensor, draws: int, 
     was = gl.training
     gl.train()
     try:
-        z_r, z_c = (gl.row_gate() if gl.row_gate is not None else 1.0), (gl.col_gate() if gl.col_gate is not None else 1.0)
+        z_r, z_c = (
+            (gl.row_gate() if gl.row_gate is not None else 1.0),
+            (gl.col_gate() if gl.col_gate is not None else 1.0),
+        )
     finally:
         for gate in gates:
             gate.fixed_eps = None
         gl.train(was)
     y = gl.base(X * z_c) * z_r  # (K, N, out)
-    for layer in (student[1:] if isinstance(student, nn.Sequential) else ()):
+    for layer in student[1:] if isinstance(student, nn.Sequential) else ():
         y = layer(y)
     return ((y - Y) ** 2).mean(dim=(1, 2))
 
@@ -178,10 +194,11 @@ def mc_losses(student: nn.Module, X: torch.Tensor, Y: torch.Tensor, draws: int, 
 @dataclass
 class ObjectiveSpec:
     """How F is defined: the sparsity objective and its weight; how E_eps is estimated."""
+
     lam: float = 0.0
     objective: str = "l0"
     target: float | None = None
-    draws: int = 256            # Monte Carlo draws where no closed form applies
+    draws: int = 256  # Monte Carlo draws where no closed form applies
     mc_seed: int = 12345
 
 
@@ -199,7 +216,9 @@ def expected_objective(student: nn.Module, p: Problem, spec: ObjectiveSpec) -> t
         losses = mc_losses(student, p.X, p.Y, spec.draws, spec.mc_seed)
         data, se = losses.mean(), float(losses.detach().std() / math.sqrt(spec.draws))
     if spec.lam:
-        data = data + spec.lam * sparsity_penalty(student, spec.objective, None if spec.objective == "l0" else spec.target)
+        data = data + spec.lam * sparsity_penalty(
+            student, spec.objective, None if spec.objective == "l0" else spec.target
+        )
     return data, se
 
 
@@ -212,6 +231,6 @@ def lora_optimum(p: Problem, r: int) -> float:
     if p.kind == "mlp":
         raise ValueError("lora_optimum has a closed form only for the linear teachers, not 'mlp'")
     R = p.Y - p.X @ p.gated.weight.T
-    D_t = torch.linalg.lstsq(p.X, R).solution           # (n, m)
-    V = torch.linalg.svd(p.X @ D_t, full_matrices=False).Vh[:r].T   # (m, r)
+    D_t = torch.linalg.lstsq(p.X, R).solution  # (n, m)
+    V = torch.linalg.svd(p.X @ D_t, full_matrices=False).Vh[:r].T  # (m, r)
     return float(((R - p.X @ D_t @ V @ V.T) ** 2).mean())

@@ -1,4 +1,5 @@
 """Figures of the gate-convergence study, drawn from results/convergence/*.json only."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,11 @@ def _load(results_dir: Path, name: str) -> dict | None:
 
 
 def _settings(cfg: dict) -> str:
-    return (f"{cfg['optimizer']} lr {cfg['lr'] or 'default'}, sigma {cfg['sigma']}, reg_sigma {cfg['reg_sigma']}, "
-            f"lam {cfg['lam']} ({cfg['objective']}), m=n={cfg['m']}x{cfg['n']}, N={cfg['samples']}, "
-            f"{cfg['seeds']} seeds")
+    return (
+        f"{cfg['optimizer']} lr {cfg['lr'] or 'default'}, sigma {cfg['sigma']}, reg_sigma {cfg['reg_sigma']}, "
+        f"lam {cfg['lam']} ({cfg['objective']}), m=n={cfg['m']}x{cfg['n']}, N={cfg['samples']}, "
+        f"{cfg['seeds']} seeds"
+    )
 
 
 def _band(ax, x, b, color, label):
@@ -44,6 +47,7 @@ def _save(fig, figures_dir: Path, name: str) -> Path:
 
 def gap_figure(runs: dict, figures_dir: Path) -> Path:
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), squeeze=False)
     for ax, (prob, res) in zip(axes[0], runs.items()):
         g = res["groups"][0]
@@ -53,18 +57,27 @@ def gap_figure(runs: dict, figures_dir: Path) -> Path:
         s = next(iter(g["methods"].values()))
         x, y0 = np.maximum(s["step"], 1).astype(float), s["gap"]["center"][0]
         ax.plot(x, y0 / x, "k:", lw=1, label="reference 1/t")
-        ax.plot(x, y0 / x ** 2, "k--", lw=1, label="reference 1/t^2")
-        ax.set(xscale="log", yscale="log", xlabel="step (step 0 drawn at 1)", ylabel="F - F*",
-               title=f"{prob}: objective gap F(theta_t) - F*", ylim=(1e-16, None))
+        ax.plot(x, y0 / x**2, "k--", lw=1, label="reference 1/t^2")
+        ax.set(
+            xscale="log",
+            yscale="log",
+            xlabel="step (step 0 drawn at 1)",
+            ylabel="F - F*",
+            title=f"{prob}: objective gap F(theta_t) - F*",
+            ylim=(1e-16, None),
+        )
         ax.legend(fontsize=7)
-    fig.suptitle("Expected objective gap, gates vs LoRA; " + _settings(next(iter(runs.values()))["groups"][0]["config"]),
-                 fontsize=9)
+    fig.suptitle(
+        "Expected objective gap, gates vs LoRA; " + _settings(next(iter(runs.values()))["groups"][0]["config"]),
+        fontsize=9,
+    )
     fig.tight_layout()
     return _save(fig, figures_dir, "convergence_gap.png")
 
 
 def grad_pl_figure(runs: dict, figures_dir: Path) -> Path:
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(2, len(runs), figsize=(5 * len(runs), 7), squeeze=False)
     for j, (prob, res) in enumerate(runs.items()):
         for m, s in res["groups"][0]["methods"].items():
@@ -72,8 +85,13 @@ def grad_pl_figure(runs: dict, figures_dir: Path) -> Path:
             _band(axes[0, j], x, s["grad_sq"], COLORS[m], m)
             _band(axes[1, j], x, s["pl_ratio"], COLORS[m], m)
         axes[0, j].set(xscale="log", yscale="log", ylabel="||grad F||^2", title=f"{prob}: squared gradient norm")
-        axes[1, j].set(xscale="log", yscale="log", xlabel="step", ylabel="||grad F||^2 / (2 (F - F*))",
-                       title=f"{prob}: empirical PL ratio (PL: bounded below)")
+        axes[1, j].set(
+            xscale="log",
+            yscale="log",
+            xlabel="step",
+            ylabel="||grad F||^2 / (2 (F - F*))",
+            title=f"{prob}: empirical PL ratio (PL: bounded below)",
+        )
         axes[0, j].legend(fontsize=8)
     fig.suptitle("Gradient norm and PL ratio along the path (geo-mean, min-max over seeds)", fontsize=10)
     fig.tight_layout()
@@ -82,6 +100,7 @@ def grad_pl_figure(runs: dict, figures_dir: Path) -> Path:
 
 def trajectory_figure(runs: dict, figures_dir: Path) -> Path:
     import matplotlib.pyplot as plt
+
     probs = [p for p, r in runs.items() if "gates" in r["groups"][0]["methods"] and p != "lowrank"]
     fig, axes = plt.subplots(2, len(probs), figsize=(5 * len(probs), 7), squeeze=False)
     for j, prob in enumerate(probs):
@@ -92,13 +111,22 @@ def trajectory_figure(runs: dict, figures_dir: Path) -> Path:
             axes[0, j].plot(x, vals[:, k], color="tab:red" if closed else "tab:green", alpha=0.7, lw=1)
         axes[0, j].plot([], [], color="tab:red", label="planted closed")
         axes[0, j].plot([], [], color="tab:green", label="planted open")
-        axes[0, j].set(xscale="log", ylabel="eval gate clamp(mu + 0.5, 0, 1)", ylim=(-0.05, 1.05),
-                       title=f"{prob}: gate trajectories (seed 0)")
+        axes[0, j].set(
+            xscale="log",
+            ylabel="eval gate clamp(mu + 0.5, 0, 1)",
+            ylim=(-0.05, 1.05),
+            title=f"{prob}: gate trajectories (seed 0)",
+        )
         axes[0, j].legend(fontsize=8)
         for k, c in (("binary", "k"), ("precision", "tab:purple"), ("recall", "tab:cyan")):
             _band(axes[1, j], x, s[k], c, k)
-        axes[1, j].set(xscale="log", xlabel="step", ylabel="fraction", ylim=(-0.05, 1.05),
-                       title=f"{prob}: binary gates and removed-support recovery")
+        axes[1, j].set(
+            xscale="log",
+            xlabel="step",
+            ylabel="fraction",
+            ylim=(-0.05, 1.05),
+            title=f"{prob}: binary gates and removed-support recovery",
+        )
         axes[1, j].legend(fontsize=8)
     fig.suptitle("Gates converge to 0/1; " + _settings(runs[probs[0]]["groups"][0]["config"]), fontsize=9)
     fig.tight_layout()
@@ -117,6 +145,7 @@ def _errbar(ax, x, v, color, label, center=np.nanmedian):
 def _sweep_grid(sweeps: dict, draw, ylabel: str, title: str, figures_dir: Path, name: str) -> Path:
     """One panel per sweep (2 rows); `draw(ax, groups, x)` plots one sweep."""
     import matplotlib.pyplot as plt
+
     cols = (len(sweeps) + 1) // 2
     base = next(iter(sweeps.values()))["config"]
     fig, axes = plt.subplots(2, cols, figsize=(3.6 * cols, 6.8), squeeze=False, sharey=True)
@@ -128,7 +157,7 @@ def _sweep_grid(sweeps: dict, draw, ylabel: str, title: str, figures_dir: Path, 
         ax.set_xlabel(res["sweep"])
         changed = {k: v for k, v in res["config"].items() if k not in (res["sweep"], "methods") and v != base[k]}
         ax.set_title(f"sweep {res['sweep']}" + "".join(f", {k}={v}" for k, v in changed.items()), fontsize=10)
-    for ax in axes.flat[len(sweeps):]:
+    for ax in axes.flat[len(sweeps) :]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel(ylabel)
@@ -136,8 +165,11 @@ def _sweep_grid(sweeps: dict, draw, ylabel: str, title: str, figures_dir: Path, 
     for ax in axes.flat:  # a legend on the first panel and wherever more curves appear
         if ax is axes[0, 0] or len(ax.get_legend_handles_labels()[0]) > n_first:
             ax.legend(fontsize=7)
-    fig.suptitle(f"{title}\nplanted {base['problem']} problem, {base['steps']} steps; other settings as in the "
-                 "panel title, else: " + _settings(base), fontsize=9)
+    fig.suptitle(
+        f"{title}\nplanted {base['problem']} problem, {base['steps']} steps; other settings as in the "
+        "panel title, else: " + _settings(base),
+        fontsize=9,
+    )
     fig.tight_layout()
     return _save(fig, figures_dir, name)
 
@@ -154,28 +186,46 @@ def _per_method(rate_key):
             _errbar(ax, x, v, COLORS[m], m)
         if rate_key == "lojasiewicz":
             ax.axhline(0.5, color="gray", ls=":", lw=1)
+
     return draw
 
 
 def sweep_figures(sweeps: dict, figures_dir: Path) -> list[Path]:
     return [
-        _sweep_grid(sweeps, _recovery, "final fraction (mean, min-max)",
-                    "Gates: removed-support precision / recall and binary fraction at the end", figures_dir,
-                    "convergence_recovery.png"),
-        _sweep_grid(sweeps, _per_method("decades_total"), "log10 gap reduction (median, range)",
-                    "Orders of magnitude the objective gap fell during the run, gates vs LoRA", figures_dir,
-                    "convergence_rates.png"),
-        _sweep_grid(sweeps, _per_method("lojasiewicz"), "theta in ||grad F|| ~ (F - F*)^theta",
-                    "Lojasiewicz exponent on the late path (PL: theta = 1/2, dotted; missing: gap moved < 1 decade)",
-                    figures_dir, "convergence_lojasiewicz.png"),
+        _sweep_grid(
+            sweeps,
+            _recovery,
+            "final fraction (mean, min-max)",
+            "Gates: removed-support precision / recall and binary fraction at the end",
+            figures_dir,
+            "convergence_recovery.png",
+        ),
+        _sweep_grid(
+            sweeps,
+            _per_method("decades_total"),
+            "log10 gap reduction (median, range)",
+            "Orders of magnitude the objective gap fell during the run, gates vs LoRA",
+            figures_dir,
+            "convergence_rates.png",
+        ),
+        _sweep_grid(
+            sweeps,
+            _per_method("lojasiewicz"),
+            "theta in ||grad F|| ~ (F - F*)^theta",
+            "Lojasiewicz exponent on the late path (PL: theta = 1/2, dotted; missing: gap moved < 1 decade)",
+            figures_dir,
+            "convergence_lojasiewicz.png",
+        ),
     ]
 
 
 def make_figures(results_dir, figures_dir) -> list[Path]:
     """Every convergence figure whose results exist; nothing is drawn from data that is not in results_dir."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     Path(figures_dir).mkdir(parents=True, exist_ok=True)
     runs = {p: r for p in PROBLEMS if (r := _load(results_dir, p)) is not None}
     sweeps = {k: r for k in SWEEPS if (r := _load(results_dir, f"linear_{k}")) is not None}
@@ -195,12 +245,16 @@ def summary_table(source) -> str:
 
     `source` is a results folder (every <source>/convergence/*.json) or one results file.
     """
+
     def med(v):
         with warnings.catch_warnings():  # all seeds undefined -> nan, printed as such
             warnings.simplefilter("ignore", RuntimeWarning)
             return float(np.nanmedian(np.array([np.nan if x is None else x for x in v], float)))
-    lines = [f"{'file / setting':42s} {'method':6s} {'decades':>7s} {'slope p':>7s} {'theta':>6s} {'min PL':>8s} "
-             f"{'prec':>5s} {'rec':>5s} {'binary':>6s} {'found@':>6s}"]
+
+    lines = [
+        f"{'file / setting':42s} {'method':6s} {'decades':>7s} {'slope p':>7s} {'theta':>6s} {'min PL':>8s} "
+        f"{'prec':>5s} {'rec':>5s} {'binary':>6s} {'found@':>6s}"
+    ]
     source = Path(source)
     for path in [source] if source.is_file() else sorted(study_results("convergence", source).glob("*.json")):
         res = json.loads(path.read_text())
@@ -208,14 +262,19 @@ def summary_table(source) -> str:
             name = path.stem + ("" if res["sweep"] is None else f" {res['sweep']}={g['value']}")
             for m, s in g["methods"].items():
                 r = s["rates"]
-                row = (f"{name:42s} {m:6s} {med([x['decades_total'] for x in r]):7.1f} "
-                       f"{med([x['loglog_slope'] for x in r]):7.2f} {med([x['lojasiewicz'] for x in r]):6.2f} "
-                       f"{med(s['pl_min_after_1pct']):8.1e}")
+                row = (
+                    f"{name:42s} {m:6s} {med([x['decades_total'] for x in r]):7.1f} "
+                    f"{med([x['loglog_slope'] for x in r]):7.2f} {med([x['lojasiewicz'] for x in r]):6.2f} "
+                    f"{med(s['pl_min_after_1pct']):8.1e}"
+                )
                 if m == "gates":
                     f = s["final"]
                     row += "".join(f" {np.mean([x[k] for x in f]):5.3f}" for k in ("precision", "recall", "binary"))
-                    ok = [t for t, a, b in zip(s["step"], s["precision"]["center"], s["recall"]["center"])
-                          if a >= 0.95 and b >= 0.95]
+                    ok = [
+                        t
+                        for t, a, b in zip(s["step"], s["precision"]["center"], s["recall"]["center"])
+                        if a >= 0.95 and b >= 0.95
+                    ]
                     row += f" {ok[0] if ok else '-':>6}"  # first eval step with mean precision and recall >= 0.95
                 lines.append(row)
     return "\n".join(lines)

@@ -19,6 +19,7 @@ LoRA on a planted problem (analysis.convergence.planted) and measures along the 
 Writes results/convergence/<problem>[_<sweep>].json with provenance; figures by
 analysis/convergence/plots.py (`make figures`). docs/design.md §1, §5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,21 +33,29 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gatecore.train import Objective, lbfgs_minimize, train_loop
-
 from analysis.constants import study_results
 from analysis.convergence.config import HELP, LORA_LR, LR, ConvergenceConfig
-from analysis.convergence.planted import (ObjectiveSpec, Problem, expected_objective, gated_layer,
-                                          gated_student, lora_optimum, lora_student, make_problem)
+from analysis.convergence.planted import (
+    ObjectiveSpec,
+    Problem,
+    expected_objective,
+    gated_layer,
+    gated_student,
+    lora_optimum,
+    lora_student,
+    make_problem,
+)
 from analysis.convergence.plots import summary_table
 from analysis.provenance import provenance, write_json
+from gatecore.train import Objective, lbfgs_minimize, train_loop
 
-THETA_CLOSED, THETA_OPEN = -20.0, 3.0        # tanh(-20) = -1 in float64: a closed gate at its limit
+THETA_CLOSED, THETA_OPEN = -20.0, 3.0  # tanh(-20) = -1 in float64: a closed gate at its limit
 
 
 @dataclass
 class Trace:
     """One training run: curves at the eval steps and the reference value F*."""
+
     method: str
     seed: int
     step: list = field(default_factory=list)
@@ -95,8 +104,16 @@ def objective_and_grad(student, p, spec) -> tuple[float, float, float]:
 def polish(student, p, spec, iters: int) -> float:
     """F after L-BFGS on the exact / fixed-draw objective: an upper bound on inf F near this point."""
     params = [q for q in student.parameters() if q.requires_grad]
-    lbfgs_minimize(params, lambda: expected_objective(student, p, spec)[0], lr=1, max_iter=iters, history_size=50,
-                   tolerance_grad=1e-14, tolerance_change=1e-16, line_search_fn="strong_wolfe")
+    lbfgs_minimize(
+        params,
+        lambda: expected_objective(student, p, spec)[0],
+        lr=1,
+        max_iter=iters,
+        history_size=50,
+        tolerance_grad=1e-14,
+        tolerance_change=1e-16,
+        line_search_fn="strong_wolfe",
+    )
     with torch.no_grad():
         return float(expected_objective(student, p, spec)[0])
 
@@ -131,8 +148,9 @@ def reference(tr: Trace, student, p: Problem, cfg: ConvergenceConfig, spec: Obje
 
 
 def train(cfg: ConvergenceConfig, seed: int, method: str, progress: bool = True) -> Trace:
-    p = make_problem(cfg.problem, cfg.m, cfg.n, cfg.hidden, cfg.samples, cfg.rows_off,
-                     cfg.cols_off, cfg.noise, cfg.rank, seed)
+    p = make_problem(
+        cfg.problem, cfg.m, cfg.n, cfg.hidden, cfg.samples, cfg.rows_off, cfg.cols_off, cfg.noise, cfg.rank, seed
+    )
     spec = spec_of(cfg, p)
     torch.manual_seed(seed)
     gates = method == "gates"
@@ -169,15 +187,28 @@ def train(cfg: ConvergenceConfig, seed: int, method: str, progress: bool = True)
         batches, objective = (None for _ in range(cfg.steps)), None  # descent on F itself (it holds the penalty)
         loss_fn = lambda s, _: expected_objective(s, p, spec)[0]  # noqa: E731
     else:
-        batches = (torch.randperm(p.X.shape[0], generator=g)[:cfg.batch] if cfg.batch else slice(None)
-                   for _ in range(cfg.steps))
+        batches = (
+            torch.randperm(p.X.shape[0], generator=g)[: cfg.batch] if cfg.batch else slice(None)
+            for _ in range(cfg.steps)
+        )
         loss_fn = lambda s, idx: ((s(p.X[idx]) - p.Y[idx]) ** 2).mean()  # noqa: E731
-        objective = (Objective(spec.lam, spec.objective, None if spec.objective == "l0" else spec.target)
-                     if gates and spec.lam else None)
+        objective = (
+            Objective(spec.lam, spec.objective, None if spec.objective == "l0" else spec.target)
+            if gates and spec.lam
+            else None
+        )
     bar = tqdm(total=cfg.steps, desc=f"{cfg.problem} {method} seed {seed}", disable=not progress, leave=False)
     record(0)
-    train_loop(student, batches, loss_fn, opt, objective=objective, total=cfg.steps,
-               after=lambda out: record(out.step) or bar.update(1), label=f"{cfg.problem} {method} seed {seed}")
+    train_loop(
+        student,
+        batches,
+        loss_fn,
+        opt,
+        objective=objective,
+        total=cfg.steps,
+        after=lambda out: record(out.step) or bar.update(1),
+        label=f"{cfg.problem} {method} seed {seed}",
+    )
     bar.close()
     if gates:
         tr.gates = {"planted_closed": planted[track].tolist(), "values": tr.gates}
@@ -216,11 +247,14 @@ def rates(step, gap, grad_sq) -> dict:
     late = step >= step[-1] / 100
     hit = np.nonzero(lg <= lg[0] - 3)[0]
     spans = np.ptp(lg[late]) >= 1  # theta is only defined where the late gap moves by a decade or more
-    return {"loglog_slope": float(-np.polyfit(np.log10(step[tail]), lg[tail], 1)[0]),
-            "decades_per_1000_steps": float(-np.polyfit(step[tail], lg[tail], 1)[0] * 1000),
-            "lojasiewicz": float(np.polyfit(lg[late], lgr[late], 1)[0]) if spans else None,
-            "decades_total": float(lg[0] - lg[-1]), "decades_best": float(lg[0] - lg.min()),
-            "steps_to_3_decades": int(step[hit[0]]) if len(hit) else None}
+    return {
+        "loglog_slope": float(-np.polyfit(np.log10(step[tail]), lg[tail], 1)[0]),
+        "decades_per_1000_steps": float(-np.polyfit(step[tail], lg[tail], 1)[0] * 1000),
+        "lojasiewicz": float(np.polyfit(lg[late], lgr[late], 1)[0]) if spans else None,
+        "decades_total": float(lg[0] - lg[-1]),
+        "decades_best": float(lg[0] - lg.min()),
+        "steps_to_3_decades": int(step[hit[0]]) if len(hit) else None,
+    }
 
 
 def summarize(traces: list[Trace]) -> dict:
@@ -229,9 +263,15 @@ def summarize(traces: list[Trace]) -> dict:
     gsq = np.stack([np.maximum(t.grad_sq, 1e-300) for t in traces])
     resolved = gaps > RESOLVED * np.maximum(1.0, np.abs([[t.F_star] for t in traces]))
     pl = np.where(resolved, gsq / (2 * gaps), np.nan)
-    out = {"step": traces[0].step, "gap": _band(gaps, True), "grad_sq": _band(gsq, True), "pl_ratio": _band(pl, True),
-           "F_star": [t.F_star for t in traces], "F_candidates": [t.F_candidates for t in traces],
-           "max_se": max(max(t.se) for t in traces)}
+    out = {
+        "step": traces[0].step,
+        "gap": _band(gaps, True),
+        "grad_sq": _band(gsq, True),
+        "pl_ratio": _band(pl, True),
+        "F_star": [t.F_star for t in traces],
+        "F_candidates": [t.F_candidates for t in traces],
+        "max_se": max(max(t.se) for t in traces),
+    }
     out["rates"] = [rates(t.step, g, q) for t, g, q in zip(traces, gaps, gsq)]
     # PL constant along the path: the smallest ratio once the first 1% of steps are done, where the gap is resolved
     late = np.asarray(traces[0].step) >= traces[0].step[-1] / 100
@@ -239,8 +279,10 @@ def summarize(traces: list[Trace]) -> dict:
     if traces[0].method == "gates":
         for k in ("binary", "precision", "recall"):
             out[k] = _band(np.array([getattr(t, k) for t in traces]), False)
-        out["final"] = [{"seed": t.seed, "binary": t.binary[-1], "precision": t.precision[-1],
-                         "recall": t.recall[-1]} for t in traces]
+        out["final"] = [
+            {"seed": t.seed, "binary": t.binary[-1], "precision": t.precision[-1], "recall": t.recall[-1]}
+            for t in traces
+        ]
         out["trajectories_seed0"] = traces[0].gates
         planted_gap = [t.F_candidates["planted"] - t.F_star for t in traces]
         out["planted_minus_Fstar"] = planted_gap  # > 0: the optimum closes other gates than the planted ones
@@ -256,8 +298,13 @@ def run(cfg: ConvergenceConfig, sweep: str | None = None, values=(None,), progre
     for v in values:
         c = replace(cfg, **{sweep: v}) if sweep else cfg
         methods = [m.strip() for m in c.methods.split(",") if m.strip()]
-        groups.append({"value": v, "config": asdict(c), "methods": {
-            m: summarize([train(c, s, m, progress) for s in range(c.seeds)]) for m in methods}})
+        groups.append(
+            {
+                "value": v,
+                "config": asdict(c),
+                "methods": {m: summarize([train(c, s, m, progress) for s in range(c.seeds)]) for m in methods},
+            }
+        )
     return {"sweep": sweep, "groups": groups}
 
 
@@ -268,14 +315,24 @@ def write(cfg: ConvergenceConfig, res: dict, out=None, sweep: str | None = None)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m analysis.convergence", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.convergence", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     for f in fields(ConvergenceConfig):
-        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                        help=f"{HELP[f.name]} (default: {f.default})")
-    ap.add_argument("--sweep", default=None, choices=sorted(f.name for f in fields(ConvergenceConfig)), metavar="OPTION",
-                    help="one option to vary, spelled with underscores (e.g. reg_sigma); the run repeats for each "
-                         "of --values (default: no sweep)")
+        ap.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=f.default,
+            help=f"{HELP[f.name]} (default: {f.default})",
+        )
+    ap.add_argument(
+        "--sweep",
+        default=None,
+        choices=sorted(f.name for f in fields(ConvergenceConfig)),
+        metavar="OPTION",
+        help="one option to vary, spelled with underscores (e.g. reg_sigma); the run repeats for each "
+        "of --values (default: no sweep)",
+    )
     ap.add_argument("--values", nargs="*", default=None, help="values of the --sweep option")
     ap.add_argument("--out", default=None, help="results file (default: results/convergence/<problem>[_<sweep>].json)")
     ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")

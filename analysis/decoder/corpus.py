@@ -7,6 +7,7 @@ Provenance, checksums and licences: data/glue/README.md. The split is by a hash 
 pair (MRPC), so the two paraphrases of a pair never land on both sides: `heldout` is ~10% of each source,
 `train` the rest (training text and the pruning baselines' calibration text alike).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,7 +47,9 @@ def corpus_texts(split: str) -> list[str]:
     if split == "heldout":
         return held
     held_set = set(held)
-    return list(dict.fromkeys(s for key, ss in items if _bucket(key) >= HELDOUT_PERCENT for s in ss if s not in held_set))
+    return list(
+        dict.fromkeys(s for key, ss in items if _bucket(key) >= HELDOUT_PERCENT for s in ss if s not in held_set)
+    )
 
 
 def token_chunks(tokenizer, texts: list[str], length: int, max_chunks: int | None = None) -> torch.Tensor:
@@ -61,4 +64,4 @@ def token_chunks(tokenizer, texts: list[str], length: int, max_chunks: int | Non
     n = len(stream) // length if max_chunks is None else min(max_chunks, len(stream) // length)
     if n == 0:
         raise ValueError(f"the texts give {len(stream)} tokens, fewer than one chunk of {length}")
-    return torch.tensor(stream[:n * length]).view(n, length)
+    return torch.tensor(stream[: n * length]).view(n, length)

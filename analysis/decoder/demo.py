@@ -9,6 +9,7 @@ structured pattern), compresses the model to a smaller LlamaForCausalLM, answers
 dense, gated and compressed models, and times greedy decoding of the dense vs compressed model (interleaved).
 Writes nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,16 +36,20 @@ class DemoConfig:
 
 
 def chat(model, tok, prompt: str, new_tokens: int) -> str:
-    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.decoder.demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.decoder.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_options(ap, DemoConfig)
     args = from_args(DemoConfig, ap.parse_args(argv))
     if args.gates and not Path(args.gates).is_file():
@@ -66,16 +71,20 @@ def main(argv=None) -> int:
     print(f"gates: {source}; removed {gatecore.gate_report(gated).removed_fraction:.1%} of the gated weights")
     small = gatecore.compress(copy.deepcopy(gated))
     sz = sizes(dense, small, 128)
-    print(f"compressed: {sz['all_params_removed']:.1%} of all parameters and {sz['flops_removed_with_head']:.1%} "
-          f"of the FLOPs per token removed (the tied embedding / LM head is not gated)")
+    print(
+        f"compressed: {sz['all_params_removed']:.1%} of all parameters and {sz['flops_removed_with_head']:.1%} "
+        f"of the FLOPs per token removed (the tied embedding / LM head is not gated)"
+    )
     for name, m in (("dense", dense), ("gated", gated), ("compressed", small)):
         print(f"{name:>10}: {chat(m, tok, args.prompt, args.new_tokens)!r}")
     t = time_generation({"dense": dense, "compressed": small}, 1, 128, 64, args.repeats)
     speed = t["compressed"]["decode_tokens_per_s"] / t["dense"]["decode_tokens_per_s"]
-    print(f"decode (batch 1, prompt 128, 64 new tokens, {args.threads} thread(s)): dense "
-          f"{t['dense']['decode_tokens_per_s']:.1f} tok/s, "
-          f"compressed {t['compressed']['decode_tokens_per_s']:.1f} tok/s "
-          f"-> speedup {speed:.2f}x; prefill speedup {t['dense']['prefill_ms'] / t['compressed']['prefill_ms']:.2f}x")
+    print(
+        f"decode (batch 1, prompt 128, 64 new tokens, {args.threads} thread(s)): dense "
+        f"{t['dense']['decode_tokens_per_s']:.1f} tok/s, "
+        f"compressed {t['compressed']['decode_tokens_per_s']:.1f} tok/s "
+        f"-> speedup {speed:.2f}x; prefill speedup {t['dense']['prefill_ms'] / t['compressed']['prefill_ms']:.2f}x"
+    )
     return 0
 
 

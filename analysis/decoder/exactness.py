@@ -15,6 +15,7 @@ Checks, each with its measured value and tolerance (relative to the largest logi
 Inputs: real sentences, right-padded batch for the logits, left-padded batch for generation.
 The weights are Q4_1-dequantized (analysis/decoder/models.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,18 +28,24 @@ import torch
 
 import gatecore
 from analysis.cli import add_options, from_args, option
-from analysis.decoder.models import QUANT_NOTE, TINY, compressed, exact_rmsnorm, gated_random, load
 from analysis.constants import study_results
+from analysis.decoder.models import QUANT_NOTE, TINY, compressed, exact_rmsnorm, gated_random, load
 from analysis.provenance import provenance, write_json
 
-PROMPTS = ["The capital of France is", "Gradient descent converges when the learning rate",
-           "In 1969, the first humans to walk on the Moon were", "A good recipe for bread needs flour, water,"]
+PROMPTS = [
+    "The capital of France is",
+    "Gradient descent converges when the learning rate",
+    "In 1969, the first humans to walk on the Moon were",
+    "A good recipe for bread needs flour, water,",
+]
 RTOL = 1e-5
 
 
 @dataclass(frozen=True)
 class ExactnessConfig:
-    model: str | None = option(None, "model name or folder; None: the offline SmolLM2-135M-Instruct; tiny-llama: smoke run")
+    model: str | None = option(
+        None, "model name or folder; None: the offline SmolLM2-135M-Instruct; tiny-llama: smoke run"
+    )
     sparsity: tuple = option((0.2, 0.3, 0.4), "removed fractions of the random structured patterns")
     trained: str = option("", "trained gates (gatecore.save_trainable) to check too; '' for none")
     new_tokens: int = option(32, "generated tokens per prompt")
@@ -48,7 +55,7 @@ class ExactnessConfig:
 
 
 def _batch(tok, model, left: bool) -> dict:
-    if not hasattr(tok, "pad_token_id") or not callable(tok):   # the tiny model's stand-in tokenizer
+    if not hasattr(tok, "pad_token_id") or not callable(tok):  # the tiny model's stand-in tokenizer
         g = torch.Generator().manual_seed(0)
         ids = torch.randint(3, model.config.vocab_size, (len(PROMPTS), 9), generator=g)
         mask = torch.ones_like(ids)
@@ -81,9 +88,14 @@ def gqa_consistent(small) -> dict:
     out = []
     for layer, s in zip(small.model.layers, gatecore.layer_sizes(small)):
         att = layer.self_attn
-        ok = (s.heads % s.kv_heads == 0 and att.num_key_value_groups == s.heads // s.kv_heads
-              and att.q_proj.out_features == s.heads * s.head_dim and att.k_proj.out_features == s.kv_heads * s.head_dim
-              and att.v_proj.out_features == s.kv_heads * s.head_dim and att.o_proj.in_features == s.heads * s.head_dim)
+        ok = (
+            s.heads % s.kv_heads == 0
+            and att.num_key_value_groups == s.heads // s.kv_heads
+            and att.q_proj.out_features == s.heads * s.head_dim
+            and att.k_proj.out_features == s.kv_heads * s.head_dim
+            and att.v_proj.out_features == s.kv_heads * s.head_dim
+            and att.o_proj.in_features == s.heads * s.head_dim
+        )
         out.append(ok)
     sizes = [(s.heads, s.kv_heads, s.head_dim) for s in gatecore.layer_sizes(small)]
     return {"ok": all(out), "heads_kv_headdim_per_layer": sizes}
@@ -104,12 +116,16 @@ def check_pattern(name: str, dense, gated, batch, gen_batch, cfg, pad_id: int) -
     with exact_rmsnorm():
         g64 = copy.deepcopy(gated).double()
         s64 = compressed(g64)
-        noise = rel_diff(gated, g64, batch)                    # float32 rounding of the gated model itself
+        noise = rel_diff(gated, g64, batch)  # float32 rounding of the gated model itself
         out = {f"exact64_{name}": {"rel_diff": rel_diff(s64, g64, batch), "tol": 1e-10}}
     del g64, s64
-    out[f"compressed_{name}"] = {"rel_diff": rel_diff(small, gated, batch), "float32_noise": noise, "tol": 4 * noise,
-                                 "removed_got": gatecore.gate_report(gated).removed_fraction,
-                                 "all_params_removed": gatecore.size_report(dense, small).params_removed}
+    out[f"compressed_{name}"] = {
+        "rel_diff": rel_diff(small, gated, batch),
+        "float32_noise": noise,
+        "tol": 4 * noise,
+        "removed_got": gatecore.gate_report(gated).removed_fraction,
+        "all_params_removed": gatecore.size_report(dense, small).params_removed,
+    }
     with tempfile.TemporaryDirectory() as d:
         gatecore.save_compressed(small, d)
         back = gatecore.load_compressed(d)
@@ -129,31 +145,50 @@ def run(cfg: ExactnessConfig) -> Path:
     gatecore.add_gates(gated)
     checks["gates_init"] = {"rel_diff": rel_diff(gated.eval(), model, batch), "tol": RTOL}
     checks["lora_merged_qv"] = {"rel_diff": lora_check(model, batch, None, cfg.seed), "tol": RTOL}
-    checks["lora_merged_all7"] = {"rel_diff": lora_check(model, batch, gatecore.families.gate_targets(model), cfg.seed),
-                                  "tol": RTOL}
+    checks["lora_merged_all7"] = {
+        "rel_diff": lora_check(model, batch, gatecore.families.gate_targets(model), cfg.seed),
+        "tol": RTOL,
+    }
     del gated
     for s in cfg.sparsity:
-        checks.update(check_pattern(f"s{round(100 * s)}", model, gated_random(model, s, cfg.seed), batch, gen_batch, cfg, pad_id))
+        checks.update(
+            check_pattern(f"s{round(100 * s)}", model, gated_random(model, s, cfg.seed), batch, gen_batch, cfg, pad_id)
+        )
         print({k: v for k, v in checks.items() if k.endswith(f"s{round(100 * s)}")}, flush=True)
     if cfg.trained:
         gated = copy.deepcopy(model)
         gatecore.load_trainable(gated, cfg.trained)
-        checks.update(check_pattern("trained_" + Path(cfg.trained).stem, model, gated.eval(), batch, gen_batch, cfg, pad_id))
+        checks.update(
+            check_pattern("trained_" + Path(cfg.trained).stem, model, gated.eval(), batch, gen_batch, cfg, pad_id)
+        )
     for k, v in checks.items():
         v["passed"] = v["identical"] if "identical" in v else v["ok"] if "ok" in v else v["rel_diff"] <= v["tol"]
-        print(f"{k:>28}: {'pass' if v['passed'] else 'FAIL'}  "
-              + ", ".join(f"{a}={b}" for a, b in v.items() if a in ("rel_diff", "tol", "token_agreement", "first_difference")))
+        print(
+            f"{k:>28}: {'pass' if v['passed'] else 'FAIL'}  "
+            + ", ".join(
+                f"{a}={b}" for a, b in v.items() if a in ("rel_diff", "tol", "token_agreement", "first_difference")
+            )
+        )
     config = {f.name: list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v for f in fields(cfg)}
-    out = {**provenance(config, cfg.seed), "weights": QUANT_NOTE if cfg.model != TINY else "tiny random",
-           "dtype": str(model.dtype), "prompts": PROMPTS, "checks": checks, "all_passed": all(v["passed"] for v in checks.values())}
+    out = {
+        **provenance(config, cfg.seed),
+        "weights": QUANT_NOTE if cfg.model != TINY else "tiny random",
+        "dtype": str(model.dtype),
+        "prompts": PROMPTS,
+        "checks": checks,
+        "all_passed": all(v["passed"] for v in checks.values()),
+    }
     path = write_json(Path(cfg.out) / f"exactness{'_tiny' if cfg.model == TINY else ''}.json", out)
     print(f"all passed: {out['all_passed']}; wrote {path}")
     return path
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.decoder.exactness", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.decoder.exactness",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_options(ap, ExactnessConfig, items={"sparsity": float})
     cfg = from_args(ExactnessConfig, ap.parse_args(argv))
     if any(not 0 < s < 1 for s in cfg.sparsity):

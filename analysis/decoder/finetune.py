@@ -17,6 +17,7 @@ Learning rates: per method a grid searched on val accuracy (then val loss) with 
 or at a bound; every point tried is recorded); the other seeds run at the chosen lr. Resumable: a rerun skips recorded runs.
 Writes results/decoder/finetune.jsonl. The weights are Q4_1-dequantized (analysis/decoder/models.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,20 +31,22 @@ import torch
 import torch.nn.functional as F
 
 import gatecore
+from analysis.cli import add_options, from_args, option
+from analysis.constants import study_results
+from analysis.data import read_glue
+from analysis.decoder.models import QUANT_NOTE, TINY, load
+from analysis.gridsearch import coordinate_search
+from analysis.provenance import append_jsonl, provenance, read_jsonl
 from gatecore.families import gate_targets
 from gatecore.methods import warmup_linear_schedule
 from gatecore.sparsity_control import SparsityController, correct_removed, removed_got
 from gatecore.train import Objective, train_loop
-from analysis.cli import add_options, from_args, option
-from analysis.data import read_glue
-from analysis.decoder.models import QUANT_NOTE, TINY, load
-from analysis.gridsearch import coordinate_search
-from analysis.constants import study_results
-from analysis.provenance import append_jsonl, provenance, read_jsonl
 
-PROMPT = ("<|im_start|>user\nIs the sentiment of this movie review positive or negative? Answer with one word.\n"
-          "Review: {text}<|im_end|>\n<|im_start|>assistant\n")
-LABEL_WORDS = ("Negative", "Positive")      # SST-2 labels 0, 1; an assistant answer starts capitalised
+PROMPT = (
+    "<|im_start|>user\nIs the sentiment of this movie review positive or negative? Answer with one word.\n"
+    "Review: {text}<|im_end|>\n<|im_start|>assistant\n"
+)
+LABEL_WORDS = ("Negative", "Positive")  # SST-2 labels 0, 1; an assistant answer starts capitalised
 METHODS = ("gates", "lora-qv", "lora-all")
 LR_GRIDS = {"gates": (0.03, 0.1, 0.3), "lora-qv": (3e-4, 1e-3, 3e-3), "lora-all": (3e-4, 1e-3, 3e-3)}
 LR_BOUNDS = {"gates": (1e-3, 3.0), "lora-qv": (1e-5, 0.1), "lora-all": (1e-5, 0.1)}
@@ -51,7 +54,9 @@ LR_BOUNDS = {"gates": (1e-3, 3.0), "lora-qv": (1e-5, 0.1), "lora-all": (1e-5, 0.
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    model: str | None = option(None, "model name or folder; None: the offline SmolLM2-135M-Instruct; tiny-llama: smoke run")
+    model: str | None = option(
+        None, "model name or folder; None: the offline SmolLM2-135M-Instruct; tiny-llama: smoke run"
+    )
     methods: tuple = option(METHODS, "methods")
     seeds: tuple = option((0, 1, 2), "seeds; the first one searches the learning rates")
     train_examples: int = option(256, "training examples sampled from SST-2 train")
@@ -73,9 +78,15 @@ def examples(cfg: FinetuneConfig) -> dict[str, list[tuple[str, int]]]:
     """train / val from SST-2 train (disjoint, split seed 0), dev: a seed-0 subset of SST-2 dev."""
     train, dev = read_glue("sst2", "train"), read_glue("sst2", "dev")
     order = random.Random(0).sample(range(len(train)), cfg.val_examples + cfg.train_examples)
-    pick = lambda split, idx: [(split.texts[i][0], int(split.labels[i])) for i in idx]
-    return {"val": pick(train, order[:cfg.val_examples]), "train": pick(train, order[cfg.val_examples:]),
-            "dev": pick(dev, sorted(random.Random(0).sample(range(len(dev)), min(cfg.dev_examples, len(dev)))))}
+
+    def pick(split, idx):
+        return [(split.texts[i][0], int(split.labels[i])) for i in idx]
+
+    return {
+        "val": pick(train, order[: cfg.val_examples]),
+        "train": pick(train, order[cfg.val_examples :]),
+        "dev": pick(dev, sorted(random.Random(0).sample(range(len(dev)), min(cfg.dev_examples, len(dev))))),
+    }
 
 
 def encode(tok, batch: list[tuple[str, int]], pad_id: int) -> dict:
@@ -97,7 +108,7 @@ def evaluate(model, tok, data, label_ids: torch.Tensor, pad_id: int, batch: int)
     model.eval()
     right, loss = 0, 0.0
     for i in range(0, len(data), batch):
-        enc = encode(tok, data[i:i + batch], pad_id)
+        enc = encode(tok, data[i : i + batch], pad_id)
         logits = answer_logits(model, enc).float()
         right += int((logits[:, label_ids].argmax(-1) == enc["labels"]).sum())
         loss += F.cross_entropy(logits, label_ids[enc["labels"]], reduction="sum").item()
@@ -135,10 +146,19 @@ def train_run(base, tok, data, label_ids, pad_id, method: str, lr: float, seed: 
             ctrl.update(out.step, cfg.steps, removed_got(model))
         curve.append(round(out.task.item(), 4))
 
-    train_loop(model, (encode(tok, rng.sample(data["train"], cfg.batch), pad_id) for _ in range(cfg.steps)),
-               lambda m, enc: F.cross_entropy(answer_logits(m, enc).float(), answer[enc["labels"]]), opt,
-               scheduler=sched, objective=objective, controller=ctrl, control=False, total=cfg.steps, after=after,
-               label=f"{method} lr={lr:g} seed={seed}")
+    train_loop(
+        model,
+        (encode(tok, rng.sample(data["train"], cfg.batch), pad_id) for _ in range(cfg.steps)),
+        lambda m, enc: F.cross_entropy(answer_logits(m, enc).float(), answer[enc["labels"]]),
+        opt,
+        scheduler=sched,
+        objective=objective,
+        controller=ctrl,
+        control=False,
+        total=cfg.steps,
+        after=after,
+        label=f"{method} lr={lr:g} seed={seed}",
+    )
     rec = {"train_loss": curve, "train_seconds": time.perf_counter() - t0, "trainable_params": trainable}
     if ctrl is not None:
         rec["correction"] = correct_removed(model, cfg.removed)
@@ -156,30 +176,59 @@ def run(cfg: FinetuneConfig) -> Path:
     label_ids = torch.tensor([tok.encode(w, add_special_tokens=False)[0] for w in LABEL_WORDS])
     data = examples(cfg)
     config = {f.name: list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v for f in fields(cfg)}
-    head = {"weights": QUANT_NOTE if cfg.model != TINY else "tiny random", "prompt": PROMPT, "label_words": list(LABEL_WORDS)}
+    head = {
+        "weights": QUANT_NOTE if cfg.model != TINY else "tiny random",
+        "prompt": PROMPT,
+        "label_words": list(LABEL_WORDS),
+    }
     done = read_jsonl(cfg.out)
     if not any(r["kind"] == "floor" for r in done):
         majority = max((0, 1), key=lambda y: sum(l == y for _, l in data["train"]))
-        append_jsonl(cfg.out, {**provenance(config), **head, "kind": "floor",
-                               "zero_shot": {s: evaluate(model, tok, data[s], label_ids, pad_id, cfg.eval_batch) for s in ("val", "dev")},
-                               "majority": {s: sum(l == majority for _, l in data[s]) / len(data[s]) for s in ("val", "dev")}})
-    key = lambda r: (r["method"], r["seed"], r["lr"])
+        append_jsonl(
+            cfg.out,
+            {
+                **provenance(config),
+                **head,
+                "kind": "floor",
+                "zero_shot": {
+                    s: evaluate(model, tok, data[s], label_ids, pad_id, cfg.eval_batch) for s in ("val", "dev")
+                },
+                "majority": {s: sum(l == majority for _, l in data[s]) / len(data[s]) for s in ("val", "dev")},
+            },
+        )
+
+    def key(r):
+        return r["method"], r["seed"], r["lr"]
+
     runs = {key(r): r for r in read_jsonl(cfg.out) if r["kind"] == "run"}
 
     def one(method, seed, lr, phase):
         if (method, seed, lr) not in runs:
             rec = train_run(model, tok, data, label_ids, pad_id, method, lr, seed, cfg)
-            runs[(method, seed, lr)] = rec = {**provenance(config, seed), **head, "kind": "run", "phase": phase,
-                                              "method": method, "seed": seed, "lr": lr, **rec}
+            runs[(method, seed, lr)] = rec = {
+                **provenance(config, seed),
+                **head,
+                "kind": "run",
+                "phase": phase,
+                "method": method,
+                "seed": seed,
+                "lr": lr,
+                **rec,
+            }
             append_jsonl(cfg.out, rec)
-            print(f"{method:>9} seed {seed} lr {lr:.2g}: val {rec['val_acc']:.3f} dev {rec['dev_acc']:.3f}"
-                  + (f" removed {rec['removed_got']:.3f}" if "removed_got" in rec else ""), flush=True)
+            print(
+                f"{method:>9} seed {seed} lr {lr:.2g}: val {rec['val_acc']:.3f} dev {rec['dev_acc']:.3f}"
+                + (f" removed {rec['removed_got']:.3f}" if "removed_got" in rec else ""),
+                flush=True,
+            )
         return runs[(method, seed, lr)]
 
     for method in cfg.methods:  # the grid rule of every study (analysis/gridsearch.py), on val accuracy, then val loss
+
         def score(point, method=method):
             r = one(method, cfg.seeds[0], point["lr"], "search")
             return r["val_acc"], -r["val_loss"]
+
         best = coordinate_search({"lr": list(LR_GRIDS[method])}, score, bounds={"lr": LR_BOUNDS[method]}).best["lr"]
         for seed in cfg.seeds[1:]:
             one(method, seed, best, "seeds")
@@ -187,8 +236,11 @@ def run(cfg: FinetuneConfig) -> Path:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.decoder.finetune", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.decoder.finetune",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_options(ap, FinetuneConfig, choices={"methods": list(METHODS)}, items={"seeds": int})
     cfg = from_args(FinetuneConfig, ap.parse_args(argv))
     for name in ("train_examples", "val_examples", "dev_examples", "steps", "batch", "lora_r", "eval_batch", "threads"):

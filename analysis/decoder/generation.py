@@ -12,6 +12,7 @@ of all parameters and of the FLOPs per token the compression removes; the tied e
 gated, so it stays, and its FLOPs (2 x hidden x vocab per token) are counted. Writes
 results/decoder/generation_<device>.json. The weights are Q4_1-dequantized (analysis/decoder/models.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,16 +26,18 @@ import torch
 
 import gatecore
 from analysis.cli import add_options, from_args, option
-from analysis.decoder.models import QUANT_NOTE, TINY, compressed, gated_random, load
 from analysis.constants import study_results
+from analysis.decoder.models import QUANT_NOTE, TINY, compressed, gated_random, load
 from analysis.provenance import provenance, small_mode, write_json
 
-TRAINED = study_results("decoder") / "gates" / "sparsify_s20.pt"   # committed trained gates (sparsify.py, 20% stage)
+TRAINED = study_results("decoder") / "gates" / "sparsify_s20.pt"  # committed trained gates (sparsify.py, 20% stage)
 
 
 @dataclass(frozen=True)
 class GenerationConfig:
-    model: str | None = option(None, "model name or folder; None: the offline SmolLM2-135M-Instruct; tiny-llama: smoke run")
+    model: str | None = option(
+        None, "model name or folder; None: the offline SmolLM2-135M-Instruct; tiny-llama: smoke run"
+    )
     sparsity: tuple = option((0.2, 0.3, 0.4), "removed fractions of the random structured patterns")
     trained: str = option(str(TRAINED), "trained gates (gatecore.save_trainable) to time too; '' for none")
     batch: tuple = option((1, 8), "batch sizes")
@@ -71,8 +74,9 @@ def generate_greedy(model, prompt: torch.Tensor, new_tokens: int, device="cpu") 
     return torch.cat(toks, 1), t1 - t0, time.perf_counter() - t1
 
 
-def time_generation(models: dict, batch: int, prompt: int, new_tokens: int, repeats: int, warmup: int = 1,
-                    device="cpu", seed: int = 0) -> dict:
+def time_generation(
+    models: dict, batch: int, prompt: int, new_tokens: int, repeats: int, warmup: int = 1, device="cpu", seed: int = 0
+) -> dict:
     """{name: {"prefill_ms", "decode_ms_per_step", "decode_tokens_per_s", "n"}} (medians), interleaved repeats."""
     first = next(iter(models.values()))
     g = torch.Generator().manual_seed(seed)
@@ -89,9 +93,14 @@ def time_generation(models: dict, batch: int, prompt: int, new_tokens: int, repe
     out = {}
     for name in models:
         step = statistics.median(dec[name])
-        out[name] = {"prefill_ms": 1e3 * statistics.median(pre[name]), "decode_ms_per_step": 1e3 * step,
-                     "decode_tokens_per_s": batch / step, "prefill_ms_all": [1e3 * x for x in pre[name]],
-                     "decode_ms_per_step_all": [1e3 * x for x in dec[name]], "n": repeats}
+        out[name] = {
+            "prefill_ms": 1e3 * statistics.median(pre[name]),
+            "decode_ms_per_step": 1e3 * step,
+            "decode_tokens_per_s": batch / step,
+            "prefill_ms_all": [1e3 * x for x in pre[name]],
+            "decode_ms_per_step_all": [1e3 * x for x in dec[name]],
+            "n": repeats,
+        }
     return out
 
 
@@ -100,8 +109,12 @@ def sizes(dense, small, seq: int) -> dict:
     rep = gatecore.size_report(dense, small, seq=seq)
     head = 2 * dense.get_output_embeddings().weight.numel()
     f_dense, f_small = rep.dense_flops_per_token + head, rep.compressed_flops_per_token + head
-    return {**rep.as_dict(), "lm_head_flops_per_token": head, "flops_removed_with_head": 1 - f_small / f_dense,
-            "all_params_removed": rep.params_removed}
+    return {
+        **rep.as_dict(),
+        "lm_head_flops_per_token": head,
+        "flops_removed_with_head": 1 - f_small / f_dense,
+        "all_params_removed": rep.params_removed,
+    }
 
 
 def patterns(cfg: GenerationConfig, dense) -> dict:
@@ -125,36 +138,54 @@ def run(cfg: GenerationConfig) -> Path:
     models, records = {"dense": dense}, {}
     for name, (gated, asked) in patterns(cfg, dense).items():
         small = compressed(gated)
-        records[name] = {"removed_asked": asked, "removed_got": gatecore.gate_report(gated).removed_fraction,
-                         "sizes": sizes(dense, small, cfg.prompt)}
+        records[name] = {
+            "removed_asked": asked,
+            "removed_got": gatecore.gate_report(gated).removed_fraction,
+            "sizes": sizes(dense, small, cfg.prompt),
+        }
         models[name] = small.to(cfg.device)
         del gated
-        print(f"{name}: removed asked {asked}, got {records[name]['removed_got']:.3f}; all parameters removed "
-              f"{records[name]['sizes']['all_params_removed']:.1%}, FLOPs/token removed (LM head in) "
-              f"{records[name]['sizes']['flops_removed_with_head']:.1%}")
+        print(
+            f"{name}: removed asked {asked}, got {records[name]['removed_got']:.3f}; all parameters removed "
+            f"{records[name]['sizes']['all_params_removed']:.1%}, FLOPs/token removed (LM head in) "
+            f"{records[name]['sizes']['flops_removed_with_head']:.1%}"
+        )
     timings = []
     for batch in cfg.batch:
         t = time_generation(models, batch, cfg.prompt, cfg.new_tokens, cfg.repeats, cfg.warmup, cfg.device, cfg.seed)
         row = {"batch": batch, "timings": t}
         for name in records:
-            row[name] = {"prefill_speedup": t["dense"]["prefill_ms"] / t[name]["prefill_ms"],
-                         "decode_speedup": t[name]["decode_tokens_per_s"] / t["dense"]["decode_tokens_per_s"]}
-            print(f"batch {batch} {name:>22}: prefill {t[name]['prefill_ms']:8.1f} ms ({row[name]['prefill_speedup']:.2f}x), "
-                  f"decode {t[name]['decode_tokens_per_s']:7.1f} tok/s ({row[name]['decode_speedup']:.2f}x)")
-        print(f"batch {batch} {'dense':>22}: prefill {t['dense']['prefill_ms']:8.1f} ms, "
-              f"decode {t['dense']['decode_tokens_per_s']:7.1f} tok/s")
+            row[name] = {
+                "prefill_speedup": t["dense"]["prefill_ms"] / t[name]["prefill_ms"],
+                "decode_speedup": t[name]["decode_tokens_per_s"] / t["dense"]["decode_tokens_per_s"],
+            }
+            print(
+                f"batch {batch} {name:>22}: prefill {t[name]['prefill_ms']:8.1f} ms ({row[name]['prefill_speedup']:.2f}x), "
+                f"decode {t[name]['decode_tokens_per_s']:7.1f} tok/s ({row[name]['decode_speedup']:.2f}x)"
+            )
+        print(
+            f"batch {batch} {'dense':>22}: prefill {t['dense']['prefill_ms']:8.1f} ms, "
+            f"decode {t['dense']['decode_tokens_per_s']:7.1f} tok/s"
+        )
         timings.append(row)
     config = {f.name: list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v for f in fields(cfg)}
-    out = {**provenance(config, cfg.seed, cfg.device), "weights": QUANT_NOTE if cfg.model != TINY else "tiny random",
-           "patterns": records, "batches": timings}
+    out = {
+        **provenance(config, cfg.seed, cfg.device),
+        "weights": QUANT_NOTE if cfg.model != TINY else "tiny random",
+        "patterns": records,
+        "batches": timings,
+    }
     path = write_json(Path(cfg.out) / f"generation_{cfg.device}{'_tiny' if cfg.model == TINY else ''}.json", out)
     print(f"wrote {path}")
     return path
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.decoder.generation", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.decoder.generation",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_options(ap, GenerationConfig, choices={"device": ["cpu", "cuda"]}, items={"sparsity": float, "batch": int})
     cfg = from_args(GenerationConfig, ap.parse_args(argv))
     if cfg.device == "cuda" and not torch.cuda.is_available():

@@ -4,6 +4,7 @@
 
 Every chunk is scored on its own (no context carried across chunks); eval mode, so gates are deterministic.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,10 +24,12 @@ def perplexity(model, chunks: torch.Tensor, batch: int = 8) -> dict:
     total, count = 0.0, 0
     try:
         for i in range(0, len(chunks), batch):
-            ids = chunks[i:i + batch].to(device)
+            ids = chunks[i : i + batch].to(device)
             logits = model(input_ids=ids).logits[:, :-1]
-            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))   # half models: float32
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum").item()
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # half models: float32
+            total += F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
+            ).item()
             count += ids[:, 1:].numel()
     finally:
         model.train(was_training)

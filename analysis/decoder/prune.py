@@ -10,6 +10,7 @@ gates at the same removed fraction). Same counts per matrix side give exactly th
 (1 - rows_kept * cols_kept / (out * in) per matrix), so only *which* rows and columns differ. The allocation
 across matrices and layers is the reference's: the baselines borrow it (docs/decoder.md).
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,7 +19,7 @@ import gatecore
 from gatecore.patterns import CLOSED_THETA
 
 SCORES = ("magnitude", "activation")
-OPEN_THETA = 1.0   # tanh(1) + 0.5 > 1: eval gate exactly 1
+OPEN_THETA = 1.0  # tanh(1) + 0.5 > 1: eval gate exactly 1
 
 
 @torch.no_grad()
@@ -36,6 +37,7 @@ def activation_rms(model, chunks: torch.Tensor, batch: int = 8) -> dict[str, tor
             x = args[0].detach().reshape(-1, args[0].shape[-1])
             sums[name] += x.double().pow(2).sum(0).cpu()
             counts[name] += x.shape[0]
+
         return fn
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in layers.items()]
@@ -43,7 +45,7 @@ def activation_rms(model, chunks: torch.Tensor, batch: int = 8) -> dict[str, tor
     device = next(model.parameters()).device
     try:
         for i in range(0, len(chunks), batch):
-            model(input_ids=chunks[i:i + batch].to(device))
+            model(input_ids=chunks[i : i + batch].to(device))
     finally:
         for h in handles:
             h.remove()
@@ -60,7 +62,10 @@ def side_scores(weight: torch.Tensor, act: torch.Tensor | None = None) -> tuple[
 
 def closed_counts(reference) -> dict[str, tuple[int, int]]:
     """{gated layer: (rows closed, columns closed)} of a gated model's eval gates."""
-    return {l.name: (l.out_features - l.rows_kept, l.in_features - l.cols_kept) for l in gatecore.gate_report(reference).layers}
+    return {
+        l.name: (l.out_features - l.rows_kept, l.in_features - l.cols_kept)
+        for l in gatecore.gate_report(reference).layers
+    }
 
 
 @torch.no_grad()
@@ -76,7 +81,9 @@ def prune_like(model, counts: dict[str, tuple[int, int]], acts: dict[str, torch.
         if m is None or m.row_gate is None or m.col_gate is None:
             raise ValueError(f"{name} is not a gated layer with row and column gates in this model")
         if not (0 <= r <= m.out_features and 0 <= c <= m.in_features):
-            raise ValueError(f"{name}: cannot close {r} rows / {c} columns of a {m.out_features} x {m.in_features} matrix")
+            raise ValueError(
+                f"{name}: cannot close {r} rows / {c} columns of a {m.out_features} x {m.in_features} matrix"
+            )
         if acts is not None and name not in acts:
             raise ValueError(f"no activation statistics for {name}")
     for name, (r, c) in counts.items():

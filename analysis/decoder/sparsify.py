@@ -14,6 +14,7 @@ size and its decode speedup (batch 1, prompt 128, 64 new tokens, interleaved wit
 Each stage appends one record to results/decoder/sparsify.jsonl and saves its gates (checkpoints/decoder/).
 The weights are Q4_1-dequantized (analysis/decoder/models.py). docs/decoder.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,17 +27,17 @@ from pathlib import Path
 import torch
 
 import gatecore
-from gatecore.methods import warmup_linear_schedule
-from gatecore.sparsity_control import SparsityController, correct_removed, removed_got
-from gatecore.train import Objective, train_loop
 from analysis.cli import add_options, from_args, option
+from analysis.constants import ROOT, study_results
 from analysis.decoder.corpus import corpus_texts, token_chunks
 from analysis.decoder.generation import sizes, time_generation
 from analysis.decoder.models import QUANT_NOTE, TINY, load
 from analysis.decoder.perplexity import perplexity
 from analysis.decoder.prune import activation_rms, closed_counts, open_gates_to_one, prune_like
-from analysis.constants import ROOT, study_results
 from analysis.provenance import append_jsonl, provenance, read_jsonl
+from gatecore.methods import warmup_linear_schedule
+from gatecore.sparsity_control import SparsityController, correct_removed, removed_got
+from gatecore.train import Objective, train_loop
 
 OUT = study_results("decoder") / "sparsify.jsonl"
 CHECKPOINTS = ROOT / "checkpoints" / "decoder"
@@ -44,7 +45,9 @@ CHECKPOINTS = ROOT / "checkpoints" / "decoder"
 
 @dataclass(frozen=True)
 class SparsifyConfig:
-    model: str | None = option(None, "model name or folder; None: the offline SmolLM2-135M-Instruct; tiny-llama: smoke run")
+    model: str | None = option(
+        None, "model name or folder; None: the offline SmolLM2-135M-Instruct; tiny-llama: smoke run"
+    )
     removed: tuple = option((0.1, 0.2, 0.3, 0.4), "removed fractions asked, one stage each, increasing")
     steps: int = option(100, "optimizer steps per stage")
     batch: int = option(4, "chunks per training batch")
@@ -71,7 +74,19 @@ def _config_dict(cfg) -> dict:
 
 def _same_setup(rec: dict, cfg: SparsifyConfig) -> bool:
     """Records of another setup (other steps, lr, ...) are never resumed from."""
-    keys = ("model", "steps", "batch", "seq", "gate_lr", "lam", "objective", "sigma", "reg_sigma", "seed", "heldout_chunks")
+    keys = (
+        "model",
+        "steps",
+        "batch",
+        "seq",
+        "gate_lr",
+        "lam",
+        "objective",
+        "sigma",
+        "reg_sigma",
+        "seed",
+        "heldout_chunks",
+    )
     return all(rec["config"].get(k) == getattr(cfg, k) for k in keys)
 
 
@@ -91,14 +106,35 @@ def train_stage(model, chunks: torch.Tensor, asked: float, cfg: SparsifyConfig, 
         ctrl.update(out.step, cfg.steps, got)
         if out.step % 10 == 1 or out.step == cfg.steps:
             lm = out.task.item()
-            curve.append({"step": out.step, "lm_loss": lm, "penalty": out.penalty.item(), "removed": got,
-                          "knob": ctrl.knob, "seconds": time.perf_counter() - t0})
-            print(f"  step {out.step:4d}  lm {lm:.3f}  removed {got:.3f}  knob {ctrl.knob:.3f}  "
-                  f"{(time.perf_counter() - t0) / out.step:.1f} s/step", flush=True)
+            curve.append(
+                {
+                    "step": out.step,
+                    "lm_loss": lm,
+                    "penalty": out.penalty.item(),
+                    "removed": got,
+                    "knob": ctrl.knob,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            print(
+                f"  step {out.step:4d}  lm {lm:.3f}  removed {got:.3f}  knob {ctrl.knob:.3f}  "
+                f"{(time.perf_counter() - t0) / out.step:.1f} s/step",
+                flush=True,
+            )
 
-    train_loop(model, (chunks[torch.randint(len(chunks), (cfg.batch,), generator=gen)] for _ in range(cfg.steps)),
-               lambda m, ids: m(input_ids=ids, labels=ids).loss, opt, scheduler=sched, objective=objective,
-               controller=ctrl, control=False, total=cfg.steps, after=after, label=f"sparsify to {asked:g} removed")
+    train_loop(
+        model,
+        (chunks[torch.randint(len(chunks), (cfg.batch,), generator=gen)] for _ in range(cfg.steps)),
+        lambda m, ids: m(input_ids=ids, labels=ids).loss,
+        opt,
+        scheduler=sched,
+        objective=objective,
+        controller=ctrl,
+        control=False,
+        total=cfg.steps,
+        after=after,
+        label=f"sparsify to {asked:g} removed",
+    )
     model.eval()
     return {"curve": curve, "train_seconds": time.perf_counter() - t0, "final_keep_target": ctrl.knob}
 
@@ -142,9 +178,18 @@ def run(cfg: SparsifyConfig) -> Path:
     head = {"weights": QUANT_NOTE if cfg.model != TINY else "tiny random", "train_chunks": len(train)}
     if not any(r["kind"] == "dense" for r in done):
         t = time.perf_counter()
-        append_jsonl(cfg.out, {**provenance(_config_dict(cfg), cfg.seed), **head, "kind": "dense", "removed_asked": 0.0,
-                               "removed_got": 0.0, "ppl": perplexity(dense, heldout, cfg.eval_batch),
-                               "eval_seconds": time.perf_counter() - t})
+        append_jsonl(
+            cfg.out,
+            {
+                **provenance(_config_dict(cfg), cfg.seed),
+                **head,
+                "kind": "dense",
+                "removed_asked": 0.0,
+                "removed_got": 0.0,
+                "ppl": perplexity(dense, heldout, cfg.eval_batch),
+                "eval_seconds": time.perf_counter() - t,
+            },
+        )
     gated = copy.deepcopy(dense)
     gatecore.add_gates(gated, sigma=cfg.sigma, reg_sigma=cfg.reg_sigma)
     gatecore.mark_trainable(gated, gates=True, lora=False, bias="none", head=False)
@@ -159,31 +204,46 @@ def run(cfg: SparsifyConfig) -> Path:
             continue
         print(f"stage {asked}: training {cfg.steps} steps", flush=True)
         trained = train_stage(gated, train, asked, cfg, gen)
-        gen.manual_seed(cfg.seed + i + 1)   # the next stage's batches do not depend on whether this one was resumed
+        gen.manual_seed(cfg.seed + i + 1)  # the next stage's batches do not depend on whether this one was resumed
         correction = correct_removed(gated, asked)
         got = removed_got(gated)
         gatecore.save_trainable(gated, ckpt, removed_asked=asked, removed_got=got, config=_config_dict(cfg))
         if acts is None:
             probe = copy.deepcopy(dense)
             gatecore.add_gates(probe)
-            acts = activation_rms(probe, train[:cfg.calib_chunks], cfg.eval_batch)
+            acts = activation_rms(probe, train[: cfg.calib_chunks], cfg.eval_batch)
             del probe
         t = time.perf_counter()
         ppl = evaluate_stage(dense, gated, heldout, acts, cfg)
-        rec = {**provenance(_config_dict(cfg), cfg.seed), **head, "kind": "stage", "removed_asked": asked,
-               "removed_got": got, "correction": correction, **trained, "ppl": ppl,
-               "eval_seconds": time.perf_counter() - t, "checkpoint": str(ckpt.relative_to(ROOT)) if ckpt.is_relative_to(ROOT) else str(ckpt),
-               **speed(dense, gated, cfg)}
+        rec = {
+            **provenance(_config_dict(cfg), cfg.seed),
+            **head,
+            "kind": "stage",
+            "removed_asked": asked,
+            "removed_got": got,
+            "correction": correction,
+            **trained,
+            "ppl": ppl,
+            "eval_seconds": time.perf_counter() - t,
+            "checkpoint": str(ckpt.relative_to(ROOT)) if ckpt.is_relative_to(ROOT) else str(ckpt),
+            **speed(dense, gated, cfg),
+        }
         append_jsonl(cfg.out, rec)
-        print(f"stage {asked}: got {got:.3f}; ppl gates {ppl['gates']['ppl']:.2f}, selection {ppl['gates_selection']['ppl']:.2f}, "
-              f"magnitude {ppl['magnitude']['ppl']:.2f}, activation {ppl['activation']['ppl']:.2f}; "
-              f"decode speedup {rec.get('decode_speedup', math.nan):.2f}x", flush=True)
+        print(
+            f"stage {asked}: got {got:.3f}; ppl gates {ppl['gates']['ppl']:.2f}, selection {ppl['gates_selection']['ppl']:.2f}, "
+            f"magnitude {ppl['magnitude']['ppl']:.2f}, activation {ppl['activation']['ppl']:.2f}; "
+            f"decode speedup {rec.get('decode_speedup', math.nan):.2f}x",
+            flush=True,
+        )
     return Path(cfg.out)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m analysis.decoder.sparsify", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m analysis.decoder.sparsify",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_options(ap, SparsifyConfig, choices={"objective": ["params", "target", "l0"]}, items={"removed": float})
     cfg = from_args(SparsifyConfig, ap.parse_args(argv))
     if any(not 0 < r < 1 for r in cfg.removed):

@@ -1,4 +1,5 @@
 """python -m analysis.finetune: the finetuning sweep (analysis/finetune/sweep.py)."""
+
 from analysis.finetune.sweep import main
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Bucketing keeps the batches random in composition (pools are drawn at random) an
 order is shuffled), but each batch holds examples of similar length, so little of it is padding: on
 SST-2 random batches carry ~3x their real tokens (docs/design.md §7), bucketed ones close to 1x.
 """
+
 from __future__ import annotations
 
 import random
@@ -20,7 +21,7 @@ POOL = 50  # batches per sorting pool: large enough to find similar lengths, sma
 def random_batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
     order = list(range(n))
     rng.shuffle(order)
-    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
 def bucketed_batches(lengths, batch_size: int, rng: random.Random, pool: int = POOL) -> list[list[int]]:
@@ -31,14 +32,16 @@ def bucketed_batches(lengths, batch_size: int, rng: random.Random, pool: int = P
     rng.shuffle(order)
     out, size = [], batch_size * pool
     for start in range(0, len(order), size):
-        chunk = sorted(order[start:start + size], key=lambda j: lengths[j])  # stable: ties keep the shuffle
-        out += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        chunk = sorted(order[start : start + size], key=lambda j: lengths[j])  # stable: ties keep the shuffle
+        out += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(out)
     return out
 
 
 def epoch_batches(lengths, batch_size: int, rng: random.Random, bucketed: bool, pool: int = POOL) -> list[list[int]]:
-    return bucketed_batches(lengths, batch_size, rng, pool) if bucketed else random_batches(len(lengths), batch_size, rng)
+    return (
+        bucketed_batches(lengths, batch_size, rng, pool) if bucketed else random_batches(len(lengths), batch_size, rng)
+    )
 
 
 def padding_ratio(lengths, batches) -> float:

@@ -8,6 +8,7 @@
 the committed results depend on their exact keys and values, so the spec stays a dict). `resolve(cfg)`
 fills what depends on the environment: the default results file, and small mode (GATECORE_SMALL=1).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,14 +19,13 @@ from pathlib import Path
 
 import torch
 
-from gatecore import defaults, sparsity_control
-from gatecore.sparsity_control import KD, LAM_GAIN, LAM_MAX, WINDOW
-from gatecore.methods import GATE_METHODS
-from gatecore.pretrained import OFFLINE_MODEL
-
 from analysis.finetune.protocols import DEFAULT_EPOCHS, PROTOCOLS
 from analysis.finetune.validate import check_options
 from analysis.provenance import ROOT, small_mode
+from gatecore import defaults, sparsity_control
+from gatecore.methods import GATE_METHODS
+from gatecore.pretrained import OFFLINE_MODEL
+from gatecore.sparsity_control import KD, LAM_GAIN, LAM_MAX, WINDOW
 
 # defaults, visible: per-method lr grids (searched on val), gate settings (docs/design.md §1)
 LR_GRID = {"full": [1e-4], "lora": [1e-3], "bias": [1e-3], "head": [1e-3, 1e-2], "gates": [1e-3], "gates+lora": [1e-3]}
@@ -37,11 +37,11 @@ KEEPS = (round(1 - defaults.REMOVED, 10),)  # keep 70% of the gated weights, i.e
 OBJECTIVE = defaults.OBJECTIVE
 SIGMA, REG_SIGMA = defaults.SIGMA, defaults.REG_SIGMA
 LAM_WARMUP = defaults.LAM_WARMUP
-CONTROL = True         # steer the removed fraction to the request (gatecore/sparsity_control.py)
-BUCKETED = True        # length-bucketed training batches (analysis/finetune/batching.py)
+CONTROL = True  # steer the removed fraction to the request (gatecore/sparsity_control.py)
+BUCKETED = True  # length-bucketed training batches (analysis/finetune/batching.py)
 CURVE_DEV_EXAMPLES = 500  # the dev curve along training uses this fixed-seed dev subset; the end, all of dev
-KURTOSIS_TAU = 100.0   # the paper's tau, for the kurtosis_keep runs when kurtosis_tau is not given
-RECOVERY = 0.1         # recovery steps after a correction that changed > 1% of the gates, x the run's steps
+KURTOSIS_TAU = 100.0  # the paper's tau, for the kurtosis_keep runs when kurtosis_tau is not given
+RECOVERY = 0.1  # recovery steps after a correction that changed > 1% of the gates, x the run's steps
 DEFAULT_CHECKPOINTS = str(ROOT / "checkpoints")  # git-ignored
 SMALL = dict(train_examples=32, val_examples=16, dev_examples=32, epochs=1)  # small mode (CI, notebooks)
 SMALL_DIR = Path(tempfile.gettempdir()) / "gatecore-small"
@@ -50,40 +50,41 @@ SMALL_DIR = Path(tempfile.gettempdir()) / "gatecore-small"
 @dataclass(frozen=True)
 class SweepConfig:
     """One sweep: model x tasks x methods x seeds (x keep targets, bias on/off for gates); see the CLI help."""
-    protocol: str | None = None          # the named protocol these values came from (names the results file)
-    out: Path | None = None              # results file; None: results/finetune/<protocol or 'runs'>.jsonl
-    model: str = OFFLINE_MODEL           # name/folder, or tiny-bert for a random tiny model
-    root: str | None = None              # folder a relative model folder is read from (a GPU bundle); not in run ids
+
+    protocol: str | None = None  # the named protocol these values came from (names the results file)
+    out: Path | None = None  # results file; None: results/finetune/<protocol or 'runs'>.jsonl
+    model: str = OFFLINE_MODEL  # name/folder, or tiny-bert for a random tiny model
+    root: str | None = None  # folder a relative model folder is read from (a GPU bundle); not in run ids
     tasks: tuple = ("rotten_tomatoes",)
     methods: tuple = ("lora", "gates")
     seeds: tuple = (0,)
-    lr: tuple | None = None              # lr grid for every method; None: lr_grids, else LR_GRID
+    lr: tuple | None = None  # lr grid for every method; None: lr_grids, else LR_GRID
     head_lr: float | None = HEAD_LR
-    gate_lr: tuple = GATE_LR             # gate-parameter lr grid
-    lam: tuple = LAM_GRID                # sparsity-weight grid
-    keep: tuple = KEEPS                  # keep targets of gate runs with bias training
-    no_bias_keep: tuple = ()             # keep targets of gate runs without bias training
-    kurtosis_keep: tuple = ()            # keep targets of gate runs with the kurtosis-weighted target objective
-    combo_keep: tuple | None = None      # keep targets of gates+lora runs (bias on); None: `keep`
-    kurtosis_tau: float | None = None    # kurtosis weighting of every gate run (target objective only)
+    gate_lr: tuple = GATE_LR  # gate-parameter lr grid
+    lam: tuple = LAM_GRID  # sparsity-weight grid
+    keep: tuple = KEEPS  # keep targets of gate runs with bias training
+    no_bias_keep: tuple = ()  # keep targets of gate runs without bias training
+    kurtosis_keep: tuple = ()  # keep targets of gate runs with the kurtosis-weighted target objective
+    combo_keep: tuple | None = None  # keep targets of gates+lora runs (bias on); None: `keep`
+    kurtosis_tau: float | None = None  # kurtosis weighting of every gate run (target objective only)
     objective: str = OBJECTIVE
     lam_warmup: float = LAM_WARMUP
     sigma: float = SIGMA
     reg_sigma: float = REG_SIGMA
     control: bool = CONTROL
-    split_range: bool = True             # the controller also raises lam where the knob alone cannot reach the request
-    recovery: float = RECOVERY           # 0 = none; else steps (x the run's) after a correction changing > 1% of gates
-    schedule: str = "linear"             # lr after warm-up: linear decay to 0, or constant (the paper's shape)
-    extend_grids: bool = True            # the grid rule: a choice at a grid edge extends that grid (analysis/gridsearch.py)
+    split_range: bool = True  # the controller also raises lam where the knob alone cannot reach the request
+    recovery: float = RECOVERY  # 0 = none; else steps (x the run's) after a correction changing > 1% of gates
+    schedule: str = "linear"  # lr after warm-up: linear decay to 0, or constant (the paper's shape)
+    extend_grids: bool = True  # the grid rule: a choice at a grid edge extends that grid (analysis/gridsearch.py)
     grids_from_first_keep: bool = False  # other gate variants train the lrs the first keep target's run chose
-    reuse: tuple = ()                    # results files (names in results/finetune/) whose records of identical runs are copied, not rerun
-    choices_from: str | None = None      # results file whose first-seed runs' lr choices these runs train (no search)
+    reuse: tuple = ()  # results files (names in results/finetune/) whose records of identical runs are copied, not rerun
+    choices_from: str | None = None  # results file whose first-seed runs' lr choices these runs train (no search)
     bucketed: bool = BUCKETED
-    epochs: int | None = None            # None: task_epochs, else DEFAULT_EPOCHS
+    epochs: int | None = None  # None: task_epochs, else DEFAULT_EPOCHS
     task_epochs: dict = field(default_factory=dict)
     batch_size: int = 32
     max_len: int = 128
-    train_examples: int | None = None    # None: task_train_examples, else all
+    train_examples: int | None = None  # None: task_train_examples, else all
     task_train_examples: dict = field(default_factory=dict)
     val_examples: int | None = None
     dev_examples: int | None = None
@@ -91,19 +92,19 @@ class SweepConfig:
     lora_r: int = 8
     lora_alpha: float = 16
     lr_grids: dict = field(default_factory=dict)  # per-method lr grids (a protocol's)
-    one_seed: tuple = ()                 # methods (or "gates-no-bias") run on the first seed only
-    grid_on_first_seed: bool = False     # later seeds train the grid point the first seed chose on val
+    one_seed: tuple = ()  # methods (or "gates-no-bias") run on the first seed only
+    grid_on_first_seed: bool = False  # later seeds train the grid point the first seed chose on val
     curve_points: int = 4
     curve_dev_examples: int | None = CURVE_DEV_EXAMPLES  # 0 or None: all of dev
     checkpoint_dir: str = DEFAULT_CHECKPOINTS  # '' = no checkpoints
     glue_dir: str | None = None
-    data: str | None = None              # folder of train/dev CSV/TSV files (task 'csv')
+    data: str | None = None  # folder of train/dev CSV/TSV files (task 'csv')
     text_cols: tuple | None = None
-    encoding: str = "utf-8"              # of the --data files
+    encoding: str = "utf-8"  # of the --data files
     label_col: str | None = None
     regression: bool = False
-    compress: bool = True                # gatecore.compress each gate run and check it
-    bench: bool = True                   # time dense vs compressed
+    compress: bool = True  # gatecore.compress each gate run and check it
+    bench: bool = True  # time dense vs compressed
     max_runs: int | None = None
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
     threads: int = 2
@@ -156,14 +157,23 @@ def expand(cfg: SweepConfig) -> list[dict]:
             for method in cfg.methods:
                 if i > 0 and method in cfg.one_seed:
                     continue
-                base = dict(model=cfg.model, task=task, method=method, seed=seed,
-                            epochs=cfg.epochs or cfg.task_epochs.get(task, DEFAULT_EPOCHS),
-                            batch_size=cfg.batch_size, max_len=cfg.max_len,
-                            train_examples=cfg.train_examples or cfg.task_train_examples.get(task),
-                            val_examples=cfg.val_examples, dev_examples=cfg.dev_examples, pooling=cfg.pooling,
-                            lr_grid=list(cfg.lr or cfg.lr_grids.get(method) or LR_GRID[method]),
-                            head_lr=None if method == "head" else cfg.head_lr, bucketed=cfg.bucketed,
-                            curve_dev_examples=cfg.curve_dev_examples)
+                base = dict(
+                    model=cfg.model,
+                    task=task,
+                    method=method,
+                    seed=seed,
+                    epochs=cfg.epochs or cfg.task_epochs.get(task, DEFAULT_EPOCHS),
+                    batch_size=cfg.batch_size,
+                    max_len=cfg.max_len,
+                    train_examples=cfg.train_examples or cfg.task_train_examples.get(task),
+                    val_examples=cfg.val_examples,
+                    dev_examples=cfg.dev_examples,
+                    pooling=cfg.pooling,
+                    lr_grid=list(cfg.lr or cfg.lr_grids.get(method) or LR_GRID[method]),
+                    head_lr=None if method == "head" else cfg.head_lr,
+                    bucketed=cfg.bucketed,
+                    curve_dev_examples=cfg.curve_dev_examples,
+                )
                 if cfg.schedule != "linear":  # new keys only when set, so the run ids of earlier runs stay
                     base.update(schedule=cfg.schedule)
                 if method in ("lora", "gates+lora"):
@@ -171,15 +181,26 @@ def expand(cfg: SweepConfig) -> list[dict]:
                 if method not in GATE_METHODS:
                     specs.append(base)
                     continue
-                base.update(objective=cfg.objective, lam_grid=list(cfg.lam), lam_warmup=cfg.lam_warmup,
-                            sigma=cfg.sigma, reg_sigma=cfg.reg_sigma, gate_lr_grid=list(cfg.gate_lr),
-                            control=cfg.control, control_every=sparsity_control.EVERY, control_kp=sparsity_control.KP,
-                            control_ki=sparsity_control.KI, control_freeze=sparsity_control.FREEZE,
-                            removed_tol=sparsity_control.TOL)
+                base.update(
+                    objective=cfg.objective,
+                    lam_grid=list(cfg.lam),
+                    lam_warmup=cfg.lam_warmup,
+                    sigma=cfg.sigma,
+                    reg_sigma=cfg.reg_sigma,
+                    gate_lr_grid=list(cfg.gate_lr),
+                    control=cfg.control,
+                    control_every=sparsity_control.EVERY,
+                    control_kp=sparsity_control.KP,
+                    control_ki=sparsity_control.KI,
+                    control_freeze=sparsity_control.FREEZE,
+                    removed_tol=sparsity_control.TOL,
+                )
                 if cfg.kurtosis_tau is not None:  # only when set, so other run ids do not change
                     base.update(kurtosis_tau=cfg.kurtosis_tau)
                 if cfg.control and cfg.split_range:  # likewise
-                    base.update(control_lam_gain=LAM_GAIN, control_window=WINDOW, control_lam_max=LAM_MAX, control_kd=KD)
+                    base.update(
+                        control_lam_gain=LAM_GAIN, control_window=WINDOW, control_lam_max=LAM_MAX, control_kd=KD
+                    )
                 if cfg.control and cfg.recovery:
                     base.update(recovery=cfg.recovery, recovery_min_changed=RECOVERY_MIN_CHANGED)
                 variants = [dict(keep=k, bias=True) for k in cfg.keep]
@@ -188,8 +209,10 @@ def expand(cfg: SweepConfig) -> list[dict]:
                     continue
                 if i == 0 or "gates-no-bias" not in cfg.one_seed:  # without biases the lr grid has nothing to train
                     variants += [dict(keep=k, bias=False, lr_grid=base["lr_grid"][:1]) for k in cfg.no_bias_keep]
-                variants += [dict(keep=k, bias=True, objective="target", kurtosis_tau=cfg.kurtosis_tau or KURTOSIS_TAU)
-                             for k in cfg.kurtosis_keep]  # the paper's kurtosis-weighted objective is `target`
+                variants += [
+                    dict(keep=k, bias=True, objective="target", kurtosis_tau=cfg.kurtosis_tau or KURTOSIS_TAU)
+                    for k in cfg.kurtosis_keep
+                ]  # the paper's kurtosis-weighted objective is `target`
                 specs += [{**base, **v} for v in variants]
     if cfg.grids_from_first_keep and cfg.keep:  # other gate variants of the first seed: the first keep's choice
         specs = [_mark_first_keep(s, specs, cfg.keep[0]) if s["seed"] == cfg.seeds[0] else s for s in specs]
@@ -224,8 +247,16 @@ def _mark_first_keep(s: dict, specs: list[dict], keep: float) -> dict:
     """A gate variant (other keep, no bias) marked to train what the same method's `keep` run chose."""
     if s["method"] not in GATE_METHODS or s.get("kurtosis_tau") is not None or (s["keep"], s["bias"]) == (keep, True):
         return s
-    source = next((t for t in specs if (t["task"], t["method"], t["seed"], t.get("keep"), t.get("bias")) ==
-                   (s["task"], s["method"], s["seed"], keep, True) and t.get("kurtosis_tau") is None), None)
+    source = next(
+        (
+            t
+            for t in specs
+            if (t["task"], t["method"], t["seed"], t.get("keep"), t.get("bias"))
+            == (s["task"], s["method"], s["seed"], keep, True)
+            and t.get("kurtosis_tau") is None
+        ),
+        None,
+    )
     if source is None:
         return s
     return {**s, GRID_FROM: {k: v for k, v in source.items() if s.get(k) != v}}

@@ -15,6 +15,7 @@ Per protocol file <p> (e.g. cpu, convergence-check, cpu-converged) it writes:
   results/glue_table.md               (e) the GLUE table of every protocol, with the trivial baseline, asked vs
                                           got removed fractions, paired seed differences and kurtosis vs plain
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,18 @@ from pathlib import Path
 
 from analysis.cli import add_options, from_args, option
 from analysis.constants import FIGURES, REFERENCE_METHODS, RESULTS
-from analysis.finetune import curves, tables
-from analysis.finetune.plotting import (GATE_COLORS, REF_STYLE, heatmap, kept_fractions, metric, save, setting,
-                                        subplot_grid, trivial_line)
+from analysis.finetune import curves, search_tables, tables
+from analysis.finetune.plotting import (
+    GATE_COLORS,
+    REF_STYLE,
+    heatmap,
+    kept_fractions,
+    metric,
+    save,
+    setting,
+    subplot_grid,
+    trivial_line,
+)
 from analysis.finetune.results import Protocol, load_protocols
 from analysis.finetune.stats import baselines
 
@@ -65,17 +75,29 @@ def plot_tradeoff(p: Protocol, path: Path, base: dict) -> Path:
                 continue
             x = [100 * c.mean("removed_fraction") for c in cells]
             x_max = max([x_max, *x])
-            ax.errorbar(x, [c.mean() for c in cells], yerr=[c.std() for c in cells],
-                        xerr=[100 * c.std("removed_fraction") for c in cells], marker="o", ms=4, capsize=2,
-                        color=GATE_COLORS[i % len(GATE_COLORS)], label=label)
+            ax.errorbar(
+                x,
+                [c.mean() for c in cells],
+                yerr=[c.std() for c in cells],
+                xerr=[100 * c.std("removed_fraction") for c in cells],
+                marker="o",
+                ms=4,
+                capsize=2,
+                color=GATE_COLORS[i % len(GATE_COLORS)],
+                label=label,
+            )
             for c, xi in zip(cells, x):
                 ax.annotate(f"{c.keep:g}", (xi, c.mean()), textcoords="offset points", xytext=(3, 3), fontsize=7)
         ax.set_xlim(-2, max(50.0, x_max + 5))
         ax.set(title=title, xlabel="% of gated weights removed (eval gates)", ylabel=f"dev {metric(p, title)} (points)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    return save(fig, path, "(a) Sparsity-accuracy trade-off: gates at keep targets (annotated) vs references "
-                 f"and the trivial baseline (dashed), mean ± std over seeds\n{setting(p)}")
+    return save(
+        fig,
+        path,
+        "(a) Sparsity-accuracy trade-off: gates at keep targets (annotated) vs references "
+        f"and the trivial baseline (dashed), mean ± std over seeds\n{setting(p)}",
+    )
 
 
 def plot_params(p: Protocol, path: Path) -> Path:
@@ -87,17 +109,30 @@ def plot_params(p: Protocol, path: Path) -> Path:
         for label in p.labels:
             cells = [c for c in (get(label, k) for k in p.keeps(label)) if c is not None and c.dev]
             for j, c in enumerate(cells):
-                color = (GATE_COLORS[gate_labels.index(label) % len(GATE_COLORS)] if c.is_gates
-                         else REF_STYLE[c.method][0])
-                ax.errorbar([c.trainable], [c.mean()], yerr=[c.std()], marker="s" if c.is_gates else "o", ms=5,
-                            capsize=2, color=color, alpha=1.0 if not c.is_gates else 0.4 + 0.6 * (j + 1) / len(cells),
-                            label=label if j == 0 else None)
+                color = (
+                    GATE_COLORS[gate_labels.index(label) % len(GATE_COLORS)] if c.is_gates else REF_STYLE[c.method][0]
+                )
+                ax.errorbar(
+                    [c.trainable],
+                    [c.mean()],
+                    yerr=[c.std()],
+                    marker="s" if c.is_gates else "o",
+                    ms=5,
+                    capsize=2,
+                    color=color,
+                    alpha=1.0 if not c.is_gates else 0.4 + 0.6 * (j + 1) / len(cells),
+                    label=label if j == 0 else None,
+                )
         ax.set_xscale("log")
         ax.set(title=title, xlabel="trainable parameters (log scale)", ylabel=f"dev {metric(p, title)} (points)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="lower right")
-    return save(fig, path, "(b) Dev metric vs trainable parameters, mean ± std over seeds "
-                 f"(gate markers: darker = lower keep target)\n{setting(p)}")
+    return save(
+        fig,
+        path,
+        "(b) Dev metric vs trainable parameters, mean ± std over seeds "
+        f"(gate markers: darker = lower keep target)\n{setting(p)}",
+    )
 
 
 def _curve_cell(p: Protocol, task: str):
@@ -111,36 +146,51 @@ def _curve_cell(p: Protocol, task: str):
 
 def plot_layers(p: Protocol, path: Path) -> Path | None:
     """(c) heatmap per task: kept fraction of rows / columns by module type (y) and layer (x)."""
-    shown = [(t, c) for t in p.tasks
-             if (c := _curve_cell(p, t)) is not None and any(r.get("layers") for r in c.records)]
+    shown = [
+        (t, c) for t in p.tasks if (c := _curve_cell(p, t)) is not None and any(r.get("layers") for r in c.records)
+    ]
     if not shown:
         print(f"finetune figures [{p.name}]: no per-layer gate records; skipping (c)")
         return None
     fig, axes = subplot_grid(len(shown), width=4.6, height=4.4)
     for ax, (task, c) in zip(axes, shown):
         names, _, grid = kept_fractions(c.records)
-        heatmap(ax, grid, names, f"{task}: {c.label}, keep {c.keep:g}\n{100 * c.mean('removed_fraction'):.0f}% "
-                                 f"gated weights removed, {len(c.records)} seed(s)")
-    return save(fig, path,
-                f"(c) Per-layer kept fraction of rows and columns (eval gates), mean over seeds\n{setting(p)}")
+        heatmap(
+            ax,
+            grid,
+            names,
+            f"{task}: {c.label}, keep {c.keep:g}\n{100 * c.mean('removed_fraction'):.0f}% "
+            f"gated weights removed, {len(c.records)} seed(s)",
+        )
+    return save(
+        fig, path, f"(c) Per-layer kept fraction of rows and columns (eval gates), mean over seeds\n{setting(p)}"
+    )
 
 
 def protocol_section(p: Protocol, base: dict) -> list[str]:
     """The markdown of one protocol in glue_table.md: what produced it, its table, then its comparisons."""
     title = f"## Protocol `{p.name}`"
     parts = [title, "", tables.describe(p), tables.glue_table(p, base), ""]
-    for heading, table in (("Removed fraction of the gated weights, % asked → got (mean ± std over seeds)",
-                            tables.removal_table(p)),
-                           ("The final correction, where it changed gates: before → after (→ after the recovery phase)",
-                            tables.correction_table(p)),
-                           ("Learning rates chosen on val by the grid rule (first seed; later seeds train the choice)",
-                            tables.search_table(p)),
-                           ("The gate settings searched (first seed): what training removed, what the correction did",
-                            tables.gate_search_table(p)),
-                           ("Paired differences, gates minus reference (seed s minus seed s; dev points)",
-                            tables.paired_table(p)),
-                           ("Kurtosis-weighted vs plain target-keep gates (issue 16; seed s minus seed s)",
-                            tables.kurtosis_table(p))):
+    for heading, table in (
+        (
+            "Removed fraction of the gated weights, % asked → got (mean ± std over seeds)",
+            search_tables.removal_table(p),
+        ),
+        (
+            "The final correction, where it changed gates: before → after (→ after the recovery phase)",
+            search_tables.correction_table(p),
+        ),
+        (
+            "Learning rates chosen on val by the grid rule (first seed; later seeds train the choice)",
+            search_tables.search_table(p),
+        ),
+        (
+            "The gate settings searched (first seed): what training removed, what the correction did",
+            search_tables.gate_search_table(p),
+        ),
+        ("Paired differences, gates minus reference (seed s minus seed s; dev points)", tables.paired_table(p)),
+        ("Kurtosis-weighted vs plain target-keep gates (issue 16; seed s minus seed s)", tables.kurtosis_table(p)),
+    ):
         if table:
             parts += [f"### {heading}", "", table, ""]
     return parts
@@ -148,15 +198,18 @@ def protocol_section(p: Protocol, base: dict) -> list[str]:
 
 def write_glue_table(protocols: list[Protocol], path: Path, bases: dict) -> Path:
     """(e) results/glue_table.md: one section per protocol, with where its numbers come from."""
-    parts = ["# GLUE dev results of the finetuning protocols",
-             "",
-             "Generated by `make figures` (`python -m analysis.finetune.figures`) from `results/finetune/*.jsonl`",
-             "alone (do not edit). Cells: dev main metric in points (accuracy; F1 for MRPC; Matthews x100 for",
-             "CoLA; Pearson x100 for STS-B), mean ± std over seeds. GLUE avg: per seed, the mean over the tasks",
-             "of the protocol. Trivial row: the best constant prediction scored on the task's dev labels (majority",
-             "class for accuracy, always-positive for F1; 0 for Matthews and Pearson).",
-             "% gated removed: eval-gate removed fraction of the gated weight matrices, asked (1 − keep) → got,",
-             "over tasks and seeds. Speedup: dense / compressed latency at batch 32 on the CPU of the run.", ""]
+    parts = [
+        "# GLUE dev results of the finetuning protocols",
+        "",
+        "Generated by `make figures` (`python -m analysis.finetune.figures`) from `results/finetune/*.jsonl`",
+        "alone (do not edit). Cells: dev main metric in points (accuracy; F1 for MRPC; Matthews x100 for",
+        "CoLA; Pearson x100 for STS-B), mean ± std over seeds. GLUE avg: per seed, the mean over the tasks",
+        "of the protocol. Trivial row: the best constant prediction scored on the task's dev labels (majority",
+        "class for accuracy, always-positive for F1; 0 for Matthews and Pearson).",
+        "% gated removed: eval-gate removed fraction of the gated weight matrices, asked (1 − keep) → got,",
+        "over tasks and seeds. Speedup: dense / compressed latency at batch 32 on the CPU of the run.",
+        "",
+    ]
     for p in protocols:
         parts += protocol_section(p, bases[p.name])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,8 +229,10 @@ def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
     results_dir, figures_dir = Path(results_dir), Path(figures_dir)
     protocols = load_protocols(results_dir)
     if not protocols:
-        print(f"finetune figures: no records in {results_dir / 'finetune'}/*.jsonl; "
-              "skipping (run python -m analysis.finetune first)")
+        print(
+            f"finetune figures: no records in {results_dir / 'finetune'}/*.jsonl; "
+            "skipping (run python -m analysis.finetune first)"
+        )
         return []
     bases = {p.name: baselines(p) for p in protocols}
     tables_dir = Path(table_dir or results_dir)
@@ -185,10 +240,14 @@ def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
     for p in protocols:
         stem = figures_dir / f"finetune_{p.name}"
         base = bases[p.name]
-        made += [plot_tradeoff(p, Path(f"{stem}_tradeoff.png"), base), plot_params(p, Path(f"{stem}_params.png")),
-                 plot_layers(p, Path(f"{stem}_layers.png")), curves.plot_curves(p, Path(f"{stem}_curves.png"), base),
-                 curves.plot_kurtosis_layers(p, Path(f"{stem}_kurtosis_layers.png")),
-                 curves.write_plateau_table(p, tables_dir / "finetune" / f"{p.name}_plateau.md")]
+        made += [
+            plot_tradeoff(p, Path(f"{stem}_tradeoff.png"), base),
+            plot_params(p, Path(f"{stem}_params.png")),
+            plot_layers(p, Path(f"{stem}_layers.png")),
+            curves.plot_curves(p, Path(f"{stem}_curves.png"), base),
+            curves.plot_kurtosis_layers(p, Path(f"{stem}_kurtosis_layers.png")),
+            curves.write_plateau_table(p, tables_dir / "finetune" / f"{p.name}_plateau.md"),
+        ]
     return [m for m in made if m is not None]
 
 

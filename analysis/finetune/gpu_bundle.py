@@ -12,6 +12,7 @@ Contents (docs/design.md §6):
               tqdm, safetensors; pass --wheel FILE to add one)
   manifest.json   what is inside (sha256 of every file), the versions here, the build command
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ from analysis.data import glue_dir
 from analysis.provenance import provenance, write_json
 from gatecore.pretrained import OFFLINE_MODEL
 
-MAX_MB = 64                                               # the transfer limit of the kit, MiB
+MAX_MB = 64  # the transfer limit of the kit, MiB
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 CODE_DIRS = ("gatecore", "analysis")
 # modules the host must import to run the protocol; a missing one must come as a wheel in wheels/
@@ -43,10 +44,13 @@ def write_half_model(src: Path, dst: Path) -> dict:
     """Copy a Hugging Face model folder with its float weights cast to float16 (integer buffers unchanged)."""
     import torch
     from safetensors.torch import load_file, save_file
+
     weights = src / "model.safetensors"
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found: the bundle needs a model folder with model.safetensors "
-                                "(pytorch_model.bin is not supported here)")
+        raise FileNotFoundError(
+            f"{weights} not found: the bundle needs a model folder with model.safetensors "
+            "(pytorch_model.bin is not supported here)"
+        )
     dst.mkdir(parents=True, exist_ok=True)
     state = load_file(weights)
     half = {k: (v.to(torch.float16) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
@@ -66,8 +70,10 @@ def copy_glue(glue: Path, dst: Path, tasks=GLUE_TASKS) -> list[str]:
         for split in ("train.tsv", "dev.tsv"):
             f = glue / task / split
             if not f.is_file():
-                raise FileNotFoundError(f"{f} not found: the protocol needs GLUE {task} {split} "
-                                        f"(layout <glue-dir>/<TASK>/{{train,dev}}.tsv; pass --glue-dir)")
+                raise FileNotFoundError(
+                    f"{f} not found: the protocol needs GLUE {task} {split} "
+                    f"(layout <glue-dir>/<TASK>/{{train,dev}}.tsv; pass --glue-dir)"
+                )
             (dst / task).mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dst / task / split)
     return list(tasks)
@@ -99,14 +105,22 @@ def build(out: Path, model_dir: Path, glue: Path, tasks=GLUE_TASKS, wheels=(), m
     files = sorted(p for p in out.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     size = sum(p.stat().st_size for p in files)
     if size > max_mb * 2**20:
-        raise RuntimeError(f"bundle is {size / 2**20:.1f} MiB, over the {max_mb} MiB limit; "
-                           f"largest files: {sorted(files, key=lambda p: -p.stat().st_size)[:3]}")
+        raise RuntimeError(
+            f"bundle is {size / 2**20:.1f} MiB, over the {max_mb} MiB limit; "
+            f"largest files: {sorted(files, key=lambda p: -p.stat().st_size)[:3]}"
+        )
     import importlib
-    manifest = {**provenance({"model": str(model_dir), "glue": str(glue), "tasks": list(tasks),
-                              "wheels": [Path(w).name for w in wheels]}),
-                "model": model, "tasks": list(tasks), "size_mb": round(size / 2**20, 2),
-                "modules_here": {m: getattr(importlib.import_module(m), "__version__", "?") for m in HOST_MODULES},
-                "files": {str(p.relative_to(out)): sha256(p) for p in files}}
+
+    manifest = {
+        **provenance(
+            {"model": str(model_dir), "glue": str(glue), "tasks": list(tasks), "wheels": [Path(w).name for w in wheels]}
+        ),
+        "model": model,
+        "tasks": list(tasks),
+        "size_mb": round(size / 2**20, 2),
+        "modules_here": {m: getattr(importlib.import_module(m), "__version__", "?") for m in HOST_MODULES},
+        "files": {str(p.relative_to(out)): sha256(p) for p in files},
+    }
     write_json(out / "manifest.json", manifest)
     return manifest
 
@@ -116,22 +130,36 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, default=ROOT / "bundle", help="bundle folder to (re)create (default: bundle/)")
     ap.add_argument("--model", default=None, help="model folder to ship (default: the offline all-MiniLM-L6-v2)")
     ap.add_argument("--glue-dir", default=None, help="GLUE folder (default: $GLUE_DIR or data/glue)")
-    ap.add_argument("--tasks", nargs="+", default=list(GLUE_TASKS), help="GLUE task folders to ship (default: %(default)s)")
-    ap.add_argument("--wheel", action="append", default=[], type=Path,
-                    help="a wheel file for a package the host lacks (repeatable); shipped in wheels/")
-    ap.add_argument("--max-mb", type=float, default=MAX_MB, help="refuse a bundle larger than this many MiB (default: %(default)s)")
+    ap.add_argument(
+        "--tasks", nargs="+", default=list(GLUE_TASKS), help="GLUE task folders to ship (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--wheel",
+        action="append",
+        default=[],
+        type=Path,
+        help="a wheel file for a package the host lacks (repeatable); shipped in wheels/",
+    )
+    ap.add_argument(
+        "--max-mb", type=float, default=MAX_MB, help="refuse a bundle larger than this many MiB (default: %(default)s)"
+    )
     return ap
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import gatecore
+
     model_dir = Path(gatecore.resolve_model(args.model))
     glue = glue_dir(args.glue_dir)
     manifest = build(args.out, model_dir, glue, args.tasks, args.wheel, args.max_mb)
-    print(f"bundle {args.out}: {manifest['size_mb']} MiB, {len(manifest['files'])} files, model "
-          f"{manifest['model']['parameters']:,} parameters stored as float16, tasks {', '.join(manifest['tasks'])}")
-    print(f"on the host:  cd {args.out.name} && python -m analysis.finetune.gpu_protocol --bundle . --out results_gpu --workers 12")
+    print(
+        f"bundle {args.out}: {manifest['size_mb']} MiB, {len(manifest['files'])} files, model "
+        f"{manifest['model']['parameters']:,} parameters stored as float16, tasks {', '.join(manifest['tasks'])}"
+    )
+    print(
+        f"on the host:  cd {args.out.name} && python -m analysis.finetune.gpu_protocol --bundle . --out results_gpu --workers 12"
+    )
     return 0
 
 

@@ -27,6 +27,7 @@ over, the levers are MPS (`nvidia-cuda-mps-control -d`), more `--workers`, `--ba
 From Python: `run_bundle(bundle, bundle_config(bundle, out, workers=12))`; the overrides are SweepConfig
 fields. docs/design.md §5-6.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,21 +44,34 @@ from analysis.finetune.validate import ArgumentParser, ConfigError, cli
 PROTOCOL = "gpu"
 RESULTS_NAME = "gpu.jsonl"
 WORK = ".work"  # inside the bundle: the float32 copy of the model
-TINY = dict(methods=["lora", "gates"], keep=[0.7], no_bias_keep=[], seeds=[0], epochs=1, train_examples=16,
-            val_examples=8, dev_examples=16, max_len=32)  # on the bundle's first task
+TINY = dict(
+    methods=["lora", "gates"],
+    keep=[0.7],
+    no_bias_keep=[],
+    seeds=[0],
+    epochs=1,
+    train_examples=16,
+    val_examples=8,
+    dev_examples=16,
+    max_len=32,
+)  # on the bundle's first task
 
 
 def upcast_model(src: Path, dst: Path) -> Path:
     """float16 safetensors -> float32 copy (exact), with config and tokenizer; reused if already there."""
     from safetensors.torch import load_file, save_file
+
     if (dst / "model.safetensors").is_file() and (dst / "config.json").is_file():
         return dst
     tmp = dst.with_name(dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("model.safetensors"))
     state = load_file(src / "model.safetensors")
-    save_file({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, tmp / "model.safetensors",
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+        tmp / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
     return dst
@@ -65,8 +79,10 @@ def upcast_model(src: Path, dst: Path) -> Path:
 
 def read_manifest(bundle: Path) -> dict:
     if not (Path(bundle) / "manifest.json").is_file():
-        raise ConfigError(f"--bundle {bundle}: not a bundle (no manifest.json); build one with "
-                          "`python -m analysis.finetune.gpu_bundle --out DIR` in the repository")
+        raise ConfigError(
+            f"--bundle {bundle}: not a bundle (no manifest.json); build one with "
+            "`python -m analysis.finetune.gpu_bundle --out DIR` in the repository"
+        )
     return json.loads((Path(bundle) / "manifest.json").read_text())
 
 
@@ -75,10 +91,17 @@ def bundle_values(bundle: Path, out: Path, tiny: bool = False) -> dict:
     then the bundle's tasks (tiny: its first, and TINY's values), model (relative to the bundle) and GLUE."""
     bundle = Path(bundle).resolve()
     manifest = read_manifest(bundle)
-    return {**PROTOCOLS[PROTOCOL], "protocol": PROTOCOL, "tasks": manifest["tasks"][:1] if tiny else manifest["tasks"],
-            "root": str(bundle), "model": f"{WORK}/{manifest['model'].get('name', 'model')}",
-            "glue_dir": str(bundle / "glue"), "out": Path(out) / "finetune" / RESULTS_NAME,
-            "checkpoint_dir": str(Path(out) / "checkpoints"), **(TINY if tiny else {})}
+    return {
+        **PROTOCOLS[PROTOCOL],
+        "protocol": PROTOCOL,
+        "tasks": manifest["tasks"][:1] if tiny else manifest["tasks"],
+        "root": str(bundle),
+        "model": f"{WORK}/{manifest['model'].get('name', 'model')}",
+        "glue_dir": str(bundle / "glue"),
+        "out": Path(out) / "finetune" / RESULTS_NAME,
+        "checkpoint_dir": str(Path(out) / "checkpoints"),
+        **(TINY if tiny else {}),
+    }
 
 
 def bundle_config(bundle: Path, out: Path, tiny: bool = False, **overrides) -> SweepConfig:
@@ -91,14 +114,18 @@ def check_host() -> dict:
     import importlib
 
     from analysis.finetune.gpu_bundle import HOST_MODULES
+
     info = {}
     for name in HOST_MODULES:
         try:
             info[name] = getattr(importlib.import_module(name), "__version__", "?")
         except ImportError:
-            raise ConfigError(f"the protocol needs the Python package {name!r}, which this host lacks; install its "
-                              f"wheel from the bundle: pip install --no-index --find-links wheels {name}") from None
+            raise ConfigError(
+                f"the protocol needs the Python package {name!r}, which this host lacks; install its "
+                f"wheel from the bundle: pip install --no-index --find-links wheels {name}"
+            ) from None
     import torch
+
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info
@@ -111,19 +138,33 @@ def run_bundle(bundle: Path, cfg: SweepConfig) -> Path:
     commit = manifest.get("versions", {}).get("gatecore_commit")
     print(f"host: {check_host()}; bundle built {manifest.get('date')} at commit {commit}")
     upcast_model(bundle / "model", bundle / cfg.model)
-    note = {"bundle_commit": commit, "workers": cfg.workers,
-            "weights": "float16 copy upcast to float32, trained in float32"}
+    note = {
+        "bundle_commit": commit,
+        "workers": cfg.workers,
+        "weights": "float16 copy upcast to float32, trained in float32",
+    }
     return run_sweep(cfg, extra={"gpu_protocol": note})
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = ArgumentParser(prog="python -m analysis.finetune.gpu_protocol", description=__doc__,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(
+        prog="python -m analysis.finetune.gpu_protocol",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--bundle", type=Path, required=True, help="the bundle folder made by analysis.finetune.gpu_bundle")
-    ap.add_argument("--out", dest="out_dir", type=Path, required=True,
-                    help="results folder: records go to OUT/finetune/gpu.jsonl, checkpoints to OUT/checkpoints")
-    ap.add_argument("--tiny", action="store_true",
-                    help="two runs on a few examples of the bundle's first task (tests; a first check on a host)")
+    ap.add_argument(
+        "--out",
+        dest="out_dir",
+        type=Path,
+        required=True,
+        help="results folder: records go to OUT/finetune/gpu.jsonl, checkpoints to OUT/checkpoints",
+    )
+    ap.add_argument(
+        "--tiny",
+        action="store_true",
+        help="two runs on a few examples of the bundle's first task (tests; a first check on a host)",
+    )
     add_options(ap, skip=("--protocol", "--out", "--root"))
     ap.set_defaults(**PROTOCOLS[PROTOCOL])
     return ap

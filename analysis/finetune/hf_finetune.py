@@ -13,6 +13,7 @@ ordinary Hugging Face folder in <out>/compressed. The classifier reads the model
 (for BERT the [CLS] pooler), which is what `from_pretrained` users get; the study runner's mean
 pooling is not used here. Dev metrics of the gated and the compressed model go to <out>/metrics.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,11 +24,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline unless the user clears it
 
-from gatecore import defaults  # noqa: E402 (after the offline default: gatecore loads transformers)
 from analysis.finetune.validate import ArgumentParser, ConfigError, cli  # noqa: E402
+from gatecore import defaults  # noqa: E402 (after the offline default: gatecore loads transformers)
 
 # defaults, visible
-MODEL = None            # None: the offline all-MiniLM-L6-v2; any local folder or hub name
+MODEL = None  # None: the offline all-MiniLM-L6-v2; any local folder or hub name
 TASK = "rotten_tomatoes"
 METHOD = "gates"
 REMOVED, OBJECTIVE = defaults.REMOVED, defaults.OBJECTIVE  # the gate settings: the library's (gatecore/defaults.py)
@@ -91,46 +92,89 @@ def run(cfg: HFFinetuneConfig) -> dict:
         raise ValueError(f"method must be gates, lora or gates+lora here, got {cfg.method!r}")
     gated = cfg.method in gatecore.GATE_METHODS
     try:  # validated before any loading
-        gate_cfg = gatecore.GateConfig(removed=cfg.removed, objective=cfg.objective, lam=cfg.lam, gate_lr=cfg.gate_lr,
-                                       head_lr=cfg.head_lr) if gated else None
+        gate_cfg = (
+            gatecore.GateConfig(
+                removed=cfg.removed, objective=cfg.objective, lam=cfg.lam, gate_lr=cfg.gate_lr, head_lr=cfg.head_lr
+            )
+            if gated
+            else None
+        )
         gatecore.resolve_model(cfg.model)
     except (ValueError, OSError) as e:
         raise ConfigError(str(e)) from None
-    task = load_task(cfg.task, glue=cfg.glue_dir, data_dir=cfg.data, text_cols=cfg.text_cols, label_col=cfg.label_col,
-                     regression=cfg.regression, train_examples=cfg.train_examples, dev_examples=cfg.dev_examples)
+    task = load_task(
+        cfg.task,
+        glue=cfg.glue_dir,
+        data_dir=cfg.data,
+        text_cols=cfg.text_cols,
+        label_col=cfg.label_col,
+        regression=cfg.regression,
+        train_examples=cfg.train_examples,
+        dev_examples=cfg.dev_examples,
+    )
     model, tok = gatecore.load_model(cfg.model, num_labels=task.num_labels)
     gatecore.setup_method(model, cfg.method)
     out = Path(cfg.out)
-    args = TrainingArguments(output_dir=str(out), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-                             per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=64,
-                             learning_rate=cfg.lr, warmup_steps=0.06, weight_decay=0.0, seed=cfg.seed,
-                             logging_steps=20, save_strategy="no", report_to=[], ddp_find_unused_parameters=False,
-                             use_cpu=not __import__("torch").cuda.is_available())
+    args = TrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=64,
+        learning_rate=cfg.lr,
+        warmup_steps=0.06,
+        weight_decay=0.0,
+        seed=cfg.seed,
+        logging_steps=20,
+        save_strategy="no",
+        report_to=[],
+        ddp_find_unused_parameters=False,
+        use_cpu=not __import__("torch").cuda.is_available(),
+    )
 
     def metrics(pred) -> dict:
         logits = pred.predictions
         preds = logits.squeeze(-1).tolist() if task.num_labels == 1 else np.argmax(logits, -1).tolist()
         return task.score(preds, list(pred.label_ids))
 
-    common = dict(model=model, args=args, train_dataset=Tokenized(tok, task.train, cfg.max_len),
-                  eval_dataset=Tokenized(tok, task.dev, cfg.max_len), processing_class=tok,
-                  data_collator=DataCollatorWithPadding(tok), compute_metrics=metrics)
+    common = dict(
+        model=model,
+        args=args,
+        train_dataset=Tokenized(tok, task.train, cfg.max_len),
+        eval_dataset=Tokenized(tok, task.dev, cfg.max_len),
+        processing_class=tok,
+        data_collator=DataCollatorWithPadding(tok),
+        compute_metrics=metrics,
+    )
     if gated:
         trainer = gatecore.GateTrainer(**common, gate_config=gate_cfg)
     else:  # LoRA: the head at its own rate, like the study runner
         trainer = Trainer(**common)
         trainer.optimizer = __import__("torch").optim.AdamW(
-            gatecore.param_groups(model, cfg.lr, cfg.head_lr), weight_decay=0.0)
+            gatecore.param_groups(model, cfg.lr, cfg.head_lr), weight_decay=0.0
+        )
     trainer.train()
-    result = {**provenance(asdict(cfg), cfg.seed, str(args.device)), "method": cfg.method, "task": task.name,
-              "metric": task.metric, "dev": trainer.evaluate()}
+    result = {
+        **provenance(asdict(cfg), cfg.seed, str(args.device)),
+        "method": cfg.method,
+        "task": task.name,
+        "metric": task.metric,
+        "dev": trainer.evaluate(),
+    }
     if gated:
         rep = gatecore.gate_report(trainer.model)
         small = trainer.save_compressed(str(out / "compressed"))
-        result.update(removed_asked=cfg.removed, removed_got=rep.removed_fraction,
-                      dev_compressed=Trainer(model=small, args=args, eval_dataset=common["eval_dataset"],
-                                             data_collator=common["data_collator"],
-                                             compute_metrics=metrics).evaluate())
+        result.update(
+            removed_asked=cfg.removed,
+            removed_got=rep.removed_fraction,
+            dev_compressed=Trainer(
+                model=small,
+                args=args,
+                eval_dataset=common["eval_dataset"],
+                data_collator=common["data_collator"],
+                compute_metrics=metrics,
+            ).evaluate(),
+        )
     if args.should_save:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -140,8 +184,12 @@ def run(cfg: HFFinetuneConfig) -> dict:
 def parse_args(argv=None) -> HFFinetuneConfig:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default = HFFinetuneConfig()
-    ap.add_argument("--model", default=default.model, help="local folder or hub name (default: offline all-MiniLM-L6-v2)")
-    ap.add_argument("--task", default=default.task, help="GLUE name (SST-2, MRPC, ...), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
+    ap.add_argument(
+        "--model", default=default.model, help="local folder or hub name (default: offline all-MiniLM-L6-v2)"
+    )
+    ap.add_argument(
+        "--task", default=default.task, help="GLUE name (SST-2, MRPC, ...), rotten_tomatoes, csv, hf:PATH[:CONFIG]"
+    )
     ap.add_argument("--method", default=default.method, choices=["gates", "lora", "gates+lora"])
     ap.add_argument("--removed", type=float, default=default.removed, help="fraction of the gated weights to remove")
     ap.add_argument("--objective", default=default.objective, choices=["params", "target", "l0"])
@@ -153,7 +201,9 @@ def parse_args(argv=None) -> HFFinetuneConfig:
     ap.add_argument("--head-lr", type=float, default=default.head_lr)
     ap.add_argument("--gate-lr", type=float, default=default.gate_lr)
     ap.add_argument("--lam", type=float, default=default.lam)
-    ap.add_argument("--train-examples", type=int, default=default.train_examples, help="fixed-seed train subset (0: all)")
+    ap.add_argument(
+        "--train-examples", type=int, default=default.train_examples, help="fixed-seed train subset (0: all)"
+    )
     ap.add_argument("--dev-examples", type=int, default=default.dev_examples)
     ap.add_argument("--seed", type=int, default=default.seed)
     ap.add_argument("--out", default=default.out, help="output folder (trainer files, compressed model, metrics.json)")
@@ -162,7 +212,9 @@ def parse_args(argv=None) -> HFFinetuneConfig:
     ap.add_argument("--label-col", help="label column of --data / hf: tasks")
     ap.add_argument("--regression", action="store_true")
     ap.add_argument("--glue-dir", help="GLUE folder (default: $GLUE_DIR or data/glue)")
-    ap.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error")
+    ap.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error"
+    )
     values = vars(ap.parse_args(argv))
     values["train_examples"] = values["train_examples"] or None
     values["text_cols"] = tuple(values["text_cols"]) if values["text_cols"] else None
@@ -172,14 +224,17 @@ def parse_args(argv=None) -> HFFinetuneConfig:
 def run_command(argv) -> int:
     res = run(parse_args(argv))
     import torch.distributed as dist
+
     main_process = not dist.is_initialized() or dist.get_rank() == 0  # one summary line, from rank 0 only
     if dist.is_initialized():  # the Trainer leaves the group open; gloo can abort at interpreter exit
         dist.destroy_process_group()
     if main_process and res.get("dev"):
         line = f"{res['task']} {res['method']}: dev {res['metric']} {res['dev'].get('eval_' + res['metric'])}"
         if "removed_got" in res:
-            line += (f", removed {res['removed_got']:.1%} (asked {res['removed_asked']:.0%}), compressed dev "
-                     f"{res['dev_compressed'].get('eval_' + res['metric'])}")
+            line += (
+                f", removed {res['removed_got']:.1%} (asked {res['removed_asked']:.0%}), compressed dev "
+                f"{res['dev_compressed'].get('eval_' + res['metric'])}"
+            )
         print(line)
     return 0
 

@@ -15,6 +15,7 @@ bucketed, 2 workers x 1 thread), and for a task without such a row (a CSV folder
 method's median seconds per token over the measured tasks (tokens per batch: results/bench/batching.json) times
 the task's own measured tokens per example.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -28,8 +29,13 @@ GLUE5 = ["SST-2", "MRPC", "RTE", "CoLA", "STS-B"]
 # tasks without a check get about 450-500 steps, at most 5 epochs (RTE: 5 epochs, ~350 steps)
 CONVERGED_EPOCHS = {"SST-2": 2, "MRPC": 5, "RTE": 5, "CoLA": 2, "STS-B": 3}
 # the same grid size (2) for every method; for gates the gate-lr grid is the searched one
-CONVERGED_LR_GRIDS = {"head": [1e-3, 1e-2], "bias": [1e-3, 3e-3], "lora": [5e-4, 2e-3], "full": [3e-5, 1e-4],
-                      "gates": [1e-3]}
+CONVERGED_LR_GRIDS = {
+    "head": [1e-3, 1e-2],
+    "bias": [1e-3, 3e-3],
+    "lora": [5e-4, 2e-3],
+    "full": [3e-5, 1e-4],
+    "gates": [1e-3],
+}
 # The fair fight (issue 24): every searched lr by the grid rule (analysis/gridsearch.py), from these grids;
 # the gates also search the lr of the biases they train, from the bias control's grid (first value = start)
 FAIR_LR_GRIDS = {**CONVERGED_LR_GRIDS, "gates": [1e-3, 3e-3], "gates+lora": [2e-3, 6e-3]}
@@ -37,47 +43,118 @@ FAIR_GATE_LR = [0.01, 0.03, 0.1, 0.3]
 # Settings of the protocols recorded before the grid rule, the split-range controller and the recovery phase,
 # spelled out so that their run ids, and what a rerun of them trains, stay as recorded
 LEGACY = dict(extend_grids=False, split_range=False, recovery=0.0)
-CONVERGED = dict(tasks=GLUE5, methods=["head", "bias", "lora", "full", "gates"], seeds=[0, 1, 2],
-                 keep=[0.7, 0.6], no_bias_keep=[0.7], one_seed=["full", "head", "gates-no-bias"],
-                 grid_on_first_seed=True, train_examples=None, task_train_examples={"SST-2": 20000}, val_examples=None,
-                 dev_examples=None, epochs=None, task_epochs=CONVERGED_EPOCHS, max_len=128,
-                 lr_grids=CONVERGED_LR_GRIDS, gate_lr=[0.1, 0.3], lam=[1.0], curve_points=8, objective="target",
-                 threads=1, workers=2)
+CONVERGED = dict(
+    tasks=GLUE5,
+    methods=["head", "bias", "lora", "full", "gates"],
+    seeds=[0, 1, 2],
+    keep=[0.7, 0.6],
+    no_bias_keep=[0.7],
+    one_seed=["full", "head", "gates-no-bias"],
+    grid_on_first_seed=True,
+    train_examples=None,
+    task_train_examples={"SST-2": 20000},
+    val_examples=None,
+    dev_examples=None,
+    epochs=None,
+    task_epochs=CONVERGED_EPOCHS,
+    max_len=128,
+    lr_grids=CONVERGED_LR_GRIDS,
+    gate_lr=[0.1, 0.3],
+    lam=[1.0],
+    curve_points=8,
+    objective="target",
+    threads=1,
+    workers=2,
+)
 PROTOCOLS = {
     # the converged CPU protocol of issue 9 (plan for ~4 h wall with --workers 2 --threads 1)
     "cpu-converged": dict(CONVERGED, **LEGACY),
     # its successor, the fair fight of issue 24: grids by the rule (the gates' bias lr searched too), gates+lora at
     # 30% removed, the split-range controller and the recovery phase; the 40% and no-bias gate runs train what
     # the 30% run chose; cpu-converged's records of identical runs (head, bias, lora, full) are reused
-    "cpu-fair": dict(CONVERGED, methods=["head", "bias", "lora", "full", "gates", "gates+lora"], combo_keep=[0.7],
-                     lr_grids=FAIR_LR_GRIDS, gate_lr=FAIR_GATE_LR, grids_from_first_keep=True, reuse=["cpu-converged"],
-                     extend_grids=True, split_range=True, recovery=0.1),
+    "cpu-fair": dict(
+        CONVERGED,
+        methods=["head", "bias", "lora", "full", "gates", "gates+lora"],
+        combo_keep=[0.7],
+        lr_grids=FAIR_LR_GRIDS,
+        gate_lr=FAIR_GATE_LR,
+        grids_from_first_keep=True,
+        reuse=["cpu-converged"],
+        extend_grids=True,
+        split_range=True,
+        recovery=0.1,
+    ),
     # is it a matter of training longer? (issue 24) 4x cpu-fair's steps with the paper's schedule shape (warm-up,
     # then a constant lr), each method at the lrs cpu-fair's first seed chose; SST-2 (20k) and STS-B, seed 0
-    "cpu-fair-long": dict(CONVERGED, tasks=["SST-2", "STS-B"], methods=["lora", "bias", "gates"], seeds=[0], keep=[0.7],
-                          no_bias_keep=[], one_seed=[], grid_on_first_seed=False, lr_grids=FAIR_LR_GRIDS,
-                          gate_lr=FAIR_GATE_LR, task_epochs={t: 4 * CONVERGED_EPOCHS[t] for t in ("SST-2", "STS-B")},
-                          schedule="constant", choices_from="cpu-fair", curve_points=16, extend_grids=True,
-                          split_range=True, recovery=0.1),
+    "cpu-fair-long": dict(
+        CONVERGED,
+        tasks=["SST-2", "STS-B"],
+        methods=["lora", "bias", "gates"],
+        seeds=[0],
+        keep=[0.7],
+        no_bias_keep=[],
+        one_seed=[],
+        grid_on_first_seed=False,
+        lr_grids=FAIR_LR_GRIDS,
+        gate_lr=FAIR_GATE_LR,
+        task_epochs={t: 4 * CONVERGED_EPOCHS[t] for t in ("SST-2", "STS-B")},
+        schedule="constant",
+        choices_from="cpu-fair",
+        curve_points=16,
+        extend_grids=True,
+        split_range=True,
+        recovery=0.1,
+    ),
     # long runs with a dense curve on the bounded dev subset, to size cpu-converged's epochs
     # gates use the authors' `target` objective here, so `gates` and the kurtosis-weighted variant differ in the
     # weighting alone (issue 16's comparison); the controller holds both to the same removed fraction
-    "convergence-check": dict(tasks=["SST-2", "MRPC"], methods=["lora", "bias", "gates"], seeds=[0, 1, 2],
-                              keep=[0.7], no_bias_keep=[], kurtosis_keep=[0.7], kurtosis_tau=None, objective="target",
-                              train_examples=None, task_train_examples={"SST-2": 20000}, val_examples=None,
-                              dev_examples=None, epochs=None, task_epochs={"SST-2": 2, "MRPC": 5}, max_len=128,
-                              lr_grids={"lora": [1e-3], "bias": [1e-3], "gates": [1e-3]}, gate_lr=[0.2],
-                              curve_points=12, threads=1, workers=2, **LEGACY),
+    "convergence-check": dict(
+        tasks=["SST-2", "MRPC"],
+        methods=["lora", "bias", "gates"],
+        seeds=[0, 1, 2],
+        keep=[0.7],
+        no_bias_keep=[],
+        kurtosis_keep=[0.7],
+        kurtosis_tau=None,
+        objective="target",
+        train_examples=None,
+        task_train_examples={"SST-2": 20000},
+        val_examples=None,
+        dev_examples=None,
+        epochs=None,
+        task_epochs={"SST-2": 2, "MRPC": 5},
+        max_len=128,
+        lr_grids={"lora": [1e-3], "bias": [1e-3], "gates": [1e-3]},
+        gate_lr=[0.2],
+        curve_points=12,
+        threads=1,
+        workers=2,
+        **LEGACY,
+    ),
     # the GPU protocol (python -m analysis.finetune.gpu_protocol runs it from an offline bundle): full training sets,
     # gates at five keep targets (bias on) and at 0.7 without bias, 3 seeds: 150 runs; the sweep's defaults otherwise
-    "gpu": dict(tasks=GLUE5, methods=["full", "lora", "bias", "head", "gates"], seeds=[0, 1, 2],
-                keep=[0.9, 0.8, 0.7, 0.6, 0.5], no_bias_keep=[0.7], epochs=None, task_epochs={"SST-2": 1},
-                batch_size=32, max_len=128, train_examples=None, val_examples=None, dev_examples=None,
-                device="cuda", threads=1, workers=12, quiet=True),
+    "gpu": dict(
+        tasks=GLUE5,
+        methods=["full", "lora", "bias", "head", "gates"],
+        seeds=[0, 1, 2],
+        keep=[0.9, 0.8, 0.7, 0.6, 0.5],
+        no_bias_keep=[0.7],
+        epochs=None,
+        task_epochs={"SST-2": 1},
+        batch_size=32,
+        max_len=128,
+        train_examples=None,
+        val_examples=None,
+        dev_examples=None,
+        device="cuda",
+        threads=1,
+        workers=12,
+        quiet=True,
+    ),
 }
 DEFAULT_EPOCHS = 3
-EVAL_VS_STEP = 1 / 3         # an example's forward in eval, relative to its share of a training step
-BENCH_S = 15.0               # compress + dense-vs-compressed latency of a gate run
+EVAL_VS_STEP = 1 / 3  # an example's forward in eval, relative to its share of a training step
+BENCH_S = 15.0  # compress + dense-vs-compressed latency of a gate run
 STEP_SOURCE = ROOT / "results" / "finetune" / "cpu-converged.jsonl"
 SAME_COST = {"gates+lora": "gates"}  # a method without measured steps costs about what this one does
 
@@ -104,6 +181,7 @@ def step_times(model: str, runs=STEP_SOURCE, batching=ROOT / "results" / "bench"
     per token}: the median over tasks of step / real tokens per bucketed batch (results/bench/batching.json), for
     tasks without a measured row)."""
     import json
+
     rows: dict = {}
     for r in read_jsonl(runs):
         if r.get("step_time_s") and r["config"].get("model") == model:
@@ -150,8 +228,15 @@ def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4
         one = steps * step + (curve + n_val) * per_ex  # one grid point: training, its curve, its val score
         per_run.append(grid_size(s) * one + n_dev * per_ex + (BENCH_S + n_dev * per_ex) * (s["method"] == "gates"))
     load = [0.0] * max(1, workers)
-    for t in sorted(per_run, reverse=True):  # what analysis.finetune.schedule does: longest first, to the first free worker
+    for t in sorted(
+        per_run, reverse=True
+    ):  # what analysis.finetune.schedule does: longest first, to the first free worker
         load[load.index(min(load))] += t
-    return {"source": "measured step_time_s per (task, method) of the protocol records; other tasks: the method's "
-                      "median seconds per token (results/bench/batching.json tokens) x their tokens",
-            "run_s": per_run, "serial_s": sum(per_run), "wall_s": max(load), "workers": workers}
+    return {
+        "source": "measured step_time_s per (task, method) of the protocol records; other tasks: the method's "
+        "median seconds per token (results/bench/batching.json tokens) x their tokens",
+        "run_s": per_run,
+        "serial_s": sum(per_run),
+        "wall_s": max(load),
+        "workers": workers,
+    }

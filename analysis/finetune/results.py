@@ -6,41 +6,63 @@ that method (e.g. "gates (no bias)", "gates (kurtosis tau=100)", "gates lam=2"),
 carry their keep target. The GLUE table (analysis.finetune.tables)
 and every finetuning figure are built from these cells alone.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from analysis.constants import GLUE_TASKS, METHOD_ORDER
-
-from analysis.finetune.stats import mean as _mean, std as _std
+from analysis.finetune.stats import mean as _mean
+from analysis.finetune.stats import std as _std
 from analysis.finetune.tables import KURTOSIS_SUFFIX
 from analysis.provenance import read_jsonl, warn_if_dirty
 from gatecore.methods import GATE_METHODS
 
-DISPLAY = {"sst2": "SST-2", "mrpc": "MRPC", "rte": "RTE", "cola": "CoLA", "stsb": "STS-B", "sts-b": "STS-B",
-           "rotten_tomatoes": "Rotten Tomatoes"}
+DISPLAY = {
+    "sst2": "SST-2",
+    "mrpc": "MRPC",
+    "rte": "RTE",
+    "cola": "CoLA",
+    "stsb": "STS-B",
+    "sts-b": "STS-B",
+    "rotten_tomatoes": "Rotten Tomatoes",
+}
 # what each known protocol is, shown beside its numbers; known protocols first, in this order
 PROTOCOL_NOTES = {
     "cpu-converged": "the converged CPU protocol of issue 9 (full train sets, SST-2 capped; "
-                     "3 seeds for bias, lora, gates)",
+    "3 seeds for bias, lora, gates)",
     "convergence-check": "long runs with a dense dev curve (bounded dev subset) on SST-2 and MRPC, 3 seeds, "
-                         "to size cpu-converged's epochs; gates with and without the kurtosis weighting (issue 16)",
+    "to size cpu-converged's epochs; gates with and without the kurtosis weighting (issue 16)",
     "levers": "levers on SST-2, seed 0, cpu-converged's settings with the gate lr its seed 0 chose (0.1): gates "
-              "removing nothing or 10% (what the removal costs), and the params objective",
+    "removing nothing or 10% (what the removal costs), and the params objective",
     "gpu": "the GPU protocol",
     "cpu-fair": "the fair fight of issue 24: every lr grid extended by the grid rule until its choice is interior, "
-                "the gates' bias lr searched, the split-range controller, gates+lora",
+    "the gates' bias lr searched, the split-range controller, gates+lora",
     "cpu-fair-long": "SST-2 and STS-B at 4x cpu-fair's epochs, constant lr after warm-up, at cpu-fair's choices",
 }
 # config keys that may tell two settings of one method apart (lr is chosen per run by the search, so it is not one)
-LABEL_KEYS = ("objective", "lam", "lam_warmup", "sigma", "reg_sigma", "epochs", "lora_r", "lora_alpha",
-              "pooling", "train_examples", "batch_size", "max_len", "model")
+LABEL_KEYS = (
+    "objective",
+    "lam",
+    "lam_warmup",
+    "sigma",
+    "reg_sigma",
+    "epochs",
+    "lora_r",
+    "lora_alpha",
+    "pooling",
+    "train_examples",
+    "batch_size",
+    "max_len",
+    "model",
+)
 
 
 @dataclass
 class Cell:
     """One (task, label, keep) setting of a protocol, with one entry per seed."""
+
     task: str
     label: str
     method: str
@@ -83,8 +105,9 @@ class Cell:
     @property
     def speedup(self) -> list[float]:
         """Dense / compressed latency (CPU if measured there, else GPU)."""
-        return self.values(lambda r: (r.get("compressed") or {}).get("speedup_cpu",
-                                                                      (r.get("compressed") or {}).get("speedup_gpu")))
+        return self.values(
+            lambda r: (r.get("compressed") or {}).get("speedup_cpu", (r.get("compressed") or {}).get("speedup_gpu"))
+        )
 
     @property
     def is_gates(self) -> bool:
@@ -100,6 +123,7 @@ class Cell:
 @dataclass
 class Protocol:
     """All records of one results/finetune/<name>.jsonl file, grouped into cells."""
+
     name: str
     path: Path
     records: list[dict]
@@ -147,10 +171,15 @@ class Protocol:
         avg = Cell("GLUE avg", label, cells[0].method, keep)
         for s in sorted(seeds, key=str):
             rs = [b[s] for b in by_seed]
-            avg.records.append({"config": {"seed": s}, "dev_main": _mean([r["dev_main"] for r in rs]),
-                                "removed_fraction": _mean([r.get("removed_fraction") or 0.0 for r in rs]),
-                                "removed_asked": _mean([r.get("removed_asked", 1.0 - (keep or 1.0)) for r in rs]),
-                                "params": {"trainable": _mean([(r.get("params") or {}).get("trainable", 0) for r in rs])}})
+            avg.records.append(
+                {
+                    "config": {"seed": s},
+                    "dev_main": _mean([r["dev_main"] for r in rs]),
+                    "removed_fraction": _mean([r.get("removed_fraction") or 0.0 for r in rs]),
+                    "removed_asked": _mean([r.get("removed_asked", 1.0 - (keep or 1.0)) for r in rs]),
+                    "params": {"trainable": _mean([(r.get("params") or {}).get("trainable", 0) for r in rs])},
+                }
+            )
         return avg
 
 

@@ -10,6 +10,7 @@ setting's dev metrics are reported, the whole search is recorded (the record con
 analysis/finetune/results.py). Gate runs are then compressed, checked against the gated model on dev and
 timed against the dense one.
 """
+
 from __future__ import annotations
 
 import copy
@@ -20,30 +21,44 @@ from pathlib import Path
 import torch
 
 import gatecore
-from gatecore import sparsity_control
-from gatecore.methods import GATE_METHODS
-
 from analysis.data import Task, load_task
 from analysis.finetune.config import SweepConfig, run_id
 from analysis.finetune.train import build_model, encode, evaluate, measured_keep, peak_mem_mb, train
 from analysis.finetune.validate import model_source
 from analysis.gridsearch import FACTOR, MAX_STEPS, coordinate_search, point_key
 from analysis.provenance import ROOT, append_jsonl, provenance, read_jsonl
+from gatecore import sparsity_control
+from gatecore.methods import GATE_METHODS
 
 BENCH_BATCH, BENCH_LEN, BENCH_REPEATS = 32, 128, 5  # speedup: dense vs compressed forward, same process
 
 
 def spec_task(spec: dict, cfg: SweepConfig) -> Task:
     """The run's task, with the spec's subsets and the config's data options."""
-    return load_task(spec["task"], glue=cfg.glue_dir, data_dir=cfg.data, text_cols=cfg.text_cols,
-                     label_col=cfg.label_col, regression=cfg.regression, train_examples=spec["train_examples"],
-                     val_examples=spec["val_examples"], dev_examples=spec["dev_examples"], encoding=cfg.encoding)
+    return load_task(
+        spec["task"],
+        glue=cfg.glue_dir,
+        data_dir=cfg.data,
+        text_cols=cfg.text_cols,
+        label_col=cfg.label_col,
+        regression=cfg.regression,
+        train_examples=spec["train_examples"],
+        val_examples=spec["val_examples"],
+        dev_examples=spec["dev_examples"],
+        encoding=cfg.encoding,
+    )
 
 
 def run_spec(spec: dict, cfg: SweepConfig, prior: dict | None, device) -> dict:
     """One run for analysis.finetune.schedule's workers (a module-level function, as spawned workers need)."""
-    return run_one(spec, cfg, device, progress=not cfg.quiet and mp.current_process().name == "MainProcess",
-                   prior=prior, points_file=points_path(cfg.out) if cfg.out else None)
+    return run_one(
+        spec,
+        cfg,
+        device,
+        progress=not cfg.quiet and mp.current_process().name == "MainProcess",
+        prior=prior,
+        points_file=points_path(cfg.out) if cfg.out else None,
+    )
 
 
 def points_path(out: Path) -> Path:
@@ -55,22 +70,34 @@ def points_path(out: Path) -> Path:
 def compressed_info(model, spec, task, dev_enc, pad_id, device, gated_dev: dict, bench: bool) -> dict:
     """Compress a copy, check its dev metric equals the gated one, and time it against the gated-free dense model."""
     from analysis.bench.latency import measure_speedup  # imported only when needed
+
     compressed = gatecore.compress(copy.deepcopy(model).eval())
     dev = evaluate(compressed, dev_enc, task, spec["pooling"], pad_id, device)
     seq = min(BENCH_LEN, model.config.max_position_embeddings)
     size = gatecore.size_report(model, compressed, seq=seq)
     layers = gatecore.gated_layers(model)
     kept_w = sum(compressed.get_submodule(n).weight.numel() for n in layers)
-    info = {"params_total": size.compressed_params, "params_dense": size.dense_params,
-            "linear_removed_fraction": 1.0 - kept_w / sum(m.out_features * m.in_features for m in layers.values()),
-            "dev_main": dev[task.metric], "dev": dev, "matches_gated": dev == gated_dev, "size": size.as_dict(),
-            "speedup_cpu": None, "bench": None}
+    info = {
+        "params_total": size.compressed_params,
+        "params_dense": size.dense_params,
+        "linear_removed_fraction": 1.0 - kept_w / sum(m.out_features * m.in_features for m in layers.values()),
+        "dev_main": dev[task.metric],
+        "dev": dev,
+        "matches_gated": dev == gated_dev,
+        "size": size.as_dict(),
+        "speedup_cpu": None,
+        "bench": None,
+    }
     if dev != gated_dev:  # the invariant of docs/design.md §3; a float32 near-tie can flip a prediction
-        print(f"warning: compressed dev {dev} != gated dev {gated_dev} ({spec['task']}, {spec['method']})", file=sys.stderr)
+        print(
+            f"warning: compressed dev {dev} != gated dev {gated_dev} ({spec['task']}, {spec['method']})",
+            file=sys.stderr,
+        )
     if bench:
         dense, _ = build_model({**spec, "method": "head"}, task.num_labels)
-        info["bench"] = measure_speedup(dense, compressed, batch=BENCH_BATCH, seq=seq, repeats=BENCH_REPEATS,
-                                        device=device)
+        info["bench"] = measure_speedup(
+            dense, compressed, batch=BENCH_BATCH, seq=seq, repeats=BENCH_REPEATS, device=device
+        )
         info["speedup_cpu" if torch.device(device).type == "cpu" else "speedup_gpu"] = info["bench"]["speedup"]
     return info
 
@@ -105,8 +132,14 @@ def controller_met(entry: dict, tol: float = sparsity_control.TOL) -> bool:
     return abs(corr["removed_before"] - entry["removed_asked"]) <= tol
 
 
-def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: dict | None = None,
-            points_file: Path | None = None) -> dict:
+def run_one(
+    spec: dict,
+    cfg: SweepConfig,
+    device,
+    progress: bool = True,
+    prior: dict | None = None,
+    points_file: Path | None = None,
+) -> dict:
     """Search the run's grids on val by the grid rule (analysis/gridsearch.py), then build the record of the
     chosen point. `prior`: an earlier record of this run whose search points are reused, not retrained (a grid
     the rule extends); if one of them stays the choice, that record is kept and only its search grows.
@@ -125,15 +158,25 @@ def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: 
         point = {k: v for k, v in spec.items() if not k.endswith("_grid")} | p
         model, tok = build_model(point | weights, task.num_labels)
         pad = tok.pad_token_id if tok is not None else model.config.pad_token_id
-        enc = {k: encode(tok, getattr(task, k), point["max_len"], model.config.vocab_size) for k in ("train", "val", "dev")}
+        enc = {
+            k: encode(tok, getattr(task, k), point["max_len"], model.config.vocab_size) for k in ("train", "val", "dev")
+        }
         res = train(model, point, task, enc["train"], enc["dev"], pad, device, cfg.curve_points, progress, enc["val"])
-        entry = {"lr": point["lr"], "lam": point.get("lam"),
-                 "val_main": evaluate(model, enc["val"], task, point["pooling"], pad, device)[task.metric]}
+        entry = {
+            "lr": point["lr"],
+            "lam": point.get("lam"),
+            "val_main": evaluate(model, enc["val"], task, point["pooling"], pad, device)[task.metric],
+        }
         if gated:
             got = sparsity_control.removed_got(model)  # after the final correction, as are the val/dev scores
-            entry.update(gate_lr=point["gate_lr"], removed_fraction=got, removed_asked=res.removed_asked,
-                         measured_keep=measured_keep(model, point["objective"]), correction=res.correction,
-                         meets_keep=abs(got - res.removed_asked) <= point.get("removed_tol", sparsity_control.TOL))
+            entry.update(
+                gate_lr=point["gate_lr"],
+                removed_fraction=got,
+                removed_asked=res.removed_asked,
+                measured_keep=measured_keep(model, point["objective"]),
+                correction=res.correction,
+                meets_keep=abs(got - res.removed_asked) <= point.get("removed_tol", sparsity_control.TOL),
+            )
         k = point_key(p)
         entries[k] = entry
         if points_file:
@@ -149,33 +192,63 @@ def run_one(spec: dict, cfg: SweepConfig, device, progress: bool = True, prior: 
     rule = {} if cfg.extend_grids else {"max_steps": 0}
     found = coordinate_search(grids, train_point, known=known, **rule)
     best = point_key(found.best)
-    search = [entries[point_key(p)] for p, _ in found.tried] + [e for k, e in entries.items()
-                                                              if k not in {point_key(p) for p, _ in found.tried}]
-    grid_info = {"tried": {d: sorted({e[d] for e in search}) for d in grids}, "line": found.grids,
-                 "status": found.status, "rule": {"factor": FACTOR, "max_steps": rule.get("max_steps", MAX_STEPS)}}
+    search = [entries[point_key(p)] for p, _ in found.tried] + [
+        e for k, e in entries.items() if k not in {point_key(p) for p, _ in found.tried}
+    ]
+    grid_info = {
+        "tried": {d: sorted({e[d] for e in search}) for d in grids},
+        "line": found.grids,
+        "status": found.status,
+        "rule": {"factor": FACTOR, "max_steps": rule.get("max_steps", MAX_STEPS)},
+    }
     if best not in trained and prior is not None and best == point_key(entry_point(prior_entry(prior, grids), grids)):
-        return {**prior, "hp_search": search if len(search) > 1 else None, "grid": grid_info,
-                "extended": {"new_points": found.new, **provenance(spec, spec["seed"], device)}}
+        return {
+            **prior,
+            "hp_search": search if len(search) > 1 else None,
+            "grid": grid_info,
+            "extended": {"new_points": found.new, **provenance(spec, spec["seed"], device)},
+        }
     if best not in trained:  # a tie broken another way than the earlier record did: train the choice again
         train_point(found.best)
     point, model, res, enc, pad = trained[best]
     val_main = entries[best]["val_main"]
     dev = evaluate(model, enc["dev"], task, point["pooling"], pad, device)
-    rec = {"run_id": rid, **provenance(point, point["seed"], device), "spec": spec, "task_info": task.info(),
-           "dev": dev, "dev_main": dev[task.metric], "val_main": val_main,
-           "hp_search": search if len(search) > 1 else None, "grid": grid_info,
-           "params": gatecore.count_parameters(model).as_dict(),
-           "removed_fraction": 0.0, "layers": None, "curve": res.curve, "compressed": None,
-           "train_time_s": res.train_time_s, "step_time_s": res.step_time_s, "steps": res.steps,
-           "peak_mem_mb": peak_mem_mb(device), "checkpoint": None}
+    rec = {
+        "run_id": rid,
+        **provenance(point, point["seed"], device),
+        "spec": spec,
+        "task_info": task.info(),
+        "dev": dev,
+        "dev_main": dev[task.metric],
+        "val_main": val_main,
+        "hp_search": search if len(search) > 1 else None,
+        "grid": grid_info,
+        "params": gatecore.count_parameters(model).as_dict(),
+        "removed_fraction": 0.0,
+        "layers": None,
+        "curve": res.curve,
+        "compressed": None,
+        "train_time_s": res.train_time_s,
+        "step_time_s": res.step_time_s,
+        "steps": res.steps,
+        "peak_mem_mb": peak_mem_mb(device),
+        "checkpoint": None,
+    }
     if prior is not None:
         rec["extended"] = {"new_points": found.new, "replaces_date": prior.get("date")}
     if gated:
         report = gatecore.gate_report(model)
-        rec.update(removed_fraction=report.removed_fraction, final_keep_target=res.final_keep_target,
-                   removed_asked=res.removed_asked, removed_got=report.removed_fraction, correction=res.correction,
-                   layers=[{k: getattr(layer, k) for k in ("name", "out_features", "in_features", "rows_kept", "cols_kept")}
-                           for layer in report.layers])
+        rec.update(
+            removed_fraction=report.removed_fraction,
+            final_keep_target=res.final_keep_target,
+            removed_asked=res.removed_asked,
+            removed_got=report.removed_fraction,
+            correction=res.correction,
+            layers=[
+                {k: getattr(layer, k) for k in ("name", "out_features", "in_features", "rows_kept", "cols_kept")}
+                for layer in report.layers
+            ],
+        )
         if cfg.compress:
             rec["compressed"] = compressed_info(model, point | weights, task, enc["dev"], pad, device, dev, cfg.bench)
     if point["method"] != "full" and cfg.checkpoint_dir:
@@ -207,6 +280,7 @@ def needs_search(rec: dict, extend: bool = True) -> bool:
 
     def untrained(p):
         raise LookupError(p)
+
     try:
         coordinate_search(grids, untrained, known=known, **({} if extend else {"max_steps": 0}))
     except LookupError:

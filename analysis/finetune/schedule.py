@@ -15,6 +15,7 @@ Contract:
 - a run that raises an Exception is logged to `errors_file` (and printed) and the sweep goes on; the
   failed run_ids are returned, and a rerun retries them. KeyboardInterrupt stops the sweep.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -31,8 +32,8 @@ from analysis.provenance import append_jsonl, read_jsonl, replace_jsonl
 
 class Job(NamedTuple):
     run_id: str
-    cost: float          # anything proportional to the run's time (e.g. training steps)
-    args: tuple          # fn(*args, device) -> record
+    cost: float  # anything proportional to the run's time (e.g. training steps)
+    args: tuple  # fn(*args, device) -> record
     replace: bool = False  # the run is in out_file already and its new record replaces that line (a grid extended)
 
 
@@ -46,6 +47,7 @@ def _call(fn, job: Job, device) -> tuple:
 def _worker(fn, jobs, results, device, threads: int) -> None:
     """Run jobs from the queue until a None arrives; send back (run_id, record or None, error or None)."""
     import torch
+
     torch.set_num_threads(threads)
     while (job := jobs.get()) is not None:
         results.put(_call(fn, Job(*job), device))
@@ -61,7 +63,9 @@ def _in_workers(fn, todo, device, workers: int, threads: int):
     jobs, results = ctx.Queue(), ctx.Queue()
     for job in todo:
         jobs.put(tuple(job))
-    procs = [ctx.Process(target=_worker, args=(fn, jobs, results, device, threads), daemon=True) for _ in range(workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(fn, jobs, results, device, threads), daemon=True) for _ in range(workers)
+    ]
     for _ in procs:
         jobs.put(None)
     for w in procs:
@@ -83,9 +87,18 @@ def _in_workers(fn, todo, device, workers: int, threads: int):
                 w.terminate()
 
 
-def run_jobs(jobs: list[Job], fn: Callable, out_file, workers: int = 1, threads: int = 1, device="cpu",
-             errors_file=None, annotate: Callable[[dict], None] | None = None, progress: bool = True,
-             max_runs: int | None = None) -> list[str]:
+def run_jobs(
+    jobs: list[Job],
+    fn: Callable,
+    out_file,
+    workers: int = 1,
+    threads: int = 1,
+    device="cpu",
+    errors_file=None,
+    annotate: Callable[[dict], None] | None = None,
+    progress: bool = True,
+    max_runs: int | None = None,
+) -> list[str]:
     """Run what `out_file` lacks, longest first; returns the run_ids that failed. See the module docstring."""
     out_file = Path(out_file)
     done = {r.get("run_id") for r in read_jsonl(out_file)}
@@ -111,6 +124,9 @@ def run_jobs(jobs: list[Job], fn: Callable, out_file, workers: int = 1, threads:
             done_cost += cost[rid]
             elapsed = time.perf_counter() - t0
             bar.update(1)
-            bar.set_postfix(errors=len(failed), elapsed=f"{elapsed:.0f}s",
-                            eta=f"{elapsed * (total / max(done_cost, 1e-9) - 1):.0f}s")  # by cost done, longest first
+            bar.set_postfix(
+                errors=len(failed),
+                elapsed=f"{elapsed:.0f}s",
+                eta=f"{elapsed * (total / max(done_cost, 1e-9) - 1):.0f}s",
+            )  # by cost done, longest first
     return failed

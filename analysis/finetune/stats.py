@@ -8,6 +8,7 @@ duck typing so this module imports nothing from there):
     plateau_step(steps, values)                first step within 0.5 points of the curve's final plateau
     claim_check(p)                             the issue's goal on one protocol's GLUE average
 """
+
 from __future__ import annotations
 
 import statistics
@@ -16,7 +17,7 @@ from functools import lru_cache
 
 from analysis.metrics import task_metrics
 
-TRIVIAL_MARGIN = 1.0   # a cell whose mean is not more than this above the trivial baseline is marked
+TRIVIAL_MARGIN = 1.0  # a cell whose mean is not more than this above the trivial baseline is marked
 PLATEAU_TOL, PLATEAU_TAIL = 0.5, 3  # plateau: the mean of the last 3 curve points; "reached" within 0.5 points
 CLAIM_REMOVED, CLAIM_GAP = 0.30, 1.0  # the issue's goal: >= 30% of gated weights removed, within 1 point of LoRA
 
@@ -42,6 +43,7 @@ def pm(values, digits=1, signed=False) -> str:
 
 # ---- trivial baseline --------------------------------------------------------------------------------
 
+
 def trivial_baseline(labels, metric: str) -> float:
     """Best dev score (points) of a constant prediction, scored with the task's own metric.
 
@@ -59,6 +61,7 @@ def trivial_baseline(labels, metric: str) -> float:
 @lru_cache(maxsize=None)
 def _task_baseline(task: str, dev_examples) -> float | None:
     from analysis.data import DataError, load_task
+
     try:
         t = load_task(task, dev_examples=dev_examples)
     except (DataError, OSError, ValueError) as e:  # a task without local data gets no baseline, said once
@@ -91,9 +94,11 @@ def at_trivial(values, baseline: float | None) -> bool:
 
 # ---- paired differences over seeds -------------------------------------------------------------------
 
+
 @dataclass
 class Paired:
     """Seed s of setting `a` minus seed s of setting `b`, each averaged over the same tasks."""
+
     a: tuple
     b: tuple
     tasks: list[str]
@@ -140,6 +145,7 @@ def paired(p, a: tuple, b: tuple, tasks=None) -> Paired | None:
 
 # ---- curves and plateaus -----------------------------------------------------------------------------
 
+
 def mean_curve(records: list[dict], key: str = "dev_main") -> tuple[list[int], list[float], list[float]]:
     """(steps, mean, std over seeds) of one curve quantity; a step averages the seeds that recorded it."""
     by_step: dict[int, list[float]] = {}
@@ -175,9 +181,11 @@ def settled_step(steps, values, tol: float = PLATEAU_TOL, tail: int = PLATEAU_TA
 
 # ---- the claim ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class ClaimCheck:
     """The issue's goal on one protocol's GLUE average: gates with >= 30% removed within 1 point of LoRA, above bias."""
+
     protocol: str
     lora: float
     bias: float
@@ -198,13 +206,17 @@ class ClaimCheck:
 
     def __str__(self) -> str:
         if self.gate_label is None:
-            return (f"[{self.protocol}] no gate setting removed >= {CLAIM_REMOVED:.0%} of the gated weights on the GLUE "
-                    f"average (LoRA {self.lora:.1f}, bias {self.bias:.1f}, full {self.full:.1f})")
-        return (f"[{self.protocol}] GLUE average (dev, points): LoRA {self.lora:.1f}, full {self.full:.1f}, bias {self.bias:.1f}; "
-                f"best gates with >= {CLAIM_REMOVED:.0%} removed: {self.gate_label} keep {self.gate_keep:g} = "
-                f"{self.gate_dev:.1f} ± {self.gate_std:.1f} at {100 * self.gate_removed:.0f}% removed -> "
-                f"{self.gate_dev - self.lora:+.1f} vs LoRA ({'within' if self.within_gap else 'NOT within'} {CLAIM_GAP:g} point), "
-                f"{self.gate_dev - self.bias:+.1f} vs bias ({'beats' if self.beats_bias else 'does NOT beat'} the control)")
+            return (
+                f"[{self.protocol}] no gate setting removed >= {CLAIM_REMOVED:.0%} of the gated weights on the GLUE "
+                f"average (LoRA {self.lora:.1f}, bias {self.bias:.1f}, full {self.full:.1f})"
+            )
+        return (
+            f"[{self.protocol}] GLUE average (dev, points): LoRA {self.lora:.1f}, full {self.full:.1f}, bias {self.bias:.1f}; "
+            f"best gates with >= {CLAIM_REMOVED:.0%} removed: {self.gate_label} keep {self.gate_keep:g} = "
+            f"{self.gate_dev:.1f} ± {self.gate_std:.1f} at {100 * self.gate_removed:.0f}% removed -> "
+            f"{self.gate_dev - self.lora:+.1f} vs LoRA ({'within' if self.within_gap else 'NOT within'} {CLAIM_GAP:g} point), "
+            f"{self.gate_dev - self.bias:+.1f} vs bias ({'beats' if self.beats_bias else 'does NOT beat'} the control)"
+        )
 
 
 def claim_check(p) -> ClaimCheck | None:
@@ -212,8 +224,9 @@ def claim_check(p) -> ClaimCheck | None:
     refs = {m: p.glue_average(m) for m in ("lora", "bias", "full")}
     if refs["lora"] is None or refs["bias"] is None:
         return None
-    out = ClaimCheck(p.name, refs["lora"].mean(), refs["bias"].mean(),
-                     refs["full"].mean() if refs["full"] else float("nan"))
+    out = ClaimCheck(
+        p.name, refs["lora"].mean(), refs["bias"].mean(), refs["full"].mean() if refs["full"] else float("nan")
+    )
     for c in {(c.label, c.keep) for c in p.cells if c.is_gates}:
         avg = p.glue_average(*c)
         # at the tables' precision (0.1 point): 29.98% removed for 30% asked counts as 30%

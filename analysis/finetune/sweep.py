@@ -11,6 +11,7 @@ One record per finished run (analysis/finetune/runner.py) is appended to results
 killed sweep loses at most the run in flight. Runs go through analysis.finetune.schedule (longest first,
 `--workers` processes, this process the one writer), as on the GPU host. docs/design.md §5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,22 +44,27 @@ from gatecore.penalty import KINDS
 
 
 def summary(records: list[dict]) -> str:
-    rows = [f"{'task':<16} {'method':<11} {'keep':>5} {'bias':>5} {'lr':>8} {'val':>6} {'dev':>6} {'removed':>8} "
-            f"{'asked':>6} {'trainable':>10}"]
+    rows = [
+        f"{'task':<16} {'method':<11} {'keep':>5} {'bias':>5} {'lr':>8} {'val':>6} {'dev':>6} {'removed':>8} "
+        f"{'asked':>6} {'trainable':>10}"
+    ]
     for r in records:
         c = r["config"]
-        rows.append(f"{c['task']:<16} {c['method']:<11} {c.get('keep', ''):>5} {str(c.get('bias', '')):>5} "
-                    f"{c['lr']:>8.0e} {r['val_main']:>6.1f} {r['dev_main']:>6.1f} {r['removed_fraction']:>8.1%} "
-                    f"{'' if r.get('removed_asked') is None else format(r['removed_asked'], '.0%'):>6} "
-                    f"{r['params']['trainable']:>10,}")
+        rows.append(
+            f"{c['task']:<16} {c['method']:<11} {c.get('keep', ''):>5} {str(c.get('bias', '')):>5} "
+            f"{c['lr']:>8.0e} {r['val_main']:>6.1f} {r['dev_main']:>6.1f} {r['removed_fraction']:>8.1%} "
+            f"{'' if r.get('removed_asked') is None else format(r['removed_asked'], '.0%'):>6} "
+            f"{r['params']['trainable']:>10,}"
+        )
     return "\n".join(rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI of SweepConfig: one option per field (the protocol-only fields task_epochs,
     task_train_examples, lr_grids come from --protocol)."""
-    ap = ArgumentParser(prog="python -m analysis.finetune", description=__doc__,
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(
+        prog="python -m analysis.finetune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_options(ap)
     return ap
 
@@ -66,14 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
 def add_options(ap: argparse.ArgumentParser, skip=()) -> None:
     """SweepConfig's options on `ap`, but the flags in `skip` (a driver that gives them another meaning);
     their defaults are SweepConfig's."""
+
     def opt(*names, **kw):
         if names[0] not in skip:
             ap.add_argument(*names, **kw)
-    opt("--protocol", choices=sorted(PROTOCOLS),
+
+    opt(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
         help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu-fair --tasks RTE runs "
-             "its RTE part")
-    opt("--out", type=Path,
-        help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)")
+        "its RTE part",
+    )
+    opt(
+        "--out",
+        type=Path,
+        help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)",
+    )
     opt("--model", help="model name/folder, or tiny-bert for a random tiny model")
     opt("--root", help="folder a relative --model folder is read from (a GPU bundle: run ids keep the relative path)")
     opt("--tasks", nargs="+", help="GLUE names (SST-2, MRPC, RTE, CoLA, STS-B), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
@@ -83,41 +97,74 @@ def add_options(ap: argparse.ArgumentParser, skip=()) -> None:
     opt("--head-lr", type=float, help="lr of the fresh task head (all methods but head)")
     opt("--gate-lr", nargs="+", type=float, help="lr grid of the gate parameters, searched on val")
     opt("--lam", nargs="+", type=float, help="sparsity weight grid searched on val")
-    opt("--keep", nargs="+", type=float,
+    opt(
+        "--keep",
+        nargs="+",
+        type=float,
         help="keep targets, one run each (bias on): the kept fraction of the gated weights, i.e. "
-             "removed_asked = 1 - keep, for every objective")
+        "removed_asked = 1 - keep, for every objective",
+    )
     opt("--no-bias-keep", nargs="*", type=float, help="keep targets of extra gate runs without bias training")
-    opt("--kurtosis-keep", nargs="*", type=float,
-        help="keep targets of extra gate runs (bias on) with the paper's kurtosis-weighted target objective")
-    opt("--kurtosis-tau", type=float,
+    opt(
+        "--kurtosis-keep",
+        nargs="*",
+        type=float,
+        help="keep targets of extra gate runs (bias on) with the paper's kurtosis-weighted target objective",
+    )
+    opt(
+        "--kurtosis-tau",
+        type=float,
         help="kurtosis weighting tau of the penalty of every gate run (default: off; --kurtosis-keep runs use "
-             "%g)" % KURTOSIS_TAU)
+        "%g)" % KURTOSIS_TAU,
+    )
     opt("--objective", choices=KINDS, help="sparsity objective (docs/design.md §1)")
     opt("--lam-warmup", type=float, help="fraction of steps over which lam ramps up from 0")
     opt("--sigma", type=float, help="gate forward-noise scale")
     opt("--reg-sigma", type=float, help="scale inside the regulariser's Phi")
-    opt("--control", action=argparse.BooleanOptionalAction,
-        help="steer the eval-gate removed fraction to the request, exactly at the end "
-             "(gatecore/sparsity_control.py)")
-    opt("--split-range", action=argparse.BooleanOptionalAction,
-        help="the controller raises lam where the knob alone cannot reach the request")
-    opt("--recovery", type=float,
+    opt(
+        "--control",
+        action=argparse.BooleanOptionalAction,
+        help="steer the eval-gate removed fraction to the request, exactly at the end (gatecore/sparsity_control.py)",
+    )
+    opt(
+        "--split-range",
+        action=argparse.BooleanOptionalAction,
+        help="the controller raises lam where the knob alone cannot reach the request",
+    )
+    opt(
+        "--recovery",
+        type=float,
         help="after a final correction that changed > 1%% of the gates: train this fraction of the run's steps "
-             "more with the gate pattern frozen (0 = never)")
+        "more with the gate pattern frozen (0 = never)",
+    )
     opt("--schedule", choices=list(SCHEDULES), help="lr after the 6%% warm-up: linear decay to 0, or constant")
-    opt("--extend-grids", action=argparse.BooleanOptionalAction,
+    opt(
+        "--extend-grids",
+        action=argparse.BooleanOptionalAction,
         help="the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound "
-             "(analysis/gridsearch.py)")
-    opt("--grids-from-first-keep", action=argparse.BooleanOptionalAction,
-        help="other gate variants (keep targets, no bias) train the lrs the first --keep run chose")
-    opt("--choices-from",
+        "(analysis/gridsearch.py)",
+    )
+    opt(
+        "--grids-from-first-keep",
+        action=argparse.BooleanOptionalAction,
+        help="other gate variants (keep targets, no bias) train the lrs the first --keep run chose",
+    )
+    opt(
+        "--choices-from",
         help="results file (a name in results/finetune/ or a path) whose first-seed lr choices these runs train "
-             "instead of searching")
-    opt("--reuse", nargs="*",
+        "instead of searching",
+    )
+    opt(
+        "--reuse",
+        nargs="*",
         help="results files (names in results/finetune/ or paths) whose records of identical runs are copied "
-             "instead of rerun")
-    opt("--bucketed", action=argparse.BooleanOptionalAction,
-        help="length-bucketed training batches (analysis/finetune/batching.py)")
+        "instead of rerun",
+    )
+    opt(
+        "--bucketed",
+        action=argparse.BooleanOptionalAction,
+        help="length-bucketed training batches (analysis/finetune/batching.py)",
+    )
     opt("--epochs", type=int, help=f"training epochs (default: the protocol's per task, else {DEFAULT_EPOCHS})")
     opt("--batch-size", type=int, help="training batch size")
     opt("--max-len", type=int, help="max tokens per example (pairs truncated together)")
@@ -128,8 +175,11 @@ def add_options(ap: argparse.ArgumentParser, skip=()) -> None:
     opt("--lora-r", type=int, help="LoRA rank")
     opt("--lora-alpha", type=float, help="LoRA alpha")
     opt("--curve-points", type=int, help="dev evaluations during training (the curve)")
-    opt("--curve-dev-examples", type=int,
-        help="fixed-seed dev subset of the curve (0 = all of dev); the end uses all of dev")
+    opt(
+        "--curve-dev-examples",
+        type=int,
+        help="fixed-seed dev subset of the curve (0 = all of dev); the end uses all of dev",
+    )
     opt("--checkpoint-dir", help="trainable-state checkpoints ('' = none)")
     opt("--glue-dir", help="GLUE folder (default: $GLUE_DIR or data/glue)")
     opt("--data", help="folder of train/dev CSV/TSV files (task 'csv')")
@@ -144,8 +194,11 @@ def add_options(ap: argparse.ArgumentParser, skip=()) -> None:
     opt("--threads", type=int, help="torch CPU threads (per worker)")
     opt("--workers", type=int, help="parallel worker processes (analysis.finetune.schedule; 1 = in this process)")
     opt("--one-seed", nargs="*", help="methods (or gates-no-bias) run on the first seed only")
-    opt("--grid-on-first-seed", action=argparse.BooleanOptionalAction,
-        help="search the lr/lam/gate-lr grids on the first seed only; later seeds train the point it chose on val")
+    opt(
+        "--grid-on-first-seed",
+        action=argparse.BooleanOptionalAction,
+        help="search the lr/lam/gate-lr grids on the first seed only; later seeds train the point it chose on val",
+    )
     opt("--dry-run", action="store_true", help="list the runs, estimate the wall time from measured step times, exit")
     opt("--quiet", action="store_true", help="no per-run progress bars")
     opt("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error")
@@ -177,11 +230,13 @@ def task_sizes(cfg: SweepConfig, specs) -> dict:
 
 def mean_tokens(spec: dict, task, root: str | None = None, n: int = 500) -> float:
     from analysis.finetune.train import Encoded, encode, subset
+
     tok = None
     if not spec["model"].startswith("tiny-"):
         from transformers import AutoTokenizer
 
         from gatecore.pretrained import resolve_model
+
         tok = AutoTokenizer.from_pretrained(resolve_model(model_source(spec["model"], root)))
     sample = subset(Encoded(list(range(len(task.train))), list(task.train.labels)), n)  # a fixed-seed sample
     texts = [task.train.texts[i] for i in sample.ids]
@@ -190,7 +245,7 @@ def mean_tokens(spec: dict, task, root: str | None = None, n: int = 500) -> floa
 
 
 def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=(), waiting=()) -> None:
-    for s in todo[:len(todo) - len(waiting)]:
+    for s in todo[: len(todo) - len(waiting)]:
         print(run_id(s), json.dumps(s))
     for s in waiting:  # a run waiting for its source's choice has no id yet; its first grid point stands in
         print("(waits)     ", json.dumps(s))
@@ -199,9 +254,11 @@ def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=(), waiting=()) -> N
     stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items()} for s in extend]  # about one point each
     est = estimate(todo + stand_in, sizes, cfg.workers, curve_points=cfg.curve_points, runs=cfg.out)
     steps = sum(run_cost(s, sizes[s["task"]][0]) / (1.5 if s["method"] == "full" else 1.0) for s in todo + stand_in)
-    print(f"\nplan: {len(todo)} runs to do, {len(extend)} recorded runs whose grid the rule extends, "
-          f"{sum(grid_size(s) for s in todo + stand_in)} trainings (grid points, before extensions), "
-          f"{steps:,.0f} training steps; epochs {dict((s['task'], s['epochs']) for s in specs)}")
+    print(
+        f"\nplan: {len(todo)} runs to do, {len(extend)} recorded runs whose grid the rule extends, "
+        f"{sum(grid_size(s) for s in todo + stand_in)} trainings (grid points, before extensions), "
+        f"{steps:,.0f} training steps; epochs {dict((s['task'], s['epochs']) for s in specs)}"
+    )
     if est["wall_s"] is None:
         print(f"no time estimate: {est['source']}")
         return
@@ -209,8 +266,10 @@ def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=(), waiting=()) -> N
     for s, t in zip(todo + stand_in, est["run_s"]):
         by_task[s["task"]] = by_task.get(s["task"], 0.0) + t
     print("serial hours per task: " + ", ".join(f"{k} {v / 3600:.2f}" for k, v in by_task.items()))
-    print(f"estimated wall time: {est['wall_s'] / 3600:.2f} h with --workers {cfg.workers} --threads {cfg.threads} "
-          f"({est['serial_s'] / 3600:.2f} h serial; grid extensions not counted); step times from {est['source']}")
+    print(
+        f"estimated wall time: {est['wall_s'] / 3600:.2f} h with --workers {cfg.workers} --threads {cfg.threads} "
+        f"({est['serial_s'] / 3600:.2f} h serial; grid extensions not counted); step times from {est['source']}"
+    )
 
 
 def reusable(cfg: SweepConfig, specs: list[dict], recs: list[dict]) -> list[dict]:
@@ -267,15 +326,23 @@ def run_sweep(cfg: SweepConfig, extra: dict | None = None) -> Path:
     torch.set_num_threads(cfg.threads)
     specs = expand(cfg)
     todo, extend, waiting, keys, _ = plan(cfg, specs)
-    print(f"{len(specs)} runs, {len(specs) - len(todo) - len(waiting)} already in {cfg.out}, "
-          f"{len(todo) + len(waiting)} to do"
-          + (f" ({len(waiting)} wait for their source's grid choice)" if waiting else "")
-          + (f", {len(extend)} recorded runs whose grid the rule extends" if extend else ""))
+    print(
+        f"{len(specs)} runs, {len(specs) - len(todo) - len(waiting)} already in {cfg.out}, "
+        f"{len(todo) + len(waiting)} to do"
+        + (f" ({len(waiting)} wait for their source's grid choice)" if waiting else "")
+        + (f", {len(extend)} recorded runs whose grid the rule extends" if extend else "")
+    )
     if cfg.dry_run:  # a waiting run trains one grid point: its first one stands in for the cost
         stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items() if k != GRID_FROM} for s in waiting]
         plan_specs = todo + stand_in
-        print_plan(cfg, specs, plan_specs, task_sizes(cfg, plan_specs + [s for s, _ in extend]), [s for s, _ in extend],
-                   waiting)
+        print_plan(
+            cfg,
+            specs,
+            plan_specs,
+            task_sizes(cfg, plan_specs + [s for s, _ in extend]),
+            [s for s, _ in extend],
+            waiting,
+        )
         return cfg.out
     errors = cfg.out.with_name(cfg.out.stem + ".errors.jsonl")
     failed, left = [], cfg.max_runs
@@ -284,13 +351,25 @@ def run_sweep(cfg: SweepConfig, extra: dict | None = None) -> Path:
         rec.update(extra or {})
         if keys.get(rec["run_id"]):
             rec["spec_key"] = keys[rec["run_id"]]
+
     while (todo or extend) and (left is None or left > 0):
         sizes = task_sizes(cfg, todo + [s for s, _ in extend])
         jobs = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, cfg, None)) for s in todo]
-        jobs += [Job(run_id(s), run_cost(s, sizes[s["task"]][0]) / grid_size(s), (s, cfg, rec), replace=True)
-                 for s, rec in extend]
-        failed += run_jobs(jobs, run_spec, cfg.out, cfg.workers, cfg.threads, cfg.device, errors_file=errors,
-                           max_runs=left, annotate=annotate)
+        jobs += [
+            Job(run_id(s), run_cost(s, sizes[s["task"]][0]) / grid_size(s), (s, cfg, rec), replace=True)
+            for s, rec in extend
+        ]
+        failed += run_jobs(
+            jobs,
+            run_spec,
+            cfg.out,
+            cfg.workers,
+            cfg.threads,
+            cfg.device,
+            errors_file=errors,
+            max_runs=left,
+            annotate=annotate,
+        )
         left = None if left is None else left - min(left, len(jobs))
         todo, extend, waiting, keys, _ = plan(cfg, specs)
         todo = [s for s in todo if run_id(s) not in failed]

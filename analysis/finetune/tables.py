@@ -1,21 +1,31 @@
 """Markdown tables of one finetuning protocol (a finetune_results.Protocol, used by duck typing).
 
-    glue_table(p)        per method: dev metric per task (mean ± std over seeds), GLUE avg, asked -> got removed;
-                         a first row with the trivial baseline, cells not clearly above it marked †
-    removal_table(p)     per gate setting and task: removed fraction asked -> got, and what the final correction did
-    correction_table(p)  per gate run the correction changed: removed and val/dev before -> after it (and recovery)
-    search_table(p)      per method and task: the lrs chosen on val, the grid points tried, interior or at a bound
-    paired_table(p)      gates minus lora / bias, per seed (seed s minus seed s), per task and task average
-    kurtosis_table(p)    kurtosis-weighted minus plain target-keep gates, per task and seed (issue 16)
-    plateau_table(p)     per task and method, the step where the mean dev curve reaches its final plateau
+glue_table(p)        per method: dev metric per task (mean ± std over seeds), GLUE avg, asked -> got removed;
+                     a first row with the trivial baseline, cells not clearly above it marked †
+paired_table(p)      gates minus lora / bias, per seed (seed s minus seed s), per task and task average
+kurtosis_table(p)    kurtosis-weighted minus plain target-keep gates, per task and seed (issue 16)
+plateau_table(p)     per task and method, the step where the mean dev curve reaches its final plateau
+
+The tables of the lr search and of the sparsity request are in analysis/finetune/search_tables.py.
 """
+
 from __future__ import annotations
 
 from analysis.constants import GLUE_TASKS
-from gatecore.sparsity_control import TOL
-
-from analysis.finetune.stats import (PLATEAU_TAIL, PLATEAU_TOL, TRIVIAL_MARGIN, at_trivial, baselines, mean,
-                                     mean_curve, paired, plateau, plateau_step, pm, settled_step)
+from analysis.finetune.stats import (
+    PLATEAU_TAIL,
+    PLATEAU_TOL,
+    TRIVIAL_MARGIN,
+    at_trivial,
+    baselines,
+    mean,
+    mean_curve,
+    paired,
+    plateau,
+    plateau_step,
+    pm,
+    settled_step,
+)
 
 KURTOSIS_SUFFIX = " (kurtosis tau={tau:g})"  # label suffix of the paper's kurtosis-weighted target objective
 TRIVIAL_LABEL = "trivial (constant prediction)"
@@ -25,12 +35,12 @@ REFERENCES = ("lora", "bias")  # what every gate setting is paired against
 MIN_CURVE_POINTS = 2 * PLATEAU_TAIL  # fewer curve points than this: no plateau table (the smoke protocol has 3)
 
 
-def _row(cells) -> str:
+def md_row(cells) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _header(cols) -> list[str]:
-    return [_row(cols), "|" + "---|" * len(cols)]
+def md_header(cols) -> list[str]:
+    return [md_row(cols), "|" + "---|" * len(cols)]
 
 
 def _params(n: float) -> str:
@@ -52,17 +62,21 @@ def _marked(values, baseline) -> str:
     return pm(values) + (MARK if at_trivial(values, baseline) else "")
 
 
-def _setting(label, keep) -> str:
+def setting_label(label, keep) -> str:
     return label if keep is None else f"{label} keep {keep:g}"
 
 
 def gate_settings(p) -> list[tuple]:
     """(label, keep) of every gate setting of a protocol, in table order."""
-    return [(label, keep) for label in p.labels for keep in p.keeps(label)
-            if any(c.label == label and c.keep == keep and c.is_gates for c in p.cells)]
+    return [
+        (label, keep)
+        for label in p.labels
+        for keep in p.keeps(label)
+        if any(c.label == label and c.keep == keep and c.is_gates for c in p.cells)
+    ]
 
 
-def _asked_got(asked, got) -> str:
+def asked_got(asked, got) -> str:
     return f"{100 * mean(asked):.0f} → {pm([100 * x for x in got])}" if got else "–"
 
 
@@ -81,29 +95,56 @@ def glue_table(p, base: dict | None = None) -> str:
     """Markdown: the trivial row, then per label (and keep) a row; per task mean ± std over seeds (see module doc)."""
     base = baselines(p) if base is None else base
     tasks = p.tasks
-    lines = _header(["method", "keep", *tasks, average_name(p), "trainable params", "% gated removed (asked → got)",
-                     "speedup", "seeds"])
+    lines = md_header(
+        [
+            "method",
+            "keep",
+            *tasks,
+            average_name(p),
+            "trainable params",
+            "% gated removed (asked → got)",
+            "speedup",
+            "seeds",
+        ]
+    )
     avg_base = glue_average_baseline(p, base)
-    lines.append(_row([TRIVIAL_LABEL, "–", *(f"{base[t]:.1f}" if t in base else "–" for t in tasks),
-                       "–" if avg_base is None else f"{avg_base:.1f}", "0", "–", "–", "–"]))
+    lines.append(
+        md_row(
+            [
+                TRIVIAL_LABEL,
+                "–",
+                *(f"{base[t]:.1f}" if t in base else "–" for t in tasks),
+                "–" if avg_base is None else f"{avg_base:.1f}",
+                "0",
+                "–",
+                "–",
+                "–",
+            ]
+        )
+    )
     for label in p.labels:
         for keep in p.keeps(label):
             cells = [p.cell(t, label, keep) for t in tasks]
             have = [c for c in cells if c is not None]
             avg = p.glue_average(label, keep)
             row = [label, "–" if keep is None else f"{keep:g}"]
-            row += [_marked(c.dev, base.get(t)) + (BOUND_MARK if at_bound(c) else "") if c else "–"
-                    for t, c in zip(tasks, cells)]
+            row += [
+                _marked(c.dev, base.get(t)) + (BOUND_MARK if at_bound(c) else "") if c else "–"
+                for t, c in zip(tasks, cells)
+            ]
             row.append(_marked(avg.dev, avg_base) if avg else "–")
             row.append(_params_range([c.trainable for c in have]))
             asked, got = [x for c in have for x in c.asked], [x for c in have for x in c.removed]
-            row.append(_asked_got(asked, got) if have[0].is_gates else "0")
+            row.append(asked_got(asked, got) if have[0].is_gates else "0")
             speed = [x for c in have for x in c.speedup]
             row.append(f"{mean(speed):.2f}x" if speed else "–")
             row.append(str(max(len(c.records) for c in have)))
-            lines.append(_row(row))
-    lines += ["", f"†: mean not clearly above the trivial baseline of its column: above it by at most {TRIVIAL_MARGIN:g} point "
-              "or two standard errors over seeds, whichever is larger (or below it); the cell says nothing about the method."]
+            lines.append(md_row(row))
+    lines += [
+        "",
+        f"†: mean not clearly above the trivial baseline of its column: above it by at most {TRIVIAL_MARGIN:g} point "
+        "or two standard errors over seeds, whichever is larger (or below it); the cell says nothing about the method.",
+    ]
     if any(at_bound(c) for c in p.cells):
         lines.append("‡: a learning rate chosen at a bound of the grid rule (the grid could not be extended further).")
     return "\n".join(lines)
@@ -112,110 +153,6 @@ def glue_table(p, base: dict | None = None) -> str:
 def at_bound(cell) -> bool:
     """Whether a cell's first-seed search chose a learning rate at a bound of the grid rule."""
     return any("bound" in (r.get("grid") or {}).get("status", {}).values() for r in cell.records)
-
-
-def _lr(x: float) -> str:
-    return f"{x:.0e}".replace("e-0", "e-")
-
-
-def search_table(p) -> str | None:
-    """Per setting and task, the searched lrs of its first-seed run: chosen value, the values tried, and whether
-    the choice is interior, at a bound, or fixed; later seeds train that choice. None without grid records."""
-    rows = []
-    for label in p.labels:
-        for keep in p.keeps(label):
-            cells = [p.cell(t, label, keep) for t in p.tasks]
-            for c in cells:
-                rec = next((r for r in (c.records if c else []) if r.get("grid")), None)
-                if rec is None:
-                    continue
-                g = rec["grid"]
-                parts = []
-                for dim, status in g["status"].items():
-                    tried = " ".join(_lr(v) for v in g["tried"][dim])
-                    parts.append(f"{dim} **{_lr(rec['config'][dim])}** of {tried} ({status})")
-                source = "" if not rec["spec"].get("grid_from") else " (the choice of run " + rec["spec"]["grid_from"] + ")"
-                rows.append(_row([_setting(label, keep), c.task, "; ".join(parts) + source,
-                                  str(len(rec.get("hp_search") or [1]))]))
-    if not rows:
-        return None
-    return "\n".join(_header(["setting", "task", "chosen on val, of the values tried (status)", "points trained"])
-                     + rows)
-
-
-def gate_search_table(p) -> str | None:
-    """Every point the first-seed search of each gate setting trained: gate lr, lr, the removed fraction the
-    controller reached alone (before the final correction), the gates the correction changed, and val after
-    every adjustment. A point whose controller missed the request by more than its tolerance is not chosen
-    (analysis/finetune/runner.py entry_score), however high its val."""
-    rows = []
-    for label, keep in gate_settings(p):
-        for t in p.tasks:
-            c = p.cell(t, label, keep)
-            rec = next((r for r in (c.records if c else []) if r.get("grid") and r.get("hp_search")), None)
-            if rec is None:
-                continue
-            chosen = (rec["config"].get("gate_lr"), rec["config"]["lr"])
-            for e in sorted(rec["hp_search"], key=lambda e: (e.get("gate_lr") or 0, e["lr"])):
-                x = e.get("correction") if isinstance(e.get("correction"), dict) else {}
-                before = x.get("removed_before", e.get("removed_fraction"))
-                rows.append(_row([_setting(label, keep), t, f"{e.get('gate_lr', '–')}", _lr(e["lr"]),
-                                  "–" if before is None else f"{100 * before:.1f}", str(x.get("gates_changed", 0)),
-                                  f"{e['val_main']:.1f}" + (" ◀" if (e.get("gate_lr"), e["lr"]) == chosen else "")]))
-    if not rows:
-        return None
-    head = ["gate setting", "task", "gate lr", "lr", "% removed by training (before correction)", "gates the correction changed",
-            "val after every adjustment (◀ chosen)"]
-    return "\n".join(_header(head) + rows)
-
-
-def removal_table(p) -> str | None:
-    """Per gate setting and task: % removed asked -> got (mean ± std over seeds), and the final exact correction."""
-    settings = gate_settings(p)
-    if not settings:
-        return None
-    tasks = p.tasks
-    lines = _header(["gate setting", *tasks, "largest gap, got vs asked (points)", "before correction (controller alone)",
-                     "controller alone within 2 points", "gates changed by correction"])
-    for label, keep in settings:
-        cells = [p.cell(t, label, keep) for t in tasks]
-        recs = [r for c in cells if c is not None for r in c.records]
-        gaps = [abs(g - a) for c in cells if c is not None for g, a in zip(c.removed, c.asked)]
-        corr = [r["correction"] for r in recs if isinstance(r.get("correction"), dict)]
-        row = [_setting(label, keep)] + [_asked_got(c.asked, c.removed) if c else "–" for c in cells]
-        row.append(f"{100 * max(gaps):.1f}" if gaps else "–")
-        row.append(pm([100 * x["removed_before"] for x in corr]) if corr else "– (not recorded)")
-        alone = [abs(x["removed_before"] - r["removed_asked"]) <= TOL for r, x in zip(recs, corr)] if corr else []
-        row.append(f"{sum(alone)} of {len(alone)}" if alone else "–")
-        row.append(pm([x["gates_changed"] for x in corr], digits=0) + f" (max {max(x['gates_changed'] for x in corr)})"
-                   if corr else "–")
-        lines.append(_row(row))
-    return "\n".join(lines)
-
-
-def correction_table(p) -> str | None:
-    """Every gate run whose final correction changed gates: removed before -> after, and val / dev before ->
-    after it (-> after the recovery phase, where one ran). None when no correction acted or none was measured."""
-    rows = []
-    for label, keep in gate_settings(p):
-        for t in p.tasks:
-            c = p.cell(t, label, keep)
-            for r in (c.records if c else []):
-                x = r.get("correction") or {}
-                if not x.get("gates_changed") or "dev_main_before" not in x:
-                    continue
-                rec = x.get("recovery") or {}
-                arrow = lambda k: f"{x[k + '_before']:.1f} → {x[k + '_after']:.1f}" + (  # noqa: E731
-                    f" → {rec[k + '_after']:.1f}" if rec else "")
-                rows.append(_row([_setting(label, keep), t, str(r["config"].get("seed")),
-                                  f"{100 * x['removed_before']:.1f} → {100 * x['removed_after']:.1f}",
-                                  f"{x['gates_changed']} ({100 * x.get('changed_fraction', 0):.1f}%)",
-                                  arrow("val_main"), arrow("dev_main"), str(rec.get("steps", "–"))]))
-    if not rows:
-        return None
-    head = ["gate setting", "task", "seed", "% removed before → after", "gates changed",
-            "val before → after (→ after recovery)", "dev before → after (→ after recovery)", "recovery steps"]
-    return "\n".join(_header(head) + rows)
 
 
 def paired_table(p) -> str | None:
@@ -228,12 +165,12 @@ def paired_table(p) -> str | None:
             if avg is None:
                 continue
             per_task = [paired(p, a, (ref, None), tasks=[t]) for t in p.tasks]
-            row = [f"{_setting(*a)} − {ref}", *(pm(d.diffs, signed=True) if d else "–" for d in per_task)]
+            row = [f"{setting_label(*a)} − {ref}", *(pm(d.diffs, signed=True) if d else "–" for d in per_task)]
             row += [pm(avg.diffs, signed=True), f"{avg.per_seed()} (over {', '.join(avg.tasks)})"]
-            rows.append(_row(row))
+            rows.append(md_row(row))
     if not rows:
         return None
-    return "\n".join(_header(["difference (points)", *p.tasks, "task average", "per seed, task average"]) + rows)
+    return "\n".join(md_header(["difference (points)", *p.tasks, "task average", "per seed, task average"]) + rows)
 
 
 def kurtosis_pairs(p) -> list[tuple[tuple, tuple]]:
@@ -258,12 +195,37 @@ def kurtosis_table(p) -> str | None:
             d = paired(p, k, plain, tasks=[t])
             if d is None:
                 continue
-            rows.append(_row([t, _setting(*plain), pm(cp.dev), _setting(*k), pm(ck.dev), pm(d.diffs, signed=True),
-                              d.per_seed(), f"{pm([100 * x for x in cp.removed])} / {pm([100 * x for x in ck.removed])}"]))
+            rows.append(
+                md_row(
+                    [
+                        t,
+                        setting_label(*plain),
+                        pm(cp.dev),
+                        setting_label(*k),
+                        pm(ck.dev),
+                        pm(d.diffs, signed=True),
+                        d.per_seed(),
+                        f"{pm([100 * x for x in cp.removed])} / {pm([100 * x for x in ck.removed])}",
+                    ]
+                )
+            )
     if not rows:
         return None
-    return "\n".join(_header(["task", "plain", "dev", "kurtosis-weighted", "dev", "kurtosis − plain", "per seed",
-                              "% removed got (plain / kurtosis)"]) + rows)
+    return "\n".join(
+        md_header(
+            [
+                "task",
+                "plain",
+                "dev",
+                "kurtosis-weighted",
+                "dev",
+                "kurtosis − plain",
+                "per seed",
+                "% removed got (plain / kurtosis)",
+            ]
+        )
+        + rows
+    )
 
 
 def _at(step, steps_per_epoch) -> str:
@@ -282,14 +244,33 @@ def plateau_table(p) -> str | None:
                     continue
                 epochs = c.records[0]["config"].get("epochs")
                 per_epoch = steps[-1] / epochs if epochs else None  # the last curve point is the last step
-                rows.append(_row([t, _setting(label, keep), str(len(c.records)), str(len(steps)), str(steps[-1]),
-                                  f"{plateau(m):.1f}", _at(plateau_step(steps, m), per_epoch),
-                                  _at(settled_step(steps, m), per_epoch)]))
+                rows.append(
+                    md_row(
+                        [
+                            t,
+                            setting_label(label, keep),
+                            str(len(c.records)),
+                            str(len(steps)),
+                            str(steps[-1]),
+                            f"{plateau(m):.1f}",
+                            _at(plateau_step(steps, m), per_epoch),
+                            _at(settled_step(steps, m), per_epoch),
+                        ]
+                    )
+                )
     if not rows:
         return None
-    head = ["task", "setting", "seeds", "curve points", "last step", f"plateau (mean of last {PLATEAU_TAIL})",
-            f"first within {PLATEAU_TOL:g}", f"stays within {PLATEAU_TOL:g} from"]
-    return "\n".join(_header(head) + rows)
+    head = [
+        "task",
+        "setting",
+        "seeds",
+        "curve points",
+        "last step",
+        f"plateau (mean of last {PLATEAU_TAIL})",
+        f"first within {PLATEAU_TOL:g}",
+        f"stays within {PLATEAU_TOL:g} from",
+    ]
+    return "\n".join(md_header(head) + rows)
 
 
 def describe(p) -> str:
@@ -297,7 +278,11 @@ def describe(p) -> str:
     devices = sorted({str(r.get("device")) for r in p.records})
     commands = sorted({str(r.get("command")) for r in p.records})
     seeds = sorted({str(r["config"].get("seed")) for r in p.records})
-    shown = "\n".join(f"    {c}" for c in commands[:5]) + (f"\n    ... ({len(commands)} commands in all)" if len(commands) > 5 else "")
+    shown = "\n".join(f"    {c}" for c in commands[:5]) + (
+        f"\n    ... ({len(commands)} commands in all)" if len(commands) > 5 else ""
+    )
     note = f"Protocol `{p.name}`: {p.note}.\n\n" if getattr(p, "note", "") else ""
-    return (f"{note}{len(p.records)} runs from `results/finetune/{p.path.name}`; device(s): {', '.join(devices)}; "
-            f"seeds: {', '.join(seeds)}. Commands that produced them:\n\n{shown}\n")
+    return (
+        f"{note}{len(p.records)} runs from `results/finetune/{p.path.name}`; device(s): {', '.join(devices)}; "
+        f"seeds: {', '.join(seeds)}. Commands that produced them:\n\n{shown}\n"
+    )

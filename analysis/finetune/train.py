@@ -30,6 +30,7 @@ peak lr to the end ("constant", the paper's GLUE schedule shape).
 Batches: length-bucketed when the spec says `bucketed` (analysis/finetune/batching.py), else random. The dev curve
 is measured on a fixed-seed subset of `curve_dev_examples` dev examples (None: all of dev).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -45,15 +46,14 @@ from torch.nn.functional import cross_entropy, mse_loss
 from tqdm.auto import tqdm
 
 import gatecore
+from analysis.data import Split, Task
+from analysis.finetune.batching import epoch_batches
 from gatecore.accounting import gated_layers
-from gatecore.methods import SCHEDULES, GATE_METHODS, METHODS, param_groups, setup_method, warmup_linear_schedule
+from gatecore.methods import GATE_METHODS, METHODS, SCHEDULES, param_groups, setup_method, warmup_linear_schedule
 from gatecore.pooling import pooled_logits
 from gatecore.sparsity_control import SparsityController, correct_removed, removed_asked, removed_got
 from gatecore.tiny import tiny_model
 from gatecore.train import Objective, train_loop
-
-from analysis.data import Split, Task
-from analysis.finetune.batching import epoch_batches
 
 
 def build_model(cfg: dict, num_labels: int):
@@ -84,8 +84,10 @@ class Encoded:
 def encode(tok, split: Split, max_len: int, vocab_size: int = 64) -> Encoded:
     """Token ids per example; without a tokenizer (tiny models) hash words into the tiny vocab."""
     if tok is None:
-        ids = [[3 + zlib.crc32(w.encode()) % (vocab_size - 3) for t in texts for w in t.split()][:max_len] or [3]
-               for texts in split.texts]
+        ids = [
+            [3 + zlib.crc32(w.encode()) % (vocab_size - 3) for t in texts for w in t.split()][:max_len] or [3]
+            for texts in split.texts
+        ]
         return Encoded(ids, list(split.labels))
     cols = list(zip(*split.texts))
     enc = tok(*[list(c) for c in cols[:2]], truncation=True, max_length=max_len)
@@ -98,14 +100,14 @@ def collate(enc: Encoded, idx, pad_id: int, device):
     ids = torch.full((len(idx), n), pad_id, dtype=torch.long)
     mask = torch.zeros((len(idx), n), dtype=torch.long)
     for r, j in enumerate(idx):
-        ids[r, :len(enc.ids[j])] = torch.tensor(enc.ids[j])
-        mask[r, :len(enc.ids[j])] = 1
+        ids[r, : len(enc.ids[j])] = torch.tensor(enc.ids[j])
+        mask[r, : len(enc.ids[j])] = 1
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device)}, [enc.labels[j] for j in idx]
 
 
 def batches(enc: Encoded, batch_size: int, order, pad_id: int, device):
     for i in range(0, len(order), batch_size):
-        yield collate(enc, order[i:i + batch_size], pad_id, device)
+        yield collate(enc, order[i : i + batch_size], pad_id, device)
 
 
 def subset(enc: Encoded, n: int | None, seed: int = 0) -> Encoded:
@@ -136,7 +138,7 @@ def predict(model, enc: Encoded, pooling: str, num_labels: int, pad_id: int, dev
     for (batch, _), start in zip(batches(enc, batch_size, order, pad_id, device), range(0, len(order), batch_size)):
         out = pooled_logits(model, batch, pooling).float()
         vals = out.squeeze(-1).tolist() if num_labels == 1 else out.argmax(-1).tolist()
-        for j, v in zip(order[start:start + batch_size], vals):
+        for j, v in zip(order[start : start + batch_size], vals):
             preds[j] = v
     model.train(was)
     return preds
@@ -157,21 +159,31 @@ def measured_keep(model, objective: str) -> float:
 
 @dataclass
 class TrainResult:
-    curve: list = field(default_factory=list)   # [{"step", "dev_main", "loss"}] (+ removed_fraction, knob for gates)
+    curve: list = field(default_factory=list)  # [{"step", "dev_main", "loss"}] (+ removed_fraction, knob for gates)
     train_time_s: float = 0.0
     step_time_s: float = 0.0
     steps: int = 0
-    final_keep_target: float | None = None      # the controller's last knob (gate methods)
-    removed_asked: float | None = None          # gate methods: 1 - keep
-    correction: dict | None = None              # the final exact correction (sparsity_control.correct_removed)
-    objective: dict | None = None               # gate methods: the objective as trained (Objective.as_trained)
+    final_keep_target: float | None = None  # the controller's last knob (gate methods)
+    removed_asked: float | None = None  # gate methods: 1 - keep
+    correction: dict | None = None  # the final exact correction (sparsity_control.correct_removed)
+    objective: dict | None = None  # gate methods: the objective as trained (Objective.as_trained)
 
 
 SPLIT_RANGE_KEYS = ("control_lam_gain", "control_window", "control_lam_max", "control_kd")
 
 
-def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | None, pad_id: int, device,
-          curve_points: int = 4, progress: bool = True, val_enc: Encoded | None = None) -> TrainResult:
+def train(
+    model,
+    cfg: dict,
+    task: Task,
+    train_enc: Encoded,
+    dev_enc: Encoded | None,
+    pad_id: int,
+    device,
+    curve_points: int = 4,
+    progress: bool = True,
+    val_enc: Encoded | None = None,
+) -> TrainResult:
     """AdamW with the spec's schedule (module docstring); dev evaluated at `curve_points` steps for the curve.
 
     Three lrs: `lr` for weights/biases/LoRA, `head_lr` for the fresh task head, `gate_lr` for gates (None = lr).
@@ -186,12 +198,21 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
     curve_enc = subset(dev_enc, cfg.get("curve_dev_examples")) if dev_enc else None  # cheap curve, full dev at the end
     ctl = None
     if gated and cfg["lam"] > 0:
-        ctl = SparsityController(cfg["objective"], removed_asked(cfg["keep"]), start=cfg["lam_warmup"],
-                                 kp=cfg.get("control_kp", 1.0), ki=cfg.get("control_ki", 0.2),
-                                 every=cfg.get("control_every", 5), freeze=cfg.get("control_freeze", 0.15),
-                                 **{k[len("control_"):]: cfg[k] for k in SPLIT_RANGE_KEYS if k in cfg})
-    objective = Objective(cfg["lam"], cfg["objective"], lam_warmup=cfg["lam_warmup"],
-                          kurtosis_tau=cfg.get("kurtosis_tau")) if ctl is not None else None
+        ctl = SparsityController(
+            cfg["objective"],
+            removed_asked(cfg["keep"]),
+            start=cfg["lam_warmup"],
+            kp=cfg.get("control_kp", 1.0),
+            ki=cfg.get("control_ki", 0.2),
+            every=cfg.get("control_every", 5),
+            freeze=cfg.get("control_freeze", 0.15),
+            **{k[len("control_") :]: cfg[k] for k in SPLIT_RANGE_KEYS if k in cfg},
+        )
+    objective = (
+        Objective(cfg["lam"], cfg["objective"], lam_warmup=cfg["lam_warmup"], kurtosis_tau=cfg.get("kurtosis_tau"))
+        if ctl is not None
+        else None
+    )
     rng = random.Random(cfg["seed"])
     lengths = [len(x) for x in train_enc.ids]
     res, t0, loss_ema = TrainResult(), time.perf_counter(), None
@@ -214,12 +235,25 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
         bar.update(1)
         bar.set_postfix(loss=f"{loss_ema:.3f}")
 
-    epochs = (collate(train_enc, idx, pad_id, device) for _ in range(cfg["epochs"])
-              for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed"))))
+    epochs = (
+        collate(train_enc, idx, pad_id, device)
+        for _ in range(cfg["epochs"])
+        for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed")))
+    )
     label = f"{cfg['task']}/{cfg['method']} (lr={cfg['lr']:g}, seed={cfg['seed']})"
-    step = train_loop(model, epochs, task_loss_fn(cfg["pooling"], task.num_labels), opt, scheduler=sched,
-                      objective=objective, controller=ctl, control=bool(cfg.get("control")), total=total,
-                      after=after, label=label).steps
+    step = train_loop(
+        model,
+        epochs,
+        task_loss_fn(cfg["pooling"], task.num_labels),
+        opt,
+        scheduler=sched,
+        objective=objective,
+        controller=ctl,
+        control=bool(cfg.get("control")),
+        total=total,
+        after=after,
+        label=label,
+    ).steps
     bar.close()
     res.train_time_s = time.perf_counter() - t0
     res.steps = step
@@ -237,6 +271,7 @@ def train(model, cfg: dict, task: Task, train_enc: Encoded, dev_enc: Encoded | N
 @dataclass
 class Scorer:
     """val and dev metric of the model as it is now (eval mode), for the before/after of the correction."""
+
     model: object
     task: Task
     pooling: str
@@ -246,26 +281,35 @@ class Scorer:
     dev: Encoded | None
 
     def __call__(self) -> dict:
-        return {f"{k}_main": evaluate(self.model, enc, self.task, self.pooling, self.pad_id, self.device)[self.task.metric]
-                for k, enc in (("val", self.val), ("dev", self.dev)) if enc is not None}
+        return {
+            f"{k}_main": evaluate(self.model, enc, self.task, self.pooling, self.pad_id, self.device)[self.task.metric]
+            for k, enc in (("val", self.val), ("dev", self.dev))
+            if enc is not None
+        }
 
 
-def finish_removal(model, cfg: dict, scores: Scorer, asked: float, train_enc: Encoded, pad_id: int, device,
-                   rng: random.Random) -> dict:
+def finish_removal(
+    model, cfg: dict, scores: Scorer, asked: float, train_enc: Encoded, pad_id: int, device, rng: random.Random
+) -> dict:
     """The exact final correction, with val/dev just before and after it, and the recovery phase if one is due."""
     before = removed_got(model)
     acts = abs(before - asked) > cfg.get("removed_tol", 0.02)
     pre = scores() if acts else {}
     fix = correct_removed(model, asked, cfg.get("removed_tol", 0.02))
     n_gates = sum(g.n for m in gated_layers(model).values() for g in m.gates())
-    fix.update(gates_total=n_gates, changed_fraction=fix["gates_changed"] / n_gates,
-               **{f"{k}_before": v for k, v in pre.items()})
+    fix.update(
+        gates_total=n_gates,
+        changed_fraction=fix["gates_changed"] / n_gates,
+        **{f"{k}_before": v for k, v in pre.items()},
+    )
     if not acts:
         return fix
     fix.update({f"{k}_after": v for k, v in scores().items()})
     if cfg.get("recovery") and fix["changed_fraction"] > cfg.get("recovery_min_changed", 0.01):
-        steps = max(RECOVERY_MIN_STEPS, round(cfg["recovery"] * math.ceil(len(train_enc.ids) / cfg["batch_size"])
-                                              * cfg["epochs"]))
+        steps = max(
+            RECOVERY_MIN_STEPS,
+            round(cfg["recovery"] * math.ceil(len(train_enc.ids) / cfg["batch_size"]) * cfg["epochs"]),
+        )
         saved = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         loss = recover(model, cfg, train_enc, scores.task, pad_id, device, steps, rng)
         after = scores()
@@ -282,8 +326,9 @@ def finish_removal(model, cfg: dict, scores: Scorer, asked: float, train_enc: En
 RECOVERY_MIN_STEPS = 20
 
 
-def recover(model, cfg: dict, train_enc: Encoded, task: Task, pad_id: int, device, steps: int,
-            rng: random.Random) -> float:
+def recover(
+    model, cfg: dict, train_enc: Encoded, task: Task, pad_id: int, device, steps: int, rng: random.Random
+) -> float:
     """`steps` steps of task loss with the gate pattern frozen: eval gates (no noise), no gate gradient; the
     other trainable parameters (biases, LoRA, head) at the run's lrs, decaying linearly to 0. Returns the
     mean loss of the last tenth of the steps."""
@@ -300,17 +345,27 @@ def recover(model, cfg: dict, train_enc: Encoded, task: Task, pad_id: int, devic
 
     def draws():  # epochs of batches, as many as the steps need
         while True:
-            yield from (collate(train_enc, idx, pad_id, device)
-                        for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed"))))
+            yield from (
+                collate(train_enc, idx, pad_id, device)
+                for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed")))
+            )
 
     try:
-        train_loop(model, itertools.islice(draws(), steps), task_loss_fn(cfg["pooling"], task.num_labels), opt,
-                   scheduler=sched, total=steps, after=lambda out: losses.append(out.loss), label="recovery")
+        train_loop(
+            model,
+            itertools.islice(draws(), steps),
+            task_loss_fn(cfg["pooling"], task.num_labels),
+            opt,
+            scheduler=sched,
+            total=steps,
+            after=lambda out: losses.append(out.loss),
+            label="recovery",
+        )
     finally:
         for g, f in zip(gates, flags):
             g.theta.requires_grad_(f)
             g.train()
-    tail = losses[-max(1, steps // 10):]
+    tail = losses[-max(1, steps // 10) :]
     return sum(tail) / len(tail)
 
 

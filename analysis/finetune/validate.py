@@ -9,6 +9,7 @@ Every problem is a `ConfigError` naming the option (as its command-line flag) an
 a `DataError` naming the file and line (analysis/data_files.py). `cli(main, argv)` turns those into one
 line on stderr and exit status 2 (`--debug`: the traceback instead). docs/design.md §5.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,10 +78,20 @@ def _numbers(cfg) -> None:
         check_positive(flag(name), getattr(cfg, name))
     check_real("--lam-warmup", cfg.lam_warmup, low=0, high=1, what="a fraction of the steps")
     check_real("--recovery", cfg.recovery, low=0, high=1, what="a fraction of the run's steps")
-    for name, low, optional in (("epochs", 1, True), ("batch_size", 1, False), ("max_len", MIN_LEN, False),
-                                ("train_examples", 1, True), ("val_examples", 1, True), ("dev_examples", 1, True),
-                                ("lora_r", 1, False), ("curve_points", 0, False), ("curve_dev_examples", 0, True),
-                                ("max_runs", 1, True), ("threads", 1, False), ("workers", 1, False)):
+    for name, low, optional in (
+        ("epochs", 1, True),
+        ("batch_size", 1, False),
+        ("max_len", MIN_LEN, False),
+        ("train_examples", 1, True),
+        ("val_examples", 1, True),
+        ("dev_examples", 1, True),
+        ("lora_r", 1, False),
+        ("curve_points", 0, False),
+        ("curve_dev_examples", 0, True),
+        ("max_runs", 1, True),
+        ("threads", 1, False),
+        ("workers", 1, False),
+    ):
         if not (optional and getattr(cfg, name) is None):
             check_int(flag(name), getattr(cfg, name), low)
     for v in _values(cfg, "seeds"):
@@ -114,19 +125,33 @@ def check_options(cfg) -> None:
         _numbers(cfg)
         if cfg.schedule not in SCHEDULES:
             raise ConfigError(f"--schedule: {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        for name in ("control", "split_range", "extend_grids", "grids_from_first_keep", "bucketed", "regression",
-                     "compress", "bench", "grid_on_first_seed", "dry_run", "quiet"):
+        for name in (
+            "control",
+            "split_range",
+            "extend_grids",
+            "grids_from_first_keep",
+            "bucketed",
+            "regression",
+            "compress",
+            "bench",
+            "grid_on_first_seed",
+            "dry_run",
+            "quiet",
+        ):
             check_bool(flag(name), getattr(cfg, name))
     except (ConfigError, DataError):
         raise
     except ValueError as e:  # gatecore.checks' errors (WrongType is one too), in the sweep's terms
         raise ConfigError(str(e)) from None
     if cfg.kurtosis_tau is not None and cfg.objective != "target":
-        raise ConfigError(f"--kurtosis-tau weights the paper's `target` objective only; set --objective target "
-                          f"(got {cfg.objective!r})")
+        raise ConfigError(
+            f"--kurtosis-tau weights the paper's `target` objective only; set --objective target "
+            f"(got {cfg.objective!r})"
+        )
     if set(methods) & set(GATE_METHODS) and not (cfg.keep or cfg.no_bias_keep or cfg.kurtosis_keep):
-        raise ConfigError("--keep: gate methods need at least one keep target "
-                          "(--keep, --no-bias-keep or --kurtosis-keep)")
+        raise ConfigError(
+            "--keep: gate methods need at least one keep target (--keep, --no-bias-keep or --kurtosis-keep)"
+        )
     kinds = [task_key(t) for t in cfg.tasks]
     if "csv" in kinds and not cfg.data:
         raise ConfigError("--data: task csv needs a folder of train/dev CSV/TSV files (--data DIR)")
@@ -150,8 +175,10 @@ def check_device(device) -> None:
     if dev.type == "cuda":
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (dev.index or 0) >= n:
-            raise ConfigError(f"--device {device}: this machine has {n} CUDA device(s) visible to torch; "
-                              "use --device cpu" + (f" or cuda:0..{n - 1}" if n else ""))
+            raise ConfigError(
+                f"--device {device}: this machine has {n} CUDA device(s) visible to torch; "
+                "use --device cpu" + (f" or cuda:0..{n - 1}" if n else "")
+            )
     elif dev.type != "cpu":
         backend = getattr(torch, dev.type, None) or getattr(torch.backends, dev.type, None)
         if backend is None or not backend.is_available():
@@ -177,6 +204,7 @@ def check_model(cfg) -> None:
     try:  # the path first: transformers takes seconds to import
         path = None if tiny else resolve_model(model_source(cfg.model, cfg.root))
         from transformers import AutoConfig, AutoModelForSequenceClassification
+
         mcfg = tiny_config(cfg.model[5:], num_labels=2) if tiny else AutoConfig.from_pretrained(path, num_labels=2)
     except (OSError, ValueError, TypeError) as e:  # FileNotFoundError: a missing folder, or offline with a hub id
         raise ConfigError(f"--model {cfg.model}: {str(e).splitlines()[0]}") from None
@@ -187,8 +215,14 @@ def check_model(cfg) -> None:
         with torch.device("meta"):
             model = AutoModelForSequenceClassification.from_config(mcfg)
             try:
-                setup_method(model, method, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha, sigma=cfg.sigma,
-                             reg_sigma=cfg.reg_sigma)
+                setup_method(
+                    model,
+                    method,
+                    lora_r=cfg.lora_r,
+                    lora_alpha=cfg.lora_alpha,
+                    sigma=cfg.sigma,
+                    reg_sigma=cfg.reg_sigma,
+                )
             except (ValueError, TypeError) as e:
                 raise ConfigError(f"--methods {method} on --model {cfg.model}: {e}") from None
 
@@ -206,13 +240,21 @@ def validate(cfg) -> None:
     if cfg.glue_dir is not None and not Path(cfg.glue_dir).expanduser().is_dir():
         raise ConfigError(f"--glue-dir {cfg.glue_dir}: folder not found")
     if cfg.checkpoint_dir and Path(cfg.checkpoint_dir).exists() and not Path(cfg.checkpoint_dir).is_dir():
-        raise ConfigError(f"--checkpoint-dir {cfg.checkpoint_dir}: is a file; "
-                          "expected a folder ('' for no checkpoints)")
+        raise ConfigError(
+            f"--checkpoint-dir {cfg.checkpoint_dir}: is a file; expected a folder ('' for no checkpoints)"
+        )
     if not cfg.dry_run:  # a plan may be made on another machine than the run
         check_device(cfg.device)
     for task in cfg.tasks:
-        load_task(task, glue=cfg.glue_dir, data_dir=cfg.data, text_cols=cfg.text_cols, label_col=cfg.label_col,
-                  regression=cfg.regression, encoding=cfg.encoding)
+        load_task(
+            task,
+            glue=cfg.glue_dir,
+            data_dir=cfg.data,
+            text_cols=cfg.text_cols,
+            label_col=cfg.label_col,
+            regression=cfg.regression,
+            encoding=cfg.encoding,
+        )
     check_model(cfg)
 
 

@@ -1,4 +1,5 @@
 """`python -m analysis.hessian ...`: one Hessian run (analysis.hessian.study)."""
+
 import sys
 
 from .study import main

@@ -21,6 +21,7 @@ u = mu + 0.5, the expected squared loss of one gated linear unit y = z_r * (W (x
     E[(y_i - t_i)^2] = E[z_r,i^2] (p_i^2 + sum_j W_ij^2 x_j^2 Var z_c,j) - 2 t_i E[z_r,i] p_i + t_i^2,
     p = W (x * E[z_c]) + b.    `expected_gate_loss` is the target of HessianOperator(noise_draws=K), K -> inf.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,9 @@ class ToyProblem:
     Y: torch.Tensor
 
 
-def make_problem(d_out: int = D_OUT, d_in: int = D_IN, n: int = N_SAMPLES, noise: float = 0.05, seed: int = 0) -> ToyProblem:
+def make_problem(
+    d_out: int = D_OUT, d_in: int = D_IN, n: int = N_SAMPLES, noise: float = 0.05, seed: int = 0
+) -> ToyProblem:
     """Targets reachable by gates (a row and a column scaling of W0) plus a little noise."""
     g = torch.Generator().manual_seed(seed)
     dt = torch.float64
@@ -60,13 +63,13 @@ def gate_values(theta):
     mu = torch.tanh(theta)
     s = mu + 0.5
     open_ = (s > 0) & (s < 1)
-    d1 = torch.where(open_, 1 - mu ** 2, torch.zeros_like(mu))
-    return s.clamp(0, 1), d1, torch.where(open_, -2 * mu * (1 - mu ** 2), torch.zeros_like(mu))
+    d1 = torch.where(open_, 1 - mu**2, torch.zeros_like(mu))
+    return s.clamp(0, 1), d1, torch.where(open_, -2 * mu * (1 - mu**2), torch.zeros_like(mu))
 
 
 def gate_loss(theta, p: ToyProblem):
     """theta = cat(theta_r, theta_c)."""
-    z_r, z_c = gate_values(theta[: p.W0.shape[0]])[0], gate_values(theta[p.W0.shape[0]:])[0]
+    z_r, z_c = gate_values(theta[: p.W0.shape[0]])[0], gate_values(theta[p.W0.shape[0] :])[0]
     return _loss(z_r[:, None] * p.W0 * z_c[None, :], p)
 
 
@@ -78,7 +81,7 @@ def gate_hessian(theta, p: ToyProblem) -> torch.Tensor:
     R = P * z_r - p.Y
     g_z = torch.cat([(R * P).sum(0), (((R * z_r) @ p.W0) * p.X).sum(0)]) / N
     M = z_r[:, None] * p.W0
-    H_rr = torch.diag((P ** 2).sum(0)) / N
+    H_rr = torch.diag((P**2).sum(0)) / N
     H_cc = (M.T @ M) * (p.X.T @ p.X) / N
     H_rc = p.W0 * (z_r[:, None] * (P.T @ p.X) + R.T @ p.X) / N
     Hz = torch.cat([torch.cat([H_rr, H_rc], 1), torch.cat([H_rc.T, H_cc], 1)], 0)
@@ -88,7 +91,7 @@ def gate_hessian(theta, p: ToyProblem) -> torch.Tensor:
 
 def lora_split(theta, p: ToyProblem, r: int):
     d_out, d_in = p.W0.shape
-    return theta[: r * d_in].view(r, d_in), theta[r * d_in:].view(d_out, r)
+    return theta[: r * d_in].view(r, d_in), theta[r * d_in :].view(d_out, r)
 
 
 def lora_loss(theta, p: ToyProblem, r: int = RANK, scale: float = 1.0):
@@ -108,8 +111,8 @@ def lora_hessian(theta, p: ToyProblem, r: int = RANK, scale: float = 1.0) -> tor
     J = scale * torch.cat([torch.kron(B, I_in), torch.kron(I_out, A.T.contiguous())], 1)
     H = J.T @ torch.kron(I_out, Sigma) @ J
     C = scale * torch.einsum("ij,ab->ajib", G, I_r).reshape(r * d_in, d_out * r)
-    H[: r * d_in, r * d_in:] += C
-    H[r * d_in:, : r * d_in] += C.T
+    H[: r * d_in, r * d_in :] += C
+    H[r * d_in :, : r * d_in] += C.T
     return H
 
 
@@ -140,7 +143,7 @@ def censored_moments(u: torch.Tensor, sigma: float) -> tuple[torch.Tensor, torch
     Phi = torch.special.ndtr
     phi = lambda t: torch.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)  # noqa: E731
     P, d, top = Phi(b) - Phi(a), phi(a) - phi(b), 1.0 - Phi(b)
-    return top + u * P + sigma * d, top + u * u * P + 2 * u * sigma * d + sigma ** 2 * (P + a * phi(a) - b * phi(b))
+    return top + u * P + sigma * d, top + u * u * P + 2 * u * sigma * d + sigma**2 * (P + a * phi(a) - b * phi(b))
 
 
 def expected_gate_loss(layer, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
@@ -158,8 +161,16 @@ def expected_gate_loss(layer, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 def fit(loss_fn, theta0, steps: int = 200) -> torch.Tensor:
     """A stationary point by L-BFGS (float64), so that symmetry zeros are exact to rounding."""
     theta = theta0.clone().requires_grad_(True)
-    lbfgs_minimize([theta], lambda: loss_fn(theta), lr=1.0, max_iter=steps, tolerance_grad=1e-13, tolerance_change=0,
-                   history_size=50, line_search_fn="strong_wolfe")
+    lbfgs_minimize(
+        [theta],
+        lambda: loss_fn(theta),
+        lr=1.0,
+        max_iter=steps,
+        tolerance_grad=1e-13,
+        tolerance_change=0,
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
     return theta.detach()
 
 
@@ -167,43 +178,73 @@ def toy_spectra(r: int = RANK, seed: int = 0, n_saturated: int = 3, tol: float =
     """Eigenvalues for gates at the paper's init (theta = 1: all clamped, H = 0), from mu ~ 0 (all open), at a fitted
     point, and at that point with `n_saturated` gates clamped; LoRA at its init (B = 0) and at a fitted point."""
     from gatecore.hessian import summarize
+
     p = make_problem(seed=seed)
     d_out, d_in = p.W0.shape
     g = torch.Generator().manual_seed(seed + 1)
-    gate0 = 0.1 * torch.randn(d_out + d_in, generator=g, dtype=torch.float64)   # mu ~ 0: every gate open
+    gate0 = 0.1 * torch.randn(d_out + d_in, generator=g, dtype=torch.float64)  # mu ~ 0: every gate open
     gate_fit = fit(lambda t: gate_loss(t, p), gate0)
     gate_sat = gate_fit.clone()
     gate_sat[:n_saturated] = torch.tensor([3.0, -3.0, 2.0][:n_saturated] + [3.0] * max(0, n_saturated - 3))
-    lora0 = torch.cat([0.3 * torch.randn(r * d_in, generator=g, dtype=torch.float64), torch.zeros(d_out * r, dtype=torch.float64)])
-    lora_fit = fit(lambda t: lora_loss(t, p, r), lora0 + 0.1 * torch.randn(lora0.shape, generator=g, dtype=torch.float64))
+    lora0 = torch.cat(
+        [0.3 * torch.randn(r * d_in, generator=g, dtype=torch.float64), torch.zeros(d_out * r, dtype=torch.float64)]
+    )
+    lora_fit = fit(
+        lambda t: lora_loss(t, p, r), lora0 + 0.1 * torch.randn(lora0.shape, generator=g, dtype=torch.float64)
+    )
     out = {}
-    paper_init = torch.ones(d_out + d_in, dtype=torch.float64)   # theta = 1: every eval gate clamped at 1
-    for name, H in [("gates_paper_init", gate_hessian(paper_init, p)), ("gates_start_mu0", gate_hessian(gate0, p)),
-                    ("gates_fit", gate_hessian(gate_fit, p)),
-                    (f"gates_fit_{n_saturated}_saturated", gate_hessian(gate_sat, p)),
-                    ("lora_init", lora_hessian(lora0, p, r)), ("lora_fit", lora_hessian(lora_fit, p, r))]:
+    paper_init = torch.ones(d_out + d_in, dtype=torch.float64)  # theta = 1: every eval gate clamped at 1
+    for name, H in [
+        ("gates_paper_init", gate_hessian(paper_init, p)),
+        ("gates_start_mu0", gate_hessian(gate0, p)),
+        ("gates_fit", gate_hessian(gate_fit, p)),
+        (f"gates_fit_{n_saturated}_saturated", gate_hessian(gate_sat, p)),
+        ("lora_init", lora_hessian(lora0, p, r)),
+        ("lora_fit", lora_hessian(lora_fit, p, r)),
+    ]:
         ev = torch.linalg.eigvalsh(H).numpy()
         out[name] = {"eigenvalues": ev.tolist(), **summarize(ev, tol)}
-    out["config"] = dict(d_out=d_out, d_in=d_in, n=N_SAMPLES, r=r, seed=seed, tol=tol, n_saturated=n_saturated,
-                         lora_params=r * (d_in + d_out), gate_params=d_in + d_out)
+    out["config"] = dict(
+        d_out=d_out,
+        d_in=d_in,
+        n=N_SAMPLES,
+        r=r,
+        seed=seed,
+        tol=tol,
+        n_saturated=n_saturated,
+        lora_params=r * (d_in + d_out),
+        gate_params=d_in + d_out,
+    )
     return out
 
 
 def plot_toy(out: dict, path):
     """Sorted eigenvalues of every toy case, symlog scale, zeros and negatives visible; returns the figure's path."""
     from pathlib import Path
+
     import matplotlib.pyplot as plt
     import numpy as np
+
     cases = [k for k in out if k != "config"]
     fig, ax = plt.subplots(figsize=(8, 3.8))
     for i, k in enumerate(cases):
         ev = np.sort(out[k]["eigenvalues"])
-        ax.plot(np.arange(ev.size), ev, "o-", ms=4, lw=1, label=f"{k}: zero {out[k]['n_zero']}, negative {out[k]['n_negative']}")
+        ax.plot(
+            np.arange(ev.size),
+            ev,
+            "o-",
+            ms=4,
+            lw=1,
+            label=f"{k}: zero {out[k]['n_zero']}, negative {out[k]['n_negative']}",
+        )
     ax.set_yscale("symlog", linthresh=1e-3)
     ax.axhline(0, color="k", lw=0.5)
     c = out["config"]
-    ax.set_title(f"Toy linear model ({c['d_out']}x{c['d_in']}, N={c['n']}): Hessian eigenvalues, gates (n={c['gate_params']}) "
-                 f"vs LoRA r={c['r']} (n={c['lora_params']})", fontsize=9)
+    ax.set_title(
+        f"Toy linear model ({c['d_out']}x{c['d_in']}, N={c['n']}): Hessian eigenvalues, gates (n={c['gate_params']}) "
+        f"vs LoRA r={c['r']} (n={c['lora_params']})",
+        fontsize=9,
+    )
     ax.set_xlabel("index (sorted)")
     ax.set_ylabel("eigenvalue (symlog)")
     ax.legend(fontsize=7)

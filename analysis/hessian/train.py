@@ -13,8 +13,16 @@ from gatecore.parameters import head_parameters, ids
 from gatecore.train import Objective, train_loop
 
 
-def train_short(model, loss_fn, batches, steps: int, lr_adapter: float, lr_head: float,
-                objective: Objective | None = None, progress=True):
+def train_short(
+    model,
+    loss_fn,
+    batches,
+    steps: int,
+    lr_adapter: float,
+    lr_head: float,
+    objective: Objective | None = None,
+    progress=True,
+):
     """AdamW on adapters (+ head), the gates with `objective`'s term (no ramp: lam_warmup 0); train mode only on the
     gates (fresh noise). Returns the loss of every step."""
     head = ids(head_parameters(model))
@@ -31,9 +39,16 @@ def train_short(model, loss_fn, batches, steps: int, lr_adapter: float, lr_head:
         g.train()
     losses = []
     bar = tqdm(total=steps, desc="short training", disable=not progress, leave=False)
-    train_loop(model, (batches[step % len(batches)] for step in range(steps)), loss_fn, opt,
-               objective=objective if gates else None, total=steps,
-               after=lambda out: losses.append(out.loss) or bar.update(1), label="short training")
+    train_loop(
+        model,
+        (batches[step % len(batches)] for step in range(steps)),
+        loss_fn,
+        opt,
+        objective=objective if gates else None,
+        total=steps,
+        after=lambda out: losses.append(out.loss) or bar.update(1),
+        label="short training",
+    )
     bar.close()
     model.eval()
     return losses

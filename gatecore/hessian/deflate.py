@@ -14,6 +14,7 @@ p_i = P(clamped in one draw) = Phi(-s_i / sigma) + 1 - Phi((1 - s_i) / sigma), s
 E[flat] = sum_i p_i^K -> 0 as K grows unless p_i = 1: the expected objective (K -> infinity) has exact
 zeros only where the eval gate is clamped beyond reach of the noise. `flat_vs_draws` counts both.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -70,11 +71,12 @@ def deflated_values(op: HessianOperator, mask: torch.Tensor, rtol: float = 1e-9)
     r = torch.randn(op.n, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(op.dtype) * one
     hr = op.matvec(r)
     scale = float(h[m].abs().max()) if bool(m.any()) else 0.0
-    off = max(float(h[~m].abs().max()) if bool((~m).any()) else 0.0,
-              float((hr - h * r).abs().max()))
+    off = max(float(h[~m].abs().max()) if bool((~m).any()) else 0.0, float((hr - h * r).abs().max()))
     if off > rtol * max(scale, 1e-300) and off > 1e-300:
-        raise ValueError(f"the penalty couples the saturated coordinates ({off:.3g} off the diagonal vs {scale:.3g} on it): "
-                         "its block is not diagonal, run without deflation")
+        raise ValueError(
+            f"the penalty couples the saturated coordinates ({off:.3g} off the diagonal vs {scale:.3g} on it): "
+            "its block is not diagonal, run without deflation"
+        )
     return h[m].detach().cpu().double().numpy()
 
 
@@ -109,10 +111,15 @@ def deflated(method: str, op: HessianOperator, mask: torch.Tensor, inner=None, f
     if fill.size not in (0, k):
         raise ValueError(f"fill has {fill.size} values for {k} deflated coordinates")
     if not fill.size or not fill.any():
-        return replace(rep, n=op.n, n_zero=rep.n_zero + k if rep.n_zero is not None else None,
-                       lambda_max=max(rep.lambda_max, 0.0), lambda_min=min(rep.lambda_min, 0.0),
-                       active=f"{k} saturated gate coordinates (exact zero rows) deflated; then {rep.active}",
-                       extra={**rep.extra, "deflated_saturated": k})
+        return replace(
+            rep,
+            n=op.n,
+            n_zero=rep.n_zero + k if rep.n_zero is not None else None,
+            lambda_max=max(rep.lambda_max, 0.0),
+            lambda_min=min(rep.lambda_min, 0.0),
+            active=f"{k} saturated gate coordinates (exact zero rows) deflated; then {rep.active}",
+            extra={**rep.extra, "deflated_saturated": k},
+        )
     lmax, lmin = max(rep.lambda_max, float(fill.max())), min(rep.lambda_min, float(fill.min()))
     scale = max(abs(lmax), abs(lmin))
     ctol = rep.extra.get("count_tol", rep.tol)
@@ -123,25 +130,43 @@ def deflated(method: str, op: HessianOperator, mask: torch.Tensor, inner=None, f
     if rep.eigenvalues is not None:
         ev = np.concatenate([rep.eigenvalues, fill])
         kappa = summarize(ev, rep.tol)["kappa_eff"]
-    return replace(rep, n=op.n, n_zero=add(rep.n_zero, zero), n_negative=add(rep.n_negative, neg),
-                   n_active=add(rep.n_active, act), kappa_eff=kappa, lambda_max=lmax, lambda_min=lmin,
-                   trace=add(rep.trace, float(fill.sum())),
-                   eigenvalues=None if rep.eigenvalues is None else np.concatenate([rep.eigenvalues, fill]),
-                   active=f"{k} saturated gate coordinates deflated (their block: the penalty's diagonal, exact); then {rep.active}",
-                   extra={**rep.extra, "deflated_saturated": k, "deflated_block": value_clusters(fill),
-                          "deflated_block_counts": {"negative": neg, "zero": zero, "active": act,
-                                                    "min": float(fill.min()), "max": float(fill.max())}})
+    return replace(
+        rep,
+        n=op.n,
+        n_zero=add(rep.n_zero, zero),
+        n_negative=add(rep.n_negative, neg),
+        n_active=add(rep.n_active, act),
+        kappa_eff=kappa,
+        lambda_max=lmax,
+        lambda_min=lmin,
+        trace=add(rep.trace, float(fill.sum())),
+        eigenvalues=None if rep.eigenvalues is None else np.concatenate([rep.eigenvalues, fill]),
+        active=f"{k} saturated gate coordinates deflated (their block: the penalty's diagonal, exact); then {rep.active}",
+        extra={
+            **rep.extra,
+            "deflated_saturated": k,
+            "deflated_block": value_clusters(fill),
+            "deflated_block_counts": {
+                "negative": neg,
+                "zero": zero,
+                "active": act,
+                "min": float(fill.min()),
+                "max": float(fill.max()),
+            },
+        },
+    )
 
 
 @dataclass(frozen=True)
 class FlatCounts:
     """Exactly flat gate coordinates (clamped in every one of K draws) against K: counted on the draws
     a HessianOperator with that seed uses (its first K), and expected, sum_i p_i^K."""
+
     n_gates: int
     draws: tuple[int, ...]
     counted: tuple[int, ...]
     expected: tuple[float, ...]
-    eval_clamped: int          # K = 0: eval gates, clamped at 0 or 1
+    eval_clamped: int  # K = 0: eval gates, clamped at 0 or 1
 
 
 def flat_vs_draws(model: torch.nn.Module, draws=(1, 2, 8, 64, 256), seed: int = 0) -> FlatCounts:
@@ -162,5 +187,10 @@ def flat_vs_draws(model: torch.nn.Module, draws=(1, 2, 8, 64, 256), seed: int = 
             k += 1
         counted.append(int(clamped_all.sum()))
     p = torch.special.ndtr(-s / sigma) + 1 - torch.special.ndtr((1 - s) / sigma)
-    return FlatCounts(int(s.numel()), tuple(sorted(draws)), tuple(counted),
-                      tuple(float((p ** K).sum()) for K in sorted(draws)), int(((s <= 0) | (s >= 1)).sum()))
+    return FlatCounts(
+        int(s.numel()),
+        tuple(sorted(draws)),
+        tuple(counted),
+        tuple(float((p**K).sum()) for K in sorted(draws)),
+        int(((s <= 0) | (s >= 1)).sum()),
+    )

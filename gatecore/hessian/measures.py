@@ -12,21 +12,23 @@ kappa_k is None where lambda_k <= FLOOR * lambda_1 (the top-k set reaches a zero
 negative eigenvalue: no finite condition number over it; float64 products carry ~1e-13 relative error). From a density every number is an estimate (`estimated`): a Gauss node stands
 for a cluster of eigenvalues, so lambda_k is the node at which the cumulative count reaches k.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-TOLS = tuple(10.0 ** -k for k in range(8, 0, -1))          # 1e-8 .. 1e-1
+TOLS = tuple(10.0**-k for k in range(8, 0, -1))  # 1e-8 .. 1e-1
 TOP_KS = (2, 4, 8, 16, 32, 64, 128, 256, 1024)
 FRACTIONS = (0.5, 0.9, 0.99, 0.999)
-FLOOR = 1e-12                                               # below this * lambda_1: roundoff, not curvature
+FLOOR = 1e-12  # below this * lambda_1: roundoff, not curvature
 
 
 @dataclass(frozen=True)
 class ToleranceCurve:
     """kappa_eff and the counts as functions of the relative tolerance."""
+
     tols: tuple[float, ...]
     kappa: tuple[float | None, ...]
     n_active: tuple[float, ...]
@@ -38,6 +40,7 @@ class ToleranceCurve:
 class MatchedKappa:
     """Condition numbers over matched active sets: the top k eigenvalues, and the top set carrying a
     fraction f of the positive spectral mass (k_mass: its size)."""
+
     ks: tuple[int, ...]
     kappa_top: tuple[float | None, ...]
     fractions: tuple[float, ...]
@@ -48,6 +51,7 @@ class MatchedKappa:
 @dataclass(frozen=True)
 class Conditioning:
     """Every measure of one spectrum; `source` is 'exact' or 'SLQ' (then `estimated`)."""
+
     n: float
     lambda_max: float
     lambda_min: float
@@ -113,27 +117,45 @@ def tolerance_curve(values, counts=None, tols=TOLS, lambda_max: float | None = N
     return ToleranceCurve(tuple(tols), tuple(kap), tuple(act), tuple(zero), tuple(neg))
 
 
-def conditioning(values, counts=None, source: str = "exact", lambda_max: float | None = None,
-                 lambda_min: float | None = None, ks=TOP_KS, fractions=FRACTIONS, tols=TOLS) -> Conditioning:
+def conditioning(
+    values,
+    counts=None,
+    source: str = "exact",
+    lambda_max: float | None = None,
+    lambda_min: float | None = None,
+    ks=TOP_KS,
+    fractions=FRACTIONS,
+    tols=TOLS,
+) -> Conditioning:
     """All measures of one spectrum. `lambda_max`/`lambda_min` (e.g. Lanczos ends) replace the extreme
     nodes of a density, which Gauss quadrature places inside the spectrum."""
     v, c = _sorted(values, counts)
     lmax = float(v[0] if lambda_max is None else lambda_max)
     kap, k_f = mass_kappa(v, c, fractions, lmax)
-    return Conditioning(float(c.sum()), lmax, float(v[-1] if lambda_min is None else lambda_min), source,
-                        source != "exact", MatchedKappa(tuple(ks), top_k_kappa(v, c, ks, lmax), tuple(fractions), kap, k_f),
-                        tolerance_curve(v, c, tols, lmax))
+    return Conditioning(
+        float(c.sum()),
+        lmax,
+        float(v[-1] if lambda_min is None else lambda_min),
+        source,
+        source != "exact",
+        MatchedKappa(tuple(ks), top_k_kappa(v, c, ks, lmax), tuple(fractions), kap, k_f),
+        tolerance_curve(v, c, tols, lmax),
+    )
 
 
-def density_counts(density: dict, n: int, deflated: int = 0, block: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+def density_counts(
+    density: dict, n: int, deflated: int = 0, block: dict | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(nodes, counts summing to n) of an SLQ density {"nodes": [probe][m], "weights": [probe][m]} that ran on
     n - deflated coordinates; the deflated ones come back as a node at 0 (exact zero rows), or as `block`
     {"nodes", "counts"} (their exact eigenvalues, clustered: deflate.value_clusters)."""
     nodes = np.concatenate([np.asarray(x, dtype=np.float64) for x in density["nodes"]])
     w = np.concatenate([np.asarray(x, dtype=np.float64) for x in density["weights"]]) / len(density["weights"])
     if block:
-        return (np.concatenate([nodes, np.asarray(block["nodes"], dtype=np.float64)]),
-                np.concatenate([w * (n - deflated), np.asarray(block["counts"], dtype=np.float64)]))
+        return (
+            np.concatenate([nodes, np.asarray(block["nodes"], dtype=np.float64)]),
+            np.concatenate([w * (n - deflated), np.asarray(block["counts"], dtype=np.float64)]),
+        )
     return np.append(nodes, 0.0), np.append(w * (n - deflated), float(deflated))
 
 
@@ -144,7 +166,9 @@ def report_conditioning(rep, ends=None) -> Conditioning | None:
         return conditioning(rep.eigenvalues, source="exact")
     if rep.density is None:
         return None
-    v, c = density_counts(rep.density, rep.n, int(rep.extra.get("deflated_saturated", 0)), rep.extra.get("deflated_block"))
+    v, c = density_counts(
+        rep.density, rep.n, int(rep.extra.get("deflated_saturated", 0)), rep.extra.get("deflated_block")
+    )
     lmax = ends.lambda_max if ends is not None and ends.lambda_max is not None else None
     lmin = ends.lambda_min if ends is not None and ends.lambda_min is not None else None
     return conditioning(v, c, "SLQ", lambda_max=lmax, lambda_min=lmin)

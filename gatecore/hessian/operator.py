@@ -15,6 +15,7 @@ K grows), `penalty=lambda m: lam * sparsity_penalty(m, ...)` adds the penalty on
 Products are one at a time: a vmapped (is_grads_batched) backward measured no faster than the loop on
 MiniLM (0.96-1.0 s vs 1.0 s per column, gates; 0.40 vs 0.39 s, LoRA; 1 thread), so it was removed.
 """
+
 from __future__ import annotations
 
 import re
@@ -41,8 +42,10 @@ def select_params(model: nn.Module, which: str | Sequence[str]) -> list[tuple[st
         chosen = {id(p) for n, p in named if any(re.search(q, n) for q in pats)}
     out = [(n, p) for n, p in named if id(p) in chosen]
     if not out:
-        raise ValueError(f"parameter subset {which!r} selects no parameter of {type(model).__name__}; "
-                         f"use 'gates', 'lora' or a regex matching names such as {named[0][0] if named else '?'}")
+        raise ValueError(
+            f"parameter subset {which!r} selects no parameter of {type(model).__name__}; "
+            f"use 'gates', 'lora' or a regex matching names such as {named[0][0] if named else '?'}"
+        )
     return out
 
 
@@ -72,9 +75,17 @@ class HessianOperator:
     `penalty(model) -> scalar` (optional) is added once to the loss, e.g. the sparsity penalty.
     """
 
-    def __init__(self, model: nn.Module, batches: Sequence[dict], params: str | Sequence[str] = "gates",
-                 loss_fn: Callable = classification_loss, noise_draws: int = 0, seed: int = 0,
-                 dtype: torch.dtype | None = None, penalty: Callable | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Sequence[dict],
+        params: str | Sequence[str] = "gates",
+        loss_fn: Callable = classification_loss,
+        noise_draws: int = 0,
+        seed: int = 0,
+        dtype: torch.dtype | None = None,
+        penalty: Callable | None = None,
+    ):
         if not batches:
             raise ValueError("HessianOperator needs at least one batch")
         if noise_draws < 0:
@@ -102,15 +113,15 @@ class HessianOperator:
         """The deterministic loss: example-weighted mean over batches, mean over noise draws, + penalty."""
         sizes = [len(next(iter(b.values()))) for b in self.batches]
         total = 0.0
-        for draw in (self.draws or [None]):
-            for m in (draw or {}):
+        for draw in self.draws or [None]:
+            for m in draw or {}:
                 m.train()
                 m.fixed_eps = draw[m].to(self.device)
             try:
                 for b, s in zip(self.batches, sizes):
                     total = total + self.loss_fn(self.model, b) * (s / sum(sizes))
             finally:
-                for m in (draw or {}):
+                for m in draw or {}:
                     m.fixed_eps = None
                     m.eval()
         total = total / max(1, len(self.draws))
@@ -120,11 +131,14 @@ class HessianOperator:
         """Flat gradient with its graph kept for products (built once)."""
         if self._grad is None:
             grads = torch.autograd.grad(self.loss(), self.params, create_graph=True, allow_unused=True)
-            self._grad = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
-                                    for g, p in zip(grads, self.params)])
+            self._grad = torch.cat(
+                [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, self.params)]
+            )
             if not self._grad.requires_grad:
-                raise ValueError("the loss gradient does not depend on the chosen parameters (Hessian is 0); "
-                                 "check the parameter subset and the loss")
+                raise ValueError(
+                    "the loss gradient does not depend on the chosen parameters (Hessian is 0); "
+                    "check the parameter subset and the loss"
+                )
         return self._grad
 
     def _split(self, flat: torch.Tensor) -> list[torch.Tensor]:

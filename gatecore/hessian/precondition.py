@@ -17,6 +17,7 @@ counted, like saturated gates. With noise draws, D is the mean of diag(J^T J) ov
     d_A[a, j] = s^2 ||B[:, a]||^2                       d_B[i, a] = s^2 ||A[a, :]||^2
 with z' = (1 - tanh(theta)^2) where the gate is inside (0, 1) in that draw, else 0.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,9 +42,9 @@ def _gate_diagonals(gl: GatedLinear, draws) -> dict:
             mu = torch.tanh(g.theta.detach().to(torch.float64))
             s = mu + 0.5 + (g.sigma * draw[g].detach().cpu().to(torch.float64) if draw is not None else 0.0)
             inside = (s > 0) & (s < 1)
-            z[k], dz[k] = s.clamp(0, 1), torch.where(inside, 1 - mu ** 2, torch.zeros_like(mu))
+            z[k], dz[k] = s.clamp(0, 1), torch.where(inside, 1 - mu**2, torch.zeros_like(mu))
         if "row" in dz:
-            acc["row"] += dz["row"] ** 2 * (((W * z["col"]) ** 2).sum(1) + b ** 2)
+            acc["row"] += dz["row"] ** 2 * (((W * z["col"]) ** 2).sum(1) + b**2)
         if "col" in dz:
             acc["col"] += dz["col"] ** 2 * ((z["row"][:, None] * W) ** 2).sum(0)
     for k, g in gates.items():
@@ -54,8 +55,10 @@ def _gate_diagonals(gl: GatedLinear, draws) -> dict:
 
 def _lora_diagonals(lo: LoRALinear) -> dict:
     A, B, s = lo.lora_A.detach().to(torch.float64), lo.lora_B.detach().to(torch.float64), lo.scaling
-    return {id(lo.lora_A): (s ** 2 * (B ** 2).sum(0))[:, None].expand_as(A).reshape(-1),
-            id(lo.lora_B): (s ** 2 * (A ** 2).sum(1))[None, :].expand_as(B).reshape(-1)}
+    return {
+        id(lo.lora_A): (s**2 * (B**2).sum(0))[:, None].expand_as(A).reshape(-1),
+        id(lo.lora_B): (s**2 * (A**2).sum(1))[None, :].expand_as(B).reshape(-1),
+    }
 
 
 def weight_metric_diagonal(op) -> torch.Tensor:

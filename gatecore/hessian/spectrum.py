@@ -10,6 +10,7 @@ Conditioning is reported on the active subspace: eigenvalues above tol * lambda_
 Exact zeros (saturated gates, LoRA symmetry directions) and negative curvature are
 counted, never divided by: kappa_eff = lambda_max / min{lambda : lambda > tol * lambda_max}.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,11 +20,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-MAX_EXACT_N = 20_000   # dense float64 H of 2e4 x 2e4 is 3.2 GB: the most this machine holds twice
-TOL = 1e-6             # zero / active threshold, relative to max |lambda|
-LANCZOS_TOL = 1e-6     # eigsh relative accuracy
+MAX_EXACT_N = 20_000  # dense float64 H of 2e4 x 2e4 is 3.2 GB: the most this machine holds twice
+TOL = 1e-6  # zero / active threshold, relative to max |lambda|
+LANCZOS_TOL = 1e-6  # eigsh relative accuracy
 SLQ_STEPS, SLQ_PROBES = 40, 4
-SLQ_COUNT_TOL = 1e-3   # SLQ zero / negative counts: |node| <= this * max|node| is zero
+SLQ_COUNT_TOL = 1e-3  # SLQ zero / negative counts: |node| <= this * max|node| is zero
 ACTIVE = "eigenvalues above tol * lambda_max (exact zeros and negative curvature excluded)"
 
 
@@ -32,13 +33,14 @@ class SpectrumReport:
     """One spectrum of one operator. `eigenvalues` (exact) / `density` (SLQ nodes and weights) stay out of
     as_dict(): the CLI writes them beside the report, under their own keys of the results file.
     Frozen: a changed report is a new one (`dataclasses.replace`)."""
+
     n: int
     method: str
     products: int
     wall_s: float
     lambda_max: float | None
     lambda_min: float | None
-    n_negative: float | None = None    # exact: counted; slq: estimated n * mass (see counts_estimated)
+    n_negative: float | None = None  # exact: counted; slq: estimated n * mass (see counts_estimated)
     n_zero: float | None = None
     tol: float = TOL
     kappa_eff: float | None = None
@@ -49,7 +51,7 @@ class SpectrumReport:
     counts_estimated: bool = False
     extra: dict = field(default_factory=dict)
     eigenvalues: np.ndarray | None = field(default=None, repr=False)
-    density: dict | None = field(default=None, repr=False)   # {"nodes": [probe][m], "weights": [probe][m]}
+    density: dict | None = field(default=None, repr=False)  # {"nodes": [probe][m], "weights": [probe][m]}
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -63,9 +65,15 @@ def summarize(evals: np.ndarray, tol: float = TOL) -> dict:
     scale = float(np.abs(evals).max()) if evals.size else 0.0
     lmax, lmin = float(evals.max()), float(evals.min())
     active = evals[evals > tol * lmax] if lmax > 0 else evals[:0]
-    return dict(lambda_max=lmax, lambda_min=lmin, n_negative=int((evals < -tol * scale).sum()),
-                n_zero=int((np.abs(evals) <= tol * scale).sum()), n_active=int(active.size),
-                kappa_eff=float(lmax / active.min()) if active.size else None, trace=float(evals.sum()))
+    return dict(
+        lambda_max=lmax,
+        lambda_min=lmin,
+        n_negative=int((evals < -tol * scale).sum()),
+        n_zero=int((np.abs(evals) <= tol * scale).sum()),
+        n_active=int(active.size),
+        kappa_eff=float(lmax / active.min()) if active.size else None,
+        trace=float(evals.sum()),
+    )
 
 
 def planned_products(method: str, n: int, steps: int = SLQ_STEPS, probes: int = SLQ_PROBES, ncv: int = 20) -> int:
@@ -83,7 +91,7 @@ def dense_hessian(op, chunk: int = 64, progress: bool = True) -> tuple[torch.Ten
         k = min(chunk, n - j)
         E = torch.zeros(n, k, dtype=op.dtype, device=op.device)
         E[torch.arange(j, j + k), torch.arange(k)] = 1.0
-        H[:, j:j + k] = op.matmat(E).double().cpu()
+        H[:, j : j + k] = op.matmat(E).double().cpu()
     scale = H.abs().max().item()
     asym = (H - H.T).abs().max().item() / scale if scale > 0 else 0.0
     return H, asym
@@ -91,14 +99,24 @@ def dense_hessian(op, chunk: int = 64, progress: bool = True) -> tuple[torch.Ten
 
 def exact(op, tol: float = TOL, max_n: int = MAX_EXACT_N, chunk: int = 64, progress: bool = True) -> SpectrumReport:
     if op.n > max_n:
-        raise ValueError(f"exact needs a dense {op.n}x{op.n} Hessian but max_n={max_n}; "
-                         "use --spectrum lanczos/slq, fewer parameters, or raise --max-exact-n")
+        raise ValueError(
+            f"exact needs a dense {op.n}x{op.n} Hessian but max_n={max_n}; "
+            "use --spectrum lanczos/slq, fewer parameters, or raise --max-exact-n"
+        )
     t, p0 = time.perf_counter(), op.products
     H, asym = dense_hessian(op, chunk, progress)
     evals = torch.linalg.eigvalsh((H + H.T) / 2).numpy()
     s = summarize(evals, tol)
-    return SpectrumReport(op.n, "exact", op.products - p0, time.perf_counter() - t, tol=tol, eigenvalues=evals,
-                          extra={"asymmetry": asym}, **s)
+    return SpectrumReport(
+        op.n,
+        "exact",
+        op.products - p0,
+        time.perf_counter() - t,
+        tol=tol,
+        eigenvalues=evals,
+        extra={"asymmetry": asym},
+        **s,
+    )
 
 
 def as_linear_operator(op, progress=None):
@@ -109,23 +127,37 @@ def as_linear_operator(op, progress=None):
         if progress is not None:
             progress.update(1)
         return op.matvec(np.ascontiguousarray(v, dtype=np.float64).ravel()).double().cpu().numpy()
+
     return LinearOperator((op.n, op.n), matvec=mv, dtype=np.float64)
 
 
-def lanczos(op, tol: float = TOL, eig_tol: float = LANCZOS_TOL, seed: int = 0, ncv: int = 20,
-            progress: bool = True) -> SpectrumReport:
+def lanczos(
+    op, tol: float = TOL, eig_tol: float = LANCZOS_TOL, seed: int = 0, ncv: int = 20, progress: bool = True
+) -> SpectrumReport:
     """Both algebraic ends by implicitly restarted Lanczos (ARPACK); counts unknown -> None."""
     from scipy.sparse.linalg import eigsh
+
     t, p0 = time.perf_counter(), op.products
     v0 = np.random.default_rng(seed).standard_normal(op.n)
     with tqdm(desc=f"lanczos (n={op.n})", disable=not progress, leave=False, unit="Hv") as bar:
         A = as_linear_operator(op, bar)
-        ends = {w: float(eigsh(A, k=1, which=w, tol=eig_tol, v0=v0, ncv=min(ncv, op.n - 1),
-                               return_eigenvectors=False)[0]) for w in ("LA", "SA")}
+        ends = {
+            w: float(eigsh(A, k=1, which=w, tol=eig_tol, v0=v0, ncv=min(ncv, op.n - 1), return_eigenvectors=False)[0])
+            for w in ("LA", "SA")
+        }
     lmax, lmin = ends["LA"], ends["SA"]
     kappa = lmax / lmin if lmax > 0 and lmin > tol * lmax else None  # positive definite: the ends suffice
-    return SpectrumReport(op.n, "lanczos", op.products - p0, time.perf_counter() - t, lmax, lmin, tol=tol,
-                          kappa_eff=kappa, extra={"eig_tol": eig_tol, "ncv": ncv})
+    return SpectrumReport(
+        op.n,
+        "lanczos",
+        op.products - p0,
+        time.perf_counter() - t,
+        lmax,
+        lmin,
+        tol=tol,
+        kappa_eff=kappa,
+        extra={"eig_tol": eig_tol, "ncv": ncv},
+    )
 
 
 def lanczos_tridiag(op, v: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -139,11 +171,11 @@ def lanczos_tridiag(op, v: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarr
         w = op.matvec(q).double().cpu().numpy()
         alpha[i] = q @ w
         w -= Q[: i + 1].T @ (Q[: i + 1] @ w)
-        w -= Q[: i + 1].T @ (Q[: i + 1] @ w)   # twice is enough (Kahan)
+        w -= Q[: i + 1].T @ (Q[: i + 1] @ w)  # twice is enough (Kahan)
         if i + 1 == steps:
             break
         beta[i] = np.linalg.norm(w)
-        if beta[i] <= 1e-12 * max(1.0, abs(alpha[i])):   # invariant subspace found: T is exact
+        if beta[i] <= 1e-12 * max(1.0, abs(alpha[i])):  # invariant subspace found: T is exact
             return alpha[: i + 1], beta[:i]
         q = w / beta[i]
     return alpha, beta
@@ -152,14 +184,22 @@ def lanczos_tridiag(op, v: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarr
 def ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nodes (eigenvalues of T) and Gauss weights (first components squared)."""
     from scipy.linalg import eigh_tridiagonal
+
     if alpha.size == 1:
         return alpha.copy(), np.ones(1)
     nodes, vecs = eigh_tridiagonal(alpha, beta)
     return nodes, vecs[0] ** 2
 
 
-def slq(op, tol: float = TOL, steps: int = SLQ_STEPS, probes: int = SLQ_PROBES, seed: int = 0,
-        count_tol: float = SLQ_COUNT_TOL, progress: bool = True) -> SpectrumReport:
+def slq(
+    op,
+    tol: float = TOL,
+    steps: int = SLQ_STEPS,
+    probes: int = SLQ_PROBES,
+    seed: int = 0,
+    count_tol: float = SLQ_COUNT_TOL,
+    progress: bool = True,
+) -> SpectrumReport:
     """Density as Ritz nodes/weights per Rademacher probe; counts are n * estimated mass, with zero meaning
     |node| <= count_tol * max|node|: a Gauss node stands for a cluster, it lands near 0, not within 1e-6 of it."""
     t, p0 = time.perf_counter(), op.products
@@ -175,9 +215,20 @@ def slq(op, tol: float = TOL, steps: int = SLQ_STEPS, probes: int = SLQ_PROBES, 
     scale = max(abs(lmax), abs(lmin))
     active = alln > tol * lmax if lmax > 0 else np.zeros_like(alln, bool)
     return SpectrumReport(
-        op.n, "slq", op.products - p0, time.perf_counter() - t, lmax, lmin,
+        op.n,
+        "slq",
+        op.products - p0,
+        time.perf_counter() - t,
+        lmax,
+        lmin,
         n_negative=op.n * float(allw[alln < -count_tol * scale].sum()),
-        n_zero=op.n * float(allw[np.abs(alln) <= count_tol * scale].sum()), n_active=op.n * float(allw[active].sum()), tol=tol, kappa_eff=None, trace=float(np.mean(traces)),
-        trace_stderr=float(np.std(traces, ddof=1) / np.sqrt(probes)) if probes > 1 else None, counts_estimated=True,
-        extra={"steps": steps, "probes": probes, "count_tol": count_tol}, density={"nodes": [x.tolist() for x in nodes],
-                                                           "weights": [x.tolist() for x in weights]})
+        n_zero=op.n * float(allw[np.abs(alln) <= count_tol * scale].sum()),
+        n_active=op.n * float(allw[active].sum()),
+        tol=tol,
+        kappa_eff=None,
+        trace=float(np.mean(traces)),
+        trace_stderr=float(np.std(traces, ddof=1) / np.sqrt(probes)) if probes > 1 else None,
+        counts_estimated=True,
+        extra={"steps": steps, "probes": probes, "count_tol": count_tol},
+        density={"nodes": [x.tolist() for x in nodes], "weights": [x.tolist() for x in weights]},
+    )

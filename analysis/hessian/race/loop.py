@@ -59,8 +59,17 @@ def race(
                 return True
         return False
 
-    end = train_loop(model, batches, loss_fn, opt, scheduler=sched, before=lambda step: gates_train(model),
-                     after=after, stop_on_nonfinite=True, label="race")
+    end = train_loop(
+        model,
+        batches,
+        loss_fn,
+        opt,
+        scheduler=sched,
+        before=lambda step: gates_train(model),
+        after=after,
+        stop_on_nonfinite=True,
+        label="race",
+    )
     diverged = end.diverged_at or diverged
     model.eval()
     return {

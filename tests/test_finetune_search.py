@@ -1,0 +1,146 @@
+"""analysis.finetune's lr search: the grid rule extends a recorded edge choice reusing its points, other gate
+variants train the first keep's choice, a search killed part-way resumes from its trained points, a gate setting
+is chosen only if its controller met the request, and the dry run plans a CSV task."""
+
+import pytest
+from test_finetune import argv
+
+from analysis.finetune import runner, sweep
+from analysis.provenance import read_jsonl
+
+
+def test_grid_rule_extends_a_recorded_edge_choice_reusing_its_points(folder, tmp_path, monkeypatch):
+    """An older record whose choice sits at a grid edge is searched further, its points not retrained, and its
+    line replaced in place; another results file reuses identical runs instead of training them."""
+    out = tmp_path / "runs.jsonl"
+    args = argv(folder, out, "--methods", "lora", "--lr", "1e-4", "3e-4", "--epochs", "1")
+    sweep.main(args + ["--no-extend-grids"])
+    old = read_jsonl(out)[0]
+    assert [h["lr"] for h in old["hp_search"]] == [1e-4, 3e-4] and old["grid"]["status"] == {"lr": "bound"}
+    trained = []
+    real = runner.train
+    monkeypatch.setattr(
+        runner, "train", lambda model, point, *a, **k: trained.append(point["lr"]) or real(model, point, *a, **k)
+    )
+    sweep.main(args)  # the rule: the edge choice extends the grid
+    recs = read_jsonl(out)
+    assert len(recs) == 1 and recs[0]["run_id"] == old["run_id"] and 1e-4 not in trained and 3e-4 not in trained
+    new = recs[0]
+    assert new["grid"]["status"]["lr"] in ("interior", "bound") and len(new["hp_search"]) == 2 + len(trained)
+    assert [h["val_main"] for h in new["hp_search"] if h["lr"] in (1e-4, 3e-4)] == [
+        h["val_main"] for h in old["hp_search"]
+    ]
+    assert new["val_main"] == max(h["val_main"] for h in new["hp_search"])
+    assert new.get("extended", {}).get("new_points") == len(trained)
+    n = len(trained)
+    sweep.main(args)  # complete now: nothing more
+    assert len(trained) == n and read_jsonl(out) == recs
+    other = tmp_path / "other.jsonl"
+    sweep.main(argv(folder, other, "--methods", "lora", "--lr", "1e-4", "3e-4", "--epochs", "1", "--reuse", str(out)))
+    copied = read_jsonl(other)
+    assert len(trained) == n and len(copied) == 1 and copied[0]["reused_from"] == out.name
+    assert {k: v for k, v in copied[0].items() if k != "reused_from"} == new
+
+
+def test_other_gate_variants_train_what_the_first_keep_chose(folder, tmp_path):
+    out = tmp_path / "runs.jsonl"
+    sweep.main(
+        argv(
+            folder,
+            out,
+            "--methods",
+            "gates",
+            "--lr",
+            "1e-3",
+            "--gate-lr",
+            "0.1",
+            "0.5",
+            "--keep",
+            "0.6",
+            "0.5",
+            "--no-bias-keep",
+            "0.6",
+            "--epochs",
+            "1",
+            "--no-compress",
+            "--grids-from-first-keep",
+            "--no-extend-grids",
+        )
+    )
+    recs = read_jsonl(out)
+    first = next(r for r in recs if r["config"]["keep"] == 0.6 and r["config"]["bias"])
+    others = [r for r in recs if r is not first]
+    assert len(recs) == 3 and len(first["hp_search"]) == 2
+    for r in others:
+        assert r["spec"]["grid_from"] == first["run_id"] and r["spec"]["gate_lr_grid"] == [first["config"]["gate_lr"]]
+        assert r["spec_key"] != r["run_id"] and r["hp_search"] is None
+
+
+def test_dry_run_plans_a_csv_task_from_measured_per_token_step_times(folder, capsys):
+    sweep.main(
+        [
+            "--tasks",
+            "csv",
+            "--data",
+            str(folder),
+            "--text-cols",
+            "text",
+            "--label-col",
+            "label",
+            "--methods",
+            "lora",
+            "gates",
+            "gates+lora",
+            "--dry-run",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "plan: 3 runs to do" in out and "estimated wall time" in out and "seconds per token" in out
+
+
+def test_a_search_killed_part_way_resumes_from_its_trained_points(folder, tmp_path, monkeypatch):
+    """Each trained search point is kept as it finishes (<out>.points.jsonl): a rerun after a kill mid-search
+    trains only the missing points (and the chosen one again, to build its record) and records the same search."""
+    out = tmp_path / "runs.jsonl"
+    args = argv(folder, out, "--methods", "lora", "--lr", "1e-4", "3e-4", "1e-3", "--epochs", "1", "--no-extend-grids")
+    trained, real = [], runner.train
+
+    def dies_on_third(model, point, *a, **k):
+        if len(trained) == 2:
+            raise KeyboardInterrupt  # a session stopped mid-search
+        trained.append(point["lr"])
+        return real(model, point, *a, **k)
+
+    monkeypatch.setattr(runner, "train", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.main(args)
+    assert not read_jsonl(out) and [p["point"]["lr"] for p in read_jsonl(runner.points_path(out))] == trained
+    first, trained[:] = list(trained), []
+    monkeypatch.setattr(
+        runner, "train", lambda model, point, *a, **k: trained.append(point["lr"]) or real(model, point, *a, **k)
+    )
+    sweep.main(args)
+    rec = read_jsonl(out)[0]
+    assert sorted(h["lr"] for h in rec["hp_search"]) == [1e-4, 3e-4, 1e-3]
+    assert 1e-3 in trained and set(trained) - {1e-3} <= {rec["config"]["lr"]} and len(trained) <= 2
+    assert [h["val_main"] for h in rec["hp_search"] if h["lr"] in first] == [
+        p["entry"]["val_main"] for p in read_jsonl(runner.points_path(out)) if p["point"]["lr"] in first
+    ][: len(first)]
+
+
+def test_the_search_prefers_a_gate_setting_whose_controller_met_the_request():
+    """A setting that left the removal to the final correction (the STS-B cliff: 8% removed by training, 30% after)
+    loses to one that removed it while training, whatever their val scores; among those, val decides."""
+
+    def entry(before, val):
+        return {
+            "val_main": val,
+            "removed_asked": 0.3,
+            "meets_keep": True,
+            "correction": {"removed_before": before, "removed_after": 0.3, "gates_changed": 1},
+        }
+
+    cliff, trained, close = entry(0.083, 84.6), entry(0.311, 83.8), entry(0.29, 83.9)
+    assert not runner.controller_met(cliff) and runner.controller_met(trained) and runner.controller_met(close)
+    assert max([cliff, trained, close], key=runner.entry_score) is close
+    assert runner.controller_met({"val_main": 1.0})  # runs without gates
