@@ -24,17 +24,14 @@
 # **What is measured** (`analysis/convergence/study.py`) along the path, over seeds: the expected objective F(theta) = E_eps[L] + lam R (exact in closed form for the linear teachers, via censored-normal moments of z; Monte Carlo with common random numbers for the MLP), the gap F - F* (F* = best of: L-BFGS from the planted optimum, the path, L-BFGS from the end point; for LoRA on linear teachers the exact reduced-rank-regression optimum), ||grad F||^2, the PL ratio ||grad F||^2 / (2 (F - F*)), the fraction of binary eval gates, and precision/recall of the removed rows+columns against the planted ones.
 
 # %%
-import os
-import tempfile
-from dataclasses import replace
+import os, tempfile
 from pathlib import Path
-
 from IPython.display import Image, display
-
-from analysis.constants import FIGURES, RESULTS, study_results
+from dataclasses import replace
 from analysis.convergence.config import ConvergenceConfig
 from analysis.convergence.plots import make_figures, summary_table
 from analysis.convergence.study import run, write
+from analysis.constants import FIGURES, RESULTS, study_results
 from analysis.provenance import small_mode
 
 # small mode (CI): a tiny problem and few steps; default: the module defaults (a few minutes on 2 CPU cores)

@@ -23,18 +23,15 @@
 
 # %%
 LARGE = False   # True: exact spectra, init and trained (about 15 min here)
-import os
-import tempfile
+import os, tempfile
 from pathlib import Path
-
-import torch
 from IPython.display import Image, display
-
+import torch
+import analysis
 from analysis.constants import FIGURES, RESULTS
+from analysis.provenance import small_mode
 from analysis.hessian import compare, plots, tables
 from analysis.hessian.toy import plot_toy, toy_spectra
-from analysis.provenance import small_mode
-
 torch.set_num_threads(1)   # on a busy 2-core machine 2 threads ran 20-30x slower
 SMALL = small_mode()
 FIG = Path(os.environ.get('GATECORE_FIGURES_DIR') or (tempfile.mkdtemp() if SMALL else FIGURES))

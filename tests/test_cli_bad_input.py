@@ -147,7 +147,7 @@ ROWS = [
     (
         "kurtosis tau without the target objective",
         {},
-        ["--kurtosis-tau", "100"],
+        ["--kurtosis-tau", "100", "--objective", "params"],
         r"--kurtosis-tau weights the paper's `target` objective only; set --objective target",
     ),
     ("QNLI has no train split", {"--tasks": ["QNLI"]}, [], r"--tasks: QNLI has no train\.tsv in GLUE \(only dev\)"),

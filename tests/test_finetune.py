@@ -238,9 +238,9 @@ def test_kurtosis_tau_passes_through_only_when_set(folder, tmp_path):
     plain = expand(sweep.parse_args(argv(folder, tmp_path / "o.jsonl", "--methods", "gates")))
     assert "kurtosis_tau" not in plain[0]  # other run ids do not change
     with pytest.raises(ValueError, match="target"):  # the kurtosis weighting reshapes the `target` objective only
-        sweep.parse_args(argv(folder, tmp_path / "o.jsonl", "--kurtosis-tau", "100"))
+        sweep.parse_args(argv(folder, tmp_path / "o.jsonl", "--kurtosis-tau", "100", "--objective", "params"))
     with pytest.raises(ValueError, match="target"):  # the same check on a config built in Python
-        SweepConfig(kurtosis_tau=100.0)
+        SweepConfig(kurtosis_tau=100.0, objective="params")
     cfg = sweep.parse_args(
         argv(
             folder,
