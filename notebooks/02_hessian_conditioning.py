@@ -27,7 +27,6 @@ import os, tempfile
 from pathlib import Path
 from IPython.display import Image, display
 import torch
-import analysis
 from analysis.constants import FIGURES, RESULTS
 from analysis.provenance import small_mode
 from analysis.hessian import compare, plots, tables
