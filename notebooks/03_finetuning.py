@@ -112,6 +112,31 @@ for p in protocols:
     print(claim_check(p) or f"[{p.name}] the protocol lacks the lora or bias GLUE average")
 
 # %% [markdown]
+# ### The fair fight (`results/finetune/cpu-fair.jsonl`, issue 24; in progress)
+#
+# `--protocol cpu-fair` reruns the comparison with every lr grid extended by the grid rule until its choice is
+# interior (the gates' bias lr searched too), the split-range controller, and a search that counts a gate
+# setting only if training removed what was asked (the controller alone within 2 points, before any final
+# correction). The tables below are drawn from the records as they stand: what each search tried, and for
+# the gates what training removed alone and what the correction changed. docs/results.md says which tasks
+# are complete and what they show.
+
+# %%
+from analysis.finetune import search_tables, tables
+
+fair = next((p for p in protocols if p.name == "cpu-fair"), None)
+if fair is None:
+    print("no cpu-fair records yet: python -m analysis.finetune --protocol cpu-fair")
+else:
+    for name, table in (
+        ("lrs chosen on val by the grid rule", search_tables.search_table(fair)),
+        ("gate settings searched: removed by training alone, gates the correction changed",
+         search_tables.gate_search_table(fair)),
+        ("paired differences, gates minus reference (seed s minus seed s)", tables.paired_table(fair)),
+    ):
+        display(Markdown(f"#### {name}\n\n{table or '(none yet)'}"))
+
+# %% [markdown]
 # ### What the converged protocol says (`results/finetune/cpu-converged.jsonl`, 75 runs)
 #
 # `--protocol cpu-converged`: five tasks, full training sets (SST-2 capped at 20k), epochs from the
