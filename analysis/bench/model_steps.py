@@ -9,7 +9,7 @@ the same examples: `steps` batches drawn from one epoch of length-bucketed batch
 second model's token lengths, analysis/finetune/batching.py), each tokenized by each model's own
 tokenizer, after `WARMUP` untimed steps. Machine noise hits both models alike, so the per-method ratio
 model / MiniLM (of CPU seconds, the steadier on shared cores; wall seconds are recorded too) is the
-result, and times the MiniLM gates step of results/batching.json it sizes a protocol on the second model.
+result, and times the MiniLM gates step of results/bench/batching.json it sizes a protocol on the second model.
 Only two models are held at a time (one method, one task). Resumable in chunks: the results file is
 rewritten after each task, a task already in it (same model, methods, batch and steps) is kept, not
 rerun (processes may run different tasks side by side: each reads the file back before writing it),

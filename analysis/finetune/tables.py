@@ -32,7 +32,7 @@ TRIVIAL_LABEL = "trivial (constant prediction)"
 MARK = " †"
 BOUND_MARK = " ‡"  # a choice at a bound of the grid rule (analysis/gridsearch.py): the grid could not be extended
 REFERENCES = ("lora", "bias")  # what every gate setting is paired against
-MIN_CURVE_POINTS = 2 * PLATEAU_TAIL  # fewer curve points than this: no plateau table (the smoke protocol has 3)
+MIN_CURVE_POINTS = 2 * PLATEAU_TAIL  # fewer curve points than this: no plateau table (the curve is too coarse)
 
 
 def md_row(cells) -> str:
