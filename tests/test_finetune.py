@@ -309,16 +309,20 @@ def test_named_protocols_plan_what_the_issue_asks():
     )
 
 
-@pytest.mark.parametrize("name", ["cpu-converged", "convergence-check", "cpu-fair"])
+@pytest.mark.parametrize("name", ["cpu-converged", "convergence-check", "cpu-fair", "cpu-fair-long"])
 def test_committed_records_keep_the_run_ids_their_protocol_expands_to(name):
     """Every committed record is a run of its protocol as the code expands it today (no run id drifted)."""
-    from analysis.finetune.config import inherit_choices
+    from analysis.finetune.config import inherit_choices, take_choices
 
     path = ROOT / "results" / "finetune" / f"{name}.jsonl"
     recs = read_jsonl(path)
     if not recs:
         pytest.skip(f"{path.name} has no records yet")
-    ready, _, _ = inherit_choices(expand(sweep.parse_args(["--protocol", name])), recs)
+    specs = expand(cfg := sweep.parse_args(["--protocol", name]))
+    if cfg.choices_from:  # these runs train the lrs another protocol's first seeds chose
+        source = read_jsonl(path.with_name(f"{cfg.choices_from}.jsonl"))
+        specs, _ = take_choices(specs, [r for r in source if not runner.needs_search(r)])
+    ready, _, _ = inherit_choices(specs, recs)
     assert {r["run_id"] for r in recs} <= {run_id(s) for s in ready}
 
 
