@@ -10,37 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_finetune import CONTRACT
 
 from analysis.finetune import gpu_bundle, gpu_protocol
 from analysis.finetune.config import expand, run_id
 from analysis.provenance import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
-REQUIRED = (
-    "run_id",
-    "command",
-    "config",
-    "seed",
-    "versions",
-    "device",
-    "threads",
-    "date",
-    "small_mode",
-    "task_info",
-    "dev",
-    "dev_main",
-    "val_main",
-    "hp_search",
-    "params",
-    "removed_fraction",
-    "layers",
-    "curve",
-    "compressed",
-    "train_time_s",
-    "step_time_s",
-    "peak_mem_mb",
-    "checkpoint",
-)
 
 
 def write_rte(folder: Path, n: int) -> None:
@@ -134,7 +110,7 @@ def test_tiny_protocol_runs_from_the_bundle_and_resumes(bundle, tmp_path):
     recs = read_jsonl(out / "finetune" / "gpu.jsonl")
     assert sorted(r["config"]["method"] for r in recs) == ["gates", "lora"]
     for r in recs:
-        assert not [k for k in REQUIRED if k not in r]
+        assert not [k for k in CONTRACT if k not in r]  # the record contract the sweep keeps
         assert r["config"]["model"].endswith("all-MiniLM-L6-v2") and r["config"]["task"] == "RTE"
         assert r["command"].startswith("python -m analysis.finetune.gpu_protocol")
         assert r["config"]["model"] == ".work/all-MiniLM-L6-v2" and r["gpu_protocol"]["workers"] == 2
