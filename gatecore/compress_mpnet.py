@@ -15,13 +15,11 @@ the query rows carry sqrt(d'/d) as for BERT.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from .compress_bert import compress_ffn
-from .fold import LayerSizes, fold, make_linear, pick
+from .compress_bert import compress_heads, compress_layer_ffn
+from .fold import LayerSizes, fold
 
 
 def head_bias_hook(module: nn.Module, args, kwargs):
@@ -55,35 +53,15 @@ def set_attention_sizes(att: nn.Module, heads: int, head_dim: int, heads_kept) -
 def compress_mpnet_layer(layer: nn.Module) -> LayerSizes:
     att = layer.attention.attn
     q, k, v, o = fold(att.q), fold(att.k), fold(att.v), fold(att.o)
-    H, d, hidden = att.num_attention_heads, att.attention_head_size, q.weight.shape[1]
-
-    # as compress_bert_layer: a query/key dim counts when both rows are live; a value dim when its value
-    # row and output column are; a head goes when none of its value dims is live
-    qk = (q.row_live() & k.row_live()).view(H, d)
-    vo = (v.row_live() & o.col_live()).view(H, d)
-    heads = [h for h in range(H) if vo[h].any()]
-    need_qk = [int(qk[h].sum()) for h in heads]
-    need_v = [int(vo[h].sum()) for h in heads]
-    d_new = max([1] + need_qk + need_v)
-    if not heads:  # nothing reaches the output: keep one zero head so the kernels still run
-        heads, need_qk, need_v = [0], [0], [0]
-    qk_rows = torch.cat([h * d + pick(qk[h], d_new) for h in heads])
-    v_rows = torch.cat([h * d + pick(vo[h], d_new) for h in heads])
-    padding = sum(d_new - n for n in need_qk + need_v) * 2 * hidden
-
-    att.q = make_linear(q, rows=qk_rows, row_scale=math.sqrt(d_new / d))  # keeps q.k / sqrt(d)
-    att.k = make_linear(k, rows=qk_rows)
-    att.v = make_linear(v, rows=v_rows)
-    att.o = make_linear(o, cols=v_rows)
+    H = att.num_attention_heads
+    heads, d_new, linears, padding = compress_heads(q, k, v, o, H, att.attention_head_size)
+    att.q, att.k, att.v, att.o = linears
     old = getattr(att, "gatecore_heads", None)  # a layer compressed before: indices into its original heads
     kept = [int(old[h]) for h in heads] if old is not None else heads
     full = old is None and heads == list(range(H))
     set_attention_sizes(att, len(heads), d_new, None if full else kept)
 
-    up, down = fold(layer.intermediate.dense), fold(layer.output.dense)
-    neurons, ffn_padding = compress_ffn(up, down, layer.intermediate.intermediate_act_fn)
-    layer.intermediate.dense = make_linear(up, rows=neurons)
-    layer.output.dense = make_linear(down, cols=neurons)
+    neurons, ffn_padding = compress_layer_ffn(layer)
     return LayerSizes(
         heads=len(heads),
         kv_heads=len(heads),
