@@ -3,6 +3,7 @@
 from __future__ import annotations  # the helper reads annotations as strings, as in every analysis module
 
 import argparse
+import dataclasses
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -55,3 +56,33 @@ def test_converted_commands_default_to_their_config(cls, items):
     first = next(f for f in cls.__dataclass_fields__.values() if f.type in ("int", "Path"))
     changed = replace(cls(), **{first.name: (7 if first.type == "int" else Path("/tmp/elsewhere"))})
     assert parse(cls, to_argv(changed), items)[0] == changed
+
+
+@dataclass(frozen=True)
+class Extended:
+    names: tuple = option((), "positional names", positional=True, nargs="*", metavar="NAME")
+    out_dir: Path | None = option(None, "a folder under another flag", flag="--out")
+    only: tuple | None = option(None, "an optional list, possibly empty", nargs="*")
+    bench: bool = option(True, "on unless --no-bench")
+    extend: bool = option(False, "a switch that can be turned off too", action=argparse.BooleanOptionalAction)
+    table: dict = dataclasses.field(default_factory=dict)  # no `option`: not on the command line
+
+
+def test_positional_renamed_optional_and_negatable_fields():
+    cfg, ap = parse(Extended, ["a", "b", "--out", "/tmp/o", "--only", "--no-bench", "--extend"])
+    assert cfg == Extended(names=("a", "b"), out_dir=Path("/tmp/o"), only=(), bench=False, extend=True)
+    assert "--table" not in ap.format_help() and parse(Extended, [])[0] == Extended()
+    assert parse(Extended, ["--bench", "--no-extend"])[0] == Extended()
+    assert parse(Extended, to_argv(cfg))[0] == cfg
+    with pytest.raises(SystemExit):
+        parse(Extended, ["--out-dir", "/tmp/o"])  # the field's name is not its flag
+
+
+def test_two_configs_on_one_parser_and_skipped_fields():
+    ap = argparse.ArgumentParser()
+    add_options(ap, Example, skip=("names",))
+    add_options(ap, Extended, skip=("names",))
+    args = ap.parse_args(["--limit", "2", "--no-bench"])
+    assert from_args(Example, args) == Example(limit=2) and from_args(Extended, args) == Extended(bench=False)
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--names", "x"])
