@@ -201,7 +201,6 @@ def add_options(ap: argparse.ArgumentParser, skip=()) -> None:
     )
     opt("--dry-run", action="store_true", help="list the runs, estimate the wall time from measured step times, exit")
     opt("--quiet", action="store_true", help="no per-run progress bars")
-    opt("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error")
     ap.set_defaults(**defaults())
 
 
