@@ -78,6 +78,8 @@ def to_argv(cfg) -> list[str]:
         name = f.metadata.get("flag") or flag(f.name)
         if isinstance(v, bool):
             out.append(name if v else "--no-" + name.removeprefix("--"))
+        elif f.metadata["argparse"].get("action") == "append":
+            out += [x for item in v for x in (name, str(item))]
         elif f.metadata.get("positional"):
             head += map(str, v) if isinstance(v, tuple) else [str(v)]
         else:

@@ -65,12 +65,14 @@ class Extended:
     only: tuple | None = option(None, "an optional list, possibly empty", nargs="*")
     bench: bool = option(True, "on unless --no-bench")
     extend: bool = option(False, "a switch that can be turned off too", action=argparse.BooleanOptionalAction)
+    wheel: tuple = option((), "a repeatable flag", action="append", nargs=None)
     table: dict = dataclasses.field(default_factory=dict)  # no `option`: not on the command line
 
 
 def test_positional_renamed_optional_and_negatable_fields():
-    cfg, ap = parse(Extended, ["a", "b", "--out", "/tmp/o", "--only", "--no-bench", "--extend"])
-    assert cfg == Extended(names=("a", "b"), out_dir=Path("/tmp/o"), only=(), bench=False, extend=True)
+    argv = ["a", "b", "--out", "/tmp/o", "--only", "--no-bench", "--extend", "--wheel", "x", "--wheel", "y"]
+    cfg, ap = parse(Extended, argv)
+    assert cfg == Extended(("a", "b"), Path("/tmp/o"), only=(), bench=False, extend=True, wheel=("x", "y"))
     assert "--table" not in ap.format_help() and parse(Extended, [])[0] == Extended()
     assert parse(Extended, ["--bench", "--no-extend"])[0] == Extended()
     assert parse(Extended, to_argv(cfg))[0] == cfg
