@@ -10,11 +10,23 @@ from pathlib import Path
 import pytest
 
 from analysis.bench.batching import BatchingBenchConfig
+from analysis.bench.hf_trainer import HFTrainerBenchConfig
 from analysis.bench.kurtosis import KurtosisBenchConfig
+from analysis.bench.latency import BenchConfig
+from analysis.bench.model_steps import ModelStepsConfig
+from analysis.bench.runtimes import RuntimesConfig
 from analysis.bench.sizes import SizesConfig
+from analysis.bench.train_cost import TrainCostConfig
 from analysis.cli import add_options, from_args, option, to_argv
+from analysis.convergence.config import ConvergenceConfig
 from analysis.decoder.demo import DemoConfig
+from analysis.figures import AllFiguresConfig
+from analysis.finetune import sweep
+from analysis.finetune.config import SweepConfig
 from analysis.finetune.figures import FiguresConfig
+from analysis.finetune.gpu_bundle import BundleConfig
+from analysis.finetune.hf_finetune import HFFinetuneConfig
+from analysis.hessian.compare import CompareConfig
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,17 @@ def test_round_trip_keeps_types():
         (BatchingBenchConfig, None),
         (FiguresConfig, None),
         (DemoConfig, None),
+        (BenchConfig, {"sparsity": float, "batch": int}),
+        (RuntimesConfig, {"sparsity": float, "batch": int, "threads": int}),
+        (TrainCostConfig, {"batches": int, "seqs": int}),
+        (ModelStepsConfig, None),
+        (HFTrainerBenchConfig, None),
+        (HFFinetuneConfig, None),
+        (BundleConfig, {"wheel": Path}),
+        (CompareConfig, {"timing_sizes": int}),
+        (ConvergenceConfig, None),
+        (AllFiguresConfig, None),
+        (SweepConfig, sweep.ITEMS),
     ],
 )
 def test_converted_commands_default_to_their_config(cls, items):
