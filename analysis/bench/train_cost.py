@@ -66,7 +66,7 @@ class TrainCostConfig:
     seqs: tuple = option(SEQS, "tokens per sequence")
     steps: int = option(STEPS, "timed steps per setting per shape per round")
     repeats: int = option(REPEATS, "interleaved rounds")
-    threads: int = option(torch.get_num_threads(), "torch threads (default here: all)")
+    threads: int = option(torch.get_num_threads(), "torch threads; the default: all of this machine's")
     settings: tuple = option(tuple(SETTINGS), "settings to run")
     device: str = option("cpu", "cpu or cuda")
     no_memory: bool = option(False, "skip the training-memory count")
