@@ -15,9 +15,11 @@ import argparse
 import importlib
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from analysis import doc_blocks, provenance
+from analysis.cli import add_options, from_args, option
 from analysis.constants import FIGURES, RESULTS, ROOT, repo_path
 
 STUDIES = {  # in the order they are drawn
@@ -36,40 +38,49 @@ DOC_BLOCKS = {  # generated part of DOC -> (module, function, keyword arguments)
 RECORD_SUFFIXES = (".json", ".jsonl", ".csv")  # results files that hold records (checkpoints and tables are not)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--results", type=Path, default=RESULTS, help="folder of committed results (default: results/)")
-    ap.add_argument("--figures", type=Path, default=FIGURES, help="output folder (default: figures/)")
-    ap.add_argument("--only", nargs="*", default=None, choices=list(STUDIES), help="draw only these studies")
-    ap.add_argument(
-        "--doc",
-        type=Path,
-        default=None,
-        help="document whose generated parts to rewrite (default: docs/results.md with the default "
-        "--results; none with another results folder)",
+@dataclass(frozen=True)
+class AllFiguresConfig:
+    results: Path = option(RESULTS, "folder of committed results")
+    figures: Path = option(FIGURES, "output folder")
+    only: tuple | None = option(None, "draw only these studies; None: all", nargs="*")
+    doc: Path | None = option(
+        None,
+        "document whose generated parts to rewrite; None: docs/results.md with the default --results, none with "
+        "another results folder",
     )
-    args = ap.parse_args(argv)
+
+
+def run(cfg: AllFiguresConfig) -> list[Path]:
+    """Draw the studies of `cfg`, rewrite the document's generated parts, warn (dirty sources, orphans); returns
+    the figures drawn."""
     import matplotlib
 
     matplotlib.use("Agg")
-    args.figures.mkdir(parents=True, exist_ok=True)
-    studies = list(STUDIES) if not args.only else [s for s in STUDIES if s in args.only]
+    cfg.figures.mkdir(parents=True, exist_ok=True)
+    studies = list(STUDIES) if not cfg.only else [s for s in STUDIES if s in cfg.only]
     if not studies:
         print("no figure studies registered yet")
     made = []
     for name in studies:
         t = time.perf_counter()
-        drawn = importlib.import_module(STUDIES[name]).make_figures(args.results, args.figures)
+        drawn = importlib.import_module(STUDIES[name]).make_figures(cfg.results, cfg.figures)
         print(f"{name}: {len(drawn)} figure(s) in {time.perf_counter() - t:.1f}s")
         for p in drawn:
             print(f"  {repo_path(p)}")
         made += drawn
-    doc = args.doc or (DOC if args.results == RESULTS else None)
+    doc = cfg.doc or (DOC if cfg.results == RESULTS else None)
     if doc is not None:
-        write_doc_blocks(doc, args.results)
+        write_doc_blocks(doc, cfg.results)
     summarise_dirty_sources()
-    if not args.only:
-        warn_orphans(orphans(args.results, provenance.READ_SOURCES, made))
+    if not cfg.only:
+        warn_orphans(orphans(cfg.results, provenance.READ_SOURCES, made))
+    return made
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(ap, AllFiguresConfig, choices={"only": list(STUDIES)})
+    run(from_args(AllFiguresConfig, ap.parse_args(argv)))
     return 0
 
 

@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.cli import add_options, from_args, option
 from analysis.constants import ROOT, repo_path
 
 NOTEBOOKS_DIR = ROOT / "notebooks"
@@ -69,19 +71,29 @@ def write(name: str, nb) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class NotebooksConfig:
+    names: tuple = option((), "notebooks to run; none: all of notebooks/", positional=True, nargs="*", metavar="NAME")
+    small: bool = option(False, "small mode: check that they run; write nothing")
+
+
+def run(cfg: NotebooksConfig) -> None:
+    """Execute each notebook of `cfg` (all by default) and, unless small, write its outputs."""
+    for name in cfg.names or names():
+        t = time.perf_counter()
+        nb = execute(name, cfg.small)
+        done = "ran (small mode, not written)" if cfg.small else f"wrote {repo_path(write(name, nb))}"
+        print(f"{name}: {done} in {time.perf_counter() - t:.0f}s")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("names", nargs="*", metavar="NAME", help="notebooks to run (default: all of notebooks/)")
-    ap.add_argument("--small", action="store_true", help="small mode: check that they run; write nothing")
-    args = ap.parse_args(argv)
-    unknown = sorted(set(args.names) - set(names()))
+    add_options(ap, NotebooksConfig)
+    cfg = from_args(NotebooksConfig, ap.parse_args(argv))
+    unknown = sorted(set(cfg.names) - set(names()))
     if unknown:
         ap.error(f"no notebook pair for {unknown}; the notebooks are {names()}")
-    for name in args.names or names():
-        t = time.perf_counter()
-        nb = execute(name, args.small)
-        done = "ran (small mode, not written)" if args.small else f"wrote {repo_path(write(name, nb))}"
-        print(f"{name}: {done} in {time.perf_counter() - t:.0f}s")
+    run(cfg)
     return 0
 
 

@@ -14,10 +14,26 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
+from analysis.cli import add_options, from_args, option
+from analysis.constants import study_results
+from analysis.provenance import provenance, write_json
+
 BATCH, SEQ, STEPS, ROUNDS, THREADS = 32, 64, 8, 3, 1
+
+
+@dataclass(frozen=True)
+class HFTrainerBenchConfig:
+    batch: int = option(BATCH, "sequences per step")
+    seq: int = option(SEQ, "tokens per sequence")
+    steps: int = option(STEPS, "optimizer steps per timed run")
+    rounds: int = option(ROUNDS, "alternating rounds (runner, trainer)")
+    threads: int = option(THREADS, "torch threads")
+    out: str = option(str(study_results("bench") / "hf_trainer_overhead.json"), "results file")
 
 
 def _data(n: int, seq: int, vocab: int, seed: int = 0) -> list[dict]:
@@ -90,39 +106,35 @@ def time_trainer(data, batch: int) -> tuple[float, float]:
         return (time.perf_counter() - w) / steps, (time.process_time() - c) / steps
 
 
-def main(argv=None) -> int:
+def run(cfg: HFTrainerBenchConfig) -> Path:
+    """Alternate the two loops `cfg.rounds` times; write and return the results file."""
     from transformers.utils import logging as hf_logging
 
-    from analysis.constants import study_results
-    from analysis.provenance import provenance, write_json
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch", type=int, default=BATCH)
-    ap.add_argument("--seq", type=int, default=SEQ)
-    ap.add_argument("--steps", type=int, default=STEPS, help="optimizer steps per timed run")
-    ap.add_argument("--rounds", type=int, default=ROUNDS, help="alternating rounds (runner, trainer)")
-    ap.add_argument("--threads", type=int, default=THREADS)
-    ap.add_argument("--out", default=str(study_results("bench") / "hf_trainer_overhead.json"))
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(cfg.threads)
     hf_logging.set_verbosity_error()
-    data = _data(args.batch * args.steps, args.seq, 30000)
+    data = _data(cfg.batch * cfg.steps, cfg.seq, 30000)
     runs = {"runner": [], "trainer": []}
-    for r in range(args.rounds):
+    for r in range(cfg.rounds):
         for name, fn in (
             (("runner", time_runner), ("trainer", time_trainer))
             if r % 2 == 0
             else (("trainer", time_trainer), ("runner", time_runner))
         ):
-            runs[name].append(fn(data, args.batch))
+            runs[name].append(fn(data, cfg.batch))
             print(f"round {r}: {name} {runs[name][-1][0] * 1e3:.0f} ms/step wall, {runs[name][-1][1] * 1e3:.0f} ms CPU")
     med = {k: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v)) for k, v in runs.items()}
     ratio = {"wall": med["trainer"][0] / med["runner"][0], "cpu": med["trainer"][1] / med["runner"][1]}
     print(f"GateTrainer / study runner per step: {ratio['wall']:.3f}x wall, {ratio['cpu']:.3f}x CPU")
-    write_json(
-        args.out,
-        {**provenance(vars(args), 0, "cpu"), "median_s_per_step": med, "ratio_trainer_vs_runner": ratio, "all": runs},
+    return write_json(
+        cfg.out,
+        {**provenance(asdict(cfg), 0, "cpu"), "median_s_per_step": med, "ratio_trainer_vs_runner": ratio, "all": runs},
     )
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(ap, HFTrainerBenchConfig)
+    run(from_args(HFTrainerBenchConfig, ap.parse_args(argv)))
     return 0
 
 

@@ -26,6 +26,7 @@ import torch
 from tqdm import tqdm
 
 import gatecore
+from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
 from analysis.provenance import provenance, small_mode, warn_if_dirty, write_json
 
@@ -43,21 +44,21 @@ SEED = 0
 class BenchConfig:
     """One benchmark; see the CLI help for each field. Recorded as a dict (paths as strings)."""
 
-    model: str | None = None  # None: the offline all-MiniLM-L6-v2
-    checkpoint: Path | None = None  # a gated checkpoint (gatecore.save_trainable) instead of synthetic patterns
-    num_labels: int = 2
-    sparsity: tuple = tuple(SPARSITIES)
-    unstructured: bool = False
-    batch: tuple | None = None  # None: CPU_BATCHES, GPU_BATCHES
-    seq: int = SEQ
-    repeats: int = REPEATS
-    warmup: int = WARMUP
-    threads: int = THREADS
-    device: str = "auto"  # auto: CPU, plus the GPU when one is present
-    no_gated: bool = False  # skip timing the model with gates still in place
-    profile: bool = False
-    seed: int = SEED
-    out: Path = study_results("bench")  # output folder
+    model: str | None = option(None, "model name or local folder; None: the offline all-MiniLM-L6-v2")
+    checkpoint: Path | None = option(None, "gated checkpoint from gatecore.save_trainable (overrides --sparsity)")
+    num_labels: int = option(2, "classes of the checkpoint's task head (1 = regression)")
+    sparsity: tuple = option(tuple(SPARSITIES), "synthetic removed fractions")
+    unstructured: bool = option(False, "close gates independently instead of whole structures")
+    batch: tuple | None = option(None, f"batch sizes; None: CPU {CPU_BATCHES}, GPU {GPU_BATCHES}")
+    seq: int = option(SEQ, "sequence length")
+    repeats: int = option(REPEATS, "timed forwards per model")
+    warmup: int = option(WARMUP, "untimed forwards first")
+    threads: int = option(THREADS, "torch CPU threads")
+    device: str = option("auto", "auto: CPU, plus the GPU when one is present")
+    no_gated: bool = option(False, "skip timing the model with gates still in place")
+    profile: bool = option(False, "also record where a CPU forward spends its time (torch.profiler)")
+    seed: int = option(SEED, "seed of the synthetic pattern")
+    out: Path = option(study_results("bench"), "output folder")
 
 
 @dataclass
@@ -324,44 +325,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m analysis.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--model", default=None, help="model name or local folder (default: the offline all-MiniLM-L6-v2)")
-    ap.add_argument(
-        "--checkpoint",
-        type=Path,
-        default=None,
-        help="gated checkpoint from gatecore.save_trainable (overrides --sparsity)",
-    )
-    ap.add_argument(
-        "--num-labels", type=int, default=2, help="classes of the checkpoint's task head (default 2; 1 = regression)"
-    )
-    ap.add_argument(
-        "--sparsity",
-        type=float,
-        nargs="+",
-        default=SPARSITIES,
-        help=f"synthetic removed fractions (default {SPARSITIES})",
-    )
-    ap.add_argument("--unstructured", action="store_true", help="close gates independently instead of whole structures")
-    ap.add_argument(
-        "--batch", type=int, nargs="+", default=None, help=f"batch sizes (default CPU {CPU_BATCHES}, GPU {GPU_BATCHES})"
-    )
-    ap.add_argument("--seq", type=int, default=SEQ, help=f"sequence length (default {SEQ})")
-    ap.add_argument("--repeats", type=int, default=REPEATS, help=f"timed forwards per model (default {REPEATS})")
-    ap.add_argument("--warmup", type=int, default=WARMUP, help=f"untimed forwards first (default {WARMUP})")
-    ap.add_argument("--threads", type=int, default=THREADS, help=f"torch CPU threads (default {THREADS})")
-    ap.add_argument(
-        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CPU, plus the GPU when one is present"
-    )
-    ap.add_argument("--no-gated", action="store_true", help="skip timing the model with gates still in place")
-    ap.add_argument(
-        "--profile", action="store_true", help="also record where a CPU forward spends its time (torch.profiler)"
-    )
-    ap.add_argument("--seed", type=int, default=SEED, help=f"seed of the synthetic pattern (default {SEED})")
-    ap.add_argument("--out", type=Path, default=study_results("bench"), help="output folder (default results/bench/)")
-    args = ap.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
+    add_options(ap, BenchConfig, choices={"device": ["auto", "cpu", "cuda"]}, items={"sparsity": float, "batch": int})
+    cfg = from_args(BenchConfig, ap.parse_args(argv))
+    if cfg.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda asked for, but torch sees no GPU")
-    run(BenchConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()}))
+    run(cfg)
     return 0
 
 

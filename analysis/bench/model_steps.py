@@ -26,12 +26,14 @@ import random
 import resource
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
 import gatecore
+from analysis.cli import add_options, from_args, option
 from analysis.constants import GLUE_TASKS, study_results
 from analysis.data import load_task
 from analysis.finetune.batching import POOL, bucketed_batches
@@ -43,6 +45,17 @@ from gatecore.train import Objective, train_step
 
 MODEL, BATCH, MAX_LEN, STEPS, WARMUP, SEED = "all-mpnet-base-v2", 32, 128, 3, 1, 0
 REMOVED = 0.3  # the penalty's target: what the runner asks by default (keep 0.7)
+
+
+@dataclass(frozen=True)
+class ModelStepsConfig:
+    model: str = option(MODEL, "the model timed against MiniLM")
+    tasks: tuple = option(tuple(GLUE_TASKS), "GLUE tasks")
+    methods: tuple = option(tuple(METHODS), "methods")
+    batch: int = option(BATCH, "batch size")
+    steps: int = option(STEPS, "timed steps per model, method and task")
+    glue_dir: str | None = option(None, "GLUE folder; None: analysis.data's")
+    out: str | None = option(None, "results file; None: results/bench/model_steps_<model>.json")
 
 
 def method_model(name: str, method: str, num_labels: int):
@@ -98,38 +111,38 @@ def bench_method(task, method: str, batches: list, enc: dict) -> dict:
     return out
 
 
-def bench_task(name: str, args) -> dict:
-    task = load_task(name, glue=args.glue_dir)
-    names = (gatecore.OFFLINE_MODEL, args.model)
+def bench_task(name: str, cfg: ModelStepsConfig) -> dict:
+    task = load_task(name, glue=cfg.glue_dir)
+    names = (gatecore.OFFLINE_MODEL, cfg.model)
     enc = {n: encode(AutoTokenizer.from_pretrained(gatecore.resolve_model(n)), task.train, MAX_LEN) for n in names}
-    lengths = [len(x) for x in enc[args.model].ids]  # the second model's lengths set the buckets
-    epoch = bucketed_batches(lengths, args.batch, random.Random(SEED), POOL)
-    batches = random.Random(SEED + 1).sample(epoch, WARMUP + args.steps)
-    res = {"n_train": len(lengths), "methods": {}, **provenance(chunk_config(args), SEED, "cpu")}
-    for method in args.methods:
+    lengths = [len(x) for x in enc[cfg.model].ids]  # the second model's lengths set the buckets
+    epoch = bucketed_batches(lengths, cfg.batch, random.Random(SEED), POOL)
+    batches = random.Random(SEED + 1).sample(epoch, WARMUP + cfg.steps)
+    res = {"n_train": len(lengths), "methods": {}, **provenance(chunk_config(cfg), SEED, "cpu")}
+    for method in cfg.methods:
         r = res["methods"][method] = bench_method(task, method, batches, enc)
         print(
-            f"{name:<6} {method:<11} {r[gatecore.OFFLINE_MODEL]['cpu_s']:>8.2f}s {r[args.model]['cpu_s']:>8.2f}s "
-            f"{r['ratio_cpu']:>6.2f}x {r['ratio_wall']:>6.2f}x {r[args.model]['tokens_per_batch']:>7.0f}",
+            f"{name:<6} {method:<11} {r[gatecore.OFFLINE_MODEL]['cpu_s']:>8.2f}s {r[cfg.model]['cpu_s']:>8.2f}s "
+            f"{r['ratio_cpu']:>6.2f}x {r['ratio_wall']:>6.2f}x {r[cfg.model]['tokens_per_batch']:>7.0f}",
             flush=True,
         )
     res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return res
 
 
-def kept_tasks(out: Path, args) -> dict:
+def kept_tasks(out: Path, cfg: ModelStepsConfig) -> dict:
     """The tasks of the results file measured with this config (same model, methods, batch, steps, ...)."""
     done = json.loads(out.read_text())["tasks"] if out.is_file() else {}
-    same = chunk_config(args)
+    same = chunk_config(cfg)
     return {t: r for t, r in done.items() if {k: r.get("config", {}).get(k) for k in same} == same}
 
 
-def chunk_config(args) -> dict:
+def chunk_config(cfg: ModelStepsConfig) -> dict:
     return {
-        "model": args.model,
-        "methods": list(args.methods),
-        "batch": args.batch,
-        "steps": args.steps,
+        "model": cfg.model,
+        "methods": list(cfg.methods),
+        "batch": cfg.batch,
+        "steps": cfg.steps,
         "max_len": MAX_LEN,
         "warmup": WARMUP,
         "pool": POOL,
@@ -140,15 +153,15 @@ def chunk_config(args) -> dict:
     }
 
 
-def write(out, args, tasks: dict) -> dict:
+def write(out, cfg: ModelStepsConfig, tasks: dict) -> dict:
     """The results file: every task measured so far (also by another process writing the same file: its
     tasks are read back first), the median ratio per method over them."""
-    tasks.update({t: r for t, r in kept_tasks(out, args).items() if t not in tasks})
-    ratios = {m: statistics.median(t["methods"][m]["ratio_cpu"] for t in tasks.values()) for m in args.methods}
+    tasks.update({t: r for t, r in kept_tasks(out, cfg).items() if t not in tasks})
+    ratios = {m: statistics.median(t["methods"][m]["ratio_cpu"] for t in tasks.values()) for m in cfg.methods}
     write_json(
         out,
         {
-            **provenance({**chunk_config(args), "tasks": list(tasks)}, SEED, "cpu"),
+            **provenance({**chunk_config(cfg), "tasks": list(tasks)}, SEED, "cpu"),
             "median_ratio_cpu": ratios,
             "tasks": tasks,
         },
@@ -156,39 +169,37 @@ def write(out, args, tasks: dict) -> dict:
     return ratios
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=MODEL, help="the model timed against MiniLM (default: %(default)s)")
-    ap.add_argument("--tasks", nargs="+", default=list(GLUE_TASKS), help="GLUE tasks (default: %(default)s)")
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="methods (default: all)")
-    ap.add_argument("--batch", type=int, default=BATCH, help="batch size (default: %(default)s)")
-    ap.add_argument(
-        "--steps", type=int, default=STEPS, help="timed steps per model, method and task (default: %(default)s)"
-    )
-    ap.add_argument("--glue-dir", help="GLUE folder (default: analysis.data's)")
-    ap.add_argument("--out", help="results file (default: results/bench/model_steps_<model>.json)")
-    args = ap.parse_args(argv)
-    if args.batch < 1 or args.steps < 1:
-        ap.error("--batch and --steps must be >= 1")
-    try:
-        gatecore.resolve_model(args.model)
-    except (FileNotFoundError, ImportError) as e:
-        ap.error(str(e))
+def run(cfg: ModelStepsConfig) -> Path:
+    """Every task of `cfg` not already in its results file (one process, 1 thread); returns that file."""
     torch.set_num_threads(1)
-    out = Path(args.out or study_results("bench") / f"model_steps_{Path(args.model).name}.json")
+    out = Path(cfg.out or study_results("bench") / f"model_steps_{Path(cfg.model).name}.json")
     print(
         f"{'task':<6} {'method':<11} {'MiniLM':>9} {'model':>9} {'cpu':>7} {'wall':>7} {'tokens':>7}  (s per step, 1 thread)"
     )
-    tasks = kept_tasks(out, args)
-    for t in args.tasks:
+    tasks = kept_tasks(out, cfg)
+    for t in cfg.tasks:
         if t in tasks:
             print(f"{t:<6} already in {out}: kept")
             continue
-        tasks[t] = bench_task(t, args)
-        write(out, args, tasks)  # after each task: a killed run keeps what it measured
-    ratios = write(out, args, tasks)
+        tasks[t] = bench_task(t, cfg)
+        write(out, cfg, tasks)  # after each task: a killed run keeps what it measured
+    ratios = write(out, cfg, tasks)
     print("median over tasks, CPU-time ratio model / MiniLM: " + ", ".join(f"{m} {r:.2f}x" for m, r in ratios.items()))
     print(f"wrote {out}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(ap, ModelStepsConfig, choices={"methods": METHODS})
+    cfg = from_args(ModelStepsConfig, ap.parse_args(argv))
+    if cfg.batch < 1 or cfg.steps < 1:
+        ap.error("--batch and --steps must be >= 1")
+    try:
+        gatecore.resolve_model(cfg.model)
+    except (FileNotFoundError, ImportError) as e:
+        ap.error(str(e))
+    run(cfg)
     return 0
 
 

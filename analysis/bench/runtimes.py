@@ -31,6 +31,7 @@ import torch
 
 import gatecore
 from analysis.bench.latency import random_inputs
+from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
 from analysis.provenance import provenance, small_mode, write_json
 from gatecore.onnx_export import export_onnx, onnx_logits, onnx_session, require
@@ -55,16 +56,16 @@ SENTENCES = [
 class RuntimesConfig:
     """One benchmark run; see the CLI help for each field."""
 
-    model: str | None = None  # None: the offline all-MiniLM-L6-v2
-    sparsity: tuple = SPARSITIES
-    batch: tuple = BATCHES
-    threads: tuple = THREADS
-    seq: int = SEQ
-    repeats: int | None = None  # None: REPEATS per batch size
-    warmup: int = WARMUP
-    seed: int = SEED
-    note: str = ""  # recorded as is, e.g. "machine shared with a training run"
-    out: Path = study_results("bench")
+    model: str | None = option(None, "model name or local folder; None: the offline all-MiniLM-L6-v2")
+    sparsity: tuple = option(SPARSITIES, "fractions of the gated weights removed")
+    batch: tuple = option(BATCHES, "batch sizes")
+    threads: tuple = option(THREADS, "CPU threads per runtime (0: all cores)")
+    seq: int = option(SEQ, "sequence length")
+    repeats: int | None = option(None, f"rounds per cell; None: {REPEATS} by batch size")
+    warmup: int = option(WARMUP, "untimed rounds first")
+    seed: int = option(SEED, "seed of the gate pattern")
+    note: str = option("", "recorded as is (e.g. that the machine was shared)")
+    out: Path = option(study_results("bench"), "output folder")
 
 
 def n_threads(t: int) -> int:
@@ -333,28 +334,15 @@ def main(argv=None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--model", default=None, help="model name or local folder (default: the offline all-MiniLM-L6-v2)")
-    ap.add_argument(
-        "--sparsity", type=float, nargs="+", default=list(SPARSITIES), help="fractions of the gated weights removed"
-    )
-    ap.add_argument("--batch", type=int, nargs="+", default=list(BATCHES), help="batch sizes")
-    ap.add_argument(
-        "--threads", type=int, nargs="+", default=list(THREADS), help="CPU threads per runtime (0: all cores)"
-    )
-    ap.add_argument("--seq", type=int, default=SEQ, help="sequence length")
-    ap.add_argument("--repeats", type=int, default=None, help=f"rounds per cell (default {REPEATS} by batch size)")
-    ap.add_argument("--warmup", type=int, default=WARMUP, help="untimed rounds first")
-    ap.add_argument("--seed", type=int, default=SEED, help="seed of the gate pattern")
-    ap.add_argument("--note", default="", help="recorded as is (e.g. that the machine was shared)")
-    ap.add_argument("--out", type=Path, default=study_results("bench"), help="output folder (default results/bench/)")
-    args = ap.parse_args(argv)
+    add_options(ap, RuntimesConfig, items={"sparsity": float, "batch": int, "threads": int})
+    cfg = from_args(RuntimesConfig, ap.parse_args(argv))
     bad = (
-        [f"--sparsity {s}" for s in args.sparsity if not 0 <= s < 1]
-        + [f"--batch {b}" for b in args.batch if b < 1]
-        + [f"--threads {t}" for t in args.threads if t < 0]
-        + (["--seq"] if args.seq < 2 else [])
-        + (["--repeats"] if args.repeats is not None and args.repeats < 1 else [])
-        + (["--warmup"] if args.warmup < 0 else [])
+        [f"--sparsity {s}" for s in cfg.sparsity if not 0 <= s < 1]
+        + [f"--batch {b}" for b in cfg.batch if b < 1]
+        + [f"--threads {t}" for t in cfg.threads if t < 0]
+        + (["--seq"] if cfg.seq < 2 else [])
+        + (["--repeats"] if cfg.repeats is not None and cfg.repeats < 1 else [])
+        + (["--warmup"] if cfg.warmup < 0 else [])
     )
     if bad:
         ap.error("out of range: " + ", ".join(bad))
@@ -362,7 +350,7 @@ def main(argv=None) -> int:
         require("onnx", "onnxscript", "onnxruntime")
     except ImportError as e:
         ap.error(str(e))
-    run(RuntimesConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(args).items()}))
+    run(cfg)
     return 0
 
 

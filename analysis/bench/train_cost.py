@@ -28,11 +28,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 
 import gatecore
 import gatecore.families
+from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
 from analysis.provenance import provenance, write_json
 from gatecore.train import Objective, train_step
@@ -55,6 +58,19 @@ COMPARISONS = {
     "bias_vs_lora": ("bias", "lora", "biases only vs usual LoRA"),
     "full_vs_lora": ("full", "lora", "full finetuning vs usual LoRA"),
 }
+
+
+@dataclass(frozen=True)
+class TrainCostConfig:
+    batches: tuple = option(BATCHES, "sequences per step")
+    seqs: tuple = option(SEQS, "tokens per sequence")
+    steps: int = option(STEPS, "timed steps per setting per shape per round")
+    repeats: int = option(REPEATS, "interleaved rounds")
+    threads: int = option(torch.get_num_threads(), "torch threads; the default: all of this machine's")
+    settings: tuple = option(tuple(SETTINGS), "settings to run")
+    device: str = option("cpu", "cpu or cuda")
+    no_memory: bool = option(False, "skip the training-memory count")
+    out: str = option(str(study_results("bench") / "train_cost.json"), "results file")
 
 
 def build(setting: str, device: str = "cpu", seed: int = 0):
@@ -151,27 +167,13 @@ def ratios(res: dict) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--batches", nargs="+", type=int, default=list(BATCHES), help="sequences per step (default %(default)s)"
-    )
-    ap.add_argument("--seqs", nargs="+", type=int, default=list(SEQS), help="tokens per sequence (default %(default)s)")
-    ap.add_argument(
-        "--steps", type=int, default=STEPS, help="timed steps per setting per shape per round (default %(default)s)"
-    )
-    ap.add_argument("--repeats", type=int, default=REPEATS, help="interleaved rounds (default %(default)s)")
-    ap.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: all)")
-    ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS), help="settings to run")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (default %(default)s)")
-    ap.add_argument("--no-memory", action="store_true", help="skip the training-memory count")
-    ap.add_argument("--out", default=str(study_results("bench") / "train_cost.json"), help="results file")
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    dev = args.device
-    setups = {s: build(s, dev) for s in args.settings}
-    shapes = [(b, s) for b in args.batches for s in args.seqs]
-    model0 = setups[args.settings[0]][0]
+def run(cfg: TrainCostConfig) -> Path:
+    """Time (and count the memory of) every setting at every shape; write and return the results file."""
+    torch.set_num_threads(cfg.threads)
+    dev = cfg.device
+    setups = {s: build(s, dev) for s in cfg.settings}
+    shapes = [(b, s) for b in cfg.batches for s in cfg.seqs]
+    model0 = setups[cfg.settings[0]][0]
     batches = {sh: make_batch(model0, *sh, device=dev) for sh in shapes}
     for sh in shapes:
         for s, (model, opt) in setups.items():
@@ -179,17 +181,17 @@ def main(argv=None) -> int:
                 step(model, opt, *batches[sh], s)
     wall = {(sh, s): [] for sh in shapes for s in setups}
     cpu = {(sh, s): [] for sh in shapes for s in setups}
-    for r in range(args.repeats):
+    for r in range(cfg.repeats):
         for sh in shapes:
             for s, (model, opt) in setups.items():
                 _sync(dev)
                 t, c = time.perf_counter(), time.process_time()
-                for _ in range(args.steps):
+                for _ in range(cfg.steps):
                     step(model, opt, *batches[sh], s)
                 _sync(dev)
-                wall[sh, s].append((time.perf_counter() - t) / args.steps * 1e3)
-                cpu[sh, s].append((time.process_time() - c) / args.steps * 1e3)
-        print(f"round {r + 1}/{args.repeats} done", flush=True)
+                wall[sh, s].append((time.perf_counter() - t) / cfg.steps * 1e3)
+                cpu[sh, s].append((time.process_time() - c) / cfg.steps * 1e3)
+        print(f"round {r + 1}/{cfg.repeats} done", flush=True)
     runs = {}
     for sh in shapes:
         res = {}
@@ -201,16 +203,16 @@ def main(argv=None) -> int:
                 "cpu_ms_all": cpu[sh, s],
                 "params": gatecore.count_parameters(model).as_dict(),
             }
-            if not args.no_memory:
+            if not cfg.no_memory:
                 res[s]["memory"] = training_memory(model, opt, *batches[sh])
             if dev.startswith("cuda"):
                 res[s]["cuda_peak_mb"] = cuda_peak_mb(model, opt, *batches[sh], s, dev)
         runs[f"{sh[0]}x{sh[1]}"] = {"batch": sh[0], "seq": sh[1], "results": res, "ratios": ratios(res)}
-    cfg = {k: v for k, v in vars(args).items() if k != "out"}
-    write_json(
-        args.out,
+    config = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name != "out"}
+    path = write_json(
+        cfg.out,
         {
-            **provenance(cfg, seed=0, device=dev),
+            **provenance(config, seed=0, device=dev),
             "settings": SETTINGS,
             "comparisons": {
                 k: {"gates_setting": a, "lora_setting": b, "what": w} for k, (a, b, w) in COMPARISONS.items()
@@ -218,8 +220,15 @@ def main(argv=None) -> int:
             "runs": runs,
         },
     )
-    print_table(runs, args.threads, dev)
-    print(f"wrote {args.out}")
+    print_table(runs, cfg.threads, dev)
+    print(f"wrote {cfg.out}")
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_options(ap, TrainCostConfig, choices={"settings": list(SETTINGS)}, items={"batches": int, "seqs": int})
+    run(from_args(TrainCostConfig, ap.parse_args(argv)))
     return 0
 
 

@@ -33,8 +33,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
-from analysis.convergence.config import HELP, LORA_LR, LR, ConvergenceConfig
+from analysis.convergence.config import LORA_LR, LR, ConvergenceConfig
 from analysis.convergence.planted import (
     ObjectiveSpec,
     Problem,
@@ -314,40 +315,39 @@ def write(cfg: ConvergenceConfig, res: dict, out=None, sweep: str | None = None)
     return write_json(out, {**provenance(asdict(cfg), seed=list(range(cfg.seeds)), device="cpu"), **res})
 
 
+@dataclass(frozen=True)
+class SweepOptions:
+    """The command line beyond the config: the option to vary and its values, the results file, the progress bars."""
+
+    sweep: str | None = option(
+        None,
+        "one option to vary, spelled with underscores (e.g. reg_sigma); the run repeats for each of --values; "
+        "None: no sweep",
+        metavar="OPTION",
+    )
+    values: tuple | None = option(None, "values of the --sweep option", nargs="*")
+    out: str | None = option(None, "results file; None: results/convergence/<problem>[_<sweep>].json")
+    no_progress: bool = option(False, "hide the progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m analysis.convergence", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    for f in fields(ConvergenceConfig):
-        ap.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=type(f.default),
-            default=f.default,
-            help=f"{HELP[f.name]} (default: {f.default})",
-        )
-    ap.add_argument(
-        "--sweep",
-        default=None,
-        choices=sorted(f.name for f in fields(ConvergenceConfig)),
-        metavar="OPTION",
-        help="one option to vary, spelled with underscores (e.g. reg_sigma); the run repeats for each "
-        "of --values (default: no sweep)",
-    )
-    ap.add_argument("--values", nargs="*", default=None, help="values of the --sweep option")
-    ap.add_argument("--out", default=None, help="results file (default: results/convergence/<problem>[_<sweep>].json)")
-    ap.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    add_options(ap, ConvergenceConfig)
+    add_options(ap, SweepOptions, choices={"sweep": sorted(f.name for f in fields(ConvergenceConfig))})
     return ap
 
 
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    if (args.sweep is None) != (args.values is None or not args.values):
+    cfg, opts = from_args(ConvergenceConfig, args), from_args(SweepOptions, args)
+    if (opts.sweep is None) != (not opts.values):
         ap.error("--sweep and --values go together: name the option and give at least one value")
-    cfg = ConvergenceConfig(**{f.name: getattr(args, f.name) for f in fields(ConvergenceConfig)})
-    values = [type(getattr(cfg, args.sweep))(v) for v in args.values] if args.sweep else [None]
-    res = run(cfg, args.sweep, values, progress=not args.no_progress)
-    out = write(cfg, res, args.out, args.sweep)
+    values = [type(getattr(cfg, opts.sweep))(v) for v in opts.values] if opts.sweep else [None]
+    res = run(cfg, opts.sweep, values, progress=not opts.no_progress)
+    out = write(cfg, res, opts.out, opts.sweep)
     print(summary_table(out))
     print(f"wrote {out}")
     return 0

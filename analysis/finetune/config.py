@@ -11,14 +11,16 @@ fills what depends on the environment: the default results file, and small mode 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import tempfile
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from analysis.cli import option
 from analysis.finetune.protocols import DEFAULT_EPOCHS, PROTOCOLS
 from analysis.finetune.validate import check_options
 from analysis.provenance import ROOT, small_mode
@@ -49,68 +51,119 @@ SMALL_DIR = Path(tempfile.gettempdir()) / "gatecore-small"
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """One sweep: model x tasks x methods x seeds (x keep targets, bias on/off for gates); see the CLI help."""
+    """One sweep: model x tasks x methods x seeds (x keep targets, bias on/off for gates). Each `option` field is
+    a flag of `python -m analysis.finetune` (analysis/finetune/sweep.py); the other fields come from a protocol."""
 
-    protocol: str | None = None  # the named protocol these values came from (names the results file)
-    out: Path | None = None  # results file; None: results/finetune/<protocol or 'runs'>.jsonl
-    model: str = OFFLINE_MODEL  # name/folder, or tiny-bert for a random tiny model
-    root: str | None = None  # folder a relative model folder is read from (a GPU bundle); not in run ids
-    tasks: tuple = ("rotten_tomatoes",)
-    methods: tuple = ("lora", "gates")
-    seeds: tuple = (0,)
-    lr: tuple | None = None  # lr grid for every method; None: lr_grids, else LR_GRID
-    head_lr: float | None = HEAD_LR
-    gate_lr: tuple = GATE_LR  # gate-parameter lr grid
-    lam: tuple = LAM_GRID  # sparsity-weight grid
-    keep: tuple = KEEPS  # keep targets of gate runs with bias training
-    no_bias_keep: tuple = ()  # keep targets of gate runs without bias training
-    kurtosis_keep: tuple = ()  # keep targets of gate runs with the kurtosis-weighted target objective
+    protocol: str | None = option(
+        None,
+        "a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu-fair --tasks RTE runs "
+        "its RTE part; it names the results file",
+    )
+    out: Path | None = option(
+        None, "results file; None: results/finetune/<protocol or 'runs'>.jsonl (small mode: a temp folder)"
+    )
+    model: str = option(OFFLINE_MODEL, "model name/folder, or tiny-bert for a random tiny model")
+    root: str | None = option(
+        None, "folder a relative --model folder is read from (a GPU bundle: run ids keep the relative path)"
+    )
+    tasks: tuple = option(
+        ("rotten_tomatoes",), "GLUE names (SST-2, MRPC, RTE, CoLA, STS-B), rotten_tomatoes, csv, hf:PATH[:CONFIG]"
+    )
+    methods: tuple = option(("lora", "gates"), "methods to run")
+    seeds: tuple = option((0,), "seeds")
+    lr: tuple | None = option(None, "lr grid searched on val; None: the protocol's per method, else LR_GRID")
+    head_lr: float | None = option(HEAD_LR, "lr of the fresh task head (all methods but head); None: lr")
+    gate_lr: tuple = option(GATE_LR, "lr grid of the gate parameters, searched on val")
+    lam: tuple = option(LAM_GRID, "sparsity weight grid searched on val")
+    keep: tuple = option(
+        KEEPS,
+        "keep targets, one run each (bias on): the kept fraction of the gated weights, i.e. removed_asked = "
+        "1 - keep, for every objective",
+    )
+    no_bias_keep: tuple = option((), "keep targets of extra gate runs without bias training", nargs="*")
+    kurtosis_keep: tuple = option(
+        (), "keep targets of extra gate runs (bias on) with the paper's kurtosis-weighted target objective", nargs="*"
+    )
     combo_keep: tuple | None = None  # keep targets of gates+lora runs (bias on); None: `keep`
-    kurtosis_tau: float | None = None  # kurtosis weighting of every gate run (target objective only)
-    objective: str = OBJECTIVE
-    lam_warmup: float = LAM_WARMUP
-    sigma: float = SIGMA
-    reg_sigma: float = REG_SIGMA
-    control: bool = CONTROL
-    split_range: bool = True  # the controller also raises lam where the knob alone cannot reach the request
-    recovery: float = RECOVERY  # 0 = none; else steps (x the run's) after a correction changing > 1% of gates
-    schedule: str = "linear"  # lr after warm-up: linear decay to 0, or constant (the paper's shape)
-    extend_grids: bool = True  # the grid rule: a choice at a grid edge extends that grid (analysis/gridsearch.py)
-    grids_from_first_keep: bool = False  # other gate variants train the lrs the first keep target's run chose
-    reuse: tuple = ()  # results files (names in results/finetune/) whose records of identical runs are copied, not rerun
-    choices_from: str | None = None  # results file whose first-seed runs' lr choices these runs train (no search)
-    bucketed: bool = BUCKETED
-    epochs: int | None = None  # None: task_epochs, else DEFAULT_EPOCHS
+    kurtosis_tau: float | None = option(
+        None,
+        f"kurtosis weighting tau of the penalty of every gate run (target objective only); None: off "
+        f"(--kurtosis-keep runs use {KURTOSIS_TAU:g})",
+    )
+    objective: str = option(OBJECTIVE, "sparsity objective (docs/design.md §1)")
+    lam_warmup: float = option(LAM_WARMUP, "fraction of steps over which lam ramps up from 0")
+    sigma: float = option(SIGMA, "gate forward-noise scale")
+    reg_sigma: float = option(REG_SIGMA, "scale inside the regulariser's Phi")
+    control: bool = option(
+        CONTROL,
+        "steer the eval-gate removed fraction to the request, exactly at the end (gatecore/sparsity_control.py)",
+    )
+    split_range: bool = option(True, "the controller raises lam where the knob alone cannot reach the request")
+    recovery: float = option(
+        RECOVERY,
+        "after a final correction that changed > 1%% of the gates: train this fraction of the run's steps more "
+        "with the gate pattern frozen (0 = never)",
+    )
+    schedule: str = option("linear", "lr after the 6%% warm-up: linear decay to 0, or constant (the paper's shape)")
+    extend_grids: bool = option(
+        True,
+        "the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound "
+        "(analysis/gridsearch.py)",
+    )
+    grids_from_first_keep: bool = option(
+        False,
+        "other gate variants (keep targets, no bias) train the lrs the first --keep run chose",
+        action=argparse.BooleanOptionalAction,
+    )
+    reuse: tuple = option(
+        (),
+        "results files (names in results/finetune/ or paths) whose records of identical runs are copied instead "
+        "of rerun",
+        nargs="*",
+    )
+    choices_from: str | None = option(
+        None,
+        "results file (a name in results/finetune/ or a path) whose first-seed lr choices these runs train instead "
+        "of searching",
+    )
+    bucketed: bool = option(BUCKETED, "length-bucketed training batches (analysis/finetune/batching.py)")
+    epochs: int | None = option(None, f"training epochs; None: the protocol's per task, else {DEFAULT_EPOCHS}")
     task_epochs: dict = field(default_factory=dict)
-    batch_size: int = 32
-    max_len: int = 128
-    train_examples: int | None = None  # None: task_train_examples, else all
+    batch_size: int = option(32, "training batch size")
+    max_len: int = option(128, "max tokens per example (pairs truncated together)")
+    train_examples: int | None = option(None, "fixed-seed train subset; None: the protocol's per task, else all")
     task_train_examples: dict = field(default_factory=dict)
-    val_examples: int | None = None
-    dev_examples: int | None = None
-    pooling: str = "mean"
-    lora_r: int = 8
-    lora_alpha: float = 16
+    val_examples: int | None = option(None, "fixed-seed subset of the val split; None: all")
+    dev_examples: int | None = option(None, "fixed-seed subset of the dev split; None: all")
+    pooling: str = option("mean", "sentence representation fed to the classifier")
+    lora_r: int = option(8, "LoRA rank")
+    lora_alpha: float = option(16, "LoRA alpha")
     lr_grids: dict = field(default_factory=dict)  # per-method lr grids (a protocol's)
-    one_seed: tuple = ()  # methods (or "gates-no-bias") run on the first seed only
-    grid_on_first_seed: bool = False  # later seeds train the grid point the first seed chose on val
-    curve_points: int = 4
-    curve_dev_examples: int | None = CURVE_DEV_EXAMPLES  # 0 or None: all of dev
-    checkpoint_dir: str = DEFAULT_CHECKPOINTS  # '' = no checkpoints
-    glue_dir: str | None = None
-    data: str | None = None  # folder of train/dev CSV/TSV files (task 'csv')
-    text_cols: tuple | None = None
-    encoding: str = "utf-8"  # of the --data files
-    label_col: str | None = None
-    regression: bool = False
-    compress: bool = True  # gatecore.compress each gate run and check it
-    bench: bool = True  # time dense vs compressed
-    max_runs: int | None = None
-    device: str = "cuda" if torch.cuda.is_available() else "cpu"
-    threads: int = 2
-    workers: int = 1
-    dry_run: bool = False
-    quiet: bool = False
+    one_seed: tuple = option((), "methods (or gates-no-bias) run on the first seed only", nargs="*")
+    grid_on_first_seed: bool = option(
+        False,
+        "search the lr/lam/gate-lr grids on the first seed only; later seeds train the point it chose on val",
+        action=argparse.BooleanOptionalAction,
+    )
+    curve_points: int = option(4, "dev evaluations during training (the curve)")
+    curve_dev_examples: int | None = option(
+        CURVE_DEV_EXAMPLES, "fixed-seed dev subset of the curve (0 or None: all of dev); the end uses all of dev"
+    )
+    checkpoint_dir: str = option(DEFAULT_CHECKPOINTS, "trainable-state checkpoints ('' = none)")
+    glue_dir: str | None = option(None, "GLUE folder; None: $GLUE_DIR or data/glue")
+    data: str | None = option(None, "folder of train/dev CSV/TSV files (task 'csv')")
+    text_cols: tuple | None = option(None, "text column(s) of --data / hf: tasks")
+    encoding: str = option("utf-8", "text encoding of the --data files")
+    label_col: str | None = option(None, "label column of --data / hf: tasks")
+    regression: bool = option(False, "--data / hf: labels are numeric scores")
+    compress: bool = option(True, "gatecore.compress each gate run and check it (--no-compress: skip)")
+    bench: bool = option(True, "time dense vs compressed (--no-bench: skip)")
+    max_runs: int | None = option(None, "stop after this many new runs (to split a sweep into chunks); None: all")
+    device: str = option("cuda" if torch.cuda.is_available() else "cpu", "torch device (cuda if available, else cpu)")
+    threads: int = option(2, "torch CPU threads (per worker)")
+    workers: int = option(1, "parallel worker processes (analysis.finetune.schedule; 1 = in this process)")
+    dry_run: bool = option(False, "list the runs, estimate the wall time from measured step times, exit")
+    quiet: bool = option(False, "no per-run progress bars")
 
     @classmethod
     def of_protocol(cls, name: str, **overrides) -> SweepConfig:
@@ -124,12 +177,6 @@ class SweepConfig:
 def frozen(cls, values: dict):
     """cls(**values) with list values as tuples (the config is hashable where it matters and cannot drift)."""
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-def defaults() -> dict:
-    """{field: default} of SweepConfig (the CLI's defaults)."""
-    base = SweepConfig()
-    return {f.name: getattr(base, f.name) for f in fields(SweepConfig)}
 
 
 def resolve(cfg: SweepConfig) -> SweepConfig:

@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.cli import add_options, from_args, option
 from analysis.constants import GLUE_TASKS, ROOT
 from analysis.data import glue_dir
 from analysis.provenance import provenance, write_json
@@ -30,6 +32,18 @@ MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.
 CODE_DIRS = ("gatecore", "analysis")
 # modules the host must import to run the protocol; a missing one must come as a wheel in wheels/
 HOST_MODULES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "tqdm")
+
+
+@dataclass(frozen=True)
+class BundleConfig:
+    out: Path = option(ROOT / "bundle", "bundle folder to (re)create")
+    model: str | None = option(None, "model folder to ship; None: the offline all-MiniLM-L6-v2")
+    glue_dir: str | None = option(None, "GLUE folder; None: $GLUE_DIR or data/glue")
+    tasks: tuple = option(tuple(GLUE_TASKS), "GLUE task folders to ship")
+    wheel: tuple = option(
+        (), "a wheel file for a package the host lacks (repeatable); shipped in wheels/", action="append", nargs=None
+    )
+    max_mb: float = option(MAX_MB, "refuse a bundle larger than this many MiB")
 
 
 def sha256(path: Path) -> str:
@@ -125,40 +139,29 @@ def build(out: Path, model_dir: Path, glue: Path, tasks=GLUE_TASKS, wheels=(), m
     return manifest
 
 
+def run(cfg: BundleConfig) -> dict:
+    """The bundle of `cfg` (the model and GLUE folders resolved as the runs resolve them); returns its manifest."""
+    import gatecore
+
+    model_dir = Path(gatecore.resolve_model(cfg.model))
+    return build(cfg.out, model_dir, glue_dir(cfg.glue_dir), cfg.tasks, cfg.wheel, cfg.max_mb)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=ROOT / "bundle", help="bundle folder to (re)create (default: bundle/)")
-    ap.add_argument("--model", default=None, help="model folder to ship (default: the offline all-MiniLM-L6-v2)")
-    ap.add_argument("--glue-dir", default=None, help="GLUE folder (default: $GLUE_DIR or data/glue)")
-    ap.add_argument(
-        "--tasks", nargs="+", default=list(GLUE_TASKS), help="GLUE task folders to ship (default: %(default)s)"
-    )
-    ap.add_argument(
-        "--wheel",
-        action="append",
-        default=[],
-        type=Path,
-        help="a wheel file for a package the host lacks (repeatable); shipped in wheels/",
-    )
-    ap.add_argument(
-        "--max-mb", type=float, default=MAX_MB, help="refuse a bundle larger than this many MiB (default: %(default)s)"
-    )
+    add_options(ap, BundleConfig, items={"wheel": Path})
     return ap
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    import gatecore
-
-    model_dir = Path(gatecore.resolve_model(args.model))
-    glue = glue_dir(args.glue_dir)
-    manifest = build(args.out, model_dir, glue, args.tasks, args.wheel, args.max_mb)
+    cfg = from_args(BundleConfig, build_parser().parse_args(argv))
+    manifest = run(cfg)
     print(
-        f"bundle {args.out}: {manifest['size_mb']} MiB, {len(manifest['files'])} files, model "
+        f"bundle {cfg.out}: {manifest['size_mb']} MiB, {len(manifest['files'])} files, model "
         f"{manifest['model']['parameters']:,} parameters stored as float16, tasks {', '.join(manifest['tasks'])}"
     )
     print(
-        f"on the host:  cd {args.out.name} && python -m analysis.finetune.gpu_protocol --bundle . --out results_gpu --workers 12"
+        f"on the host:  cd {cfg.out.name} && python -m analysis.finetune.gpu_protocol --bundle . --out results_gpu --workers 12"
     )
     return 0
 

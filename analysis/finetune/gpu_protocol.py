@@ -34,11 +34,13 @@ import argparse
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+from analysis.cli import add_options, from_args, option
 from analysis.finetune.config import SweepConfig, frozen, resolve
 from analysis.finetune.protocols import PROTOCOLS
-from analysis.finetune.sweep import add_options, run_sweep
+from analysis.finetune.sweep import CHOICES, ITEMS, run_sweep
 from analysis.finetune.validate import ArgumentParser, ConfigError, cli
 
 PROTOCOL = "gpu"
@@ -146,26 +148,29 @@ def run_bundle(bundle: Path, cfg: SweepConfig) -> Path:
     return run_sweep(cfg, extra={"gpu_protocol": note})
 
 
+@dataclass(frozen=True)
+class BundleOptions:
+    """The driver's own flags; the rest of its command line is the sweep's (SweepConfig's but --protocol, --out,
+    --root)."""
+
+    bundle: Path | None = option(None, "the bundle folder made by analysis.finetune.gpu_bundle", required=True)
+    out_dir: Path | None = option(
+        None,
+        "results folder: records go to OUT/finetune/gpu.jsonl, checkpoints to OUT/checkpoints",
+        flag="--out",
+        required=True,
+    )
+    tiny: bool = option(False, "two runs on a few examples of the bundle's first task (tests; a first check on a host)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = ArgumentParser(
         prog="python -m analysis.finetune.gpu_protocol",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--bundle", type=Path, required=True, help="the bundle folder made by analysis.finetune.gpu_bundle")
-    ap.add_argument(
-        "--out",
-        dest="out_dir",
-        type=Path,
-        required=True,
-        help="results folder: records go to OUT/finetune/gpu.jsonl, checkpoints to OUT/checkpoints",
-    )
-    ap.add_argument(
-        "--tiny",
-        action="store_true",
-        help="two runs on a few examples of the bundle's first task (tests; a first check on a host)",
-    )
-    add_options(ap, skip=("--protocol", "--out", "--root"))
+    add_options(ap, BundleOptions)
+    add_options(ap, SweepConfig, CHOICES, ITEMS, skip=("protocol", "out", "root"))
     ap.set_defaults(**PROTOCOLS[PROTOCOL])
     return ap
 
@@ -175,10 +180,8 @@ def parse_args(argv=None) -> tuple[Path, SweepConfig]:
     ap = build_parser()
     known, _ = ap.parse_known_args(argv)
     ap.set_defaults(**bundle_values(known.bundle, known.out_dir, known.tiny))
-    args = vars(ap.parse_args(argv))
-    bundle = args.pop("bundle")
-    del args["out_dir"], args["tiny"]
-    return bundle, resolve(frozen(SweepConfig, args))
+    args = ap.parse_args(argv)
+    return from_args(BundleOptions, args).bundle, resolve(from_args(SweepConfig, args))
 
 
 def run_command(argv) -> int:

@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # offline unless the user clears it
 
+from analysis.cli import add_options, from_args, option  # noqa: E402
 from analysis.finetune.validate import ArgumentParser, ConfigError, cli  # noqa: E402
 from gatecore import defaults  # noqa: E402 (after the offline default: gatecore loads transformers)
 
@@ -40,28 +41,28 @@ OUT = "runs/hf_finetune"
 
 @dataclass(frozen=True)
 class HFFinetuneConfig:
-    model: str | None = MODEL
-    task: str = TASK
-    method: str = METHOD
-    removed: float = REMOVED
-    objective: str = OBJECTIVE
-    epochs: float = EPOCHS
-    batch_size: int = BATCH_SIZE
-    max_len: int = MAX_LEN
-    lr: float = LR
-    head_lr: float = HEAD_LR
-    gate_lr: float = GATE_LR
-    lam: float = LAM
-    train_examples: int | None = TRAIN_EXAMPLES
-    dev_examples: int | None = DEV_EXAMPLES
-    seed: int = 0
-    out: str = OUT
-    data: str | None = None
-    text_cols: tuple[str, ...] | None = None
-    label_col: str | None = None
-    regression: bool = False
-    glue_dir: str | None = None
-    max_steps: int = -1
+    model: str | None = option(MODEL, "local folder or hub name; None: the offline all-MiniLM-L6-v2")
+    task: str = option(TASK, "GLUE name (SST-2, MRPC, ...), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
+    method: str = option(METHOD, "finetuning method")
+    removed: float = option(REMOVED, "fraction of the gated weights to remove")
+    objective: str = option(OBJECTIVE, "sparsity objective (docs/design.md §1)")
+    epochs: float = option(EPOCHS, "training epochs")
+    batch_size: int = option(BATCH_SIZE, "training batch size, per device")
+    max_len: int = option(MAX_LEN, "max tokens per example")
+    lr: float = option(LR, "learning rate of the adapted weights")
+    head_lr: float = option(HEAD_LR, "learning rate of the fresh task head")
+    gate_lr: float = option(GATE_LR, "learning rate of the gate parameters")
+    lam: float = option(LAM, "sparsity weight")
+    train_examples: int | None = option(TRAIN_EXAMPLES, "fixed-seed train subset (0: all)")
+    dev_examples: int | None = option(DEV_EXAMPLES, "fixed-seed dev subset; None: all")
+    seed: int = option(0, "seed")
+    out: str = option(OUT, "output folder (trainer files, compressed model, metrics.json)")
+    data: str | None = option(None, "folder of train/dev CSV/TSV files (task 'csv')")
+    text_cols: tuple[str, ...] | None = option(None, "text column(s) of --data / hf: tasks")
+    label_col: str | None = option(None, "label column of --data / hf: tasks")
+    regression: bool = option(False, "--data / hf: labels are numeric scores")
+    glue_dir: str | None = option(None, "GLUE folder; None: $GLUE_DIR or data/glue")
+    max_steps: int = option(-1, "stop after this many steps (-1: epochs)")
 
 
 class Tokenized:
@@ -183,42 +184,13 @@ def run(cfg: HFFinetuneConfig) -> dict:
 
 def parse_args(argv=None) -> HFFinetuneConfig:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default = HFFinetuneConfig()
-    ap.add_argument(
-        "--model", default=default.model, help="local folder or hub name (default: offline all-MiniLM-L6-v2)"
+    add_options(
+        ap,
+        HFFinetuneConfig,
+        choices={"method": ["gates", "lora", "gates+lora"], "objective": ["params", "target", "l0"]},
     )
-    ap.add_argument(
-        "--task", default=default.task, help="GLUE name (SST-2, MRPC, ...), rotten_tomatoes, csv, hf:PATH[:CONFIG]"
-    )
-    ap.add_argument("--method", default=default.method, choices=["gates", "lora", "gates+lora"])
-    ap.add_argument("--removed", type=float, default=default.removed, help="fraction of the gated weights to remove")
-    ap.add_argument("--objective", default=default.objective, choices=["params", "target", "l0"])
-    ap.add_argument("--epochs", type=float, default=default.epochs)
-    ap.add_argument("--max-steps", type=int, default=default.max_steps, help="stop after this many steps (-1: epochs)")
-    ap.add_argument("--batch-size", type=int, default=default.batch_size, help="per device")
-    ap.add_argument("--max-len", type=int, default=default.max_len)
-    ap.add_argument("--lr", type=float, default=default.lr)
-    ap.add_argument("--head-lr", type=float, default=default.head_lr)
-    ap.add_argument("--gate-lr", type=float, default=default.gate_lr)
-    ap.add_argument("--lam", type=float, default=default.lam)
-    ap.add_argument(
-        "--train-examples", type=int, default=default.train_examples, help="fixed-seed train subset (0: all)"
-    )
-    ap.add_argument("--dev-examples", type=int, default=default.dev_examples)
-    ap.add_argument("--seed", type=int, default=default.seed)
-    ap.add_argument("--out", default=default.out, help="output folder (trainer files, compressed model, metrics.json)")
-    ap.add_argument("--data", help="folder of train/dev CSV/TSV files (task 'csv')")
-    ap.add_argument("--text-cols", nargs="+", help="text column(s) of --data / hf: tasks")
-    ap.add_argument("--label-col", help="label column of --data / hf: tasks")
-    ap.add_argument("--regression", action="store_true")
-    ap.add_argument("--glue-dir", help="GLUE folder (default: $GLUE_DIR or data/glue)")
-    ap.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error"
-    )
-    values = vars(ap.parse_args(argv))
-    values["train_examples"] = values["train_examples"] or None
-    values["text_cols"] = tuple(values["text_cols"]) if values["text_cols"] else None
-    return HFFinetuneConfig(**values)
+    cfg = from_args(HFFinetuneConfig, ap.parse_args(argv))
+    return replace(cfg, train_examples=cfg.train_examples or None)
 
 
 def run_command(argv) -> int:

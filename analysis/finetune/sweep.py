@@ -20,15 +20,12 @@ from pathlib import Path
 
 import torch
 
+from analysis.cli import add_options, from_args
 from analysis.finetune.config import (
-    DEFAULT_EPOCHS,
     GRID_FROM,
     GRIDS,
-    KURTOSIS_TAU,
     SweepConfig,
-    defaults,
     expand,
-    frozen,
     inherit_choices,
     resolve,
     run_id,
@@ -41,6 +38,16 @@ from analysis.finetune.validate import ArgumentParser, cli, model_source, valida
 from analysis.provenance import append_jsonl, read_jsonl
 from gatecore.methods import METHODS, SCHEDULES
 from gatecore.penalty import KINDS
+
+# the sweep's flags with a closed set of values, and the types of the values of its list flags (others: str)
+CHOICES = {
+    "protocol": sorted(PROTOCOLS),
+    "methods": METHODS,
+    "objective": KINDS,
+    "schedule": list(SCHEDULES),
+    "pooling": ["mean", "cls"],
+}
+ITEMS = {"seeds": int, **dict.fromkeys(("lr", "gate_lr", "lam", "keep", "no_bias_keep", "kurtosis_keep"), float)}
 
 
 def summary(records: list[dict]) -> str:
@@ -60,149 +67,13 @@ def summary(records: list[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The CLI of SweepConfig: one option per field (the protocol-only fields task_epochs,
-    task_train_examples, lr_grids come from --protocol)."""
+    """The CLI of SweepConfig: one option per `option` field (the protocol-only fields task_epochs,
+    task_train_examples, lr_grids, combo_keep come from --protocol)."""
     ap = ArgumentParser(
         prog="python -m analysis.finetune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_options(ap)
+    add_options(ap, SweepConfig, CHOICES, ITEMS)
     return ap
-
-
-def add_options(ap: argparse.ArgumentParser, skip=()) -> None:
-    """SweepConfig's options on `ap`, but the flags in `skip` (a driver that gives them another meaning);
-    their defaults are SweepConfig's."""
-
-    def opt(*names, **kw):
-        if names[0] not in skip:
-            ap.add_argument(*names, **kw)
-
-    opt(
-        "--protocol",
-        choices=sorted(PROTOCOLS),
-        help="a named protocol: its settings (PROTOCOLS) become the defaults, e.g. --protocol cpu-fair --tasks RTE runs "
-        "its RTE part",
-    )
-    opt(
-        "--out",
-        type=Path,
-        help="results file (default: results/finetune/<protocol or 'runs'>.jsonl; small mode: a temp folder)",
-    )
-    opt("--model", help="model name/folder, or tiny-bert for a random tiny model")
-    opt("--root", help="folder a relative --model folder is read from (a GPU bundle: run ids keep the relative path)")
-    opt("--tasks", nargs="+", help="GLUE names (SST-2, MRPC, RTE, CoLA, STS-B), rotten_tomatoes, csv, hf:PATH[:CONFIG]")
-    opt("--methods", nargs="+", choices=METHODS, help="methods to run")
-    opt("--seeds", nargs="+", type=int, help="seeds")
-    opt("--lr", nargs="+", type=float, help="lr grid searched on val (default: per method, LR_GRID)")
-    opt("--head-lr", type=float, help="lr of the fresh task head (all methods but head)")
-    opt("--gate-lr", nargs="+", type=float, help="lr grid of the gate parameters, searched on val")
-    opt("--lam", nargs="+", type=float, help="sparsity weight grid searched on val")
-    opt(
-        "--keep",
-        nargs="+",
-        type=float,
-        help="keep targets, one run each (bias on): the kept fraction of the gated weights, i.e. "
-        "removed_asked = 1 - keep, for every objective",
-    )
-    opt("--no-bias-keep", nargs="*", type=float, help="keep targets of extra gate runs without bias training")
-    opt(
-        "--kurtosis-keep",
-        nargs="*",
-        type=float,
-        help="keep targets of extra gate runs (bias on) with the paper's kurtosis-weighted target objective",
-    )
-    opt(
-        "--kurtosis-tau",
-        type=float,
-        help="kurtosis weighting tau of the penalty of every gate run (default: off; --kurtosis-keep runs use "
-        "%g)" % KURTOSIS_TAU,
-    )
-    opt("--objective", choices=KINDS, help="sparsity objective (docs/design.md §1)")
-    opt("--lam-warmup", type=float, help="fraction of steps over which lam ramps up from 0")
-    opt("--sigma", type=float, help="gate forward-noise scale")
-    opt("--reg-sigma", type=float, help="scale inside the regulariser's Phi")
-    opt(
-        "--control",
-        action=argparse.BooleanOptionalAction,
-        help="steer the eval-gate removed fraction to the request, exactly at the end (gatecore/sparsity_control.py)",
-    )
-    opt(
-        "--split-range",
-        action=argparse.BooleanOptionalAction,
-        help="the controller raises lam where the knob alone cannot reach the request",
-    )
-    opt(
-        "--recovery",
-        type=float,
-        help="after a final correction that changed > 1%% of the gates: train this fraction of the run's steps "
-        "more with the gate pattern frozen (0 = never)",
-    )
-    opt("--schedule", choices=list(SCHEDULES), help="lr after the 6%% warm-up: linear decay to 0, or constant")
-    opt(
-        "--extend-grids",
-        action=argparse.BooleanOptionalAction,
-        help="the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound "
-        "(analysis/gridsearch.py)",
-    )
-    opt(
-        "--grids-from-first-keep",
-        action=argparse.BooleanOptionalAction,
-        help="other gate variants (keep targets, no bias) train the lrs the first --keep run chose",
-    )
-    opt(
-        "--choices-from",
-        help="results file (a name in results/finetune/ or a path) whose first-seed lr choices these runs train "
-        "instead of searching",
-    )
-    opt(
-        "--reuse",
-        nargs="*",
-        help="results files (names in results/finetune/ or paths) whose records of identical runs are copied "
-        "instead of rerun",
-    )
-    opt(
-        "--bucketed",
-        action=argparse.BooleanOptionalAction,
-        help="length-bucketed training batches (analysis/finetune/batching.py)",
-    )
-    opt("--epochs", type=int, help=f"training epochs (default: the protocol's per task, else {DEFAULT_EPOCHS})")
-    opt("--batch-size", type=int, help="training batch size")
-    opt("--max-len", type=int, help="max tokens per example (pairs truncated together)")
-    opt("--train-examples", type=int, help="fixed-seed train subset (default: all)")
-    opt("--val-examples", type=int, help="fixed-seed subset of the val split (default: all)")
-    opt("--dev-examples", type=int, help="fixed-seed subset of the dev split (default: all)")
-    opt("--pooling", choices=["mean", "cls"], help="sentence representation fed to the classifier")
-    opt("--lora-r", type=int, help="LoRA rank")
-    opt("--lora-alpha", type=float, help="LoRA alpha")
-    opt("--curve-points", type=int, help="dev evaluations during training (the curve)")
-    opt(
-        "--curve-dev-examples",
-        type=int,
-        help="fixed-seed dev subset of the curve (0 = all of dev); the end uses all of dev",
-    )
-    opt("--checkpoint-dir", help="trainable-state checkpoints ('' = none)")
-    opt("--glue-dir", help="GLUE folder (default: $GLUE_DIR or data/glue)")
-    opt("--data", help="folder of train/dev CSV/TSV files (task 'csv')")
-    opt("--text-cols", nargs="+", help="text column(s) of --data / hf: tasks")
-    opt("--label-col", help="label column of --data / hf: tasks")
-    opt("--encoding", help="text encoding of the --data files (default: utf-8)")
-    opt("--regression", action="store_true", help="--data / hf: labels are numeric scores")
-    opt("--no-compress", dest="compress", action="store_false", help="skip gatecore.compress of gate runs")
-    opt("--no-bench", dest="bench", action="store_false", help="skip the dense vs compressed latency measurement")
-    opt("--max-runs", type=int, help="stop after this many new runs (to split a sweep into chunks)")
-    opt("--device", help="torch device (default: cuda if available, else cpu)")
-    opt("--threads", type=int, help="torch CPU threads (per worker)")
-    opt("--workers", type=int, help="parallel worker processes (analysis.finetune.schedule; 1 = in this process)")
-    opt("--one-seed", nargs="*", help="methods (or gates-no-bias) run on the first seed only")
-    opt(
-        "--grid-on-first-seed",
-        action=argparse.BooleanOptionalAction,
-        help="search the lr/lam/gate-lr grids on the first seed only; later seeds train the point it chose on val",
-    )
-    opt("--dry-run", action="store_true", help="list the runs, estimate the wall time from measured step times, exit")
-    opt("--quiet", action="store_true", help="no per-run progress bars")
-    opt("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error")
-    ap.set_defaults(**defaults())
 
 
 def parse_args(argv=None) -> SweepConfig:
@@ -212,7 +83,7 @@ def parse_args(argv=None) -> SweepConfig:
     if known.protocol:
         ap.set_defaults(**PROTOCOLS[known.protocol])
     try:
-        return resolve(frozen(SweepConfig, vars(ap.parse_args(argv))))
+        return resolve(from_args(SweepConfig, ap.parse_args(argv)))
     except ValueError as e:
         ap.error(str(e))
 

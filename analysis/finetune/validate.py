@@ -262,7 +262,14 @@ KNOWN_ERRORS = (ConfigError, DataError)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser whose errors are ConfigErrors (one line through `cli`) instead of usage text and exit."""
+    """argparse's parser whose errors are ConfigErrors (one line through `cli`) instead of usage text and exit;
+    its help lists `cli`'s --debug (which `cli` takes out of argv before parsing)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of a bad-input error"
+        )
 
     def error(self, message: str):
         raise ConfigError(message)

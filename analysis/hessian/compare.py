@@ -20,9 +20,10 @@ Its tables: analysis/hessian/tables.py (full_sets.md, written by `make figures`)
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from analysis.cli import add_options, from_args, option
 from analysis.constants import RESULTS, ROOT, repo_path, study_results
 from analysis.provenance import command, provenance, write_json
 
@@ -157,49 +158,51 @@ def exact_timing(sizes=(1024, 2048, 4096, 8192), seed: int = 0) -> dict:
     return write_json(OUT / "exact_timing.json", {**provenance({"sizes": list(sizes)}, seed, "cpu"), **rec})
 
 
+@dataclass(frozen=True)
+class CompareConfig:
+    part: tuple = option((), "which part(s) of the sweep to run")
+    list: bool = option(False, "print the commands of every part (or of --part) and exit")
+    skip_done: bool = option(False, "skip runs whose results file exists")
+    checkpoints: Path = option(
+        CHECKPOINTS, "folder of converged checkpoints <task>_<preset>_seed<k>.pt for --part full"
+    )
+    timing: bool = option(False, "time eigvalsh at growing n (results/hessian/exact_timing.json)")
+    timing_sizes: tuple = option(
+        (1024, 2048, 4096, 8192), "matrix sizes for --timing (the largest exact n is gatecore.hessian.MAX_EXACT_N)"
+    )
+
+
+def run_parts(cfg: CompareConfig) -> None:
+    """The eigvalsh timing if asked; then each run of the chosen parts (every part if none is chosen): its
+    command with `list`, else the run (a done one skipped with `skip_done`)."""
+    if cfg.timing:
+        print(f"wrote {exact_timing(cfg.timing_sizes)}")
+    for part, runs in plan(cfg.checkpoints).items():
+        if cfg.part and part not in cfg.part:
+            continue
+        for name, hcfg in runs:
+            if cfg.list:
+                print(f"[{part}] {command('analysis.hessian', to_argv(hcfg))}")
+            elif cfg.skip_done and (ROOT / hcfg.out).exists():
+                continue
+            elif hcfg.checkpoint and not (ROOT / hcfg.checkpoint).exists():  # e.g. `matched`: never trained
+                print(f"== {part}: {name}: skipped, no checkpoint {hcfg.checkpoint}", flush=True)
+            else:
+                print(f"== {part}: {name}", flush=True)
+                run(hcfg)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m analysis.hessian.compare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--part", choices=list(plan()), nargs="+", default=[], help="which part(s) of the sweep to run")
-    ap.add_argument("--list", action="store_true", help="print the commands of every part (or of --part) and exit")
-    ap.add_argument("--skip-done", action="store_true", help="skip runs whose results file exists")
-    ap.add_argument(
-        "--checkpoints",
-        type=Path,
-        default=CHECKPOINTS,
-        help="folder of converged checkpoints <task>_<preset>_seed<k>.pt for --part full (default: %(default)s)",
-    )
-    ap.add_argument(
-        "--timing", action="store_true", help="time eigvalsh at growing n (results/hessian/exact_timing.json)"
-    )
-    ap.add_argument(
-        "--timing-sizes",
-        type=int,
-        nargs="+",
-        default=[1024, 2048, 4096, 8192],
-        help="matrix sizes for --timing (default: %(default)s; the largest exact n is gatecore.hessian.MAX_EXACT_N)",
-    )
-    args = ap.parse_args(argv)
-    if not (args.list or args.part or args.timing):
+    add_options(ap, CompareConfig, choices={"part": list(plan())}, items={"timing_sizes": int})
+    cfg = from_args(CompareConfig, ap.parse_args(argv))
+    if not (cfg.list or cfg.part or cfg.timing):
         ap.error("nothing to do: pass --part ..., --timing or --list")
-    if args.timing:
-        print(f"wrote {exact_timing(tuple(args.timing_sizes))}")
-    for part, runs in plan(args.checkpoints).items():
-        if args.part and part not in args.part:
-            continue
-        for name, cfg in runs:
-            if args.list:
-                print(f"[{part}] {command('analysis.hessian', to_argv(cfg))}")
-            elif args.skip_done and (ROOT / cfg.out).exists():
-                continue
-            elif cfg.checkpoint and not (ROOT / cfg.checkpoint).exists():  # e.g. `matched`: never trained
-                print(f"== {part}: {name}: skipped, no checkpoint {cfg.checkpoint}", flush=True)
-            else:
-                print(f"== {part}: {name}", flush=True)
-                run(cfg)
+    run_parts(cfg)
     return 0
 
 
