@@ -226,7 +226,12 @@ def timed(args: list[str]) -> tuple[float, int, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     t = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "analysis.finetune", *args], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "analysis.finetune", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     return time.perf_counter() - t, proc.returncode, proc.stderr
 
