@@ -29,9 +29,8 @@ def profile_block(results_dir) -> str | None:
             for t in run["timings"]:
                 prof = t["profile_ms"]
                 models = [m for m in MODELS if m in prof]
-                ops = sorted(
-                    {op for m in models for op in prof[m] if op != "total"}, key=lambda op: -prof["dense"].get(op, 0)
-                )
+                ops = {op for m in models for op in prof[m] if op != "total"}
+                ops = sorted(ops, key=lambda op: ([-prof[m].get(op, 0) for m in models], op))  # dense's order first
                 rows = [
                     [f"`{op}`"]
                     + [f"{prof[m][op]:.2f}" if op in prof[m] else "–" for m in models]
