@@ -133,8 +133,8 @@ def orphans(results_dir, read: set[str], made=()) -> list[str]:
 def warn_orphans(names: list[str]) -> None:
     if names:
         print(
-            f"warning: {len(names)} results file(s) read by no figure or table (orphans; cited in docs, or to be "
-            f"drawn, rerun or deleted): {', '.join(names)}",
+            f"warning: {len(names)} results file(s) read by no figure or table (orphans: to be drawn, rerun or "
+            f"deleted): {', '.join(names)}",
             file=sys.stderr,
         )
 

@@ -1,6 +1,6 @@
 """docs/results.md's tables of the two bench files whose writers are long modules (latency.py, refusals.py):
 
-    profile_block(results)    where a CPU forward spends its time (results/bench/latency_*profile*.json)
+    profile_block(results)    where a CPU forward spends its time (results/bench/latency_*.json run with --profile)
     refusals_block(results)   how long the command line takes to refuse bad input (results/bench/cli_refusals.json)
 
 Each returns None when its file is missing, so `make figures` keeps the part as it was (analysis/doc_blocks.py).
