@@ -3,6 +3,7 @@
     ROOT / RESULTS / FIGURES    the repository, results/ and figures/
     study_results("hessian")    results/<study>/: every study writes under its own folder
     repo_path(p)                a path as a record shows it: relative to the repository when inside it
+    POINTS_SUFFIX               a sweep's resume cache of trained search points, <protocol>.points.jsonl
     GLUE_TASKS                  the GLUE tasks of the studies (folder names), in table order
     METHOD_ORDER, REFERENCE_METHODS   the methods as tables list them; those without gates
 
@@ -19,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 FIGURES = ROOT / "figures"
 STUDIES = ("convergence", "hessian", "finetune", "bench", "decoder")  # results/<study>/
+POINTS_SUFFIX = ".points.jsonl"
 
 GLUE_TASKS = ("SST-2", "MRPC", "RTE", "CoLA", "STS-B")
 METHOD_ORDER = ("head", "bias", "lora", "full", "gates", "gates+lora")  # fewest trainable parameters first

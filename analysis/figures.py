@@ -20,7 +20,7 @@ from pathlib import Path
 
 from analysis import doc_blocks, provenance
 from analysis.cli import add_options, from_args, option
-from analysis.constants import FIGURES, RESULTS, ROOT, repo_path
+from analysis.constants import FIGURES, POINTS_SUFFIX, RESULTS, ROOT, repo_path
 
 STUDIES = {  # in the order they are drawn
     "convergence": "analysis.convergence.plots",
@@ -34,6 +34,16 @@ STUDIES = {  # in the order they are drawn
 DOC = ROOT / "docs" / "results.md"
 DOC_BLOCKS = {  # generated part of DOC -> (module, function, keyword arguments); the function takes results_dir
     "glue-cpu-converged": ("analysis.finetune.figures", "glue_block", {"protocol": "cpu-converged"}),
+    "bench-batching": ("analysis.bench.batching", "doc_block", {}),
+    "bench-cli-refusals": ("analysis.bench.tables", "refusals_block", {}),
+    "bench-kurtosis-overhead": ("analysis.bench.kurtosis", "doc_block", {}),
+    "bench-compression-sizes": ("analysis.bench.sizes", "doc_block", {}),
+    "bench-latency-profile": ("analysis.bench.tables", "profile_block", {}),
+    "bench-train-cost": ("analysis.bench.train_cost", "doc_block", {}),
+    "bench-hf-trainer-overhead": ("analysis.bench.hf_trainer", "doc_block", {}),
+    "bench-model-steps": ("analysis.bench.model_steps", "doc_block", {}),
+    "hessian-exact-timing": ("analysis.hessian.compare", "timing_block", {}),
+    "decoder-exactness": ("analysis.decoder.exactness", "doc_block", {}),
 }
 RECORD_SUFFIXES = (".json", ".jsonl", ".csv")  # results files that hold records (checkpoints and tables are not)
 
@@ -116,14 +126,15 @@ def orphans(results_dir, read: set[str], made=()) -> list[str]:
     """The record files under results_dir (RECORD_SUFFIXES) that no figure or table read, and none wrote."""
     skip = read | {str(Path(p).resolve()) for p in made}
     files = sorted(p for p in Path(results_dir).rglob("*") if p.is_file() and p.suffix in RECORD_SUFFIXES)
+    files = [p for p in files if not p.name.endswith(POINTS_SUFFIX)]  # a sweep's resume cache, not a record to draw
     return [repo_path(p) for p in files if str(p.resolve()) not in skip]
 
 
 def warn_orphans(names: list[str]) -> None:
     if names:
         print(
-            f"warning: {len(names)} results file(s) read by no figure or table (orphans; cited in docs, or to be "
-            f"drawn, rerun or deleted): {', '.join(names)}",
+            f"warning: {len(names)} results file(s) read by no figure or table (orphans: to be drawn, rerun or "
+            f"deleted): {', '.join(names)}",
             file=sys.stderr,
         )
 

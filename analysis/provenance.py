@@ -254,6 +254,17 @@ def replace_jsonl(path: str | os.PathLike, record: dict) -> Path:
     return path
 
 
+def read_record(path: str | os.PathLike) -> dict | None:
+    """The record of a results JSON file, noted as drawn from and warned about when dirty (warn_if_dirty);
+    None when there is no such file."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    warn_if_dirty(path, record)
+    return record
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Every complete record; a torn final line (a killed writer) is ignored."""
     path = Path(path)

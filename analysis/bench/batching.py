@@ -25,12 +25,13 @@ from pathlib import Path
 import torch
 
 import gatecore
+from analysis import doc_blocks
 from analysis.cli import add_options, from_args, option
 from analysis.constants import GLUE_TASKS, study_results
 from analysis.data import load_task
 from analysis.finetune.batching import POOL, bucketed_batches, padding_ratio, random_batches
 from analysis.finetune.train import build_model, collate, encode, task_loss_fn
-from analysis.provenance import provenance, write_json
+from analysis.provenance import provenance, read_record, write_json
 from gatecore.train import Objective, train_step
 
 BATCH, MAX_LEN, ROUNDS, STEPS, WARMUP, SEED = 32, 128, 3, 4, 2, 0
@@ -100,6 +101,31 @@ def bench_task(name: str, args) -> dict:
     out["step_ratio_random_over_bucketed"] = out["step_s"]["random"] / out["step_s"]["bucketed"]
     out["cpu_ratio_random_over_bucketed"] = out["step_cpu_s"]["random"] / out["step_cpu_s"]["bucketed"]
     return out
+
+
+def doc_block(results_dir) -> str | None:
+    """docs/results.md's table of <results_dir>/bench/batching.json (None without it): padding and step time per task."""
+    path = study_results("bench", results_dir) / OUT.name
+    rec = read_record(path)
+    if rec is None:
+        return None
+    head = ["task", "train examples", "mean tokens", "padded / real tokens: random → bucketed"]
+    head += ["step time random / bucketed: wall", "CPU", "bucketed step, CPU s"]
+    rows = [
+        [
+            task,
+            f"{r['n_train']:,}",
+            f"{r['mean_len']:.1f}",
+            f"{r['padding_ratio']['random']:.2f} → {r['padding_ratio']['bucketed']:.2f}",
+            f"{r['step_ratio_random_over_bucketed']:.2f}x",
+            f"{r['cpu_ratio_random_over_bucketed']:.2f}x",
+            f"{r['step_cpu_s']['bucketed']:.2f}",
+        ]
+        for task, r in rec["tasks"].items()
+    ]
+    cfg = rec["config"]
+    note = f"MiniLM gates step, batch {cfg['batch']}, {rec['threads']} thread(s), {cfg['rounds']} x {cfg['steps']} steps per scheme."
+    return f"{doc_blocks.table(head, rows)}\n\n{note} {doc_blocks.source(path, rec, __name__)}"
 
 
 def main(argv=None) -> int:

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
+from analysis import doc_blocks
 from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
-from analysis.provenance import provenance, write_json
+from analysis.provenance import provenance, read_record, write_json
 
 BATCH, SEQ, STEPS, ROUNDS, THREADS = 32, 64, 8, 3, 1
 
@@ -129,6 +130,23 @@ def run(cfg: HFTrainerBenchConfig) -> Path:
         cfg.out,
         {**provenance(asdict(cfg), 0, "cpu"), "median_s_per_step": med, "ratio_trainer_vs_runner": ratio, "all": runs},
     )
+
+
+def doc_block(results_dir) -> str | None:
+    """docs/results.md's table of <results_dir>/bench/hf_trainer_overhead.json (None without it)."""
+    path = study_results("bench", results_dir) / "hf_trainer_overhead.json"
+    rec = read_record(path)
+    if rec is None:
+        return None
+    med, ratio = rec["median_s_per_step"], rec["ratio_trainer_vs_runner"]
+    rows = [
+        [name, f"{med[key][0]:.2f}", f"{med[key][1]:.2f}"]
+        for key, name in (("runner", "study runner"), ("trainer", "GateTrainer"))
+    ]
+    rows.append(["GateTrainer / runner", f"{ratio['wall']:.2f}x", f"{ratio['cpu']:.2f}x"])
+    cfg = rec["config"]
+    note = f"Medians of {cfg['rounds']} alternating rounds of {cfg['steps']} steps, batch {cfg['batch']} x {cfg['seq']}, {cfg['threads']} thread(s)."
+    return f"{doc_blocks.table(['loop', 'wall s / step', 'CPU s / step'], rows)}\n\n{note} {doc_blocks.source(path, rec, __name__)}"
 
 
 def main(argv=None) -> int:

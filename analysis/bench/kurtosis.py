@@ -21,9 +21,10 @@ from dataclasses import dataclass, fields
 import torch
 
 import gatecore
+from analysis import doc_blocks
 from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
-from analysis.provenance import provenance, write_json
+from analysis.provenance import provenance, read_record, write_json
 from gatecore.train import Objective, train_step
 
 BATCH, SEQ, STEPS, REPEATS, WARMUP, THREADS = 32, 64, 4, 5, 2, 1
@@ -87,6 +88,29 @@ def weight_spread(model, tau: float) -> dict:
         "max_over_min_max": max(ratios),
         "vectors": len(ratios),
     }
+
+
+def doc_block(results_dir) -> str | None:
+    """docs/results.md's table of <results_dir>/bench/kurtosis_overhead.json (None without it)."""
+    path = study_results("bench", results_dir) / "kurtosis_overhead.json"
+    rec = read_record(path)
+    if rec is None:
+        return None
+    res = rec["results"]
+    head = ["penalty", "step, wall ms", "step, CPU ms", "penalty call alone, ms"]
+    rows = [
+        [v, f"{r['step_ms_median']:.0f}", f"{r['cpu_ms_median']:.0f}", f"{r['penalty_call_ms']:.1f}"]
+        for v, r in res.items()
+    ]
+    rows.append(["kurtosis / plain", f"{rec['step_time_ratio_wall']:.2f}x", f"{rec['step_time_ratio_cpu']:.2f}x", ""])
+    cfg, ws = rec["config"], rec["weight_spread"]
+    note = (
+        f"Medians of {cfg['repeats']} interleaved rounds of {cfg['steps']} steps, batch {cfg['batch']} x {cfg['seq']}, "
+        f"{cfg['threads']} thread(s), tau {cfg['tau']:g}. Weights after the timed steps, n_open * w per gate vector (1: uniform): "
+        f"{ws['n_times_w_min']:.2f} to {ws['n_times_w_max']:.2f} over {ws['vectors']} vectors (max / min within a "
+        f"vector: median {ws['max_over_min_median']:.2f}, largest {ws['max_over_min_max']:.2f})."
+    )
+    return f"{doc_blocks.table(head, rows)}\n\n{note} {doc_blocks.source(path, rec, __name__)}"
 
 
 def main(argv=None) -> int:

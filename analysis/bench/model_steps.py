@@ -33,13 +33,14 @@ import torch
 from transformers import AutoTokenizer
 
 import gatecore
+from analysis import doc_blocks
 from analysis.cli import add_options, from_args, option
 from analysis.constants import GLUE_TASKS, study_results
 from analysis.data import load_task
 from analysis.finetune.batching import POOL, bucketed_batches
 from analysis.finetune.config import GATE_LR, HEAD_LR, LR_GRID, OBJECTIVE, REG_SIGMA, SIGMA
 from analysis.finetune.train import build_model, collate, encode, task_loss_fn
-from analysis.provenance import provenance, write_json
+from analysis.provenance import provenance, read_record, write_json
 from gatecore.methods import GATE_METHODS, METHODS, param_groups
 from gatecore.train import Objective, train_step
 
@@ -187,6 +188,31 @@ def run(cfg: ModelStepsConfig) -> Path:
     print("median over tasks, CPU-time ratio model / MiniLM: " + ", ".join(f"{m} {r:.2f}x" for m, r in ratios.items()))
     print(f"wrote {out}")
     return out
+
+
+def doc_block(results_dir) -> str | None:
+    """docs/results.md's tables of <results_dir>/bench/model_steps_*.json, one per model (None without any):
+    seconds per step on each model and their ratio, per task and method."""
+    parts = []
+    for path in sorted(study_results("bench", results_dir).glob("model_steps_*.json")):
+        rec = read_record(path)
+        base, model = rec["config"]["baseline"], rec["config"]["model"]
+        head = ["task", "method", f"{base}, CPU s", f"{model}, CPU s", "ratio: CPU", "wall", "tokens per batch"]
+        head.append(f"trainable on {model}")
+        rows = [
+            [task, method, f"{r[base]['cpu_s']:.2f}", f"{r[model]['cpu_s']:.2f}", f"{r['ratio_cpu']:.2f}x"]
+            + [
+                f"{r['ratio_wall']:.2f}x",
+                f"{r[model]['tokens_per_batch']:.0f}",
+                f"{r[model]['trainable']['trainable']:,}",
+            ]
+            for task, t in rec["tasks"].items()
+            for method, r in t["methods"].items()
+        ]
+        cfg = rec["config"]
+        note = f"Batch {cfg['batch']}, {cfg['steps']} timed steps per model after {cfg['warmup']} warm-up step(s), {cfg['threads']} thread(s)."
+        parts.append(f"{doc_blocks.table(head, rows)}\n\n{note} {doc_blocks.source(path, rec, __name__)}")
+    return "\n\n".join(parts) or None
 
 
 def main(argv=None) -> int:

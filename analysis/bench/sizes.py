@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 import gatecore
+from analysis import doc_blocks
 from analysis.cli import add_options, from_args, option
 from analysis.constants import ROOT, study_results
-from analysis.provenance import provenance, write_json
+from analysis.provenance import provenance, read_record, write_json
 
 CHECKPOINTS = ROOT / "results" / "hessian" / "checkpoints"
 SPARSITIES = (0.2, 0.3, 0.4)
@@ -77,6 +78,41 @@ def run(cfg: SizesConfig) -> Path:
         for f in fields(cfg)
     }
     return write_json(cfg.out, {**provenance(config, cfg.seed, "cpu"), "rows": rows})
+
+
+def doc_block(results_dir) -> str | None:
+    """docs/results.md's table of <results_dir>/bench/compression_sizes.json (None without it): what each pattern
+    removes in each layout (inner / hidden); the trained checkpoints as one row, the range over them."""
+    path = study_results("bench", results_dir) / "compression_sizes.json"
+    rec = read_record(path)
+    if rec is None:
+        return None
+    trained = [r for r in rec["rows"] if r["source"].startswith("trained")]
+    groups = [(f"trained gates-all ({len(trained)} checkpoints)", trained)] if trained else []
+    for r in rec["rows"]:
+        if not r["source"].startswith("trained"):  # "synthetic <kind> <fraction asked>"
+            kind, asked = r["source"].rsplit(" ", 1)
+            groups.append((f"{kind}, {float(asked):.0%} asked", [r]))
+
+    def span(rows, get) -> str:
+        lo, hi = f"{min(map(get, rows)):.1%}", f"{max(map(get, rows)):.1%}"
+        return lo if lo == hi else f"{lo.rstrip('%')}-{hi}"
+
+    keys = ("params_removed", "encoder_linear_removed", "flops_removed")
+    head = [
+        "gates",
+        "gated weights removed",
+        "parameters",
+        "encoder-linear weights",
+        f"FLOPs/token (seq {rec['config']['seq']})",
+    ]
+    rows = [
+        [name, span(rows, lambda r: r["removed_asked_got"])]
+        + [" / ".join(span(rows, lambda r, lay=lay, k=k: r[lay][k]) for lay in ("inner", "hidden")) for k in keys]
+        for name, rows in groups
+    ]
+    note = 'Each removed fraction: layout "inner" (the default) / layout "hidden".'
+    return f"{doc_blocks.table(head, rows)}\n\n{note} {doc_blocks.source(path, rec, __name__)}"
 
 
 def main(argv=None) -> int:

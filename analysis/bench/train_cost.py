@@ -35,9 +35,10 @@ import torch
 
 import gatecore
 import gatecore.families
+from analysis import doc_blocks
 from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
-from analysis.provenance import provenance, write_json
+from analysis.provenance import provenance, read_record, write_json
 from gatecore.train import Objective, train_step
 
 BATCHES, SEQS, STEPS, REPEATS, WARMUP = (8, 32), (64, 128), 3, 3, 2
@@ -230,6 +231,46 @@ def main(argv=None) -> int:
     add_options(ap, TrainCostConfig, choices={"settings": list(SETTINGS)}, items={"batches": int, "seqs": int})
     run(from_args(TrainCostConfig, ap.parse_args(argv)))
     return 0
+
+
+def doc_block(results_dir) -> str | None:
+    """docs/results.md's tables of <results_dir>/bench/train_cost.json (None without it): per shape, each comparison's
+    ratios (wall, CPU time, training memory), then each setting's step time and memory."""
+    path = study_results("bench", results_dir) / "train_cost.json"
+    rec = read_record(path)
+    if rec is None:
+        return None
+    runs = list(rec["runs"].values())
+    comparisons = rec["comparisons"]
+    head = ["batch x tokens"] + [
+        f"{c['gates_setting']} / {c['lora_setting']}: wall, CPU, memory" for c in comparisons.values()
+    ]
+    rows = [
+        [f"{r['batch']} x {r['seq']}"]
+        + [
+            ", ".join(f"{r['ratios'][c][k]:.2f}x" for k in ("time", "cpu_time", "memory") if k in r["ratios"][c])
+            for c in comparisons
+        ]
+        for r in runs
+    ]
+    ratios_table = doc_blocks.table(head, rows)
+
+    def cell(res: dict) -> str:
+        memory = f", {res['memory']['total_mb']:.0f} MB" if "memory" in res else ""
+        return f"{res['step_ms_median']:.0f} / {res['cpu_ms_median']:.0f}{memory}"
+
+    head = ["setting", "trainable"] + [f"{r['batch']} x {r['seq']}: wall / CPU ms, memory" for r in runs]
+    rows = [
+        [s, f"{runs[0]['results'][s]['params']['trainable']:,}"] + [cell(r["results"][s]) for r in runs]
+        for s in runs[0]["results"]
+    ]
+    legend = "; ".join(f"{s}: {what}" for s, what in rec["settings"].items())
+    cfg = rec["config"]
+    note = f"Medians of {cfg['repeats']} interleaved rounds of {cfg['steps']} steps, {rec['threads']} thread(s), {rec['device']}."
+    return (
+        f"{ratios_table}\n\n{doc_blocks.table(head, rows)}\n\nSettings: {legend}. {note} "
+        f"{doc_blocks.source(path, rec, __name__)}"
+    )
 
 
 def print_table(runs: dict, threads: int, device: str) -> None:

@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 
 import gatecore
+from analysis import doc_blocks
 from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
 from analysis.decoder.models import QUANT_NOTE, TINY, compressed, exact_rmsnorm, gated_random, load
-from analysis.provenance import provenance, write_json
+from analysis.provenance import provenance, read_record, write_json
 
 PROMPTS = [
     "The capital of France is",
@@ -181,6 +182,46 @@ def run(cfg: ExactnessConfig) -> Path:
     path = write_json(Path(cfg.out) / f"exactness{'_tiny' if cfg.model == TINY else ''}.json", out)
     print(f"all passed: {out['all_passed']}; wrote {path}")
     return path
+
+
+def doc_block(results_dir) -> str | None:
+    """docs/results.md's table of <results_dir>/decoder/exactness.json (None without it): a column per pattern."""
+    path = study_results("decoder", results_dir) / "exactness.json"
+    rec = read_record(path)
+    if rec is None:
+        return None
+    checks = rec["checks"]
+    names = [k.removeprefix("exact64_") for k in checks if k.startswith("exact64_")]
+
+    def cells(get) -> list[str]:
+        return [get(checks, n) for n in names]
+
+    def diff(x: float) -> str:
+        return "0" if x == 0 else f"{x:.1e}"
+
+    rows = [
+        ["gated weights removed (got)"] + cells(lambda c, n: f"{c['compressed_' + n]['removed_got']:.1%}"),
+        ["all parameters removed"] + cells(lambda c, n: f"{c['compressed_' + n]['all_params_removed']:.1%}"),
+        ["compressed == gated, float64 (tol 1e-10)"] + cells(lambda c, n: diff(c["exact64_" + n]["rel_diff"])),
+        ["compressed == gated, float32 / the gated model's own float32 rounding"]
+        + cells(
+            lambda c, n: f"{diff(c['compressed_' + n]['rel_diff'])} / {diff(c['compressed_' + n]['float32_noise'])}"
+        ),
+        ["save / load round trip"] + cells(lambda c, n: diff(c["round_trip_" + n]["rel_diff"])),
+        ["greedy generation with the KV cache: tokens that agree"]
+        + cells(lambda c, n: f"{c['generate_' + n]['token_agreement']:.0%}"),
+        ["grouped KV heads consistent"] + cells(lambda c, n: "yes" if c["gqa_" + n]["ok"] else "no"),
+    ]
+    head = ["check (differences: max abs. logit difference / max abs. logit)"] + [
+        f"{n[1:]}% asked" if n[1:].isdigit() else n for n in names
+    ]
+    note = (
+        f"Gates at init == the model: {diff(checks['gates_init']['rel_diff'])}; LoRA merged == unmerged, r = 8 on q, v "
+        f"/ on all seven: {diff(checks['lora_merged_qv']['rel_diff'])} / {diff(checks['lora_merged_all7']['rel_diff'])} "
+        f"(tol {checks['gates_init']['tol']:g}). All checks passed: {'yes' if rec['all_passed'] else 'no'}. "
+        f"Weights: {rec['weights']}."
+    )
+    return f"{doc_blocks.table(head, rows)}\n\n{note} {doc_blocks.source(path, rec, __name__)}"
 
 
 def main(argv=None) -> int:

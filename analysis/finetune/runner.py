@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 import gatecore
+from analysis.constants import POINTS_SUFFIX
 from analysis.data import Task, load_task
 from analysis.finetune.config import SweepConfig, run_id
 from analysis.finetune.train import build_model, encode, evaluate, measured_keep, peak_mem_mb, train
@@ -64,7 +65,7 @@ def run_spec(spec: dict, cfg: SweepConfig, prior: dict | None, device) -> dict:
 def points_path(out: Path) -> Path:
     """Where a sweep keeps each trained search point as it finishes, so that a search killed part-way resumes
     without retraining them (results/finetune/<protocol>.points.jsonl; a line per point: run_id, point, entry)."""
-    return Path(out).with_name(Path(out).stem + ".points.jsonl")
+    return Path(out).with_name(Path(out).stem + POINTS_SUFFIX)
 
 
 def compressed_info(model, spec, task, dev_enc, pad_id, device, gated_dev: dict, bench: bool) -> dict:

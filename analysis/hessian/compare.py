@@ -23,9 +23,10 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from analysis import doc_blocks
 from analysis.cli import add_options, from_args, option
 from analysis.constants import RESULTS, ROOT, repo_path, study_results
-from analysis.provenance import command, provenance, write_json
+from analysis.provenance import command, provenance, read_record, write_json
 
 from .records import load
 from .study import HessianConfig, analyze, run, to_argv
@@ -156,6 +157,20 @@ def exact_timing(sizes=(1024, 2048, 4096, 8192), seed: int = 0) -> dict:
         "note": "exact at n costs n products (s/product above, for MiniLM layer 5, 8 examples) plus eigvalsh(n)",
     }
     return write_json(OUT / "exact_timing.json", {**provenance({"sizes": list(sizes)}, seed, "cpu"), **rec})
+
+
+def timing_block(results_dir) -> str | None:
+    """docs/results.md's table of <results_dir>/hessian/exact_timing.json (None without it): eigvalsh seconds per n,
+    and seconds per Hessian-vector product of the exact runs."""
+    path = study_results("hessian", results_dir) / "exact_timing.json"
+    rec = read_record(path)
+    if rec is None:
+        return None
+    eig = doc_blocks.table(["n", "eigvalsh, s"], [[f"{int(n):,}", f"{s:.2f}"] for n, s in rec["eigvalsh_s"].items()])
+    runs = rec["exact_runs_s_per_product"].items()
+    products = doc_blocks.table(["exact run", "s per product"], [[f"`{name}`", f"{s:.3f}"] for name, s in runs])
+    note = f"Largest n `exact` accepts: {rec['max_exact_n']:,}. {rec['note'][:1].upper()}{rec['note'][1:]}; {rec['threads']} thread(s)."
+    return f"{eig}\n\n{products}\n\n{note} {doc_blocks.source(path, rec, __name__)}"
 
 
 @dataclass(frozen=True)
