@@ -74,6 +74,9 @@ PROTOCOLS = {
     # the 30% run chose; cpu-converged's records of identical runs (head, bias, lora, full) are reused
     "cpu-fair": dict(
         CONVERGED,
+        # RTE dropped: in cpu-converged every method, full finetuning included, sat at or below its majority
+        # class (52.7), so a comparison there measures nothing
+        tasks=[t for t in GLUE5 if t != "RTE"],
         methods=["head", "bias", "lora", "full", "gates", "gates+lora"],
         combo_keep=[0.7],
         lr_grids=FAIR_LR_GRIDS,
@@ -85,12 +88,13 @@ PROTOCOLS = {
         recovery=0.1,
     ),
     # is it a matter of training longer? (issue 24) 4x cpu-fair's steps with the paper's schedule shape (warm-up,
-    # then a constant lr), each method at the lrs cpu-fair's first seed chose; SST-2 (20k) and STS-B, seed 0
+    # then a constant lr), each method at the lrs cpu-fair's first seed chose; SST-2 (20k) and STS-B; 3 seeds,
+    # since seed 0 moved STS-B's gates-LoRA gap by more than 1 point (-0.9 -> -2.7)
     "cpu-fair-long": dict(
         CONVERGED,
         tasks=["SST-2", "STS-B"],
         methods=["lora", "bias", "gates"],
-        seeds=[0],
+        seeds=[0, 1, 2],
         keep=[0.7],
         no_bias_keep=[],
         one_seed=[],
