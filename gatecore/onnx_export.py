@@ -84,8 +84,10 @@ def _half(model: nn.Module) -> bool:
     return any(p.dtype in (torch.float16, torch.bfloat16) for p in model.parameters())
 
 
-def onnx_session(path: str | os.PathLike, threads: int = 0):
-    """An ONNX Runtime CPU InferenceSession with `threads` intra-op threads (0: ONNX Runtime's default, all cores)."""
+def onnx_session(path: str | os.PathLike, threads: int = 0, spinning: bool = True):
+    """An ONNX Runtime CPU InferenceSession with `threads` intra-op threads (0: ONNX Runtime's default, all cores).
+    spinning=False stops idle intra-op threads from busy-waiting after a run (ONNX Runtime spins by default), which
+    matters when several sessions or PyTorch share the cores in turn, as in an interleaved benchmark."""
     require("onnxruntime")
     import onnxruntime as ort
 
@@ -95,6 +97,8 @@ def onnx_session(path: str | os.PathLike, threads: int = 0):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

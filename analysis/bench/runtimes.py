@@ -64,6 +64,11 @@ class RuntimesConfig:
     repeats: int | None = option(None, f"rounds per cell; None: {REPEATS} by batch size")
     warmup: int = option(WARMUP, "untimed rounds first")
     seed: int = option(SEED, "seed of the gate pattern")
+    ort_spinning: bool = option(
+        False,
+        "let ONNX Runtime's idle threads busy-wait after a run (its default); off here: interleaved, each session's "
+        "spinning threads took the cores of the next model timed (2 threads, batch 1: dense eager 111 ms vs 32 ms)",
+    )
     note: str = option("", "recorded as is (e.g. that the machine was shared)")
     out: Path = option(study_results("bench"), "output folder")
 
@@ -158,7 +163,7 @@ def run(cfg: RuntimesConfig) -> Path:
         cells = []
         for threads in cfg.threads:
             torch.set_num_threads(n_threads(threads))
-            sessions = {n: onnx_session(p, threads) for n, p in paths.items()}
+            sessions = {n: onnx_session(p, threads, spinning=cfg.ort_spinning) for n, p in paths.items()}
             for batch in cfg.batch:
                 reps = cfg.repeats or REPEATS.get(batch, 5)
                 t = time.perf_counter()
