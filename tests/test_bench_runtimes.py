@@ -52,4 +52,6 @@ def test_small_run_and_figure(tmp_path, monkeypatch, minilm):
     path.write_text(json.dumps(d))
     figs = runtimes.make_figures(tmp_path / "results", tmp_path / "figures")
     assert len(figs) == 1 and figs[0].stat().st_size > 10_000
-    assert "| ONNX Runtime | 1 | 1 |" in runtimes.summary_table(tmp_path / "results")
+    assert "| ONNX Runtime | 1 | 1 (2) |" in runtimes.summary_table(tmp_path / "results")
+    block = runtimes.doc_block(tmp_path / "results")
+    assert block.startswith("| runtime |") and path.name in block

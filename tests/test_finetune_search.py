@@ -144,3 +144,24 @@ def test_the_search_prefers_a_gate_setting_whose_controller_met_the_request():
     assert not runner.controller_met(cliff) and runner.controller_met(trained) and runner.controller_met(close)
     assert max([cliff, trained, close], key=runner.entry_score) is close
     assert runner.controller_met({"val_main": 1.0})  # runs without gates
+
+
+def test_a_model_without_records_is_planned_from_minilm_times_its_measured_step_ratio(tmp_path):
+    """The base-size model has no protocol records before its first protocol: its step time per (task, method)
+    is MiniLM's measured one times that model's bench ratio (results/bench/model_steps_<model>.json)."""
+    import json
+
+    from analysis.finetune import protocols
+
+    base = protocols._measured_rows(protocols.OFFLINE_MODEL, protocols.STEP_SOURCE)
+    ratio = {"lora": 5.0, "gates": 4.0}
+    bench = {"tasks": {"SST-2": {"methods": {m: {"ratio_cpu": r} for m, r in ratio.items()}}}}
+    (tmp_path / "model_steps_other.json").write_text(json.dumps(bench))
+    rows = protocols._scaled_rows("some/folder/other", tmp_path)
+    expected = {
+        (t, m): sec * ratio[m.removesuffix("-no-bias")]
+        for (t, m), sec in base.items()
+        if t == "SST-2" and m.removesuffix("-no-bias") in ratio
+    }
+    assert len(expected) >= 2 and rows == expected
+    assert protocols._scaled_rows("no-bench-for-this-model", tmp_path) == {}

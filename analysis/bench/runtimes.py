@@ -30,10 +30,11 @@ from pathlib import Path
 import torch
 
 import gatecore
+from analysis import doc_blocks
 from analysis.bench.latency import random_inputs
 from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
-from analysis.provenance import provenance, small_mode, write_json
+from analysis.provenance import provenance, read_record, small_mode, write_json
 from gatecore.onnx_export import export_onnx, onnx_logits, onnx_session, require
 
 SPARSITIES = (0.2, 0.3, 0.4)  # fraction of the gated weights removed (the request)
@@ -220,7 +221,8 @@ def load_results(results_dir) -> tuple[dict, dict, set]:
 
 
 def summary_table(results_dir) -> str:
-    """Markdown: speedup (median of per-round ratios) per runtime, threads, batch and layout, with the FLOP ceilings."""
+    """Markdown: speedup (median of per-round ratios, with its quartiles) per runtime, threads, batch and layout,
+    the dense model's median latency, and the FLOP ceilings."""
     cells, records, _ = load_results(results_dir)
     names = {
         layout: sorted((n for n in records if n.startswith(layout + "_")), key=lambda n: records[n]["sparsity_asked"])
@@ -228,22 +230,49 @@ def summary_table(results_dir) -> str:
     }
     fracs = [f"{records[n]['sparsity_asked']:.0%}" for n in names["inner"]]
     lines = [
-        "| runtime | threads | batch | " + " | ".join(f"{lay} {f}" for lay in LAYOUTS for f in fracs) + " |",
-        "|---|---|---|" + "---|" * (len(LAYOUTS) * len(fracs)),
+        "| runtime | threads | batch (rounds) | dense, ms | "
+        + " | ".join(f"{lay} {f}" for lay in LAYOUTS for f in fracs)
+        + " |",
+        "|---|---|---|---|" + "---|" * (len(LAYOUTS) * len(fracs)),
     ]
     for (t, b), cell in sorted(cells.items()):
         for rt in ("eager", "onnx"):
+            row = cell[rt]
             lines.append(
-                f"| {'eager PyTorch' if rt == 'eager' else 'ONNX Runtime'} | {t} | {b} | "
-                + " | ".join(f"{cell[rt][n]['speedup']:.2f}x" for lay in LAYOUTS for n in names[lay])
+                f"| {'eager PyTorch' if rt == 'eager' else 'ONNX Runtime'} | {t} | {b} ({cell['repeats']}) | "
+                f"{row['dense']['median_ms']:.1f} | "
+                + " | ".join(
+                    f"{row[n]['speedup']:.2f}x ({row[n]['speedup_q25']:.2f}-{row[n]['speedup_q75']:.2f})"
+                    for lay in LAYOUTS
+                    for n in names[lay]
+                )
                 + " |"
             )
     lines.append(
-        "| FLOP ceiling | | | "
+        "| FLOP ceiling | | | | "
         + " | ".join(f"{records[n]['size'][lay]['flop_speedup_ceiling']:.2f}x" for lay in LAYOUTS for n in names[lay])
         + " |"
     )
     return "\n".join(lines)
+
+
+def doc_block(results_dir) -> str | None:
+    """docs/results.md's runtimes table (None without results), then each results file with its command."""
+    import json
+
+    files = [
+        f
+        for f in sorted(study_results("bench", results_dir).glob("runtimes_*.json"))
+        if not json.loads(f.read_text()).get("small_mode")
+    ]
+    if not files:
+        return None
+    sources = [doc_blocks.source(f, read_record(f), __name__) for f in files]
+    return (
+        summary_table(results_dir)
+        + "\n\nSpeedup: median over rounds of dense / compressed in the same round and runtime (quartiles in brackets). "
+        + " ".join(sources)
+    )
 
 
 def make_figures(results_dir, figures_dir) -> list[Path]:

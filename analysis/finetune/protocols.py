@@ -22,6 +22,7 @@ import statistics
 from pathlib import Path
 
 from analysis.provenance import ROOT, read_jsonl
+from gatecore.pretrained import OFFLINE_MODEL
 
 GLUE5 = ["SST-2", "MRPC", "RTE", "CoLA", "STS-B"]
 # epochs from the convergence check (results/finetune/convergence-check_plateau.md): LoRA, the slowest, is on
@@ -109,6 +110,27 @@ PROTOCOLS = {
         split_range=True,
         recovery=0.1,
     ),
+    # issue 25's pilot on the base-size model (`make base-model`): how fast LoRA and the gates (30% asked, the
+    # fair fight's controller) converge and how fast the gates close, to choose cpu-base's epochs; one seed, one
+    # point per method (MiniLM's region: lr 1e-3, gate lr 0.1), longer than any protocol length in question
+    "base-pilot": dict(
+        CONVERGED,
+        model="all-mpnet-base-v2",
+        tasks=["SST-2", "STS-B"],
+        methods=["lora", "gates"],
+        seeds=[0],
+        keep=[0.7],
+        no_bias_keep=[],
+        one_seed=[],
+        task_train_examples={"SST-2": 8000},
+        task_epochs={"SST-2": 3, "STS-B": 4},
+        lr_grids={"lora": [1e-3], "gates": [1e-3]},
+        gate_lr=[0.1],
+        curve_points=12,
+        extend_grids=False,
+        split_range=True,
+        recovery=0.1,
+    ),
     # long runs with a dense curve on the bounded dev subset, to size cpu-converged's epochs
     # gates use the authors' `target` objective here, so `gates` and the kurtosis-weighted variant differ in the
     # weighting alone (issue 16's comparison); the controller holds both to the same removed fraction
@@ -188,13 +210,9 @@ def step_times(model: str, runs=STEP_SOURCE, batching=ROOT / "results" / "bench"
     tasks without a measured row)."""
     import json
 
-    rows: dict = {}
-    for r in read_jsonl(runs):
-        if r.get("step_time_s") and r["config"].get("model") == model:
-            rows.setdefault((r["config"]["task"], _method(r["config"])), []).append(r["step_time_s"])
+    rows = _measured_rows(model, runs) or _scaled_rows(model)
     if not rows:
         return None
-    rows = {k: statistics.median(v) for k, v in rows.items()}
     tokens = {}
     if Path(batching).is_file():
         tokens = {t: v["tokens_per_batch"]["real"] for t, v in json.loads(Path(batching).read_text())["tasks"].items()}
@@ -203,6 +221,30 @@ def step_times(model: str, runs=STEP_SOURCE, batching=ROOT / "results" / "bench"
         if task in tokens:
             per_token.setdefault(m, []).append(sec / tokens[task])
     return rows, {m: statistics.median(v) for m, v in per_token.items()}
+
+
+def _measured_rows(model: str, runs) -> dict:
+    """{(task, method): median step_time_s} of `model`'s records in `runs`."""
+    rows: dict = {}
+    for r in read_jsonl(runs):
+        if r.get("step_time_s") and r["config"].get("model") == model:
+            rows.setdefault((r["config"]["task"], _method(r["config"])), []).append(r["step_time_s"])
+    return {k: statistics.median(v) for k, v in rows.items()}
+
+
+def _scaled_rows(model: str, bench_dir=ROOT / "results" / "bench") -> dict:
+    """A model without protocol records: MiniLM's measured rows (STEP_SOURCE) times the CPU-time ratio
+    model / MiniLM of the same task and method (results/bench/model_steps_<model>.json), where both exist."""
+    import json
+
+    path = Path(bench_dir) / f"model_steps_{Path(model).name}.json"
+    base = _measured_rows(OFFLINE_MODEL, STEP_SOURCE) if path.is_file() else {}
+    ratios = json.loads(path.read_text())["tasks"] if base else {}
+    return {
+        (task, m): sec * ratios[task]["methods"][m.removesuffix("-no-bias")]["ratio_cpu"]
+        for (task, m), sec in base.items()
+        if m.removesuffix("-no-bias") in ratios.get(task, {}).get("methods", {})
+    }
 
 
 def step_seconds(spec: dict, tokens_per_example: float, times) -> float:
@@ -239,8 +281,9 @@ def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4
     ):  # what analysis.finetune.schedule does: longest first, to the first free worker
         load[load.index(min(load))] += t
     return {
-        "source": "measured step_time_s per (task, method) of the protocol records; other tasks: the method's "
-        "median seconds per token (results/bench/batching.json tokens) x their tokens",
+        "source": "measured step_time_s per (task, method) of the protocol records (a model without any: MiniLM's "
+        "times the model / MiniLM step-time ratio of results/bench/model_steps_<model>.json); other tasks: the "
+        "method's median seconds per token (results/bench/batching.json tokens) x their tokens",
         "run_s": per_run,
         "serial_s": sum(per_run),
         "wall_s": max(load),
