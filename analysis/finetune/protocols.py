@@ -112,7 +112,8 @@ PROTOCOLS = {
     ),
     # issue 25's pilot on the base-size model (`make base-model`): how fast LoRA and the gates (30% asked, the
     # fair fight's controller) converge and how fast the gates close, to choose cpu-base's epochs; one seed, one
-    # point per method (MiniLM's region: lr 1e-3, gate lr 0.1), longer than any protocol length in question
+    # point per method (MiniLM's region: lr 1e-3, gate lr 0.1), 3 epochs: longer than cpu-base can afford (step
+    # costs 6-7x MiniLM's, results/bench/model_steps_all-mpnet-base-v2.json)
     "base-pilot": dict(
         CONVERGED,
         model="all-mpnet-base-v2",
@@ -122,8 +123,8 @@ PROTOCOLS = {
         keep=[0.7],
         no_bias_keep=[],
         one_seed=[],
-        task_train_examples={"SST-2": 8000},
-        task_epochs={"SST-2": 3, "STS-B": 4},
+        task_train_examples={"SST-2": 6000},
+        task_epochs={"SST-2": 3, "STS-B": 3},
         lr_grids={"lora": [1e-3], "gates": [1e-3]},
         gate_lr=[0.1],
         curve_points=12,
