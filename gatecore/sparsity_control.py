@@ -58,6 +58,7 @@ TOL = 0.02  # the contract: |removed_got - removed_asked| <= TOL
 KP, KI, EVERY, FREEZE = 1.0, 0.2, 5, 0.15  # gains per update, update every EVERY steps, frozen last 15%
 CLOSE_THETA = -0.6  # tanh(-0.6) = -0.54 < -0.5: eval gate exactly 0
 OPEN_THETA = math.atanh(0.5)  # mu = 0.5: eval gate exactly 1 (the pretrained row/column)
+STATE = ("integral", "knob", "escalation", "last_got")  # what SparsityController.update changes; the rest: settings
 KNOB_RANGE = {"params": (0.001, 0.999), "target": (0.001, 0.999), "l0": (0.0, 20.0)}
 WINDOW, LAM_GAIN, LAM_MAX, KD = 0.2, 10.0, 100.0, 6.0  # split range (lam_gain > 0): the knob's window, then lam
 PACE, UNWIND = (
@@ -189,9 +190,6 @@ class SparsityController:
         if self.split_range:
             self.escalation = min(self.lam_max, math.exp(self.lam_gain * max(lo - u, u - hi, 0.0)))
         return True
-
-
-STATE = ("integral", "knob", "escalation", "last_got")  # what `update` changes; the other fields are settings
 
 
 def _gate_entries(model):

@@ -13,7 +13,9 @@ import gatecore.train
 from analysis.data import Split, Task
 from analysis.finetune import runner, sweep
 from analysis.finetune import train as train_mod
+from analysis.finetune.config import SweepConfig
 from analysis.finetune.train import build_model, encode, train
+from analysis.finetune.validate import ConfigError
 from analysis.provenance import read_jsonl
 from gatecore import sparsity_control as sc
 
@@ -165,15 +167,15 @@ def test_a_sweep_killed_mid_point_resumes_it_to_the_same_record(folder, tmp_path
     sweep.main(argv(folder, whole_out, *flags))
 
     def dies(*a, **k):
-        if k["step"] == 9:
-            raise KeyboardInterrupt
+        if k["step"] == 6:
+            raise KeyboardInterrupt  # mid-epoch 2 of 5 steps each
         return TRAIN_STEP(*a, **k)
 
     monkeypatch.setattr(gatecore.train, "train_step", dies)
     with pytest.raises(KeyboardInterrupt):
         sweep.main(argv(folder, out, *flags))
     files = list((out.parent / "ck" / "partial").iterdir())
-    assert len(files) == 1 and torch.load(files[0], weights_only=True)["step"] == 9
+    assert len(files) == 1 and torch.load(files[0], weights_only=True)["step"] == 6
     monkeypatch.setattr(gatecore.train, "train_step", TRAIN_STEP)
     sweep.main(argv(folder, out, *flags))
     assert not files[0].exists()
@@ -182,3 +184,9 @@ def test_a_sweep_killed_mid_point_resumes_it_to_the_same_record(folder, tmp_path
     assert {k: v for k, v in a.items() if k not in varies} == {k: v for k, v in b.items() if k not in varies}
     off = sweep.parse_args(argv(folder, out, *flags[:-1], "0"))
     assert runner.partial_path(off, "x", {}) is None  # --partial-every 0: no partial checkpoints
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), "600"])
+def test_a_bad_partial_interval_is_refused_naming_the_flag(bad):
+    with pytest.raises(ConfigError, match="--partial-every"):
+        SweepConfig(model="tiny-bert", partial_every=bad)

@@ -1,5 +1,5 @@
 """Partial checkpoints of one training point, so that a point killed mid-training resumes bit for bit
-(analysis/finetune/train.py writes them every `partial_every_s` seconds; docs/design.md §5).
+(analysis/finetune/train.py writes them every `partial_every_s` seconds; docs/design.md §8, the grid rule).
 
 A file (torch.save, read back with weights_only=True) holds what the next step depends on:
     cfg              the point's config: a file of another config is not used

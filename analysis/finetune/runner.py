@@ -170,20 +170,8 @@ def run_one(
         enc = {
             k: encode(tok, getattr(task, k), point["max_len"], model.config.vocab_size) for k in ("train", "val", "dev")
         }
-        res = train(
-            model,
-            point,
-            task,
-            enc["train"],
-            enc["dev"],
-            pad,
-            device,
-            cfg.curve_points,
-            progress,
-            enc["val"],
-            partial=partial_path(cfg, rid, point),
-            partial_every_s=cfg.partial_every,
-        )
+        data = (enc["train"], enc["dev"], pad, device, cfg.curve_points, progress, enc["val"])
+        res = train(model, point, task, *data, partial=partial_path(cfg, rid, point), partial_every_s=cfg.partial_every)
         entry = {
             "lr": point["lr"],
             "lam": point.get("lam"),
