@@ -41,6 +41,9 @@ CONVERGED_LR_GRIDS = {
 # the gates also search the lr of the biases they train, from the bias control's grid (first value = start)
 FAIR_LR_GRIDS = {**CONVERGED_LR_GRIDS, "gates": [1e-3, 3e-3], "gates+lora": [2e-3, 6e-3]}
 FAIR_GATE_LR = [0.01, 0.03, 0.1, 0.3]
+# cpu-base's sizes (issue 25): train sets capped, epochs from base-pilot (results/finetune/base-pilot.jsonl)
+BASE_TRAIN = {"SST-2": 4000, "STS-B": 4000, "CoLA": 4000}
+BASE_EPOCHS = {"SST-2": 2, "MRPC": 2, "STS-B": 2, "CoLA": 2}
 # Settings of the protocols recorded before the grid rule, the split-range controller and the recovery phase,
 # spelled out so that their run ids, and what a rerun of them trains, stay as recorded
 LEGACY = dict(extend_grids=False, split_range=False, recovery=0.0)
@@ -129,6 +132,28 @@ PROTOCOLS = {
         gate_lr=[0.1],
         curve_points=12,
         extend_grids=False,
+        split_range=True,
+        recovery=0.1,
+    ),
+    # issue 25: the verdict at base size (all-mpnet-base-v2, `make base-model`), by cpu-fair's rules (grid rule,
+    # split-range controller, recovery); gates at 30% and 20% removed (the 20% runs train the 30% choice),
+    # gates+lora at 30%; a step costs 6-7x MiniLM's (results/bench/model_steps_all-mpnet-base-v2.json), so the
+    # train sets are capped, the gate-lr grid starts from 2 points, and the epochs come from base-pilot
+    "cpu-base": dict(
+        CONVERGED,
+        model="all-mpnet-base-v2",
+        tasks=["SST-2", "MRPC", "STS-B", "CoLA"],
+        methods=["head", "bias", "lora", "full", "gates", "gates+lora"],
+        keep=[0.7, 0.8],
+        no_bias_keep=[],
+        combo_keep=[0.7],
+        one_seed=["full", "head"],
+        task_train_examples=BASE_TRAIN,
+        task_epochs=BASE_EPOCHS,
+        lr_grids=FAIR_LR_GRIDS,
+        gate_lr=[0.03, 0.1],
+        grids_from_first_keep=True,
+        extend_grids=True,
         split_range=True,
         recovery=0.1,
     ),
