@@ -48,7 +48,7 @@ How the contract holds, by construction (three parts, loop-independent objects):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -58,6 +58,7 @@ TOL = 0.02  # the contract: |removed_got - removed_asked| <= TOL
 KP, KI, EVERY, FREEZE = 1.0, 0.2, 5, 0.15  # gains per update, update every EVERY steps, frozen last 15%
 CLOSE_THETA = -0.6  # tanh(-0.6) = -0.54 < -0.5: eval gate exactly 0
 OPEN_THETA = math.atanh(0.5)  # mu = 0.5: eval gate exactly 1 (the pretrained row/column)
+STATE = ("integral", "knob", "escalation", "last_got")  # what SparsityController.update changes; the rest: settings
 KNOB_RANGE = {"params": (0.001, 0.999), "target": (0.001, 0.999), "l0": (0.0, 20.0)}
 WINDOW, LAM_GAIN, LAM_MAX, KD = 0.2, 10.0, 100.0, 6.0  # split range (lam_gain > 0): the knob's window, then lam
 PACE, UNWIND = (
@@ -137,6 +138,25 @@ class SparsityController:
             return lo, hi, 0.0
         ff = self.feed_forward
         return max(lo, ff - self.window), min(hi, ff + self.window), math.log(self.lam_max) / self.lam_gain
+
+    def state_dict(self) -> dict:
+        """Every field as plain data (settings and state): what a checkpoint needs to continue the control exactly."""
+        return asdict(self)
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from `state_dict()`'s output. ValueError, with the controller unchanged, when the keys differ,
+        a setting differs from this controller's, or a state value is not a number."""
+        mine = asdict(self)
+        if set(state) != set(mine):
+            raise ValueError(f"controller state has keys {sorted(state)}, expected {sorted(mine)}")
+        settings = [k for k in mine if k not in STATE and state[k] != mine[k]]
+        if settings:
+            raise ValueError(f"controller state was saved with other settings: {settings[0]}={state[settings[0]]!r}")
+        bad = [k for k in STATE if not isinstance(state[k], (int, float)) and (k != "last_got" or state[k] is not None)]
+        if bad:
+            raise ValueError(f"controller state: {bad[0]} must be a number, got {state[bad[0]]!r}")
+        for k in STATE:
+            setattr(self, k, state[k])
 
     def update(self, step: int, total: int, got: float) -> bool:
         """Move the knob (and, split range, lam) from the measured removed fraction `got`; returns whether it moved."""

@@ -45,6 +45,7 @@ CURVE_DEV_EXAMPLES = 500  # the dev curve along training uses this fixed-seed de
 KURTOSIS_TAU = 100.0  # the paper's tau, for the kurtosis_keep runs when kurtosis_tau is not given
 RECOVERY = 0.1  # recovery steps after a correction that changed > 1% of the gates, x the run's steps
 DEFAULT_CHECKPOINTS = str(ROOT / "checkpoints")  # git-ignored
+PARTIAL_EVERY_S = 600.0  # seconds between partial checkpoints of a point in training (analysis/finetune/partial.py)
 SMALL = dict(train_examples=32, val_examples=16, dev_examples=32, epochs=1)  # small mode (CI, notebooks)
 SMALL_DIR = Path(tempfile.gettempdir()) / "gatecore-small"
 
@@ -150,6 +151,11 @@ class SweepConfig:
         CURVE_DEV_EXAMPLES, "fixed-seed dev subset of the curve (0 or None: all of dev); the end uses all of dev"
     )
     checkpoint_dir: str = option(DEFAULT_CHECKPOINTS, "trainable-state checkpoints ('' = none)")
+    partial_every: float = option(
+        PARTIAL_EVERY_S,
+        "seconds between partial checkpoints of a point in training (<checkpoint-dir>/partial/): a rerun after a "
+        "kill resumes the point from its last one, to the same result (0 = none)",
+    )
     glue_dir: str | None = option(None, "GLUE folder; None: $GLUE_DIR or data/glue")
     data: str | None = option(None, "folder of train/dev CSV/TSV files (task 'csv')")
     text_cols: tuple | None = option(None, "text column(s) of --data / hf: tasks")

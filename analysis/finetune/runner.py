@@ -68,6 +68,14 @@ def points_path(out: Path) -> Path:
     return Path(out).with_name(Path(out).stem + POINTS_SUFFIX)
 
 
+def partial_path(cfg: SweepConfig, rid: str, point: dict) -> Path | None:
+    """Where a point in training keeps its partial checkpoint (analysis/finetune/partial.py): one file per run and
+    point, <checkpoint_dir>/partial/<run_id>-<hash of the point's config>.pt; None when off."""
+    if not cfg.checkpoint_dir or not cfg.partial_every:
+        return None
+    return Path(cfg.checkpoint_dir) / "partial" / f"{rid}-{run_id(point)}.pt"
+
+
 def compressed_info(model, spec, task, dev_enc, pad_id, device, gated_dev: dict, bench: bool) -> dict:
     """Compress a copy, check its dev metric equals the gated one, and time it against the gated-free dense model."""
     from analysis.bench.latency import measure_speedup  # imported only when needed
@@ -162,7 +170,8 @@ def run_one(
         enc = {
             k: encode(tok, getattr(task, k), point["max_len"], model.config.vocab_size) for k in ("train", "val", "dev")
         }
-        res = train(model, point, task, enc["train"], enc["dev"], pad, device, cfg.curve_points, progress, enc["val"])
+        data = (enc["train"], enc["dev"], pad, device, cfg.curve_points, progress, enc["val"])
+        res = train(model, point, task, *data, partial=partial_path(cfg, rid, point), partial_every_s=cfg.partial_every)
         entry = {
             "lr": point["lr"],
             "lam": point.get("lam"),

@@ -29,6 +29,10 @@ peak lr to the end ("constant", the paper's GLUE schedule shape).
 
 Batches: length-bucketed when the spec says `bucketed` (analysis/finetune/batching.py), else random. The dev curve
 is measured on a fixed-seed subset of `curve_dev_examples` dev examples (None: all of dev).
+
+Resuming: with a `partial` path, the training loop saves its whole state there every `partial_every_s` seconds
+(analysis/finetune/partial.py) and a later call with the same cfg continues from it, to the same result as an
+uninterrupted run; the file is deleted when the loop ends (before the correction and recovery, which are short).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import resource
 import time
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.nn.functional import cross_entropy, mse_loss
@@ -47,6 +52,7 @@ from tqdm.auto import tqdm
 
 import gatecore
 from analysis.data import Split, Task
+from analysis.finetune import partial as partial_ckpt
 from analysis.finetune.batching import epoch_batches
 from gatecore.accounting import gated_layers
 from gatecore.methods import GATE_METHODS, METHODS, SCHEDULES, param_groups, setup_method, warmup_linear_schedule
@@ -183,11 +189,14 @@ def train(
     curve_points: int = 4,
     progress: bool = True,
     val_enc: Encoded | None = None,
+    partial: Path | None = None,
+    partial_every_s: float = 600.0,
 ) -> TrainResult:
     """AdamW with the spec's schedule (module docstring); dev evaluated at `curve_points` steps for the curve.
 
     Three lrs: `lr` for weights/biases/LoRA, `head_lr` for the fresh task head, `gate_lr` for gates (None = lr).
     Raises FloatingPointError (naming task, method and step) on a non-finite loss instead of training on.
+    `partial`: the file a killed call resumes from (module docstring, "Resuming"); None: none.
     """
     gated = cfg["method"] in GATE_METHODS
     opt = torch.optim.AdamW(param_groups(model, cfg["lr"], cfg.get("head_lr"), cfg.get("gate_lr")), weight_decay=0.0)
@@ -215,12 +224,23 @@ def train(
     )
     rng = random.Random(cfg["seed"])
     lengths = [len(x) for x in train_enc.ids]
-    res, t0, loss_ema = TrainResult(), time.perf_counter(), None
+    res, t0, loss_ema, start = TrainResult(), time.perf_counter(), None, 0
     model.to(device).train()
-    bar = tqdm(total=total, desc=f"{cfg['task']}/{cfg['method']} lr={cfg['lr']:g}", disable=not progress, leave=False)
+    state = partial_ckpt.load(partial, cfg, model, ctl) if partial is not None else None
+    if state is not None:
+        start = partial_ckpt.restore(state, model, opt, sched, ctl, device)
+        res.curve, loss_ema, t0 = state["curve"], state["loss_ema"], time.perf_counter() - state["train_time_s"]
+    last_save = time.perf_counter()
+    bar = tqdm(
+        total=total,
+        initial=start,
+        desc=f"{cfg['task']}/{cfg['method']} lr={cfg['lr']:g}",
+        disable=not progress,
+        leave=False,
+    )
 
     def after(out):
-        nonlocal t0, loss_ema
+        nonlocal t0, loss_ema, last_save
         loss_ema = out.loss if loss_ema is None else 0.9 * loss_ema + 0.1 * out.loss
         if out.step in at:
             t_eval = time.perf_counter()
@@ -232,29 +252,42 @@ def train(
                     point.update(lam_scale=ctl.lam_scale)
             res.curve.append(point)
             t0 += time.perf_counter() - t_eval  # curve evaluations are not training time
+        if partial is not None and out.step < total and time.perf_counter() - last_save >= partial_every_s:
+            t_save = time.perf_counter()
+            done = dict(curve=res.curve, loss_ema=loss_ema, train_time_s=t_save - t0)
+            partial_ckpt.save(partial, partial_ckpt.snapshot(cfg, out.step, model, opt, sched, ctl, device, **done))
+            last_save = time.perf_counter()
+            t0 += last_save - t_save  # saving is not training time
         bar.update(1)
         bar.set_postfix(loss=f"{loss_ema:.3f}")
 
-    epochs = (
-        collate(train_enc, idx, pad_id, device)
+    order = (  # index lists only: a resumed call replays them from the seed and skips the `start` batches done
+        idx
         for _ in range(cfg["epochs"])
         for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed")))
     )
+    epochs = (collate(train_enc, idx, pad_id, device) for idx in itertools.islice(order, start, None))
     label = f"{cfg['task']}/{cfg['method']} (lr={cfg['lr']:g}, seed={cfg['seed']})"
-    step = train_loop(
-        model,
-        epochs,
-        task_loss_fn(cfg["pooling"], task.num_labels),
-        opt,
-        scheduler=sched,
-        objective=objective,
-        controller=ctl,
-        control=bool(cfg.get("control")),
-        total=total,
-        after=after,
-        label=label,
-    ).steps
+    step = (
+        start
+        + train_loop(
+            model,
+            epochs,
+            task_loss_fn(cfg["pooling"], task.num_labels),
+            opt,
+            scheduler=sched,
+            objective=objective,
+            controller=ctl,
+            control=bool(cfg.get("control")),
+            total=total,
+            start=start,
+            after=after,
+            label=label,
+        ).steps
+    )
     bar.close()
+    if partial is not None:
+        partial_ckpt.remove(partial)  # a finished point never resumes
     res.train_time_s = time.perf_counter() - t0
     res.steps = step
     res.step_time_s = res.train_time_s / max(1, step)

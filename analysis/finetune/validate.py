@@ -78,6 +78,7 @@ def _numbers(cfg) -> None:
         check_positive(flag(name), getattr(cfg, name))
     check_real("--lam-warmup", cfg.lam_warmup, low=0, high=1, what="a fraction of the steps")
     check_real("--recovery", cfg.recovery, low=0, high=1, what="a fraction of the run's steps")
+    check_real("--partial-every", cfg.partial_every, low=0, what="seconds")
     for name, low, optional in (
         ("epochs", 1, True),
         ("batch_size", 1, False),
