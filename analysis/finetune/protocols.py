@@ -21,6 +21,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from analysis.constants import POINTS_SUFFIX
 from analysis.provenance import ROOT, read_jsonl
 from gatecore.pretrained import OFFLINE_MODEL
 
@@ -236,7 +237,7 @@ def step_times(model: str, runs=STEP_SOURCE, batching=ROOT / "results" / "bench"
     tasks without a measured row)."""
     import json
 
-    rows = _measured_rows(model, runs) or _scaled_rows(model)
+    rows = _measured_rows(model, runs) or _measured_rows(model, STEP_SOURCE) or _pilot_rows(model)
     if not rows:
         return None
     tokens = {}
@@ -273,6 +274,23 @@ def _scaled_rows(model: str, bench_dir=ROOT / "results" / "bench") -> dict:
     }
 
 
+def _pilot_rows(model: str, results=ROOT / "results" / "finetune", bench_dir=ROOT / "results" / "bench") -> dict:
+    """A model without records in the protocol's own file: its measured rows in any other protocol file (a pilot),
+    and for the other (task, method) pairs `_scaled_rows`, each method's scaled times multiplied by the median
+    measured / scaled ratio of that method where both exist (the bench ratio times MiniLM's protocol step
+    misjudges a method alike on every task)."""
+    measured = {}
+    for f in sorted(Path(results).glob("*.jsonl")):
+        if not f.name.endswith(POINTS_SUFFIX):
+            measured.update(_measured_rows(model, f))
+    scaled = _scaled_rows(model, bench_dir)
+    for m in {m for _, m in scaled}:
+        both = [measured[k] / scaled[k] for k in scaled if k[1] == m and k in measured]
+        factor = statistics.median(both) if both else 1.0
+        scaled.update({k: v * factor for k, v in scaled.items() if k[1] == m})
+    return {**scaled, **measured}
+
+
 def step_seconds(spec: dict, tokens_per_example: float, times) -> float:
     """A spec's step time: its measured (task, method) row, else the method's per-token time x its tokens."""
     rows, per_token = times
@@ -307,9 +325,10 @@ def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4
     ):  # what analysis.finetune.schedule does: longest first, to the first free worker
         load[load.index(min(load))] += t
     return {
-        "source": "measured step_time_s per (task, method) of the protocol records (a model without any: MiniLM's "
-        "times the model / MiniLM step-time ratio of results/bench/model_steps_<model>.json); other tasks: the "
-        "method's median seconds per token (results/bench/batching.json tokens) x their tokens",
+        "source": "measured step_time_s per (task, method) of the protocol records (a model without any: its pilot's, "
+        "and for the rest MiniLM's times the model / MiniLM step-time ratio of results/bench/model_steps_<model>.json, "
+        "calibrated on the pilot); other tasks: the method's median seconds per token (results/bench/batching.json "
+        "tokens) x their tokens",
         "run_s": per_run,
         "serial_s": sum(per_run),
         "wall_s": max(load),
