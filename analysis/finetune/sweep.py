@@ -100,7 +100,7 @@ def task_sizes(cfg: SweepConfig, specs) -> dict:
 
 
 def mean_tokens(spec: dict, task, root: str | None = None, n: int = 500) -> float:
-    from analysis.finetune.train import Encoded, encode, subset
+    from analysis.finetune.encoding import Encoded, encode, subset
 
     tok = None
     if not spec["model"].startswith("tiny-"):
