@@ -57,9 +57,11 @@ experiments:
 	$(PY) -m analysis.finetune --protocol cpu-fair --quiet
 	$(PY) -m analysis.finetune --protocol cpu-fair-long --quiet
 
-# The base-size protocol (issue 25; needs `make base-model`): the pilot that sized it, then cpu-base.
+# The base-size protocol (issue 25; needs `make base-model`): the pilot that sized it, then cpu-base, the runs its
+# verdict needs first (~16 h of its ~28 h wall on 2 workers; resumable, a point killed mid-run resumes).
 experiments-base:
 	$(PY) -m analysis.finetune --protocol base-pilot --quiet
+	$(PY) -m analysis.finetune --protocol cpu-base --methods bias lora gates --quiet
 	$(PY) -m analysis.finetune --protocol cpu-base --quiet
 
 # Levers on SST-2 seed 0 with cpu-converged's settings and the gate lr its seed 0 chose: what removing

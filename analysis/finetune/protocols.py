@@ -43,8 +43,8 @@ CONVERGED_LR_GRIDS = {
 FAIR_LR_GRIDS = {**CONVERGED_LR_GRIDS, "gates": [1e-3, 3e-3], "gates+lora": [2e-3, 6e-3]}
 FAIR_GATE_LR = [0.01, 0.03, 0.1, 0.3]
 # cpu-base's sizes (issue 25): train sets capped, epochs from base-pilot (results/finetune/base-pilot.jsonl)
-BASE_TRAIN = {"SST-2": 4000, "STS-B": 4000, "CoLA": 4000}
-BASE_EPOCHS = {"SST-2": 3, "MRPC": 3, "STS-B": 3, "CoLA": 3}
+BASE_TRAIN = {"SST-2": 6000, "CoLA": 4000}
+BASE_EPOCHS = {"SST-2": 3, "MRPC": 4, "STS-B": 3, "CoLA": 3}
 # full finetuning of a base-size encoder: the usual 1e-5..3e-5 (MiniLM's [3e-5, 1e-4] would start at an edge)
 BASE_LR_GRIDS = {**FAIR_LR_GRIDS, "full": [1e-5, 3e-5]}
 # Settings of the protocols recorded before the grid rule, the split-range controller and the recovery phase,
