@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: setup base-model decoder-model onnx test lint figures experiments bench bench-runtimes notebooks lab clean
+.PHONY: setup base-model decoder-model onnx test lint figures experiments experiments-base bench bench-runtimes notebooks lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,13 @@ experiments:
 	$(PY) -m analysis.finetune $(LEVERS) --keep 0.7 --objective params
 	$(PY) -m analysis.finetune --protocol cpu-fair --quiet
 	$(PY) -m analysis.finetune --protocol cpu-fair-long --quiet
+
+# The base-size protocol (issue 25; needs `make base-model`): the pilot that sized it, then cpu-base, the runs its
+# verdict needs first (~16 h of its ~28 h wall on 2 workers; resumable, a point killed mid-run resumes).
+experiments-base:
+	$(PY) -m analysis.finetune --protocol base-pilot --quiet
+	$(PY) -m analysis.finetune --protocol cpu-base --methods bias lora gates --quiet
+	$(PY) -m analysis.finetune --protocol cpu-base --quiet
 
 # Levers on SST-2 seed 0 with cpu-converged's settings and the gate lr its seed 0 chose: what removing
 # nothing / 10% gives (against bias only), and the params objective (gates may close unevenly).

@@ -7,7 +7,8 @@ import torch
 import gatecore as gc
 from analysis.finetune import runner, sweep
 from analysis.finetune.config import DEFAULT_CHECKPOINTS, SweepConfig, expand, resolve, run_id
-from analysis.finetune.train import build_model, encode, evaluate
+from analysis.finetune.encoding import encode, evaluate
+from analysis.finetune.train import build_model
 from analysis.provenance import ROOT, read_jsonl
 
 CONTRACT = [

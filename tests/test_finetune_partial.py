@@ -14,7 +14,8 @@ from analysis.data import Split, Task
 from analysis.finetune import runner, sweep
 from analysis.finetune import train as train_mod
 from analysis.finetune.config import SweepConfig
-from analysis.finetune.train import build_model, encode, train
+from analysis.finetune.encoding import encode
+from analysis.finetune.train import build_model, train
 from analysis.finetune.validate import ConfigError
 from analysis.provenance import read_jsonl
 from gatecore import sparsity_control as sc

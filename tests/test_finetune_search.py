@@ -165,3 +165,22 @@ def test_a_model_without_records_is_planned_from_minilm_times_its_measured_step_
     }
     assert len(expected) >= 2 and rows == expected
     assert protocols._scaled_rows("no-bench-for-this-model", tmp_path) == {}
+
+
+def test_a_pilot_calibrates_the_scaled_step_times_of_the_other_tasks(tmp_path):
+    """Before its protocol has records, the base-size model's plan reads its pilot's measured step times, and
+    scales the bench-derived times of each method on the other tasks by that method's measured / scaled ratio."""
+    import json
+
+    from analysis.finetune import protocols
+
+    base = protocols._measured_rows(protocols.OFFLINE_MODEL, protocols.STEP_SOURCE)
+    bench = {"tasks": {t: {"methods": {"lora": {"ratio_cpu": 5.0}}} for t in ("SST-2", "STS-B")}}
+    (tmp_path / "model_steps_other.json").write_text(json.dumps(bench))
+    pilot_s = 2 * 5.0 * base[("SST-2", "lora")]  # the pilot measured twice what the bench ratio predicts
+    rec = {"step_time_s": pilot_s, "config": {"model": "other", "task": "SST-2", "method": "lora"}}
+    (tmp_path / "pilot.jsonl").write_text(json.dumps(rec) + "\n")
+    (tmp_path / "pilot.points.jsonl").write_text(json.dumps({**rec, "step_time_s": 1e9}) + "\n")  # not records
+    rows = protocols._pilot_rows("other", tmp_path, tmp_path)
+    assert rows[("SST-2", "lora")] == pilot_s
+    assert abs(rows[("STS-B", "lora")] - 2 * 5.0 * base[("STS-B", "lora")]) < 1e-12

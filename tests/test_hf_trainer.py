@@ -188,7 +188,8 @@ def test_bad_setups_fail_before_any_step(tmp_path):
 def test_agrees_with_the_study_runner(tmp_path):
     """Same model, data order, seed, noise draws and hyperparameters: the same gates after a few steps."""
     from analysis.data import Task
-    from analysis.finetune.train import Encoded, train
+    from analysis.finetune.encoding import Encoded
+    from analysis.finetune.train import train
 
     data, bs, seed = run.planted_dataset(), 4, 0
     order = list(range(len(data)))

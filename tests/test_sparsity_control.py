@@ -7,7 +7,8 @@ import torch
 
 import gatecore as gc
 from analysis.data import Split, Task
-from analysis.finetune.train import build_model, encode, train
+from analysis.finetune.encoding import encode
+from analysis.finetune.train import build_model, train
 from gatecore import sparsity_control as sc
 
 WORDS = ["good", "bad", "film", "plot", "dull", "fine", "acting", "long"]

@@ -18,7 +18,8 @@ import torch
 
 import gatecore as gc
 from analysis.finetune.batching import epoch_batches
-from analysis.finetune.train import Encoded, build_model, collate, recover, task_loss, train
+from analysis.finetune.encoding import Encoded, collate, task_loss
+from analysis.finetune.train import build_model, recover, train
 from gatecore.accounting import gated_layers
 from gatecore.methods import SCHEDULES, lam_ramp, param_groups, warmup_linear_schedule
 from gatecore.parameters import head_parameters, ids

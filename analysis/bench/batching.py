@@ -30,7 +30,8 @@ from analysis.cli import add_options, from_args, option
 from analysis.constants import GLUE_TASKS, study_results
 from analysis.data import load_task
 from analysis.finetune.batching import POOL, bucketed_batches, padding_ratio, random_batches
-from analysis.finetune.train import build_model, collate, encode, task_loss_fn
+from analysis.finetune.encoding import collate, encode, task_loss_fn
+from analysis.finetune.train import build_model
 from analysis.provenance import provenance, read_record, write_json
 from gatecore.train import Objective, train_step
 

@@ -52,7 +52,8 @@ def _model():
 
 def time_runner(data, batch: int) -> tuple[float, float]:
     from analysis.data import Task
-    from analysis.finetune.train import Encoded, train
+    from analysis.finetune.encoding import Encoded
+    from analysis.finetune.train import train
 
     model = _model()
     enc = Encoded([x["input_ids"].tolist() for x in data], [x["labels"] for x in data])

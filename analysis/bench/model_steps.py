@@ -39,7 +39,8 @@ from analysis.constants import GLUE_TASKS, study_results
 from analysis.data import load_task
 from analysis.finetune.batching import POOL, bucketed_batches
 from analysis.finetune.config import GATE_LR, HEAD_LR, LR_GRID, OBJECTIVE, REG_SIGMA, SIGMA
-from analysis.finetune.train import build_model, collate, encode, task_loss_fn
+from analysis.finetune.encoding import collate, encode, task_loss_fn
+from analysis.finetune.train import build_model
 from analysis.provenance import provenance, read_record, write_json
 from gatecore.methods import GATE_METHODS, METHODS, param_groups
 from gatecore.train import Objective, train_step

@@ -24,7 +24,8 @@ import gatecore
 from analysis.constants import POINTS_SUFFIX
 from analysis.data import Task, load_task
 from analysis.finetune.config import SweepConfig, run_id
-from analysis.finetune.train import build_model, encode, evaluate, measured_keep, peak_mem_mb, train
+from analysis.finetune.encoding import encode, evaluate
+from analysis.finetune.train import build_model, measured_keep, peak_mem_mb, train
 from analysis.finetune.validate import model_source
 from analysis.gridsearch import FACTOR, MAX_STEPS, coordinate_search, point_key
 from analysis.provenance import ROOT, append_jsonl, provenance, read_jsonl

@@ -100,7 +100,7 @@ def task_sizes(cfg: SweepConfig, specs) -> dict:
 
 
 def mean_tokens(spec: dict, task, root: str | None = None, n: int = 500) -> float:
-    from analysis.finetune.train import Encoded, encode, subset
+    from analysis.finetune.encoding import Encoded, encode, subset
 
     tok = None
     if not spec["model"].startswith("tiny-"):
@@ -133,10 +133,11 @@ def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=(), waiting=()) -> N
     if est["wall_s"] is None:
         print(f"no time estimate: {est['source']}")
         return
-    by_task = {}
-    for s, t in zip(todo + stand_in, est["run_s"]):
-        by_task[s["task"]] = by_task.get(s["task"], 0.0) + t
-    print("serial hours per task: " + ", ".join(f"{k} {v / 3600:.2f}" for k, v in by_task.items()))
+    for key in ("task", "method"):
+        hours = {}
+        for s, t in zip(todo + stand_in, est["run_s"]):
+            hours[s[key]] = hours.get(s[key], 0.0) + t / 3600
+        print(f"serial hours per {key}: " + ", ".join(f"{k} {v:.2f}" for k, v in hours.items()))
     print(
         f"estimated wall time: {est['wall_s'] / 3600:.2f} h with --workers {cfg.workers} --threads {cfg.threads} "
         f"({est['serial_s'] / 3600:.2f} h serial; grid extensions not counted); step times from {est['source']}"
