@@ -1,5 +1,4 @@
-"""analysis.finetune: a tiny end-to-end sweep writes valid records; a killed sweep resumes; compressed == gated;
-a sweep configured in Python (no argv) runs in small mode."""
+"""analysis.finetune: tiny sweeps write valid records, resume when killed, compress exactly, run from Python."""
 
 import pytest
 import torch
