@@ -118,8 +118,7 @@ PROTOCOLS = {
     ),
     # issue 25's pilot on the base-size model (`make base-model`): how fast LoRA and the gates (30% asked, the
     # fair fight's controller) converge and how fast the gates close, to choose cpu-base's epochs; one seed, one
-    # point per method (MiniLM's region: lr 1e-3, gate lr 0.1), 3 epochs: longer than cpu-base can afford (step
-    # costs 6-7x MiniLM's, results/bench/model_steps_all-mpnet-base-v2.json)
+    # point per method (MiniLM's region: lr 1e-3, gate lr 0.1), 3 epochs, a dense dev curve
     "base-pilot": dict(
         CONVERGED,
         model="all-mpnet-base-v2",
@@ -140,7 +139,7 @@ PROTOCOLS = {
     ),
     # issue 25: the verdict at base size (all-mpnet-base-v2, `make base-model`), by cpu-fair's rules (grid rule,
     # split-range controller, recovery); gates at 30% and 20% removed (the 20% runs train the 30% choice),
-    # gates+lora at 30%; a step costs 6-7x MiniLM's (results/bench/model_steps_all-mpnet-base-v2.json), so the
+    # gates+lora at 30%; a step costs 5-7x MiniLM's (results/bench/model_steps_all-mpnet-base-v2.json), so the
     # train sets are capped, the gate-lr grid starts from 2 points, and the epochs come from base-pilot
     "cpu-base": dict(
         CONVERGED,
