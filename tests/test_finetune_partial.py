@@ -3,24 +3,21 @@ result, bit for bit, as an uninterrupted run; a finished point leaves no file; a
 
 import dataclasses
 import json
-import random
 
 import pytest
 import torch
+from planted_task import planted_task
 from test_finetune import argv
 
 import gatecore.train
-from analysis.data import Split, Task
 from analysis.finetune import runner, sweep
 from analysis.finetune import train as train_mod
 from analysis.finetune.config import SweepConfig
-from analysis.finetune.encoding import encode
 from analysis.finetune.train import build_model, train
 from analysis.finetune.validate import ConfigError
 from analysis.provenance import read_jsonl
 from gatecore import sparsity_control as sc
 
-WORDS = ["good", "bad", "film", "plot", "dull", "fine", "acting", "long"]
 TIMINGS = ("train_time_s", "step_time_s")
 TRAIN_STEP = gatecore.train.train_step  # the real one, whatever a test patched in
 
@@ -28,14 +25,7 @@ TRAIN_STEP = gatecore.train.train_step  # the real one, whatever a test patched 
 @pytest.fixture(scope="module")
 def planted():
     """A word-level task the tiny model learns a little: label = 'good' in the text (64 train: 8 steps an epoch)."""
-    rng = random.Random(0)
-
-    def split(n):
-        t = [" ".join(rng.choice(WORDS) for _ in range(5)) for _ in range(n)]
-        return Split([(x,) for x in t], [int("good" in x) for x in t])
-
-    tr, dev = split(64), split(24)
-    return Task("planted", tr, dev, dev, "accuracy", 2), encode(None, tr, 12, 64), encode(None, dev, 12, 64)
+    return planted_task(64, 24, 12)
 
 
 BASE = dict(model="tiny-bert", task="planted", seed=0, epochs=2, batch_size=8, pooling="mean", lr=3e-3, head_lr=1e-2)

@@ -4,6 +4,7 @@ import random
 
 import pytest
 import torch
+from planted_task import WORDS, planted_task
 
 import gatecore as gc
 from analysis.data import Split, Task
@@ -11,20 +12,11 @@ from analysis.finetune.encoding import encode
 from analysis.finetune.train import build_model, train
 from gatecore import sparsity_control as sc
 
-WORDS = ["good", "bad", "film", "plot", "dull", "fine", "acting", "long"]
-
 
 @pytest.fixture(scope="module")
 def planted():
     """A word-level task the tiny model can learn: label = 'good' in the text."""
-    rng = random.Random(0)
-
-    def split(n):
-        t = [" ".join(rng.choice(WORDS) for _ in range(5)) for _ in range(n)]
-        return Split([(x,) for x in t], [int("good" in x) for x in t])
-
-    tr, dev = split(640), split(100)
-    return Task("planted", tr, dev, dev, "accuracy", 2), encode(None, tr, 16, 64), encode(None, dev, 16, 64)
+    return planted_task(640, 100, 16)
 
 
 def gate_cfg(objective, asked, **kw):
