@@ -34,7 +34,7 @@ from analysis import doc_blocks
 from analysis.bench.latency import random_inputs
 from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
-from analysis.provenance import provenance, read_record, small_mode, write_json
+from analysis.provenance import provenance, small_mode, write_json
 from gatecore.onnx_export import export_onnx, onnx_logits, onnx_session, require
 
 SPARSITIES = (0.2, 0.3, 0.4)  # fraction of the gated weights removed (the request)
@@ -201,29 +201,34 @@ def run(cfg: RuntimesConfig) -> Path:
     return path
 
 
-def load_results(results_dir) -> tuple[dict, dict, set]:
-    """({(threads, batch): cell}, {model name: record}, {notes}) from <results>/bench/runtimes_*.json (not small mode)."""
+def load_results(results_dir) -> tuple[dict, dict, dict]:
+    """({(threads, batch): cell}, {model name: record}, {file: its whole record}) from
+    <results>/bench/runtimes_*.json (not small mode)."""
     import json
 
     from analysis.provenance import warn_if_dirty
 
-    cells, records, notes = {}, {}, set()
+    cells, records, sources = {}, {}, {}
     for f in sorted(study_results("bench", results_dir).glob("runtimes_*.json")):
         d = json.loads(f.read_text())
         if d.get("small_mode"):
             continue
         warn_if_dirty(f, d)
-        notes.add(d["config"].get("note") or "")
+        sources[f] = d
         records.update(d["models"])
         for c in d["cells"]:
             cells[(c["threads"], c["batch"])] = c
-    return cells, records, notes
+    return cells, records, sources
 
 
 def summary_table(results_dir) -> str:
     """Markdown: speedup (median of per-round ratios, with its quartiles) per runtime, threads, batch and layout,
     the dense model's median latency, and the FLOP ceilings."""
     cells, records, _ = load_results(results_dir)
+    return _table(cells, records)
+
+
+def _table(cells: dict, records: dict) -> str:
     names = {
         layout: sorted((n for n in records if n.startswith(layout + "_")), key=lambda n: records[n]["sparsity_asked"])
         for layout in LAYOUTS
@@ -258,20 +263,13 @@ def summary_table(results_dir) -> str:
 
 def doc_block(results_dir) -> str | None:
     """docs/results.md's runtimes table (None without results), then each results file with its command."""
-    import json
-
-    files = [
-        f
-        for f in sorted(study_results("bench", results_dir).glob("runtimes_*.json"))
-        if not json.loads(f.read_text()).get("small_mode")
-    ]
-    if not files:
+    cells, records, sources = load_results(results_dir)
+    if not cells:
         return None
-    sources = [doc_blocks.source(f, read_record(f), __name__) for f in files]
     return (
-        summary_table(results_dir)
+        _table(cells, records)
         + "\n\nSpeedup: median over rounds of dense / compressed in the same round and runtime (quartiles in brackets). "
-        + " ".join(sources)
+        + " ".join(doc_blocks.source(f, d, __name__) for f, d in sources.items())
     )
 
 
@@ -280,7 +278,7 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     one panel per (threads, batch), from results/bench/runtimes_*.json only."""
     import matplotlib.pyplot as plt
 
-    cells, records, notes = load_results(results_dir)
+    cells, records, sources = load_results(results_dir)
     if not cells:
         return []
     keys = sorted(cells)
@@ -335,7 +333,7 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
                 ax.set_axis_off()
                 ax.text(0.5, 0.5, f"{t} threads, batch {b}: not run", ha="center", transform=ax.transAxes)
     axes[0][0].legend(fontsize=6)
-    shared = any("shared" in n for n in notes)
+    shared = any("shared" in (d["config"].get("note") or "") for d in sources.values())
     fig.suptitle(
         "MiniLM, dense / compressed latency (median of per-round ratios, bars: quartiles)"
         + ("\nmeasured on a shared machine: see the notes in results/bench/runtimes_*.json" if shared else ""),
