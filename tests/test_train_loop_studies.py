@@ -187,7 +187,7 @@ def test_decoder_finetune_replays_the_old_loop(method):
         for s, n in (("train", 12), ("val", 4), ("dev", 4))
     }
     label_ids = torch.tensor([tok.encode(w, add_special_tokens=False)[0] for w in ("good", "bad")])
-    cfg = FinetuneConfig(model=TINY, steps=8, batch=4, removed=0.3, lam_warmup=0.25, eval_batch=4)
+    cfg = FinetuneConfig(model=TINY, steps=8, batch=4, removed=0.3, lam_warmup=0.25, eval_batch=4, eval_every=3)
     old, model = old_decoder_train_run(base, tok, data, label_ids, 0, method, 5e-2, 1, cfg)
     new = train_run(base, tok, data, label_ids, 0, method, 5e-2, 1, cfg)
     assert {k: new[k] for k in old} == old

@@ -11,7 +11,9 @@ examples: zero-shot (the pretrained model, same prompt) and the majority class.
 
 Methods (the LM head / tied embedding is never trained): `gates` on the seven projections of every layer, gates
 alone (LLaMA has no biases), with the sparsity penalty and controller steering the removed fraction to
-`--removed` (asked vs got recorded); `lora-qv` r = 8 on q, v; `lora-all` r = 8 on all seven.
+`--removed` (asked vs got recorded; val and dev measured before and after the final exact correction); `lora-qv`
+r = 8 on q, v; `lora-all` r = 8 on all seven. Every run records its train loss per step and a val curve
+(`--eval-every`), to show whether it has flattened.
 Learning rates: per method a grid searched on val accuracy (then val loss) with seed 0 by the grid rule of every study
 (analysis/gridsearch.py: a best point at an edge extends the grid by a factor 3 in that direction, until it is interior
 or at a bound; every point tried is recorded); the other seeds run at the chosen lr. Resumable: a rerun skips recorded runs.
@@ -59,11 +61,12 @@ class FinetuneConfig:
     )
     methods: tuple = option(METHODS, "methods")
     seeds: tuple = option((0, 1, 2), "seeds; the first one searches the learning rates")
-    train_examples: int = option(256, "training examples sampled from SST-2 train")
-    val_examples: int = option(100, "val examples (from SST-2 train, disjoint from the training ones): lr selection")
-    dev_examples: int = option(200, "dev examples (a fixed-seed subset of SST-2 dev): reported")
-    steps: int = option(32, "optimizer steps")
+    train_examples: int = option(1024, "training examples sampled from SST-2 train")
+    val_examples: int = option(200, "val examples (from SST-2 train, disjoint from the training ones): lr selection")
+    dev_examples: int = option(872, "dev examples (a fixed-seed subset of SST-2 dev; 872 = all): reported")
+    steps: int = option(128, "optimizer steps")
     batch: int = option(8, "examples per step")
+    eval_every: int = option(32, "steps between val evaluations during training (the val curve); 0: only at the end")
     removed: float = option(0.1, "gates: fraction of the gated weights removed, asked")
     lam: float = option(1.0, "gates: weight of the sparsity penalty")
     lam_warmup: float = option(0.2, "gates: fraction of the steps over which lam ramps up")
@@ -137,14 +140,21 @@ def train_run(base, tok, data, label_ids, pad_id, method: str, lr: float, seed: 
     ctrl = SparsityController("params", cfg.removed, start=cfg.lam_warmup) if method == "gates" else None
     objective = Objective(cfg.lam, "params", lam_warmup=cfg.lam_warmup) if ctrl is not None else None
     rng, answer = random.Random(seed), label_ids
-    curve, t0 = [], time.perf_counter()
+    curve, val_curve, t0 = [], [], time.perf_counter()
     model.train()
+
+    def val_point(step: int) -> dict:
+        point = {"step": step, **evaluate(model, tok, data["val"], label_ids, pad_id, cfg.eval_batch)}
+        return point | ({"removed": removed_got(model)} if ctrl is not None else {})
 
     def after(out):
         if ctrl is not None:
             gatecore.check_finite_gates(model)
             ctrl.update(out.step, cfg.steps, removed_got(model))
         curve.append(round(out.task.item(), 4))
+        if cfg.eval_every and out.step % cfg.eval_every == 0 and out.step < cfg.steps:
+            val_curve.append(val_point(out.step))  # no_grad, eval mode; draws no random numbers
+            model.train()
 
     train_loop(
         model,
@@ -160,12 +170,17 @@ def train_run(base, tok, data, label_ids, pad_id, method: str, lr: float, seed: 
         label=f"{method} lr={lr:g} seed={seed}",
     )
     rec = {"train_loss": curve, "train_seconds": time.perf_counter() - t0, "trainable_params": trainable}
-    if ctrl is not None:
+    scores = {s: evaluate(model, tok, data[s], label_ids, pad_id, cfg.eval_batch) for s in ("val", "dev")}
+    if ctrl is not None:  # the correction closes or opens gates without retraining: measured before and after
         rec["correction"] = correct_removed(model, cfg.removed)
         rec["removed_asked"], rec["removed_got"] = cfg.removed, removed_got(model)
-    for split in ("val", "dev"):
-        ev = evaluate(model, tok, data[split], label_ids, pad_id, cfg.eval_batch)
+        rec["before_correction"] = dict(scores)
+        if rec["correction"]["gates_changed"]:
+            scores = {s: evaluate(model, tok, data[s], label_ids, pad_id, cfg.eval_batch) for s in ("val", "dev")}
+    for split, ev in scores.items():
         rec[f"{split}_acc"], rec[f"{split}_loss"] = ev["acc"], ev["loss"]
+    last = {"step": cfg.steps, **scores["val"]} | ({"removed": rec["removed_got"]} if ctrl is not None else {})
+    rec["val_curve"] = val_curve + [last]
     return rec
 
 
@@ -246,6 +261,8 @@ def main(argv=None) -> int:
     for name in ("train_examples", "val_examples", "dev_examples", "steps", "batch", "lora_r", "eval_batch", "threads"):
         if getattr(cfg, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.eval_every < 0:
+        ap.error(f"--eval-every must be >= 0, got {cfg.eval_every}")
     if not 0 < cfg.removed < 1:
         ap.error(f"--removed must be in (0, 1), got {cfg.removed}")
     if cfg.batch > cfg.train_examples:
