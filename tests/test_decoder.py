@@ -298,6 +298,8 @@ def test_finetune_smoke_on_tiny(tmp_path):
     assert {r["method"] for r in runs} == {"gates", "lora-qv"} and {r["seed"] for r in runs} == {0, 1}
     assert all(abs(r["removed_got"] - r["removed_asked"]) <= 0.02 for r in runs if r["method"] == "gates")
     assert all(r["trainable_params"] > 0 and len(r["train_loss"]) == 2 for r in runs)
-    assert all([p["step"] for p in r["val_curve"]] == [1, 2] and r["val_curve"][-1]["acc"] == r["val_acc"] for r in runs)
+    assert all(
+        [p["step"] for p in r["val_curve"]] == [1, 2] and r["val_curve"][-1]["acc"] == r["val_acc"] for r in runs
+    )
     gates = [r for r in runs if r["method"] == "gates"]
     assert all(set(r["before_correction"]) == {"val", "dev"} for r in gates)
