@@ -45,6 +45,7 @@ DOC_BLOCKS = {  # generated part of DOC -> (module, function, keyword arguments)
     "bench-runtimes": ("analysis.bench.runtimes", "doc_block", {}),
     "hessian-exact-timing": ("analysis.hessian.compare", "timing_block", {}),
     "decoder-exactness": ("analysis.decoder.exactness", "doc_block", {}),
+    "decoder-finetune": ("analysis.decoder.finetune_report", "doc_block", {}),
 }
 RECORD_SUFFIXES = (".json", ".jsonl", ".csv")  # results files that hold records (checkpoints and tables are not)
 

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -288,10 +289,10 @@ def test_finetune_smoke_on_tiny(tmp_path):
         steps=2,
         batch=4,
         eval_every=1,
-        out=str(tmp_path / "f.jsonl"),
+        out=str(tmp_path / "decoder" / "finetune.jsonl"),
     )
     run(cfg)
-    recs = [json.loads(l) for l in (tmp_path / "f.jsonl").read_text().splitlines()]
+    recs = [json.loads(l) for l in Path(cfg.out).read_text().splitlines()]
     floor = recs[0]
     assert floor["kind"] == "floor" and 0 <= floor["zero_shot"]["dev"]["acc"] <= 1
     runs = [r for r in recs if r["kind"] == "run"]
@@ -303,3 +304,11 @@ def test_finetune_smoke_on_tiny(tmp_path):
     )
     gates = [r for r in runs if r["method"] == "gates"]
     assert all(set(r["before_correction"]) == {"val", "dev"} for r in gates)
+    # the table: each method's seeds at its chosen lr, and the paired differences against LoRA (q, v) by seed
+    from analysis.decoder.finetune_report import doc_block, paired_cell
+
+    lr = {m: next(r["lr"] for r in runs if r["method"] == m and r["seed"] == 1) for m in ("gates", "lora-qv")}
+    dev = {(r["method"], r["seed"]): r["dev_acc"] for r in runs if r["lr"] == lr[r["method"]]}
+    block = doc_block(tmp_path)
+    assert paired_cell([dev["gates", s] - dev["lora-qv", s] for s in (0, 1)]) in block
+    assert f"**{lr['gates']:g}**" in block and "zero-shot prompt" in block

@@ -1,11 +1,13 @@
 """`make figures` for the decoder study: perplexity vs removed fraction (trained gates vs two pruning baselines),
-with the measured decode speedup of the compressed model on a second axis. Reads results/decoder/ only."""
+with the measured decode speedup of the compressed model on a second axis; the finetuning val curves
+(analysis/decoder/finetune_report.py). Reads results/decoder/ only."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from analysis.decoder import finetune_report
 from analysis.provenance import read_jsonl, warn_if_dirty
 
 CURVES = (
@@ -17,6 +19,10 @@ CURVES = (
 
 
 def make_figures(results_dir, figures_dir) -> list[Path]:
+    return perplexity_figure(results_dir, figures_dir) + finetune_report.make_figure(results_dir, figures_dir)
+
+
+def perplexity_figure(results_dir, figures_dir) -> list[Path]:
     import matplotlib.pyplot as plt
 
     path = Path(results_dir) / "decoder" / "sparsify.jsonl"
