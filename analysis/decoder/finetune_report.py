@@ -8,6 +8,7 @@ from pathlib import Path
 
 from analysis import doc_blocks
 from analysis.constants import study_results
+from analysis.decoder.finetune import controller_met, setting
 from analysis.provenance import read_jsonl, warn_if_dirty
 
 LABELS = {"gates": "gates (all seven)", "lora-qv": "LoRA r=8 (q, v)", "lora-all": "LoRA r=8 (all seven)"}
@@ -19,16 +20,21 @@ def _path(results_dir) -> Path:
 
 
 def summary(records: list[dict]) -> dict:
-    """Per method: the lr tried on seed 0, the chosen one (the other seeds' lr; on seed 0 alone the best on val) and
-    the runs at it by seed."""
+    """Per method, among the runs of its latest setting (older settings' runs are superseded): the lr tried on seed 0,
+    the chosen one (the other seeds' lr; on seed 0 alone the best on val) and the runs at it by seed."""
     out = {}
     for method in LABELS:
         runs = [r for r in records if r.get("kind") == "run" and r["method"] == method]
         if not runs:
             continue
+        runs = [r for r in runs if setting(r["config"], method) == setting(runs[-1]["config"], method)]
         search = [r for r in runs if r["phase"] == "search"]
         seeded = [r for r in runs if r["phase"] == "seeds"]
-        chosen = seeded[0]["lr"] if seeded else max(search, key=lambda r: (r["val_acc"], -r["val_loss"]))["lr"]
+        chosen = (
+            seeded[0]["lr"]
+            if seeded
+            else max(search, key=lambda r: (controller_met(r), r["val_acc"], -r["val_loss"]))["lr"]
+        )
         at = {r["seed"]: r for r in runs if r["lr"] == chosen}
         out[method] = {"tried": sorted({r["lr"] for r in search}), "lr": chosen, "runs": dict(sorted(at.items()))}
     return out
