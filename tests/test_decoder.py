@@ -2,6 +2,7 @@
 SmolLM2-135M checkpoint when `make decoder-model` installed it (those tests skip, saying so, when it is not)."""
 
 import copy
+import dataclasses
 import importlib.util
 import json
 import math
@@ -312,3 +313,9 @@ def test_finetune_smoke_on_tiny(tmp_path):
     block = doc_block(tmp_path)
     assert paired_cell([dev["gates", s] - dev["lora-qv", s] for s in (0, 1)]) in block
     assert f"**{lr['gates']:g}**" in block and "zero-shot prompt" in block
+    # a rerun with another gate setting retrains the gates only; the LoRA runs are reused
+    run(dataclasses.replace(cfg, removed=0.2))
+    again = [json.loads(l) for l in Path(cfg.out).read_text().splitlines()]
+    assert sum(r["kind"] == "floor" for r in again) == 1
+    redone = [r for r in again[len(recs) :] if r["kind"] == "run"]
+    assert redone and {r["method"] for r in redone} == {"gates"} and {r["removed_asked"] for r in redone} == {0.2}
