@@ -75,7 +75,11 @@ def doc_block(results_dir) -> str | None:
         diff = "" if method == REFERENCE or not paired else paired_cell(paired)
         tried = ", ".join(f"{x:g}" for x in s["tried"])
         edge = " ‡" if s["lr"] in (s["tried"][0], s["tried"][-1]) else ""
-        removed = [f"{r['removed_asked']:.0%} / {r['removed_got']:.1%}" for r in runs.values() if "removed_got" in r]
+        removed = [
+            f"{r['removed_asked']:.0%} / {r['removed_got']:.1%} ({r['correction']['removed_before']:.1%} by training)"
+            for r in runs.values()
+            if "removed_got" in r
+        ]
         curve = [r["val_curve"][-2:] for r in runs.values() if len(r.get("val_curve", ())) >= 2]
         last_two = "; ".join(f"{100 * a['acc']:.1f} → {100 * b['acc']:.1f}" for a, b in curve)
         rows.append(
@@ -103,7 +107,8 @@ def doc_block(results_dir) -> str | None:
         f"training and {cfg['val_examples']} val sentences from SST-2 train; {cfg['steps']} steps of "
         f"{cfg['batch']}; lr chosen on val accuracy (then val loss) with seed 0 (‡: at an edge of what was tried). "
         f"Paired differences in points, per seed. The final exact correction of the gates: {correction or 'none'}. "
-        f"Weights: {floor['weights']}."
+        f"Weights: {floor['weights']}. Each record holds the command that made it (here parallel processes split by "
+        "`--methods` and `--seeds`; `python -m analysis.decoder.finetune` alone runs all of it in one process)."
     )
     return f"{doc_blocks.table(head, rows)}\n\n{note} {doc_blocks.source(path, floor, 'analysis.decoder.finetune')}"
 
