@@ -105,7 +105,8 @@ def doc_block(results_dir) -> str | None:
     note = (
         f"Dev: {cfg['dev_examples']} SST-2 dev sentences; {cfg['train_examples']:,} "
         f"training and {cfg['val_examples']} val sentences from SST-2 train; {cfg['steps']} steps of "
-        f"{cfg['batch']}; lr chosen on val accuracy (then val loss) with seed 0 (‡: at an edge of what was tried). "
+        f"{cfg['batch']}; lr chosen with seed 0 (first whether training alone removed what was asked, then val accuracy, then val "
+        f"loss; ‡: at an edge of what was tried). "
         f"Paired differences in points, per seed. The final exact correction of the gates: {correction or 'none'}. "
         f"Weights: {floor['weights']}. Each record holds the command that made it (here parallel processes split by "
         "`--methods` and `--seeds`; `python -m analysis.decoder.finetune` alone runs all of it in one process)."
