@@ -28,6 +28,7 @@ from tqdm import tqdm
 import gatecore
 from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
+from analysis.plotting import save_figure
 from analysis.provenance import provenance, small_mode, warn_if_dirty, write_json
 
 SPARSITIES = [0.3, 0.4]  # fraction of the encoder's gated linear weights removed by the synthetic pattern
@@ -276,11 +277,7 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
     )
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(figures_dir) / "bench_speedup.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return [out]
+    return [save_figure(fig, Path(figures_dir) / "bench_speedup.png")]
 
 
 def run(cfg: BenchConfig) -> Path:

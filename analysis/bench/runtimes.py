@@ -34,6 +34,7 @@ from analysis import doc_blocks
 from analysis.bench.latency import random_inputs
 from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
+from analysis.plotting import save_figure
 from analysis.provenance import provenance, small_mode, write_json
 from gatecore.onnx_export import export_onnx, onnx_logits, onnx_session, require
 
@@ -340,11 +341,7 @@ def make_figures(results_dir, figures_dir) -> list[Path]:
         fontsize=8,
     )
     fig.tight_layout()
-    out = Path(figures_dir) / "bench_runtimes.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return [out]
+    return [save_figure(fig, Path(figures_dir) / "bench_runtimes.png")]
 
 
 def _version(module: str) -> str | None:

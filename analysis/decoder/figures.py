@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from analysis.decoder import finetune_report
+from analysis.plotting import save_figure
 from analysis.provenance import read_jsonl, warn_if_dirty
 
 CURVES = (
@@ -82,8 +83,4 @@ def perplexity_figure(results_dir, figures_dir) -> list[Path]:
         fontsize=9,
     )
     fig.tight_layout()
-    out = Path(figures_dir) / "decoder_perplexity.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return [out]
+    return [save_figure(fig, Path(figures_dir) / "decoder_perplexity.png")]

@@ -39,11 +39,12 @@ from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
 from analysis.data import read_glue
 from analysis.decoder.models import QUANT_NOTE, TINY, load
+from analysis.finetune.runner import controller_met
 from analysis.gridsearch import coordinate_search
 from analysis.provenance import append_jsonl, provenance, read_jsonl
 from gatecore.families import gate_targets
 from gatecore.methods import warmup_linear_schedule
-from gatecore.sparsity_control import LAM_GAIN, TOL, SparsityController, correct_removed, removed_got
+from gatecore.sparsity_control import LAM_GAIN, SparsityController, correct_removed, removed_got
 from gatecore.train import Objective, train_loop
 
 PROMPT = (
@@ -179,13 +180,17 @@ def train_run(base, tok, data, label_ids, pad_id, method: str, lr: float, seed: 
         label=f"{method} lr={lr:g} seed={seed}",
     )
     rec = {"train_loss": curve, "train_seconds": time.perf_counter() - t0, "trainable_params": trainable}
-    scores = {s: evaluate(model, tok, data[s], label_ids, pad_id, cfg.eval_batch) for s in ("val", "dev")}
+
+    def measure() -> dict:
+        return {s: evaluate(model, tok, data[s], label_ids, pad_id, cfg.eval_batch) for s in ("val", "dev")}
+
+    scores = measure()
     if ctrl is not None:  # the correction closes or opens gates without retraining: measured before and after
         rec["correction"] = correct_removed(model, cfg.removed)
         rec["removed_asked"], rec["removed_got"] = cfg.removed, removed_got(model)
-        rec["before_correction"] = dict(scores)
+        rec["before_correction"] = scores
         if rec["correction"]["gates_changed"]:
-            scores = {s: evaluate(model, tok, data[s], label_ids, pad_id, cfg.eval_batch) for s in ("val", "dev")}
+            scores = measure()
     for split, ev in scores.items():
         rec[f"{split}_acc"], rec[f"{split}_loss"] = ev["acc"], ev["loss"]
     last = {"step": cfg.steps, **scores["val"]} | ({"removed": rec["removed_got"]} if ctrl is not None else {})
@@ -202,11 +207,6 @@ def setting(config: dict, method: str) -> dict:
     """The config fields a run of `method` depends on: a recorded run is reused only when they all match."""
     other = ONLY["lora" if method == "gates" else "gates"]
     return {k: v for k, v in config.items() if k not in NOT_TRAINING + other}
-
-
-def controller_met(rec: dict) -> bool:
-    """Training alone (before the final correction) removed what was asked, within TOL; LoRA: always."""
-    return "correction" not in rec or abs(rec["correction"]["removed_before"] - rec["removed_asked"]) <= TOL
 
 
 def run(cfg: FinetuneConfig) -> Path:

@@ -8,15 +8,20 @@ from pathlib import Path
 
 from analysis import doc_blocks
 from analysis.constants import study_results
-from analysis.decoder.finetune import controller_met, setting
+from analysis.decoder.finetune import setting
+from analysis.finetune.runner import controller_met
+from analysis.plotting import save_figure
 from analysis.provenance import read_jsonl, warn_if_dirty
 
 LABELS = {"gates": "gates (all seven)", "lora-qv": "LoRA r=8 (q, v)", "lora-all": "LoRA r=8 (all seven)"}
 REFERENCE = "lora-qv"  # the paired differences are against it (the paper's LoRA baseline: q, v)
 
 
-def _path(results_dir) -> Path:
-    return study_results("decoder", results_dir) / "finetune.jsonl"
+def _load(results_dir) -> tuple[Path, list[dict], dict | None, dict]:
+    """(the results file, its records, the floor record or None, summary of the runs)."""
+    path = study_results("decoder", results_dir) / "finetune.jsonl"
+    records = read_jsonl(path)
+    return path, records, next((r for r in records if r.get("kind") == "floor"), None), summary(records)
 
 
 def summary(records: list[dict]) -> dict:
@@ -55,10 +60,7 @@ def paired_cell(diffs: list[float]) -> str:
 
 def doc_block(results_dir) -> str | None:
     """The table of <results_dir>/decoder/finetune.jsonl (None without runs)."""
-    path = _path(results_dir)
-    records = read_jsonl(path)
-    floor = next((r for r in records if r.get("kind") == "floor"), None)
-    table = summary(records)
+    path, _, floor, table = _load(results_dir)
     if floor is None or not table:
         return None
     ref = table.get(REFERENCE, {}).get("runs", {})
@@ -118,10 +120,7 @@ def make_figure(results_dir, figures_dir) -> list[Path]:
     """figures/decoder_finetune.png: the val curve of every run at its method's chosen lr, with the floors."""
     import matplotlib.pyplot as plt
 
-    path = _path(results_dir)
-    records = read_jsonl(path)
-    floor = next((r for r in records if r.get("kind") == "floor"), None)
-    table = summary(records)
+    path, records, floor, table = _load(results_dir)
     if floor is None or not table:
         return []
     warn_if_dirty(path, records)
@@ -144,8 +143,4 @@ def make_figure(results_dir, figures_dir) -> list[Path]:
     ax.set_title("SmolLM2-135M (Q4_1-dequantized) on SST-2 as prompt -> answer word, one line per seed", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    out = Path(figures_dir) / "decoder_finetune.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=130)
-    plt.close(fig)
-    return [out]
+    return [save_figure(fig, Path(figures_dir) / "decoder_finetune.png")]

@@ -10,8 +10,8 @@ import numpy as np
 import seaborn as sns
 
 from analysis.finetune.results import Protocol
+from analysis.plotting import save_figure
 
-DPI = 130
 TRIVIAL_STYLE = dict(color="dimgray", ls=(0, (5, 3)), lw=1.3)
 REF_STYLE = {"lora": ("tab:blue", "-"), "full": ("black", "-"), "bias": ("tab:orange", "--"), "head": ("tab:gray", ":")}
 GATE_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
@@ -79,10 +79,7 @@ def metric(p: Protocol, task: str) -> str:
 def save(fig, path: Path, title: str) -> Path:
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    pyplot().close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def trivial_line(ax, value: float | None) -> None:
