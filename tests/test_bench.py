@@ -22,6 +22,9 @@ def test_measure_speedup_and_timing():
     assert r["speedup"] == r["dense_ms"] / r["compressed_ms"] and r["dense_ms"] > 0
     t = bench.time_models({"a": dense}, batch=1, seq=4, repeats=5, warmup=0)["a"]
     assert t.n == 5 and t.min_ms <= t.q25_ms <= t.median_ms <= t.q75_ms <= t.max_ms
+    # two repeats (the CLI test's): the quartiles stay inside the data, so error bars are never negative
+    two = bench.Timing.of([0.001, 0.010])
+    assert two.min_ms <= two.q25_ms <= two.median_ms <= two.q75_ms <= two.max_ms
 
 
 def test_bench_cli_synthetic_and_checkpoint(tmp_path, minilm):

@@ -76,7 +76,7 @@ class Timing:
     @classmethod
     def of(cls, seconds: list[float]) -> "Timing":
         ms = sorted(1e3 * s for s in seconds)
-        q = statistics.quantiles(ms, n=4) if len(ms) > 1 else [ms[0]] * 3
+        q = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else [ms[0]] * 3
         return cls(statistics.median(ms), q[0], q[2], ms[0], ms[-1], len(ms))
 
 

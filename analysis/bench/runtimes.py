@@ -142,7 +142,7 @@ def time_cell(models: dict, sessions: dict, batch: int, seq: int, repeats: int, 
         row = {"median_ms": 1e3 * statistics.median(ts), "min_ms": 1e3 * min(ts), "n": len(ts)}
         if name != "dense":
             ratios = [d / t for d, t in zip(times[(rt, "dense")], ts)]
-            q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+            q = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else [ratios[0]] * 3
             row.update(
                 speedup=statistics.median(ratios),
                 speedup_q25=q[0],
