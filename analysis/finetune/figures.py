@@ -12,6 +12,8 @@ Per protocol file <p> (e.g. cpu, convergence-check, cpu-converged) it writes:
                                           removed fraction vs step (analysis.finetune.curves)
   figures/finetune_<p>_kurtosis_layers.png  (f) per-layer kept fractions, plain vs kurtosis-weighted gates
   results/finetune/<p>_plateau.md     the step at which each method's mean dev curve reaches its plateau
+  figures/finetune_sizes.png          gates minus LoRA / bias vs model size, once cpu-fair and cpu-base both have
+                                          records (analysis.finetune.sizes)
   results/glue_table.md               (e) the GLUE table of every protocol, with the trivial baseline, asked vs
                                           got removed fractions, paired seed differences and kurtosis vs plain
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from analysis.cli import add_options, from_args, option
 from analysis.constants import FIGURES, REFERENCE_METHODS, RESULTS
-from analysis.finetune import curves, search_tables, tables
+from analysis.finetune import curves, search_tables, sizes, tables
 from analysis.finetune.plotting import (
     GATE_COLORS,
     REF_STYLE,
@@ -248,6 +250,9 @@ def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:
             curves.plot_kurtosis_layers(p, Path(f"{stem}_kurtosis_layers.png")),
             curves.write_plateau_table(p, tables_dir / "finetune" / f"{p.name}_plateau.md"),
         ]
+    ps = sizes.pick(protocols)
+    if ps is not None:
+        made.append(sizes.plot_sizes(ps, figures_dir / "finetune_sizes.png"))
     return [m for m in made if m is not None]
 
 
