@@ -11,7 +11,7 @@ def rec(model, task, method, seed, dev, keep=None, total=1e6):
     r = {"config": cfg, "dev_main": dev, "removed_fraction": 0.0, "params": {"total": total}}
     if method == "gates":
         cfg.update(keep=keep, bias=True)
-        r.update(removed_fraction=1 - keep + 0.01, removed_asked=1 - keep)
+        r.update(removed_fraction=1 - keep + 0.01, removed_asked=1 - keep, compressed={"speedup_cpu": 2 - keep})
     return r
 
 
@@ -77,6 +77,8 @@ def test_side_by_side_cells_and_paired_differences():
     # the 20% setting lacks STS-B on the base model: no average, rather than an average over SST-2 alone
     assert row(t, avg, "gates keep 0.8") == ["–", "–"]
     assert row(t, avg, "trivial (constant prediction)") == ["25.5", "25.5"]
+    assert row(t, avg, "gates keep 0.7: speedup, dense / compressed") == ["1.30x", "1.30x"]
+    assert row(t, "SST-2", "gates keep 0.8: speedup, dense / compressed") == ["–", "1.20x"]
 
 
 def test_verdict_lines():

@@ -1,8 +1,9 @@
 """The verdict across model sizes (issue 25): protocols run by the same rules on different models, side by side.
 
 size_table(ps)   per task all protocols share, then their average: the trivial baseline, LoRA, bias and each gate
-                 setting (dev mean ± std over seeds; asked → got removed), then each gate setting minus LoRA and
-                 minus bias paired by seed, one column per protocol (its model named); a verdict line per model
+                 setting (dev mean ± std over seeds; asked → got removed), then per gate setting the speedup of
+                 its compressed models and its differences to LoRA and to bias paired by seed; one column per
+                 protocol (its model named); a verdict line per model
 plot_sizes(ps)   those paired differences (task average) against the model's parameter count
 size_block(dir)  the table of SIZE_PROTOCOLS for docs/results.md; None until every one of them has records
 """
@@ -61,6 +62,13 @@ def _setting_cell(p: Protocol, setting: tuple, tasks: list[str]) -> str:
     return pm(values) if values else "–"
 
 
+def _speedup(p: Protocol, setting: tuple, tasks: list[str]) -> str:
+    """Mean dense / compressed latency of the setting's runs on `tasks` (every task must have the cell)."""
+    cells = [p.cell(t, *setting) for t in tasks]
+    values = [x for c in cells if c is not None for x in c.speedup]
+    return f"{mean(values):.2f}x" if values and None not in cells else "–"
+
+
 def _paired(p: Protocol, gate: tuple, ref: str, tasks: list[str]):
     """Gate setting minus reference, paired by seed, over exactly `tasks` (None when one of them lacks a cell)."""
     d = paired(p, gate, (ref, None), tasks=tasks)
@@ -89,6 +97,9 @@ def size_table(ps: list[Protocol]) -> str | None:
         for s in settings:
             lines.append(md_row([name, setting_label(*s), *(_setting_cell(p, s, group) for p in ps)]))
         for g in gates:
+            speed = [_speedup(p, g, group) for p in ps]
+            if any(c != "–" for c in speed):
+                lines.append(md_row([name, f"{setting_label(*g)}: speedup, dense / compressed", *speed]))
             for ref in REFERENCES:
                 cells = [_diff_cell(p, g, ref, group) for p in ps]
                 if any(c != "–" for c in cells):
