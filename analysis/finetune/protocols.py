@@ -238,7 +238,8 @@ def step_times(model: str, runs=STEP_SOURCE, batching=ROOT / "results" / "bench"
     tasks without a measured row)."""
     import json
 
-    rows = _measured_rows(model, runs) or _measured_rows(model, STEP_SOURCE) or _pilot_rows(model)
+    sources = dict.fromkeys([Path(runs), STEP_SOURCE])  # each file read once
+    rows = next((r for r in (_measured_rows(model, f) for f in sources) if r), None) or _pilot_rows(model)
     if not rows:
         return None
     tokens = {}
@@ -308,7 +309,7 @@ def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4
     mean tokens per example); step times from `runs` (a results file) if it has any of this model, else
     from STEP_SOURCE."""
     model = specs[0]["model"] if specs else None
-    times = (step_times(model, runs) if runs else None) or step_times(model)
+    times = step_times(model, runs or STEP_SOURCE)
     if times is None:
         return {"source": f"no measured step times of {model} in {STEP_SOURCE.relative_to(ROOT)}", "wall_s": None}
     per_run = []
