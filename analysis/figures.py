@@ -34,6 +34,7 @@ STUDIES = {  # in the order they are drawn
 DOC = ROOT / "docs" / "results.md"
 DOC_BLOCKS = {  # generated part of DOC -> (module, function, keyword arguments); the function takes results_dir
     "glue-cpu-converged": ("analysis.finetune.figures", "glue_block", {"protocol": "cpu-converged"}),
+    "glue-cpu-fair": ("analysis.finetune.figures", "glue_block", {"protocol": "cpu-fair", "details": True}),
     "finetune-sizes": ("analysis.finetune.sizes", "size_block", {}),
     "bench-batching": ("analysis.bench.batching", "doc_block", {}),
     "bench-cli-refusals": ("analysis.bench.tables", "refusals_block", {}),

@@ -229,3 +229,25 @@ def test_gate_search_table_lists_every_point_with_what_training_removed_alone():
     assert "| gates keep 0.7 | STS-B | 0.01 | 1e-3 | 8.3 | 5496 | 84.6 |" in table
     assert "| gates keep 0.7 | STS-B | 0.1 | 1e-3 | 31.1 | 0 | 83.8 ◀ |" in table
     assert gate_search_table(protocol([rec("STS-B", "lora", 0, 85.0)])) is None
+
+
+def test_correction_table_shows_before_after_and_an_undone_recovery():
+    from analysis.finetune.search_tables import correction_table
+
+    quiet, acted = rec("STS-B", "gates", 0, 83.0, keep=0.7), rec("STS-B", "gates", 1, 82.9, keep=0.7)
+    quiet["correction"] = {"gates_changed": 0, "removed_before": 0.3, "removed_after": 0.3}
+    acted["correction"] = {
+        "gates_changed": 526,
+        "changed_fraction": 0.0127,
+        "removed_before": 0.32,
+        "removed_after": 0.30,
+        **{"val_main_before": 83.8, "val_main_after": 83.5, "dev_main_before": 82.8, "dev_main_after": 82.9},
+        "recovery": {"steps": 49, "kept": False, "val_main_after": 83.4, "dev_main_after": 82.4},
+    }
+    table = correction_table(protocol([quiet, acted]))
+    rows = [line for line in table.splitlines() if line.startswith("| gates")]
+    assert len(rows) == 1  # the run whose correction changed nothing has no row
+    assert (
+        "| 1 | 32.0 → 30.0 | 526 (1.3%) | 83.8 → 83.5 → 83.4 | 82.8 → 82.9 → 82.4 | 49 (not kept: val fell) |"
+        in rows[0]
+    )

@@ -219,10 +219,21 @@ def write_glue_table(protocols: list[Protocol], path: Path, bases: dict) -> Path
     return path
 
 
-def glue_block(results_dir, protocol: str) -> str | None:
-    """One protocol's GLUE table, as docs/results.md shows it (its generated part), or None without its records."""
+def glue_block(results_dir, protocol: str, details: bool = False) -> str | None:
+    """One protocol's GLUE table, as docs/results.md shows it (its generated part), or None without its records;
+    with `details`, followed by the paired differences, the removed fractions and the corrections."""
     p = next((p for p in load_protocols(results_dir) if p.name == protocol), None)
-    return None if p is None else tables.glue_table(p, baselines(p))
+    if p is None:
+        return None
+    parts = [tables.glue_table(p, baselines(p))]
+    for heading, table in (
+        ("Gates minus each reference, paired by seed (dev points)", tables.paired_table(p) if details else None),
+        ("Removed fraction of the gated weights, % asked → got", search_tables.removal_table(p) if details else None),
+        ("Where the final correction changed gates", search_tables.correction_table(p) if details else None),
+    ):
+        if table:
+            parts += ["", f"**{heading}:**", "", table]
+    return "\n".join(parts)
 
 
 def make_figures(results_dir, figures_dir, table_dir=None) -> list[Path]:

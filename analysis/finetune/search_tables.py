@@ -159,7 +159,7 @@ def correction_table(p) -> str | None:
                             f"{x['gates_changed']} ({100 * x.get('changed_fraction', 0):.1f}%)",
                             arrow("val_main"),
                             arrow("dev_main"),
-                            str(rec.get("steps", "–")),
+                            str(rec.get("steps", "–")) + (" (not kept: val fell)" if rec.get("kept") is False else ""),
                         ]
                     )
                 )
@@ -175,4 +175,5 @@ def correction_table(p) -> str | None:
         "dev before → after (→ after recovery)",
         "recovery steps",
     ]
+    # a recovery that lowered val is undone (the model after the correction is what is reported)
     return "\n".join(md_header(head) + rows)
