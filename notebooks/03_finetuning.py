@@ -137,6 +137,25 @@ else:
         display(Markdown(f"#### {name}\n\n{table or '(none yet)'}"))
 
 # %% [markdown]
+# ### Across model sizes (`cpu-fair` on MiniLM, 22M; `cpu-base` on all-mpnet-base-v2, 110M; issue 25)
+#
+# The same rules on a base-size encoder (`make base-model`, then `make experiments-base`): per task and over
+# the shared tasks, LoRA, bias and each gate setting on both models, then gates minus LoRA and minus bias paired
+# by seed, and for each model whether the gates come within 1 point of LoRA and above bias. It stays empty
+# until both protocols have records.
+
+# %%
+from analysis.finetune import sizes
+
+both = sizes.pick(protocols)
+if both is None:
+    print("the side-by-side table needs records of both", " and ".join(sizes.SIZE_PROTOCOLS))
+else:
+    display(Markdown(sizes.size_table(both) or "(no shared task yet)"))
+    if (f := sizes.plot_sizes(both, FIGURES / "finetune_sizes.png")) is not None:
+        display(Image(filename=str(f)))
+
+# %% [markdown]
 # ### What the converged protocol says (`results/finetune/cpu-converged.jsonl`, 75 runs)
 #
 # `--protocol cpu-converged`: five tasks, full training sets (SST-2 capped at 20k), epochs from the
