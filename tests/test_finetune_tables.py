@@ -251,3 +251,23 @@ def test_correction_table_shows_before_after_and_an_undone_recovery():
         "| 1 | 32.0 → 30.0 | 526 (1.3%) | 83.8 → 83.5 → 83.4 | 82.8 → 82.9 → 82.4 | 49 (not kept: val fell) |"
         in rows[0]
     )
+
+
+def test_removal_summary_counts_the_controller_alone_and_costly_corrections():
+    from analysis.finetune.search_tables import removal_summary
+
+    runs = [rec("STS-B", "gates", s, 83.0, keep=0.7) for s in range(4)]
+    runs[0]["correction"] = {"gates_changed": 0, "removed_before": 0.31, "removed_after": 0.31}  # alone: yes
+    runs[1]["correction"] = {"gates_changed": 9, "removed_before": 0.325, "removed_after": 0.30}  # 2.5 over: no
+    runs[1]["correction"].update(dev_main_before=84.0, dev_main_after=82.5)  # lost 1.5, nothing recovered
+    runs[2]["correction"] = {"gates_changed": 9, "removed_before": 0.29, "removed_after": 0.30}
+    runs[2]["correction"].update(
+        dev_main_before=84.0, dev_main_after=82.0, recovery={"kept": True, "dev_main_after": 83.9}
+    )  # lost 2, but a recovery was kept
+    runs[3]["correction"] = {"gates_changed": 5, "removed_before": 0.27, "removed_after": 0.30}  # not measured
+    assert removal_summary(protocol(runs)) == (
+        "Controller alone within 2 points of the request (before any correction): 2 of 4 gate runs (50%). The "
+        "correction changed gates in 3; of the 2 with dev measured before and after it, 1 lost more than 1 point "
+        "with no recovery kept."
+    )
+    assert removal_summary(protocol([rec("STS-B", "lora", 0, 85.0)])) is None

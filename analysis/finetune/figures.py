@@ -178,6 +178,7 @@ def protocol_section(p: Protocol, base: dict) -> list[str]:
             "Removed fraction of the gated weights, % asked → got (mean ± std over seeds)",
             search_tables.removal_table(p),
         ),
+        ("Over all gate runs", search_tables.removal_summary(p)),
         (
             "The final correction, where it changed gates: before → after (→ after the recovery phase)",
             search_tables.correction_table(p),
@@ -229,6 +230,7 @@ def glue_block(results_dir, protocol: str, details: bool = False) -> str | None:
     for heading, table in (
         ("Gates minus each reference, paired by seed (dev points)", tables.paired_table(p) if details else None),
         ("Removed fraction of the gated weights, % asked → got", search_tables.removal_table(p) if details else None),
+        ("Over all gate runs", search_tables.removal_summary(p) if details else None),
         ("Where the final correction changed gates", search_tables.correction_table(p) if details else None),
     ):
         if table:

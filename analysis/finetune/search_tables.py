@@ -3,6 +3,7 @@
 search_table(p)       per method and task: the lrs chosen on val, the grid points tried, interior or at a bound
 gate_search_table(p)  every gate setting a first-seed search trained: what training removed alone, the correction
 removal_table(p)      per gate setting and task: removed fraction asked -> got, and what the final correction did
+removal_summary(p)    over all gate runs: the controller alone within 2 points, and runs the correction cost > 1 point
 correction_table(p)   per gate run the correction changed: removed and val/dev before -> after it (and recovery)
 """
 
@@ -129,6 +130,34 @@ def removal_table(p) -> str | None:
         )
         lines.append(md_row(row))
     return "\n".join(lines)
+
+
+def removal_summary(p) -> str | None:
+    """One line over every gate run with a recorded correction: how often the controller alone came within TOL of
+    the request, how often the correction changed gates, and how many of those lost more than 1 dev point to it
+    with no recovery kept."""
+    recs = [r for c in p.cells if c.is_gates for r in c.records if isinstance(r.get("correction"), dict)]
+    recs = [r for r in recs if r["correction"].get("removed_before") is not None and r.get("removed_asked") is not None]
+    if not recs:
+        return None
+    alone = sum(abs(r["correction"]["removed_before"] - r["removed_asked"]) <= TOL for r in recs)
+    changed = [r["correction"] for r in recs if r["correction"].get("gates_changed")]
+    measured = [x for x in changed if "dev_main_before" in x]
+    lost = [
+        x
+        for x in measured
+        if x["dev_main_before"] - x["dev_main_after"] > 1.0 and not (x.get("recovery") or {}).get("kept")
+    ]
+    text = (
+        f"Controller alone within {100 * TOL:g} points of the request (before any correction): {alone} of "
+        f"{len(recs)} gate runs ({100 * alone / len(recs):.0f}%). The correction changed gates in {len(changed)}"
+    )
+    if measured:
+        text += f"; of the {len(measured)} with dev measured before and after it, {len(lost)} lost more than 1 point"
+        text += " with no recovery kept"
+    elif changed:
+        text += " (dev was not measured before and after it in these records)"
+    return text + "."
 
 
 def correction_table(p) -> str | None:
