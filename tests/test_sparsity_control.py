@@ -153,6 +153,34 @@ def test_split_range_raises_lam_where_the_knob_alone_cannot_reach():
         sc.SparsityController("params", asked=0.3, lam_gain=-1.0)
 
 
+def test_reset_returns_lam_to_one_when_the_removal_reaches_the_request():
+    """The STS-B overshoot: lam far above 1 when the removal crosses the request. Without `reset` lam unwinds over
+    many updates while the gates keep closing; with it, lam is 1 at the first update past the request."""
+    runs = {}
+    for reset in (False, True):
+        c = sc.SparsityController("target", asked=0.3, start=0.0, lam_gain=10.0, reset=reset)
+        for step in range(5, 150, 5):
+            c.update(step, 1000, got=0.2)  # stalled short of the request: lam rises
+        got, step = 0.2, 150
+        while got < 0.3:  # then the gates close at ~0.34 points per update (MiniLM STS-B's pace)
+            assert c.lam_scale > 20.0
+            got += 0.0034
+            c.update(step, 1000, got=got)
+            step += 5
+        runs[reset] = c
+    assert runs[True].lam_scale == 1.0 and runs[False].lam_scale > 20.0
+    c = runs[True]  # past the request afterwards, the knob (not lam) pushes back: lam stays 1
+    c.update(step, 1000, got=0.31)
+    assert c.lam_scale == 1.0 and c.knob > c.feed_forward - 0.2
+    # a state saved before `reset` existed loads into a controller at its default, and into no other
+    old = {k: v for k, v in runs[False].state_dict().items() if k != "reset"}
+    fresh = sc.SparsityController("target", asked=0.3, start=0.0, lam_gain=10.0)
+    fresh.load_state_dict(old)
+    assert fresh.state_dict() == runs[False].state_dict()
+    with pytest.raises(ValueError, match="keys"):
+        sc.SparsityController("target", asked=0.3, start=0.0, lam_gain=10.0, reset=True).load_state_dict(old)
+
+
 def test_split_range_meets_the_request_where_the_knob_alone_stalls(planted):
     """The STS-B case on the tiny model: a penalty too weak for the task (lam 0.05, slow gates) leaves the knob
     alone at its floor ~10 points short of a 30% request; raising lam beyond the knob's window gets there."""

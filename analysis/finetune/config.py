@@ -100,6 +100,9 @@ class SweepConfig:
         "steer the eval-gate removed fraction to the request, exactly at the end (gatecore/sparsity_control.py)",
     )
     split_range: bool = option(True, "the controller raises lam where the knob alone cannot reach the request")
+    control_reset: bool = option(
+        False, "split range: lam back to 1 as soon as the removal reaches the request (less overshoot)"
+    )
     recovery: float = option(
         RECOVERY,
         "after a final correction that changed > 1%% of the gates: train this fraction of the run's steps more "
@@ -254,6 +257,8 @@ def expand(cfg: SweepConfig) -> list[dict]:
                     base.update(
                         control_lam_gain=LAM_GAIN, control_window=WINDOW, control_lam_max=LAM_MAX, control_kd=KD
                     )
+                    if cfg.control_reset:  # only when set, so other run ids do not change
+                        base.update(control_reset=True)
                 if cfg.control and cfg.recovery:
                     base.update(recovery=cfg.recovery, recovery_min_changed=RECOVERY_MIN_CHANGED)
                 variants = [dict(keep=k, bias=True) for k in cfg.keep]

@@ -100,7 +100,7 @@ class TrainResult:
     objective: dict | None = None  # gate methods: the objective as trained (Objective.as_trained)
 
 
-SPLIT_RANGE_KEYS = ("control_lam_gain", "control_window", "control_lam_max", "control_kd")
+SPLIT_RANGE_KEYS = ("control_lam_gain", "control_window", "control_lam_max", "control_kd", "control_reset")
 
 
 def train(
