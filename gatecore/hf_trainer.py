@@ -64,6 +64,7 @@ class GateConfig:
     head_lr: float | None = defaults.HEAD_LR  # None = args.learning_rate
     control: bool = True  # steer the penalty so the eval-gate removed fraction meets `removed`
     split_range: bool = True  # the controller also raises lam where the knob alone cannot get there
+    control_reset: bool = defaults.CONTROL_RESET  # split range: lam back to 1 once the removal reaches `removed`
     correct_at_end: bool = True  # exact final correction to within `tol` (needs control)
     tol: float = 0.02
     kurtosis_tau: float | None = None
@@ -79,6 +80,7 @@ class GateConfig:
                 check_positive(name, getattr(self, name))
         check_bool("control", self.control)
         check_bool("split_range", self.split_range)
+        check_bool("control_reset", self.control_reset)
         check_bool("correct_at_end", self.correct_at_end)
         check_positive("tol", self.tol)
 
@@ -97,9 +99,10 @@ class GateSparsityCallback(TrainerCallback, ExportableState):
         lam_warmup: float = 0.2,
         control: bool = True,
         split_range: bool = True,
+        reset: bool = False,  # False: what a state saved before the setting existed resumes with
     ):
         self.controller = SparsityController(
-            objective, removed, start=lam_warmup, lam_gain=LAM_GAIN if split_range else 0.0
+            objective, removed, start=lam_warmup, lam_gain=LAM_GAIN if split_range else 0.0, reset=reset
         )
         self.control_on = control
         self.noise_state: str | None = None  # the rank's gate-noise generator state, base64 (for resume)
@@ -110,6 +113,7 @@ class GateSparsityCallback(TrainerCallback, ExportableState):
             "lam_warmup": lam_warmup,
             "control": control,
             "split_range": split_range,
+            "reset": reset,
         }
 
     def state(self) -> dict:
@@ -175,7 +179,9 @@ class GateTrainer(Trainer):
         self.model_accepts_loss_kwargs = False
         self.gate_config = cfg
         self.add_callback(
-            GateSparsityCallback(cfg.objective, cfg.removed, cfg.lam_warmup, cfg.control, cfg.split_range)
+            GateSparsityCallback(
+                cfg.objective, cfg.removed, cfg.lam_warmup, cfg.control, cfg.split_range, cfg.control_reset
+            )
         )
         if cfg.kurtosis_tau is not None:
             track_input_means(self.model)

@@ -21,6 +21,9 @@ def test_every_entry_point_starts_from_the_library_defaults():
     assert gate.lam == hf.lam == defaults.LAM and tuple(sweep.lam) == (defaults.LAM,)
     assert gate.lam_warmup == sweep.lam_warmup == defaults.LAM_WARMUP
     assert (sweep.sigma, sweep.reg_sigma) == (defaults.SIGMA, defaults.REG_SIGMA)
+    assert gate.control_reset == sweep.control_reset == defaults.CONTROL_RESET
+    callback = gatecore.hf_trainer.GateSparsityCallback("target", 0.3, reset=gate.control_reset)
+    assert callback.controller.reset == defaults.CONTROL_RESET
 
 
 def test_named_protocols_with_gates_state_objective_and_gate_lr_themselves():
@@ -29,3 +32,5 @@ def test_named_protocols_with_gates_state_objective_and_gate_lr_themselves():
         assert set(p) <= names, name
         if set(p.get("methods", SweepConfig.methods)) & set(gatecore.GATE_METHODS):
             assert "objective" in p and "gate_lr" in p, f"protocol {name} relies on the defaults"
+            if p.get("split_range", SweepConfig.split_range) and p.get("control", SweepConfig.control):
+                assert "control_reset" in p, f"protocol {name} relies on the default controller reset"

@@ -101,7 +101,7 @@ class SweepConfig:
     )
     split_range: bool = option(True, "the controller raises lam where the knob alone cannot reach the request")
     control_reset: bool = option(
-        False, "split range: lam back to 1 as soon as the removal reaches the request (less overshoot)"
+        defaults.CONTROL_RESET, "split range: lam back to 1 as soon as the removal reaches the request (less overshoot)"
     )
     recovery: float = option(
         RECOVERY,

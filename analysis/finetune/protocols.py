@@ -117,6 +117,7 @@ PROTOCOLS = {
         curve_points=16,
         extend_grids=True,
         split_range=True,
+        control_reset=False,  # recorded before the reset existed
         recovery=0.1,
     ),
     # issue 25's pilot on the base-size model (`make base-model`): how fast LoRA and the gates (30% asked, the
@@ -138,6 +139,7 @@ PROTOCOLS = {
         curve_points=12,
         extend_grids=False,
         split_range=True,
+        control_reset=False,  # recorded before the reset existed
         recovery=0.1,
     ),
     # issue 25: the verdict at base size (all-mpnet-base-v2, `make base-model`), by cpu-fair's rules (grid rule,
@@ -199,6 +201,7 @@ PROTOCOLS = {
         no_bias_keep=[0.7],
         objective="target",  # what the CPU protocols chose (gatecore/defaults.py), stated: no run id follows a default
         gate_lr=[0.1],
+        control_reset=True,  # stated, like the objective
         epochs=None,
         task_epochs={"SST-2": 1},
         batch_size=32,
