@@ -39,7 +39,7 @@ from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
 from analysis.data import read_glue
 from analysis.decoder.models import QUANT_NOTE, TINY, load
-from analysis.finetune.runner import controller_met
+from analysis.finetune.stats import controller_met
 from analysis.gridsearch import coordinate_search
 from analysis.provenance import append_jsonl, provenance, read_jsonl
 from gatecore.families import gate_targets

@@ -9,7 +9,7 @@ from pathlib import Path
 from analysis import doc_blocks
 from analysis.constants import study_results
 from analysis.decoder.finetune import setting
-from analysis.finetune.runner import controller_met
+from analysis.finetune.stats import controller_met
 from analysis.plotting import save_figure
 from analysis.provenance import read_jsonl, warn_if_dirty
 

@@ -161,9 +161,10 @@ class Protocol:
     def glue_tasks(self) -> list[str]:
         return [t for t in self.tasks if t in GLUE_TASKS]
 
-    def glue_average(self, label, keep=None) -> Cell | None:
-        """Per seed, the mean dev_main over the protocol's GLUE tasks; None unless every one has the cell."""
-        cells = [self.cell(t, label, keep) for t in self.glue_tasks]
+    def glue_average(self, label, keep=None, tasks=None) -> Cell | None:
+        """Per seed, the mean dev_main over the protocol's GLUE tasks (or `tasks`); None unless every one has the
+        cell."""
+        cells = [self.cell(t, label, keep) for t in (tasks or self.glue_tasks)]
         if not cells or any(c is None for c in cells):
             return None
         by_seed = [{r["config"].get("seed"): r for r in c.records} for c in cells]

@@ -25,6 +25,7 @@ from analysis.constants import POINTS_SUFFIX
 from analysis.data import Task, load_task
 from analysis.finetune.config import SweepConfig, run_id
 from analysis.finetune.encoding import encode, evaluate
+from analysis.finetune.stats import controller_met
 from analysis.finetune.train import build_model, measured_keep, peak_mem_mb, train
 from analysis.finetune.validate import model_source
 from analysis.gridsearch import FACTOR, MAX_STEPS, coordinate_search, point_key
@@ -131,15 +132,6 @@ def entry_score(entry: dict) -> tuple:
     post-hoc correction wins on val by not sparsifying while it trains: the cliff of issue 24), then the val
     metric after every adjustment."""
     return entry.get("meets_keep", True) and controller_met(entry), entry["val_main"]
-
-
-def controller_met(entry: dict, tol: float = sparsity_control.TOL) -> bool:
-    """Whether the removed fraction before the final correction was within `tol` of the request (True for runs
-    without gates or without a recorded correction)."""
-    corr = entry.get("correction")
-    if not isinstance(corr, dict) or corr.get("removed_before") is None or entry.get("removed_asked") is None:
-        return True
-    return abs(corr["removed_before"] - entry["removed_asked"]) <= tol
 
 
 def run_one(

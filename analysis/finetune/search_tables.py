@@ -9,7 +9,7 @@ correction_table(p)   per gate run the correction changed: removed and val/dev b
 
 from __future__ import annotations
 
-from analysis.finetune.stats import pm
+from analysis.finetune.stats import controller_met, pm
 from analysis.finetune.tables import asked_got, gate_settings, md_header, md_row, setting_label
 from gatecore.sparsity_control import TOL
 
@@ -121,7 +121,7 @@ def removal_table(p) -> str | None:
         row = [setting_label(label, keep)] + [asked_got(c.asked, c.removed) if c else "–" for c in cells]
         row.append(f"{100 * max(gaps):.1f}" if gaps else "–")
         row.append(pm([100 * x["removed_before"] for x in corr]) if corr else "– (not recorded)")
-        alone = [abs(x["removed_before"] - r["removed_asked"]) <= TOL for r, x in zip(recs, corr)] if corr else []
+        alone = [controller_met(r) for r in recs if isinstance(r.get("correction"), dict)]
         row.append(f"{sum(alone)} of {len(alone)}" if alone else "–")
         row.append(
             pm([x["gates_changed"] for x in corr], digits=0) + f" (max {max(x['gates_changed'] for x in corr)})"
@@ -140,7 +140,7 @@ def removal_summary(p) -> str | None:
     recs = [r for r in recs if r["correction"].get("removed_before") is not None and r.get("removed_asked") is not None]
     if not recs:
         return None
-    alone = sum(abs(r["correction"]["removed_before"] - r["removed_asked"]) <= TOL for r in recs)
+    alone = sum(controller_met(r) for r in recs)
     changed = [r["correction"] for r in recs if r["correction"].get("gates_changed")]
     measured = [x for x in changed if "dev_main_before" in x]
     lost = [

@@ -42,24 +42,14 @@ def _settings(ps: list[Protocol]) -> list[tuple]:
     return out
 
 
-def _average(p: Protocol, setting: tuple, tasks: list[str]) -> list[float]:
-    """Per seed, the mean dev over `tasks` (only seeds every task has); [] when a task lacks the setting."""
-    cells = [p.cell(t, *setting) for t in tasks]
-    if any(c is None for c in cells):
-        return []
-    by_seed = [{r["config"].get("seed"): r["dev_main"] for r in c.records} for c in cells]
-    seeds = set.intersection(*(set(b) for b in by_seed))
-    return [mean(b[s] for b in by_seed) for s in sorted(seeds, key=str)]
-
-
 def _setting_cell(p: Protocol, setting: tuple, tasks: list[str]) -> str:
     if len(tasks) == 1:
         c = p.cell(tasks[0], *setting)
         if c is None:
             return "–"
         return pm(c.dev) + (f" ({asked_got(c.asked, c.removed)})" if c.is_gates else "")
-    values = _average(p, setting, tasks)
-    return pm(values) if values else "–"
+    avg = p.glue_average(*setting, tasks=tasks)
+    return pm(avg.dev) if avg else "–"
 
 
 def _speedup(p: Protocol, setting: tuple, tasks: list[str]) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from analysis.metrics import task_metrics
+from gatecore.sparsity_control import TOL
 
 TRIVIAL_MARGIN = 1.0  # a cell whose mean is not more than this above the trivial baseline is marked
 PLATEAU_TOL, PLATEAU_TAIL = 0.5, 3  # plateau: the mean of the last 3 curve points; "reached" within 0.5 points
@@ -90,6 +91,18 @@ def at_trivial(values, baseline: float | None) -> bool:
     if baseline is None or m != m:  # no baseline, or no values (nan)
         return False
     return m - baseline <= max(TRIVIAL_MARGIN, 2 * std(values) / len(values) ** 0.5)
+
+
+# ---- the sparsity request ------------------------------------------------------------------------------
+
+
+def controller_met(entry: dict, tol: float = TOL) -> bool:
+    """Whether a record's (or search entry's) removed fraction before the final correction was within `tol` of the
+    request (True for runs without gates or without a recorded correction)."""
+    corr = entry.get("correction")
+    if not isinstance(corr, dict) or corr.get("removed_before") is None or entry.get("removed_asked") is None:
+        return True
+    return abs(corr["removed_before"] - entry["removed_asked"]) <= tol
 
 
 # ---- paired differences over seeds -------------------------------------------------------------------
