@@ -117,7 +117,7 @@ PROTOCOLS = {
         curve_points=16,
         extend_grids=True,
         split_range=True,
-        control_reset=False,  # recorded before the reset existed
+        control_reset=True,  # as cpu-fair
         recovery=0.1,
     ),
     # issue 25's pilot on the base-size model (`make base-model`): how fast LoRA and the gates (30% asked, the
