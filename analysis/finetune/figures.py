@@ -227,14 +227,15 @@ def glue_block(results_dir, protocol: str, details: bool = False) -> str | None:
     if p is None:
         return None
     parts = [tables.glue_table(p, baselines(p))]
-    for heading, table in (
-        ("Gates minus each reference, paired by seed (dev points)", tables.paired_table(p) if details else None),
-        ("Removed fraction of the gated weights, % asked → got", search_tables.removal_table(p) if details else None),
-        ("Over all gate runs", search_tables.removal_summary(p) if details else None),
-        ("Where the final correction changed gates", search_tables.correction_table(p) if details else None),
-    ):
-        if table:
-            parts += ["", f"**{heading}:**", "", table]
+    if details:
+        for heading, table in (
+            ("Gates minus each reference, paired by seed (dev points)", tables.paired_table(p)),
+            ("Removed fraction of the gated weights, % asked → got", search_tables.removal_table(p)),
+            ("Over all gate runs", search_tables.removal_summary(p)),
+            ("Where the final correction changed gates", search_tables.correction_table(p)),
+        ):
+            if table:
+                parts += ["", f"**{heading}:**", "", table]
     return "\n".join(parts)
 
 

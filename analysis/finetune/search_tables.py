@@ -204,5 +204,4 @@ def correction_table(p) -> str | None:
         "dev before → after (→ after recovery)",
         "recovery steps",
     ]
-    # a recovery that lowered val is undone (the model after the correction is what is reported)
     return "\n".join(md_header(head) + rows)
