@@ -127,7 +127,7 @@ def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=(), waiting=()) -> N
     steps = sum(run_cost(s, sizes[s["task"]][0]) / (1.5 if s["method"] == "full" else 1.0) for s in todo + stand_in)
     print(
         f"\nplan: {len(todo)} runs to do, {len(extend)} recorded runs whose grid the rule extends, "
-        f"{sum(grid_size(s) for s in todo + stand_in)} trainings (grid points, before extensions), "
+        f"{sum(grid_size(s) for s in todo + stand_in)} trainings (grid points; one per pending extension, none for extensions still to come), "
         f"{steps:,.0f} training steps; epochs {dict((s['task'], s['epochs']) for s in specs)}"
     )
     if est["wall_s"] is None:
@@ -140,7 +140,7 @@ def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=(), waiting=()) -> N
         print(f"serial hours per {key}: " + ", ".join(f"{k} {v:.2f}" for k, v in hours.items()))
     print(
         f"estimated wall time: {est['wall_s'] / 3600:.2f} h with --workers {cfg.workers} --threads {cfg.threads} "
-        f"({est['serial_s'] / 3600:.2f} h serial; grid extensions not counted); step times from {est['source']}"
+        f"({est['serial_s'] / 3600:.2f} h serial; extensions counted as above); step times from {est['source']}"
     )
 
 
