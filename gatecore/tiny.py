@@ -8,27 +8,29 @@ TINY_KINDS = ("bert", "roberta", "llama")  # the kinds the shared test fixture r
 MORE_KINDS = ("mpnet",)  # tested in their own files (tests/test_mpnet.py)
 
 
+TINY_SIZES = dict(
+    vocab_size=64,
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=32,
+    max_position_embeddings=64,
+    pad_token_id=1,
+    initializer_range=0.2,
+)  # large init: outputs of order 1, so differences show
+
+
 def tiny_config(kind: str, **overrides):
     from transformers import BertConfig, LlamaConfig, MPNetConfig, RobertaConfig
 
-    common = dict(
-        vocab_size=64,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        pad_token_id=1,
-        initializer_range=0.2,
-    )  # large init: outputs of order 1, so differences show
     if kind == "bert":
-        cfg = BertConfig(**common, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        cfg = BertConfig(**TINY_SIZES, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     elif kind == "roberta":
-        cfg = RobertaConfig(**common, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        cfg = RobertaConfig(**TINY_SIZES, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     elif kind == "llama":
-        cfg = LlamaConfig(**common, num_key_value_heads=2, rms_norm_eps=1e-6)
+        cfg = LlamaConfig(**TINY_SIZES, num_key_value_heads=2, rms_norm_eps=1e-6)
     elif kind == "mpnet":
-        cfg = MPNetConfig(**common, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        cfg = MPNetConfig(**TINY_SIZES, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     else:
         raise ValueError(f"kind must be one of {TINY_KINDS + MORE_KINDS}, got {kind!r}")
     for k, v in overrides.items():

@@ -9,18 +9,9 @@ import transformers
 import gatecore as gc
 from gatecore import families
 from gatecore.hessian import SpectrumReport
+from gatecore.tiny import TINY_SIZES
 
-COMMON = dict(
-    vocab_size=64,
-    hidden_size=16,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=32,
-    max_position_embeddings=64,
-    pad_token_id=1,
-    initializer_range=0.2,
-    num_labels=2,
-)
+COMMON = dict(TINY_SIZES, num_labels=2)
 CONFIGS = {  # tiny configs of the registry's types beyond tiny.TINY_KINDS
     "ernie": lambda: transformers.ErnieConfig(**COMMON, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0),
     "gemma": lambda: transformers.GemmaConfig(**COMMON, num_key_value_heads=2, head_dim=4),
