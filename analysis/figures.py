@@ -36,6 +36,7 @@ DOC_BLOCKS = {  # generated part of DOC -> (module, function, keyword arguments)
     "glue-cpu-converged": ("analysis.finetune.figures", "glue_block", {"protocol": "cpu-converged"}),
     "glue-cpu-fair": ("analysis.finetune.figures", "glue_block", {"protocol": "cpu-fair", "details": True}),
     "finetune-sizes": ("analysis.finetune.sizes", "size_block", {}),
+    "finetune-longer": ("analysis.finetune.longer", "longer_block", {}),
     "bench-batching": ("analysis.bench.batching", "doc_block", {}),
     "bench-cli-refusals": ("analysis.bench.tables", "refusals_block", {}),
     "bench-kurtosis-overhead": ("analysis.bench.kurtosis", "doc_block", {}),

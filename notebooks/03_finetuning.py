@@ -156,6 +156,18 @@ else:
         display(Image(filename=str(f)))
 
 # %% [markdown]
+# ### Training 4x longer (`cpu-fair-long` beside `cpu-fair`; issue 24)
+#
+# SST-2 and STS-B at 4x cpu-fair's epochs with the paper's schedule shape (warm-up, then a constant lr), each
+# method at the lrs cpu-fair's seed 0 chose. Each setting's dev in both protocols and the change, paired by
+# seed; then how far the gaps gates − LoRA and gates − bias moved.
+
+# %%
+from analysis.finetune import longer
+
+display(Markdown(longer.longer_block(ROOT / "results") or "(needs records of both " + " and ".join(longer.LONG_PAIR) + ")"))
+
+# %% [markdown]
 # ### What the converged protocol says (`results/finetune/cpu-converged.jsonl`, 75 runs)
 #
 # `--protocol cpu-converged`: five tasks, full training sets (SST-2 capped at 20k), epochs from the
