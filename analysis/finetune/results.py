@@ -40,6 +40,8 @@ PROTOCOL_NOTES = {
     "cpu-fair": "the fair fight of issue 24: every lr grid extended by the grid rule until its choice is interior, "
     "the gates' bias lr searched, the split-range controller, gates+lora",
     "cpu-fair-long": "SST-2 and STS-B at 4x cpu-fair's epochs, constant lr after warm-up, at cpu-fair's choices",
+    "rte-check": "RTE, seed 0, cpu-fair's rules for LoRA and full finetuning: their cpu-converged choices (at a grid "
+    "edge) extended by the grid rule, to decide whether RTE belongs in cpu-fair",
     "control-reset": "STS-B gates at 30% asked, cpu-fair's settings and choice (gate lr 0.1, lr 1e-3), seeds 0-2, "
     "with the controller's reset (lam back to 1 once the removal reaches the request)",
 }
