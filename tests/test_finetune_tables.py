@@ -271,3 +271,17 @@ def test_removal_summary_counts_the_controller_alone_and_costly_corrections():
         "with no recovery kept."
     )
     assert removal_summary(protocol([rec("STS-B", "lora", 0, 85.0)])) is None
+
+
+def test_removal_table_shows_what_the_compressed_models_physically_drop():
+    from analysis.finetune.search_tables import removal_table
+
+    runs = [rec("STS-B", "gates", s, 83.0, keep=0.7) for s in range(2)]
+    for r, inner, hidden in zip(runs, (0.10, 0.20), (0.26, 0.30)):
+        size = {"inner": {"encoder_linear_removed": inner}, "hidden": {"encoder_linear_removed": hidden}}
+        r["compressed"] = {"size": size}
+    row = next(line for line in removal_table(protocol(runs)).splitlines() if line.startswith("| gates"))
+    assert row.endswith("| 15.0 ± 7.1 / 28.0 ± 2.8 |")
+    del runs[0]["compressed"], runs[1]["compressed"]  # records without a compressed model
+    row = next(line for line in removal_table(protocol(runs)).splitlines() if line.startswith("| gates"))
+    assert row.endswith("| – |")

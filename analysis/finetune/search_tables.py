@@ -111,6 +111,7 @@ def removal_table(p) -> str | None:
             "before correction (controller alone)",
             "controller alone within 2 points",
             "gates changed by correction",
+            "encoder linear weights compress removes, default / hidden layout (%)",
         ]
     )
     for label, keep in settings:
@@ -128,8 +129,21 @@ def removal_table(p) -> str | None:
             if corr
             else "–"
         )
+        row.append(_physical(recs))
         lines.append(md_row(row))
     return "\n".join(lines)
+
+
+def _physical(recs: list[dict]) -> str:
+    """What the compressed models drop of the encoder's linear weights: closed rows and columns on the residual
+    stream stay in the default layout (only `layout="hidden"` cuts them), so this can fall well short of the
+    removed fraction of the gated weights."""
+    sizes = [(r.get("compressed") or {}).get("size") or {} for r in recs]
+    inner = [x["inner"]["encoder_linear_removed"] for x in sizes if "inner" in x]
+    hidden = [x["hidden"]["encoder_linear_removed"] for x in sizes if "hidden" in x]
+    if not inner:
+        return "–"
+    return pm([100 * x for x in inner]) + " / " + (pm([100 * x for x in hidden]) if hidden else "–")
 
 
 def removal_summary(p) -> str | None:
