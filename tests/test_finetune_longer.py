@@ -58,11 +58,11 @@ def test_the_gaps_and_the_verdict_say_how_far_they_moved():
     # gates - lora: short s0 -1, s1 -1; long s0 -3, s1 -1: moved -2, 0
     assert row(table, "gates keep 0.7 − lora")[2:] == ["-1.0 ± 0.0", "-2.0 ± 1.4", "-1.0 ± 1.4 (s0: -2.0, s1: +0.0)"]
     assert (
-        "STS-B, gates keep 0.7 − lora: -1.0 → -2.0 with 12 epochs, constant lr; the gap widened by 1.0 points, "
+        "STS-B, gates keep 0.7 − lora: -1.0 → -2.0 with 12 epochs, constant lr: the gates lost 1.0 points on lora, "
         "not more than 1 (2 seeds)." in table
     )
     # gates - bias: short -1, -2; long -5, -4: widened by 3.0
-    assert "gates keep 0.7 − bias: -1.5 → -4.5" in table and "widened by 3.0 points, more than 1" in table
+    assert "gates keep 0.7 − bias: -1.5 → -4.5" in table and "lost 3.0 points on bias, more than 1" in table
 
 
 def test_no_shared_task_gives_no_table():

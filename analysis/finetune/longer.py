@@ -2,7 +2,7 @@
 
 longer_table(short, long)  per task of the long protocol: each setting's dev in both (on the seeds both have) and
                            the change, paired by seed; then gates − LoRA and gates − bias in both and how far
-                           each gap moved; a verdict line per task and gate setting
+                           each gap moved; a verdict line per task, gate setting and reference
 longer_block(dir)          that table for LONG_PAIR, for docs/results.md; None until both protocols have records
 """
 
@@ -96,7 +96,7 @@ def longer_table(short: Protocol, long: Protocol) -> str | None:
                 move = mean(gb[s] - ga[s] for s in seeds)
                 verdicts.append(
                     f"{t}, {label}: {mean(ga[s] for s in seeds):+.1f} → {mean(gb[s] for s in seeds):+.1f} with "
-                    f"{_length(long, t)}; the gap {'narrowed' if move > 0 else 'widened'} by {abs(move):.1f} points, "
+                    f"{_length(long, t)}: the gates {'gained' if move > 0 else 'lost'} {abs(move):.1f} points on {ref}, "
                     f"{'more' if abs(move) > MOVE else 'not more'} than {MOVE:g} ({len(seeds)} seed{'s' * (len(seeds) > 1)})."
                 )
     return "\n".join(lines + ([""] + [f"- {v}" for v in verdicts] if verdicts else []))
