@@ -17,7 +17,7 @@ MOVE = 1.0  # the issue: a gap that moves by more than this asks for 3 seeds, an
 
 
 def _length(p: Protocol, task: str) -> str:
-    """'3 epochs, linear' as the protocol's records of `task` trained."""
+    """'3 epochs, linear lr': how the protocol's records of `task` trained."""
     cfgs = [r["config"] for r in p.records if _shown(r) == task]
     epochs = sorted({c.get("epochs") for c in cfgs}, key=str)
     schedules = sorted({c.get("schedule", "linear") for c in cfgs})
