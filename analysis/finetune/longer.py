@@ -8,7 +8,7 @@ longer_block(dir)          that table for LONG_PAIR, for docs/results.md; None u
 
 from __future__ import annotations
 
-from analysis.finetune.results import DISPLAY, Protocol, load_protocols
+from analysis.finetune.results import Protocol, load_protocols
 from analysis.finetune.stats import mean, paired, pm
 from analysis.finetune.tables import REFERENCES, asked_got, gate_settings, md_header, md_row, setting_label
 
@@ -18,15 +18,10 @@ MOVE = 1.0  # the issue: a gap that moves by more than this asks for 3 seeds, an
 
 def _length(p: Protocol, task: str) -> str:
     """'3 epochs, linear lr': how the protocol's records of `task` trained."""
-    cfgs = [r["config"] for r in p.records if _shown(r) == task]
+    cfgs = [r["config"] for c in p.cells if c.task == task for r in c.records]
     epochs = sorted({c.get("epochs") for c in cfgs}, key=str)
     schedules = sorted({c.get("schedule", "linear") for c in cfgs})
     return f"{'/'.join(map(str, epochs))} epochs, {'/'.join(schedules)} lr"
-
-
-def _shown(record: dict) -> str:
-    task = str(record["config"].get("task"))
-    return DISPLAY.get(task.lower(), task)
 
 
 def _by_seed(cell) -> dict:
