@@ -181,6 +181,32 @@ def test_reset_returns_lam_to_one_when_the_removal_reaches_the_request():
         sc.SparsityController("target", asked=0.3, start=0.0, lam_gain=10.0, reset=True).load_state_dict(old)
 
 
+def test_recenter_stops_the_reopening_push_once_the_removal_is_back_at_the_request():
+    """The SST-2 undershoot: an overshoot held for long winds the integral up (knob far above its feed-forward
+    value); without `recenter` the knob still pushes gates open after the removal has fallen below the request,
+    with it the knob is back at feed-forward at the first such update and then pushes the other way."""
+    runs = {}
+    for recenter in (False, True):
+        c = sc.SparsityController("target", asked=0.3, start=0.0, lam_gain=10.0, reset=True, recenter=recenter)
+        for step in range(5, 155, 5):
+            c.update(step, 1000, got=0.325)  # too much removed, gates slow to reopen: the knob climbs
+        assert c.knob > c.feed_forward + 0.15 and c.lam_scale == 1.0
+        c.update(155, 1000, got=0.299)  # reopened just past the request
+        runs[recenter] = c
+    assert runs[False].knob > runs[False].feed_forward + 0.1  # still pushing open
+    c = runs[True]
+    assert c.integral == 0.0 and c.knob == pytest.approx(c.feed_forward - c.kp * 0.001)
+    c.update(160, 1000, got=0.295)  # still falling: now the knob asks for more removal
+    assert c.knob < c.feed_forward
+    # an l0 controller (knob = lam multiplier, reopening = a smaller one) recenters the same way
+    l0 = sc.SparsityController("l0", asked=0.3, start=0.0, recenter=True)
+    for step in range(5, 155, 5):
+        l0.update(step, 1000, got=0.325)
+    assert l0.integral < 0
+    l0.update(155, 1000, got=0.3)
+    assert l0.integral == 0.0 and l0.knob == pytest.approx(1.0)
+
+
 def test_split_range_meets_the_request_where_the_knob_alone_stalls(planted):
     """The STS-B case on the tiny model: a penalty too weak for the task (lam 0.05, slow gates) leaves the knob
     alone at its floor ~10 points short of a 30% request; raising lam beyond the knob's window gets there."""

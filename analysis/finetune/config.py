@@ -103,6 +103,9 @@ class SweepConfig:
     control_reset: bool = option(
         defaults.CONTROL_RESET, "split range: lam back to 1 as soon as the removal reaches the request (less overshoot)"
     )
+    control_recenter: bool = option(
+        False, "integral back to 0 once the removal falls to the request under a reopening push (no windup)"
+    )
     recovery: float = option(
         RECOVERY,
         "after a final correction that changed > 1%% of the gates: train this fraction of the run's steps more "
@@ -259,6 +262,8 @@ def expand(cfg: SweepConfig) -> list[dict]:
                     )
                     if cfg.control_reset:  # only when set, so other run ids do not change
                         base.update(control_reset=True)
+                if cfg.control and cfg.control_recenter:  # likewise
+                    base.update(control_recenter=True)
                 if cfg.control and cfg.recovery:
                     base.update(recovery=cfg.recovery, recovery_min_changed=RECOVERY_MIN_CHANGED)
                 variants = [dict(keep=k, bias=True) for k in cfg.keep]

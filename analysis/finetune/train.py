@@ -100,7 +100,14 @@ class TrainResult:
     objective: dict | None = None  # gate methods: the objective as trained (Objective.as_trained)
 
 
-SPLIT_RANGE_KEYS = ("control_lam_gain", "control_window", "control_lam_max", "control_kd", "control_reset")
+CONTROL_KEYS = (
+    "control_lam_gain",
+    "control_window",
+    "control_lam_max",
+    "control_kd",
+    "control_reset",
+    "control_recenter",
+)
 
 
 def train(
@@ -140,7 +147,7 @@ def train(
             ki=cfg.get("control_ki", 0.2),
             every=cfg.get("control_every", 5),
             freeze=cfg.get("control_freeze", 0.15),
-            **{k[len("control_") :]: cfg[k] for k in SPLIT_RANGE_KEYS if k in cfg},
+            **{k[len("control_") :]: cfg[k] for k in CONTROL_KEYS if k in cfg},
         )
     objective = (
         Objective(cfg["lam"], cfg["objective"], lam_warmup=cfg["lam_warmup"], kurtosis_tau=cfg.get("kurtosis_tau"))
