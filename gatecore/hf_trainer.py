@@ -65,6 +65,7 @@ class GateConfig:
     control: bool = True  # steer the penalty so the eval-gate removed fraction meets `removed`
     split_range: bool = True  # the controller also raises lam where the knob alone cannot get there
     control_reset: bool = defaults.CONTROL_RESET  # split range: lam back to 1 once the removal reaches `removed`
+    control_recenter: bool = defaults.CONTROL_RECENTER  # integral back to 0 once a reopening push has got there
     correct_at_end: bool = True  # exact final correction to within `tol` (needs control)
     tol: float = 0.02
     kurtosis_tau: float | None = None
@@ -81,6 +82,7 @@ class GateConfig:
         check_bool("control", self.control)
         check_bool("split_range", self.split_range)
         check_bool("control_reset", self.control_reset)
+        check_bool("control_recenter", self.control_recenter)
         check_bool("correct_at_end", self.correct_at_end)
         check_positive("tol", self.tol)
 
@@ -100,9 +102,15 @@ class GateSparsityCallback(TrainerCallback, ExportableState):
         control: bool = True,
         split_range: bool = True,
         reset: bool = False,  # False: what a state saved before the setting existed resumes with
+        recenter: bool = False,  # likewise
     ):
         self.controller = SparsityController(
-            objective, removed, start=lam_warmup, lam_gain=LAM_GAIN if split_range else 0.0, reset=reset
+            objective,
+            removed,
+            start=lam_warmup,
+            lam_gain=LAM_GAIN if split_range else 0.0,
+            reset=reset,
+            recenter=recenter,
         )
         self.control_on = control
         self.noise_state: str | None = None  # the rank's gate-noise generator state, base64 (for resume)
@@ -114,6 +122,7 @@ class GateSparsityCallback(TrainerCallback, ExportableState):
             "control": control,
             "split_range": split_range,
             "reset": reset,
+            "recenter": recenter,
         }
 
     def state(self) -> dict:
@@ -180,7 +189,13 @@ class GateTrainer(Trainer):
         self.gate_config = cfg
         self.add_callback(
             GateSparsityCallback(
-                cfg.objective, cfg.removed, cfg.lam_warmup, cfg.control, cfg.split_range, cfg.control_reset
+                cfg.objective,
+                cfg.removed,
+                cfg.lam_warmup,
+                cfg.control,
+                cfg.split_range,
+                cfg.control_reset,
+                cfg.control_recenter,
             )
         )
         if cfg.kurtosis_tau is not None:

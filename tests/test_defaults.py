@@ -24,6 +24,9 @@ def test_every_entry_point_starts_from_the_library_defaults():
     assert gate.control_reset == sweep.control_reset == defaults.CONTROL_RESET
     callback = gatecore.hf_trainer.GateSparsityCallback("target", 0.3, reset=gate.control_reset)
     assert callback.controller.reset == defaults.CONTROL_RESET
+    assert gate.control_recenter == sweep.control_recenter == defaults.CONTROL_RECENTER
+    callback = gatecore.hf_trainer.GateSparsityCallback("target", 0.3, recenter=gate.control_recenter)
+    assert callback.controller.recenter == defaults.CONTROL_RECENTER
 
 
 def test_named_protocols_with_gates_state_objective_and_gate_lr_themselves():
@@ -34,3 +37,5 @@ def test_named_protocols_with_gates_state_objective_and_gate_lr_themselves():
             assert "objective" in p and "gate_lr" in p, f"protocol {name} relies on the defaults"
             if p.get("split_range", SweepConfig.split_range) and p.get("control", SweepConfig.control):
                 assert "control_reset" in p, f"protocol {name} relies on the default controller reset"
+            if p.get("control", SweepConfig.control):
+                assert "control_recenter" in p, f"protocol {name} relies on the default controller recenter"

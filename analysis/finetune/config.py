@@ -104,7 +104,8 @@ class SweepConfig:
         defaults.CONTROL_RESET, "split range: lam back to 1 as soon as the removal reaches the request (less overshoot)"
     )
     control_recenter: bool = option(
-        False, "integral back to 0 once the removal falls to the request under a reopening push (no windup)"
+        defaults.CONTROL_RECENTER,
+        "integral back to 0 once the removal falls to the request under a reopening push (no windup)",
     )
     recovery: float = option(
         RECOVERY,
