@@ -15,4 +15,4 @@ LAM = 1.0  # weight of the sparsity penalty once warmed up
 LAM_WARMUP = 0.2  # fraction of the steps over which lam ramps up from 0
 SIGMA, REG_SIGMA = 0.1, 0.5  # the gates' forward-noise scale; the scale inside the regulariser's Phi
 CONTROL_RESET = True  # the controller's lam back to 1 once the removal reaches the request (less overshoot)
-CONTROL_RECENTER = False  # its integral back to 0 once gates pushed open have reopened to the request (less undershoot)
+CONTROL_RECENTER = True  # its integral back to 0 once gates pushed open have reopened to the request (less undershoot)

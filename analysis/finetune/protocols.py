@@ -96,7 +96,7 @@ PROTOCOLS = {
         # lam back to 1 once the removal reaches the request: without it STS-B overshot to 32.0% on 2 of 3 seeds
         # (results/finetune/control-reset.jsonl has the same runs with it)
         control_reset=True,
-        control_recenter=False,  # measured on SST-2 only (results/finetune/control-recenter.jsonl)
+        control_recenter=False,  # its gate runs trained without it: one controller per protocol
         recovery=0.1,
     ),
     # is it a matter of training longer? (issue 24) 4x cpu-fair's steps with the paper's schedule shape (warm-up,
@@ -120,7 +120,7 @@ PROTOCOLS = {
         extend_grids=True,
         split_range=True,
         control_reset=True,  # as cpu-fair
-        control_recenter=False,  # measured on SST-2 only (results/finetune/control-recenter.jsonl)
+        control_recenter=False,  # as cpu-fair
         recovery=0.1,
     ),
     # issue 25's pilot on the base-size model (`make base-model`): how fast LoRA and the gates (30% asked, the
@@ -143,7 +143,7 @@ PROTOCOLS = {
         extend_grids=False,
         split_range=True,
         control_reset=False,  # recorded before the reset existed
-        control_recenter=False,  # measured on SST-2 only (results/finetune/control-recenter.jsonl)
+        control_recenter=False,  # recorded before it existed
         recovery=0.1,
     ),
     # issue 25: the verdict at base size (all-mpnet-base-v2, `make base-model`), by cpu-fair's rules (grid rule,
@@ -167,7 +167,7 @@ PROTOCOLS = {
         extend_grids=True,
         split_range=True,
         control_reset=True,
-        control_recenter=False,  # measured on SST-2 only (results/finetune/control-recenter.jsonl)
+        control_recenter=True,  # no cpu-base gate run had been recorded when it was measured
         recovery=0.1,
     ),
     # long runs with a dense curve on the bounded dev subset, to size cpu-converged's epochs
@@ -207,7 +207,7 @@ PROTOCOLS = {
         objective="target",  # what the CPU protocols chose (gatecore/defaults.py), stated: no run id follows a default
         gate_lr=[0.1],
         control_reset=True,  # stated, like the objective
-        control_recenter=False,  # measured on SST-2 only (results/finetune/control-recenter.jsonl)
+        control_recenter=True,  # stated, like the objective
         epochs=None,
         task_epochs={"SST-2": 1},
         batch_size=32,
