@@ -43,14 +43,13 @@ def test_each_variant_run_sits_under_its_twin_and_says_whether_the_controller_al
             gate_run(0, True, [0.1, 0.31, 0.30], 0.30, 0, 84.0, gate_lr=0.1),  # no twin: another gate lr
         ],
     )
-    rows = [
-        [c.strip() for c in line.strip("|").split("|")]
-        for line in variant_table(BASE, variant, "control_recenter").splitlines()[2:]
-    ]
+    table = variant_table(BASE, variant, "control_recenter")
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:4]]
     assert rows == [
         ["SST-2, s2 (30% asked)", "false", "10.0 **32.9** 27.6", "27.6", "**no**", "621", "85.0 / 84.5"],
         ["SST-2, s2 (30% asked)", "true", "10.0 **31.0** 29.7", "29.7", "yes", "0", "85.0 / 84.6"],
     ]
+    assert table.endswith("1 run(s): controller alone +2.1 points removed, val +0.0, dev +0.1.")
 
 
 def test_no_twin_no_table():

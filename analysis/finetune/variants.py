@@ -2,14 +2,15 @@
 
 variant_table(base, variant, key)  per gate run of `variant` with a twin in `base` (same task, seed, keep, bias and
                                    chosen lrs; `key` differs): the removed fraction over training, what the
-                                   controller alone reached, gates the correction changed, val and dev, base → variant
+                                   controller alone reached, gates the correction changed, val and dev, base → variant;
+                                   then the paired differences
 variants_block(dir)                that table for each VARIANTS entry with records, for docs/results.md
 """
 
 from __future__ import annotations
 
 from analysis.finetune.results import Protocol, load_protocols
-from analysis.finetune.stats import controller_met
+from analysis.finetune.stats import controller_met, pm
 from analysis.finetune.tables import md_header, md_row
 
 # (the protocol, a file of its gate runs trained with one controller setting changed, that setting's config key)
@@ -49,11 +50,14 @@ def variant_table(base: Protocol, variant: Protocol, key: str) -> str | None:
     """Markdown (module doc); None when no run of `variant` has a twin in `base`."""
     cols = ["task, seed", f"`{key}`", "removed % over training (curve points)", "controller alone %",
             "within 2 points", "gates changed by correction", "val / dev"]  # fmt: skip
-    lines = md_header(cols)
+    lines, diffs = md_header(cols), []
     for rec in variant.records:
         twin = _twin(base, rec, key)
         if twin is None:
             continue
+        diffs.append(
+            [_alone(rec)[0] - _alone(twin)[0], rec["val_main"] - twin["val_main"], rec["dev_main"] - twin["dev_main"]]
+        )
         asked = 100 * rec.get("removed_asked", 0.0)
         for r in (twin, rec):
             alone, changed = _alone(r)
@@ -61,7 +65,13 @@ def variant_table(base: Protocol, variant: Protocol, key: str) -> str | None:
             where = f"{r['config']['task']}, s{r['config']['seed']} ({asked:.0f}% asked)"
             lines.append(md_row([where, str(bool(r["config"].get(key))).lower(), _trace(r), f"{alone:.1f}", met,
                                  str(changed), _scores(r)]))  # fmt: skip
-    return "\n".join(lines) if len(lines) > 2 else None
+    if not diffs:
+        return None
+    removed, val, dev = (pm(col, signed=True) for col in zip(*diffs))
+    return "\n".join(lines) + (
+        f"\n\nWith `{key}` minus without, paired over {len(diffs)} run(s): controller alone {removed} points "
+        f"removed, val {val}, dev {dev}."
+    )
 
 
 def variants_block(results_dir) -> str | None:
