@@ -44,9 +44,9 @@ PROTOCOL_NOTES = {
     "edge) extended by the grid rule, to decide whether RTE belongs in cpu-fair",
     "control-reset": "STS-B gates at 30% asked, cpu-fair's settings and choice (gate lr 0.1, lr 1e-3), seeds 0-2, "
     "with the controller's reset (lam back to 1 once the removal reaches the request)",
-    "control-recenter": "SST-2 gates at 30% asked, cpu-fair's settings and choice (gate lr 0.03, lr 3e-3), seeds 2 "
-    "and 0, with the controller's recenter (integral back to 0 once the removal falls to the request under a "
-    "reopening push): the candidate fix of cpu-fair's SST-2 undershoot",
+    "control-recenter": "SST-2 gates at 30% asked, cpu-fair's settings and choice (gate lr 0.03, lr 3e-3), seeds "
+    "0-2, with the controller's recenter (integral back to 0 once the removal falls to the request under a "
+    "reopening push): the measurement behind recenter, against cpu-fair's SST-2 undershoot",
 }
 # config keys that may tell two settings of one method apart (lr is chosen per run by the search, so it is not one)
 LABEL_KEYS = (
