@@ -168,6 +168,18 @@ from analysis.finetune import longer
 display(Markdown(longer.longer_block(ROOT / "results") or "(needs records of both " + " and ".join(longer.LONG_PAIR) + ")"))
 
 # %% [markdown]
+# ### The controller's recenter, on the runs it changes (`control-recenter` beside `cpu-fair`; issue 24)
+#
+# cpu-fair's SST-2 gate runs closed past the request by mid-training, then reopened past it the other way while
+# the controller's integral was still pushing them open. The same runs with `recenter` (the integral back to 0 at
+# the first update where the removal is back at the request under that push), each under its cpu-fair twin.
+
+# %%
+from analysis.finetune import variants
+
+display(Markdown(variants.variants_block(ROOT / "results") or "(needs records of the protocols in variants.VARIANTS)"))
+
+# %% [markdown]
 # ### What the converged protocol says (`results/finetune/cpu-converged.jsonl`, 75 runs)
 #
 # `--protocol cpu-converged`: five tasks, full training sets (SST-2 capped at 20k), epochs from the
