@@ -9,7 +9,7 @@ correction_table(p)   per gate run the correction changed: removed and val/dev b
 
 from __future__ import annotations
 
-from analysis.finetune.stats import controller_met, pm
+from analysis.finetune.stats import controller_met, pm, removed_before
 from analysis.finetune.tables import asked_got, gate_settings, md_header, md_row, setting_label
 from gatecore.sparsity_control import TOL
 
@@ -69,7 +69,7 @@ def gate_search_table(p) -> str | None:
             chosen = (rec["config"].get("gate_lr"), rec["config"]["lr"])
             for e in sorted(rec["hp_search"], key=lambda e: (e.get("gate_lr") or 0, e["lr"])):
                 x = e.get("correction") if isinstance(e.get("correction"), dict) else {}
-                before = x.get("removed_before", e.get("removed_fraction"))
+                before = removed_before(e)
                 rows.append(
                     md_row(
                         [

@@ -96,6 +96,13 @@ def at_trivial(values, baseline: float | None) -> bool:
 # ---- the sparsity request ------------------------------------------------------------------------------
 
 
+def removed_before(entry: dict) -> float | None:
+    """The removed fraction a record (or search entry) reached before the final correction: the controller's alone
+    (its own removed fraction when no correction was recorded)."""
+    corr = entry.get("correction") if isinstance(entry.get("correction"), dict) else {}
+    return corr.get("removed_before", entry.get("removed_fraction"))
+
+
 def controller_met(entry: dict, tol: float = TOL) -> bool:
     """Whether a record's (or search entry's) removed fraction before the final correction was within `tol` of the
     request (True for runs without gates or without a recorded correction)."""

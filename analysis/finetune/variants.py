@@ -10,7 +10,7 @@ variants_block(dir)                that table for each VARIANTS entry with recor
 from __future__ import annotations
 
 from analysis.finetune.results import Protocol, load_protocols
-from analysis.finetune.stats import controller_met, pm
+from analysis.finetune.stats import controller_met, pm, removed_before
 from analysis.finetune.tables import md_header, md_row
 
 # (the protocol, a file of its gate runs trained with one controller setting changed, that setting's config key)
@@ -37,9 +37,7 @@ def _trace(rec: dict) -> str:
 
 def _alone(rec: dict) -> tuple[float, int]:
     """(% removed by the controller alone, gates the correction changed)."""
-    corr = rec.get("correction") or {}
-    before = corr.get("removed_before", rec.get("removed_fraction", 0.0))
-    return 100 * before, corr.get("gates_changed", 0)
+    return 100 * (removed_before(rec) or 0.0), (rec.get("correction") or {}).get("gates_changed", 0)
 
 
 def _scores(rec: dict) -> str:
@@ -48,8 +46,15 @@ def _scores(rec: dict) -> str:
 
 def variant_table(base: Protocol, variant: Protocol, key: str) -> str | None:
     """Markdown (module doc); None when no run of `variant` has a twin in `base`."""
-    cols = ["task, seed", f"`{key}`", "removed % over training (curve points)", "controller alone %",
-            "within 2 points", "gates changed by correction", "val / dev"]  # fmt: skip
+    cols = [
+        "task, seed",
+        f"`{key}`",
+        "removed % over training (curve points)",
+        "controller alone %",
+        "within 2 points",
+        "gates changed by correction",
+        "val / dev",
+    ]
     lines, diffs = md_header(cols), []
     for rec in variant.records:
         twin = _twin(base, rec, key)
@@ -63,8 +68,8 @@ def variant_table(base: Protocol, variant: Protocol, key: str) -> str | None:
             alone, changed = _alone(r)
             met = "yes" if controller_met(r) else "**no**"
             where = f"{r['config']['task']}, s{r['config']['seed']} ({asked:.0f}% asked)"
-            lines.append(md_row([where, str(bool(r["config"].get(key))).lower(), _trace(r), f"{alone:.1f}", met,
-                                 str(changed), _scores(r)]))  # fmt: skip
+            row = [where, str(bool(r["config"].get(key))).lower(), _trace(r), f"{alone:.1f}", met, str(changed)]
+            lines.append(md_row([*row, _scores(r)]))
     if not diffs:
         return None
     removed, val, dev = (pm(col, signed=True) for col in zip(*diffs))
