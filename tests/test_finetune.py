@@ -307,9 +307,19 @@ def test_named_protocols_plan_what_the_issue_asks():
     assert len(marked) == 8 and all(
         (s | s["grid_source"])["keep"] == 0.7 and (s | s["grid_source"])["bias"] for s in marked
     )
+    rc = sweep.parse_args(["--protocol", "cpu-fair-rc"])  # its successor: the recentered controller
+    assert rc.control_recenter and rc.choices_from == "cpu-fair" and rc.choices_for == ("gates",)
+    assert rc.reuse[0] == "cpu-fair"  # cpu-fair's extended records win over cpu-converged's copies of the same runs
+    r = expand(rc)
+    assert {(s["method"], s["keep"], s["bias"]) for s in r if "keep" in s} == {
+        ("gates", 0.7, True),
+        ("gates+lora", 0.7, True),
+    }
+    assert all(s.get("control_recenter") for s in r if "keep" in s)
+    assert [s for s in r if "keep" not in s] == [s for s in f if "keep" not in s]  # the same runs: reused
 
 
-@pytest.mark.parametrize("name", ["cpu-converged", "convergence-check", "cpu-fair", "cpu-fair-long"])
+@pytest.mark.parametrize("name", ["cpu-converged", "convergence-check", "cpu-fair", "cpu-fair-long", "cpu-fair-rc"])
 def test_committed_records_keep_the_run_ids_their_protocol_expands_to(name):
     """Every committed record is a run of its protocol as the code expands it today (no run id drifted)."""
     from analysis.finetune.config import inherit_choices, take_choices
@@ -321,7 +331,7 @@ def test_committed_records_keep_the_run_ids_their_protocol_expands_to(name):
     specs = expand(cfg := sweep.parse_args(["--protocol", name]))
     if cfg.choices_from:  # these runs train the lrs another protocol's first seeds chose
         source = read_jsonl(path.with_name(f"{cfg.choices_from}.jsonl"))
-        specs, _ = take_choices(specs, [r for r in source if not runner.needs_search(r)])
+        specs, _ = take_choices(specs, [r for r in source if not runner.needs_search(r)], cfg.choices_for)
     ready, _, _ = inherit_choices(specs, recs)
     assert {r["run_id"] for r in recs} <= {run_id(s) for s in ready}
 

@@ -184,3 +184,25 @@ def test_a_pilot_calibrates_the_scaled_step_times_of_the_other_tasks(tmp_path):
     rows = protocols._pilot_rows("other", tmp_path, tmp_path)
     assert rows[("SST-2", "lora")] == pilot_s
     assert abs(rows[("STS-B", "lora")] - 2 * 5.0 * base[("STS-B", "lora")]) < 1e-12
+
+
+def test_choices_for_takes_the_named_methods_lrs_and_lets_the_others_search():
+    """`choices_for`: only the named methods train the source's first-seed choice; the others keep their grids
+    and are ready to search, even with no counterpart in the source (not left waiting)."""
+    from analysis.finetune.config import take_choices
+
+    common = dict(model="m", task="t", objective="target", lam_grid=[1.0])
+    gates = dict(common, method="gates", keep=0.7, bias=True, lr_grid=[1e-3, 3e-3], gate_lr_grid=[0.01, 0.1])
+    combo = dict(gates, method="gates+lora")
+    lora = dict(model="m", task="t", method="lora", lr_grid=[1e-3, 3e-3])
+    source = [
+        {"run_id": "g0", "spec": {}, "config": dict(gates, lr=3e-3, gate_lr=0.1, lam=1.0)},
+        {"run_id": "l0", "spec": {}, "config": dict(lora, lr=1e-3)},
+        {"run_id": "g1", "spec": {"grid_from": "g0"}, "config": dict(gates, lr=1e-3, gate_lr=0.01, lam=1.0)},
+    ]
+    ready, waiting = take_choices([gates, combo, lora], source, ("gates",))
+    assert waiting == []
+    assert ready[0] == gates | {"lr_grid": [3e-3], "gate_lr_grid": [0.1], "lam_grid": [1.0], "grid_from": "g0"}
+    assert ready[1:] == [combo, lora]  # unchanged: they search
+    ready, waiting = take_choices([gates, combo, lora], source)  # every method: gates+lora has no counterpart
+    assert waiting == [combo] and ready[1] == lora | {"lr_grid": [1e-3], "grid_from": "l0"}

@@ -142,6 +142,18 @@ ROWS = [
     ),
     ("unknown option", {}, ["--kep", "0.5"], r"unrecognized arguments: --kep 0\.5"),
     ("unknown protocol", {}, ["--protocol", "tpu"], r"argument --protocol: invalid choice: 'tpu' \(choose from"),
+    (
+        "choices for, without a source",
+        {},
+        ["--choices-for", "gates"],
+        r"--choices-for: names the methods that take --choices-from's lrs; give --choices-from",
+    ),
+    (
+        "choices for a method not run",
+        {},
+        ["--choices-from", "{out}", "--choices-for", "lora"],
+        r"--choices-for: 'lora' is not one of gates",
+    ),
     ("negative lr", {}, ["--lr", "-0.001"], r"--lr must be a positive finite number in \(0, inf\), got -0\.001"),
     ("zero gate lr", {}, ["--gate-lr", "0"], r"--gate-lr must be a positive finite number in \(0, inf\), got 0\.0"),
     ("nan lam", {}, ["--lam", "nan"], r"--lam must be a finite number in \[0, inf\), got nan"),

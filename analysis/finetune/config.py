@@ -134,6 +134,9 @@ class SweepConfig:
         "results file (a name in results/finetune/ or a path) whose first-seed lr choices these runs train instead "
         "of searching",
     )
+    choices_for: tuple = option(
+        (), "the methods whose lrs come from --choices-from (none named: every method); the others search", nargs="*"
+    )
     bucketed: bool = option(BUCKETED, "length-bucketed training batches (analysis/finetune/batching.py)")
     epochs: int | None = option(None, f"training epochs; None: the protocol's per task, else {DEFAULT_EPOCHS}")
     task_epochs: dict = field(default_factory=dict)
@@ -290,15 +293,19 @@ def choice_key(config: dict) -> tuple:
     return tuple(config.get(k) for k in ("model", "task", "method", "keep", "bias", "kurtosis_tau", "objective"))
 
 
-def take_choices(specs: list[dict], records: list[dict]) -> tuple[list[dict], list[dict]]:
+def take_choices(specs: list[dict], records: list[dict], methods=()) -> tuple[list[dict], list[dict]]:
     """(ready, waiting): each spec's grids become the values its counterpart (choice_key) chose on its first seed
-    in `records` (another protocol's results); it names that run (`grid_from`). No counterpart yet: waiting."""
+    in `records` (another protocol's results); it names that run (`grid_from`). No counterpart yet: waiting.
+    With `methods`, the specs of other methods pass unchanged (they search)."""
     first = {}
     for r in records:
         if not r["spec"].get("grid_from"):  # a first-seed (searching) run
             first.setdefault(choice_key(r["config"]), r)
     ready, waiting = [], []
     for s in specs:
+        if methods and s["method"] not in methods:
+            ready.append(s)
+            continue
         rec = first.get(choice_key(s))
         if rec is None:
             waiting.append(s)

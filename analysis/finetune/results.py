@@ -39,6 +39,8 @@ PROTOCOL_NOTES = {
     "gpu": "the GPU protocol",
     "cpu-fair": "the fair fight of issue 24: every lr grid extended by the grid rule until its choice is interior, "
     "the gates' bias lr searched, the split-range controller, gates+lora",
+    "cpu-fair-rc": "cpu-fair with the recentered controller in every gate run (issue 24's verdict): gates at 30% "
+    "at cpu-fair's choices, gates+lora searched by the grid rule, the other methods' runs cpu-fair's",
     "cpu-fair-long": "SST-2 and STS-B at 4x cpu-fair's epochs, constant lr after warm-up, at cpu-fair's choices",
     "rte-check": "RTE, seed 0, cpu-fair's rules for LoRA and full finetuning: their cpu-converged choices (at a grid "
     "edge) extended by the grid rule, to decide whether RTE belongs in cpu-fair",

@@ -167,7 +167,7 @@ def plan(cfg: SweepConfig, specs: list[dict]) -> tuple[list, list, list, dict, l
     held = []
     if cfg.choices_from:
         src = [r for r in read_jsonl(choices_path(cfg)) if complete(r)]
-        specs, held = take_choices(specs, src)
+        specs, held = take_choices(specs, src, cfg.choices_for)
     while True:  # a reused first seed can make its later seeds ready, and reusable in turn
         ready, waiting, keys = inherit_choices(specs, recs, complete)
         new = reusable(cfg, ready, recs) if cfg.reuse else []
