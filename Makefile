@@ -47,8 +47,8 @@ figures:
 
 # The finetuning protocols (2 workers x 1 thread, resumable: a rerun does only the missing runs; plan with
 # --dry-run): first the convergence check that sized the epochs, then the converged CPU protocol and its levers,
-# then its successor cpu-fair (issue 24; it reuses cpu-converged's identical runs) and the 4x-longer runs; then
-# `make figures`.
+# then its successor cpu-fair (issue 24; it reuses cpu-converged's identical runs), the 4x-longer runs, and
+# cpu-fair-rc (cpu-fair's gate runs with the recentered controller, and gates+lora); then `make figures`.
 experiments:
 	$(PY) -m analysis.finetune --protocol convergence-check --quiet
 	$(PY) -m analysis.finetune --protocol cpu-converged --quiet
@@ -56,6 +56,7 @@ experiments:
 	$(PY) -m analysis.finetune $(LEVERS) --keep 0.7 --objective params
 	$(PY) -m analysis.finetune --protocol cpu-fair --quiet
 	$(PY) -m analysis.finetune --protocol cpu-fair-long --quiet
+	$(PY) -m analysis.finetune --protocol cpu-fair-rc --quiet
 
 # The base-size protocol (issue 25; needs `make base-model`): the pilot that sized it, then cpu-base, the runs its
 # verdict needs first (~16 h of its ~28 h wall on 2 workers; resumable, a point killed mid-run resumes).

@@ -35,6 +35,7 @@ DOC = ROOT / "docs" / "results.md"
 DOC_BLOCKS = {  # generated part of DOC -> (module, function, keyword arguments); the function takes results_dir
     "glue-cpu-converged": ("analysis.finetune.figures", "glue_block", {"protocol": "cpu-converged"}),
     "glue-cpu-fair": ("analysis.finetune.figures", "glue_block", {"protocol": "cpu-fair", "details": True}),
+    "glue-cpu-fair-rc": ("analysis.finetune.figures", "glue_block", {"protocol": "cpu-fair-rc", "details": True}),
     "finetune-sizes": ("analysis.finetune.sizes", "size_block", {}),
     "finetune-longer": ("analysis.finetune.longer", "longer_block", {}),
     "finetune-variants": ("analysis.finetune.variants", "variants_block", {}),

@@ -150,7 +150,11 @@ class SweepConfig:
     lora_r: int = option(8, "LoRA rank")
     lora_alpha: float = option(16, "LoRA alpha")
     lr_grids: dict = field(default_factory=dict)  # per-method lr grids (a protocol's)
-    one_seed: tuple = option((), "methods (or gates-no-bias) run on the first seed only", nargs="*")
+    one_seed: tuple = option(
+        (),
+        "methods (or gates-no-bias, gates-other-keeps: keep targets after the first) run on the first seed only",
+        nargs="*",
+    )
     grid_on_first_seed: bool = option(
         False,
         "search the lr/lam/gate-lr grids on the first seed only; later seeds train the point it chose on val",
@@ -270,7 +274,8 @@ def expand(cfg: SweepConfig) -> list[dict]:
                     base.update(control_recenter=True)
                 if cfg.control and cfg.recovery:
                     base.update(recovery=cfg.recovery, recovery_min_changed=RECOVERY_MIN_CHANGED)
-                variants = [dict(keep=k, bias=True) for k in cfg.keep]
+                keeps = cfg.keep if i == 0 or "gates-other-keeps" not in cfg.one_seed else cfg.keep[:1]
+                variants = [dict(keep=k, bias=True) for k in keeps]
                 if method == "gates+lora" and cfg.combo_keep is not None:
                     specs += [{**base, "keep": k, "bias": True} for k in cfg.combo_keep]
                     continue

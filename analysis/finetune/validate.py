@@ -118,7 +118,7 @@ def check_options(cfg) -> None:
             except DataError as e:
                 raise ConfigError(f"--tasks: {e}") from None
         methods = _choices(cfg, "methods", METHODS)
-        _choices(cfg, "one_seed", (*METHODS, "gates-no-bias"), allow_empty=True)
+        _choices(cfg, "one_seed", (*METHODS, "gates-no-bias", "gates-other-keeps"), allow_empty=True)
         if cfg.choices_for and not cfg.choices_from:
             raise ConfigError("--choices-for: names the methods that take --choices-from's lrs; give --choices-from")
         _choices(cfg, "choices_for", methods, allow_empty=True)

@@ -14,7 +14,10 @@ from analysis.finetune.stats import controller_met, pm, removed_before
 from analysis.finetune.tables import md_header, md_row
 
 # (the protocol, a file of its gate runs trained with one controller setting changed, that setting's config key)
-VARIANTS = (("cpu-fair", "control-recenter", "control_recenter"),)
+VARIANTS = (
+    ("cpu-fair", "control-recenter", "control_recenter"),
+    ("cpu-fair", "cpu-fair-rc", "control_recenter"),  # every cpu-fair gate run at 30%, with recenter
+)
 TWIN_KEYS = ("task", "seed", "keep", "bias", "gate_lr", "lr", "epochs", "objective", "train_examples")
 
 
