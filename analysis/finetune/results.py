@@ -38,7 +38,7 @@ PROTOCOL_NOTES = {
     "removing nothing or 10% (what the removal costs), and the params objective",
     "gpu": "the GPU protocol",
     "cpu-fair": "the fair fight of issue 24: every lr grid extended by the grid rule until its choice is interior, "
-    "the gates' bias lr searched, the split-range controller, gates+lora",
+    "the gates' bias lr searched, the split-range controller; gates at 30% (3 seeds), at 40% and without biases (seed 0)",
     "cpu-fair-rc": "cpu-fair with the recentered controller in every gate run (issue 24's verdict): gates at 30% "
     "at cpu-fair's choices, gates+lora searched by the grid rule, the other methods' runs cpu-fair's",
     "cpu-fair-long": "SST-2 and STS-B at 4x cpu-fair's epochs, constant lr after warm-up, at cpu-fair's choices",
