@@ -73,7 +73,8 @@ for r in read_jsonl(live):
 #
 # Each file `results/finetune/<protocol>.jsonl` is one protocol: `convergence-check` (long runs on SST-2 and
 # MRPC that sized the epochs), `cpu-converged` (the converged five-task protocol), `cpu-fair` (its
-# successor with the grid rule, issue 24; in progress), `cpu-fair-long` (4x longer runs), `gpu` (the same protocol run with the offline GPU kit, `analysis.finetune.gpu_bundle` +
+# successor with the grid rule, issue 24), `cpu-fair-rc` (cpu-fair's gate runs with the recentered controller,
+# and gates+lora: issue 24's verdict; in progress), `cpu-fair-long` (4x longer runs), `gpu` (the same protocol run with the offline GPU kit, `analysis.finetune.gpu_bundle` +
 # `analysis.finetune.gpu_protocol`, when one has been run). The table gives, per
 # task and method, the dev metric (mean ± std over seeds), the trainable parameters, the measured fraction of the
 # gated weights removed (eval gates) and the speedup of the compressed model. The commands that produced the
@@ -112,32 +113,35 @@ for p in protocols:
     print(claim_check(p) or f"[{p.name}] the protocol lacks the lora or bias GLUE average")
 
 # %% [markdown]
-# ### The fair fight (`results/finetune/cpu-fair.jsonl`, issue 24; in progress)
+# ### The fair fight (`cpu-fair` and its successor `cpu-fair-rc`, issue 24; in progress)
 #
 # `--protocol cpu-fair` reruns the comparison with every lr grid extended by the grid rule until its choice is
 # interior (the gates' bias lr searched too), the split-range controller, and a search that counts a gate
 # setting only if training removed what was asked (the controller alone within 2 points, before any final
-# correction). The tables below are drawn from the records as they stand: what each search tried, and for
-# the gates what training removed alone and what the correction changed. docs/results.md says which tasks
-# are complete and what they show.
+# correction). `--protocol cpu-fair-rc` trains cpu-fair's gate runs again with the controller's recenter (its
+# gate runs had undershot the request on 2 of 20), at the lrs cpu-fair chose, adds gates+lora (searched by the
+# same rule) and reuses the other methods' runs; it is the protocol of the verdict. The tables below are drawn
+# from the records as they stand: what each search tried, and for the gates what training removed alone and what
+# the correction changed. docs/results.md says which tasks are complete and what they show.
 
 # %%
 from analysis.finetune import search_tables, tables
 
-fair = next((p for p in protocols if p.name == "cpu-fair"), None)
-if fair is None:
-    print("no cpu-fair records yet: python -m analysis.finetune --protocol cpu-fair")
-else:
-    for name, table in (
+for name in ("cpu-fair", "cpu-fair-rc"):
+    fair = next((p for p in protocols if p.name == name), None)
+    if fair is None:
+        print(f"no {name} records yet: python -m analysis.finetune --protocol {name}")
+        continue
+    for title, table in (
         ("lrs chosen on val by the grid rule", search_tables.search_table(fair)),
         ("gate settings searched: removed by training alone, gates the correction changed",
          search_tables.gate_search_table(fair)),
         ("paired differences, gates minus reference (seed s minus seed s)", tables.paired_table(fair)),
     ):
-        display(Markdown(f"#### {name}\n\n{table or '(none yet)'}"))
+        display(Markdown(f"#### `{name}`: {title}\n\n{table or '(none yet)'}"))
 
 # %% [markdown]
-# ### Across model sizes (`cpu-fair` on MiniLM, 22M; `cpu-base` on all-mpnet-base-v2, 110M; issue 25)
+# ### Across model sizes (`cpu-fair-rc` on MiniLM, 22M; `cpu-base` on all-mpnet-base-v2, 110M; issue 25)
 #
 # The same rules on a base-size encoder (`make base-model`, then `make experiments-base`): per task and over
 # the shared tasks, LoRA, bias and each gate setting on both models, then gates minus LoRA and minus bias paired
@@ -168,11 +172,12 @@ from analysis.finetune import longer
 display(Markdown(longer.longer_block(ROOT / "results") or "(needs records of both " + " and ".join(longer.LONG_PAIR) + ")"))
 
 # %% [markdown]
-# ### The controller's recenter, on the runs it changes (`control-recenter` beside `cpu-fair`; issue 24)
+# ### The controller's recenter, on the runs it changes (`control-recenter` and `cpu-fair-rc` beside `cpu-fair`)
 #
 # cpu-fair's SST-2 gate runs closed past the request by mid-training, then reopened past it the other way while
 # the controller's integral was still pushing them open. The same runs with `recenter` (the integral back to 0 at
-# the first update where the removal is back at the request under that push), each under its cpu-fair twin.
+# the first update where the removal is back at the request under that push), each under its cpu-fair twin:
+# first the SST-2 runs that measured it (`control-recenter`), then every gate run of cpu-fair-rc.
 
 # %%
 from analysis.finetune import variants

@@ -16,7 +16,7 @@ from analysis.finetune.results import Protocol, load_protocols
 from analysis.finetune.stats import CLAIM_GAP, baselines, mean, paired, pm
 from analysis.finetune.tables import REFERENCES, asked_got, gate_settings, md_header, md_row, setting_label
 
-SIZE_PROTOCOLS = ("cpu-fair", "cpu-base")  # MiniLM's fair fight and its base-size twin (same grid rule, controller)
+SIZE_PROTOCOLS = ("cpu-fair-rc", "cpu-base")  # MiniLM's fair fight and its base-size twin (same grid rule, controller)
 
 
 def model_of(p: Protocol) -> str:
