@@ -307,17 +307,6 @@ def test_named_protocols_plan_what_the_issue_asks():
         (s | s["grid_source"])["keep"] == 0.7 and (s | s["grid_source"])["bias"] for s in marked
     )
     assert {s["keep"] for s in gates if s["seed"] > 0} == {0.7}  # gates-other-keeps: 40% on the first seed only
-    rc = sweep.parse_args(["--protocol", "cpu-fair-rc"])  # its successor: the recentered controller
-    assert rc.control_recenter and rc.choices_from == "cpu-fair" and rc.choices_for == ("gates",)
-    assert rc.reuse[0] == "cpu-fair"  # cpu-fair's extended records win over cpu-converged's copies of the same runs
-    r = expand(rc)
-    assert {(s["method"], s["keep"], s["bias"]) for s in r if "keep" in s} == {
-        ("gates", 0.7, True),
-        ("gates+lora", 0.7, True),
-    }
-    assert all(s.get("control_recenter") for s in r if "keep" in s)
-    assert len([s for s in r if s["method"] == "gates+lora"]) == 12  # 4 tasks x 3 seeds: RTE dropped
-    assert [s for s in r if "keep" not in s] == [s for s in f if "keep" not in s]  # the same runs: reused
 
 
 @pytest.mark.parametrize("name", ["cpu-converged", "convergence-check", "cpu-fair", "cpu-fair-long", "cpu-fair-rc"])

@@ -1,11 +1,13 @@
 """analysis.finetune's lr search: the grid rule extends a recorded edge choice reusing its points, other gate
 variants train the first keep's choice, a search killed part-way resumes from its trained points, a gate setting
-is chosen only if its controller met the request, and the dry run plans a CSV task."""
+is chosen only if its controller met the request, the dry run plans a CSV task, and a protocol takes another's
+choices for the methods it names (cpu-fair-rc)."""
 
 import pytest
 from test_finetune import argv
 
 from analysis.finetune import runner, sweep
+from analysis.finetune.config import expand
 from analysis.provenance import read_jsonl
 
 
@@ -206,3 +208,18 @@ def test_choices_for_takes_the_named_methods_lrs_and_lets_the_others_search():
     assert ready[1:] == [combo, lora]  # unchanged: they search
     ready, waiting = take_choices([gates, combo, lora], source)  # every method: gates+lora has no counterpart
     assert waiting == [combo] and ready[1] == lora | {"lr_grid": [1e-3], "grid_from": "l0"}
+
+
+def test_cpu_fair_rc_retrains_cpu_fairs_gates_with_recenter_and_reuses_the_rest():
+    f = expand(sweep.parse_args(["--protocol", "cpu-fair"]))
+    rc = sweep.parse_args(["--protocol", "cpu-fair-rc"])
+    assert rc.control_recenter and rc.choices_from == "cpu-fair" and rc.choices_for == ("gates",)
+    assert rc.reuse[0] == "cpu-fair"  # cpu-fair's extended records win over cpu-converged's copies of the same runs
+    r = expand(rc)
+    assert {(s["method"], s["keep"], s["bias"]) for s in r if "keep" in s} == {
+        ("gates", 0.7, True),
+        ("gates+lora", 0.7, True),
+    }
+    assert all(s.get("control_recenter") for s in r if "keep" in s)
+    assert len([s for s in r if s["method"] == "gates+lora"]) == 12  # 4 tasks x 3 seeds: RTE dropped
+    assert [s for s in r if "keep" not in s] == [s for s in f if "keep" not in s]  # the same runs: reused
