@@ -7,7 +7,7 @@ import pytest
 from test_finetune import argv
 
 from analysis.finetune import runner, sweep
-from analysis.finetune.config import expand
+from analysis.finetune.config import expand, take_choices
 from analysis.provenance import read_jsonl
 
 
@@ -191,8 +191,6 @@ def test_a_pilot_calibrates_the_scaled_step_times_of_the_other_tasks(tmp_path):
 def test_choices_for_takes_the_named_methods_lrs_and_lets_the_others_search():
     """`choices_for`: only the named methods train the source's first-seed choice; the others keep their grids
     and are ready to search, even with no counterpart in the source (not left waiting)."""
-    from analysis.finetune.config import take_choices
-
     common = dict(model="m", task="t", objective="target", lam_grid=[1.0])
     gates = dict(common, method="gates", keep=0.7, bias=True, lr_grid=[1e-3, 3e-3], gate_lr_grid=[0.01, 0.1])
     combo = dict(gates, method="gates+lora")

@@ -9,7 +9,7 @@ correction_table(p)   per gate run the correction changed: removed and val/dev b
 
 from __future__ import annotations
 
-from analysis.finetune.stats import controller_met, pm, removed_before
+from analysis.finetune.stats import controller_met, gates_changed, pm, removed_before
 from analysis.finetune.tables import asked_got, gate_settings, md_header, md_row, setting_label
 from gatecore.sparsity_control import TOL
 
@@ -68,7 +68,6 @@ def gate_search_table(p) -> str | None:
                 continue
             chosen = (rec["config"].get("gate_lr"), rec["config"]["lr"])
             for e in sorted(rec["hp_search"], key=lambda e: (e.get("gate_lr") or 0, e["lr"])):
-                x = e.get("correction") if isinstance(e.get("correction"), dict) else {}
                 before = removed_before(e)
                 rows.append(
                     md_row(
@@ -78,7 +77,7 @@ def gate_search_table(p) -> str | None:
                             f"{e.get('gate_lr', '–')}",
                             _lr(e["lr"]),
                             "–" if before is None else f"{100 * before:.1f}",
-                            str(x.get("gates_changed", 0)),
+                            str(gates_changed(e)),
                             f"{e['val_main']:.1f}" + (" ◀" if (e.get("gate_lr"), e["lr"]) == chosen else ""),
                         ]
                     )

@@ -96,18 +96,27 @@ def at_trivial(values, baseline: float | None) -> bool:
 # ---- the sparsity request ------------------------------------------------------------------------------
 
 
+def _correction(entry: dict) -> dict:
+    corr = entry.get("correction")
+    return corr if isinstance(corr, dict) else {}
+
+
 def removed_before(entry: dict) -> float | None:
     """The removed fraction a record (or search entry) reached before the final correction: the controller's alone
     (its own removed fraction when no correction was recorded)."""
-    corr = entry.get("correction") if isinstance(entry.get("correction"), dict) else {}
-    return corr.get("removed_before", entry.get("removed_fraction"))
+    return _correction(entry).get("removed_before", entry.get("removed_fraction"))
+
+
+def gates_changed(entry: dict) -> int:
+    """How many gates a record's (or search entry's) final correction changed (0 without a correction)."""
+    return _correction(entry).get("gates_changed", 0)
 
 
 def controller_met(entry: dict, tol: float = TOL) -> bool:
     """Whether a record's (or search entry's) removed fraction before the final correction was within `tol` of the
     request (True for runs without gates or without a recorded correction)."""
-    corr = entry.get("correction")
-    if not isinstance(corr, dict) or corr.get("removed_before") is None or entry.get("removed_asked") is None:
+    corr = _correction(entry)
+    if corr.get("removed_before") is None or entry.get("removed_asked") is None:
         return True
     return abs(corr["removed_before"] - entry["removed_asked"]) <= tol
 

@@ -10,7 +10,7 @@ variants_block(dir)                that table for each VARIANTS entry with recor
 from __future__ import annotations
 
 from analysis.finetune.results import Protocol, load_protocols
-from analysis.finetune.stats import controller_met, pm, removed_before
+from analysis.finetune.stats import controller_met, gates_changed, pm, removed_before
 from analysis.finetune.tables import md_header, md_row
 
 # (the protocol, a file of its gate runs trained with one controller setting changed, that setting's config key)
@@ -40,7 +40,7 @@ def _trace(rec: dict) -> str:
 
 def _alone(rec: dict) -> tuple[float, int]:
     """(% removed by the controller alone, gates the correction changed)."""
-    return 100 * (removed_before(rec) or 0.0), (rec.get("correction") or {}).get("gates_changed", 0)
+    return 100 * (removed_before(rec) or 0.0), gates_changed(rec)
 
 
 def _scores(rec: dict) -> str:
