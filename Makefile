@@ -59,7 +59,7 @@ experiments:
 	$(PY) -m analysis.finetune --protocol cpu-fair-rc --quiet
 
 # The base-size protocol (issue 25; needs `make base-model`): the pilot that sized it, then cpu-base, the runs its
-# verdict needs first (~19 h of its ~34 h wall on 2 workers; resumable, a point killed mid-run resumes).
+# verdict needs first (~19 h of its ~31 h wall on 2 workers; resumable, a point killed mid-run resumes).
 experiments-base:
 	$(PY) -m analysis.finetune --protocol base-pilot --quiet
 	$(PY) -m analysis.finetune --protocol cpu-base --methods bias lora gates --quiet
