@@ -221,3 +221,22 @@ def test_cpu_fair_rc_retrains_cpu_fairs_gates_with_recenter_and_reuses_the_rest(
     assert all(s.get("control_recenter") for s in r if "keep" in s)
     assert len([s for s in r if s["method"] == "gates+lora"]) == 12  # 4 tasks x 3 seeds: RTE dropped
     assert [s for s in r if "keep" not in s] == [s for s in f if "keep" not in s]  # the same runs: reused
+
+
+def test_cpu_base_plans_three_seeds_where_issue_25_asks_and_one_elsewhere():
+    """bias, LoRA and the gates at 30% and 20% removed: 3 seeds on each of the four tasks; head, full and
+    gates+lora one seed (expanding the plan needs no installed model)."""
+    specs = expand(sweep.parse_args(["--protocol", "cpu-base"]))
+    seeds = {}
+    for s in specs:
+        seeds.setdefault((s["method"], s.get("keep")), set()).add((s["task"], s["seed"]))
+    tasks = {"SST-2", "MRPC", "STS-B", "CoLA"}
+    three = {(t, k) for t in tasks for k in (0, 1, 2)}
+    assert {m: v for m, v in seeds.items() if v == three}.keys() == {
+        ("bias", None),
+        ("lora", None),
+        ("gates", 0.7),
+        ("gates", 0.8),
+    }
+    assert all(seeds[m] == {(t, 0) for t in tasks} for m in [("head", None), ("full", None), ("gates+lora", 0.7)])
+    assert {s["model"] for s in specs} == {"all-mpnet-base-v2"}
