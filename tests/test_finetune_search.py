@@ -100,6 +100,15 @@ def test_dry_run_plans_a_csv_task_from_measured_per_token_step_times(folder, cap
     assert "plan: 3 runs to do" in out and "estimated wall time" in out and "seconds per token" in out
 
 
+def test_dry_run_of_a_complete_protocol_says_there_is_nothing_to_do(folder, tmp_path, capsys):
+    out = tmp_path / "runs.jsonl"
+    args = argv(folder, out, "--methods", "lora", "--lr", "1e-3", "--epochs", "1", "--no-extend-grids")
+    sweep.main(args)
+    capsys.readouterr()
+    assert sweep.main([*args, "--dry-run"]) == 0
+    assert f"plan: nothing to do: every run of the plan is in {out}" in capsys.readouterr().out
+
+
 def test_a_search_killed_part_way_resumes_from_its_trained_points(folder, tmp_path, monkeypatch):
     """Each trained search point is kept as it finishes (<out>.points.jsonl): a rerun after a kill mid-search
     trains only the missing points (and the chosen one again, to build its record) and records the same search."""

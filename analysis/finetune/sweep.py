@@ -123,6 +123,9 @@ def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=(), waiting=()) -> N
     for s in extend:
         print(run_id(s), "(grid extension of a recorded run)")
     stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items()} for s in extend]  # about one point each
+    if not todo and not stand_in:
+        print(f"\nplan: nothing to do: every run of the plan is in {cfg.out}")
+        return
     est = estimate(todo + stand_in, sizes, cfg.workers, curve_points=cfg.curve_points, runs=cfg.out)
     steps = sum(run_cost(s, sizes[s["task"]][0]) / (1.5 if s["method"] == "full" else 1.0) for s in todo + stand_in)
     print(
