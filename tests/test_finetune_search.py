@@ -241,7 +241,7 @@ def test_cpu_base_plans_three_seeds_where_issue_25_asks_and_one_elsewhere():
         seeds.setdefault((s["method"], s.get("keep")), set()).add((s["task"], s["seed"]))
     tasks = {"SST-2", "MRPC", "STS-B", "CoLA"}
     three = {(t, k) for t in tasks for k in (0, 1, 2)}
-    assert {m: v for m, v in seeds.items() if v == three}.keys() == {
+    assert {m for m, v in seeds.items() if v == three} == {
         ("bias", None),
         ("lora", None),
         ("gates", 0.7),
