@@ -148,7 +148,8 @@ for name in ("cpu-fair", "cpu-fair-rc"):
 #
 # - **Gates at 30% removed − LoRA**, paired by seed: SST-2 −2.6 ± 0.7, MRPC −1.3 ± 0.7, STS-B −0.3 ± 0.2
 #   (s0 −0.5, s1 −0.2, s2 −0.3), CoLA −6.4 ± 5.0; task average −2.7 ± 1.0 (s0 −3.1, s1 −3.4, s2 −1.5). Within
-#   1 point of LoRA on STS-B only.
+#   1 point of LoRA on average on STS-B only (there in every seed; in single seeds also MRPC s0, −0.8, and CoLA
+#   s2, −0.9).
 # - **Gates − bias**: SST-2 −0.3 ± 0.4, MRPC −0.7 ± 0.5, STS-B −0.5 ± 0.3, CoLA −4.4 ± 0.3; task average
 #   −1.5 ± 0.3 (s0 −1.4, s1 −1.2, s2 −1.9). Above the bias control in no seed of any task.
 # - **gates+lora − LoRA** (gates around W + BA, searched by the same rule): SST-2 −1.5 ± 0.4 (−1.9, −1.4, −1.1),
