@@ -1,6 +1,7 @@
 """analysis.finetune.schedule: longest first, one writer, resumable, failures logged; 2 workers == 1 worker."""
 
 import random
+import time
 
 from analysis.finetune import sweep
 from analysis.finetune.schedule import Job, run_jobs
@@ -88,3 +89,43 @@ def test_two_workers_write_the_same_records_as_one(tmp_path):
     assert len(recs[1]) == 2 and recs[1] == recs[2]  # metrics, curves, gates, corrections: all equal
     gates = [r for r in recs[2].values() if r["config"]["method"] == "gates"]
     assert all(abs(r["removed_got"] - r["removed_asked"]) <= 0.02 for r in gates)
+
+
+def wait_for_later(name, flag, device):
+    """'first' ends at once; 'long' ends only once 'later' (readied by 'first') has run: a wave barrier hangs it."""
+    if name == "later":
+        flag.touch()
+    if name == "long":
+        deadline = time.time() + 60
+        while not flag.exists():
+            if time.time() > deadline:
+                raise TimeoutError("'later' never ran while 'long' was running")
+            time.sleep(0.05)
+    return {"run_id": name}
+
+
+def test_a_run_made_ready_starts_on_the_free_worker_at_once(tmp_path):
+    out, flag = tmp_path / "r.jsonl", tmp_path / "later-ran"
+    jobs = [Job("long", 2.0, ("long", flag)), Job("first", 1.0, ("first", flag))]
+    calls = []
+
+    def refill():  # 'later' waits for 'first' (as a later seed waits for its first seed's grid choice)
+        calls.append(1)
+        done = {r["run_id"] for r in read_jsonl(out)}
+        return [Job("later", 1.0, ("later", flag)), Job("first", 1.0, ("first", flag))] if "first" in done else []
+
+    assert run_jobs(jobs, wait_for_later, out, workers=2, refill=refill, progress=False) == []
+    assert [r["run_id"] for r in read_jsonl(out)] == ["first", "later", "long"]
+    assert len(calls) == 3  # once per finished run; 'first', returned again, was not rerun
+
+
+def test_max_runs_counts_the_jobs_refill_adds(tmp_path):
+    out = tmp_path / "r.jsonl"
+    chain = {"a": "b", "b": "c", "c": None}  # each run readies the next
+
+    def refill():
+        last = read_jsonl(out)[-1]["run_id"]
+        return [Job(chain[last], 1.0, (chain[last],))] if chain[last] else []
+
+    assert run_jobs([Job("a", 1.0, ("a",))], record_or_fail, out, refill=refill, max_runs=2, progress=False) == []
+    assert [r["run_id"] for r in read_jsonl(out)] == ["a", "b"]

@@ -1,6 +1,6 @@
 """One scheduler for every sweep (the finetuning sweep on the CPU, the GPU protocol driver on a GPU host).
 
-    run_jobs(jobs, fn, out_file, workers=2, threads=1, device="cpu")
+    run_jobs(jobs, fn, out_file, workers=2, threads=1, device="cpu", refill=None)
 
 Contract:
 - a job is (run_id, cost, args); `fn(*args, device)` runs it and returns its record (a dict with the
@@ -8,6 +8,10 @@ Contract:
 - jobs whose run_id is already in `out_file` are skipped (resumable), unless marked `replace` (their record
   replaces the line of that run_id, atomically); the rest start longest
   (largest cost) first, ties in the given order, so the tail of a sweep is short runs;
+- `refill` (optional) is called after each finished run and returns the jobs it may have made ready (a
+  sweep's later seeds, once their first seed's grid choice is recorded): those not done, queued, running or
+  failed in this call join the queue, so a free worker never waits for the other jobs of a "wave";
+- at most `max_runs` jobs start in one call;
 - `workers` = 1 runs them here, in this process; more run them in that many spawned processes (CUDA
   cannot be forked) with `threads` torch threads each;
 - this process is the one writer of `out_file`: one line per finished run, so a killed sweep loses at
@@ -53,32 +57,40 @@ def _worker(fn, jobs, results, device, threads: int) -> None:
         results.put(_call(fn, Job(*job), device))
 
 
-def _in_process(fn, todo, device):
-    for job in todo:
+def _in_process(fn, take, device):
+    while (job := take()) is not None:
         yield _call(fn, job, device)
 
 
-def _in_workers(fn, todo, device, workers: int, threads: int):
+def _in_workers(fn, take, device, workers: int, threads: int):
+    """Hand each free worker the next job of `take` (so a job made ready by a finished one starts at once) and
+    yield the results; the consumer handles each (and may queue more jobs) before the next job is handed out."""
     ctx = mp.get_context("spawn")
     jobs, results = ctx.Queue(), ctx.Queue()
-    for job in todo:
-        jobs.put(tuple(job))
     procs = [
         ctx.Process(target=_worker, args=(fn, jobs, results, device, threads), daemon=True) for _ in range(workers)
     ]
-    for _ in procs:
-        jobs.put(None)
     for w in procs:
         w.start()
+    busy = 0
     try:
-        for _ in todo:
+        while True:
+            while busy < workers and (job := take()) is not None:
+                jobs.put(tuple(job))
+                busy += 1
+            if not busy:
+                break
             while True:
                 try:
-                    yield results.get(timeout=10)
+                    result = results.get(timeout=10)
                     break
                 except queue.Empty:
                     if not any(w.is_alive() for w in procs):
                         raise RuntimeError("every worker has exited with runs left; see their errors above") from None
+            busy -= 1
+            yield result
+        for _ in procs:
+            jobs.put(None)
         for w in procs:
             w.join(timeout=60)
     finally:
@@ -98,20 +110,50 @@ def run_jobs(
     annotate: Callable[[dict], None] | None = None,
     progress: bool = True,
     max_runs: int | None = None,
+    refill: Callable[[], list[Job]] | None = None,
 ) -> list[str]:
     """Run what `out_file` lacks, longest first; returns the run_ids that failed. See the module docstring."""
     out_file = Path(out_file)
-    done = {r.get("run_id") for r in read_jsonl(out_file)}
-    todo = sorted((j for j in jobs if j.replace or j.run_id not in done), key=lambda j: -j.cost)[:max_runs]
-    replacing = {j.run_id for j in todo if j.replace}
-    if not todo:
+    pending: list[Job] = []
+    running: dict[str, Job] = {}
+    failed: list[str] = []
+    started = 0
+
+    def add(new: list[Job]) -> float:  # queue the jobs not done, queued, running or failed; their total cost
+        done = {r.get("run_id") for r in read_jsonl(out_file)}
+        seen = set(running) | {j.run_id for j in pending} | set(failed)
+        fresh = []
+        for j in new:
+            if j.run_id not in seen and (j.replace or j.run_id not in done):
+                fresh.append(j)
+                seen.add(j.run_id)
+        pending.extend(fresh)
+        pending.sort(key=lambda j: -j.cost)  # stable: ties keep the given order
+        return sum(j.cost for j in fresh)
+
+    def take() -> Job | None:
+        nonlocal started
+        if not pending or (max_runs is not None and started >= max_runs):
+            return None
+        started += 1
+        job = pending.pop(0)
+        running[job.run_id] = job
+        return job
+
+    total = add(jobs)
+    if not pending:
         return []
-    n = max(1, min(workers, len(todo)))
-    stream = _in_process(fn, todo, device) if n == 1 else _in_workers(fn, todo, device, n, threads)
-    cost = {j.run_id: j.cost for j in todo}
-    total, done_cost, failed, t0 = sum(cost.values()), 0.0, [], time.perf_counter()
-    with tqdm(total=len(todo), desc=f"runs ({n} worker{'s' * (n > 1)})", disable=not progress) as bar:
+
+    def planned() -> int:  # runs started or to start in this call
+        return min(started + len(pending), max_runs or started + len(pending))
+
+    n = workers if refill else min(workers, len(pending))  # refill may queue more: every worker is kept
+    n = max(1, min(n, max_runs or n))
+    stream = _in_process(fn, take, device) if n == 1 else _in_workers(fn, take, device, n, threads)
+    done_cost, t0 = 0.0, time.perf_counter()
+    with tqdm(total=planned(), desc=f"runs ({n} worker{'s' * (n > 1)})", disable=not progress) as bar:
         for rid, rec, err in stream:
+            job = running.pop(rid)
             if err is not None:
                 failed.append(rid)
                 print(f"run {rid} failed: {err}")
@@ -120,8 +162,11 @@ def run_jobs(
             else:
                 if annotate:
                     annotate(rec)
-                (replace_jsonl if rid in replacing else append_jsonl)(out_file, rec)
-            done_cost += cost[rid]
+                (replace_jsonl if job.replace else append_jsonl)(out_file, rec)
+            done_cost += job.cost
+            if refill:
+                total += add(refill())
+                bar.total = planned()
             elapsed = time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(

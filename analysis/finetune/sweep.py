@@ -192,10 +192,11 @@ def choices_path(cfg: SweepConfig) -> Path:
 def run_sweep(cfg: SweepConfig, extra: dict | None = None) -> Path:
     """Run (or with dry_run, plan) every run of the sweep not yet in its results file; returns that file.
     A run marked to train another run's choice (later seeds: the first seed's; with grids_from_first_keep, other
-    gate variants: the first keep target's) waits for that run: it runs in a later wave of the same call (or of
-    a later call, if the first is cut short by --max-runs). A recorded run whose choice sits at an edge the grid
-    rule would extend is searched further, reusing its recorded points, and its record is replaced. `extra`: fields
-    added to every record this call writes (the GPU driver: the bundle the runs came from)."""
+    gate variants: the first keep target's) waits for that run: it starts as soon as that record is written (the
+    plan is redone after every finished run), in this call or, if it is cut short by --max-runs, a later one. A
+    recorded run whose choice sits at an edge the grid rule would extend is searched further, reusing its recorded
+    points, and its record is replaced. `extra`: fields added to every record this call writes (the GPU driver:
+    the bundle the runs came from)."""
     cfg = resolve(cfg)
     validate(cfg)  # everything, the data included, before anything is scheduled or written
     torch.set_num_threads(cfg.threads)
@@ -220,35 +221,39 @@ def run_sweep(cfg: SweepConfig, extra: dict | None = None) -> Path:
         )
         return cfg.out
     errors = cfg.out.with_name(cfg.out.stem + ".errors.jsonl")
-    failed, left = [], cfg.max_runs
+    sizes = {}
 
-    def annotate(rec):  # `keys` of the current wave
+    def jobs(todo, extend) -> list[Job]:  # an extension trains its new points only: about one point's cost each
+        new = todo + [s for s, _ in extend]
+        sizes.update(task_sizes(cfg, [s for s in new if s["task"] not in sizes]))
+        out = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, cfg, None)) for s in todo]
+        return out + [
+            Job(run_id(s), run_cost(s, sizes[s["task"]][0]) / grid_size(s), (s, cfg, rec), replace=True)
+            for s, rec in extend
+        ]
+
+    def refill() -> list[Job]:  # re-planned after every finished run: a source's record readies its waiting runs
+        todo, extend, _, new_keys, _ = plan(cfg, specs)
+        keys.update(new_keys)
+        return jobs(todo, extend)
+
+    def annotate(rec):
         rec.update(extra or {})
         if keys.get(rec["run_id"]):
             rec["spec_key"] = keys[rec["run_id"]]
 
-    while (todo or extend) and (left is None or left > 0):
-        sizes = task_sizes(cfg, todo + [s for s, _ in extend])
-        jobs = [Job(run_id(s), run_cost(s, sizes[s["task"]][0]), (s, cfg, None)) for s in todo]
-        jobs += [
-            Job(run_id(s), run_cost(s, sizes[s["task"]][0]) / grid_size(s), (s, cfg, rec), replace=True)
-            for s, rec in extend
-        ]
-        failed += run_jobs(
-            jobs,
-            run_spec,
-            cfg.out,
-            cfg.workers,
-            cfg.threads,
-            cfg.device,
-            errors_file=errors,
-            max_runs=left,
-            annotate=annotate,
-        )
-        left = None if left is None else left - min(left, len(jobs))
-        todo, extend, waiting, keys, _ = plan(cfg, specs)
-        todo = [s for s in todo if run_id(s) not in failed]
-        extend = [(s, r) for s, r in extend if run_id(s) not in failed]
+    failed = run_jobs(
+        jobs(todo, extend),
+        run_spec,
+        cfg.out,
+        cfg.workers,
+        cfg.threads,
+        cfg.device,
+        errors_file=errors,
+        max_runs=cfg.max_runs,
+        annotate=annotate,
+        refill=refill,
+    )
     ids = {run_id(s) for s in plan(cfg, specs)[4]}
     print(summary([r for r in read_jsonl(cfg.out) if r["run_id"] in ids]))
     if failed:
