@@ -64,18 +64,17 @@ def _in_process(fn, take, device):
 
 def _in_workers(fn, take, device, workers: int, threads: int):
     """Hand each free worker the next job of `take` (so a job made ready by a finished one starts at once) and
-    yield the results; the consumer handles each (and may queue more jobs) before the next job is handed out."""
+    yield the results; the consumer handles each (and may queue more jobs) before the next job is handed out.
+    Workers start when there is a job for them, up to `workers`."""
     ctx = mp.get_context("spawn")
     jobs, results = ctx.Queue(), ctx.Queue()
-    procs = [
-        ctx.Process(target=_worker, args=(fn, jobs, results, device, threads), daemon=True) for _ in range(workers)
-    ]
-    for w in procs:
-        w.start()
-    busy = 0
+    procs, busy = [], 0
     try:
         while True:
             while busy < workers and (job := take()) is not None:
+                if busy == len(procs):  # every started worker is busy: start one more (none waits idle)
+                    procs.append(ctx.Process(target=_worker, args=(fn, jobs, results, device, threads), daemon=True))
+                    procs[-1].start()
                 jobs.put(tuple(job))
                 busy += 1
             if not busy:
