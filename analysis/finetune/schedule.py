@@ -146,7 +146,7 @@ def run_jobs(
     def planned() -> int:  # runs started or to start in this call
         return min(started + len(pending), max_runs or started + len(pending))
 
-    n = workers if refill else min(workers, len(pending))  # refill may queue more: every worker is kept
+    n = workers if refill else min(workers, len(pending))  # refill may queue more (workers start as jobs come)
     n = max(1, min(n, max_runs or n))
     stream = _in_process(fn, take, device) if n == 1 else _in_workers(fn, take, device, n, threads)
     done_cost, t0 = 0.0, time.perf_counter()
