@@ -118,7 +118,7 @@ def run_jobs(
     failed: list[str] = []
     started = 0
 
-    def add(new: list[Job]) -> float:  # queue the jobs not done, queued, running or failed; their total cost
+    def add(new: list[Job]) -> None:  # queue the jobs not done, queued, running or failed
         done = {r.get("run_id") for r in read_jsonl(out_file)}
         seen = set(running) | {j.run_id for j in pending} | set(failed)
         fresh = []
@@ -128,7 +128,6 @@ def run_jobs(
                 seen.add(j.run_id)
         pending.extend(fresh)
         pending.sort(key=lambda j: -j.cost)  # stable: ties keep the given order
-        return sum(j.cost for j in fresh)
 
     def take() -> Job | None:
         nonlocal started
@@ -139,12 +138,15 @@ def run_jobs(
         running[job.run_id] = job
         return job
 
-    total = add(jobs)
+    add(jobs)
     if not pending:
         return []
 
     def planned() -> int:  # runs started or to start in this call
         return min(started + len(pending), max_runs or started + len(pending))
+
+    def cost_left() -> float:  # the runs in flight and those this call will still start
+        return sum(j.cost for j in running.values()) + sum(j.cost for j in pending[: planned() - started])
 
     n = workers if refill else min(workers, len(pending))  # refill may queue more (workers start as jobs come)
     n = max(1, min(n, max_runs or n))
@@ -164,13 +166,13 @@ def run_jobs(
                 (replace_jsonl if job.replace else append_jsonl)(out_file, rec)
             done_cost += job.cost
             if refill:
-                total += add(refill())
+                add(refill())
                 bar.total = planned()
             elapsed = time.perf_counter() - t0
             bar.update(1)
             bar.set_postfix(
                 errors=len(failed),
                 elapsed=f"{elapsed:.0f}s",
-                eta=f"{elapsed * (total / max(done_cost, 1e-9) - 1):.0f}s",
+                eta=f"{elapsed * cost_left() / max(done_cost, 1e-9):.0f}s",
             )  # by cost done, longest first
     return failed
