@@ -47,6 +47,7 @@ DOC_BLOCKS = {  # generated part of DOC -> (module, function, keyword arguments)
     "bench-train-cost": ("analysis.bench.train_cost", "doc_block", {}),
     "bench-hf-trainer-overhead": ("analysis.bench.hf_trainer", "doc_block", {}),
     "bench-model-steps": ("analysis.bench.model_steps", "doc_block", {}),
+    "bench-autocast": ("analysis.bench.autocast", "doc_block", {}),
     "bench-runtimes": ("analysis.bench.runtimes", "doc_block", {}),
     "hessian-exact-timing": ("analysis.hessian.compare", "timing_block", {}),
     "decoder-exactness": ("analysis.decoder.exactness", "doc_block", {}),

@@ -12,10 +12,15 @@ with (target, scale) = (controller.target_sparsity, controller.lam_scale) when a
 (Objective.target, 1). `Objective` is frozen and plain data (`to_dict`/`from_dict`), so it travels with a
 checkpoint's meta (`gatecore.save_trainable(model, path, objective=obj.to_dict())`). A run without the
 sparsity term passes objective=None.
+
+Mixed precision: `autocast=torch.bfloat16` (or float16) runs the forward pass (task loss and sparsity term)
+under torch.autocast on the model's device; parameters, gradients and optimizer state stay float32. On a CPU
+with AMX a base-size encoder's step is 2-3x faster in bfloat16 (analysis/finetune/protocols.py, cpu-base).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Callable, Iterable
@@ -92,6 +97,22 @@ class StepOut:
     penalty: torch.Tensor | None
 
 
+AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_autocast(dtype) -> None:
+    """None (float32) or one of AUTOCAST_DTYPES' dtypes; raises ValueError otherwise."""
+    if dtype is not None and dtype not in AUTOCAST_DTYPES.values():
+        raise ValueError(f"autocast must be None or one of torch.{', torch.'.join(AUTOCAST_DTYPES)}, got {dtype!r}")
+
+
+def forward_precision(model, dtype):
+    """The context the forward pass runs in: torch.autocast(dtype) on the model's device, or nothing (None)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=dtype)
+
+
 class NonFiniteLoss(FloatingPointError):
     """The loss of a step is NaN or infinite; raised before backward, so nothing was updated."""
 
@@ -109,15 +130,18 @@ def train_step(
     step: int = 0,
     total: int = 1,
     label: str = "training",
+    autocast: torch.dtype | None = None,
 ) -> StepOut:
-    """One step: loss = loss_fn(model, batch) + objective term; zero_grad, backward, optimizer and scheduler step;
-    then, with `control`, the controller reads the eval-gate removed fraction. Raises NonFiniteLoss (naming
-    `label` and the step) on a non-finite loss before anything is updated."""
-    task = loss_fn(model, batch)
-    loss = task
-    term, pen = objective.term(model, step, total, controller) if objective is not None else (None, None)
-    if term is not None:
-        loss = loss + term
+    """One step: loss = loss_fn(model, batch) + objective term (under `autocast`, module docstring); zero_grad,
+    backward, optimizer and scheduler step; then, with `control`, the controller reads the eval-gate removed
+    fraction. Raises NonFiniteLoss (naming `label` and the step) on a non-finite loss before anything is updated."""
+    check_autocast(autocast)
+    with forward_precision(model, autocast):
+        task = loss_fn(model, batch)
+        loss = task
+        term, pen = objective.term(model, step, total, controller) if objective is not None else (None, None)
+        if term is not None:
+            loss = loss + term
     value = loss.item()
     if not math.isfinite(value):
         raise NonFiniteLoss(f"non-finite loss {value} at step {step + 1}/{total} of {label}")
@@ -153,13 +177,15 @@ def train_loop(
     after: Callable | None = None,
     stop_on_nonfinite: bool = False,
     label: str = "training",
+    autocast: torch.dtype | None = None,
 ) -> LoopEnd:
     """`train_step` over `batches` (any iterable, drawn lazily: one batch per step), steps counted from `start` of
     `total` (default: len(batches)) for the ramp and the controller.
 
     Hooks: `before(step)` runs before each forward (e.g. to set train/eval modes); `after(out: StepOut)` after
     each step (evaluation, logging); a true return value ends the loop. A non-finite loss raises NonFiniteLoss,
-    or with `stop_on_nonfinite` ends the loop there (LoopEnd.diverged_at)."""
+    or with `stop_on_nonfinite` ends the loop there (LoopEnd.diverged_at). `autocast`: as train_step's."""
+    check_autocast(autocast)
     total = len(batches) if total is None else total
     step = start
     for batch in batches:
@@ -178,6 +204,7 @@ def train_loop(
                 step=step,
                 total=total,
                 label=label,
+                autocast=autocast,
             )
         except NonFiniteLoss:
             if stop_on_nonfinite:

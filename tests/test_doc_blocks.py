@@ -276,6 +276,27 @@ BLOCKS = [  # (module, function, results file, record, lines the block must hold
         ["| SST-2 | gates | 0.26 | 1.39 | 5.28x | 5.54x | 192 | 840,962 |"],
     ),
     (
+        "analysis.bench.autocast",
+        "doc_block",
+        "bench/autocast_big.json",
+        {
+            "config": {"model": "big", "dtype": "bfloat16", "batch": 32, "steps": 2, "warmup": 1, "threads": 1},
+            "tasks": {
+                "MRPC": {
+                    "methods": {
+                        "gates": {
+                            "float32_cpu_s": 4.63,
+                            "autocast_cpu_s": 2.0,
+                            "ratio_cpu": 2.315,
+                            "tokens_per_batch": 1440.0,
+                        }
+                    }
+                }
+            },
+        },
+        ["| MRPC | gates | 4.63 | 2.00 | 2.31x | 1440 |", "big, batch 32, 2 timed steps per precision"],
+    ),
+    (
         "analysis.hessian.compare",
         "timing_block",
         "hessian/exact_timing.json",

@@ -249,3 +249,39 @@ def test_cpu_base_plans_three_seeds_where_issue_25_asks_and_one_elsewhere():
     }
     assert all(seeds[m] == {(t, 0) for t in tasks} for m in [("head", None), ("full", None), ("gates+lora", 0.7)])
     assert {s["model"] for s in specs} == {"all-mpnet-base-v2"}
+
+
+def test_a_protocol_under_autocast_is_planned_from_its_own_precision(tmp_path):
+    """Step times of records trained under autocast and in float32 never mix; before a protocol under autocast has
+    records, float32 times are divided by the measured speedup (results/bench/autocast_<model>.json) of their task
+    and method, else of the method, and left as they are without a measurement in that dtype."""
+    import json
+
+    from analysis.finetune import protocols
+
+    f32 = {"step_time_s": 4.0, "config": {"model": "other", "task": "SST-2", "method": "lora"}}
+    bf16 = {"step_time_s": 1.5, "config": {**f32["config"], "autocast": "bfloat16"}}
+    (tmp_path / "runs.jsonl").write_text(json.dumps(f32) + "\n" + json.dumps(bf16) + "\n")
+    assert protocols._measured_rows("other", tmp_path / "runs.jsonl") == {("SST-2", "lora"): 4.0}
+    assert protocols._measured_rows("other", tmp_path / "runs.jsonl", "bfloat16") == {("SST-2", "lora"): 1.5}
+    bench = {
+        "config": {"dtype": "bfloat16"},
+        "median_ratio_cpu": {"lora": 2.0, "gates": 3.0},
+        "tasks": {"SST-2": {"methods": {"lora": {"ratio_cpu": 2.5}}}},
+    }
+    (tmp_path / "autocast_other.json").write_text(json.dumps(bench))
+    rows = {("SST-2", "lora"): 4.0, ("MRPC", "lora"): 6.0, ("MRPC", "gates-no-bias"): 9.0, ("MRPC", "head"): 1.0}
+    want = {("SST-2", "lora"): 1.6, ("MRPC", "lora"): 3.0, ("MRPC", "gates-no-bias"): 3.0, ("MRPC", "head"): 1.0}
+    assert protocols._autocast_rows("some/folder/other", rows, "bfloat16", tmp_path) == want
+    assert protocols._autocast_rows("other", rows, "float16", tmp_path) == rows
+
+
+def test_autocast_enters_the_run_spec_only_when_set():
+    from analysis.finetune.config import SweepConfig
+
+    plain = expand(SweepConfig(tasks=("SST-2",), methods=("lora", "gates"), seeds=(0,), keep=(0.7,)))
+    mixed = expand(
+        SweepConfig(tasks=("SST-2",), methods=("lora", "gates"), seeds=(0,), keep=(0.7,), autocast="bfloat16")
+    )
+    assert all("autocast" not in s for s in plain) and [s["autocast"] for s in mixed] == ["bfloat16"] * len(plain)
+    assert [{k: v for k, v in s.items() if k != "autocast"} for s in mixed] == plain

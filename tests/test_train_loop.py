@@ -8,6 +8,7 @@ dropout, batch order).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -44,8 +45,9 @@ def same_params(a, b) -> bool:
     return pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
 
 
-def old_finetune_loop(model, cfg, task, train_enc, pad_id, device):
-    """analysis/finetune/train.py `train`'s optimizer loop before the move (curve points left out)."""
+def old_finetune_loop(model, cfg, task, train_enc, pad_id, device, forward=contextlib.nullcontext):
+    """analysis/finetune/train.py `train`'s optimizer loop before the move (curve points left out); the forward
+    pass runs in the context `forward()` makes (torch.autocast for the autocast replay)."""
     opt = torch.optim.AdamW(param_groups(model, cfg["lr"], cfg.get("head_lr"), cfg.get("gate_lr")), weight_decay=0.0)
     total = max(1, math.ceil(len(train_enc.ids) / cfg["batch_size"]) * cfg["epochs"])
     sched = SCHEDULES[cfg.get("schedule", "linear")](opt, total, 0.06)
@@ -64,10 +66,11 @@ def old_finetune_loop(model, cfg, task, train_enc, pad_id, device):
     for _ in range(cfg["epochs"]):
         for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed"))):
             batch, labels = collate(train_enc, idx, pad_id, device)
-            loss = task_loss(pooled_logits(model, batch, cfg["pooling"]), labels, task.num_labels)
-            ramp = lam_ramp(step, total, cfg["lam_warmup"])
-            pen = gc.sparsity_penalty(model, cfg["objective"], target=ctl.target_sparsity)
-            loss = loss + cfg["lam"] * ctl.lam_scale * ramp * pen
+            with forward():
+                loss = task_loss(pooled_logits(model, batch, cfg["pooling"]), labels, task.num_labels)
+                ramp = lam_ramp(step, total, cfg["lam_warmup"])
+                pen = gc.sparsity_penalty(model, cfg["objective"], target=ctl.target_sparsity)
+                loss = loss + cfg["lam"] * ctl.lam_scale * ramp * pen
             losses.append(loss.item())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -328,3 +331,85 @@ def test_lbfgs_minimize_is_the_closure_step_it_replaced():
     b = torch.zeros(4, dtype=torch.float64, requires_grad=True)
     lbfgs_minimize([b], lambda: loss_of(b), **opts)
     assert torch.equal(a, b) and loss_of(b) < loss_of(torch.zeros(4, dtype=torch.float64))
+
+
+def test_autocast_is_the_step_written_under_torch_autocast_with_float32_parameters():
+    """train_loop(autocast=bfloat16) == the same step written by hand under torch.autocast (losses and parameters
+    identical), which is not float32's step; parameters, gradients and Adam state stay float32."""
+    base = tiny_model("bert", seed=0)
+    torch.manual_seed(0)
+    gc.setup_method(base, "gates")
+    batches, loss_fn = toy_batches(3), pooled_loss("mean")
+    obj = Objective(lam=0.5, objective="target", target=0.3)
+    runs = {}
+    for how in ("loop", "by hand", "float32"):
+        model = copy.deepcopy(base)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+        torch.manual_seed(1)
+        losses = []
+        if how == "by hand":
+            for b in batches:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = loss_fn(model, b) + obj.term(model)[0]
+                losses.append(loss.item())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+        else:
+            dtype = torch.bfloat16 if how == "loop" else None
+            train_loop(
+                model, batches, loss_fn, opt, objective=obj, autocast=dtype, after=lambda o: losses.append(o.loss)
+            )
+        runs[how] = model, losses, opt
+    (loop, l_loop, opt), (hand, l_hand, _), (f32, l_f32, _) = runs["loop"], runs["by hand"], runs["float32"]
+    assert l_loop == l_hand and same_params(loop, hand)
+    assert l_loop[0] != l_f32[0] and not same_params(loop, f32)
+    assert all(p.dtype == torch.float32 for p in loop.parameters())
+    assert all(v.dtype == torch.float32 for s in opt.state.values() for v in s.values() if v.dim())
+
+
+def test_a_bad_autocast_dtype_is_refused_before_the_model_changes():
+    model = gated_tiny()
+    before = copy.deepcopy(model)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for bad in (torch.float64, "bfloat16"):
+        with pytest.raises(ValueError, match="autocast must be None or one of torch.bfloat16, torch.float16"):
+            train_loop(model, toy_batches(1), pooled_loss("mean"), opt, autocast=bad)
+    assert same_params(model, before)
+
+
+def test_finetune_train_under_autocast_replays_the_old_loop_run_under_autocast():
+    """A spec's `autocast` reaches the loop: train() with autocast "bfloat16" == the reference loop with its forward
+    pass inside torch.autocast (float32 model, bit for bit; backward, optimizer and controller outside it, as torch
+    advises), and != train() in float32."""
+    cfg = dict(
+        model="tiny-bert",
+        task="toy",
+        method="gates",
+        seed=3,
+        epochs=2,
+        batch_size=5,
+        pooling="mean",
+        lr=1e-2,
+        head_lr=3e-2,
+        gate_lr=0.3,
+        lam=2.0,
+        lam_warmup=0.25,
+        objective="target",
+        keep=0.6,
+        control=True,
+        control_every=1,
+        control_lam_gain=10.0,
+        bucketed=True,
+    )
+    enc = toy_encoded()
+    old, _ = build_model(cfg, 2)
+    new, f32 = copy.deepcopy(old), copy.deepcopy(old)
+    torch.manual_seed(11)
+    old_finetune_loop(old, cfg, TASK, enc, 1, "cpu", forward=lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    correct_removed(old, removed_asked(cfg["keep"]), 0.02)
+    torch.manual_seed(11)
+    train(new, {**cfg, "autocast": "bfloat16"}, TASK, enc, None, 1, "cpu", progress=False)
+    torch.manual_seed(11)
+    train(f32, cfg, TASK, enc, None, 1, "cpu", progress=False)
+    assert same_params(old, new) and not same_params(new, f32)

@@ -141,6 +141,7 @@ ROWS = [
         r"argument --methods: invalid choice: 'gatez' \(choose from .*full.*gates\+lora",
     ),
     ("unknown option", {}, ["--kep", "0.5"], r"unrecognized arguments: --kep 0\.5"),
+    ("unknown autocast dtype", {}, ["--autocast", "float64"], r"argument --autocast: invalid choice: 'float64'"),
     ("unknown protocol", {}, ["--protocol", "tpu"], r"argument --protocol: invalid choice: 'tpu' \(choose from"),
     (
         "choices for, without a source",

@@ -113,6 +113,11 @@ class SweepConfig:
         "with the gate pattern frozen (0 = never)",
     )
     schedule: str = option("linear", "lr after the 6%% warm-up: linear decay to 0, or constant (the paper's shape)")
+    autocast: str | None = option(
+        None,
+        "train under torch.autocast in this dtype (bfloat16: 2-3x faster steps on a CPU with AMX, "
+        "results/bench/autocast_*.json); parameters and evaluation stay float32; None: float32 throughout",
+    )
     extend_grids: bool = option(
         True,
         "the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound "
@@ -243,6 +248,8 @@ def expand(cfg: SweepConfig) -> list[dict]:
                 )
                 if cfg.schedule != "linear":  # new keys only when set, so the run ids of earlier runs stay
                     base.update(schedule=cfg.schedule)
+                if cfg.autocast is not None:  # likewise
+                    base.update(autocast=cfg.autocast)
                 if method in ("lora", "gates+lora"):
                     base.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)
                 if method not in GATE_METHODS:

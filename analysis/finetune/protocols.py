@@ -169,7 +169,9 @@ PROTOCOLS = {
     # issue 25: the verdict at base size (all-mpnet-base-v2, `make base-model`), by cpu-fair's rules (grid rule,
     # split-range controller, recovery); gates at 30% and 20% removed (the 20% runs train the 30% choice),
     # gates+lora at 30%; a step costs 5-7x MiniLM's (results/bench/model_steps_all-mpnet-base-v2.json), so the
-    # train sets are capped, the gate-lr grid starts from 2 points, and the epochs come from base-pilot
+    # train sets are capped, the gate-lr grid starts from 2 points, and the epochs come from base-pilot; trained
+    # under bfloat16 autocast (2-3x faster steps here: results/bench/autocast_all-mpnet-base-v2.json), its first
+    # float32 runs kept in cpu-base-fp32 as the check of what the precision changes
     "cpu-base": dict(
         CONVERGED,
         model="all-mpnet-base-v2",
@@ -189,6 +191,7 @@ PROTOCOLS = {
         control_reset=True,
         control_recenter=True,  # no cpu-base gate run had been recorded when it was measured
         recovery=0.1,
+        autocast="bfloat16",
     ),
     # long runs with a dense curve on the bounded dev subset, to size cpu-converged's epochs
     # gates use the authors' `target` objective here, so `gates` and the kurtosis-weighted variant differ in the
@@ -264,15 +267,21 @@ def _method(spec_or_config: dict) -> str:
     return m if m not in ("gates", "gates+lora") or spec_or_config.get("bias", True) else m + "-no-bias"
 
 
-def step_times(model: str, runs=STEP_SOURCE, batching=ROOT / "results" / "bench" / "batching.json"):
+def step_times(
+    model: str, runs=STEP_SOURCE, batching=ROOT / "results" / "bench" / "batching.json", autocast: str | None = None
+):
     """Measured seconds per training step, or None: ({(task, method): median step_time_s} from a protocol's
     records (bucketed, 1 thread per worker, 2 workers: the conditions the protocols run in), {method: seconds
     per token}: the median over tasks of step / real tokens per bucketed batch (results/bench/batching.json), for
-    tasks without a measured row)."""
+    tasks without a measured row). Only records trained in the same precision (`autocast`) count; with none
+    such, float32 times divided by the measured autocast speedup (`_autocast_rows`)."""
     import json
 
     sources = dict.fromkeys([Path(runs), STEP_SOURCE])  # each file read once
-    rows = next((r for r in (_measured_rows(model, f) for f in sources) if r), None) or _pilot_rows(model)
+    rows = next((r for r in (_measured_rows(model, f, autocast) for f in sources) if r), None)
+    if not rows:
+        rows = _pilot_rows(model)
+        rows = _autocast_rows(model, rows, autocast) if autocast and rows else rows
     if not rows:
         return None
     tokens = {}
@@ -285,12 +294,13 @@ def step_times(model: str, runs=STEP_SOURCE, batching=ROOT / "results" / "bench"
     return rows, {m: statistics.median(v) for m, v in per_token.items()}
 
 
-def _measured_rows(model: str, runs) -> dict:
-    """{(task, method): median step_time_s} of `model`'s records in `runs`."""
+def _measured_rows(model: str, runs, autocast: str | None = None) -> dict:
+    """{(task, method): median step_time_s} of `model`'s records in `runs` trained in the precision `autocast`."""
     rows: dict = {}
     for r in read_jsonl(runs):
-        if r.get("step_time_s") and r["config"].get("model") == model:
-            rows.setdefault((r["config"]["task"], _method(r["config"])), []).append(r["step_time_s"])
+        c = r.get("config") or {}
+        if r.get("step_time_s") and c.get("model") == model and c.get("autocast") == autocast:
+            rows.setdefault((c["task"], _method(c)), []).append(r["step_time_s"])
     return {k: statistics.median(v) for k, v in rows.items()}
 
 
@@ -326,6 +336,25 @@ def _pilot_rows(model: str, results=ROOT / "results" / "finetune", bench_dir=ROO
     return {**scaled, **measured}
 
 
+def _autocast_rows(model: str, rows: dict, autocast: str, bench_dir=ROOT / "results" / "bench") -> dict:
+    """float32 step times as they run under `autocast`: each divided by the CPU-time ratio float32 / autocast of
+    results/bench/autocast_<model>.json (python -m analysis.bench.autocast) for its task and method, else the
+    method's median ratio there; unchanged without a measurement in that dtype."""
+    import json
+
+    path = Path(bench_dir) / f"autocast_{Path(model).name}.json"
+    rec = json.loads(path.read_text()) if path.is_file() else {}
+    if rec.get("config", {}).get("dtype") != autocast:
+        return rows
+    ratio = {(t, m): r["ratio_cpu"] for t, v in rec["tasks"].items() for m, r in v["methods"].items()}
+    per_method = rec["median_ratio_cpu"]
+    out = {}
+    for (task, m), sec in rows.items():
+        base = m.removesuffix("-no-bias")
+        out[(task, m)] = sec / ratio.get((task, base), per_method.get(base, 1.0))
+    return out
+
+
 def step_seconds(spec: dict, tokens_per_example: float, times) -> float:
     """A spec's step time: its measured (task, method) row, else the method's per-token time x its tokens."""
     rows, per_token = times
@@ -342,7 +371,7 @@ def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4
     mean tokens per example); step times from `runs` (a results file) if it has any of this model, else
     from STEP_SOURCE."""
     model = specs[0]["model"] if specs else None
-    times = step_times(model, runs or STEP_SOURCE)
+    times = step_times(model, runs or STEP_SOURCE, autocast=specs[0].get("autocast") if specs else None)
     if times is None:
         return {"source": f"no measured step times of {model} in {STEP_SOURCE.relative_to(ROOT)}", "wall_s": None}
     per_run = []

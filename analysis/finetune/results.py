@@ -44,7 +44,13 @@ PROTOCOL_NOTES = {
     "cpu-fair-long": "SST-2 and STS-B at 4x cpu-fair's epochs, constant lr after warm-up, at cpu-fair's choices",
     "rte-check": "RTE, seed 0, cpu-fair's rules for LoRA and full finetuning: their cpu-converged choices (at a grid "
     "edge) extended by the grid rule, to decide whether RTE belongs in cpu-fair",
-    "control-reset": "STS-B gates at 30% asked, cpu-fair's settings and choice (gate lr 0.1, lr 1e-3), seeds 0-2, "
+    "base-pilot": "issue 25's pilot on all-mpnet-base-v2 (float32): one seed, one point per method, a dense dev curve, "
+    "to choose cpu-base's epochs",
+    "cpu-base": "the verdict at base size (issue 25): all-mpnet-base-v2 by cpu-fair-rc's rules, trained under "
+    "bfloat16 autocast (evaluation in float32); gates at 30% and 20%, 3 seeds for bias, lora and gates",
+    "cpu-base-fp32": "cpu-base's first runs, trained in float32 before it moved to bfloat16 autocast: the same grid "
+    "points, the check of what the precision changes",
+        "control-reset": "STS-B gates at 30% asked, cpu-fair's settings and choice (gate lr 0.1, lr 1e-3), seeds 0-2, "
     "with the controller's reset (lam back to 1 once the removal reaches the request)",
     "control-recenter": "SST-2 gates at 30% asked, cpu-fair's settings and choice (gate lr 0.03, lr 3e-3), seeds "
     "0-2, with the controller's recenter (integral back to 0 once the removal falls to the request under a "
@@ -65,6 +71,7 @@ LABEL_KEYS = (
     "batch_size",
     "max_len",
     "model",
+    "autocast",
 )
 
 

@@ -38,6 +38,7 @@ from analysis.finetune.validate import ArgumentParser, cli, model_source, valida
 from analysis.provenance import append_jsonl, read_jsonl
 from gatecore.methods import METHODS, SCHEDULES
 from gatecore.penalty import KINDS
+from gatecore.train import AUTOCAST_DTYPES
 
 # the sweep's flags with a closed set of values, and the types of the values of its list flags (others: str)
 CHOICES = {
@@ -45,6 +46,7 @@ CHOICES = {
     "methods": METHODS,
     "objective": KINDS,
     "schedule": list(SCHEDULES),
+    "autocast": list(AUTOCAST_DTYPES),
     "pooling": ["mean", "cls"],
 }
 ITEMS = {"seeds": int, **dict.fromkeys(("lr", "gate_lr", "lam", "keep", "no_bias_keep", "kurtosis_keep"), float)}

@@ -25,7 +25,9 @@ frozen (eval gates, no gate gradient; biases, LoRA and head train), measured aga
 val does not drop (the record says which; what is reported is the model as kept).
 
 Schedule: AdamW, linear warm-up over 6% of the steps, then linear decay to 0 ("linear", the default) or the
-peak lr to the end ("constant", the paper's GLUE schedule shape).
+peak lr to the end ("constant", the paper's GLUE schedule shape). With `autocast` (e.g. "bfloat16") the
+training forward passes, the recovery's included, run under torch.autocast (gatecore.train); every evaluation
+(curve, val, dev, the correction's before/after) stays float32.
 
 Batches: length-bucketed when the spec says `bucketed` (analysis/finetune/batching.py), else random. The dev curve
 is measured on a fixed-seed subset of `curve_dev_examples` dev examples (None: all of dev).
@@ -57,7 +59,7 @@ from gatecore.accounting import gated_layers
 from gatecore.methods import GATE_METHODS, METHODS, SCHEDULES, param_groups, setup_method, warmup_linear_schedule
 from gatecore.sparsity_control import SparsityController, correct_removed, removed_asked, removed_got
 from gatecore.tiny import tiny_model
-from gatecore.train import Objective, train_loop
+from gatecore.train import AUTOCAST_DTYPES, Objective, train_loop
 
 
 def build_model(cfg: dict, num_labels: int):
@@ -77,6 +79,11 @@ def build_model(cfg: dict, num_labels: int):
     if method in GATE_METHODS and cfg.get("kurtosis_tau") is not None:  # the weighted penalty reads input means
         gatecore.track_input_means(model)
     return model, tok
+
+
+def autocast_dtype(cfg: dict):
+    """The dtype the spec's training forward runs in under torch.autocast (None: float32)."""
+    return AUTOCAST_DTYPES[cfg["autocast"]] if cfg.get("autocast") else None
 
 
 def measured_keep(model, objective: str) -> float:
@@ -215,6 +222,7 @@ def train(
             start=start,
             after=after,
             label=label,
+            autocast=autocast_dtype(cfg),
         ).steps
     )
     bar.close()
@@ -325,6 +333,7 @@ def recover(
             total=steps,
             after=lambda out: losses.append(out.loss),
             label="recovery",
+            autocast=autocast_dtype(cfg),
         )
     finally:
         for g, f in zip(gates, flags):

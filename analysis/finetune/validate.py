@@ -27,6 +27,7 @@ from gatecore.methods import GATE_METHODS, METHODS, SCHEDULES, setup_method
 from gatecore.penalty import KINDS
 from gatecore.pretrained import resolve_model
 from gatecore.tiny import TINY_KINDS, tiny_config
+from gatecore.train import AUTOCAST_DTYPES
 
 POOLINGS = ("mean", "cls")
 MIN_LEN = 4  # tokens: the special tokens of a sentence pair and one of text
@@ -129,6 +130,8 @@ def check_options(cfg) -> None:
         _numbers(cfg)
         if cfg.schedule not in SCHEDULES:
             raise ConfigError(f"--schedule: {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if cfg.autocast is not None and cfg.autocast not in AUTOCAST_DTYPES:
+            raise ConfigError(f"--autocast: {cfg.autocast!r} is not one of {', '.join(AUTOCAST_DTYPES)}")
         for name in (
             "control",
             "split_range",
