@@ -59,12 +59,15 @@ experiments:
 	$(PY) -m analysis.finetune --protocol cpu-fair-rc --quiet
 
 # The base-size protocol (issue 25; needs `make base-model`): the pilot that sized it (and the RTE check that
-# decides whether RTE joins), then cpu-base, the runs its verdict needs first (~19 h of its ~31 h wall on 2
-# workers; resumable, a point killed mid-run resumes).
+# decides whether RTE joins), cpu-base's first record in float32 (the precision check), then cpu-base under
+# bfloat16 autocast, the runs its verdict needs first (~8 h of its ~11 h wall on 2 workers; resumable, a point
+# killed mid-run resumes).
 experiments-base:
 	$(PY) -m analysis.finetune --protocol base-pilot --quiet
 	$(PY) -m analysis.finetune --protocol base-pilot --tasks RTE --methods lora --quiet
 	$(PY) -m analysis.finetune --protocol base-pilot --tasks RTE --methods full --lr 2e-5 --quiet
+	$(PY) -m analysis.finetune --protocol cpu-base --autocast float32 --tasks SST-2 --methods gates --seeds 0 \
+		--keep 0.7 --out results/finetune/cpu-base-fp32.jsonl --quiet
 	$(PY) -m analysis.finetune --protocol cpu-base --methods bias lora gates --quiet
 	$(PY) -m analysis.finetune --protocol cpu-base --quiet
 

@@ -38,6 +38,7 @@ DOC_BLOCKS = {  # generated part of DOC -> (module, function, keyword arguments)
     "glue-cpu-fair-rc": ("analysis.finetune.figures", "glue_block", {"protocol": "cpu-fair-rc", "details": True}),
     "finetune-sizes": ("analysis.finetune.sizes", "size_block", {}),
     "finetune-longer": ("analysis.finetune.longer", "longer_block", {}),
+    "finetune-precision": ("analysis.finetune.precision", "precision_block", {}),
     "finetune-variants": ("analysis.finetune.variants", "variants_block", {}),
     "bench-batching": ("analysis.bench.batching", "doc_block", {}),
     "bench-cli-refusals": ("analysis.bench.tables", "refusals_block", {}),

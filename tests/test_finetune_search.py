@@ -285,3 +285,5 @@ def test_autocast_enters_the_run_spec_only_when_set():
     )
     assert all("autocast" not in s for s in plain) and [s["autocast"] for s in mixed] == ["bfloat16"] * len(plain)
     assert [{k: v for k, v in s.items() if k != "autocast"} for s in mixed] == plain
+    undone = SweepConfig.of_protocol("cpu-base", autocast="float32")  # float32 undoes a protocol's autocast
+    assert all("autocast" not in s for s in expand(undone)) and expand(SweepConfig.of_protocol("cpu-base"))

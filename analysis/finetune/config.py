@@ -22,7 +22,7 @@ import torch
 
 from analysis.cli import option
 from analysis.finetune.protocols import DEFAULT_EPOCHS, PROTOCOLS
-from analysis.finetune.validate import check_options
+from analysis.finetune.validate import FLOAT32, check_options
 from analysis.provenance import ROOT, small_mode
 from gatecore import defaults, sparsity_control
 from gatecore.methods import GATE_METHODS
@@ -116,7 +116,8 @@ class SweepConfig:
     autocast: str | None = option(
         None,
         "train under torch.autocast in this dtype (bfloat16: 2-3x faster steps on a CPU with AMX, "
-        "results/bench/autocast_*.json); parameters and evaluation stay float32; None: float32 throughout",
+        "results/bench/autocast_*.json); parameters and evaluation stay float32; float32 or None: float32 "
+        "throughout (float32 undoes a protocol's autocast)",
     )
     extend_grids: bool = option(
         True,
@@ -248,7 +249,7 @@ def expand(cfg: SweepConfig) -> list[dict]:
                 )
                 if cfg.schedule != "linear":  # new keys only when set, so the run ids of earlier runs stay
                     base.update(schedule=cfg.schedule)
-                if cfg.autocast is not None:  # likewise
+                if cfg.autocast not in (None, FLOAT32):  # likewise
                     base.update(autocast=cfg.autocast)
                 if method in ("lora", "gates+lora"):
                     base.update(lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha)

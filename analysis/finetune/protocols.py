@@ -391,8 +391,9 @@ def estimate(specs: list[dict], sizes: dict, workers: int, curve_points: int = 4
     return {
         "source": "measured step_time_s per (task, method) of the protocol records (a model without any: its pilot's, "
         "and for the rest MiniLM's times the model / MiniLM step-time ratio of results/bench/model_steps_<model>.json, "
-        "calibrated on the pilot); other tasks: the method's median seconds per token (results/bench/batching.json "
-        "tokens) x their tokens",
+        "calibrated on the pilot; under --autocast, records trained so, else those float32 times over the speedup of "
+        "results/bench/autocast_<model>.json); other tasks: the method's median seconds per token "
+        "(results/bench/batching.json tokens) x their tokens",
         "run_s": per_run,
         "serial_s": sum(per_run),
         "wall_s": max(load),

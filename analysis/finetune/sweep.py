@@ -34,7 +34,7 @@ from analysis.finetune.config import (
 from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
 from analysis.finetune.runner import needs_search, run_spec, spec_task
 from analysis.finetune.schedule import Job, run_jobs
-from analysis.finetune.validate import ArgumentParser, cli, model_source, validate
+from analysis.finetune.validate import FLOAT32, ArgumentParser, cli, model_source, validate
 from analysis.provenance import append_jsonl, read_jsonl
 from gatecore.methods import METHODS, SCHEDULES
 from gatecore.penalty import KINDS
@@ -46,7 +46,7 @@ CHOICES = {
     "methods": METHODS,
     "objective": KINDS,
     "schedule": list(SCHEDULES),
-    "autocast": list(AUTOCAST_DTYPES),
+    "autocast": [*AUTOCAST_DTYPES, FLOAT32],
     "pooling": ["mean", "cls"],
 }
 ITEMS = {"seeds": int, **dict.fromkeys(("lr", "gate_lr", "lam", "keep", "no_bias_keep", "kurtosis_keep"), float)}

@@ -29,6 +29,8 @@ from gatecore.pretrained import resolve_model
 from gatecore.tiny import TINY_KINDS, tiny_config
 from gatecore.train import AUTOCAST_DTYPES
 
+FLOAT32 = "float32"  # --autocast's value for no autocast (undoes a protocol's)
+
 POOLINGS = ("mean", "cls")
 MIN_LEN = 4  # tokens: the special tokens of a sentence pair and one of text
 
@@ -130,8 +132,8 @@ def check_options(cfg) -> None:
         _numbers(cfg)
         if cfg.schedule not in SCHEDULES:
             raise ConfigError(f"--schedule: {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        if cfg.autocast is not None and cfg.autocast not in AUTOCAST_DTYPES:
-            raise ConfigError(f"--autocast: {cfg.autocast!r} is not one of {', '.join(AUTOCAST_DTYPES)}")
+        if cfg.autocast is not None and cfg.autocast not in (*AUTOCAST_DTYPES, FLOAT32):
+            raise ConfigError(f"--autocast: {cfg.autocast!r} is not one of {', '.join((*AUTOCAST_DTYPES, FLOAT32))}")
         for name in (
             "control",
             "split_range",
