@@ -65,7 +65,10 @@ def row(table: str, task: str, setting: str) -> list[str]:
 
 def test_side_by_side_cells_and_paired_differences():
     t = size_table([SMALL, BASE])
-    assert "`small`" in t and "base-110m (`base`)" in t and "MRPC" not in t
+    assert "`small`" in t and "base-110m (`base`, float32)" in t and "MRPC" not in t
+    mixed = protocol("mixed", "m", 1e6, {("SST-2", "lora", None): [1.0]})
+    mixed.records[0]["config"]["autocast"] = "bfloat16"
+    assert "m (`mixed`, bfloat16 autocast)" in size_table([SMALL, mixed])
     assert row(t, "SST-2", "lora") == ["87.0 ± 1.0", "92.3 ± 0.6"]
     assert row(t, "SST-2", "gates keep 0.7")[0] == "83.7 ± 0.6 (30 → 31.0 ± 0.0)"
     assert row(t, "SST-2", "gates keep 0.8") == ["–", "92.7 ± 0.6 (20 → 21.0 ± 0.0)"]

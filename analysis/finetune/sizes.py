@@ -3,7 +3,7 @@
 size_table(ps)   per task all protocols share, then their average: the trivial baseline, LoRA, bias and each gate
                  setting (dev mean ± std over seeds; asked → got removed), then per gate setting the speedup of
                  its compressed models and its differences to LoRA and to bias paired by seed; one column per
-                 protocol (its model named); a verdict line per model
+                 protocol (its model and precision named); a verdict line per model
 plot_sizes(ps)   those paired differences (task average) against the model's parameter count
 size_block(dir)  the table of SIZE_PROTOCOLS for docs/results.md; None until every one of them has records
 """
@@ -22,6 +22,12 @@ SIZE_PROTOCOLS = ("cpu-fair-rc", "cpu-base")  # MiniLM's fair fight and its base
 def model_of(p: Protocol) -> str:
     names = sorted({str(r["config"].get("model", "?")) for r in p.records})
     return "/".join(names)
+
+
+def precision_of(p: Protocol) -> str:
+    """How its records trained: float32, or '<dtype> autocast' (analysis/finetune/train.py)."""
+    names = sorted({r["config"].get("autocast") or "float32" for r in p.records})
+    return "/".join(n if n == "float32" else f"{n} autocast" for n in names)
 
 
 def params_of(p: Protocol) -> float:
@@ -78,7 +84,7 @@ def size_table(ps: list[Protocol]) -> str | None:
     settings = _settings(ps)
     gates = [s for s in settings if s[1] is not None]
     groups = [[t] for t in tasks] + ([tasks] if len(tasks) > 1 else [])
-    lines = md_header(["task", "setting", *(f"{model_of(p)} (`{p.name}`)" for p in ps)])
+    lines = md_header(["task", "setting", *(f"{model_of(p)} (`{p.name}`, {precision_of(p)})" for p in ps)])
     for group in groups:
         name = group[0] if len(group) == 1 else f"average ({', '.join(group)})"
         base = [baselines(p) for p in ps]
