@@ -81,12 +81,12 @@ def old_finetune_loop(model, cfg, task, train_enc, pad_id, device, forward=conte
     return ctl, losses
 
 
-@pytest.mark.parametrize("objective,lam_gain", [("params", 10.0), ("target", 0.0), ("l0", 0.0)])
-def test_finetune_train_replays_the_old_loop(objective, lam_gain):
-    cfg = dict(
+def replay_cfg(objective: str, lam_gain: float, method: str = "gates+lora") -> dict:
+    """The finetuning run the replays train: tiny BERT, 2 epochs of 5-example batches, a controlled penalty."""
+    return dict(
         model="tiny-bert",
         task="toy",
-        method="gates+lora",
+        method=method,
         seed=3,
         lora_r=2,
         lora_alpha=4,
@@ -105,6 +105,11 @@ def test_finetune_train_replays_the_old_loop(objective, lam_gain):
         control_lam_gain=lam_gain,
         bucketed=True,
     )
+
+
+@pytest.mark.parametrize("objective,lam_gain", [("params", 10.0), ("target", 0.0), ("l0", 0.0)])
+def test_finetune_train_replays_the_old_loop(objective, lam_gain):
+    cfg = replay_cfg(objective, lam_gain)
     enc = toy_encoded()
     old, _ = build_model(cfg, 2)
     old.double()
@@ -382,26 +387,7 @@ def test_finetune_train_under_autocast_replays_the_old_loop_run_under_autocast()
     """A spec's `autocast` reaches the loop: train() with autocast "bfloat16" == the reference loop with its forward
     pass inside torch.autocast (float32 model, bit for bit; backward, optimizer and controller outside it, as torch
     advises), and != train() in float32."""
-    cfg = dict(
-        model="tiny-bert",
-        task="toy",
-        method="gates",
-        seed=3,
-        epochs=2,
-        batch_size=5,
-        pooling="mean",
-        lr=1e-2,
-        head_lr=3e-2,
-        gate_lr=0.3,
-        lam=2.0,
-        lam_warmup=0.25,
-        objective="target",
-        keep=0.6,
-        control=True,
-        control_every=1,
-        control_lam_gain=10.0,
-        bucketed=True,
-    )
+    cfg = replay_cfg("target", 10.0, method="gates")
     enc = toy_encoded()
     old, _ = build_model(cfg, 2)
     new, f32 = copy.deepcopy(old), copy.deepcopy(old)
