@@ -6,11 +6,10 @@ For each task and method, the runner's step (analysis.bench.model_steps.step: me
 the gate methods' penalty, AdamW with the runner's groups, 1 thread) is timed in float32 and under
 torch.autocast(dtype) alternately, step by step, on the same length-bucketed batches of one model, after
 `WARMUP` untimed steps of each. The CPU-time ratio float32 / autocast is the result (machine noise hits both
-alike); it is what a protocol trained under autocast (`--autocast`) runs faster than its float32 step times,
-which the dry run's estimate divides float32 step times by until the protocol has records of its own
-(analysis/finetune/protocols.py, `_autocast_rows`). Only a CPU with bfloat16
-matrix units (AMX) gains much; elsewhere the ratio can fall below 1. Resumable like model_steps: a task already
-in the results file (same config) is kept. Writes results/bench/autocast_<model>.json.
+alike); the dry run of a protocol trained under autocast (`--autocast`) divides float32 step times by it until
+the protocol has records of its own (analysis/finetune/protocols.py, `_autocast_rows`). Only a CPU with
+bfloat16 matrix units (AMX) gains much; elsewhere the ratio can fall below 1. Resumable like model_steps: a
+task already in the results file (same config) is kept. Writes results/bench/autocast_<model>.json.
 """
 
 from __future__ import annotations
