@@ -3,8 +3,8 @@
     python -m analysis.bench.autocast [--model all-mpnet-base-v2] [--tasks SST-2 MRPC] [--steps 2]
 
 For each task and method, the runner's step (analysis.bench.model_steps.step: mean pooling, the task loss plus
-the gate methods' penalty, AdamW with the runner's groups, 1 thread) is timed in float32 and under
-torch.autocast(dtype) alternately, step by step, on the same length-bucketed batches of one model, after
+the gate methods' penalty, AdamW with the runner's groups, 1 thread) is timed in float32 and with its forward
+under torch.autocast(dtype) (gatecore.train_step's `autocast`, as the runner trains) alternately, step by step, on the same length-bucketed batches of one model, after
 `WARMUP` untimed steps of each. The CPU-time ratio float32 / autocast is the result (machine noise hits both
 alike); the dry run of a protocol trained under autocast (`--autocast`) divides float32 step times by it until
 the protocol has records of its own (analysis/finetune/protocols.py, `_autocast_rows`). Only a CPU with
@@ -72,8 +72,7 @@ def bench_method(task, name: str, method: str, batches: list, enc, pad_id: int, 
         tokens.append(inputs["input_ids"].numel())
         for mode in cpu:
             c = time.process_time()
-            with torch.autocast("cpu", dtype=dtype, enabled=mode == "autocast"):
-                step(model, opt, method, inputs, labels, task.num_labels)
+            step(model, opt, method, inputs, labels, task.num_labels, dtype if mode == "autocast" else None)
             if i >= WARMUP:
                 cpu[mode].append(time.process_time() - c)
     out = {f"{m}_cpu_s": statistics.fmean(v) for m, v in cpu.items()}

@@ -74,9 +74,11 @@ def method_model(name: str, method: str, num_labels: int):
     return model.train(), tok, opt
 
 
-def step(model, opt, method, inputs, labels, num_labels) -> None:
+def step(model, opt, method, inputs, labels, num_labels, autocast=None) -> None:
+    """The runner's training step (`autocast`: its forward's dtype under torch.autocast, None: float32)."""
     objective = Objective(1.0, OBJECTIVE, target=REMOVED) if method in GATE_METHODS else None
-    train_step(model, (inputs, labels), task_loss_fn("mean", num_labels), opt, objective=objective)
+    loss_fn = task_loss_fn("mean", num_labels)
+    train_step(model, (inputs, labels), loss_fn, opt, objective=objective, autocast=autocast)
 
 
 def bench_method(task, method: str, batches: list, enc: dict) -> dict:
