@@ -60,7 +60,7 @@ experiments:
 
 # The base-size protocol (issue 25; needs `make base-model`): the pilot that sized it (and the RTE check that
 # decides whether RTE joins), cpu-base's first record in float32 (the precision check), then cpu-base under
-# bfloat16 autocast, the runs its verdict needs first (~8 h of its ~11 h wall on 2 workers; resumable, a point
+# bfloat16 autocast, the runs its verdict needs first (~8 h of its ~12 h wall on 2 workers; resumable, a point
 # killed mid-run resumes).
 experiments-base:
 	$(PY) -m analysis.finetune --protocol base-pilot --quiet

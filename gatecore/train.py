@@ -15,7 +15,7 @@ sparsity term passes objective=None.
 
 Mixed precision: `autocast=torch.bfloat16` (or float16) runs the forward pass (task loss and sparsity term)
 under torch.autocast on the model's device; parameters, gradients and optimizer state stay float32. On a CPU
-with AMX a base-size encoder's step is 1.5-2.9x faster in bfloat16 (results/bench/autocast_*.json).
+with AMX a base-size encoder's step is 1.4-2.7x faster in bfloat16 (results/bench/autocast_*.json).
 """
 
 from __future__ import annotations

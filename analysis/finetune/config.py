@@ -115,7 +115,7 @@ class SweepConfig:
     schedule: str = option("linear", "lr after the 6%% warm-up: linear decay to 0, or constant (the paper's shape)")
     autocast: str | None = option(
         None,
-        "train under torch.autocast in this dtype (bfloat16: 1.5-2.9x faster steps on a CPU with AMX, "
+        "train under torch.autocast in this dtype (bfloat16: 1.4-2.7x faster steps on a CPU with AMX, "
         "results/bench/autocast_*.json); parameters and evaluation stay float32; float32 or None: float32 "
         "throughout (float32 undoes a protocol's autocast)",
     )

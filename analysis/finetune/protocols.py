@@ -170,7 +170,7 @@ PROTOCOLS = {
     # split-range controller, recovery); gates at 30% and 20% removed (the 20% runs train the 30% choice),
     # gates+lora at 30%; a step costs 5-7x MiniLM's (results/bench/model_steps_all-mpnet-base-v2.json), so the
     # train sets are capped, the gate-lr grid starts from 2 points, and the epochs come from base-pilot; trained
-    # under bfloat16 autocast (1.5-2.9x faster steps here: results/bench/autocast_all-mpnet-base-v2.json), its first
+    # under bfloat16 autocast (1.4-2.7x faster steps here: results/bench/autocast_all-mpnet-base-v2.json), its first
     # float32 runs kept in cpu-base-fp32 as the check of what the precision changes
     "cpu-base": dict(
         CONVERGED,
