@@ -40,5 +40,6 @@ def test_points_of_one_run_in_both_precisions_are_paired(tmp_path):
     block = precision.precision_block(tmp_path)
     rows = [ln for ln in block.splitlines() if ln.startswith("| SST-2") or ln.startswith("| STS-B")]
     assert rows == ["| SST-2 | gates | 0 | 30% | 0.001 | 0.03 | 89.0 | 89.4 | +0.4 | 31.3 → 30.5 |"]
+    assert "Over the 1 pair(s), bf16 − float32 on val: +0.4" in block
     (folder / "cpu-base.points.jsonl").write_text("")
     assert precision.precision_block(tmp_path) is None

@@ -15,6 +15,7 @@ from pathlib import Path
 from analysis import doc_blocks
 from analysis.constants import POINTS_SUFFIX, study_results
 from analysis.finetune.config import SweepConfig, expand, run_id
+from analysis.finetune.stats import pm
 from analysis.provenance import read_jsonl, warn_if_dirty
 
 PAIR = ("cpu-base-fp32", "cpu-base")  # float32, then the same protocol under bfloat16 autocast
@@ -60,6 +61,11 @@ def precision_table(fp32: dict, bf16: dict, records: dict) -> str | None:
             + [f"{a['val_main']:.1f}", f"{b['val_main']:.1f}", f"{b['val_main'] - a['val_main']:+.1f}", got]
         )
     lines = [doc_blocks.table(head, rows)]
+    diffs = [bf16[k]["val_main"] - fp32[k]["val_main"] for k in both]
+    lines.append(
+        f"\nOver the {len(diffs)} pair(s), bf16 − float32 on val: {pm(diffs, signed=True)} "
+        f"(from {min(diffs):+.1f} to {max(diffs):+.1f})."
+    )
     for spec, (a, b) in sorted(records.items()):
         s = dict(spec)
         same = all(a["config"].get(k) == b["config"].get(k) for k in KEYS)
