@@ -58,6 +58,10 @@ experiments:
 	$(PY) -m analysis.finetune --protocol cpu-fair-long --quiet
 	$(PY) -m analysis.finetune --protocol cpu-fair-rc --quiet
 
+# dev at the same point in both precisions: each point one SST-2 search chose, trained in the other precision
+PRECISION_POINTS = --protocol cpu-base --tasks SST-2 --methods gates --seeds 0 --keep 0.7 --gate-lr 0.03 \
+	--no-extend-grids --no-bench --out results/finetune/precision-points.jsonl --quiet
+
 # The base-size protocol (issue 25; needs `make base-model`): the pilot that sized it (and the RTE check that
 # decides whether RTE joins), cpu-base's first record in float32 (the precision check), then cpu-base under
 # bfloat16 autocast, the runs its verdict needs first (~8 h of its ~12 h wall on 2 workers; resumable, a point
@@ -68,6 +72,8 @@ experiments-base:
 	$(PY) -m analysis.finetune --protocol base-pilot --tasks RTE --methods full --lr 2e-5 --quiet
 	$(PY) -m analysis.finetune --protocol cpu-base --autocast float32 --tasks SST-2 --methods gates --seeds 0 \
 		--keep 0.7 --out results/finetune/cpu-base-fp32.jsonl --quiet
+	$(PY) -m analysis.finetune $(PRECISION_POINTS) --lr 3e-3
+	$(PY) -m analysis.finetune $(PRECISION_POINTS) --lr 1e-3 --autocast float32
 	$(PY) -m analysis.finetune --protocol cpu-base --methods bias lora gates --quiet
 	$(PY) -m analysis.finetune --protocol cpu-base --quiet
 

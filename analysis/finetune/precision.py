@@ -1,15 +1,20 @@
-"""What bfloat16 autocast changes: the grid points cpu-base trained in both precisions, side by side.
+"""What bfloat16 autocast changes: cpu-base's grid points trained in both precisions, side by side.
 
 cpu-base moved to bfloat16 autocast after its first float32 points (kept in cpu-base-fp32: same runs, same
-points, float32). A point is a run's spec (task, method, seed, keep, ...) and its lr / gate lr / lam; the pair
-is two points whose specs differ in `autocast` alone. `precision_table` lists every such pair with val and, for
-gate runs, the removed fraction, and the chosen points' dev where both runs have a record.
+points, float32). Two readings, each pairing trainings that differ in `autocast` alone:
 
-    precision_block(results_dir)   docs/results.md's table; None until a point was trained in both precisions
+- search points (val): a point is a run's spec (task, method, seed, keep, ...) and its lr / gate lr / lam, read
+  from both searches' points files; the first seeds' searches start from the same grid, so they share points.
+- trained points (val and dev): the records (a record's config is its chosen point) of cpu-base-fp32,
+  cpu-base and PRECISION_POINTS, which holds single-point runs of a point one search chose and the other did
+  not (`make experiments-base`), so that dev is compared at the same point, not at two different choices.
+
+    precision_block(results_dir)   docs/results.md's tables; None until a point was trained in both precisions
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from analysis import doc_blocks
@@ -19,14 +24,20 @@ from analysis.finetune.stats import pm
 from analysis.provenance import read_jsonl, warn_if_dirty
 
 PAIR = ("cpu-base-fp32", "cpu-base")  # float32, then the same protocol under bfloat16 autocast
+PRECISION_POINTS = "precision-points"  # single-point runs in either precision
 KEYS = ("lr", "gate_lr", "lam")
+HEAD = ["task", "method", "seed", "removed asked", "lr", "gate lr"]
+
+
+def _frozen(d: dict) -> tuple:
+    """A spec or config without `autocast`, hashable."""
+    return tuple(sorted((k, str(v)) for k, v in d.items() if k != "autocast"))
 
 
 def _specs(precision: str | None) -> dict:
-    """{run_id: spec without `autocast`} of cpu-base's runs in that precision (None: the protocol's own)."""
+    """{run_id: frozen spec} of cpu-base's runs in that precision (None: the protocol's own)."""
     over = {} if precision is None else {"autocast": precision}
-    specs = expand(SweepConfig.of_protocol(PAIR[1], **over))
-    return {run_id(s): tuple(sorted((k, str(v)) for k, v in s.items() if k != "autocast")) for s in specs}
+    return {run_id(s): _frozen(s) for s in expand(SweepConfig.of_protocol(PAIR[1], **over))}
 
 
 def _points(path: Path, specs: dict) -> dict:
@@ -36,58 +47,119 @@ def _points(path: Path, specs: dict) -> dict:
         warn_if_dirty(path, lines)
     for line in lines:
         if line.get("run_id") in specs:
-            point = tuple(line["point"].get(k) for k in KEYS)
-            out[(specs[line["run_id"]], point)] = line["entry"]
+            out[(specs[line["run_id"]], tuple(line["point"].get(k) for k in KEYS))] = line["entry"]
     return out
 
 
-def precision_table(fp32: dict, bf16: dict, records: dict) -> str | None:
-    """Markdown of the pairs in both points maps; `records`: {spec: (fp32 record, bf16 record)} for the dev line."""
-    both = [k for k in fp32 if k in bf16]
+def _records(folder: Path) -> dict:
+    """{frozen config: {precision: record}} of every record of the three files (a config is a trained point)."""
+    out: dict = {}
+    for name in (*PAIR, PRECISION_POINTS):
+        path = folder / f"{name}.jsonl"
+        recs = [r for r in read_jsonl(path) if r.get("dev_main") is not None and not r.get("small_mode")]
+        if recs:
+            warn_if_dirty(path, recs)
+        for r in recs:
+            out.setdefault(_frozen(r["config"]), {})[r["config"].get("autocast") or "float32"] = r
+    return out
+
+
+def _lead(s: dict, lr, gate_lr) -> list:
+    asked = f"{1 - float(s['keep']):.0%}" if s.get("keep") not in (None, "None") else ""
+    return [
+        s["task"],
+        s["method"],
+        s["seed"],
+        asked,
+        f"{float(lr):g}",
+        "" if gate_lr in (None, "None") else f"{float(gate_lr):g}",
+    ]
+
+
+def _got(a: dict, b: dict) -> str:
+    if a.get("removed_fraction") is None:
+        return ""
+    return f"{100 * a['removed_fraction']:.1f} → {100 * b['removed_fraction']:.1f}"
+
+
+def _summary(diffs: list, what: str) -> str:
+    """Median first: one collapsed training (a val of 10 where the other precision reached 85) moves a mean."""
+    return (
+        f"Over the {len(diffs)} pair(s), bf16 − float32 on {what}: median {statistics.median(diffs):+.1f}, mean "
+        f"{pm(diffs, signed=True)} (from {min(diffs):+.1f} to {max(diffs):+.1f})."
+    )
+
+
+def points_table(fp32: dict, bf16: dict) -> str | None:
+    """Markdown of the search points in both maps (val), and a summary line; None without one."""
+    both = sorted((k for k in fp32 if k in bf16), key=lambda k: (dict(k[0])["task"], dict(k[0])["method"], k[1]))
     if not both:
         return None
-    head = ["task", "method", "seed", "removed asked", "lr", "gate lr", "val float32", "val bf16", "bf16 − float32"]
-    head += ["removed got float32 → bf16"]
+    head = HEAD + ["val float32", "val bf16", "bf16 − float32", "removed got float32 → bf16"]
     rows = []
-    for spec, point in sorted(both, key=lambda k: (dict(k[0])["task"], dict(k[0])["method"], k[1])):
-        s, a, b = dict(spec), fp32[(spec, point)], bf16[(spec, point)]
-        asked = f"{1 - float(s['keep']):.0%}" if s.get("keep") not in (None, "None") else ""
-        got = ""
-        if a.get("removed_fraction") is not None:
-            got = f"{100 * a['removed_fraction']:.1f} → {100 * b['removed_fraction']:.1f}"
-        lr, gate_lr, _ = point
+    for spec, point in both:
+        a, b = fp32[(spec, point)], bf16[(spec, point)]
+        d = b["val_main"] - a["val_main"]
         rows.append(
-            [s["task"], s["method"], s["seed"], asked, f"{lr:g}", "" if gate_lr is None else f"{gate_lr:g}"]
-            + [f"{a['val_main']:.1f}", f"{b['val_main']:.1f}", f"{b['val_main'] - a['val_main']:+.1f}", got]
+            _lead(dict(spec), *point[:2]) + [f"{a['val_main']:.1f}", f"{b['val_main']:.1f}", f"{d:+.1f}", _got(a, b)]
         )
-    lines = [doc_blocks.table(head, rows)]
     diffs = [bf16[k]["val_main"] - fp32[k]["val_main"] for k in both]
-    lines.append(
-        f"\nOver the {len(diffs)} pair(s), bf16 − float32 on val: {pm(diffs, signed=True)} "
-        f"(from {min(diffs):+.1f} to {max(diffs):+.1f})."
-    )
-    for spec, (a, b) in sorted(records.items()):
-        s = dict(spec)
-        same = all(a["config"].get(k) == b["config"].get(k) for k in KEYS)
-        lines.append(
-            f"\n{s['task']} {s['method']} seed {s['seed']}: dev {a['dev_main']:.1f} (float32) vs {b['dev_main']:.1f} "
-            f"(bf16), {'the same point chosen' if same else 'different points chosen'} "
-            f"(lr {a['config']['lr']:g} / {b['config']['lr']:g}, gate lr {a['config'].get('gate_lr')} / "
-            f"{b['config'].get('gate_lr')})."
+    return f"{doc_blocks.table(head, rows)}\n\n{_summary(diffs, 'val')}"
+
+
+def records_table(records: dict) -> str | None:
+    """Markdown of the trained points with a record in both precisions (val and dev); None without one."""
+    both = sorted((k, v) for k, v in records.items() if {"float32", "bfloat16"} <= v.keys())
+    if not both:
+        return None
+    head = HEAD + [
+        "val float32 / bf16",
+        "dev float32",
+        "dev bf16",
+        "bf16 − float32 (dev)",
+        "removed got float32 → bf16",
+    ]
+    rows, diffs = [], []
+    for key, by in both:
+        s, a, b = dict(key), by["float32"], by["bfloat16"]
+        diffs.append(b["dev_main"] - a["dev_main"])
+        rows.append(
+            _lead(s, s["lr"], s.get("gate_lr"))
+            + [f"{a['val_main']:.1f} / {b['val_main']:.1f}", f"{a['dev_main']:.1f}", f"{b['dev_main']:.1f}"]
+            + [f"{diffs[-1]:+.1f}", _got(a, b)]
         )
-    return "\n".join(lines)
+    return f"{doc_blocks.table(head, rows)}\n\n{_summary(diffs, 'dev')}"
+
+
+def choices(folder: Path) -> list[str]:
+    """One line per run both searches finished: the point each chose (val) and its dev."""
+    specs = [_specs("float32"), _specs(None)]
+    recs = [
+        {sp[r["run_id"]]: r for r in read_jsonl(folder / f"{n}.jsonl") if r.get("run_id") in sp}
+        for n, sp in zip(PAIR, specs)
+    ]
+    out = []
+    for key in sorted(k for k in recs[0] if k in recs[1]):
+        s, parts = dict(key), []
+        for name, r in zip(("float32", "bf16"), (recs[0][key], recs[1][key])):
+            c = r["config"]
+            parts.append(
+                f"{name} lr {c['lr']:g}, gate lr {c.get('gate_lr')} (val {r['val_main']:.1f}, dev {r['dev_main']:.1f})"
+            )
+        out.append(f"- {s['task']} {s['method']} seed {s['seed']}: the searches chose " + "; ".join(parts) + ".")
+    return out
 
 
 def precision_block(results_dir) -> str | None:
     folder = study_results("finetune", results_dir)
-    fp32_specs, bf16_specs = _specs("float32"), _specs(None)
-    maps = [_points(folder / f"{name}{POINTS_SUFFIX}", specs) for name, specs in zip(PAIR, (fp32_specs, bf16_specs))]
-    recs = [
-        {specs[r["run_id"]]: r for r in read_jsonl(folder / f"{name}.jsonl") if r.get("run_id") in specs}
-        for name, specs in zip(PAIR, (fp32_specs, bf16_specs))
-    ]
-    table = precision_table(*maps, {k: (recs[0][k], recs[1][k]) for k in recs[0] if k in recs[1]})
-    if table is None:
-        return None
-    paths = " and ".join(f"`results/finetune/{n}{POINTS_SUFFIX}`" for n in PAIR)
-    return f"{table}\n\nFrom {paths} (the points of each run's grid search, on val)."
+    maps = [_points(folder / f"{n}{POINTS_SUFFIX}", _specs(p)) for n, p in zip(PAIR, ("float32", None))]
+    parts = []
+    if (t := points_table(*maps)) is not None:
+        paths = " and ".join(f"`results/finetune/{n}{POINTS_SUFFIX}`" for n in PAIR)
+        parts.append(f"Search points (val), from {paths}:\n\n{t}")
+    if lines := choices(folder):
+        parts.append("\n".join(lines))
+    if (t := records_table(_records(folder))) is not None:
+        files = ", ".join(f"`results/finetune/{n}.jsonl`" for n in (*PAIR, PRECISION_POINTS))
+        parts.append(f"Trained points with a record in both precisions (val and dev), from {files}:\n\n{t}")
+    return "\n\n".join(parts) or None

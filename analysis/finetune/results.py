@@ -50,6 +50,8 @@ PROTOCOL_NOTES = {
     "bfloat16 autocast (evaluation in float32); gates at 30% and 20%, 3 seeds for bias, lora and gates",
     "cpu-base-fp32": "cpu-base's first runs, trained in float32 before it moved to bfloat16 autocast: the same grid "
     "points, the check of what the precision changes",
+    "precision-points": "single-point runs of cpu-base (SST-2 gates 30%, seed 0) in the precision whose search did "
+    "not choose that point, so that dev is compared at the same point in float32 and bfloat16",
     "control-reset": "STS-B gates at 30% asked, cpu-fair's settings and choice (gate lr 0.1, lr 1e-3), seeds 0-2, "
     "with the controller's reset (lam back to 1 once the removal reaches the request)",
     "control-recenter": "SST-2 gates at 30% asked, cpu-fair's settings and choice (gate lr 0.03, lr 3e-3), seeds "
