@@ -337,9 +337,8 @@ def _pilot_rows(model: str, results=ROOT / "results" / "finetune", bench_dir=ROO
 
 
 def _autocast_rows(model: str, rows: dict, autocast: str, bench_dir=ROOT / "results" / "bench") -> dict:
-    """float32 step times as they run under `autocast`: each divided by the CPU-time ratio float32 / autocast of
-    results/bench/autocast_<model>.json (python -m analysis.bench.autocast) for its task and method, else the
-    method's median ratio there; unchanged without a measurement in that dtype."""
+    """float32 step times under `autocast`: each over its task and method's CPU-time ratio float32 / autocast in
+    results/bench/autocast_<model>.json, else the method's median ratio; unchanged without one in that dtype."""
     import json
 
     path = Path(bench_dir) / f"autocast_{Path(model).name}.json"
@@ -347,12 +346,12 @@ def _autocast_rows(model: str, rows: dict, autocast: str, bench_dir=ROOT / "resu
     if rec.get("config", {}).get("dtype") != autocast:
         return rows
     ratio = {(t, m): r["ratio_cpu"] for t, v in rec["tasks"].items() for m, r in v["methods"].items()}
-    per_method = rec["median_ratio_cpu"]
-    out = {}
-    for (task, m), sec in rows.items():
-        base = m.removesuffix("-no-bias")
-        out[(task, m)] = sec / ratio.get((task, base), per_method.get(base, 1.0))
-    return out
+
+    def speedup(task: str, m: str) -> float:
+        m = m.removesuffix("-no-bias")
+        return ratio.get((task, m), rec["median_ratio_cpu"].get(m, 1.0))
+
+    return {k: sec / speedup(*k) for k, sec in rows.items()}
 
 
 def step_seconds(spec: dict, tokens_per_example: float, times) -> float:
