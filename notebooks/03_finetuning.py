@@ -167,7 +167,9 @@ for name in ("cpu-fair", "cpu-fair-rc"):
 #
 # The same rules on a base-size encoder (`make base-model`, then `make experiments-base`): per task and over
 # the shared tasks, LoRA, bias and each gate setting on both models, then gates minus LoRA and minus bias paired
-# by seed, and for each model whether the gates come within 1 point of LoRA and above bias. It stays empty
+# by seed, and for each model whether the gates come within 1 point of LoRA and above bias. MiniLM's runs
+# trained in float32, cpu-base's under bfloat16 autocast (evaluation in float32; what the precision changes is
+# measured on the grid points trained both ways, the precision check of docs/results.md). It stays empty
 # until both protocols have records.
 
 # %%

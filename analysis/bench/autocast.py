@@ -26,7 +26,7 @@ from transformers import AutoTokenizer
 
 import gatecore
 from analysis import doc_blocks
-from analysis.bench.model_steps import BATCH, MAX_LEN, MODEL, SEED, WARMUP, method_model, step
+from analysis.bench.model_steps import BATCH, MAX_LEN, MODEL, SEED, WARMUP, check_model, method_model, step
 from analysis.cli import add_options, from_args, option
 from analysis.constants import study_results
 from analysis.data import load_task
@@ -156,10 +156,7 @@ def main(argv=None) -> int:
     cfg = from_args(AutocastConfig, ap.parse_args(argv))
     if cfg.steps < 1:
         ap.error("--steps must be >= 1")
-    try:
-        gatecore.resolve_model(cfg.model)
-    except (FileNotFoundError, ImportError) as e:
-        ap.error(str(e))
+    check_model(ap, cfg.model)
     run(cfg)
     return 0
 

@@ -224,12 +224,17 @@ def main(argv=None) -> int:
     cfg = from_args(ModelStepsConfig, ap.parse_args(argv))
     if cfg.batch < 1 or cfg.steps < 1:
         ap.error("--batch and --steps must be >= 1")
-    try:
-        gatecore.resolve_model(cfg.model)
-    except (FileNotFoundError, ImportError) as e:
-        ap.error(str(e))
+    check_model(ap, cfg.model)
     run(cfg)
     return 0
+
+
+def check_model(ap: argparse.ArgumentParser, name: str) -> None:
+    """Exit 2 with one line (naming `make base-model` for the base model) when `name` does not resolve."""
+    try:
+        gatecore.resolve_model(name)
+    except (FileNotFoundError, ImportError) as e:
+        ap.error(str(e))
 
 
 if __name__ == "__main__":
