@@ -131,9 +131,8 @@ def records_table(records: dict) -> str | None:
     return f"{doc_blocks.table(head, rows)}\n\n{_summary(diffs, 'dev')}"
 
 
-def choices(folder: Path) -> list[str]:
-    """One line per run both searches finished: the point each chose (val) and its dev."""
-    specs = [_specs("float32"), _specs(None)]
+def choices(folder: Path, specs: list[dict]) -> list[str]:
+    """One line per run both searches finished (`specs`: _specs of each of PAIR): the point each chose and its dev."""
     recs = [
         {sp[r["run_id"]]: r for r in read_jsonl(folder / f"{n}.jsonl") if r.get("run_id") in sp}
         for n, sp in zip(PAIR, specs)
@@ -152,12 +151,13 @@ def choices(folder: Path) -> list[str]:
 
 def precision_block(results_dir) -> str | None:
     folder = study_results("finetune", results_dir)
-    maps = [_points(folder / f"{n}{POINTS_SUFFIX}", _specs(p)) for n, p in zip(PAIR, ("float32", None))]
+    specs = [_specs("float32"), _specs(None)]  # PAIR's run ids
+    maps = [_points(folder / f"{n}{POINTS_SUFFIX}", sp) for n, sp in zip(PAIR, specs)]
     parts = []
     if (t := points_table(*maps)) is not None:
         paths = " and ".join(f"`results/finetune/{n}{POINTS_SUFFIX}`" for n in PAIR)
         parts.append(f"Search points (val), from {paths}:\n\n{t}")
-    if lines := choices(folder):
+    if lines := choices(folder, specs):
         parts.append("\n".join(lines))
     if (t := records_table(_records(folder))) is not None:
         files = ", ".join(f"`results/finetune/{n}.jsonl`" for n in (*PAIR, PRECISION_POINTS))
