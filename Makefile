@@ -62,6 +62,11 @@ experiments:
 PRECISION_POINTS = --protocol cpu-base --tasks SST-2 --methods gates --seeds 0 --keep 0.7 --gate-lr 0.03 \
 	--no-extend-grids --no-bench --out results/finetune/precision-points.jsonl --quiet
 
+# Levers at base size, on cpu-base's SST-2 gates seed 0 point (lr 1e-3, gate lr 0.03; 86.7 at 30% removed): what
+# removing nothing / 10% gives (against bias only and LoRA), and training twice as long.
+LEVERS_BASE = --protocol cpu-base --tasks SST-2 --methods gates --seeds 0 --lr 1e-3 --gate-lr 0.03 \
+	--no-extend-grids --no-bench --out results/finetune/levers-base.jsonl --quiet
+
 # The base-size protocol (issue 25; needs `make base-model`): the pilot that sized it (and the RTE check that
 # decides whether RTE joins), cpu-base's first record in float32 (the precision check), then cpu-base under
 # bfloat16 autocast, the runs its verdict needs first (~8 h of its ~12 h wall on 2 workers; resumable, a point
@@ -76,6 +81,8 @@ experiments-base:
 	$(PY) -m analysis.finetune $(PRECISION_POINTS) --lr 1e-3 --autocast float32
 	$(PY) -m analysis.finetune --protocol cpu-base --methods bias lora gates --quiet
 	$(PY) -m analysis.finetune --protocol cpu-base --quiet
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --keep 1.0 0.9
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --keep 0.7 --epochs 6
 
 # Levers on SST-2 seed 0 with cpu-converged's settings and the gate lr its seed 0 chose: what removing
 # nothing / 10% gives (against bias only), and the params objective (gates may close unevenly).
