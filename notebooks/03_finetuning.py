@@ -169,8 +169,9 @@ for name in ("cpu-fair", "cpu-fair-rc"):
 # the shared tasks, LoRA, bias and each gate setting on both models, then gates minus LoRA and minus bias paired
 # by seed, and for each model whether the gates come within 1 point of LoRA and above bias. MiniLM's runs
 # trained in float32, cpu-base's under bfloat16 autocast (evaluation in float32; what the precision changes is
-# measured on the grid points trained both ways, the precision check of docs/results.md). It stays empty
-# until both protocols have records.
+# measured on the grid points trained both ways, the precision check of docs/results.md). It fills in as
+# cpu-base's runs land (issue 25 is running); a model's verdict line appears once its gates and LoRA pair up on
+# every task the two protocols share.
 
 # %%
 from analysis.finetune import sizes
