@@ -62,9 +62,10 @@ experiments:
 PRECISION_POINTS = --protocol cpu-base --tasks SST-2 --methods gates --seeds 0 --keep 0.7 --gate-lr 0.03 \
 	--no-extend-grids --no-bench --out results/finetune/precision-points.jsonl --quiet
 
-# Levers at base size, on cpu-base's SST-2 gates seed 0 point (lr 1e-3, gate lr 0.03; 86.7 at 30% removed): what
-# removing nothing / 10% gives (against bias only and LoRA), and training twice as long.
-LEVERS_BASE = --protocol cpu-base --tasks SST-2 --methods gates --seeds 0 --lr 1e-3 --gate-lr 0.03 \
+# Levers at base size, on cpu-base's gates seed 0 points (lr 1e-3; gate lr 0.03 on SST-2, 86.7 at 30% removed;
+# 0.1 on CoLA, the majority class): what removing nothing / 10% gives (against bias only and LoRA), and training
+# twice as long.
+LEVERS_BASE = --protocol cpu-base --methods gates --seeds 0 --lr 1e-3 \
 	--no-extend-grids --no-bench --out results/finetune/levers-base.jsonl --quiet
 
 # The base-size protocol (issue 25; needs `make base-model`): the pilot that sized it (and the RTE check that
@@ -81,8 +82,10 @@ experiments-base:
 	$(PY) -m analysis.finetune $(PRECISION_POINTS) --lr 1e-3 --autocast float32
 	$(PY) -m analysis.finetune --protocol cpu-base --methods bias lora gates --quiet
 	$(PY) -m analysis.finetune --protocol cpu-base --quiet
-	$(PY) -m analysis.finetune $(LEVERS_BASE) --keep 1.0 0.9
-	$(PY) -m analysis.finetune $(LEVERS_BASE) --keep 0.7 --epochs 6
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks SST-2 --gate-lr 0.03 --keep 1.0 0.9
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks SST-2 --gate-lr 0.03 --keep 0.7 --epochs 6
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 1.0
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 0.7 --epochs 6
 
 # Levers on SST-2 seed 0 with cpu-converged's settings and the gate lr its seed 0 chose: what removing
 # nothing / 10% gives (against bias only), and the params objective (gates may close unevenly).
