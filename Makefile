@@ -63,8 +63,8 @@ PRECISION_POINTS = --protocol cpu-base --tasks SST-2 --methods gates --seeds 0 -
 	--no-extend-grids --no-bench --out results/finetune/precision-points.jsonl --quiet
 
 # Levers at base size, on cpu-base's gates seed 0 points (lr 1e-3; gate lr 0.03 on SST-2, 86.7 at 30% removed;
-# 0.1 on CoLA, the majority class): what removing nothing / 10% gives (against bias only and LoRA), and training
-# twice as long.
+# 0.1 on CoLA, the majority class): what removing nothing / 10% gives (against bias only and LoRA), training
+# twice as long, and (CoLA) starting the removal at half the training instead of a fifth.
 LEVERS_BASE = --protocol cpu-base --methods gates --seeds 0 --lr 1e-3 \
 	--no-extend-grids --no-bench --out results/finetune/levers-base.jsonl --quiet
 
@@ -86,6 +86,7 @@ experiments-base:
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks SST-2 --gate-lr 0.03 --keep 0.7 --epochs 6
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 1.0
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 0.7 --epochs 6
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 0.7 --lam-warmup 0.5
 
 # Levers on SST-2 seed 0 with cpu-converged's settings and the gate lr its seed 0 chose: what removing
 # nothing / 10% gives (against bias only), and the params objective (gates may close unevenly).
