@@ -84,7 +84,7 @@ experiments-base:
 	$(PY) -m analysis.finetune --protocol cpu-base --quiet
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks SST-2 --gate-lr 0.03 --keep 1.0 0.9
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks SST-2 --gate-lr 0.03 --keep 0.7 --epochs 6
-	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 1.0
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 1.0 0.9
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 0.7 --epochs 6
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 0.7 --lam-warmup 0.5
 
