@@ -66,7 +66,7 @@ PRECISION_POINTS = --protocol cpu-base --tasks SST-2 --methods gates --seeds 0 -
 # 0.1 on CoLA, the majority class): what removing nothing / 10% gives (against bias only and LoRA), training
 # twice as long (on CoLA the adapters too, at their chosen lrs), and (CoLA) starting the removal at half the
 # training instead of a fifth.
-LEVERS_BASE = --protocol cpu-base --methods gates --seeds 0 --lr 1e-3 \
+LEVERS_BASE = --protocol cpu-base --seeds 0 \
 	--no-extend-grids --no-bench --out results/finetune/levers-base.jsonl --quiet
 
 # The base-size protocol (issue 25; needs `make base-model`): the pilot that sized it (and the RTE check that
@@ -83,15 +83,15 @@ experiments-base:
 	$(PY) -m analysis.finetune $(PRECISION_POINTS) --lr 1e-3 --autocast float32
 	$(PY) -m analysis.finetune --protocol cpu-base --methods bias lora gates --quiet
 	$(PY) -m analysis.finetune --protocol cpu-base --quiet
-	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks SST-2 --gate-lr 0.03 --keep 1.0 0.9
-	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks SST-2 --gate-lr 0.03 --keep 0.7 --epochs 6
-	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 1.0 0.9
-	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 0.7 --epochs 6
-	$(PY) -m analysis.finetune $(LEVERS_BASE) --tasks CoLA --gate-lr 0.1 --keep 0.7 --lam-warmup 0.5
-	$(PY) -m analysis.finetune --protocol cpu-base --tasks CoLA --seeds 0 --epochs 6 --no-extend-grids --no-bench \
-		--out results/finetune/levers-base.jsonl --quiet --methods lora --lr 5e-4
-	$(PY) -m analysis.finetune --protocol cpu-base --tasks CoLA --seeds 0 --epochs 6 --no-extend-grids --no-bench \
-		--out results/finetune/levers-base.jsonl --quiet --methods bias --lr 3e-3
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods gates --lr 1e-3 --tasks SST-2 --gate-lr 0.03 --keep 1.0 0.9
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods gates --lr 1e-3 --tasks SST-2 --gate-lr 0.03 --keep 0.7 --epochs 6
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods gates --lr 1e-3 --tasks CoLA --gate-lr 0.1 --keep 1.0
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods gates --lr 1e-3 --tasks CoLA --gate-lr 0.1 --keep 0.9
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods gates --lr 1e-3 --tasks CoLA --gate-lr 0.1 --keep 0.7 --epochs 6
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods gates --lr 1e-3 --tasks CoLA --gate-lr 0.1 --keep 0.7 \
+		--lam-warmup 0.5
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods lora --lr 5e-4 --tasks CoLA --epochs 6
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods bias --lr 3e-3 --tasks CoLA --epochs 6
 
 # Levers on SST-2 seed 0 with cpu-converged's settings and the gate lr its seed 0 chose: what removing
 # nothing / 10% gives (against bias only), and the params objective (gates may close unevenly).
