@@ -106,13 +106,13 @@ PROTOCOLS = {
         methods=["head", "bias", "lora", "full", "gates"],
         one_seed=[*FAIR["one_seed"], "gates-other-keeps"],
     ),
-    # cpu-fair's successor, the protocol of issue 24's verdict: every gate run with the recentered controller
-    # (cpu-fair's undershot the request on 2 of its 20 gate runs, by integral windup; results/finetune/
-    # control-recenter.jsonl has the fix on the same runs: val +0.1 +- 0.2); gates at 30% train the lrs cpu-fair's
-    # first seed chose, gates+lora searches by the grid rule; the other methods' runs are cpu-fair's (reused)
+    # cpu-fair's successor, issue 24's verdict: gate runs with the recentered controller (cpu-fair's undershot on 2
+    # of 20, by integral windup; control-recenter.jsonl: the fix on the same runs, val +0.1 +- 0.2); gates at 30%
+    # train cpu-fair's first-seed lrs, at 20% (for the comparison with cpu-base, issue 25) the 30% run's, as in
+    # cpu-base; gates+lora searches by the grid rule; the other methods' runs are cpu-fair's (reused)
     "cpu-fair-rc": dict(
         FAIR,
-        keep=[0.7],
+        keep=[0.7, 0.8],
         no_bias_keep=[],
         control_recenter=True,
         choices_from="cpu-fair",
