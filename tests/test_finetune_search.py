@@ -8,7 +8,7 @@ from test_finetune import argv
 
 from analysis.finetune import runner, sweep
 from analysis.finetune.config import expand, take_choices
-from analysis.provenance import read_jsonl
+from analysis.provenance import ROOT, read_jsonl
 
 
 def test_grid_rule_extends_a_recorded_edge_choice_reusing_its_points(folder, tmp_path, monkeypatch):
@@ -217,6 +217,22 @@ def test_choices_for_takes_the_named_methods_lrs_and_lets_the_others_search():
     assert waiting == [combo] and ready[1] == lora | {"lr_grid": [1e-3], "grid_from": "l0"}
 
 
+def test_a_keep_target_the_source_lacks_takes_what_its_marked_source_takes():
+    """cpu-fair-rc's 20% runs (cpu-fair has none): seed 0 at keep 0.8 is marked to train the keep 0.7 choice and
+    seed 1 to train seed 0's, so both take the 0.7 counterpart's lrs; an unmarked spec without one waits."""
+    gates = dict(model="m", task="t", method="gates", objective="target", bias=True, lr_grid=[1e-3, 3e-3])
+    s0, s0_20 = dict(gates, seed=0, keep=0.7), dict(gates, seed=0, keep=0.8, grid_source={"keep": 0.7})
+    s1_20 = dict(gates, seed=1, keep=0.8, grid_source={"seed": 0})
+    lone = dict(gates, seed=0, keep=0.5)
+    source = [{"run_id": "g0", "spec": {}, "config": dict(gates, keep=0.7, lr=3e-3)}]
+    ready, waiting = take_choices([s0, s0_20, s1_20, lone], source)
+    assert waiting == [lone]
+    assert ready == [s | {"lr_grid": [3e-3], "grid_from": "g0"} for s in (s0, s0_20, s1_20)]  # marks kept
+    full = expand(sweep.parse_args(["--protocol", "cpu-fair-rc"]))
+    specs, held = take_choices(full, read_jsonl(ROOT / "results" / "finetune" / "cpu-fair.jsonl"), ("gates",))
+    assert held == [] and len([s for s in specs if s.get("keep") == 0.8]) == 12
+
+
 def test_cpu_fair_rc_retrains_cpu_fairs_gates_with_recenter_and_reuses_the_rest():
     f = expand(sweep.parse_args(["--protocol", "cpu-fair"]))
     rc = sweep.parse_args(["--protocol", "cpu-fair-rc"])
@@ -225,6 +241,7 @@ def test_cpu_fair_rc_retrains_cpu_fairs_gates_with_recenter_and_reuses_the_rest(
     r = expand(rc)
     assert {(s["method"], s["keep"], s["bias"]) for s in r if "keep" in s} == {
         ("gates", 0.7, True),
+        ("gates", 0.8, True),  # 20%, for the comparison with cpu-base (issue 25)
         ("gates+lora", 0.7, True),
     }
     assert all(s.get("control_recenter") for s in r if "keep" in s)

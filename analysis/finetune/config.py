@@ -308,18 +308,29 @@ def choice_key(config: dict) -> tuple:
 
 def take_choices(specs: list[dict], records: list[dict], methods=()) -> tuple[list[dict], list[dict]]:
     """(ready, waiting): each spec's grids become the values its counterpart (choice_key) chose on its first seed
-    in `records` (another protocol's results); it names that run (`grid_from`). No counterpart yet: waiting.
-    With `methods`, the specs of other methods pass unchanged (they search)."""
+    in `records` (another protocol's results); it names that run (`grid_from`). A marked spec without a
+    counterpart (a keep target the other protocol lacks) takes its source's, following the marks of `specs`,
+    so it trains what its source trains. No counterpart yet: waiting. With `methods`, the specs of other methods
+    pass unchanged (they search)."""
     first = {}
     for r in records:
         if not r["spec"].get("grid_from"):  # a first-seed (searching) run
             first.setdefault(choice_key(r["config"]), r)
+    by_content = {run_id(_unmarked(t)): t for t in specs}
+
+    def counterpart(s: dict | None) -> dict | None:
+        while s is not None:
+            if (rec := first.get(choice_key(s))) is not None or GRID_FROM not in s:
+                return rec
+            s = by_content.get(run_id(_unmarked(s) | s[GRID_FROM]))  # the run this one trains the choice of
+        return None
+
     ready, waiting = [], []
     for s in specs:
         if methods and s["method"] not in methods:
             ready.append(s)
             continue
-        rec = first.get(choice_key(s))
+        rec = counterpart(s)
         if rec is None:
             waiting.append(s)
             continue
