@@ -65,7 +65,7 @@ PRECISION_POINTS = --protocol cpu-base --tasks SST-2 --methods gates --seeds 0 -
 # Levers at base size, on cpu-base's gates seed 0 points (lr 1e-3; gate lr 0.03 on SST-2, 86.7 at 30% removed;
 # 0.1 on CoLA, the majority class): what removing nothing / 10% gives (against bias only and LoRA), training
 # twice as long (on CoLA the adapters too, at their chosen lrs), and (CoLA) starting the removal at half the
-# training instead of a fifth.
+# training instead of a fifth, or a gate lr below the searched grid (0.01).
 LEVERS_BASE = --protocol cpu-base --seeds 0 \
 	--no-extend-grids --no-bench --out results/finetune/levers-base.jsonl --quiet
 
@@ -90,6 +90,7 @@ experiments-base:
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods gates --lr 1e-3 --tasks CoLA --gate-lr 0.1 --keep 0.7 --epochs 6
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods gates --lr 1e-3 --tasks CoLA --gate-lr 0.1 --keep 0.7 \
 		--lam-warmup 0.5
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods gates --lr 1e-3 --tasks CoLA --gate-lr 0.01 --keep 0.7
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods lora --lr 5e-4 --tasks CoLA --epochs 6
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods bias --lr 3e-3 --tasks CoLA --epochs 6
 
