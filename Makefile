@@ -63,9 +63,9 @@ PRECISION_POINTS = --protocol cpu-base --tasks SST-2 --methods gates --seeds 0 -
 	--no-extend-grids --no-bench --out results/finetune/precision-points.jsonl --quiet
 
 # Levers at base size, on cpu-base's gates seed 0 points (lr 1e-3; gate lr 0.03 on SST-2, 86.7 at 30% removed;
-# 0.1 on CoLA, the majority class, as first chosen: CoLA's search was redone since): what removing nothing / 10% gives (against bias only and LoRA), training
-# twice as long (on CoLA the adapters too, at their chosen lrs), and (CoLA) starting the removal at half the
-# training instead of a fifth, or a gate lr below the searched grid (0.01).
+# 0.1 on CoLA, the majority class, as first chosen: CoLA's search was redone since): what removing nothing / 10%
+# gives (against bias only and LoRA), training twice as long (on CoLA the adapters too, at their chosen lrs), and
+# (CoLA) starting the removal at half the training instead of a fifth, or a gate lr below the searched grid (0.01).
 LEVERS_BASE = --protocol cpu-base --seeds 0 \
 	--no-extend-grids --no-bench --out results/finetune/levers-base.jsonl --quiet
 
