@@ -88,11 +88,13 @@ def test_verdict_lines():
     lines = verdict([SMALL, BASE], ["SST-2", "STS-B"])
     assert lines[0].startswith("tiny-22m, gates keep 0.7 (31.0% removed): -2.7 vs LoRA, not within 1 point")
     # small: gates (83, 84, 83) vs bias (85, 85, 85.5) per seed
-    assert "; -1.8 vs bias, not above it (task average, 3 seeds)." in lines[0]
+    assert "; -1.8 vs bias, not above it (task average, 3 seeds); " in lines[0]
+    # per task: SST-2 -3.3, STS-B -1.7 (83, 84, 82 vs 85 each seed)
+    assert lines[0].endswith("within 1 point of LoRA on no task (0 of 2).")
     # base: gates (90, 89.5, 90) vs lora (90, 90.5, 90) -> 0, -1, 0: within; vs bias (89, 89, 89) -> +0.8: above
     assert lines[1] == (
         "base-110m, gates keep 0.7 (31.0% removed): -0.3 vs LoRA, within 1 point; +0.8 vs bias, above it "
-        "(task average, 3 seeds)."
+        "(task average, 3 seeds); within 1 point of LoRA on SST-2, STS-B (2 of 2)."
     )
     assert len(lines) == 2  # the base model's 20% setting has no task average
 

@@ -105,7 +105,8 @@ def size_table(ps: list[Protocol]) -> str | None:
 
 
 def verdict(ps: list[Protocol], tasks: list[str]) -> list[str]:
-    """Per model and gate setting, on the task average: within CLAIM_GAP of LoRA? above bias? (paired by seed)."""
+    """Per model and gate setting, on the task average: within CLAIM_GAP of LoRA? above bias? (paired by seed);
+    then the tasks on which the setting alone comes within CLAIM_GAP of LoRA."""
     out = []
     for p in ps:
         for g in gate_settings(p):
@@ -122,7 +123,11 @@ def verdict(ps: list[Protocol], tasks: list[str]) -> list[str]:
             if d["bias"] is not None:
                 text += f"; {d['bias'].mean:+.1f} vs bias, " + ("above" if d["bias"].mean > 0 else "not above") + " it"
             n = len(d["lora"].seeds)
-            out.append(text + f" (task average, {n} seed{'s' * (n > 1)}).")
+            close = [t for t in tasks if (e := _paired(p, g, "lora", [t])) and e.mean >= -CLAIM_GAP]
+            out.append(
+                text + f" (task average, {n} seed{'s' * (n > 1)}); within {CLAIM_GAP:g} point of LoRA on "
+                f"{', '.join(close) or 'no task'} ({len(close)} of {len(tasks)})."
+            )
     return out
 
 
