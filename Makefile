@@ -64,7 +64,7 @@ PRECISION_POINTS = --protocol cpu-base --tasks SST-2 --methods gates --seeds 0 -
 
 # Levers at base size, on cpu-base's gates seed 0 points (lr 1e-3; gate lr 0.03 on SST-2, 86.7 at 30% removed;
 # 0.1 on CoLA, the majority class, as first chosen: CoLA's search was redone since): what removing nothing / 10%
-# gives (against bias only and LoRA), training twice as long (on CoLA the adapters too, at their chosen lrs), and
+# gives (against bias only and LoRA), training twice as long (the adapters too, at their chosen lrs), and
 # (CoLA) starting the removal at half the training instead of a fifth, or a gate lr below the searched grid (0.01).
 LEVERS_BASE = --protocol cpu-base --seeds 0 \
 	--no-extend-grids --no-bench --out results/finetune/levers-base.jsonl --quiet
@@ -93,6 +93,8 @@ experiments-base:
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods gates --lr 1e-3 --tasks CoLA --gate-lr 0.01 --keep 0.7
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods lora --lr 5e-4 --tasks CoLA --epochs 6
 	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods bias --lr 3e-3 --tasks CoLA --epochs 6
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods lora --lr 2e-3 --tasks SST-2 --epochs 6
+	$(PY) -m analysis.finetune $(LEVERS_BASE) --methods bias --lr 3e-3 --tasks SST-2 --epochs 6
 
 # Levers on SST-2 seed 0 with cpu-converged's settings and the gate lr its seed 0 chose: what removing
 # nothing / 10% gives (against bias only), and the params objective (gates may close unevenly).

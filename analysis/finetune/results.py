@@ -55,7 +55,7 @@ PROTOCOL_NOTES = {
     "levers-base": "levers at base size on cpu-base's gates seed 0 points (lr 1e-3; gate lr 0.03 on SST-2, 0.1 on "
     "CoLA; bfloat16 autocast): gates removing nothing or 10% (what the removal costs), 30% over twice the epochs, "
     "30% with the removal started at half the training (lam warm-up 0.5) or at gate lr 0.01 (CoLA, below the searched "
-    "grid); on CoLA, LoRA and bias over twice the epochs",
+    "grid); LoRA and bias over twice the epochs (CoLA and SST-2)",
     "control-reset": "STS-B gates at 30% asked, cpu-fair's settings and choice (gate lr 0.1, lr 1e-3), seeds 0-2, "
     "with the controller's reset (lam back to 1 once the removal reaches the request)",
     "control-recenter": "SST-2 gates at 30% asked, cpu-fair's settings and choice (gate lr 0.03, lr 3e-3), seeds "
