@@ -38,7 +38,8 @@ PROTOCOL_NOTES = {
     "removing nothing or 10% (what the removal costs), and the params objective",
     "gpu": "the GPU protocol",
     "cpu-fair": "the fair fight of issue 24: every lr grid extended by the grid rule until its choice is interior, "
-    "the gates' bias lr searched, the split-range controller; gates at 30% (3 seeds), at 40% and without biases (seed 0)",
+    "the gates' bias lr searched, the split-range controller; gates at 30% (3 seeds), at 40% and without biases "
+    "(seed 0)",
     "cpu-fair-rc": "cpu-fair with the recentered controller in every gate run (issue 24's verdict): gates at 30% "
     "at cpu-fair's choices, gates+lora searched by the grid rule, the other methods' runs cpu-fair's",
     "cpu-fair-long": "SST-2 and STS-B at 4x cpu-fair's epochs, constant lr after warm-up, at cpu-fair's choices",
@@ -53,9 +54,9 @@ PROTOCOL_NOTES = {
     "precision-points": "single-point runs of cpu-base (SST-2 gates 30%, seed 0) in the precision whose search did "
     "not choose that point, so that dev is compared at the same point in float32 and bfloat16",
     "levers-base": "levers at base size on cpu-base's gates seed 0 points (lr 1e-3; gate lr 0.03 on SST-2, 0.1 on "
-    "CoLA; bfloat16 autocast): gates removing nothing or 10% (what the removal costs), 30% over twice the epochs, "
-    "30% with the removal started at half the training (lam warm-up 0.5) or at gate lr 0.01 (CoLA, below the searched "
-    "grid); LoRA and bias over twice the epochs (CoLA and SST-2)",
+    "CoLA; bfloat16 autocast): gates removing nothing or 10% (what the removal costs), 30% (SST-2: and 20%) over "
+    "twice the epochs, 30% with the removal started at half the training (lam warm-up 0.5) or at gate lr 0.01 "
+    "(CoLA, below the searched grid); LoRA and bias over twice the epochs (CoLA and SST-2)",
     "control-reset": "STS-B gates at 30% asked, cpu-fair's settings and choice (gate lr 0.1, lr 1e-3), seeds 0-2, "
     "with the controller's reset (lam back to 1 once the removal reaches the request)",
     "control-recenter": "SST-2 gates at 30% asked, cpu-fair's settings and choice (gate lr 0.03, lr 3e-3), seeds "
