@@ -73,7 +73,7 @@ def _paired(p: Protocol, gate: tuple, ref: str, tasks: list[str]):
 
 def _diff_cell(p: Protocol, gate: tuple, ref: str, tasks: list[str]) -> str:
     d = _paired(p, gate, ref, tasks)
-    return f"{pm(d.diffs, signed=True)} ({d.per_seed()})" if d else "–"
+    return str(d) if d else "–"
 
 
 def size_table(ps: list[Protocol]) -> str | None:
