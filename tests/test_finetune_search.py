@@ -1,7 +1,7 @@
 """analysis.finetune's lr search: the grid rule extends a recorded edge choice reusing its points, other gate
 variants train the first keep's choice, a search killed part-way resumes from its trained points, a gate setting
-is chosen only if its controller met the request, the dry run plans a CSV task, and a protocol takes another's
-choices for the methods it names (cpu-fair-rc)."""
+is chosen only if its controller met the request, the dry run plans a CSV task, a protocol takes another's
+choices for the methods it names (cpu-fair-rc), and a failed start is restarted from a new training seed."""
 
 import pytest
 from test_finetune import argv
@@ -309,3 +309,45 @@ def test_autocast_enters_the_run_spec_only_when_set():
     assert [{k: v for k, v in s.items() if k != "autocast"} for s in mixed] == plain
     undone = SweepConfig.of_protocol("cpu-base", autocast="float32")  # float32 undoes a protocol's autocast
     assert all("autocast" not in s for s in expand(undone)) and expand(SweepConfig.of_protocol("cpu-base"))
+
+
+def test_a_failed_start_is_restarted_from_a_new_training_seed_keeping_its_run(folder, tmp_path, monkeypatch):
+    """--restarts: a record whose chosen point ended no better on val than a constant prediction is trained again
+    from seed + 1000, under the same run id, nominal seed and search; the record lists the failed start with its
+    val and dev, and a rerun restarts no more than asked. Without --restarts a failed start stays."""
+    out = tmp_path / "runs.jsonl"
+    args = argv(folder, out, "--methods", "lora", "--lr", "1e-3", "--epochs", "1")
+    sweep.main(args)
+    (first,) = read_jsonl(out)
+    monkeypatch.setattr(runner, "val_trivial", lambda spec, cfg: first["val_main"])  # the first start "failed"
+    sweep.main(args)  # restarts default to 0: the record stays
+    assert read_jsonl(out) == [first]
+    seeds = []
+    real = runner.train
+    monkeypatch.setattr(
+        runner,
+        "train",
+        lambda model, point, *a, **k: seeds.append(point.get("train_seed")) or real(model, point, *a, **k),
+    )
+    sweep.main(args + ["--restarts", "1"])
+    (rec,) = read_jsonl(out)
+    assert seeds == [1000]
+    assert (rec["run_id"], rec["spec"], rec["hp_search"], rec["grid"]) == (
+        first["run_id"],
+        first["spec"],
+        first["hp_search"],
+        first["grid"],
+    )
+    assert rec["config"]["seed"] == 0 and rec["config"]["train_seed"] == 1000 and rec["seed"] == 0
+    (failed,) = rec["failed_starts"]
+    assert failed["train_seed"] == 0
+    assert (failed["val_main"], failed["dev_main"]) == (first["val_main"], first["dev_main"])
+    assert rec["curve"] != first["curve"]  # another training, not the same one relabelled
+    sweep.main(args + ["--restarts", "1"])  # one restart asked, one done: nothing more, whatever it scored
+    assert seeds == [1000] and read_jsonl(out) == [rec]
+
+
+def test_a_negative_restart_count_is_refused_naming_the_flag(folder, tmp_path, capsys):
+    assert sweep.main(argv(folder, tmp_path / "runs.jsonl", "--restarts", "-1")) == 2
+    assert capsys.readouterr().err.strip() == "error: --restarts must be an integer in [0, inf), got -1"
+    assert not (tmp_path / "runs.jsonl").exists()

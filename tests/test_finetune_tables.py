@@ -285,3 +285,13 @@ def test_removal_table_shows_what_the_compressed_models_physically_drop():
     del runs[0]["compressed"], runs[1]["compressed"]  # records without a compressed model
     row = next(line for line in removal_table(protocol(runs)).splitlines() if line.startswith("| gates"))
     assert row.endswith("| – |")
+
+
+def test_glue_table_marks_a_restarted_seed_and_gives_every_start_s_dev():
+    rs = [rec("MRPC", "lora", 0, 89.0), rec("MRPC", "lora", 1, 88.0), rec("MRPC", "bias", 0, 88.4)]
+    rs[1]["config"]["train_seed"] = 1001
+    rs[1]["failed_starts"] = [{"train_seed": 1, "dev_main": 0.0, "val_main": 0.0}]
+    rows = {line.split("|")[1].strip(): line for line in glue_table(protocol(rs)).splitlines() if line.startswith("| ")}
+    assert "88.5 ± 0.7 ʳ" in rows["lora"] and "ʳ" not in rows["bias"]
+    assert "MRPC lora seed 1: 0.0 (train seed 1) → 88.0 (train seed 1001)" in glue_table(protocol(rs))
+    assert "ʳ" not in glue_table(protocol(rs[:1] + rs[2:]))

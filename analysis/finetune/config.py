@@ -124,6 +124,9 @@ class SweepConfig:
         "the grid rule: a choice at a grid edge extends that grid x3 until interior or at a bound "
         "(analysis/gridsearch.py)",
     )
+    restarts: int = option(
+        0, "retrain a failed start (val no better than a constant prediction) from a new seed, N times"
+    )
     grids_from_first_keep: bool = option(
         False,
         "other gate variants (keep targets, no bias) train the lrs the first --keep run chose",

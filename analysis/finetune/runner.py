@@ -25,7 +25,7 @@ from analysis.constants import POINTS_SUFFIX
 from analysis.data import Task, load_task
 from analysis.finetune.config import SweepConfig, run_id
 from analysis.finetune.encoding import encode, evaluate
-from analysis.finetune.stats import training_removed
+from analysis.finetune.stats import training_removed, trivial_baseline
 from analysis.finetune.train import build_model, measured_keep, peak_mem_mb, train
 from analysis.finetune.validate import model_source
 from analysis.gridsearch import FACTOR, MAX_STEPS, coordinate_search, point_key
@@ -54,14 +54,9 @@ def spec_task(spec: dict, cfg: SweepConfig) -> Task:
 
 def run_spec(spec: dict, cfg: SweepConfig, prior: dict | None, device) -> dict:
     """One run for analysis.finetune.schedule's workers (a module-level function, as spawned workers need)."""
-    return run_one(
-        spec,
-        cfg,
-        device,
-        progress=not cfg.quiet and mp.current_process().name == "MainProcess",
-        prior=prior,
-        points_file=points_path(cfg.out) if cfg.out else None,
-    )
+    progress = not cfg.quiet and mp.current_process().name == "MainProcess"
+    rec = run_one(spec, cfg, device, progress, prior=prior, points_file=points_path(cfg.out) if cfg.out else None)
+    return restart(rec, cfg, device, progress)
 
 
 def points_path(out: Path) -> Path:
@@ -290,3 +285,46 @@ def needs_search(rec: dict, extend: bool = True) -> bool:
     except LookupError:
         return True
     return False
+
+
+# ---- failed starts ----------------------------------------------------------------------------------------
+
+RESTART_SEED_STEP = 1000  # restart k of seed s trains from seed s + 1000 k: no protocol's own seed
+_VAL_TRIVIAL: dict[tuple, float] = {}
+
+
+def val_trivial(spec: dict, cfg: SweepConfig) -> float:
+    """Best val score of a constant prediction (analysis/finetune/stats.py) on the run's val split."""
+    key = (spec["task"], spec["train_examples"], spec["val_examples"])
+    if key not in _VAL_TRIVIAL:
+        task = spec_task(spec, cfg)
+        _VAL_TRIVIAL[key] = trivial_baseline(task.val.labels, task.metric)
+    return _VAL_TRIVIAL[key]
+
+
+def needs_restart(rec: dict, cfg: SweepConfig) -> bool:
+    """A failed start with restarts left: the chosen point ended no better on val than a constant prediction
+    (the failed finetuning runs of small GLUE tasks; Devlin et al. 2019 restart them, Mosbach et al. 2021 count
+    them) and the record has fewer than cfg.restarts failed starts behind it."""
+    return len(rec.get("failed_starts") or []) < cfg.restarts and rec["val_main"] <= val_trivial(rec["spec"], cfg)
+
+
+def restart(rec: dict, cfg: SweepConfig, device, progress: bool = False) -> dict:
+    """Train a failed start's chosen point again from training seed seed + 1000 k until it learns or the restarts
+    are spent. The last start's record replaces the run's, keeps its run id, nominal seed and search, and lists
+    every failed start with its val and dev (what the restart changed, measured before and after)."""
+    while needs_restart(rec, cfg):
+        failed = [*(rec.get("failed_starts") or []), start_summary(rec)]
+        spec = rec["spec"]
+        again = spec | {g: [rec["config"][d]] for g, d in SEARCH_DIMS if spec.get(g) is not None}
+        again["train_seed"] = spec["seed"] + RESTART_SEED_STEP * len(failed)
+        new = run_one(again, cfg, device, progress)
+        rec = {**new, "run_id": rec["run_id"], "spec": spec, "hp_search": rec["hp_search"], "grid": rec["grid"]}
+        rec["failed_starts"] = failed
+    return rec
+
+
+def start_summary(rec: dict) -> dict:
+    """What a failed start scored, for the record that replaces it."""
+    keys = ("val_main", "dev_main", "dev", "removed_fraction", "curve", "train_time_s", "date", "checkpoint")
+    return {"train_seed": rec["config"].get("train_seed", rec["seed"])} | {k: rec.get(k) for k in keys}

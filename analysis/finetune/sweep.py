@@ -32,7 +32,7 @@ from analysis.finetune.config import (
     take_choices,
 )
 from analysis.finetune.protocols import PROTOCOLS, estimate, grid_size, run_cost
-from analysis.finetune.runner import needs_search, run_spec, spec_task
+from analysis.finetune.runner import needs_restart, needs_search, run_spec, spec_task
 from analysis.finetune.schedule import Job, run_jobs
 from analysis.finetune.validate import FLOAT32, ArgumentParser, cli, model_source, validate
 from analysis.provenance import append_jsonl, read_jsonl
@@ -123,7 +123,7 @@ def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=(), waiting=()) -> N
     for s in waiting:  # a run waiting for its source's choice has no id yet; its first grid point stands in
         print("(waits)     ", json.dumps(s))
     for s in extend:
-        print(run_id(s), "(grid extension of a recorded run)")
+        print(run_id(s), "(grid extension or restart of a recorded run)")
     stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items()} for s in extend]  # about one point each
     if not todo and not stand_in:
         print(f"\nplan: nothing to do: every run of the plan is in {cfg.out}")
@@ -131,7 +131,7 @@ def print_plan(cfg: SweepConfig, specs, todo, sizes, extend=(), waiting=()) -> N
     est = estimate(todo + stand_in, sizes, cfg.workers, curve_points=cfg.curve_points, runs=cfg.out)
     steps = sum(run_cost(s, sizes[s["task"]][0]) / (1.5 if s["method"] == "full" else 1.0) for s in todo + stand_in)
     print(
-        f"\nplan: {len(todo)} runs to do, {len(extend)} recorded runs whose grid the rule extends, "
+        f"\nplan: {len(todo)} runs to do, {len(extend)} recorded runs to extend or restart, "
         f"{sum(grid_size(s) for s in todo + stand_in)} trainings (grid points; one per pending extension, none for extensions still to come), "
         f"{steps:,.0f} training steps; epochs {dict((s['task'], s['epochs']) for s in specs)}"
     )
@@ -163,12 +163,12 @@ def reusable(cfg: SweepConfig, specs: list[dict], recs: list[dict]) -> list[dict
 
 
 def plan(cfg: SweepConfig, specs: list[dict]) -> tuple[list, list, list, dict, list]:
-    """(todo, extend, waiting, keys, ready): specs to run, recorded runs whose grid the rule extends (with their
-    records), specs waiting for a source run, {run_id: spec_key} of the ready marked specs, and every spec
+    """(todo, extend, waiting, keys, ready): specs to run, recorded runs whose grid the rule extends or whose
+    failed start is restarted (cfg.restarts; with their records), specs waiting for a source run, {run_id: spec_key} of the ready marked specs, and every spec
     whose grids are known (run or not). Reusable
     records (cfg.reuse) are copied into cfg.out first (not in a dry run, which only counts them)."""
     recs = read_jsonl(cfg.out)
-    complete = lambda rec: not needs_search(rec, cfg.extend_grids)  # noqa: E731
+    complete = lambda rec: not needs_search(rec, cfg.extend_grids) and not needs_restart(rec, cfg)  # noqa: E731
     held = []
     if cfg.choices_from:
         src = [r for r in read_jsonl(choices_path(cfg)) if complete(r)]
@@ -208,7 +208,11 @@ def run_sweep(cfg: SweepConfig, extra: dict | None = None) -> Path:
         f"{len(specs)} runs, {len(specs) - len(todo) - len(waiting)} already in {cfg.out}, "
         f"{len(todo) + len(waiting)} to do"
         + (f" ({len(waiting)} wait for their source's grid choice)" if waiting else "")
-        + (f", {len(extend)} recorded runs whose grid the rule extends" if extend else "")
+        + (
+            f", {len(extend)} recorded runs whose grid the rule extends or whose failed start restarts"
+            if extend
+            else ""
+        )
     )
     if cfg.dry_run:  # a waiting run trains one grid point: its first one stands in for the cost
         stand_in = [{k: v[:1] if k in GRIDS else v for k, v in s.items() if k != GRID_FROM} for s in waiting]

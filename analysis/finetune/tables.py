@@ -31,6 +31,7 @@ KURTOSIS_SUFFIX = " (kurtosis tau={tau:g})"  # label suffix of the paper's kurto
 TRIVIAL_LABEL = "trivial (constant prediction)"
 MARK = " †"
 BOUND_MARK = " ‡"  # a choice at a bound of the grid rule (analysis/gridsearch.py): the grid could not be extended
+RESTART_MARK = " ʳ"  # a seed whose first start failed and was restarted (analysis/finetune/runner.py, restarts)
 REFERENCES = ("lora", "bias")  # what every gate setting is paired against
 MIN_CURVE_POINTS = 2 * PLATEAU_TAIL  # fewer curve points than this: no plateau table (the curve is too coarse)
 
@@ -129,7 +130,11 @@ def glue_table(p, base: dict | None = None) -> str:
             avg = p.glue_average(label, keep)
             row = [label, "–" if keep is None else f"{keep:g}"]
             row += [
-                _marked(c.dev, base.get(t)) + (BOUND_MARK if at_bound(c) else "") if c else "–"
+                _marked(c.dev, base.get(t))
+                + (BOUND_MARK if at_bound(c) else "")
+                + (RESTART_MARK if restarted(c) else "")
+                if c
+                else "–"
                 for t, c in zip(tasks, cells)
             ]
             row.append(_marked(avg.dev, avg_base) if avg else "–")
@@ -147,7 +152,28 @@ def glue_table(p, base: dict | None = None) -> str:
     ]
     if any(at_bound(c) for c in p.cells):
         lines.append("‡: a learning rate chosen at a bound of the grid rule (the grid could not be extended further).")
+    if notes := restart_notes(p):
+        lines.append(
+            "ʳ: a seed restarted from a new training seed after a failed start (val no better than a constant "
+            "prediction), dev before → after: " + "; ".join(notes) + "."
+        )
     return "\n".join(lines)
+
+
+def restarted(cell) -> bool:
+    return any(r.get("failed_starts") for r in cell.records)
+
+
+def restart_notes(p) -> list[str]:
+    """Per restarted seed: each start's dev and training seed, the failed ones first (the cell counts the last)."""
+    out = []
+    for c in p.cells:
+        for r in c.records:
+            starts = [*(r.get("failed_starts") or []), {"train_seed": r["config"].get("train_seed"), **r}]
+            if len(starts) > 1:
+                chain = " → ".join(f"{s['dev_main']:.1f} (train seed {s['train_seed']})" for s in starts)
+                out.append(f"{c.task} {setting_label(c.label, c.keep)} seed {r['config'].get('seed')}: {chain}")
+    return out
 
 
 def at_bound(cell) -> bool:

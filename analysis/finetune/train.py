@@ -62,18 +62,24 @@ from gatecore.tiny import tiny_model
 from gatecore.train import AUTOCAST_DTYPES, Objective, train_loop
 
 
+def train_seed(cfg: dict) -> int:
+    """The seed a point trains from: its own, or a restart's (`train_seed`, analysis/finetune/runner.py), which
+    keeps the nominal seed that pairs it with the other methods."""
+    return cfg.get("train_seed", cfg["seed"])
+
+
 def build_model(cfg: dict, num_labels: int):
     """(model, tokenizer) with the method's adapters and trainable set (gatecore.setup_method);
     cfg["model"] "tiny-bert" = random tiny."""
     method = cfg["method"]
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    torch.manual_seed(cfg["seed"])
+    torch.manual_seed(train_seed(cfg))
     if cfg["model"].startswith("tiny-"):
-        model, tok = tiny_model(cfg["model"][5:], num_labels=num_labels, seed=cfg["seed"]), None
+        model, tok = tiny_model(cfg["model"][5:], num_labels=num_labels, seed=train_seed(cfg)), None
     else:
         model, tok = gatecore.load_model(cfg["model"], num_labels=num_labels)
-    torch.manual_seed(cfg["seed"])  # same adapter init whatever the loading did
+    torch.manual_seed(train_seed(cfg))  # same adapter init whatever the loading did
     opts = {k: cfg[k] for k in ("lora_r", "lora_alpha", "sigma", "reg_sigma", "bias") if k in cfg}
     setup_method(model, method, **opts)
     if method in GATE_METHODS and cfg.get("kurtosis_tau") is not None:  # the weighted penalty reads input means
@@ -161,7 +167,7 @@ def train(
         if ctl is not None
         else None
     )
-    rng = random.Random(cfg["seed"])
+    rng = random.Random(train_seed(cfg))
     lengths = [len(x) for x in train_enc.ids]
     res, t0, loss_ema, start = TrainResult(), time.perf_counter(), None, 0
     model.to(device).train()
@@ -206,7 +212,7 @@ def train(
         for idx in epoch_batches(lengths, cfg["batch_size"], rng, bool(cfg.get("bucketed")))
     )
     epochs = (collate(train_enc, idx, pad_id, device) for idx in itertools.islice(order, start, None))
-    label = f"{cfg['task']}/{cfg['method']} (lr={cfg['lr']:g}, seed={cfg['seed']})"
+    label = f"{cfg['task']}/{cfg['method']} (lr={cfg['lr']:g}, seed={train_seed(cfg)})"
     step = (
         start
         + train_loop(

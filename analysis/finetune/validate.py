@@ -93,6 +93,7 @@ def _numbers(cfg) -> None:
         ("curve_points", 0, False),
         ("curve_dev_examples", 0, True),
         ("max_runs", 1, True),
+        ("restarts", 0, False),
         ("threads", 1, False),
         ("workers", 1, False),
     ):
