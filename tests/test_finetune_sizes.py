@@ -109,3 +109,17 @@ def test_pick_needs_every_protocol_and_the_figure_is_drawn(tmp_path):
 def test_no_shared_task_gives_no_table():
     other = protocol("other", "m", 1e6, {("CoLA", "lora", None): [1.0]})
     assert size_table([SMALL, other]) is None and plot_sizes([SMALL, other], Path("unused.png")) is None
+
+
+def test_trend_lines_follow_each_gap_from_the_smaller_model_to_the_larger():
+    from analysis.finetune.sizes import trend
+
+    lines = trend([BASE, SMALL], ["SST-2", "STS-B"])  # ordered by parameter count, not by argument
+    # gates keep 0.7 - lora: small -2.7 (above), base -0.3; SST-2 -3.3 -> -0.3, STS-B -2.0 -> -0.3
+    assert lines[0] == (
+        "gates keep 0.7 − lora from tiny-22m to base-110m: -2.7 → -0.3 on the task average (closer to lora at the "
+        "larger size); per task SST-2 -3.3 → -0.3, STS-B -2.0 → -0.3: closer on SST-2, STS-B (2 of 2)."
+    )
+    assert lines[1].startswith("gates keep 0.7 − bias from tiny-22m to base-110m: -1.8 → +0.8 on the task average")
+    assert len(lines) == 2  # keep 0.8 exists on one model only
+    assert trend([SMALL, BASE], ["SST-2", "MRPC"]) == []  # MRPC lacks the small model's cells

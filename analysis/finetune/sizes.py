@@ -3,7 +3,8 @@
 size_table(ps)   per task all protocols share, then their average: the trivial baseline, LoRA, bias and each gate
                  setting (dev mean ± std over seeds; asked → got removed), then per gate setting the speedup of
                  its compressed models and its differences to LoRA and to bias paired by seed; one column per
-                 protocol (its model and precision named); a verdict line per model
+                 protocol (its model and precision named); a verdict line per model, then per gate setting
+                 how its gaps to LoRA and bias change from the smaller model to the larger
 plot_sizes(ps)   those paired differences (task average) against the model's parameter count
 size_block(dir)  the table of SIZE_PROTOCOLS for docs/results.md; None until every one of them has records
 """
@@ -100,7 +101,7 @@ def size_table(ps: list[Protocol]) -> str | None:
                 cells = [_diff_cell(p, g, ref, group) for p in ps]
                 if any(c != "–" for c in cells):
                     lines.append(md_row([name, f"{setting_label(*g)} − {ref} (paired)", *cells]))
-    lines += ["", *(f"- {line}" for line in verdict(ps, tasks))]
+    lines += ["", *(f"- {line}" for line in verdict(ps, tasks) + trend(ps, tasks))]
     return "\n".join(lines)
 
 
@@ -127,6 +128,28 @@ def verdict(ps: list[Protocol], tasks: list[str]) -> list[str]:
             out.append(
                 text + f" (task average, {n} seed{'s' * (n > 1)}); within {CLAIM_GAP:g} point of LoRA on "
                 f"{', '.join(close) or 'no task'} ({len(close)} of {len(tasks)})."
+            )
+    return out
+
+
+def trend(ps: list[Protocol], tasks: list[str]) -> list[str]:
+    """Per gate setting and reference every model has on every task: the paired difference from the smallest
+    model to the largest, on the task average and per task; does the gap shrink with size?"""
+    ps = sorted(ps, key=params_of)
+    out = []
+    for g in [g for g in gate_settings(ps[0]) if all(g in gate_settings(p) for p in ps[1:])]:
+        for ref in REFERENCES:
+            d = [_paired(p, g, ref, tasks) for p in ps]
+            per = {t: [_paired(p, g, ref, [t]) for p in ps] for t in tasks}
+            if None in d or any(None in e for e in per.values()):
+                continue
+            steps = lambda ds: " → ".join(f"{x.mean:+.1f}" for x in ds)  # noqa: E731
+            closer = [t for t, e in per.items() if e[-1].mean > e[0].mean]
+            out.append(
+                f"{setting_label(*g)} − {ref} from {' to '.join(model_of(p) for p in ps)}: {steps(d)} on the "
+                f"task average ({'closer to' if d[-1].mean > d[0].mean else 'further from'} {ref} at the larger "
+                f"size); per task {', '.join(f'{t} {steps(e)}' for t, e in per.items())}: closer on "
+                f"{', '.join(closer) or 'no task'} ({len(closer)} of {len(tasks)})."
             )
     return out
 
