@@ -10,6 +10,7 @@ from analysis.finetune import runner, sweep
 from analysis.finetune.config import expand, take_choices
 from analysis.finetune.stats import controller_met, training_removed
 from analysis.provenance import ROOT, read_jsonl
+from gatecore.checkpoint import read_checkpoint
 
 
 def test_grid_rule_extends_a_recorded_edge_choice_reusing_its_points(folder, tmp_path, monkeypatch):
@@ -343,6 +344,8 @@ def test_a_failed_start_is_restarted_from_a_new_training_seed_keeping_its_run(fo
     assert failed["train_seed"] == 0
     assert (failed["val_main"], failed["dev_main"]) == (first["val_main"], first["dev_main"])
     assert rec["curve"] != first["curve"]  # another training, not the same one relabelled
+    meta = read_checkpoint(ROOT / rec["checkpoint"])["meta"]  # an absolute path stays itself
+    assert meta["run_id"] == rec["run_id"] and meta["config"]["train_seed"] == 1000  # the restart's state, its run's id
     sweep.main(args + ["--restarts", "1"])  # one restart asked, one done: nothing more, whatever it scored
     assert seeds == [1000] and read_jsonl(out) == [rec]
 

@@ -137,15 +137,17 @@ def run_one(
     progress: bool = True,
     prior: dict | None = None,
     points_file: Path | None = None,
+    rid: str | None = None,
 ) -> dict:
     """Search the run's grids on val by the grid rule (analysis/gridsearch.py), then build the record of the
     chosen point. `prior`: an earlier record of this run whose search points are reused, not retrained (a grid
     the rule extends); if one of them stays the choice, that record is kept and only its search grows.
-    `points_file`: points of this run already trained by an interrupted call are read from it, new ones appended."""
+    `points_file`: points of this run already trained by an interrupted call are read from it, new ones appended.
+    `rid`: the run id of the record and its checkpoint (a restart keeps its run's; default: the spec's)."""
     task = spec_task(spec, cfg)
     gated = spec["method"] in GATE_METHODS
     grids = search_grids(spec)
-    rid = run_id(spec)
+    rid = rid or run_id(spec)
     weights = {"model": model_source(spec["model"], cfg.root)}  # where the model is read (a bundle's folder)
     old = (prior or {}).get("hp_search") or ([] if prior is None else [prior_entry(prior, grids)])
     old += [line["entry"] for line in (read_jsonl(points_file) if points_file else []) if line["run_id"] == rid]
@@ -311,20 +313,20 @@ def needs_restart(rec: dict, cfg: SweepConfig) -> bool:
 
 def restart(rec: dict, cfg: SweepConfig, device, progress: bool = False) -> dict:
     """Train a failed start's chosen point again from training seed seed + 1000 k until it learns or the restarts
-    are spent. The last start's record replaces the run's, keeps its run id, nominal seed and search, and lists
-    every failed start with its val and dev (what the restart changed, measured before and after)."""
+    are spent. The last start's record and checkpoint replace the run's, keep its run id, nominal seed and search,
+    and list every failed start with its val and dev (what the restart changed, measured before and after)."""
     while needs_restart(rec, cfg):
         failed = [*(rec.get("failed_starts") or []), start_summary(rec)]
         spec = rec["spec"]
         again = spec | {g: [rec["config"][d]] for g, d in SEARCH_DIMS if spec.get(g) is not None}
         again["train_seed"] = spec["seed"] + RESTART_SEED_STEP * len(failed)
-        new = run_one(again, cfg, device, progress)
-        rec = {**new, "run_id": rec["run_id"], "spec": spec, "hp_search": rec["hp_search"], "grid": rec["grid"]}
+        new = run_one(again, cfg, device, progress, rid=rec["run_id"])  # its checkpoint replaces the failed one
+        rec = {**new, "spec": spec, "hp_search": rec["hp_search"], "grid": rec["grid"]}
         rec["failed_starts"] = failed
     return rec
 
 
 def start_summary(rec: dict) -> dict:
     """What a failed start scored, for the record that replaces it."""
-    keys = ("val_main", "dev_main", "dev", "removed_fraction", "curve", "train_time_s", "date", "checkpoint")
+    keys = ("val_main", "dev_main", "dev", "removed_fraction", "curve", "train_time_s", "date")
     return {"train_seed": rec["config"].get("train_seed", rec["seed"])} | {k: rec.get(k) for k in keys}
