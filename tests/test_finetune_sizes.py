@@ -123,3 +123,11 @@ def test_trend_lines_follow_each_gap_from_the_smaller_model_to_the_larger():
     assert lines[1].startswith("gates keep 0.7 − bias from tiny-22m to base-110m: -1.8 → +0.8 on the task average")
     assert len(lines) == 2  # keep 0.8 exists on one model only
     assert trend([SMALL, BASE], ["SST-2", "MRPC"]) == []  # MRPC lacks the small model's cells
+
+
+def test_a_restarted_seed_is_marked_and_footnoted():
+    base = protocol("base", "base-110m", 110e6, {("SST-2", "lora", None): [92, 93], ("SST-2", "gates", 0.7): [90, 91]})
+    assert "ʳ" not in size_table([SMALL, base])
+    base.records[0]["failed_starts"] = [{"train_seed": 0, "dev_main": 50.9}]
+    t = size_table([SMALL, base])
+    assert row(t, "SST-2", "lora") == ["87.0 ± 1.0", "92.5 ± 0.7 ʳ"] and t.endswith("results/glue_table.md).")

@@ -15,7 +15,16 @@ from pathlib import Path
 
 from analysis.finetune.results import Protocol, load_protocols
 from analysis.finetune.stats import CLAIM_GAP, baselines, mean, paired, pm
-from analysis.finetune.tables import REFERENCES, asked_got, gate_settings, md_header, md_row, setting_label
+from analysis.finetune.tables import (
+    REFERENCES,
+    RESTART_MARK,
+    asked_got,
+    gate_settings,
+    md_header,
+    md_row,
+    restarted,
+    setting_label,
+)
 
 SIZE_PROTOCOLS = ("cpu-fair-rc", "cpu-base")  # MiniLM's fair fight and its base-size twin (same grid rule, controller)
 
@@ -54,7 +63,11 @@ def _setting_cell(p: Protocol, setting: tuple, tasks: list[str]) -> str:
         c = p.cell(tasks[0], *setting)
         if c is None:
             return "–"
-        return pm(c.dev) + (f" ({asked_got(c.asked, c.removed)})" if c.is_gates else "")
+        return (
+            pm(c.dev)
+            + (f" ({asked_got(c.asked, c.removed)})" if c.is_gates else "")
+            + (RESTART_MARK if restarted(c) else "")
+        )
     avg = p.glue_average(*setting, tasks=tasks)
     return pm(avg.dev) if avg else "–"
 
@@ -102,6 +115,10 @@ def size_table(ps: list[Protocol]) -> str | None:
                 if any(c != "–" for c in cells):
                     lines.append(md_row([name, f"{setting_label(*g)} − {ref} (paired)", *cells]))
     lines += ["", *(f"- {line}" for line in verdict(ps, tasks) + trend(ps, tasks))]
+    if any(restarted(c) for p in ps for c in p.cells):
+        lines.append(
+            f"-{RESTART_MARK}: a seed restarted after a failed start (each start's dev: results/glue_table.md)."
+        )
     return "\n".join(lines)
 
 
