@@ -191,7 +191,7 @@ PROTOCOLS = {
         control_recenter=True,  # no cpu-base gate run had been recorded when it was measured
         recovery=0.1,
         autocast="bfloat16",
-        restarts=2,  # MRPC's LoRA seed 1 never left the constant prediction at its seed 0's lr (val 0.0)
+        restarts=2,  # MRPC's LoRA and gates (30%) seed 1 ended at a constant prediction at their seed 0's point
     ),
     # long runs with a dense curve on the bounded dev subset, to size cpu-converged's epochs
     # gates use the authors' `target` objective here, so `gates` and the kurtosis-weighted variant differ in the

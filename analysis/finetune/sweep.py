@@ -164,9 +164,9 @@ def reusable(cfg: SweepConfig, specs: list[dict], recs: list[dict]) -> list[dict
 
 def plan(cfg: SweepConfig, specs: list[dict]) -> tuple[list, list, list, dict, list]:
     """(todo, extend, waiting, keys, ready): specs to run, recorded runs whose grid the rule extends or whose
-    failed start is restarted (cfg.restarts; with their records), specs waiting for a source run, {run_id: spec_key} of the ready marked specs, and every spec
-    whose grids are known (run or not). Reusable
-    records (cfg.reuse) are copied into cfg.out first (not in a dry run, which only counts them)."""
+    failed start is restarted (cfg.restarts; with their records), specs waiting for a source run, {run_id:
+    spec_key} of the ready marked specs, and every spec whose grids are known (run or not). Reusable records
+    (cfg.reuse) are copied into cfg.out first (not in a dry run, which only counts them)."""
     recs = read_jsonl(cfg.out)
     complete = lambda rec: not needs_search(rec, cfg.extend_grids) and not needs_restart(rec, cfg)  # noqa: E731
     held = []
