@@ -200,12 +200,11 @@ else:
 #   pilot's curves, not the paper's; a sentence-embedding checkpoint read through mean pooling, not RoBERTa;
 #   one size step. Two MRPC runs (LoRA and gates at 30%, seed 1) ended at a constant prediction and were
 #   restarted (marked ʳ).
-# - **One-seed references** (all 12 in; docs/results.md): full finetuning is level with LoRA on SST-2 and above
-#   it elsewhere (SST-2 / MRPC / STS-B / CoLA 92.1 / 89.6 / 90.3 / 45.0, LoRA 92.2 / 89.0 / 88.2 / 42.4); at 30%
-#   the gates score below the frozen encoder's trained head on SST-2 and CoLA
-#   (87.1 vs 88.8, 10.1 vs 18.4); LoRA inside the gates (gates+lora, seed 0) closes the gap to LoRA on MRPC
-#   (+0.2, the gates alone −1.6), narrows it on
-#   STS-B (−0.8, alone −1.4) and widens it on CoLA (−37.4, alone −29.0).
+# - **One-seed references** (all 12 in; docs/results.md): full finetuning is level with LoRA on SST-2 and above it
+#   elsewhere (SST-2 / MRPC / STS-B / CoLA 92.1 / 89.6 / 90.3 / 45.0, LoRA 92.2 / 89.0 / 88.2 / 42.4); at 30% the
+#   gates score below the frozen encoder's trained head on SST-2 and CoLA (87.1 vs 88.8, 10.1 vs 18.4); LoRA
+#   inside the gates (gates+lora, seed 0) closes the gap to LoRA on MRPC (+0.2, the gates alone −1.6), narrows it
+#   on STS-B (−0.8, alone −1.4) and widens it on CoLA (−37.4, alone −29.0).
 
 # %% [markdown]
 # ### Training 4x longer (`cpu-fair-long` beside `cpu-fair`; issue 24)
